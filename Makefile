@@ -1,0 +1,40 @@
+# Quickstart: `make run` (sample data + Dagster UI and daemon) and `make test` (lint + tests).
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)/dagster_home
+export VIRTUAL_ENV := $(CURDIR)/$(VENV)
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+AH_LANDING_DIR ?= data/landing
+export AH_LANDING_DIR
+
+.PHONY: run test lint format sample bench clean
+
+$(BIN)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/account-hierarchy sample --if-empty
+	$(BIN)/dg dev
+
+test: $(BIN)/.installed lint
+	$(BIN)/pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(BIN)/.installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+sample: $(BIN)/.installed
+	$(BIN)/account-hierarchy sample
+
+bench: $(BIN)/.installed
+	$(BIN)/python -m benchmarks.ingest
+
+clean:
+	rm -rf $(VENV) data/warehouse.duckdb data/warehouse.duckdb.wal
