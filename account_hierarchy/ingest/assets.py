@@ -1,0 +1,98 @@
+"""Dagster wiring of the ingest stage: the hourly `raw_events` asset."""
+
+import dagster as dg
+
+from account_hierarchy.ingest.load import IngestReport, ingest_window
+from account_hierarchy.metadata import markdown_preview, table_schema
+from account_hierarchy.partitions import HOURLY, partitions_start, window_of
+from account_hierarchy.resources import LandingFolder, Warehouse
+
+LINES_ACCOUNTED_FOR = "every_line_accounted_for"
+MESSAGE_IDS_UNIQUE = "message_ids_unique"
+
+
+@dg.asset(
+    partitions_def=HOURLY,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    group_name="ingest",
+    kinds={"duckdb", "json"},
+    owners=["team:data-engineering"],
+    pool="duckdb",
+    tags={"stage": "ingest"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            LINES_ACCOUNTED_FOR,
+            asset="raw_events",
+            blocking=True,
+            description="Lines read = loaded + quarantined + duplicates.",
+        ),
+        dg.AssetCheckSpec(
+            MESSAGE_IDS_UNIQUE,
+            asset="raw_events",
+            blocking=True,
+            description="No messageId appears twice in raw_events, across all hours.",
+        ),
+    ],
+)
+def raw_events(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, landing: LandingFolder
+) -> dg.MaterializeResult:
+    """Segment messages of each hour (by event `timestamp`), parsed, checked against the Segment
+    spec and de-duplicated by `messageId`. Rejected lines go to `quarantined_lines` with a
+    reason, re-sends to `duplicate_lines`. Reads every landing file holding lines of the hour."""
+    start, end = window_of(context)
+    with warehouse.get_connection() as con:
+        report = ingest_window(con, landing.root, start, end, partitions_start())
+        preview = con.execute(
+            "SELECT message_id, type, user_id, group_id, event, timestamp, source_file, "
+            "source_line FROM raw_events WHERE event_hour >= $start AND event_hour < $end "
+            "ORDER BY timestamp, message_id LIMIT 10",
+            {"start": start, "end": end},
+        ).df()
+        (repeated_ids,) = con.execute(
+            "SELECT count(*) FROM (SELECT message_id FROM raw_events GROUP BY message_id "
+            "HAVING count(*) > 1)"
+        ).fetchone()
+        schema = table_schema(con, "raw_events")
+    context.log.info(f"Ingested {start} to {end}: {report}")
+    return dg.MaterializeResult(
+        metadata=_metadata(report, start, end)
+        | {
+            "dagster/column_schema": schema,
+            "preview": dg.MetadataValue.md(markdown_preview(preview)),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=LINES_ACCOUNTED_FOR,
+                passed=report.lines_read == report.loaded + report.quarantined + report.duplicates,
+                metadata={
+                    "lines_read": report.lines_read,
+                    "accounted_for": report.loaded + report.quarantined + report.duplicates,
+                },
+            ),
+            dg.AssetCheckResult(
+                check_name=MESSAGE_IDS_UNIQUE,
+                passed=repeated_ids == 0,
+                metadata={"repeated_message_ids": repeated_ids},
+            ),
+        ],
+    )
+
+
+def _metadata(report: IngestReport, start, end) -> dict:
+    reasons = "\n".join(
+        f"| {reason} | {count} |" for reason, count in report.quarantine_reasons.items()
+    )
+    return {
+        "dagster/row_count": report.loaded,
+        "window": f"[{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}) UTC",
+        "lines_read": report.lines_read,
+        "loaded": report.loaded,
+        "quarantined": report.quarantined,
+        "duplicates": report.duplicates,
+        "files_read": report.files_read,
+        "files_indexed": report.files_indexed,
+        "quarantine_reasons": dg.MetadataValue.md(
+            "| reason | lines |\n| --- | --- |\n" + reasons if reasons else "No line quarantined."
+        ),
+    }

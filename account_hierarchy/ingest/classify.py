@@ -1,0 +1,233 @@
+"""Classify landing lines: each line becomes a typed Segment message or a quarantine reason.
+
+The rules run as one vectorised DuckDB query over an Arrow table of lines (see `LINE_SCHEMA`),
+so a file of a million events is checked in about a second. Every line leaves with an
+`event_hour`, the hourly partition it belongs to:
+
+- a line with a usable event time belongs to the hour of that time: `timestamp`, or when the
+  field is absent `originalTimestamp`, then `receivedAt` (a present but unparseable
+  `timestamp` is quarantined, never replaced by a fallback);
+- a quarantined line without a usable event time belongs to the hour of its `receivedAt`, else
+  to the hour of the nearest earlier line of the same file that has one, else of the nearest
+  later one, else to the hour the file was written (its modification time).
+"""
+
+import json
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+
+from account_hierarchy.ingest.segment_spec import (
+    ID_JSON_TYPES,
+    MAX_FUTURE_SKEW_HOURS,
+    MAX_MESSAGE_BYTES,
+    MAX_MESSAGE_ID_CHARS,
+    MESSAGE_TYPES,
+)
+
+LINE_SCHEMA = pa.schema(
+    [("source_line", pa.int64()), ("line", pa.large_string()), ("utf8_error", pa.bool_())]
+)
+
+# The message fields we read, by JSONPath, and their column names while classifying.
+_FIELDS = {
+    "$": "root",
+    "$.type": "type",
+    "$.messageId": "message_id",
+    "$.userId": "user_id",
+    "$.anonymousId": "anonymous_id",
+    "$.groupId": "group_id",
+    "$.context": "context",
+    "$.context.groupId": "context_group_id",
+    "$.event": "event",
+    "$.name": "name",
+    "$.timestamp": "timestamp",
+    "$.originalTimestamp": "original_timestamp",
+    "$.receivedAt": "received_at",
+    "$.properties": "properties",
+    "$.traits": "traits",
+}
+# One parse gives every field's JSON type (NULL for an invalid line) ...
+_TYPE_COLUMNS = ",\n        ".join(
+    f"types[{index}] AS t_{name}" for index, name in enumerate(_FIELDS.values(), start=1)
+)
+# ... and one more gives the values, non-strictly: numbers and objects come back as text.
+_STRUCTURE = {
+    "type": "VARCHAR",
+    "messageId": "VARCHAR",
+    "userId": "VARCHAR",
+    "anonymousId": "VARCHAR",
+    "groupId": "VARCHAR",
+    "context": {"groupId": "VARCHAR"},
+    "event": "VARCHAR",
+    "name": "VARCHAR",
+    "timestamp": "VARCHAR",
+    "originalTimestamp": "VARCHAR",
+    "receivedAt": "VARCHAR",
+    "properties": "JSON",
+    "traits": "JSON",
+}
+
+
+def _present(name: str) -> str:
+    return f"coalesce(t_{name} <> 'NULL', false)"
+
+
+def _bad_id(name: str) -> str:
+    return f"({_present(name)} AND t_{name} NOT IN $id_types)"
+
+
+CLASSIFY_SQL = f"""
+WITH parsed AS (
+    SELECT CAST($source_file AS VARCHAR) AS source_file, source_line, utf8_error,
+           CAST($file_written_at AS TIMESTAMP) AS file_written_at,
+           rtrim(line, chr(10) || chr(13)) AS text, strlen(text) AS n_bytes,
+           CASE WHEN n_bytes <= $max_bytes THEN try(json_type(text, $paths)) END AS types
+    FROM lines
+), typed AS (
+    SELECT source_file, source_line, utf8_error, file_written_at, text, n_bytes,
+        {_TYPE_COLUMNS},
+        CASE WHEN types[1] = 'OBJECT' THEN json_transform(text, $structure) END AS m
+    FROM parsed
+), fields AS (
+    SELECT * EXCLUDE (m),
+        m.type AS type,
+        m.messageId AS message_id,
+        nullif(trim(m.userId), '') AS user_id,
+        nullif(trim(m.anonymousId), '') AS anonymous_id,
+        nullif(trim(m.groupId), '') AS group_id,
+        nullif(trim(m.context.groupId), '') AS context_group_id,
+        m.event AS event_name,
+        m.name AS page_name,
+        CASE WHEN {_present("timestamp")} THEN m.timestamp
+             WHEN {_present("original_timestamp")} THEN m.originalTimestamp
+             ELSE m.receivedAt END AS time_text,
+        try_cast(time_text AS TIMESTAMPTZ)::TIMESTAMP AS event_time,
+        m.receivedAt AS received_text,
+        try_cast(received_text AS TIMESTAMPTZ)::TIMESTAMP AS received_at,
+        m.properties AS properties,
+        m.traits AS traits
+    FROM typed
+), checked AS (
+    SELECT *,
+        CASE
+            WHEN utf8_error THEN 'line is not valid UTF-8'
+            WHEN trim(text) = '' THEN 'empty line'
+            WHEN n_bytes > $max_bytes
+                THEN format('message is {{}} bytes, over the {{}} byte limit', n_bytes, $max_bytes)
+            WHEN t_root IS NULL THEN 'invalid JSON'
+            WHEN t_root <> 'OBJECT' THEN format('JSON {{}} is not a message object', lower(t_root))
+            WHEN NOT {_present("type")} THEN 'missing type'
+            WHEN t_type <> 'VARCHAR' OR type NOT IN $types
+                THEN format('unknown type "{{}}"', type)
+            WHEN NOT {_present("message_id")} OR trim(message_id) = '' THEN 'missing messageId'
+            WHEN t_message_id <> 'VARCHAR' THEN 'messageId is not a string'
+            WHEN length(message_id) > $max_id_chars
+                THEN format('messageId over {{}} characters', $max_id_chars)
+            WHEN {_bad_id("user_id")} THEN 'userId is not a string'
+            WHEN {_bad_id("anonymous_id")} THEN 'anonymousId is not a string'
+            WHEN user_id IS NULL AND anonymous_id IS NULL THEN 'missing userId and anonymousId'
+            WHEN {_bad_id("group_id")} THEN 'groupId is not a string'
+            WHEN type = 'group' AND group_id IS NULL THEN 'group call without groupId'
+            WHEN {_present("context")} AND t_context <> 'OBJECT' THEN 'context is not an object'
+            WHEN {_bad_id("context_group_id")} THEN 'context.groupId is not a string'
+            WHEN type = 'track' AND (coalesce(t_event, '') <> 'VARCHAR' OR trim(event_name) = '')
+                THEN 'track call without event name'
+            WHEN {_present("name")} AND t_name <> 'VARCHAR' THEN 'name is not a string'
+            WHEN {_present("properties")} AND t_properties <> 'OBJECT'
+                THEN 'properties is not an object'
+            WHEN {_present("traits")} AND t_traits <> 'OBJECT' THEN 'traits is not an object'
+            WHEN time_text IS NULL
+                THEN 'missing timestamp (no timestamp, originalTimestamp or receivedAt)'
+            WHEN event_time IS NULL THEN format('unparseable timestamp "{{}}"', time_text)
+            WHEN {_present("received_at")} AND received_at IS NULL
+                THEN format('unparseable receivedAt "{{}}"', received_text)
+            WHEN event_time < CAST($partitions_start AS TIMESTAMP)
+                THEN format('timestamp {{}} is before the first partition {{}}',
+                            time_text, CAST($partitions_start AS TIMESTAMP))
+            WHEN event_time > coalesce(received_at, file_written_at)
+                              + to_hours(CAST($max_skew_hours AS BIGINT))
+                THEN format('timestamp {{}} is more than {{}} hours after it was received',
+                            time_text, $max_skew_hours)
+        END AS reason
+    FROM fields
+)
+SELECT
+    source_file,
+    source_line,
+    reason,
+    CASE WHEN reason IS NULL THEN date_trunc('hour', event_time)
+         WHEN received_at >= CAST($partitions_start AS TIMESTAMP)
+             THEN date_trunc('hour', received_at) END AS event_hour,
+    greatest(date_trunc('hour', file_written_at), CAST($partitions_start AS TIMESTAMP))
+        AS file_hour,
+    message_id,
+    type,
+    user_id,
+    anonymous_id,
+    group_id,
+    context_group_id,
+    CASE WHEN type = 'track' THEN event_name
+         WHEN type IN ('page', 'screen') THEN page_name END AS event,
+    event_time AS timestamp,
+    received_at,
+    CASE WHEN reason IS NULL THEN properties END AS properties,
+    CASE WHEN reason IS NULL THEN traits END AS traits,
+    CASE WHEN reason IS NOT NULL THEN text END AS raw_line
+FROM checked
+"""
+
+# Quarantined lines with no hour of their own borrow the hour of the nearest earlier line of
+# their file that has one, else of the nearest later one, else the hour the file was written.
+ANCHOR_SQL = """
+UPDATE {table} AS target SET event_hour = anchored.hour
+FROM (
+    SELECT orphan.source_file, orphan.source_line,
+           coalesce(earlier.event_hour, later.event_hour, orphan.file_hour) AS hour
+    FROM (SELECT * FROM {table} WHERE source_file = $path AND event_hour IS NULL) AS orphan
+    ASOF LEFT JOIN (SELECT source_line, event_hour FROM {table}
+                    WHERE source_file = $path AND event_hour IS NOT NULL) AS earlier
+        ON orphan.source_line > earlier.source_line
+    ASOF LEFT JOIN (SELECT source_line, event_hour FROM {table}
+                    WHERE source_file = $path AND event_hour IS NOT NULL) AS later
+        ON orphan.source_line < later.source_line
+) AS anchored
+WHERE target.source_file = anchored.source_file AND target.source_line = anchored.source_line
+"""
+
+
+def classify_into(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    *,
+    source_file: str,
+    file_written_at: datetime,
+    lines: pa.Table,
+    partitions_start: datetime,
+) -> None:
+    """Append one row per line of one file to `table` (a staging table we own): its reason
+    (NULL when valid), its `event_hour` and the typed message fields. `lines` follows
+    `LINE_SCHEMA`. Then call `anchor_orphans` for the file."""
+    con.register("lines", lines)
+    con.execute(
+        f"INSERT INTO {table} BY NAME {CLASSIFY_SQL}",
+        {
+            "source_file": source_file,
+            "file_written_at": file_written_at,
+            "paths": list(_FIELDS),
+            "structure": json.dumps(_STRUCTURE),
+            "types": list(MESSAGE_TYPES),
+            "id_types": list(ID_JSON_TYPES),
+            "max_bytes": MAX_MESSAGE_BYTES,
+            "max_id_chars": MAX_MESSAGE_ID_CHARS,
+            "max_skew_hours": MAX_FUTURE_SKEW_HOURS,
+            "partitions_start": partitions_start,
+        },
+    )
+    con.unregister("lines")
+
+
+def anchor_orphans(con: duckdb.DuckDBPyConnection, table: str, source_file: str) -> None:
+    """Give a file's quarantined lines without an hour of their own their neighbours' hour."""
+    con.execute(ANCHOR_SQL.format(table=table), {"path": source_file})

@@ -1,0 +1,117 @@
+"""The landing folder: which files are there, and their lines as Arrow arrays.
+
+Landing files are newline-delimited JSON, plain or gzip-compressed, anywhere under the landing
+folder: names ending in `.ndjson`, `.jsonl` or `.json`, optionally followed by `.gz`. Files
+whose name starts with a dot (temporary files of a writer still at work) are ignored.
+"""
+
+import gzip
+import hashlib
+import itertools
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from account_hierarchy.ingest.classify import LINE_SCHEMA
+
+LANDING_SUFFIXES = (".ndjson", ".jsonl", ".json")
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    """A file in the landing folder, named by its path relative to the folder."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+    @property
+    def written_at(self) -> datetime:
+        """Modification time, UTC, without time zone (the warehouse's convention)."""
+        return datetime.fromtimestamp(self.mtime_ns / 1e9, UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class FileContent:
+    """The bytes of a landing file turned into lines, or why they could not be."""
+
+    content_hash: str
+    lines: pa.Table | None
+    error: str | None = None
+
+
+def is_landing_file(path: Path) -> bool:
+    """True for NDJSON file names we ingest (see the module docstring)."""
+    name = path.name
+    if name.startswith("."):
+        return False
+    return name.removesuffix(".gz").endswith(LANDING_SUFFIXES)
+
+
+def list_landing_files(landing_dir: Path) -> list[LandingFile]:
+    """Every landing file under `landing_dir`, sorted by path."""
+    if not landing_dir.is_dir():
+        return []
+    files = []
+    for path in landing_dir.rglob("*"):
+        if path.is_file() and is_landing_file(path):
+            stat = path.stat()
+            relative = path.relative_to(landing_dir).as_posix()
+            files.append(LandingFile(relative, stat.st_size, stat.st_mtime_ns))
+    return sorted(files, key=lambda file: file.path)
+
+
+def read_landing_file(landing_dir: Path, file: LandingFile) -> FileContent:
+    """Hash a file's bytes and split its (decompressed) content into numbered lines."""
+    data = (landing_dir / file.path).read_bytes()
+    content_hash = hashlib.sha256(data).hexdigest()
+    if file.path.endswith(".gz"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as error:
+            return FileContent(content_hash, None, f"unreadable gzip file: {error}")
+    return FileContent(content_hash, split_lines(data))
+
+
+def split_lines(data: bytes) -> pa.Table:
+    """Split bytes into lines numbered from 1, without copying the text.
+
+    Each string keeps its trailing newline (stripped later, in SQL). Lines that are not valid
+    UTF-8 are replaced by their decoded text with replacement characters and flagged.
+    """
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n")) + 1
+    if data and not data.endswith(b"\n"):
+        ends = np.append(ends, len(data))
+    offsets = np.concatenate([[0], ends]).astype(np.int64)
+    count = len(ends)
+    lines = pa.LargeStringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(data))
+    utf8_error = np.zeros(count, dtype=bool)
+    try:
+        lines.validate(full=True)
+    except pa.ArrowInvalid:
+        lines, utf8_error = _decode_line_by_line(data, offsets)
+    return pa.table(
+        {
+            "source_line": pa.array(np.arange(1, count + 1, dtype=np.int64)),
+            "line": lines,
+            "utf8_error": pa.array(utf8_error),
+        },
+        schema=LINE_SCHEMA,
+    )
+
+
+def _decode_line_by_line(data: bytes, offsets: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    texts, errors = [], []
+    for start, end in itertools.pairwise(offsets):
+        chunk = data[start:end]
+        try:
+            texts.append(chunk.decode("utf-8"))
+            errors.append(False)
+        except UnicodeDecodeError:
+            texts.append(chunk.decode("utf-8", errors="replace"))
+            errors.append(True)
+    return pa.array(texts, pa.large_string()), np.array(errors, dtype=bool)

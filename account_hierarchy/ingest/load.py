@@ -1,0 +1,273 @@
+"""Load the landing lines of a window of hours into the warehouse, exactly once.
+
+`ingest_window` is the whole ingest stage for a time window `[start, end)`:
+
+1. refresh the file index (`landing_files`, `landing_file_hours`): new or changed files are
+   read and the hours their lines belong to recorded; files gone from the folder are forgotten;
+2. read every file that holds lines of the window and classify its lines (`classify.py`);
+3. sort the window's lines into loaded events, quarantined lines and duplicates:
+   - a file whose bytes equal those of a file indexed before it (a re-delivery under another
+     name) is a duplicate file: all its lines are duplicates of that file's lines;
+   - a valid message is a duplicate when its `messageId` was already loaded in another hour,
+     or appears earlier in this window (in file index order, then path, then line);
+4. validate the events with pandera, then replace the window's rows in `raw_events`,
+   `quarantined_lines` and `duplicate_lines` in one transaction.
+
+Re-running a window, or landing the same file again, therefore changes nothing, and for every
+run `lines_read = loaded + quarantined + duplicates`.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from account_hierarchy.ingest.classify import anchor_orphans, classify_into
+from account_hierarchy.ingest.events_schema import validate_events
+from account_hierarchy.ingest.landing import (
+    LandingFile,
+    list_landing_files,
+    read_landing_file,
+)
+from account_hierarchy.warehouse import ensure_ingest_tables
+
+STAGING_DDL = """
+CREATE OR REPLACE TEMP TABLE window_lines (
+    source_file VARCHAR, source_line BIGINT, reason VARCHAR, event_hour TIMESTAMP,
+    file_hour TIMESTAMP, message_id VARCHAR, type VARCHAR, user_id VARCHAR,
+    anonymous_id VARCHAR, group_id VARCHAR, context_group_id VARCHAR, event VARCHAR,
+    timestamp TIMESTAMP, received_at TIMESTAMP, properties JSON, traits JSON, raw_line VARCHAR
+)
+"""
+
+EVENT_COLUMNS = (
+    "message_id, type, user_id, anonymous_id, group_id, context_group_id, event, timestamp, "
+    "received_at, properties, traits, source_file, source_line, event_hour"
+)
+
+
+@dataclass
+class IngestReport:
+    """What one ingest run did; `lines_read == loaded + quarantined + duplicates`."""
+
+    lines_read: int = 0
+    loaded: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    files_read: int = 0
+    files_indexed: int = 0
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def ingest_window(
+    con: duckdb.DuckDBPyConnection,
+    landing_dir: Path,
+    start: datetime,
+    end: datetime,
+    partitions_start: datetime,
+) -> IngestReport:
+    """Ingest every landing line whose hour is in `[start, end)` (naive UTC datetimes)."""
+    ensure_ingest_tables(con)
+    con.begin()
+    try:
+        report = _ingest(con, landing_dir, start, end, partitions_start)
+    except BaseException:
+        con.rollback()
+        raise
+    con.commit()
+    return report
+
+
+def _ingest(
+    con: duckdb.DuckDBPyConnection,
+    landing_dir: Path,
+    start: datetime,
+    end: datetime,
+    partitions_start: datetime,
+) -> IngestReport:
+    report = IngestReport()
+    files = list_landing_files(landing_dir)
+    index = _refresh_index_entries(con, files)
+    window_paths = _paths_touching(con, start, end)
+    con.execute(STAGING_DDL)
+    for file in files:
+        known = index.get(file.path)
+        unchanged = known is not None and known == (file.size, file.mtime_ns)
+        if unchanged and file.path not in window_paths:
+            continue
+        _stage_file(con, landing_dir, file, partitions_start, reindex=not unchanged)
+        con.execute(
+            "DELETE FROM window_lines WHERE source_file = $path "
+            "AND (event_hour < $start OR event_hour >= $end)",
+            {"path": file.path, "start": start, "end": end},
+        )
+        report.files_read += 1
+        report.files_indexed += not unchanged
+    _sort_window(con, start, end, report)
+    return report
+
+
+def _refresh_index_entries(
+    con: duckdb.DuckDBPyConnection, files: list[LandingFile]
+) -> dict[str, tuple[int, int]]:
+    """Forget files that left the folder; return (size, mtime) of the files still indexed."""
+    present = pa.table({"path": [file.path for file in files]})
+    con.register("present_files", present)
+    for table in ("landing_file_hours", "landing_files"):
+        con.execute(f"DELETE FROM {table} WHERE path NOT IN (SELECT path FROM present_files)")
+    con.unregister("present_files")
+    rows = con.execute("SELECT path, size, mtime_ns FROM landing_files").fetchall()
+    return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
+
+
+def _paths_touching(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> set[str]:
+    rows = con.execute(
+        "SELECT DISTINCT path FROM landing_file_hours WHERE event_hour >= $start "
+        "AND event_hour < $end",
+        {"start": start, "end": end},
+    ).fetchall()
+    return {path for (path,) in rows}
+
+
+def _stage_file(
+    con: duckdb.DuckDBPyConnection,
+    landing_dir: Path,
+    file: LandingFile,
+    partitions_start: datetime,
+    *,
+    reindex: bool,
+) -> None:
+    """Classify one file's lines into `window_lines`, and (re)index it when new or changed."""
+    content = read_landing_file(landing_dir, file)
+    if content.lines is None:
+        file_hour = max(
+            file.written_at.replace(minute=0, second=0, microsecond=0), partitions_start
+        )
+        con.execute(
+            "INSERT INTO window_lines (source_file, source_line, reason, event_hour) "
+            "VALUES ($path, 0, $reason, $hour)",
+            {"path": file.path, "reason": content.error, "hour": file_hour},
+        )
+    else:
+        classify_into(
+            con,
+            "window_lines",
+            source_file=file.path,
+            file_written_at=file.written_at,
+            lines=content.lines,
+            partitions_start=partitions_start,
+        )
+        anchor_orphans(con, "window_lines", file.path)
+    if reindex:
+        _index_file(con, file, content.content_hash)
+
+
+def _index_file(con: duckdb.DuckDBPyConnection, file: LandingFile, content_hash: str) -> None:
+    params = {"path": file.path}
+    con.execute(
+        """
+        INSERT INTO landing_files BY NAME
+        SELECT $path AS path, $hash AS content_hash, $size AS size, $mtime AS mtime_ns,
+               coalesce((SELECT seq FROM landing_files WHERE path = $path),
+                        (SELECT max(seq) + 1 FROM landing_files), 1) AS seq,
+               (SELECT count(*) FROM window_lines WHERE source_file = $path) AS line_count
+        ON CONFLICT (path) DO UPDATE SET content_hash = excluded.content_hash,
+            size = excluded.size, mtime_ns = excluded.mtime_ns,
+            line_count = excluded.line_count
+        """,
+        {**params, "hash": content_hash, "size": file.size, "mtime": file.mtime_ns},
+    )
+    con.execute("DELETE FROM landing_file_hours WHERE path = $path", params)
+    con.execute(
+        "INSERT INTO landing_file_hours SELECT $path, event_hour, count(*) FROM window_lines "
+        "WHERE source_file = $path GROUP BY event_hour",
+        params,
+    )
+
+
+SORT_WINDOW_SQL = """
+CREATE OR REPLACE TEMP TABLE duplicate_files AS
+SELECT copy.path, arg_min(original.path, (original.seq, original.path)) AS original
+FROM landing_files AS copy
+JOIN landing_files AS original
+  ON original.content_hash = copy.content_hash
+ AND (original.seq, original.path) < (copy.seq, copy.path)
+GROUP BY copy.path;
+
+CREATE OR REPLACE TEMP TABLE window_duplicates AS
+SELECT w.source_file, w.source_line, w.message_id,
+       d.original || ':' || w.source_line AS duplicate_of, w.event_hour
+FROM window_lines AS w JOIN duplicate_files AS d ON w.source_file = d.path;
+
+CREATE OR REPLACE TEMP TABLE window_quarantine AS
+SELECT w.source_file, w.source_line, w.reason, w.raw_line, w.event_hour
+FROM window_lines AS w ANTI JOIN duplicate_files AS d ON w.source_file = d.path
+WHERE w.reason IS NOT NULL;
+
+CREATE OR REPLACE TEMP TABLE window_copies AS
+SELECT w.source_file, w.source_line, w.message_id, w.event_hour,
+       row_number() OVER copies AS copy_rank,
+       first(w.source_file || ':' || w.source_line) OVER copies AS first_copy
+FROM window_lines AS w
+JOIN landing_files AS f ON f.path = w.source_file
+ANTI JOIN duplicate_files AS d ON w.source_file = d.path
+WHERE w.reason IS NULL
+WINDOW copies AS (PARTITION BY w.message_id ORDER BY f.seq, w.source_file, w.source_line);
+
+CREATE OR REPLACE TEMP TABLE loaded_elsewhere AS
+SELECT e.message_id, first(e.source_file || ':' || e.source_line) AS copy
+FROM raw_events AS e SEMI JOIN window_copies AS v ON e.message_id = v.message_id
+WHERE e.event_hour < $start OR e.event_hour >= $end
+GROUP BY e.message_id;
+
+INSERT INTO window_duplicates
+SELECT v.source_file, v.source_line, v.message_id, coalesce(l.copy, v.first_copy), v.event_hour
+FROM window_copies AS v LEFT JOIN loaded_elsewhere AS l ON l.message_id = v.message_id
+WHERE v.copy_rank > 1 OR l.copy IS NOT NULL;
+
+CREATE OR REPLACE TEMP TABLE window_events AS
+SELECT {columns}
+FROM window_lines
+SEMI JOIN (SELECT source_file, source_line FROM window_copies AS v
+           ANTI JOIN loaded_elsewhere AS l ON l.message_id = v.message_id
+           WHERE v.copy_rank = 1) AS kept
+    USING (source_file, source_line)
+ORDER BY event_hour, timestamp, message_id;
+"""
+
+REPLACE_WINDOW_SQL = """
+DELETE FROM raw_events WHERE event_hour >= $start AND event_hour < $end;
+DELETE FROM quarantined_lines WHERE event_hour >= $start AND event_hour < $end;
+DELETE FROM duplicate_lines WHERE event_hour >= $start AND event_hour < $end;
+INSERT INTO raw_events SELECT * FROM window_events;
+INSERT INTO quarantined_lines
+SELECT * FROM window_quarantine ORDER BY event_hour, source_file, source_line;
+INSERT INTO duplicate_lines
+SELECT * FROM window_duplicates ORDER BY event_hour, source_file, source_line;
+"""
+
+
+def _sort_window(
+    con: duckdb.DuckDBPyConnection, start: datetime, end: datetime, report: IngestReport
+) -> None:
+    """Split the window's lines into events, quarantine and duplicates, validate, and write."""
+    params = {"start": start, "end": end}
+    for statement in _statements(SORT_WINDOW_SQL.format(columns=EVENT_COLUMNS)):
+        con.execute(statement, params if "$start" in statement else None)
+    validate_events(con, "window_events")
+    for statement in _statements(REPLACE_WINDOW_SQL):
+        con.execute(statement, params if "$start" in statement else None)
+    (report.lines_read,) = con.execute("SELECT count(*) FROM window_lines").fetchone()
+    (report.loaded,) = con.execute("SELECT count(*) FROM window_events").fetchone()
+    (report.quarantined,) = con.execute("SELECT count(*) FROM window_quarantine").fetchone()
+    (report.duplicates,) = con.execute("SELECT count(*) FROM window_duplicates").fetchone()
+    reasons = con.execute(
+        "SELECT reason, count(*) FROM window_quarantine GROUP BY reason ORDER BY 2 DESC, 1"
+    ).fetchall()
+    report.quarantine_reasons = dict(reasons)
+
+
+def _statements(script: str) -> list[str]:
+    return [statement for statement in script.split(";") if statement.strip()]

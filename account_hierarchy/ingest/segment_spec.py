@@ -1,0 +1,17 @@
+"""The Segment spec rules that decide whether a landing line is a loadable message."""
+
+# Message types we load. Anything else (including Segment's `alias`) is quarantined.
+MESSAGE_TYPES = ("track", "identify", "group", "page", "screen")
+
+# Segment rejects messages over 32 KB and drops messageIds over 100 characters.
+MAX_MESSAGE_BYTES = 32 * 1024
+MAX_MESSAGE_ID_CHARS = 100
+
+# A `timestamp` more than this far after `receivedAt` is a client clock error, not an event.
+MAX_FUTURE_SKEW_HOURS = 24
+
+# JSON value types accepted for id fields: numbers are turned into strings, as Segment does.
+ID_JSON_TYPES = ("VARCHAR", "BIGINT", "UBIGINT")
+
+# When `timestamp` is absent the event time falls back to these fields, in this order.
+TIMESTAMP_FALLBACKS = ("originalTimestamp", "receivedAt")

@@ -1,0 +1,105 @@
+"""Validate warehouse frames with pandera, reporting each broken rule with the rows that break it.
+
+Frames are Ibis tables, so pandera's Ibis backend runs the checks inside the engine (DuckDB)
+without pulling rows into pandas. Row-level rules are written as `Rule`s: a name and an Ibis
+boolean expression over the table. The same expression finds the offending rows for the error.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import ibis
+import ibis.expr.types as ir
+import pandera.ibis as pa
+from pandera.errors import SchemaErrors
+
+ROWS_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A row-level rule: `holds(table)` is True for every row that satisfies it."""
+
+    name: str
+    holds: Callable[[ir.Table], ir.BooleanColumn]
+
+
+@dataclass(frozen=True)
+class TableRule:
+    """A rule over the whole table (e.g. uniqueness); `offenders` lists the rows breaking it."""
+
+    name: str
+    holds: Callable[[ir.Table], ir.BooleanScalar]
+    offenders: Callable[[ir.Table], ir.Table]
+
+
+class FrameValidationError(ValueError):
+    """A frame broke its pandera schema; the message names each rule and offending rows."""
+
+
+def build_schema(
+    name: str,
+    columns: dict[str, pa.Column],
+    rules: Sequence[Rule | TableRule] = (),
+) -> pa.DataFrameSchema:
+    """A pandera schema whose checks are the given rules, each named after its rule."""
+    checks = [pa.Check(_check_fn(rule), name=rule.name) for rule in rules]
+    return pa.DataFrameSchema(columns, checks=checks, name=name, strict=True)
+
+
+def _check_fn(rule: Rule | TableRule) -> Callable:
+    # Nulls count as passing: nullability is the columns' business.
+    if isinstance(rule, TableRule):
+        return lambda data: rule.holds(data.table)
+    return lambda data: rule.holds(data.table).fill_null(True)
+
+
+def validate_table(
+    schema: pa.DataFrameSchema,
+    table: ir.Table,
+    rules: Sequence[Rule | TableRule],
+    row_label: Sequence[str],
+) -> None:
+    """Validate `table`; on failure raise `FrameValidationError` naming each failed rule and up
+    to five offending rows, identified by the `row_label` columns."""
+    try:
+        schema.validate(table, lazy=True)
+    except SchemaErrors as errors:
+        by_name = {rule.name: rule for rule in rules}
+        problems = []
+        for case in errors.failure_cases.to_dict("records"):
+            problem = _describe(case, by_name, table, row_label)
+            if problem and problem not in problems:
+                problems.append(problem)
+        if problems:
+            lines = [f"{schema.name} failed validation:", *(f"- {p}" for p in problems)]
+            raise FrameValidationError("\n".join(lines)) from None
+
+
+def _describe(case: dict, rules: dict, table: ir.Table, row_label: Sequence[str]) -> str | None:
+    """What broke and where; None when no row actually breaks it (pandera's Ibis backend
+    reports null checks as failed on empty tables)."""
+    check = str(case["check"])
+    column = case["column"]
+    rule = rules.get(check)
+    if isinstance(rule, TableRule):
+        offending = rule.offenders(table)
+    elif isinstance(rule, Rule):
+        offending = table.filter(~rule.holds(table).fill_null(True))
+    elif check == "not_nullable" and column in table.columns:
+        offending = table.filter(table[column].isnull())
+        check = f"column {column} must not be null"
+    else:
+        return f"{column}: {check} ({case['failure_case']})"
+    count = offending.count().execute()
+    if count == 0:
+        return None
+    sample = offending.select(*row_label).limit(ROWS_SHOWN).execute()
+    labels = [":".join(str(value) for value in row) for row in sample.itertuples(index=False)]
+    more = f" and {count - len(labels)} more" if count > len(labels) else ""
+    return f"rule '{check}' broken by {count} row(s): {', '.join(labels)}{more}"
+
+
+def ibis_table(con, name: str) -> ir.Table:
+    """An Ibis view of a table on an open DuckDB connection."""
+    return ibis.duckdb.from_connection(con).table(name)

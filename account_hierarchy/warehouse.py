@@ -1,0 +1,101 @@
+"""The DuckDB warehouse: connections and the tables of the ingest stage.
+
+All timestamps in the warehouse are UTC, stored without a time zone.
+"""
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+INGEST_TABLES_DDL = """
+CREATE TABLE IF NOT EXISTS raw_events (
+    message_id VARCHAR NOT NULL,
+    type VARCHAR NOT NULL,
+    user_id VARCHAR,
+    anonymous_id VARCHAR,
+    group_id VARCHAR,
+    context_group_id VARCHAR,
+    event VARCHAR,
+    timestamp TIMESTAMP NOT NULL,
+    received_at TIMESTAMP,
+    properties JSON,
+    traits JSON,
+    source_file VARCHAR NOT NULL,
+    source_line BIGINT NOT NULL,
+    event_hour TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quarantined_lines (
+    source_file VARCHAR NOT NULL,
+    source_line BIGINT NOT NULL,
+    reason VARCHAR NOT NULL,
+    raw_line VARCHAR,
+    event_hour TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS duplicate_lines (
+    source_file VARCHAR NOT NULL,
+    source_line BIGINT NOT NULL,
+    message_id VARCHAR,
+    duplicate_of VARCHAR NOT NULL,
+    event_hour TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS landing_files (
+    path VARCHAR PRIMARY KEY,
+    content_hash VARCHAR NOT NULL,
+    size BIGINT NOT NULL,
+    mtime_ns BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    line_count BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS landing_file_hours (
+    path VARCHAR NOT NULL,
+    event_hour TIMESTAMP NOT NULL,
+    line_count BIGINT NOT NULL
+);
+"""
+
+# How long a reader waits for a run that holds DuckDB's single-writer lock.
+LOCK_WAIT_SECONDS = 10.0
+
+
+class WarehouseBusyError(RuntimeError):
+    """The warehouse file is locked by another process (a Dagster run writing to it)."""
+
+
+def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse (creating its folder), in UTC, waiting briefly if a run holds it."""
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                if "lock" in str(error).lower():
+                    raise WarehouseBusyError(
+                        f"The warehouse {path} is locked by another process (a Dagster run is "
+                        "probably writing to it); try again when the run has finished."
+                    ) from error
+                raise
+            time.sleep(0.25)
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+@contextmanager
+def open_warehouse(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """`connect` as a context manager that closes the connection."""
+    con = connect(path, read_only=read_only)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def ensure_ingest_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the ingest tables if they do not exist yet."""
+    con.execute(INGEST_TABLES_DDL)

@@ -1,0 +1,49 @@
+"""Shared fixtures: a temporary warehouse and landing folder, and a writer of NDJSON lines."""
+
+import gzip
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from account_hierarchy.warehouse import connect
+
+PARTITIONS_START = datetime(2024, 1, 1)
+
+
+def message(message_id: str, timestamp: str = "2026-10-01T10:05:00.000Z", **fields: object) -> dict:
+    """A valid track message unless fields say otherwise."""
+    base = {
+        "type": "track",
+        "event": "Logged In",
+        "messageId": message_id,
+        "userId": "user_1",
+        "timestamp": timestamp,
+    }
+    return base | fields
+
+
+def write_lines(path: Path, lines: list[dict | str], *, gz: bool = False) -> Path:
+    """Write dicts as JSON and strings verbatim, one per line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join((json.dumps(line) if isinstance(line, dict) else line) + "\n" for line in lines)
+    data = text.encode()
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+@pytest.fixture
+def landing(tmp_path: Path) -> Path:
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def con(tmp_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    connection = connect(tmp_path / "warehouse.duckdb")
+    yield connection
+    connection.close()

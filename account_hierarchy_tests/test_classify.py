@@ -1,0 +1,183 @@
+"""Each landing line is loaded with typed fields or quarantined with the right reason."""
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from account_hierarchy.ingest.load import ingest_window
+from account_hierarchy_tests.conftest import PARTITIONS_START, message, write_lines
+
+DAY = (datetime(2026, 10, 1), datetime(2026, 10, 2))
+
+
+def ingest_one(con, landing: Path, line: dict | str) -> tuple[list, list]:
+    write_lines(landing / "f.ndjson", [message("anchor", "2026-10-01T10:00:00Z"), line])
+    ingest_window(con, landing, *DAY, PARTITIONS_START)
+    events = con.execute(
+        "SELECT * FROM raw_events WHERE message_id <> 'anchor' ORDER BY source_line"
+    ).fetchall()
+    reasons = con.execute("SELECT reason FROM quarantined_lines").fetchall()
+    return events, [reason for (reason,) in reasons]
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ('{"type": "track", "messageId": ', "invalid JSON"),
+        ("garbage text", "invalid JSON"),
+        ("[1, 2, 3]", "JSON array is not a message object"),
+        ("", "empty line"),
+        (message("m", type="trak"), 'unknown type "trak"'),
+        (message("m", type="alias"), 'unknown type "alias"'),
+        ({k: v for k, v in message("m").items() if k != "type"}, "missing type"),
+        ({k: v for k, v in message("m").items() if k != "messageId"}, "missing messageId"),
+        (message(""), "missing messageId"),
+        (message("x" * 101), "messageId over 100 characters"),
+        (message("m", messageId=7), "messageId is not a string"),
+        (
+            {k: v for k, v in message("m").items() if k != "userId"},
+            "missing userId and anonymousId",
+        ),
+        (message("m", userId=""), "missing userId and anonymousId"),
+        (message("m", userId={"id": 1}), "userId is not a string"),
+        (message("m", type="group", event=None), "group call without groupId"),
+        (message("m", event=""), "track call without event name"),
+        (message("m", event=None), "track call without event name"),
+        (message("m", properties=[1, 2]), "properties is not an object"),
+        (message("m", type="identify", traits="Admin"), "traits is not an object"),
+        (message("m", context="web"), "context is not an object"),
+        (message("m", context={"groupId": ["a"]}), "context.groupId is not a string"),
+        (message("m", timestamp="not-a-date"), 'unparseable timestamp "not-a-date"'),
+        (
+            message("m", timestamp="2026-13-45T99:00:00Z"),
+            'unparseable timestamp "2026-13-45T99:00:00Z"',
+        ),
+        (message("m", timestamp=1700000000), 'unparseable timestamp "1700000000"'),
+        (message("m", receivedAt="soon"), 'unparseable receivedAt "soon"'),
+        (
+            {k: v for k, v in message("m").items() if k != "timestamp"},
+            "missing timestamp (no timestamp, originalTimestamp or receivedAt)",
+        ),
+        (
+            message("m", timestamp="2023-12-31T23:00:00Z"),
+            "timestamp 2023-12-31T23:00:00Z is before the first partition 2024-01-01 00:00:00",
+        ),
+        (
+            message("m", timestamp="2026-10-03T10:00:00Z", receivedAt="2026-10-01T10:00:00Z"),
+            "timestamp 2026-10-03T10:00:00Z is more than 24 hours after it was received",
+        ),
+        (message("m", properties={"blob": "x" * 33_000}), "message is 33"),
+    ],
+)
+def test_dirty_lines_are_quarantined_with_their_reason(con, landing, line, reason):
+    events, reasons = ingest_one(con, landing, line)
+    assert events == []
+    assert len(reasons) == 1
+    assert reasons[0].startswith(reason)
+
+
+def test_valid_fields_are_typed(con, landing):
+    line = message(
+        "m1",
+        "2026-10-01T12:30:00.250+02:00",
+        userId=42,
+        anonymousId="anon",
+        context={"groupId": "acct_1", "library": {"name": "analytics.js"}},
+        properties={"feature": "reports", "n": 3},
+        receivedAt="2026-10-01T10:31:00Z",
+    )
+    write_lines(landing / "f.ndjson", [line])
+    ingest_window(con, landing, *DAY, PARTITIONS_START)
+    row = con.execute(
+        "SELECT message_id, type, user_id, anonymous_id, context_group_id, event, timestamp, "
+        "received_at, properties, event_hour, source_file, source_line FROM raw_events"
+    ).fetchone()
+    assert row[:6] == ("m1", "track", "42", "anon", "acct_1", "Logged In")
+    assert row[6] == datetime(2026, 10, 1, 10, 30, 0, 250000)
+    assert row[7] == datetime(2026, 10, 1, 10, 31)
+    assert json.loads(row[8]) == {"feature": "reports", "n": 3}
+    assert row[9:] == (datetime(2026, 10, 1, 10), "f.ndjson", 1)
+
+
+def test_page_and_identify_fields(con, landing):
+    write_lines(
+        landing / "f.ndjson",
+        [
+            message("p", type="page", event=None, name="Pricing", properties={"path": "/pricing"}),
+            message("i", type="identify", event=None, traits={"role": "Admin", "seats": 3}),
+            message("g", type="group", event=None, groupId="acct_9", traits={"plan": "pro"}),
+        ],
+    )
+    ingest_window(con, landing, *DAY, PARTITIONS_START)
+    rows = con.execute(
+        "SELECT message_id, event, group_id, properties ->> 'path', traits FROM raw_events "
+        "ORDER BY message_id"
+    ).fetchall()
+    assert rows[0][:3] == ("g", None, "acct_9")
+    assert json.loads(rows[0][4]) == {"plan": "pro"}
+    assert json.loads(rows[1][4]) == {"role": "Admin", "seats": 3}
+    assert rows[2][:4] == ("p", "Pricing", None, "/pricing")
+
+
+def test_timestamp_falls_back_to_original_timestamp_then_received_at(con, landing):
+    no_timestamp = {k: v for k, v in message("a").items() if k != "timestamp"}
+    write_lines(
+        landing / "f.ndjson",
+        [
+            no_timestamp
+            | {"originalTimestamp": "2026-10-01T03:00:00Z", "receivedAt": "2026-10-01T04:00:00Z"},
+            {k: v for k, v in message("b").items() if k != "timestamp"}
+            | {"receivedAt": "2026-10-01T05:00:00Z"},
+        ],
+    )
+    ingest_window(con, landing, *DAY, PARTITIONS_START)
+    rows = con.execute("SELECT message_id, timestamp FROM raw_events ORDER BY 1").fetchall()
+    assert rows == [("a", datetime(2026, 10, 1, 3)), ("b", datetime(2026, 10, 1, 5))]
+
+
+def test_quarantined_lines_without_a_time_take_their_neighbours_hour(con, landing):
+    write_lines(
+        landing / "f.ndjson",
+        [
+            "top garbage",
+            message("a", "2026-10-01T03:10:00Z"),
+            "middle garbage",
+            message("b", "2026-10-01T07:10:00Z"),
+            message("c", "bad", receivedAt="2026-10-01T09:00:00Z"),
+        ],
+    )
+    ingest_window(con, landing, *DAY, PARTITIONS_START)
+    rows = con.execute(
+        "SELECT source_line, hour(event_hour) FROM quarantined_lines ORDER BY 1"
+    ).fetchall()
+    assert rows == [(1, 3), (3, 3), (5, 9)]
+
+
+def test_crlf_missing_final_newline_gzip_and_bad_utf8(con, landing):
+    (landing / "crlf.ndjson").write_bytes(
+        (json.dumps(message("a")) + "\r\n" + json.dumps(message("b"))).encode()
+    )
+    write_lines(landing / "z.ndjson.gz", [message("c")], gz=True)
+    (landing / "bad.jsonl").write_bytes(
+        json.dumps(message("d")).encode() + b"\n" + b'{"x": "\xff"}\n'
+    )
+    broken = landing / "broken.ndjson.gz"
+    broken.write_bytes(b"not gzip at all")
+    written = datetime(2026, 10, 1, 6, 30, tzinfo=UTC).timestamp()
+    os.utime(broken, (written, written))  # a file with no readable line belongs to its mtime hour
+    ingest_window(con, landing, *DAY, PARTITIONS_START)
+    loaded = con.execute("SELECT message_id FROM raw_events ORDER BY 1").fetchall()
+    assert loaded == [("a",), ("b",), ("c",), ("d",)]
+    quarantined = con.execute(
+        "SELECT source_file, source_line, reason FROM quarantined_lines ORDER BY 1"
+    ).fetchall()
+    assert quarantined[0] == ("bad.jsonl", 2, "line is not valid UTF-8")
+    assert quarantined[1][:2] == ("broken.ndjson.gz", 0)
+    assert quarantined[1][2].startswith("unreadable gzip file")
+    (hour,) = con.execute(
+        "SELECT event_hour FROM quarantined_lines WHERE source_file = 'broken.ndjson.gz'"
+    ).fetchone()
+    assert hour == datetime(2026, 10, 1, 6)

@@ -1,0 +1,151 @@
+"""Windows are loaded exactly once: duplicates dropped and counted, re-runs change nothing."""
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from account_hierarchy.ingest.events_schema import validate_events
+from account_hierarchy.ingest.load import ingest_window
+from account_hierarchy.validation import FrameValidationError
+from account_hierarchy_tests.conftest import PARTITIONS_START, message, write_lines
+
+H10 = datetime(2026, 10, 1, 10)
+H11 = datetime(2026, 10, 1, 11)
+H12 = datetime(2026, 10, 1, 12)
+HOUR = timedelta(hours=1)
+
+TABLES = ("raw_events", "quarantined_lines", "duplicate_lines")
+
+
+def snapshot(con) -> dict[str, list]:
+    return {
+        table: con.execute(f"SELECT * FROM {table} ORDER BY ALL").fetchall() for table in TABLES
+    }
+
+
+def ingest(con, landing, start=H10, end=H12):
+    return ingest_window(con, landing, start, end, PARTITIONS_START)
+
+
+@pytest.fixture
+def two_hours(landing):
+    write_lines(
+        landing / "a.ndjson",
+        [
+            message("m1", "2026-10-01T10:05:00Z"),
+            message("m2", "2026-10-01T10:59:59.999Z"),
+            message("m3", "2026-10-01T11:00:00Z"),
+            "oops",
+            message("m1", "2026-10-01T10:05:00Z"),
+        ],
+    )
+    write_lines(landing / "b.ndjson.gz", [message("m2", "2026-10-01T10:59:59.999Z")], gz=True)
+    return landing
+
+
+def test_counts_add_up_and_duplicates_point_to_the_kept_copy(con, two_hours):
+    report = ingest(con, two_hours)
+    assert (report.lines_read, report.loaded, report.quarantined, report.duplicates) == (6, 3, 1, 2)
+    assert report.lines_read == report.loaded + report.quarantined + report.duplicates
+    duplicates = con.execute(
+        "SELECT source_file, source_line, message_id, duplicate_of FROM duplicate_lines "
+        "ORDER BY 1, 2"
+    ).fetchall()
+    assert duplicates == [
+        ("a.ndjson", 5, "m1", "a.ndjson:1"),
+        ("b.ndjson.gz", 1, "m2", "a.ndjson:2"),
+    ]
+
+
+def test_rerunning_a_window_changes_nothing(con, two_hours):
+    ingest(con, two_hours)
+    first = snapshot(con)
+    again = ingest(con, two_hours)
+    assert snapshot(con) == first
+    assert again.loaded == 3
+
+
+def test_hours_are_half_open_and_loaded_separately(con, two_hours):
+    report = ingest(con, two_hours, H10, H11)
+    assert report.loaded == 2
+    assert con.execute("SELECT max(timestamp) FROM raw_events").fetchone()[0] < H11
+    report = ingest(con, two_hours, H11, H12)
+    assert (report.loaded, report.quarantined) == (1, 1)
+    assert con.execute("SELECT count(*) FROM raw_events").fetchone()[0] == 3
+    # hour by hour gives the same tables as the range in one go
+    by_hour = snapshot(con)
+    for table in TABLES:
+        con.execute(f"DELETE FROM {table}")
+    ingest(con, two_hours)
+    assert snapshot(con) == by_hour
+
+
+def test_same_file_landed_twice_changes_nothing(con, two_hours):
+    ingest(con, two_hours)
+    before = snapshot(con)
+    (two_hours / "a-copy.ndjson").write_bytes((two_hours / "a.ndjson").read_bytes())
+    report = ingest(con, two_hours)
+    after = snapshot(con)
+    assert after["raw_events"] == before["raw_events"]
+    assert after["quarantined_lines"] == before["quarantined_lines"]
+    copies = [row for row in after["duplicate_lines"] if row[0] == "a-copy.ndjson"]
+    assert len(copies) == 5  # every line of the copy, the bad one included
+    assert all(row[3] == f"a.ndjson:{row[1]}" for row in copies)
+    assert report.lines_read == 11 == report.loaded + report.quarantined + report.duplicates
+
+
+def test_message_loaded_in_another_hour_is_a_duplicate(con, landing):
+    write_lines(landing / "a.ndjson", [message("m1", "2026-10-01T10:05:00Z")])
+    ingest(con, landing, H10, H11)
+    # a re-send of m1 with a different (later) timestamp lands in hour 11
+    write_lines(landing / "b.ndjson", [message("m1", "2026-10-01T11:05:00Z")])
+    report = ingest(con, landing, H11, H12)
+    assert (report.loaded, report.duplicates) == (0, 1)
+    assert con.execute("SELECT count(*) FROM raw_events").fetchone()[0] == 1
+
+
+def test_changed_and_removed_files_are_reindexed(con, landing):
+    path = write_lines(landing / "a.ndjson", [message("m1", "2026-10-01T10:05:00Z")])
+    ingest(con, landing)
+    write_lines(
+        path, [message("m1", "2026-10-01T10:05:00Z"), message("m9", "2026-10-01T11:30:00Z")]
+    )
+    report = ingest(con, landing)
+    assert report.files_indexed == 1
+    assert con.execute("SELECT count(*) FROM raw_events").fetchone()[0] == 2
+    path.unlink()
+    report = ingest(con, landing)
+    assert report.lines_read == 0
+    assert snapshot(con) == {table: [] for table in TABLES}
+    assert con.execute("SELECT count(*) FROM landing_files").fetchone()[0] == 0
+
+
+def test_files_outside_the_window_are_not_read_again(con, landing):
+    write_lines(landing / "a.ndjson", [message("m1", "2026-10-01T10:05:00Z")])
+    write_lines(landing / "b.ndjson", [message("m2", "2026-10-01T14:05:00Z")])
+    ingest(con, landing, H10, H11)
+    report = ingest(con, landing, H10, H11)
+    assert report.files_read == 1
+    assert report.files_indexed == 0
+
+
+def test_event_validation_names_rule_and_rows(con):
+    con.execute(
+        """
+        CREATE TABLE bad AS SELECT * FROM (VALUES
+          ('m1', 'track', 'u', NULL::VARCHAR, NULL::VARCHAR, NULL::VARCHAR, 'Logged In',
+           TIMESTAMP '2026-10-01 10:05',
+           NULL::TIMESTAMP, NULL::JSON, NULL::JSON, 'f.ndjson', 1::BIGINT,
+           TIMESTAMP '2026-10-01 10:00'),
+          ('m1', 'track', NULL, NULL, NULL, NULL, 'Logged In', TIMESTAMP '2026-10-01 10:05',
+           NULL, NULL, NULL, 'f.ndjson', 2, TIMESTAMP '2026-10-01 11:00')
+        ) v(message_id, type, user_id, anonymous_id, group_id, context_group_id, event,
+            timestamp, received_at, properties, traits, source_file, source_line, event_hour)
+        """
+    )
+    with pytest.raises(FrameValidationError) as error:
+        validate_events(con, "bad")
+    text = str(error.value)
+    assert "rule 'userId or anonymousId is present' broken by 1 row(s): f.ndjson:2:m1" in text
+    assert "rule 'event_hour is the hour of timestamp' broken by 1 row(s): f.ndjson:2:m1" in text
+    assert "rule 'messageId is unique' broken by 2 row(s)" in text
