@@ -33,6 +33,20 @@ class TableRule:
     offenders: Callable[[ir.Table], ir.Table]
 
 
+def unique(*keys: str) -> TableRule:
+    """One row per combination of `keys`."""
+
+    def repeated(t):
+        counts = t.group_by(list(keys)).aggregate(copies=t.count())
+        return counts.filter(counts.copies > 1)
+
+    return TableRule(
+        f"one row per {', '.join(keys)}",
+        lambda t: repeated(t).count() == 0,
+        lambda t: t.semi_join(repeated(t), list(keys)),
+    )
+
+
 class FrameValidationError(ValueError):
     """A frame broke its pandera schema; the message names each rule and offending rows."""
 

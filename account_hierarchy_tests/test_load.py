@@ -148,4 +148,4 @@ def test_event_validation_names_rule_and_rows(con):
     text = str(error.value)
     assert "rule 'userId or anonymousId is present' broken by 1 row(s): f.ndjson:2:m1" in text
     assert "rule 'event_hour is the hour of timestamp' broken by 1 row(s): f.ndjson:2:m1" in text
-    assert "rule 'messageId is unique' broken by 2 row(s)" in text
+    assert "rule 'one row per message_id' broken by 2 row(s)" in text

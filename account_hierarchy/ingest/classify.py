@@ -79,12 +79,15 @@ def _bad_id(name: str) -> str:
 
 
 CLASSIFY_SQL = f"""
-WITH parsed AS (
+WITH trimmed AS (
     SELECT CAST($source_file AS VARCHAR) AS source_file, source_line, utf8_error,
            CAST($file_written_at AS TIMESTAMP) AS file_written_at,
-           rtrim(line, chr(10) || chr(13)) AS text, strlen(text) AS n_bytes,
-           CASE WHEN n_bytes <= $max_bytes THEN try(json_type(text, $paths)) END AS types
+           rtrim(line, chr(10) || chr(13)) AS text
     FROM lines
+), parsed AS (
+    SELECT *, strlen(text) AS n_bytes,
+           CASE WHEN strlen(text) <= $max_bytes THEN try(json_type(text, $paths)) END AS types
+    FROM trimmed
 ), typed AS (
     SELECT source_file, source_line, utf8_error, file_written_at, text, n_bytes,
         {_TYPE_COLUMNS},

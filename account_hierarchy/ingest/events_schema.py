@@ -5,13 +5,7 @@ import ibis.expr.datatypes as dt
 import pandera.ibis as pa
 
 from account_hierarchy.ingest.segment_spec import MAX_MESSAGE_ID_CHARS, MESSAGE_TYPES
-from account_hierarchy.validation import (
-    Rule,
-    TableRule,
-    build_schema,
-    ibis_table,
-    validate_table,
-)
+from account_hierarchy.validation import Rule, build_schema, ibis_table, unique, validate_table
 
 TIMESTAMP = dt.Timestamp(scale=6)
 
@@ -32,15 +26,7 @@ EVENT_RULES = [
         lambda t: t.event_hour == t.timestamp.truncate("h"),
     ),
     Rule("source_line is positive", lambda t: t.source_line >= 1),
-    TableRule(
-        "messageId is unique",
-        lambda t: t.message_id.nunique() == t.count(),
-        lambda t: t.filter(
-            t.message_id.isin(
-                t.group_by("message_id").having(t.count() > 1).select("message_id").message_id
-            )
-        ),
-    ),
+    unique("message_id"),
 ]
 
 EVENTS_SCHEMA = build_schema(

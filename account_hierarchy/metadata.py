@@ -1,0 +1,22 @@
+"""Helpers that turn warehouse facts into Dagster metadata (column schemas, previews)."""
+
+import dagster as dg
+import duckdb
+import pandas as pd
+
+
+def table_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
+    """The column names and types of a warehouse table, for `dagster/column_schema`."""
+    rows = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_name = $table ORDER BY ordinal_position",
+        {"table": table},
+    ).fetchall()
+    return dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in rows])
+
+
+def markdown_preview(frame: pd.DataFrame) -> str:
+    """A small frame as a markdown table (empty frames say so)."""
+    if frame.empty:
+        return "No rows."
+    return frame.astype(str).to_markdown(index=False)

@@ -1,0 +1,27 @@
+"""The one hourly partitioning every stage shares, and conversions of its time windows."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from account_hierarchy import settings
+
+HOURLY = dg.HourlyPartitionsDefinition(start_date=settings.partitions_start(), timezone="UTC")
+
+
+def partitions_start() -> datetime:
+    """First partition hour as a naive UTC datetime (the warehouse's convention)."""
+    return naive_utc(HOURLY.start)
+
+
+def naive_utc(moment: datetime) -> datetime:
+    """A datetime in UTC without time zone, as stored in the warehouse."""
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def window_of(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
+    """The run's partition time window `[start, end)` in naive UTC; a range for backfills."""
+    window = context.partition_time_window
+    return naive_utc(window.start), naive_utc(window.end)

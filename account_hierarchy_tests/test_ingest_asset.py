@@ -1,0 +1,92 @@
+"""The `raw_events` asset: materialized through Dagster for a partition and for a range."""
+
+from pathlib import Path
+
+import dagster as dg
+
+from account_hierarchy.definitions import defs
+from account_hierarchy.ingest.assets import LINES_ACCOUNTED_FOR, MESSAGE_IDS_UNIQUE, raw_events
+from account_hierarchy.resources import LandingFolder, Warehouse
+from account_hierarchy.warehouse import connect
+from account_hierarchy_tests.conftest import message, write_lines
+
+
+def resources(tmp_path: Path, landing: Path) -> dict:
+    return {
+        "warehouse": Warehouse(database=str(tmp_path / "warehouse.duckdb")),
+        "landing": LandingFolder(path=str(landing)),
+    }
+
+
+def test_definitions_load_with_the_ingest_graph():
+    repository = defs.get_repository_def()
+    keys = {key.to_user_string() for key in repository.asset_graph.get_all_asset_keys()}
+    assert "raw_events" in keys
+    node = repository.asset_graph.get(dg.AssetKey("raw_events"))
+    assert node.group_name == "ingest"
+    assert node.backfill_policy == dg.BackfillPolicy.single_run()
+    assert node.pools == {"duckdb"}
+    check_names = {key.name for key in repository.asset_graph.asset_check_keys}
+    assert {LINES_ACCOUNTED_FOR, MESSAGE_IDS_UNIQUE} <= check_names
+    assert repository.get_job("pipeline_job").partitions_def is not None
+
+
+def test_materialize_one_partition_reports_counts_and_checks(tmp_path, landing):
+    write_lines(
+        landing / "a.ndjson",
+        [
+            message("m1", "2026-10-01T10:05:00Z"),
+            "oops",
+            message("m1", "2026-10-01T10:05:00Z"),
+            message("m2", "2026-10-01T11:05:00Z"),
+        ],
+    )
+    result = dg.materialize(
+        [raw_events], partition_key="2026-10-01-10:00", resources=resources(tmp_path, landing)
+    )
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node("raw_events")
+    metadata = {key: value.value for key, value in materialization.metadata.items()}
+    assert metadata["lines_read"] == 3
+    assert (metadata["loaded"], metadata["quarantined"], metadata["duplicates"]) == (1, 1, 1)
+    assert metadata["dagster/row_count"] == 1
+    assert "m1" in metadata["preview"]
+    assert [column.name for column in metadata["dagster/column_schema"].columns][:2] == [
+        "message_id",
+        "type",
+    ]
+    checks = {check.check_name: check.passed for check in result.get_asset_check_evaluations()}
+    assert checks == {LINES_ACCOUNTED_FOR: True, MESSAGE_IDS_UNIQUE: True}
+
+
+def test_range_in_one_run_equals_hour_by_hour(tmp_path, landing):
+    write_lines(
+        landing / "a.ndjson",
+        [message(f"m{hour}", f"2026-10-01T{hour:02d}:30:00Z") for hour in range(24)] + ["junk"],
+    )
+    ranged = tmp_path / "ranged"
+    ranged.mkdir()
+    result = dg.materialize(
+        [raw_events],
+        tags={
+            "dagster/asset_partition_range_start": "2026-10-01-00:00",
+            "dagster/asset_partition_range_end": "2026-10-01-23:00",
+        },
+        resources=resources(ranged, landing),
+    )
+    assert result.success
+    for hour in range(24):
+        dg.materialize(
+            [raw_events],
+            partition_key=f"2026-10-01-{hour:02d}:00",
+            resources=resources(tmp_path, landing),
+        )
+    tables = ("raw_events", "quarantined_lines", "duplicate_lines")
+    with (
+        connect(ranged / "warehouse.duckdb") as one,
+        connect(tmp_path / "warehouse.duckdb") as many,
+    ):
+        for table in tables:
+            query = f"SELECT * FROM {table} ORDER BY ALL"
+            assert one.execute(query).fetchall() == many.execute(query).fetchall()
+        assert one.execute("SELECT count(*) FROM raw_events").fetchone()[0] == 24
