@@ -11,12 +11,14 @@ LANDING_DIR_ENV = "AH_LANDING_DIR"
 WAREHOUSE_ENV = "AH_WAREHOUSE"
 DEFINITIONS_DIR_ENV = "AH_DEFINITIONS_DIR"
 PARTITIONS_START_ENV = "AH_PARTITIONS_START"
+PARENT_TRAIT_ENV = "AH_PARENT_TRAIT"
 
 DEFAULT_LANDING_DIR = "data/landing"
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
 DEFAULT_DEFINITIONS_DIR = "data/definitions"
 # First hourly partition. Events before it cannot be placed in a partition and are quarantined.
 DEFAULT_PARTITIONS_START = "2024-01-01-00:00"
+DEFAULT_PARENT_TRAIT = "parent_account_id"
 
 
 def landing_dir() -> Path:
@@ -37,3 +39,8 @@ def definitions_dir() -> Path:
 def partitions_start() -> str:
     """First hour of the hourly partitions (`AH_PARTITIONS_START`, format YYYY-MM-DD-HH:MM)."""
     return os.environ.get(PARTITIONS_START_ENV, DEFAULT_PARTITIONS_START)
+
+
+def parent_trait() -> str:
+    """The group trait naming an account's parent account (`AH_PARENT_TRAIT`)."""
+    return os.environ.get(PARENT_TRAIT_ENV, DEFAULT_PARENT_TRAIT)

@@ -1,0 +1,1 @@
+"""The account hierarchy stage: users, accounts, memberships and parent/child accounts."""

@@ -1,0 +1,95 @@
+"""Snapshots "as of" each hour of a window, built from per-hour aggregates in one pass.
+
+A snapshot for hour `h` holds what was known from events with `timestamp < h + 1 hour`, that
+is from the events of every hour up to and including `h`. Rather than recomputing each hour from
+scratch, the builders here aggregate events per hour once and carry the aggregates forward to
+every snapshot hour of the window with an ASOF join (the latest hour at or before `h`).
+"""
+
+from datetime import datetime
+
+import duckdb
+
+# Every hour of the window [start, end).
+SNAPSHOT_HOURS_SQL = (
+    "SELECT unnest(generate_series(CAST($start AS TIMESTAMP), "
+    "CAST($end AS TIMESTAMP) - INTERVAL 1 HOUR, INTERVAL 1 HOUR)) AS snapshot_hour"
+)
+
+
+def carry_forward_first_last(
+    con: duckdb.DuckDBPyConnection,
+    hourly: str,
+    keys: tuple[str, ...],
+    target: str,
+    start: datetime,
+    end: datetime,
+) -> None:
+    """From `hourly(keys..., event_hour, first_at, last_at)` create temp table `target` with one
+    row per key and snapshot hour in `[start, end)` once the key has been seen, holding the first
+    and last time seen up to the end of that hour."""
+    key_list = ", ".join(keys)
+    on_keys = " AND ".join(f"grid.{key} = seen.{key}" for key in keys)
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {target} AS
+        WITH seen AS (
+            SELECT {key_list}, event_hour,
+                   min(first_at) OVER running AS first_at,
+                   max(last_at) OVER running AS last_at
+            FROM {hourly}
+            WINDOW running AS (PARTITION BY {key_list} ORDER BY event_hour
+                               ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+        ), grid AS (
+            SELECT keyed.*, hours.snapshot_hour
+            FROM (SELECT {key_list}, min(event_hour) AS first_hour FROM {hourly}
+                  GROUP BY {key_list}) AS keyed
+            JOIN ({SNAPSHOT_HOURS_SQL}) AS hours ON keyed.first_hour <= hours.snapshot_hour
+        )
+        SELECT grid.snapshot_hour, {", ".join(f"grid.{key}" for key in keys)},
+               seen.first_at, seen.last_at
+        FROM grid ASOF JOIN seen ON {on_keys} AND grid.snapshot_hour >= seen.event_hour
+        """,
+        {"start": start, "end": end},
+    )
+
+
+def latest_traits(
+    con: duckdb.DuckDBPyConnection,
+    message_type: str,
+    entity_column: str,
+    target: str,
+    start: datetime,
+    end: datetime,
+) -> None:
+    """Create temp table `target(snapshot_hour, entity_id, traits)`: for each entity and
+    snapshot hour, a JSON object with the latest value of every trait the entity's
+    `message_type` calls ever set (by event time; on equal timestamps the greatest messageId
+    wins). A trait explicitly set to null is null. Values keep their JSON types."""
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {target} AS
+        WITH changes AS (
+            SELECT e.{entity_column} AS entity_id, e.event_hour, field.key,
+                   arg_max(field.value, (e.timestamp, e.message_id)) AS value
+            FROM raw_events AS e, json_each(e.traits) AS field
+            WHERE e.type = $type AND e.{entity_column} IS NOT NULL AND e.event_hour < $end
+            GROUP BY ALL
+        ), grid AS (
+            SELECT keyed.entity_id, keyed.key, hours.snapshot_hour
+            FROM (SELECT entity_id, key, min(event_hour) AS first_hour FROM changes
+                  GROUP BY ALL) AS keyed
+            JOIN ({SNAPSHOT_HOURS_SQL}) AS hours ON keyed.first_hour <= hours.snapshot_hour
+        ), latest AS (
+            SELECT grid.snapshot_hour, grid.entity_id, grid.key, changes.value
+            FROM grid ASOF JOIN changes
+              ON grid.entity_id = changes.entity_id AND grid.key = changes.key
+             AND grid.snapshot_hour >= changes.event_hour
+        )
+        SELECT snapshot_hour, entity_id,
+               to_json(map_from_entries(list((key, value) ORDER BY key))) AS traits
+        FROM latest
+        GROUP BY snapshot_hour, entity_id
+        """,
+        {"start": start, "end": end, "type": message_type},
+    )

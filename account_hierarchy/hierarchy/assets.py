@@ -1,0 +1,162 @@
+"""Dagster wiring of the hierarchy stage: users, accounts, memberships and the account tree,
+built together in one op (one DuckDB connection) for a partition or a range of hours."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+
+from account_hierarchy import settings
+from account_hierarchy.hierarchy import checks
+from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
+from account_hierarchy.hierarchy.tree import build_hierarchy
+from account_hierarchy.metadata import markdown_preview, table_schema
+from account_hierarchy.partitions import HOURLY, window_of
+from account_hierarchy.resources import Warehouse
+
+# In dependency order: Dagster needs a multi-asset's outputs in topological order.
+TABLE_KEYS = {
+    "account_memberships": ("user_id", "account_id"),
+    "users": ("user_id",),
+    "accounts": ("account_id",),
+    "account_hierarchy": ("account_id",),
+}
+DESCRIPTIONS = {
+    "users": "One row per userId and snapshot hour: latest identify traits (typed columns plus "
+    "a `traits` JSON), first and last seen.",
+    "accounts": "One row per account (groupId) and snapshot hour: latest group traits, first "
+    "and last group call, number of associated users, parent account.",
+    "account_memberships": "User-to-account edges from group calls (many-to-many) per snapshot "
+    "hour, with first and last association time.",
+    "account_hierarchy": "Per account and snapshot hour: parent, ultimate parent, depth and "
+    "path; cycle members and accounts whose parent never appeared are flagged.",
+}
+DEPS = {
+    "users": ["raw_events"],
+    "account_memberships": ["raw_events"],
+    "accounts": ["raw_events", "account_memberships"],
+    "account_hierarchy": ["accounts"],
+}
+
+
+def _check(asset: str, name: str, description: str, *, blocking: bool = True) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description)
+
+
+CHECK_SPECS = [
+    *(
+        _check(table, "one_row_per_id", f"One row per {', '.join(keys)} and snapshot hour.")
+        for table, keys in TABLE_KEYS.items()
+    ),
+    _check(
+        "account_memberships",
+        "memberships_reference_known_entities",
+        "Every membership points to a user in `users` and an account in `accounts`.",
+    ),
+    _check(
+        "account_hierarchy",
+        "no_unflagged_self_ancestors",
+        "No account is its own ancestor, except flagged cycle members.",
+    ),
+    _check(
+        "account_hierarchy",
+        "no_parent_cycles",
+        "No account's parents lead back to itself (cycle members are reported).",
+        blocking=False,
+    ),
+    _check(
+        "account_hierarchy",
+        "parents_known",
+        "Every parent account has sent a group call (missing parents are reported).",
+        blocking=False,
+    ),
+]
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            table,
+            deps=DEPS[table],
+            description=DESCRIPTIONS[table],
+            group_name="hierarchy",
+            kinds={"duckdb"},
+            owners=["team:data-engineering"],
+            tags={"stage": "hierarchy"},
+        )
+        for table in TABLE_KEYS
+    ],
+    partitions_def=HOURLY,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    pool="duckdb",
+    check_specs=CHECK_SPECS,
+)
+def hierarchy_snapshots(
+    context: dg.AssetExecutionContext, warehouse: Warehouse
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Snapshots as of the end of each hour (events with timestamp before that instant)."""
+    start, end = window_of(context)
+    with warehouse.get_connection() as con:
+        con.begin()
+        counts = {
+            "account_memberships": build_memberships(con, start, end),
+            "users": build_users(con, start, end),
+            "accounts": build_accounts(con, start, end, settings.parent_trait()),
+            "account_hierarchy": build_hierarchy(con, start, end),
+        }
+        con.commit()
+        cycles = checks.cycle_members(con, start, end)
+        missing = checks.missing_parents(con, start, end)
+        (max_depth,) = con.execute(
+            "SELECT coalesce(max(depth), 0) FROM account_hierarchy "
+            "WHERE snapshot_hour >= $start AND snapshot_hour < $end",
+            {"start": start, "end": end},
+        ).fetchone()
+        for table, keys in TABLE_KEYS.items():
+            hidden = " EXCLUDE (traits)" if table in ("users", "accounts") else ""
+            preview = con.execute(
+                f"SELECT *{hidden} FROM {table} WHERE snapshot_hour = "
+                f"(SELECT max(snapshot_hour) FROM {table} WHERE snapshot_hour < $end) "
+                "ORDER BY ALL LIMIT 10",
+                {"end": end},
+            ).df()
+            metadata = {
+                "dagster/row_count": counts[table],
+                "dagster/column_schema": table_schema(con, table),
+                "preview": dg.MetadataValue.md(markdown_preview(preview)),
+            }
+            if table == "account_hierarchy":
+                metadata |= {
+                    "cycle_members": cycles.count,
+                    "missing_parents": missing.count,
+                    "max_depth": max_depth,
+                }
+            yield dg.MaterializeResult(asset_key=table, metadata=metadata)
+            repeated = checks.repeated_ids(con, table, keys, start, end)
+            yield _result(table, "one_row_per_id", repeated)
+        yield _result(
+            "account_memberships",
+            "memberships_reference_known_entities",
+            checks.dangling_memberships(con, start, end),
+        )
+        yield _result(
+            "account_hierarchy",
+            "no_unflagged_self_ancestors",
+            checks.unflagged_self_ancestors(con, start, end),
+        )
+    yield _result("account_hierarchy", "no_parent_cycles", cycles, dg.AssetCheckSeverity.WARN)
+    yield _result("account_hierarchy", "parents_known", missing, dg.AssetCheckSeverity.WARN)
+
+
+def _result(
+    asset: str,
+    name: str,
+    finding: checks.Finding,
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        asset_key=asset,
+        check_name=name,
+        passed=finding.count == 0,
+        severity=severity,
+        metadata={"offending": finding.count, "examples": "\n".join(finding.examples) or "none"},
+    )

@@ -1,0 +1,160 @@
+"""Users, accounts and memberships as of each hour of a window.
+
+- users: every `userId` seen in any event; the latest value of every identify trait; first and
+  last time seen (any event).
+- accounts: every `groupId` of a group call; the latest value of every group trait; first and
+  last group call; how many users are associated; the parent account (a group trait,
+  `parent_account_id` unless configured otherwise, numbers read as text, blank as none).
+- memberships: a group call with both `userId` and `groupId` associates the user with the
+  account; first and last association time. Anonymous group calls associate nobody.
+
+"Latest" is by event time; on equal timestamps the greatest `messageId` wins.
+"""
+
+from datetime import datetime
+
+import duckdb
+import sqlglot.expressions as exp
+
+from account_hierarchy.hierarchy.as_of import carry_forward_first_last, latest_traits
+from account_hierarchy.hierarchy.schemas import validate_entities
+from account_hierarchy.hierarchy.tables import (
+    ACCOUNT_COLUMNS,
+    USER_COLUMNS,
+    ensure_hierarchy_tables,
+)
+from account_hierarchy.hierarchy.trait_columns import (
+    infer_trait_columns,
+    sync_table_columns,
+    typed_select,
+)
+
+
+def _params(start: datetime, end: datetime) -> dict:
+    return {"start": start, "end": end}
+
+
+def build_memberships(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> int:
+    """Write `account_memberships` for the snapshot hours in `[start, end)`; return row count."""
+    ensure_hierarchy_tables(con)
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE membership_hours AS
+        SELECT user_id, group_id AS account_id, event_hour,
+               min(timestamp) AS first_at, max(timestamp) AS last_at
+        FROM raw_events
+        WHERE type = 'group' AND user_id IS NOT NULL AND event_hour < $end
+        GROUP BY ALL
+        """,
+        {"end": end},
+    )
+    carry_forward_first_last(
+        con, "membership_hours", ("user_id", "account_id"), "membership_snapshots", start, end
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE membership_rows AS
+        SELECT snapshot_hour, user_id, account_id, first_at AS first_associated_at,
+               last_at AS last_associated_at
+        FROM membership_snapshots
+        """
+    )
+    validate_entities(con, "account_memberships", "membership_rows")
+    return _replace_window(con, "account_memberships", "membership_rows", start, end)
+
+
+def build_users(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> int:
+    """Write `users` for the snapshot hours in `[start, end)`; return the row count."""
+    ensure_hierarchy_tables(con)
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE user_hours AS
+        SELECT user_id, event_hour, min(timestamp) AS first_at, max(timestamp) AS last_at
+        FROM raw_events WHERE user_id IS NOT NULL AND event_hour < $end
+        GROUP BY ALL
+        """,
+        {"end": end},
+    )
+    carry_forward_first_last(con, "user_hours", ("user_id",), "user_seen", start, end)
+    latest_traits(con, "identify", "user_id", "user_trait_values", start, end)
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE user_base AS
+        SELECT seen.snapshot_hour, seen.user_id, seen.first_at AS first_seen_at,
+               seen.last_at AS last_seen_at, coalesce(t.traits, '{}'::JSON) AS traits
+        FROM user_seen AS seen
+        LEFT JOIN user_trait_values AS t
+          ON t.snapshot_hour = seen.snapshot_hour AND t.entity_id = seen.user_id
+        """
+    )
+    return _write_entities(con, "users", "user_base", "identify", USER_COLUMNS, start, end)
+
+
+def build_accounts(
+    con: duckdb.DuckDBPyConnection, start: datetime, end: datetime, parent_trait: str
+) -> int:
+    """Write `accounts` for the snapshot hours in `[start, end)` (memberships must be built for
+    those hours first); return the row count."""
+    ensure_hierarchy_tables(con)
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE account_hours AS
+        SELECT group_id AS account_id, event_hour,
+               min(timestamp) AS first_at, max(timestamp) AS last_at
+        FROM raw_events WHERE type = 'group' AND event_hour < $end
+        GROUP BY ALL
+        """,
+        {"end": end},
+    )
+    carry_forward_first_last(con, "account_hours", ("account_id",), "account_seen", start, end)
+    latest_traits(con, "group", "group_id", "account_trait_values", start, end)
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE account_base AS
+        SELECT seen.snapshot_hour, seen.account_id, seen.first_at AS first_seen_at,
+               seen.last_at AS last_seen_at, coalesce(members.user_count, 0) AS user_count,
+               nullif(trim(json_extract_string(t.traits, $parent_trait)), '')
+                   AS parent_account_id,
+               coalesce(t.traits, '{}'::JSON) AS traits
+        FROM account_seen AS seen
+        LEFT JOIN account_trait_values AS t
+          ON t.snapshot_hour = seen.snapshot_hour AND t.entity_id = seen.account_id
+        LEFT JOIN (SELECT snapshot_hour, account_id, count(*) AS user_count
+                   FROM account_memberships
+                   WHERE snapshot_hour >= $start AND snapshot_hour < $end
+                   GROUP BY ALL) AS members
+          ON members.snapshot_hour = seen.snapshot_hour AND members.account_id = seen.account_id
+        """,
+        _params(start, end) | {"parent_trait": parent_trait},
+    )
+    return _write_entities(con, "accounts", "account_base", "group", ACCOUNT_COLUMNS, start, end)
+
+
+def _write_entities(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    base: str,
+    message_type: str,
+    fixed_columns: tuple[str, ...],
+    start: datetime,
+    end: datetime,
+) -> int:
+    """Add the typed trait columns to `base`, validate, and replace the window in `table`."""
+    trait_columns = infer_trait_columns(con, message_type, fixed_columns)
+    select = exp.select(*fixed_columns, *typed_select(trait_columns)).from_(base)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {base}_typed AS {select.sql('duckdb')}")
+    validate_entities(con, table, f"{base}_typed", trait_columns)
+    sync_table_columns(con, table, trait_columns)
+    return _replace_window(con, table, f"{base}_typed", start, end)
+
+
+def _replace_window(
+    con: duckdb.DuckDBPyConnection, table: str, rows: str, start: datetime, end: datetime
+) -> int:
+    con.execute(
+        f"DELETE FROM {table} WHERE snapshot_hour >= $start AND snapshot_hour < $end",
+        _params(start, end),
+    )
+    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {rows} ORDER BY ALL")
+    (count,) = con.execute(f"SELECT count(*) FROM {rows}").fetchone()
+    return count

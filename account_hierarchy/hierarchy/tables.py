@@ -1,0 +1,57 @@
+"""The hierarchy stage's warehouse tables. Each row belongs to a `snapshot_hour`: the snapshot
+as of the end of that hour (events with `timestamp < snapshot_hour + 1 hour`)."""
+
+import duckdb
+
+HIERARCHY_TABLES_DDL = """
+CREATE TABLE IF NOT EXISTS users (
+    snapshot_hour TIMESTAMP NOT NULL,
+    user_id VARCHAR NOT NULL,
+    first_seen_at TIMESTAMP NOT NULL,
+    last_seen_at TIMESTAMP NOT NULL,
+    traits JSON NOT NULL
+);
+CREATE TABLE IF NOT EXISTS accounts (
+    snapshot_hour TIMESTAMP NOT NULL,
+    account_id VARCHAR NOT NULL,
+    first_seen_at TIMESTAMP NOT NULL,
+    last_seen_at TIMESTAMP NOT NULL,
+    user_count BIGINT NOT NULL,
+    parent_account_id VARCHAR,
+    traits JSON NOT NULL
+);
+CREATE TABLE IF NOT EXISTS account_memberships (
+    snapshot_hour TIMESTAMP NOT NULL,
+    user_id VARCHAR NOT NULL,
+    account_id VARCHAR NOT NULL,
+    first_associated_at TIMESTAMP NOT NULL,
+    last_associated_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS account_hierarchy (
+    snapshot_hour TIMESTAMP NOT NULL,
+    account_id VARCHAR NOT NULL,
+    parent_account_id VARCHAR,
+    ultimate_parent_id VARCHAR NOT NULL,
+    depth INTEGER NOT NULL,
+    path VARCHAR[] NOT NULL,
+    in_cycle BOOLEAN NOT NULL,
+    parent_missing BOOLEAN NOT NULL
+);
+"""
+
+# The columns each entity table always has, before its typed trait columns.
+USER_COLUMNS = ("snapshot_hour", "user_id", "first_seen_at", "last_seen_at", "traits")
+ACCOUNT_COLUMNS = (
+    "snapshot_hour",
+    "account_id",
+    "first_seen_at",
+    "last_seen_at",
+    "user_count",
+    "parent_account_id",
+    "traits",
+)
+
+
+def ensure_hierarchy_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the hierarchy tables if they do not exist yet."""
+    con.execute(HIERARCHY_TABLES_DDL)

@@ -1,0 +1,123 @@
+"""Typed columns for traits: every trait key becomes a column of a sensible type.
+
+Entity tables keep all traits in a `traits` JSON column (nothing is dropped, values keep their
+JSON types) and, beside it, one typed column per trait key, so that `employees` is a number and
+`industry` a string to SQL traits and audience conditions. The type of a key is inferred from
+every value it ever had in the events:
+
+| values | column type |
+| --- | --- |
+| integers | BIGINT |
+| numbers (some not integers) | DOUBLE |
+| true / false | BOOLEAN |
+| strings that all read as ISO-8601 timestamps | TIMESTAMP (UTC) |
+| strings | VARCHAR |
+| anything mixed, objects or arrays | JSON |
+
+Null values do not count. A key gets a column when it is a plain identifier (letters, digits,
+underscores, not starting with a digit), does not clash (ignoring case) with the table's own
+columns or an earlier key, and the table has fewer than `MAX_TRAIT_COLUMNS` trait columns;
+every other key lives in `traits` only. Typed columns are a projection of `traits`, so when a
+key's type widens the column is rebuilt from `traits` for every stored row.
+"""
+
+import re
+from collections.abc import Iterable, Sequence
+
+import duckdb
+import sqlglot.expressions as exp
+
+MAX_TRAIT_COLUMNS = 200
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ISO_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
+
+TYPE_OF_KEYS_SQL = f"""
+SELECT field.key,
+       list(DISTINCT field.type) FILTER (WHERE field.type <> 'NULL') AS json_types,
+       bool_and(regexp_matches(field.value ->> '$', '{_ISO_TIMESTAMP}')
+                AND try_cast(field.value ->> '$' AS TIMESTAMPTZ) IS NOT NULL)
+           FILTER (WHERE field.type = 'VARCHAR') AS all_timestamps
+FROM raw_events AS e, json_each(e.traits) AS field
+WHERE e.type = $type
+GROUP BY field.key
+ORDER BY field.key
+"""
+
+
+def column_type(json_types: Sequence[str] | None, all_timestamps: bool | None) -> str:
+    """The column type for a key whose non-null values had these JSON types."""
+    kinds = set(json_types or [])
+    if not kinds:
+        return "VARCHAR"
+    if kinds <= {"BIGINT", "UBIGINT"}:
+        return "BIGINT"
+    if kinds <= {"BIGINT", "UBIGINT", "DOUBLE"}:
+        return "DOUBLE"
+    if kinds == {"BOOLEAN"}:
+        return "BOOLEAN"
+    if kinds == {"VARCHAR"}:
+        return "TIMESTAMP" if all_timestamps else "VARCHAR"
+    return "JSON"
+
+
+def infer_trait_columns(
+    con: duckdb.DuckDBPyConnection, message_type: str, reserved: Iterable[str]
+) -> dict[str, str]:
+    """Trait key -> column type for the traits of `message_type` calls (see module docstring)."""
+    taken = {name.lower() for name in reserved}
+    columns: dict[str, str] = {}
+    for key, json_types, all_timestamps in con.execute(
+        TYPE_OF_KEYS_SQL, {"type": message_type}
+    ).fetchall():
+        if len(columns) >= MAX_TRAIT_COLUMNS or not _IDENTIFIER.match(key):
+            continue
+        if key.lower() in taken:
+            continue
+        taken.add(key.lower())
+        columns[key] = column_type(json_types, all_timestamps)
+    return columns
+
+
+def extract(key: str, column_type_name: str, source: str = "traits") -> exp.Expression:
+    """The expression reading one trait, typed, out of the JSON column `source`."""
+    arguments = [exp.column(source), exp.Literal.string(key)]
+    text = exp.Anonymous(this="json_extract_string", expressions=arguments)
+    value = exp.Anonymous(this="json_extract", expressions=arguments)
+    if column_type_name == "VARCHAR":
+        return text
+    if column_type_name == "JSON":
+        return value
+    if column_type_name == "TIMESTAMP":
+        moment = exp.TryCast(this=text, to=exp.DataType.build("TIMESTAMPTZ"))
+        return exp.cast(moment, "TIMESTAMP")
+    return exp.TryCast(this=value, to=exp.DataType.build(column_type_name))
+
+
+def typed_select(columns: dict[str, str], source: str = "traits") -> list[exp.Expression]:
+    """`extract(...) AS "key"` for every trait column."""
+    return [
+        exp.alias_(extract(key, kind, source), exp.to_identifier(key, quoted=True))
+        for key, kind in columns.items()
+    ]
+
+
+def sync_table_columns(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, str]) -> None:
+    """Add missing trait columns to `table` and rebuild those whose type changed, from `traits`."""
+    existing = dict(
+        con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = $table",
+            {"table": table},
+        ).fetchall()
+    )
+    for key, kind in columns.items():
+        if existing.get(key) == kind:
+            continue
+        identifier = exp.to_identifier(key, quoted=True)
+        quoted = identifier.sql("duckdb")
+        if key in existing:
+            con.execute(f"ALTER TABLE {table} DROP COLUMN {quoted}")
+        con.execute(f"ALTER TABLE {table} ADD COLUMN {quoted} {kind}")
+        assignment = exp.EQ(this=exp.column(identifier), expression=extract(key, kind))
+        update = exp.Update(this=exp.to_table(table), expressions=[assignment])
+        con.execute(update.sql("duckdb"))

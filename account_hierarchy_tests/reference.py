@@ -1,0 +1,76 @@
+"""An independent, plain-Python computation of the hierarchy snapshots, for the tests."""
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+
+def read_events(landing: Path) -> list[dict]:
+    """Every valid, first-seen message of the landing files (tests write clean files)."""
+    events, seen = [], set()
+    for path in sorted(landing.rglob("*.ndjson")):
+        for line in path.read_text().splitlines():
+            message = json.loads(line)
+            if message["messageId"] not in seen:
+                seen.add(message["messageId"])
+                events.append(message)
+    return events
+
+
+def moment(message: dict) -> datetime:
+    return (
+        datetime.fromisoformat(message["timestamp"].replace("Z", "+00:00"))
+        .astimezone(UTC)
+        .replace(tzinfo=None)
+    )
+
+
+def snapshot(events: list[dict], hour: datetime, parent_trait: str = "parent_account_id") -> dict:
+    """users, accounts, memberships and hierarchy as of the end of `hour`."""
+    cutoff = hour + timedelta(hours=1)
+    known = sorted(
+        (e for e in events if moment(e) < cutoff), key=lambda e: (moment(e), e["messageId"])
+    )
+    users: dict[str, dict] = {}
+    accounts: dict[str, dict] = {}
+    memberships: dict[tuple[str, str], dict] = {}
+    for e in known:
+        at = moment(e)
+        if e.get("userId"):
+            user = users.setdefault(e["userId"], {"first": at, "last": at, "traits": {}})
+            user["last"] = at
+            if e["type"] == "identify":
+                user["traits"].update(e.get("traits") or {})
+        if e["type"] == "group":
+            account = accounts.setdefault(e["groupId"], {"first": at, "last": at, "traits": {}})
+            account["last"] = at
+            account["traits"].update(e.get("traits") or {})
+            if e.get("userId"):
+                edge = memberships.setdefault((e["userId"], e["groupId"]), {"first": at})
+                edge["last"] = at
+    for account_id, account in accounts.items():
+        parent = account["traits"].get(parent_trait)
+        account["parent"] = str(parent) if parent not in (None, "") else None
+        account["users"] = sum(1 for _, a in memberships if a == account_id)
+    return {
+        "users": users,
+        "accounts": accounts,
+        "memberships": memberships,
+        "hierarchy": {a: _place(a, accounts) for a in accounts},
+    }
+
+
+def _place(account_id: str, accounts: dict) -> dict:
+    chain = [account_id]
+    while True:
+        parent = accounts.get(chain[-1], {}).get("parent")
+        if parent is None:
+            break
+        if parent in chain:
+            if parent == account_id:  # a cycle member is its own root
+                return {"ultimate": account_id, "depth": 0, "path": [account_id], "cycle": True}
+            chain = chain[: chain.index(parent) + 1]
+            break
+        chain.append(parent)
+    path = list(reversed(chain))
+    return {"ultimate": path[0], "depth": len(path) - 1, "path": path, "cycle": False}

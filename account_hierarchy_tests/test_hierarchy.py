@@ -1,0 +1,189 @@
+"""Hierarchy snapshots match an independent computation, hour by hour, on edge cases."""
+
+import json
+from datetime import datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from account_hierarchy.hierarchy.assets import hierarchy_snapshots
+from account_hierarchy.ingest.assets import raw_events
+from account_hierarchy.resources import LandingFolder, Warehouse
+from account_hierarchy.warehouse import connect
+from account_hierarchy_tests.conftest import write_lines
+from account_hierarchy_tests.reference import read_events, snapshot
+
+HOURS = [datetime(2026, 10, 1, hour) for hour in range(10, 14)]
+
+
+def group(mid, at, account, user="u1", **traits):
+    message = {"type": "group", "messageId": mid, "groupId": account, "timestamp": at}
+    message |= {"userId": user} if user else {"anonymousId": "crm-sync"}
+    return message | {"traits": traits}
+
+
+def identify(mid, at, user, **traits):
+    return {"type": "identify", "messageId": mid, "userId": user, "timestamp": at, "traits": traits}
+
+
+def track(mid, at, user, **fields):
+    return {
+        "type": "track",
+        "event": "Logged In",
+        "messageId": mid,
+        "userId": user,
+        "timestamp": at,
+    } | fields
+
+
+EDGE_CASES = [
+    # a user in three accounts; a three-level chain A <- B <- C
+    group("g1", "2026-10-01T10:00:00Z", "A", name="Alpha", industry="Software", employees=50),
+    group("g2", "2026-10-01T10:05:00Z", "B", parent_account_id="A"),
+    group("g3", "2026-10-01T10:06:00Z", "C", parent_account_id="B", plan="pro"),
+    # an account with no users (anonymous group call)
+    group("g4", "2026-10-01T10:07:00Z", "EMPTY", user=None, plan="free"),
+    # a two-account cycle X <-> Y, and Z under the cycle
+    group("g5", "2026-10-01T11:00:00Z", "X", user="u2", parent_account_id="Y"),
+    group("g6", "2026-10-01T11:01:00Z", "Y", user="u2", parent_account_id="X"),
+    group("g7", "2026-10-01T11:02:00Z", "Z", user="u3", parent_account_id="X"),
+    # a parent that never sent a group call
+    group("g8", "2026-10-01T11:03:00Z", "ORPHAN", user="u3", parent_account_id="GHOST"),
+    # a trait changed twice within one hour, and a tie broken by messageId
+    identify("i1", "2026-10-01T10:10:00Z", "u1", role="Member", seats=3),
+    identify("i2", "2026-10-01T10:20:00Z", "u1", role="Admin"),
+    identify("i3", "2026-10-01T10:40:00Z", "u1", role="Viewer", title="CTO"),
+    group("g9", "2026-10-01T12:00:00Z", "A", plan="pro"),
+    group("g9b", "2026-10-01T12:00:00Z", "A", plan="enterprise"),
+    # u1 joins a third account later; a user only seen through track
+    group("g10", "2026-10-01T12:30:00Z", "Z", user="u1"),
+    track("t1", "2026-10-01T13:00:00Z", "u4"),
+    # B re-parents to C's sibling position: B under ORPHAN at 13:00
+    group("g11", "2026-10-01T13:10:00Z", "B", parent_account_id="ORPHAN"),
+]
+# events arriving out of order: a later file holds earlier events
+LATE = [
+    identify("i0", "2026-10-01T10:01:00Z", "u1", role="Owner", email="u1@example.com"),
+    group("g0", "2026-10-01T09:59:00Z", "A", user="u5", industry="Retail"),
+]
+
+
+@pytest.fixture
+def warehouse(tmp_path, landing):
+    write_lines(landing / "a.ndjson", EDGE_CASES)
+    write_lines(landing / "b.ndjson", LATE)
+    resources = {
+        "warehouse": Warehouse(database=str(tmp_path / "wh.duckdb")),
+        "landing": LandingFolder(path=str(landing)),
+    }
+    tags = {
+        "dagster/asset_partition_range_start": "2026-10-01-09:00",
+        "dagster/asset_partition_range_end": "2026-10-01-13:00",
+    }
+    result = dg.materialize([raw_events, hierarchy_snapshots], resources=resources, tags=tags)
+    assert result.success
+    evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert evaluations["no_parent_cycles"] is False  # reported, not blocking
+    assert evaluations["parents_known"] is False
+    assert all(
+        passed
+        for name, passed in evaluations.items()
+        if name not in ("no_parent_cycles", "parents_known")
+    )
+    return tmp_path / "wh.duckdb", read_events(landing)
+
+
+def rows(con, sql, hour):
+    cursor = con.execute(sql, {"hour": hour})
+    names = [c[0] for c in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+@pytest.mark.parametrize("hour", HOURS)
+def test_snapshots_match_reference(warehouse, hour):
+    path, events = warehouse
+    expected = snapshot(events, hour)
+    with connect(path, read_only=True) as con:
+        users = rows(con, "SELECT * FROM users WHERE snapshot_hour = $hour", hour)
+        accounts = rows(con, "SELECT * FROM accounts WHERE snapshot_hour = $hour", hour)
+        members = rows(con, "SELECT * FROM account_memberships WHERE snapshot_hour = $hour", hour)
+        tree = rows(con, "SELECT * FROM account_hierarchy WHERE snapshot_hour = $hour", hour)
+    assert {
+        u["user_id"]: (u["first_seen_at"], u["last_seen_at"], json.loads(u["traits"]))
+        for u in users
+    } == {k: (v["first"], v["last"], v["traits"]) for k, v in expected["users"].items()}
+    assert {
+        a["account_id"]: (
+            a["first_seen_at"],
+            a["last_seen_at"],
+            json.loads(a["traits"]),
+            a["parent_account_id"],
+            a["user_count"],
+        )
+        for a in accounts
+    } == {
+        k: (v["first"], v["last"], v["traits"], v["parent"], v["users"])
+        for k, v in expected["accounts"].items()
+    }
+    assert {
+        (m["user_id"], m["account_id"]): (m["first_associated_at"], m["last_associated_at"])
+        for m in members
+    } == {k: (v["first"], v["last"]) for k, v in expected["memberships"].items()}
+    assert {
+        t["account_id"]: {
+            "ultimate": t["ultimate_parent_id"],
+            "depth": t["depth"],
+            "path": t["path"],
+            "cycle": t["in_cycle"],
+        }
+        for t in tree
+    } == expected["hierarchy"]
+
+
+def test_edge_cases_at_the_last_hour(warehouse):
+    path, _ = warehouse
+    hour = HOURS[-1]
+    with connect(path, read_only=True) as con:
+        tree = {
+            r["account_id"]: r
+            for r in rows(con, "SELECT * FROM account_hierarchy WHERE snapshot_hour = $hour", hour)
+        }
+        user = rows(
+            con, "SELECT * FROM users WHERE snapshot_hour = $hour AND user_id = 'u1'", hour
+        )[0]
+        a = rows(
+            con, "SELECT * FROM accounts WHERE snapshot_hour = $hour AND account_id = 'A'", hour
+        )[0]
+        empty = rows(
+            con,
+            "SELECT user_count FROM accounts WHERE snapshot_hour = $hour AND account_id = 'EMPTY'",
+            hour,
+        )[0]
+        u1_accounts = rows(
+            con,
+            "SELECT account_id FROM account_memberships "
+            "WHERE snapshot_hour = $hour AND user_id = 'u1' ORDER BY 1",
+            hour,
+        )
+    assert tree["C"]["path"] == ["GHOST", "ORPHAN", "B", "C"]  # B moved under ORPHAN
+    assert tree["ORPHAN"]["parent_missing"] and tree["ORPHAN"]["ultimate_parent_id"] == "GHOST"
+    assert tree["X"]["in_cycle"] and tree["Y"]["in_cycle"] and not tree["Z"]["in_cycle"]
+    assert tree["Z"]["path"] == ["X", "Z"]
+    assert user["role"] == "Viewer" and user["seats"] == 3 and user["email"] == "u1@example.com"
+    assert a["plan"] == "enterprise"  # same timestamp: the greatest messageId wins
+    assert a["employees"] == 50 and isinstance(a["employees"], int)  # numbers stay numbers
+    assert a["industry"] == "Software"  # the late, earlier Retail call does not override
+    assert empty["user_count"] == 0
+    assert [r["account_id"] for r in u1_accounts] == ["A", "B", "C", "Z"]
+
+
+def test_trait_changed_twice_within_an_hour_keeps_the_last(warehouse):
+    path, _ = warehouse
+    with connect(path, read_only=True) as con:
+        roles = con.execute(
+            "SELECT snapshot_hour, role FROM users WHERE user_id = 'u1' ORDER BY 1"
+        ).fetchall()
+    assert roles[0] == (datetime(2026, 10, 1, 10), "Viewer")
+    assert [hour for hour, _ in roles] == [
+        datetime(2026, 10, 1, 10) + timedelta(hours=i) for i in range(4)
+    ]
