@@ -1,15 +1,48 @@
 """An independent, plain-Python computation of the hierarchy snapshots, for the tests."""
 
+import gzip
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+TYPES = {"track", "identify", "group", "page", "screen"}
+
+
+def is_valid(line: str) -> bool:
+    """A plain reading of the Segment rules, independent of the SQL implementation."""
+    if len(line.encode()) > 32 * 1024:
+        return False
+    try:
+        message = json.loads(line)
+        moment(message)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+    if not isinstance(message, dict) or message.get("type") not in TYPES:
+        return False
+    if not isinstance(message.get("messageId"), str) or not message["messageId"]:
+        return False
+    if not (message.get("userId") or message.get("anonymousId")):
+        return False
+    if message["type"] == "group" and not message.get("groupId"):
+        return False
+    return message["type"] != "track" or bool(message.get("event"))
+
+
+def read_lines(landing: Path) -> list[str]:
+    """Every line of every landing file, in path order."""
+    lines = []
+    for path in sorted(landing.rglob("*")):
+        if path.name.endswith((".ndjson", ".ndjson.gz")):
+            data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+            lines.extend(data.decode().splitlines())
+    return lines
+
 
 def read_events(landing: Path) -> list[dict]:
-    """Every valid, first-seen message of the landing files (tests write clean files)."""
+    """Every valid message of the landing files, first copy of each messageId."""
     events, seen = [], set()
-    for path in sorted(landing.rglob("*.ndjson")):
-        for line in path.read_text().splitlines():
+    for line in read_lines(landing):
+        if is_valid(line):
             message = json.loads(line)
             if message["messageId"] not in seen:
                 seen.add(message["messageId"])

@@ -1,0 +1,168 @@
+"""The `account-hierarchy` command line."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+import duckdb
+
+from account_hierarchy import settings
+from account_hierarchy.hierarchy.queries import (
+    NotInSnapshotError,
+    account_profile,
+    latest_snapshot_hour,
+    tree_nodes,
+    user_profile,
+)
+from account_hierarchy.hours import parse_hour
+from account_hierarchy.output import emit, emit_record, format_option
+from account_hierarchy.sample.generator import DEFAULT_START, generate_sample
+from account_hierarchy.warehouse import WarehouseBusyError, open_warehouse
+
+
+class HourParam(click.ParamType):
+    """A snapshot hour: `2026-10-01T10`, `2026-10-01T10:00`, or a partition key
+    `2026-10-01-10:00` (UTC)."""
+
+    name = "HOUR"
+
+    def convert(self, value, param, ctx) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_hour(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+as_of_option = click.option(
+    "--as-of",
+    "as_of",
+    type=HourParam(),
+    default=None,
+    help="Snapshot hour (UTC): what was known from events before the end of that hour. "
+    "Default: the newest snapshot.",
+)
+
+
+@contextmanager
+def _reading() -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only warehouse connection; clear errors instead of tracebacks."""
+    path = settings.warehouse_path()
+    if not path.exists():
+        raise click.ClickException(f"No warehouse at {path}: materialize some assets first.")
+    try:
+        with open_warehouse(path, read_only=True) as con:
+            yield con
+    except (NotInSnapshotError, WarehouseBusyError) as error:
+        raise click.ClickException(str(error)) from error
+
+
+@click.group()
+def main() -> None:
+    """account_hierarchy: account-level audiences from Segment events, as a Dagster asset graph."""
+
+
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder to write into [default: AH_LANDING_DIR, else data/landing].",
+)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--accounts", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--users", type=click.IntRange(min=1), default=3000, show_default=True)
+@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option(
+    "--start",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]),
+    default=DEFAULT_START.strftime("%Y-%m-%d"),
+    show_default=True,
+    help="First day, UTC.",
+)
+@click.option(
+    "--if-empty",
+    is_flag=True,
+    help="Do nothing when the folder already holds files (used by `make run`).",
+)
+@format_option
+def sample(
+    out: Path | None,
+    seed: int,
+    accounts: int,
+    users: int,
+    days: int,
+    start: datetime,
+    if_empty: bool,
+    output_format: str,
+) -> None:
+    """Write a realistic, deterministic Segment sample (NDJSON, some gzipped) to a folder."""
+    out = out or settings.landing_dir()
+    if if_empty and out.is_dir() and any(path.is_file() for path in out.rglob("*.*")):
+        click.echo(f"{out} already holds files; not generating a sample.", err=True)
+        return
+    summary = generate_sample(
+        out, seed=seed, accounts=accounts, users=users, days=days, start=start.replace(tzinfo=UTC)
+    )
+    row = {"folder": str(out), **asdict(summary)}
+    row["dirty_lines"] = sum(summary.dirty_lines.values())
+    row |= {f"dirty_{kind}": count for kind, count in summary.dirty_lines.items()}
+    emit([row], output_format)
+
+
+@main.group()
+def show() -> None:
+    """Show one account or user as of a snapshot hour."""
+
+
+@show.command("account")
+@click.argument("account_id")
+@as_of_option
+@format_option
+def show_account(account_id: str, as_of: datetime | None, output_format: str) -> None:
+    """An account's traits, parent chain, children and users."""
+    with _reading() as con:
+        record = account_profile(con, account_id, as_of or latest_snapshot_hour(con))
+    emit_record(record, output_format)
+
+
+@show.command("user")
+@click.argument("user_id")
+@as_of_option
+@format_option
+def show_user(user_id: str, as_of: datetime | None, output_format: str) -> None:
+    """A user's traits and accounts, with each account's traits."""
+    with _reading() as con:
+        record = user_profile(con, user_id, as_of or latest_snapshot_hour(con))
+    emit_record(record, output_format)
+
+
+@main.command()
+@click.argument("root", required=False)
+@as_of_option
+@format_option
+def tree(root: str | None, as_of: datetime | None, output_format: str) -> None:
+    """Draw the account hierarchy (or the subtree under ROOT) as an indented tree."""
+    with _reading() as con:
+        nodes = tree_nodes(con, as_of or latest_snapshot_hour(con), root)
+    if output_format == "jsonl":
+        emit(nodes, output_format)
+        return
+    for node in nodes:
+        click.echo("  " * node["level"] + _tree_label(node))
+
+
+def _tree_label(node: dict) -> str:
+    if not node["seen"]:
+        return f"{node['account_id']}  (never sent a group call)"
+    label = node["account_id"]
+    if node.get("name"):
+        label += f"  {node['name']}"
+    label += f"  ({node['user_count']} users)"
+    if node["in_cycle"]:
+        label += f"  [cycle: parent is {node['parent_account_id']}]"
+    return label

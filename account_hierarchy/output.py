@@ -1,0 +1,76 @@
+"""Printing rows for people (an aligned table) or for machines (`--format jsonl`)."""
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
+from typing import Any
+
+import click
+from tabulate import tabulate
+
+FORMATS = ("table", "jsonl")
+
+format_option = click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="table for people, jsonl (one JSON object per line) for machines.",
+)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def emit(rows: Iterable[Mapping[str, Any]], output_format: str) -> None:
+    """Print rows as JSON lines or as a table with a header."""
+    rows = list(rows)
+    if output_format == "jsonl":
+        for row in rows:
+            click.echo(json.dumps({key: _plain(value) for key, value in row.items()}))
+        return
+    if not rows:
+        click.echo("(no rows)")
+        return
+    click.echo(tabulate([dict(row) for row in rows], headers="keys", tablefmt="simple"))
+
+
+def emit_record(record: Mapping[str, Any], output_format: str) -> None:
+    """Print one nested record: one JSON line, or for people its plain fields as `name: value`
+    lines, then each mapping (e.g. traits) and list of rows as a titled table."""
+    if output_format == "jsonl":
+        click.echo(json.dumps(_plain(record)))
+        return
+    nested = {key: value for key, value in record.items() if isinstance(value, Mapping | list)}
+    for key, value in record.items():
+        if key not in nested:
+            click.echo(f"{key}: {_plain(value)}")
+    for key, value in nested.items():
+        click.echo(f"\n{key}:")
+        if isinstance(value, Mapping):
+            rows = [{"name": name, "value": item} for name, item in value.items()]
+        elif value and not isinstance(value[0], Mapping):
+            click.echo("  " + " > ".join(str(item) for item in value))
+            continue
+        else:
+            rows = [_flatten(row) for row in value]
+        click.echo(tabulate(rows, headers="keys") if rows else "  (none)")
+
+
+def _flatten(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Inline a nested `traits` mapping as `traits.key` columns."""
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, Mapping):
+            flat |= {f"{key}.{name}": item for name, item in value.items()}
+        else:
+            flat[key] = value
+    return flat

@@ -1,0 +1,1 @@
+"""Synthetic Segment sample data: see `account_hierarchy.sample.generator`."""

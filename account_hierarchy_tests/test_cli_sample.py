@@ -1,0 +1,40 @@
+"""`account-hierarchy sample` writes a deterministic sample and reports it."""
+
+import json
+
+from click.testing import CliRunner
+
+from account_hierarchy.cli import main
+
+
+def test_sample_writes_files_and_reports_jsonl(tmp_path):
+    out = tmp_path / "landing"
+    args = ["sample", "--out", str(out), "--accounts", "20", "--users", "100", "--days", "2"]
+    result = CliRunner().invoke(main, [*args, "--start", "2026-10-05", "--format", "jsonl"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    files = sorted(path.name for path in out.iterdir())
+    assert report["files"] == len(files) == 8
+    assert files[0] == "segment-2026-10-05T00.ndjson"
+    assert files[1] == "segment-2026-10-05T06.ndjson.gz"
+    assert report["lines"] > 0 and report["dirty_lines"] == sum(
+        value for key, value in report.items() if key.startswith("dirty_") and key != "dirty_lines"
+    )
+
+
+def test_sample_if_empty_leaves_existing_files_alone(tmp_path):
+    out = tmp_path / "landing"
+    out.mkdir()
+    (out / "mine.ndjson").write_text("{}\n")
+    result = CliRunner().invoke(main, ["sample", "--out", str(out), "--if-empty"])
+    assert result.exit_code == 0
+    assert [path.name for path in out.iterdir()] == ["mine.ndjson"]
+
+
+def test_sample_table_output_and_landing_dir_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("AH_LANDING_DIR", str(tmp_path / "env-landing"))
+    args = ["sample", "--accounts", "5", "--users", "10", "--days", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0
+    assert "folder" in result.output.splitlines()[0]
+    assert len(list((tmp_path / "env-landing").iterdir())) == 4

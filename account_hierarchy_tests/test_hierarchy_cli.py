@@ -1,0 +1,123 @@
+"""`show account`, `show user` and `tree` read the snapshots, as tables or JSON lines."""
+
+import json
+from datetime import datetime
+
+import pytest
+from click.testing import CliRunner
+
+from account_hierarchy.cli import main
+from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
+from account_hierarchy.hierarchy.tree import build_hierarchy
+from account_hierarchy.hours import parse_hour
+from account_hierarchy.ingest.load import ingest_window
+from account_hierarchy.warehouse import connect
+from account_hierarchy_tests.conftest import PARTITIONS_START, write_lines
+
+START, END = datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 12)
+
+
+@pytest.fixture
+def warehouse(tmp_path, landing, monkeypatch):
+    def group(mid, at, account, user, **traits):
+        return {
+            "type": "group",
+            "messageId": mid,
+            "userId": user,
+            "groupId": account,
+            "timestamp": at,
+            "traits": traits,
+        }
+
+    write_lines(
+        landing / "a.ndjson",
+        [
+            group("g1", "2026-10-01T10:00:00Z", "HQ", "u1", name="Holding", industry="Software"),
+            group("g2", "2026-10-01T10:10:00Z", "SUB", "u2", name="Sub", parent_account_id="HQ"),
+            group("g3", "2026-10-01T11:10:00Z", "LEAF", "u2", parent_account_id="SUB"),
+            group("g4", "2026-10-01T11:20:00Z", "LOST", "u3", parent_account_id="NOWHERE"),
+            {
+                "type": "identify",
+                "messageId": "i1",
+                "userId": "u2",
+                "timestamp": "2026-10-01T10:11:00Z",
+                "traits": {"role": "Admin", "seats": 4},
+            },
+        ],
+    )
+    path = tmp_path / "wh.duckdb"
+    with connect(path) as con:
+        ingest_window(con, landing, START, END, PARTITIONS_START)
+        build_memberships(con, START, END)
+        build_users(con, START, END)
+        build_accounts(con, START, END, "parent_account_id")
+        build_hierarchy(con, START, END)
+    monkeypatch.setenv("AH_WAREHOUSE", str(path))
+    return path
+
+
+def run(*args):
+    result = CliRunner().invoke(main, list(args))
+    return result
+
+
+def test_show_account_jsonl(warehouse):
+    result = run("show", "account", "SUB", "--as-of", "2026-10-01T11", "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert record["traits"] == {"name": "Sub", "parent_account_id": "HQ"}
+    assert record["parent_chain"] == ["HQ"]
+    assert [child["account_id"] for child in record["children"]] == ["LEAF"]
+    assert record["users"][0]["user_id"] == "u2"
+    assert record["users"][0]["traits"] == {"role": "Admin", "seats": 4}
+
+
+def test_show_account_as_of_an_earlier_hour(warehouse):
+    result = run("show", "account", "SUB", "--as-of", "2026-10-01-10:00", "--format", "jsonl")
+    assert json.loads(result.output)["children"] == []
+
+
+def test_show_user_includes_account_traits(warehouse):
+    result = run("show", "user", "u2", "--format", "jsonl")
+    record = json.loads(result.output)
+    assert record["snapshot_hour"] == "2026-10-01T11:00:00"
+    assert record["traits"]["seats"] == 4
+    assert {a["account_id"]: a["traits"].get("name") for a in record["accounts"]} == {
+        "LEAF": None,
+        "SUB": "Sub",
+    }
+    table = run("show", "user", "u2")
+    assert "accounts:" in table.output and "traits.name" in table.output
+
+
+def test_tree_is_indented(warehouse):
+    result = run("tree", "--as-of", "2026-10-01T11")
+    assert result.exit_code == 0
+    assert result.output.splitlines() == [
+        "HQ  Holding  (1 users)",
+        "  SUB  Sub  (1 users)",
+        "    LEAF  (1 users)",
+        "NOWHERE  (never sent a group call)",
+        "  LOST  (1 users)",
+    ]
+    subtree = run("tree", "SUB", "--format", "jsonl")
+    assert [json.loads(line)["account_id"] for line in subtree.output.splitlines()] == [
+        "SUB",
+        "LEAF",
+    ]
+
+
+def test_unknown_entity_and_bad_hour_give_clear_errors(warehouse):
+    missing = run("show", "account", "NOPE")
+    assert missing.exit_code == 1
+    assert "account 'NOPE' is not in the snapshot of 2026-10-01 11:00:00" in missing.output
+    bad = run("tree", "--as-of", "yesterday")
+    assert bad.exit_code == 2
+    assert "is not an hour" in bad.output
+
+
+@pytest.mark.parametrize(
+    "text", ["2026-10-01T10", "2026-10-01T10:00", "2026-10-01 10:00:00Z", "2026-10-01-10:00"]
+)
+def test_parse_hour(text):
+    assert parse_hour(text) == datetime(2026, 10, 1, 10)
