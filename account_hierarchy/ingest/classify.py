@@ -186,9 +186,10 @@ FROM checked
 ANCHOR_SQL = """
 UPDATE {table} AS target SET event_hour = anchored.hour
 FROM (
-    SELECT orphan.source_file, orphan.source_line,
+    SELECT orphan.source_line,
            coalesce(earlier.event_hour, later.event_hour, orphan.file_hour) AS hour
-    FROM (SELECT * FROM {table} WHERE source_file = $path AND event_hour IS NULL) AS orphan
+    FROM (SELECT source_line, file_hour FROM {table}
+          WHERE source_file = $path AND event_hour IS NULL) AS orphan
     ASOF LEFT JOIN (SELECT source_line, event_hour FROM {table}
                     WHERE source_file = $path AND event_hour IS NOT NULL) AS earlier
         ON orphan.source_line > earlier.source_line
@@ -196,7 +197,8 @@ FROM (
                     WHERE source_file = $path AND event_hour IS NOT NULL) AS later
         ON orphan.source_line < later.source_line
 ) AS anchored
-WHERE target.source_file = anchored.source_file AND target.source_line = anchored.source_line
+WHERE target.source_file = $path AND target.event_hour IS NULL
+  AND target.source_line = anchored.source_line
 """
 
 
@@ -233,4 +235,9 @@ def classify_into(
 
 def anchor_orphans(con: duckdb.DuckDBPyConnection, table: str, source_file: str) -> None:
     """Give a file's quarantined lines without an hour of their own their neighbours' hour."""
-    con.execute(ANCHOR_SQL.format(table=table), {"path": source_file})
+    (orphans,) = con.execute(
+        f"SELECT count(*) FROM {table} WHERE source_file = $path AND event_hour IS NULL",
+        {"path": source_file},
+    ).fetchone()
+    if orphans:
+        con.execute(ANCHOR_SQL.format(table=table), {"path": source_file})

@@ -19,6 +19,7 @@ import pyarrow as pa
 from account_hierarchy.ingest.classify import LINE_SCHEMA
 
 LANDING_SUFFIXES = (".ndjson", ".jsonl", ".json")
+BATCH_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def split_lines(data: bytes) -> pa.Table:
         lines.validate(full=True)
     except pa.ArrowInvalid:
         lines, utf8_error = _decode_line_by_line(data, offsets)
-    return pa.table(
+    table = pa.table(
         {
             "source_line": pa.array(np.arange(1, count + 1, dtype=np.int64)),
             "line": lines,
@@ -102,6 +103,8 @@ def split_lines(data: bytes) -> pa.Table:
         },
         schema=LINE_SCHEMA,
     )
+    # DuckDB scans an Arrow table one batch per thread: small batches use every core.
+    return pa.Table.from_batches(table.to_batches(max_chunksize=BATCH_ROWS), schema=LINE_SCHEMA)
 
 
 def _decode_line_by_line(data: bytes, offsets: np.ndarray) -> tuple[pa.Array, np.ndarray]:

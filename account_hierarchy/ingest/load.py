@@ -39,7 +39,13 @@ CREATE OR REPLACE TEMP TABLE window_lines (
     file_hour TIMESTAMP, message_id VARCHAR, type VARCHAR, user_id VARCHAR,
     anonymous_id VARCHAR, group_id VARCHAR, context_group_id VARCHAR, event VARCHAR,
     timestamp TIMESTAMP, received_at TIMESTAMP, properties JSON, traits JSON, raw_line VARCHAR
-)
+);
+CREATE OR REPLACE TEMP TABLE staged_files (
+    path VARCHAR, content_hash VARCHAR, size BIGINT, mtime_ns BIGINT, line_count BIGINT
+);
+CREATE OR REPLACE TEMP TABLE staged_file_hours (
+    path VARCHAR, event_hour TIMESTAMP, line_count BIGINT
+);
 """
 
 EVENT_COLUMNS = (
@@ -70,32 +76,15 @@ def ingest_window(
 ) -> IngestReport:
     """Ingest every landing line whose hour is in `[start, end)` (naive UTC datetimes)."""
     ensure_ingest_tables(con)
-    con.begin()
-    try:
-        report = _ingest(con, landing_dir, start, end, partitions_start)
-    except BaseException:
-        con.rollback()
-        raise
-    con.commit()
-    return report
-
-
-def _ingest(
-    con: duckdb.DuckDBPyConnection,
-    landing_dir: Path,
-    start: datetime,
-    end: datetime,
-    partitions_start: datetime,
-) -> IngestReport:
     report = IngestReport()
     files = list_landing_files(landing_dir)
-    index = _refresh_index_entries(con, files)
-    window_paths = _paths_touching(con, start, end)
     con.execute(STAGING_DDL)
+    con.register("present_files", pa.table({"path": [file.path for file in files]}))
+    known = _indexed_files(con)
+    touching = _paths_touching(con, start, end)
     for file in files:
-        known = index.get(file.path)
-        unchanged = known is not None and known == (file.size, file.mtime_ns)
-        if unchanged and file.path not in window_paths:
+        unchanged = known.get(file.path) == (file.size, file.mtime_ns)
+        if unchanged and file.path not in touching:
             continue
         _stage_file(con, landing_dir, file, partitions_start, reindex=not unchanged)
         con.execute(
@@ -105,19 +94,22 @@ def _ingest(
         )
         report.files_read += 1
         report.files_indexed += not unchanged
+    # Staging happens outside the transaction: DuckDB updates transaction-local rows slowly.
     _sort_window(con, start, end, report)
+    con.begin()
+    try:
+        for statement in _statements(COMMIT_SQL):
+            con.execute(statement, {"start": start, "end": end} if "$" in statement else None)
+    except BaseException:
+        con.rollback()
+        raise
+    con.commit()
+    con.unregister("present_files")
     return report
 
 
-def _refresh_index_entries(
-    con: duckdb.DuckDBPyConnection, files: list[LandingFile]
-) -> dict[str, tuple[int, int]]:
-    """Forget files that left the folder; return (size, mtime) of the files still indexed."""
-    present = pa.table({"path": [file.path for file in files]})
-    con.register("present_files", present)
-    for table in ("landing_file_hours", "landing_files"):
-        con.execute(f"DELETE FROM {table} WHERE path NOT IN (SELECT path FROM present_files)")
-    con.unregister("present_files")
+def _indexed_files(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, int]]:
+    """(size, mtime) of every file in the index."""
     rows = con.execute("SELECT path, size, mtime_ns FROM landing_files").fetchall()
     return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
 
@@ -139,7 +131,7 @@ def _stage_file(
     *,
     reindex: bool,
 ) -> None:
-    """Classify one file's lines into `window_lines`, and (re)index it when new or changed."""
+    """Classify one file's lines into `window_lines`; stage its index entry if new or changed."""
     content = read_landing_file(landing_dir, file)
     if content.lines is None:
         file_hour = max(
@@ -161,37 +153,34 @@ def _stage_file(
         )
         anchor_orphans(con, "window_lines", file.path)
     if reindex:
-        _index_file(con, file, content.content_hash)
-
-
-def _index_file(con: duckdb.DuckDBPyConnection, file: LandingFile, content_hash: str) -> None:
-    params = {"path": file.path}
-    con.execute(
-        """
-        INSERT INTO landing_files BY NAME
-        SELECT $path AS path, $hash AS content_hash, $size AS size, $mtime AS mtime_ns,
-               coalesce((SELECT seq FROM landing_files WHERE path = $path),
-                        (SELECT max(seq) + 1 FROM landing_files), 1) AS seq,
-               (SELECT count(*) FROM window_lines WHERE source_file = $path) AS line_count
-        ON CONFLICT (path) DO UPDATE SET content_hash = excluded.content_hash,
-            size = excluded.size, mtime_ns = excluded.mtime_ns,
-            line_count = excluded.line_count
-        """,
-        {**params, "hash": content_hash, "size": file.size, "mtime": file.mtime_ns},
-    )
-    con.execute("DELETE FROM landing_file_hours WHERE path = $path", params)
-    con.execute(
-        "INSERT INTO landing_file_hours SELECT $path, event_hour, count(*) FROM window_lines "
-        "WHERE source_file = $path GROUP BY event_hour",
-        params,
-    )
+        params = {"path": file.path}
+        con.execute(
+            "INSERT INTO staged_files SELECT $path, $hash, $size, $mtime, count(*) "
+            "FROM window_lines WHERE source_file = $path",
+            params | {"hash": content.content_hash, "size": file.size, "mtime": file.mtime_ns},
+        )
+        con.execute(
+            "INSERT INTO staged_file_hours SELECT $path, event_hour, count(*) "
+            "FROM window_lines WHERE source_file = $path GROUP BY event_hour",
+            params,
+        )
 
 
 SORT_WINDOW_SQL = """
+CREATE OR REPLACE TEMP TABLE file_index AS
+SELECT path, content_hash, seq FROM landing_files
+WHERE path IN (SELECT path FROM present_files) AND path NOT IN (SELECT path FROM staged_files)
+UNION ALL
+SELECT staged.path, staged.content_hash,
+       coalesce(known.seq, (SELECT coalesce(max(seq), 0) FROM landing_files)
+                           + row_number() OVER (PARTITION BY known.seq IS NULL
+                                                ORDER BY staged.path)) AS seq
+FROM staged_files AS staged LEFT JOIN landing_files AS known USING (path);
+
 CREATE OR REPLACE TEMP TABLE duplicate_files AS
 SELECT copy.path, arg_min(original.path, (original.seq, original.path)) AS original
-FROM landing_files AS copy
-JOIN landing_files AS original
+FROM file_index AS copy
+JOIN file_index AS original
   ON original.content_hash = copy.content_hash
  AND (original.seq, original.path) < (copy.seq, copy.path)
 GROUP BY copy.path;
@@ -211,7 +200,7 @@ SELECT w.source_file, w.source_line, w.message_id, w.event_hour,
        row_number() OVER copies AS copy_rank,
        first(w.source_file || ':' || w.source_line) OVER copies AS first_copy
 FROM window_lines AS w
-JOIN landing_files AS f ON f.path = w.source_file
+JOIN file_index AS f ON f.path = w.source_file
 ANTI JOIN duplicate_files AS d ON w.source_file = d.path
 WHERE w.reason IS NULL
 WINDOW copies AS (PARTITION BY w.message_id ORDER BY f.seq, w.source_file, w.source_line);
@@ -237,7 +226,16 @@ SEMI JOIN (SELECT source_file, source_line FROM window_copies AS v
 ORDER BY event_hour, timestamp, message_id;
 """
 
-REPLACE_WINDOW_SQL = """
+# The only writes to the warehouse's own tables, in one transaction.
+COMMIT_SQL = """
+DELETE FROM landing_file_hours
+WHERE path NOT IN (SELECT path FROM present_files) OR path IN (SELECT path FROM staged_files);
+DELETE FROM landing_files
+WHERE path NOT IN (SELECT path FROM present_files) OR path IN (SELECT path FROM staged_files);
+INSERT INTO landing_files
+SELECT s.path, s.content_hash, s.size, s.mtime_ns, i.seq, s.line_count
+FROM staged_files AS s JOIN file_index AS i USING (path);
+INSERT INTO landing_file_hours SELECT * FROM staged_file_hours;
 DELETE FROM raw_events WHERE event_hour >= $start AND event_hour < $end;
 DELETE FROM quarantined_lines WHERE event_hour >= $start AND event_hour < $end;
 DELETE FROM duplicate_lines WHERE event_hour >= $start AND event_hour < $end;
@@ -252,13 +250,11 @@ SELECT * FROM window_duplicates ORDER BY event_hour, source_file, source_line;
 def _sort_window(
     con: duckdb.DuckDBPyConnection, start: datetime, end: datetime, report: IngestReport
 ) -> None:
-    """Split the window's lines into events, quarantine and duplicates, validate, and write."""
+    """Split the window's lines into events, quarantine and duplicates, and validate them."""
     params = {"start": start, "end": end}
     for statement in _statements(SORT_WINDOW_SQL.format(columns=EVENT_COLUMNS)):
         con.execute(statement, params if "$start" in statement else None)
     validate_events(con, "window_events")
-    for statement in _statements(REPLACE_WINDOW_SQL):
-        con.execute(statement, params if "$start" in statement else None)
     (report.lines_read,) = con.execute("SELECT count(*) FROM window_lines").fetchone()
     (report.loaded,) = con.execute("SELECT count(*) FROM window_events").fetchone()
     (report.quarantined,) = con.execute("SELECT count(*) FROM window_quarantine").fetchone()

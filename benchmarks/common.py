@@ -1,0 +1,65 @@
+"""Helpers shared by the benchmarks: timing, peak memory, sample files, a results table."""
+
+import gzip
+import json
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from account_hierarchy.sample.generator import generate_sample
+
+
+def timed(run: Callable[[], Any]) -> tuple[float, Any]:
+    """Seconds taken by `run()`, and what it returned."""
+    started = time.perf_counter()
+    value = run()
+    return time.perf_counter() - started, value
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def one_file_of_events(folder: Path, events: int, seed: int = 1) -> Path:
+    """A single NDJSON file of `events` parseable sample messages (dirty lines left out, so a
+    plain pandas reader can read it too). Reused when it already exists."""
+    target = folder / f"events-{events}.ndjson"
+    if target.exists():
+        return target
+    scratch = folder / "generated"
+    users = max(100, events // 65)
+    generate_sample(scratch, seed=seed, accounts=max(20, users // 10), users=users, days=30)
+    written = 0
+    with target.open("w") as out:
+        for path in sorted(scratch.glob("*.ndjson")) + sorted(scratch.glob("*.ndjson.gz")):
+            for line in _lines(path):
+                if written == events:
+                    break
+                if _is_object(line):
+                    out.write(line + "\n")
+                    written += 1
+    if written < events:
+        raise RuntimeError(f"the sample held only {written} messages, {events} asked")
+    return target
+
+
+def _lines(path: Path) -> list[str]:
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    return data.decode().splitlines()
+
+
+def _is_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """Print benchmark rows as an aligned table."""
+    print(tabulate(rows, headers="keys", floatfmt=",.2f", intfmt=","))
