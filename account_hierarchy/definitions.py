@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from account_hierarchy.hierarchy.assets import hierarchy_snapshots
 from account_hierarchy.ingest.assets import raw_events
 from account_hierarchy.resources import landing_resource, warehouse_resource
 
@@ -12,7 +13,7 @@ pipeline_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[raw_events],
+    assets=[raw_events, hierarchy_snapshots],
     jobs=[pipeline_job],
     resources={"warehouse": warehouse_resource(), "landing": landing_resource()},
 )
