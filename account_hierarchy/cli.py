@@ -10,6 +10,7 @@ import click
 import duckdb
 
 from account_hierarchy import settings
+from account_hierarchy.catalog.loader import DefinitionError, load_catalog
 from account_hierarchy.hierarchy.queries import (
     NotInSnapshotError,
     account_profile,
@@ -20,6 +21,8 @@ from account_hierarchy.hierarchy.queries import (
 from account_hierarchy.hours import parse_hour
 from account_hierarchy.output import emit, emit_record, format_option
 from account_hierarchy.sample.generator import DEFAULT_START, generate_sample
+from account_hierarchy.traits.compute import TRAIT_TABLES
+from account_hierarchy.traits.queries import trait_rows
 from account_hierarchy.warehouse import WarehouseBusyError, open_warehouse
 
 
@@ -166,3 +169,39 @@ def _tree_label(node: dict) -> str:
     if node["in_cycle"]:
         label += f"  [cycle: parent is {node['parent_account_id']}]"
     return label
+
+
+@main.command()
+@format_option
+def validate(output_format: str) -> None:
+    """Validate the definitions in AH_DEFINITIONS_DIR; exit 1 on any problem."""
+    folder = settings.definitions_dir()
+    try:
+        catalog = load_catalog(folder)
+    except DefinitionError as error:
+        if output_format == "jsonl":
+            emit([{"problem": problem} for problem in error.problems], output_format)
+        else:
+            click.echo(str(error), err=True)
+        raise SystemExit(1) from None
+    rows = [
+        {"name": t.trait.name, "entity": t.trait.entity, "type": t.trait.type,
+         "columns": ", ".join(t.columns), "file": f"{t.file}:{t.line}"}
+        for t in catalog.traits
+    ]  # fmt: skip
+    emit(rows, output_format)
+    if output_format != "jsonl":
+        click.echo(f"\n{len(rows)} traits in {folder}: all valid.")
+
+
+@main.command()
+@click.argument("entity", type=click.Choice(["account", "user"]))
+@click.argument("entity_id", required=False)
+@as_of_option
+@format_option
+def traits(entity: str, entity_id: str | None, as_of: datetime | None, output_format: str) -> None:
+    """Trait values of every account (user), or of one, as of a snapshot hour."""
+    with _reading() as con:
+        hour = as_of or latest_snapshot_hour(con, (TRAIT_TABLES[entity],))
+        rows = trait_rows(con, entity, hour, entity_id)
+    emit(rows, output_format)

@@ -1,10 +1,24 @@
-"""The Dagster code location: `account_hierarchy.definitions:defs`."""
+"""The Dagster code location: `account_hierarchy.definitions:defs`.
+
+The trait assets are built from the YAML definitions in `AH_DEFINITIONS_DIR`; invalid
+definitions stop the code location from loading with the same message as
+`account-hierarchy validate`.
+"""
 
 import dagster as dg
 
+from account_hierarchy import settings
+from account_hierarchy.catalog.loader import DefinitionError, load_catalog
 from account_hierarchy.hierarchy.assets import hierarchy_snapshots
 from account_hierarchy.ingest.assets import raw_events
 from account_hierarchy.resources import landing_resource, warehouse_resource
+from account_hierarchy.traits.assets import build_trait_assets
+
+try:
+    catalog = load_catalog(settings.definitions_dir())
+except DefinitionError as error:
+    # A fresh exception, so the code location's error is this message, not a deep traceback.
+    raise DefinitionError(settings.definitions_dir(), error.problems) from None
 
 pipeline_job = dg.define_asset_job(
     "pipeline_job",
@@ -13,7 +27,7 @@ pipeline_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[raw_events, hierarchy_snapshots],
+    assets=[raw_events, hierarchy_snapshots, build_trait_assets(catalog)],
     jobs=[pipeline_job],
     resources={"warehouse": warehouse_resource(), "landing": landing_resource()},
 )

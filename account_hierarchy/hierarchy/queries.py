@@ -17,14 +17,17 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> list[dict[s
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def latest_snapshot_hour(con: duckdb.DuckDBPyConnection) -> datetime:
-    """The newest snapshot hour of `accounts`/`users`."""
-    (hour,) = con.execute(
-        "SELECT max(snapshot_hour) FROM (SELECT snapshot_hour FROM accounts "
-        "UNION ALL SELECT snapshot_hour FROM users)"
-    ).fetchone()
+def latest_snapshot_hour(
+    con: duckdb.DuckDBPyConnection, tables: tuple[str, ...] = ("accounts", "users")
+) -> datetime:
+    """The newest snapshot hour of any of `tables` (warehouse tables we own)."""
+    union = " UNION ALL ".join(f"SELECT max(snapshot_hour) AS hour FROM {t}" for t in tables)
+    try:
+        (hour,) = con.execute(f"SELECT max(hour) FROM ({union})").fetchone()
+    except duckdb.CatalogException:
+        hour = None
     if hour is None:
-        raise NotInSnapshotError("No hierarchy snapshot yet: materialize the hierarchy assets.")
+        raise NotInSnapshotError(f"No snapshot in {', '.join(tables)} yet: materialize them.")
     return hour
 
 

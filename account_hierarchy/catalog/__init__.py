@@ -1,0 +1,1 @@
+"""The catalog: traits (and later audiences and destinations) defined by users in YAML files."""

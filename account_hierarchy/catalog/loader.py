@@ -1,0 +1,203 @@
+"""Loading and validating every definition file of a folder, with errors people can act on.
+
+Every problem names the file, the line and the field, e.g.
+
+    data/definitions/traits.yaml:12: traits[2] (logins_past_30_days).window: window 'thirty
+    days' must look like '30 days', '12 hours', '90 minutes' or 'all time'
+
+and all problems of all files are reported at once.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from account_hierarchy.catalog.models import NAME, DefinitionFile, SqlTrait, Trait
+from account_hierarchy.traits.sql_traits import SqlTraitError, parse_trait_sql
+
+DEFINITION_SUFFIXES = (".yaml", ".yml")
+TRAIT = TypeAdapter(Trait)
+
+
+class DefinitionError(ValueError):
+    """The definitions are invalid; `problems` lists each one, with file, line and field."""
+
+    def __init__(self, folder: Path, problems: list[str]):
+        self.problems = problems
+        plural = "s" if len(problems) != 1 else ""
+        super().__init__(
+            f"{len(problems)} problem{plural} in the definitions in {folder}:\n"
+            + "\n".join(f"- {problem}" for problem in problems)
+        )
+
+
+@dataclass(frozen=True)
+class LocatedTrait:
+    """A trait definition and where it was written."""
+
+    trait: Trait
+    file: Path
+    line: int
+
+    @property
+    def columns(self) -> list[str]:
+        """The trait columns it produces: its name, or a SQL trait's value columns."""
+        if isinstance(self.trait, SqlTrait):
+            return parse_trait_sql(self.trait.sql, self.trait.entity)[1]
+        return [self.trait.name]
+
+
+@dataclass
+class Catalog:
+    """Every definition of a folder, validated."""
+
+    folder: Path
+    traits: list[LocatedTrait] = field(default_factory=list)
+
+    def traits_of(self, entity: str) -> list[LocatedTrait]:
+        """The traits of `account`s or of `user`s, in definition order."""
+        return [located for located in self.traits if located.trait.entity == entity]
+
+    def trait_columns(self, entity: str) -> dict[str, LocatedTrait]:
+        """Trait column name -> the trait producing it, for one entity."""
+        return {column: t for t in self.traits_of(entity) for column in t.columns}
+
+
+def load_catalog(folder: Path) -> Catalog:
+    """Read and validate every `*.yaml` / `*.yml` file under `folder` (sorted by path)."""
+    catalog = Catalog(folder)
+    problems: list[str] = []
+    files = sorted(p for p in folder.rglob("*") if p.suffix in DEFINITION_SUFFIXES)
+    for path in files:
+        problems += _load_file(path, catalog)
+    problems += _check_catalog(catalog)
+    if problems:
+        raise DefinitionError(folder, problems)
+    return catalog
+
+
+def _load_file(path: Path, catalog: Catalog) -> list[str]:
+    text = path.read_text()
+    try:
+        document = yaml.safe_load(text)
+        tree = yaml.compose(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        return [f"{where}: not valid YAML: {getattr(error, 'problem', error)}"]
+    if document is None:
+        return []
+    if not isinstance(document, dict):
+        return [f"{path}:1: expected a mapping with a `traits:` list at the top"]
+    problems = []
+    unknown = sorted(set(document) - set(DefinitionFile.model_fields))
+    for key in unknown:
+        problems.append(
+            f"{path}:{_line(tree, (key,))}: unknown section {key!r}; "
+            f"expected {', '.join(DefinitionFile.model_fields)}"
+        )
+    entries = document.get("traits") or []
+    if not isinstance(entries, list):
+        return [*problems, f"{path}:{_line(tree, ('traits',))}: traits must be a list"]
+    for index, entry in enumerate(entries):
+        try:
+            trait = TRAIT.validate_python(entry)
+        except ValidationError as error:
+            problems += [
+                _describe(
+                    path, tree, document, {**problem, "loc": ("traits", index, *problem["loc"])}
+                )
+                for problem in error.errors()
+            ]
+            continue
+        catalog.traits.append(LocatedTrait(trait, path, _line(tree, ("traits", index))))
+    return problems
+
+
+def _describe(path: Path, tree: yaml.Node, document: dict, problem: dict) -> str:
+    location = [part for part in problem["loc"] if not _is_union_tag(part)]
+    line = _line(tree, tuple(location))
+    label = ""
+    for position, part in enumerate(location):
+        if isinstance(part, int):
+            label += f"[{part}]"
+            entry = _get(document, location[: position + 1])
+            if isinstance(entry, dict) and "name" in entry and position == 1:
+                label += f" ({entry['name']})"
+        else:
+            label += ("." if label else "") + str(part)
+    message = problem["msg"].removeprefix("Value error, ")
+    if problem["type"] == "extra_forbidden":
+        message = f"unknown key {location[-1]!r}"
+    return f"{path}:{line}: {label}: {message}"
+
+
+_UNION_TAGS = {
+    "event_counter", "aggregation", "most_frequent", "first_value", "last_value",
+    "unique_list", "unique_list_count", "unique_users", "sql",
+}  # fmt: skip
+
+
+def _is_union_tag(part: Any) -> bool:
+    return isinstance(part, str) and part in _UNION_TAGS
+
+
+def _get(document: Any, location: list) -> Any:
+    for part in location:
+        try:
+            document = document[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return document
+
+
+def _line(tree: yaml.Node | None, location: tuple) -> int:
+    """The 1-based line of the deepest YAML node on `location`."""
+    node, line = tree, 1
+    for part in location:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((value for key, value in node.value if key.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            node = node.value[part] if part < len(node.value) else None
+        else:
+            node = None
+    return node.start_mark.line + 1 if node is not None else line
+
+
+def _check_catalog(catalog: Catalog) -> list[str]:
+    """Problems across files: SQL traits, duplicate names and trait columns."""
+    problems = []
+    seen_names: dict[str, LocatedTrait] = {}
+    for located in catalog.traits:
+        trait, where = located.trait, f"{located.file}:{located.line}: trait {located.trait.name}"
+        if trait.name in seen_names:
+            first = seen_names[trait.name]
+            problems.append(f"{where}: name already used at {first.file}:{first.line}")
+        seen_names.setdefault(trait.name, located)
+        if isinstance(trait, SqlTrait):
+            try:
+                parse_trait_sql(trait.sql, trait.entity)
+            except SqlTraitError as error:
+                problems.append(f"{where}.sql: {error}")
+    if problems:
+        return problems
+    for entity in ("account", "user"):
+        owners: dict[str, LocatedTrait] = {}
+        for located in catalog.traits_of(entity):
+            for column in located.columns:
+                where = f"{located.file}:{located.line}: trait {located.trait.name}"
+                if not NAME.match(column):
+                    problems.append(f"{where}: column {column!r} must be a lower-case name")
+                elif column in owners and owners[column] is not located:
+                    problems.append(
+                        f"{where}: column {column!r} is also produced by trait "
+                        f"{owners[column].trait.name}"
+                    )
+                owners.setdefault(column, located)
+    return problems

@@ -1,0 +1,214 @@
+"""The shape of definition files, validated by pydantic.
+
+A definition file holds lists under `traits:` (and, as the project grows, `audiences:` and
+`destinations:`). Every mapping forbids unknown keys, so a typo is an error, not a silent no-op.
+"""
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from account_hierarchy.catalog.windows import ALL_TIME, parse_window
+
+NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+PROPERTY_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
+EVENT_TYPES = ("track", "page", "screen", "identify", "group")
+OPERATORS = ("equals", "not_equals", "gt", "gte", "lt", "lte", "in", "contains", "exists")
+Scalar = str | int | float | bool
+
+
+class Strict(BaseModel):
+    """Base of every definition model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class PropertyCondition(Strict):
+    """One condition on an event property, e.g. `{property: feature, equals: reports}`.
+
+    The property is read from `properties` (from `traits` for identify and group calls); a dot
+    reaches into nested objects (`plan.name`). Exactly one operator is given.
+    """
+
+    property: str
+    equals: Scalar | None = None
+    not_equals: Scalar | None = None
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+    in_: list[Scalar] | None = Field(default=None, alias="in", min_length=1)
+    contains: str | None = None
+    exists: bool | None = None
+
+    @field_validator("property")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not PROPERTY_PATH.match(value):
+            raise ValueError(f"property {value!r} must be a key or a dotted path of keys")
+        return value
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> "PropertyCondition":
+        given = [name for name in OPERATORS if getattr(self, _attribute(name)) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one operator out of {', '.join(OPERATORS)} (got {given or 'none'})"
+            )
+        return self
+
+    @property
+    def operator(self) -> tuple[str, Any]:
+        """The operator's name and operand."""
+        name = next(name for name in OPERATORS if getattr(self, _attribute(name)) is not None)
+        return name, getattr(self, _attribute(name))
+
+
+def _attribute(operator: str) -> str:
+    return "in_" if operator == "in" else operator
+
+
+class TraitBase(Strict):
+    """What every trait has: a name, an entity, and which events it looks at, when."""
+
+    name: str
+    entity: Literal["account", "user"]
+    description: str = ""
+    event_type: Literal["track", "page", "screen", "identify", "group"] | None = None
+    event: str | None = None
+    where: list[PropertyCondition] = []
+    window: str = ALL_TIME
+    attribution: Literal["all_users", "context"] = "all_users"
+    context_fallback: Literal["all_accounts", "none"] = "all_accounts"
+    include_child_accounts: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError(
+                f"name {value!r} must be lower case letters, digits and underscores, "
+                "starting with a letter"
+            )
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        parse_window(value)
+        return value
+
+    @model_validator(mode="after")
+    def _account_options(self) -> "TraitBase":
+        if self.entity == "user":
+            for option, default in (
+                ("attribution", "all_users"),
+                ("context_fallback", "all_accounts"),
+                ("include_child_accounts", False),
+            ):
+                if getattr(self, option) != default:
+                    raise ValueError(f"{option} applies to account traits only")
+        return self
+
+    @property
+    def window_length(self) -> timedelta | None:
+        """The window as a duration; None for all time."""
+        return parse_window(self.window)
+
+
+class EventCounter(TraitBase):
+    """How many matching events."""
+
+    type: Literal["event_counter"]
+
+
+class PropertyTrait(TraitBase):
+    """A trait about one property of the matching events."""
+
+    property: str
+
+    _property = field_validator("property")(PropertyCondition._path.__func__)
+
+
+class Aggregation(PropertyTrait):
+    """Sum, average, minimum or maximum of a numeric property of the matching events."""
+
+    type: Literal["aggregation"]
+    function: Literal["sum", "avg", "min", "max"]
+
+
+class MostFrequent(PropertyTrait):
+    """The most common value of a property (ties: the value that sorts first)."""
+
+    type: Literal["most_frequent"]
+
+
+class FirstValue(PropertyTrait):
+    """The property's value on the earliest matching event that has it."""
+
+    type: Literal["first_value"]
+
+
+class LastValue(PropertyTrait):
+    """The property's value on the latest matching event that has it."""
+
+    type: Literal["last_value"]
+
+
+class UniqueList(PropertyTrait):
+    """The distinct values of a property, sorted."""
+
+    type: Literal["unique_list"]
+
+
+class UniqueListCount(PropertyTrait):
+    """How many distinct values a property had."""
+
+    type: Literal["unique_list_count"]
+
+
+class UniqueUsers(TraitBase):
+    """How many distinct users of the account did the matching events."""
+
+    type: Literal["unique_users"]
+
+    @model_validator(mode="after")
+    def _accounts_only(self) -> "UniqueUsers":
+        if self.entity != "account":
+            raise ValueError("unique_users traits are for entity: account")
+        return self
+
+
+class SqlTrait(Strict):
+    """A SELECT over the snapshot's read-only views returning the entity id column
+    (`account_id` or `user_id`) and one column per value; each value column is a trait."""
+
+    type: Literal["sql"]
+    name: str
+    entity: Literal["account", "user"]
+    description: str = ""
+    sql: str
+    many: bool = False
+
+    _name = field_validator("name")(TraitBase._name.__func__)
+
+
+ComputedTrait = (
+    EventCounter
+    | Aggregation
+    | MostFrequent
+    | FirstValue
+    | LastValue
+    | UniqueList
+    | UniqueListCount
+    | UniqueUsers
+)
+Trait = Annotated[ComputedTrait | SqlTrait, Field(discriminator="type")]
+
+
+class DefinitionFile(Strict):
+    """One YAML file of definitions."""
+
+    traits: list[Trait] = []

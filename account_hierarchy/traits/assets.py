@@ -1,0 +1,144 @@
+"""Dagster wiring of the traits stage, built from the definitions: the `account_traits` and
+`user_traits` tables plus one asset per trait (its definition, compiled query, fill rate and
+distribution in the metadata), all computed in one op for a partition or a range of hours."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import yaml
+
+from account_hierarchy.catalog.loader import Catalog, LocatedTrait
+from account_hierarchy.metadata import markdown_preview, table_schema
+from account_hierarchy.partitions import HOURLY, window_of
+from account_hierarchy.resources import Warehouse
+from account_hierarchy.traits.compute import ENTITY_TABLES, TRAIT_TABLES, build_traits
+from account_hierarchy.traits.profile import profile_column
+
+HIERARCHY_DEPS = ["raw_events", "account_memberships", "account_hierarchy"]
+
+
+def trait_key(name: str) -> dg.AssetKey:
+    """The asset key of one trait."""
+    return dg.AssetKey(["traits", name])
+
+
+def build_trait_assets(catalog: Catalog) -> dg.AssetsDefinition:
+    """The multi-asset computing every trait of the catalog."""
+    specs = []
+    for located in catalog.traits:
+        trait = located.trait
+        specs.append(
+            dg.AssetSpec(
+                trait_key(trait.name),
+                deps=[*HIERARCHY_DEPS, ENTITY_TABLES[trait.entity]],
+                description=trait.description or f"{trait.type} trait of {trait.entity}s.",
+                group_name="traits",
+                kinds={"duckdb", "sql" if trait.type == "sql" else "ibis"},
+                tags={"stage": "traits", "entity": trait.entity, "trait_type": trait.type},
+                metadata={"definition": dg.MetadataValue.md(_definition_markdown(located))},
+            )
+        )
+    for entity, table in TRAIT_TABLES.items():
+        specs.append(
+            dg.AssetSpec(
+                table,
+                deps=[trait_key(t.trait.name) for t in catalog.traits_of(entity)]
+                or [ENTITY_TABLES[entity]],
+                description=f"One row per {entity} and snapshot hour, one column per {entity} "
+                "trait.",
+                group_name="traits",
+                kinds={"duckdb"},
+                owners=["team:data-engineering"],
+                tags={"stage": "traits"},
+            )
+        )
+
+    @dg.multi_asset(
+        name="trait_snapshots",
+        specs=specs,
+        partitions_def=HOURLY,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool="duckdb",
+        check_specs=[
+            dg.AssetCheckSpec(
+                "one_row_per_entity",
+                asset=table,
+                blocking=True,
+                description=f"Exactly the {ENTITY_TABLES[entity]} of each hour, once each.",
+            )
+            for entity, table in TRAIT_TABLES.items()
+        ],
+    )
+    def trait_snapshots(
+        context: dg.AssetExecutionContext, warehouse: Warehouse
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        """Every trait as of the end of each hour of the partition window."""
+        start, end = window_of(context)
+        with warehouse.get_connection() as con:
+            report = build_traits(con, catalog, start, end)
+            last_hour = con.execute(
+                "SELECT max(snapshot_hour) FROM account_traits WHERE snapshot_hour < $end",
+                {"end": end},
+            ).fetchone()[0]
+            for located in catalog.traits:
+                trait = located.trait
+                table = TRAIT_TABLES[trait.entity]
+                metadata = {}
+                for column in located.columns:
+                    prefix = "" if column == trait.name else f"{column}."
+                    profile = profile_column(con, table, column, last_hour)
+                    metadata |= {f"{prefix}{key}": value for key, value in profile.items()}
+                compiled = report.get(trait.entity, {}).get("compiled", {}).get(trait.name, "")
+                metadata["compiled_query"] = dg.MetadataValue.md(f"```sql\n{compiled}\n```")
+                yield dg.MaterializeResult(asset_key=trait_key(trait.name), metadata=metadata)
+            for entity, table in TRAIT_TABLES.items():
+                yield from _table_results(con, entity, table, report, start, end)
+
+    return trait_snapshots
+
+
+def _table_results(con, entity: str, table: str, report: dict, start, end):
+    id_column = "account_id" if entity == "account" else "user_id"
+    preview = con.execute(
+        f"SELECT * FROM {table} WHERE snapshot_hour = (SELECT max(snapshot_hour) FROM {table} "
+        "WHERE snapshot_hour < $end) ORDER BY 2 LIMIT 10",
+        {"end": end},
+    ).df()
+    yield dg.MaterializeResult(
+        asset_key=table,
+        metadata={
+            "dagster/row_count": report.get(entity, {}).get("rows", 0),
+            "dagster/column_schema": table_schema(con, table),
+            "preview": dg.MetadataValue.md(markdown_preview(preview)),
+        },
+    )
+    (mismatches,) = con.execute(
+        f"""
+        SELECT count(*) FROM (
+            (SELECT snapshot_hour, {id_column} FROM {ENTITY_TABLES[entity]}
+             WHERE snapshot_hour >= $start AND snapshot_hour < $end
+             EXCEPT ALL
+             SELECT snapshot_hour, {id_column} FROM {table}
+             WHERE snapshot_hour >= $start AND snapshot_hour < $end)
+            UNION ALL
+            (SELECT snapshot_hour, {id_column} FROM {table}
+             WHERE snapshot_hour >= $start AND snapshot_hour < $end
+             EXCEPT ALL
+             SELECT snapshot_hour, {id_column} FROM {ENTITY_TABLES[entity]}
+             WHERE snapshot_hour >= $start AND snapshot_hour < $end))
+        """,
+        {"start": start, "end": end},
+    ).fetchone()
+    yield dg.AssetCheckResult(
+        asset_key=table,
+        check_name="one_row_per_entity",
+        passed=mismatches == 0,
+        metadata={"missing_or_extra_rows": mismatches},
+    )
+
+
+def _definition_markdown(located: LocatedTrait) -> str:
+    body = located.trait.model_dump(mode="json", exclude_defaults=True, by_alias=True)
+    body = {"name": located.trait.name, "type": located.trait.type, **body}
+    text = yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
+    return f"Defined in `{located.file}` line {located.line}:\n\n```yaml\n{text}```"

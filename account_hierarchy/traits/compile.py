@@ -1,0 +1,204 @@
+"""Computed traits compiled to Ibis expressions: one aggregation per entity and attribution
+class covers every trait and window of that class in a single pass over the events.
+
+Semantics, for a snapshot hour `h` (`as_of` = end of `h`, exclusive):
+
+- events: `timestamp < as_of`, and inside a trait's window when it has one:
+  `as_of - window <= timestamp`;
+- matching: `event_type`, `event` (a track event's name, a page's or screen's name) and every
+  `where` condition; a property is read from `properties`, or from `traits` for identify and
+  group calls, and a missing property satisfies no condition but `exists: false`;
+- a user trait runs over the user's events (`userId`);
+- an account trait runs over the events of the users associated with the account in the
+  snapshot (`account_memberships`). With `attribution: context` a user's event counts only for
+  the account named in its `context.groupId` (an event without one counts for all the user's
+  accounts, or none with `context_fallback: none`). With `include_child_accounts: true` the
+  users (and context accounts) of every descendant account count for the account too; an event
+  is still counted once per account.
+
+Values: counts and sums are 0 and unique lists empty when nothing matched; averages, minimums,
+maximums, most frequent, first and last values are null. First and last take the earliest /
+latest matching event that has the property (ties: the smaller / greater messageId); most
+frequent takes the value with the highest count (ties: the value that sorts first). Property
+values are read as text, and as numbers for aggregations (numeric strings count).
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import ibis
+import ibis.expr.types as ir
+
+from account_hierarchy.catalog.models import (
+    Aggregation,
+    ComputedTrait,
+    EventCounter,
+    FirstValue,
+    LastValue,
+    MostFrequent,
+    PropertyCondition,
+    UniqueList,
+    UniqueListCount,
+    UniqueUsers,
+)
+
+ENTITY_ID = {"account": "account_id", "user": "user_id"}
+EVENT_COLUMNS = ("message_id", "type", "user_id", "context_group_id", "event", "timestamp",
+                 "properties", "traits")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The warehouse tables a trait query reads, as Ibis tables, and the snapshot hour."""
+
+    events: ir.Table
+    memberships: ir.Table
+    hierarchy: ir.Table
+    hour: datetime
+    as_of: datetime
+
+
+def attribution_class(trait: ComputedTrait) -> tuple:
+    """Traits of one class share the rows they aggregate: entity and attribution options."""
+    return (trait.entity, trait.attribution, trait.context_fallback, trait.include_child_accounts)
+
+
+def _value(events: ir.Table, path: str) -> ir.JSONValue:
+    source = ibis.coalesce(events.properties, events.traits)
+    for key in path.split("."):
+        source = source[key]
+    return source
+
+
+def _text(value: ir.JSONValue) -> ir.StringValue:
+    return ibis.coalesce(value.str, value.cast("string"))
+
+
+def _number(value: ir.JSONValue) -> ir.FloatingValue:
+    return ibis.coalesce(value.float, value.str.try_cast("float64"))
+
+
+def _condition(events: ir.Table, condition: PropertyCondition) -> ir.BooleanValue:
+    value = _value(events, condition.property)
+    text, number = _text(value), _number(value)
+    present = value.notnull() & (value.cast("string") != "null")
+    operator, operand = condition.operator
+    if operator == "exists":
+        return present if operand else ~present
+    if operator in ("equals", "not_equals"):
+        if isinstance(operand, bool):
+            same = text == ("true" if operand else "false")
+        elif isinstance(operand, int | float):
+            same = number == float(operand)
+        else:
+            same = text == operand
+        return (same if operator == "equals" else ~same).fill_null(False) & present
+    if operator == "in":
+        strings = [str(v).lower() if isinstance(v, bool) else v for v in operand
+                   if isinstance(v, str | bool)]  # fmt: skip
+        numbers = [float(v) for v in operand if isinstance(v, int | float)
+                   and not isinstance(v, bool)]  # fmt: skip
+        matched = ibis.literal(False)
+        if strings:
+            matched |= text.isin(strings)
+        if numbers:
+            matched |= number.isin(numbers)
+        return matched.fill_null(False)
+    if operator == "contains":
+        return text.contains(operand).fill_null(False)
+    compare = {"gt": number > operand, "gte": number >= operand, "lt": number < operand,
+               "lte": number <= operand}  # fmt: skip
+    return compare[operator].fill_null(False)
+
+
+def matches(events: ir.Table, trait: ComputedTrait, as_of: datetime) -> ir.BooleanValue:
+    """Whether an event counts for the trait (type, name, conditions, window)."""
+    condition = ibis.literal(True)
+    if trait.event_type:
+        condition &= events.type == trait.event_type
+    if trait.event:
+        condition &= events.event == trait.event
+    for where in trait.where:
+        condition &= _condition(events, where)
+    if trait.window_length is not None:
+        condition &= events.timestamp >= ibis.literal(as_of - trait.window_length)
+    return condition
+
+
+def attributed_events(snapshot: Snapshot, key: tuple) -> ir.Table:
+    """The events before `as_of`, each with the entity (`entity_id`) it counts for."""
+    entity, attribution, fallback, rollup = key
+    events = snapshot.events.filter(
+        snapshot.events.timestamp < ibis.literal(snapshot.as_of), snapshot.events.user_id.notnull()
+    ).select(*EVENT_COLUMNS)
+    if entity == "user":
+        return events.mutate(entity_id=events.user_id)
+    members = snapshot.memberships
+    scopes = snapshot.hierarchy.select(
+        account_id=snapshot.hierarchy.path.unnest() if rollup else snapshot.hierarchy.account_id,
+        via=snapshot.hierarchy.account_id,
+    )
+    mapping = scopes.join(members, scopes.via == members.account_id).select(
+        entity_id=scopes.account_id, via=scopes.via, member=members.user_id
+    )
+    joined = events.join(mapping, events.user_id == mapping.member)
+    if attribution == "context":
+        named = joined.context_group_id == joined.via
+        if fallback == "all_accounts":
+            named |= joined.context_group_id.isnull()
+        joined = joined.filter(named)
+    joined = joined.select(*EVENT_COLUMNS, "entity_id")
+    return joined.distinct() if rollup or attribution == "context" else joined
+
+
+def aggregate(events: ir.Table, traits: list[ComputedTrait], as_of: datetime) -> ir.Table:
+    """One row per entity with a column per trait (most-frequent traits excepted)."""
+    order = ibis.struct({"timestamp": events.timestamp, "message_id": events.message_id})
+    columns = {}
+    for trait in traits:
+        where = matches(events, trait, as_of)
+        if isinstance(trait, EventCounter):
+            columns[trait.name] = events.message_id.count(where=where)
+        elif isinstance(trait, UniqueUsers):
+            columns[trait.name] = events.user_id.nunique(where=where)
+        elif isinstance(trait, Aggregation):
+            number = _number(_value(events, trait.property))
+            reduce = {"sum": number.sum, "avg": number.mean, "min": number.min,
+                      "max": number.max}[trait.function]  # fmt: skip
+            columns[trait.name] = reduce(where=where & number.notnull())
+        elif isinstance(trait, FirstValue | LastValue | UniqueList | UniqueListCount):
+            text = _text(_value(events, trait.property))
+            where &= text.notnull() & (text != "null")
+            if isinstance(trait, FirstValue):
+                columns[trait.name] = text.argmin(order, where=where)
+            elif isinstance(trait, LastValue):
+                columns[trait.name] = text.argmax(order, where=where)
+            elif isinstance(trait, UniqueList):
+                columns[trait.name] = text.collect(where=where, distinct=True).sort()
+            else:
+                columns[trait.name] = text.nunique(where=where)
+    return events.group_by("entity_id").aggregate(**columns) if columns else None
+
+
+def most_frequent(events: ir.Table, trait: MostFrequent, as_of: datetime) -> ir.Table:
+    """One row per entity: the trait's most frequent value (ties: the smallest value)."""
+    text = _text(_value(events, trait.property))
+    counted = (
+        events.filter(matches(events, trait, as_of) & text.notnull() & (text != "null"))
+        .mutate(value=text)
+        .group_by(["entity_id", "value"])
+        .aggregate(times=ibis._.count())
+    )
+    rank = ibis.struct({"times": -counted.times, "value": counted.value})
+    return counted.group_by("entity_id").aggregate(**{trait.name: counted.value.argmin(rank)})
+
+
+def empty_value(trait: ComputedTrait) -> ir.Value | None:
+    """The value of an entity with no matching event: 0, an empty list, or null."""
+    if isinstance(trait, EventCounter | UniqueUsers | UniqueListCount):
+        return ibis.literal(0, type="int64")
+    if isinstance(trait, Aggregation) and trait.function == "sum":
+        return ibis.literal(0.0)
+    if isinstance(trait, UniqueList):
+        return ibis.literal([], type="array<string>")
+    return None

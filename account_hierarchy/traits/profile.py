@@ -1,0 +1,56 @@
+"""Fill rate and distribution of one trait column at one snapshot hour, as Dagster metadata."""
+
+from datetime import datetime
+
+import dagster as dg
+import duckdb
+import sqlglot.expressions as exp
+
+NUMERIC_TYPES = ("BIGINT", "INTEGER", "DOUBLE", "FLOAT", "DECIMAL", "HUGEINT", "UBIGINT")
+
+
+def profile_column(
+    con: duckdb.DuckDBPyConnection, table: str, column: str, hour: datetime | None
+) -> dict:
+    """`fill_rate` (share of entities whose value is not null, zero or empty) and, for numbers,
+    min / mean / median / max, else the most common values."""
+    if hour is None:
+        return {}
+    quoted = exp.to_identifier(column, quoted=True).sql("duckdb")
+    kind = con.execute(
+        "SELECT data_type FROM information_schema.columns WHERE table_name = $t "
+        "AND column_name = $c",
+        {"t": table, "c": column},
+    ).fetchone()[0]
+    params = {"hour": hour}
+    where = f"FROM {table} WHERE snapshot_hour = $hour"
+    if kind.endswith("[]"):
+        filled = f"len({quoted}) > 0"
+    elif kind.startswith(NUMERIC_TYPES):
+        filled = f"coalesce({quoted} <> 0, false)"
+    else:
+        filled = f"{quoted} IS NOT NULL"
+    entities, fill_rate = con.execute(
+        f"SELECT count(*), coalesce(avg(CASE WHEN {filled} THEN 1 ELSE 0 END), 0) {where}",
+        params,
+    ).fetchone()
+    metadata: dict = {"entities": entities, "fill_rate": float(fill_rate)}
+    if kind.startswith(NUMERIC_TYPES):
+        low, mean, median, high = con.execute(
+            f"SELECT min({quoted}), avg({quoted}), median({quoted}), max({quoted}) {where}",
+            params,
+        ).fetchone()
+        for name, value in (("min", low), ("mean", mean), ("median", median), ("max", high)):
+            metadata[name] = dg.MetadataValue.float(float(value)) if value is not None else None
+        return {key: value for key, value in metadata.items() if value is not None}
+    values = f"unnest({quoted})" if kind.endswith("[]") else quoted
+    top = con.execute(
+        f"SELECT CAST(v AS VARCHAR), count(*) AS n FROM (SELECT {values} AS v {where}) "
+        "WHERE v IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1 LIMIT 10",
+        params,
+    ).fetchall()
+    rows = "\n".join(f"| {value} | {count} |" for value, count in top)
+    metadata["top_values"] = dg.MetadataValue.md(
+        "| value | entities |\n| --- | --- |\n" + rows if rows else "No values."
+    )
+    return metadata

@@ -1,0 +1,29 @@
+"""Reading trait values for the CLI."""
+
+from datetime import datetime
+from typing import Any
+
+import duckdb
+
+from account_hierarchy.hierarchy.queries import NotInSnapshotError
+from account_hierarchy.traits.compute import TRAIT_TABLES
+from account_hierarchy.traits.schemas import ID_COLUMNS
+
+
+def trait_rows(
+    con: duckdb.DuckDBPyConnection, entity: str, hour: datetime, entity_id: str | None = None
+) -> list[dict[str, Any]]:
+    """Trait rows of one snapshot hour, for every entity or one."""
+    table, id_column = TRAIT_TABLES[entity], ID_COLUMNS[entity]
+    params: dict[str, Any] = {"hour": hour}
+    query = f"SELECT * FROM {table} WHERE snapshot_hour = $hour"
+    if entity_id is not None:
+        query += f" AND {id_column} = $id"
+        params["id"] = entity_id
+    cursor = con.execute(f"{query} ORDER BY {id_column}", params)
+    names = [column[0] for column in cursor.description]
+    rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    if not rows:
+        what = f"{entity} {entity_id!r}" if entity_id else f"any {entity}"
+        raise NotInSnapshotError(f"No traits of {what} in the snapshot of {hour}.")
+    return rows

@@ -1,0 +1,130 @@
+"""SQL traits: a user's SELECT, checked to be a single read-only query over the snapshot views,
+then run against views of the warehouse cut at the snapshot hour.
+
+The views a SQL trait may read:
+
+| view | what it holds |
+| --- | --- |
+| `events` | `raw_events` with `timestamp` before the end of the snapshot hour |
+| `users`, `accounts`, `account_memberships`, `account_hierarchy` | that hour's snapshot |
+| `snapshot` | one row: `as_of` (end of the hour, exclusive) and `snapshot_hour` |
+
+Anything but one SELECT (with CTEs, unions, joins, subqueries) is rejected, as is reading any
+other table or a file (`read_csv`, `glob`, ...). The result must have the entity id column
+(`account_id` or `user_id`) and named value columns; each value column becomes a trait.
+"""
+
+import difflib
+from datetime import datetime, timedelta
+
+import duckdb
+import sqlglot
+import sqlglot.expressions as exp
+from sqlglot.errors import ParseError
+
+VIEWS = ("events", "users", "accounts", "account_memberships", "account_hierarchy", "snapshot")
+VIEW_PREFIX = "sql_trait_view_"
+FORBIDDEN_FUNCTION_PREFIXES = ("read_", "parquet_", "sniff_", "glob", "getenv", "query")
+ID_COLUMNS = {"account": "account_id", "user": "user_id"}
+WRITE_NODES = (
+    exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter, exp.Command, exp.Set,
+    exp.Merge, exp.Copy, exp.Pragma,
+)  # fmt: skip
+
+
+class SqlTraitError(ValueError):
+    """A SQL trait is not a single read-only query with the expected columns."""
+
+
+def parse_trait_sql(sql: str, entity: str) -> tuple[exp.Expression, list[str]]:
+    """Check a SQL trait and return its parsed query and its value column names."""
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    except ParseError as error:
+        raise SqlTraitError(f"SQL does not parse: {error}") from None
+    if len(statements) != 1:
+        raise SqlTraitError(f"must be a single SELECT statement, found {len(statements)}")
+    query = statements[0]
+    if not isinstance(query, exp.Query) or any(query.find_all(*WRITE_NODES)):
+        raise SqlTraitError("must be a read-only SELECT (no INSERT, UPDATE, CREATE, SET, ...)")
+    _check_sources(query)
+    return query, _value_columns(query, entity)
+
+
+def _check_sources(query: exp.Expression) -> None:
+    ctes = {cte.alias_or_name for cte in query.find_all(exp.CTE)}
+    for table in query.find_all(exp.Table):
+        if not isinstance(table.this, exp.Identifier):
+            raise SqlTraitError(f"reads {table.sql('duckdb')}: only the snapshot views can be read")
+        name = table.name
+        if table.args.get("db") or table.args.get("catalog"):
+            raise SqlTraitError(f"reads {table.sql('duckdb')}: name views without a schema")
+        if name not in VIEWS and name not in ctes:
+            raise SqlTraitError(unknown_name("view", name, VIEWS))
+    for function in query.find_all(exp.Func):
+        name = function.name if isinstance(function, exp.Anonymous) else function.sql_name()
+        if name.lower().startswith(FORBIDDEN_FUNCTION_PREFIXES):
+            raise SqlTraitError(f"calls {name}(): SQL traits cannot read files or settings")
+
+
+def _value_columns(query: exp.Query, entity: str) -> list[str]:
+    id_column = ID_COLUMNS[entity]
+    names = []
+    for projection in query.selects:
+        if isinstance(projection, exp.Star) or projection.find(exp.Star) is projection.this:
+            raise SqlTraitError("list the result columns explicitly instead of *")
+        names.append(projection.alias_or_name)
+    if id_column not in names:
+        raise SqlTraitError(f"must return the {id_column} column (returns {', '.join(names)})")
+    values = [name for name in names if name != id_column]
+    if not values:
+        raise SqlTraitError(f"must return at least one value column besides {id_column}")
+    if len(set(names)) != len(names):
+        raise SqlTraitError(f"returns a column name twice: {', '.join(names)}")
+    return values
+
+
+def unknown_name(kind: str, name: str, known: tuple[str, ...] | list[str]) -> str:
+    """`unknown view 'acounts'; did you mean 'accounts'?` (or the list of known names)."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known))}"
+    return f"unknown {kind} {name!r}; {hint}"
+
+
+def create_snapshot_views(con: duckdb.DuckDBPyConnection, hour: datetime) -> None:
+    """(Re)create the views SQL traits read, cut at snapshot `hour`."""
+    as_of = hour + timedelta(hours=1)
+    bounds = {"as_of": as_of, "hour": hour}
+    # Views cannot hold parameters: the bounds are our own datetimes, written as literals.
+    literal = {key: exp.cast(exp.Literal.string(value.isoformat(sep=" ")), "TIMESTAMP").sql()
+               for key, value in bounds.items()}  # fmt: skip
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {VIEW_PREFIX}events AS "
+        f"SELECT * EXCLUDE (source_file, source_line) FROM raw_events "
+        f"WHERE timestamp < {literal['as_of']}"
+    )
+    for table in ("users", "accounts", "account_memberships", "account_hierarchy"):
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW {VIEW_PREFIX}{table} AS "
+            f"SELECT * FROM {table} WHERE snapshot_hour = {literal['hour']}"
+        )
+    con.execute(
+        f"CREATE OR REPLACE TEMP VIEW {VIEW_PREFIX}snapshot AS "
+        f"SELECT {literal['as_of']} AS as_of, {literal['hour']} AS snapshot_hour"
+    )
+
+
+def against_views(query: exp.Expression) -> str:
+    """The query's SQL with every view name pointed at the snapshot views."""
+    ctes = {cte.alias_or_name for cte in query.find_all(exp.CTE)}
+
+    def rename(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Table) and node.name in VIEWS and node.name not in ctes:
+            renamed = node.copy()
+            renamed.set("this", exp.to_identifier(VIEW_PREFIX + node.name))
+            if not node.alias:
+                renamed.set("alias", exp.TableAlias(this=exp.to_identifier(node.name)))
+            return renamed
+        return node
+
+    return query.transform(rename).sql("duckdb")
