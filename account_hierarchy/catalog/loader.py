@@ -16,7 +16,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from account_hierarchy.catalog.models import NAME, DefinitionFile, SqlTrait, Trait
-from account_hierarchy.traits.sql_traits import SqlTraitError, parse_trait_sql
+from account_hierarchy.traits.sql_traits import SqlTraitError, parse_trait_sql, unknown_name
 
 DEFINITION_SUFFIXES = (".yaml", ".yml")
 TRAIT = TypeAdapter(Trait)
@@ -119,6 +119,13 @@ def _load_file(path: Path, catalog: Catalog) -> list[str]:
 
 def _describe(path: Path, tree: yaml.Node, document: dict, problem: dict) -> str:
     location = [part for part in problem["loc"] if not _is_union_tag(part)]
+    message = problem["msg"].removeprefix("Value error, ")
+    if problem["type"] == "union_tag_invalid":
+        location.append("type")
+        tag, expected = problem["ctx"]["tag"], problem["ctx"]["expected_tags"]
+        message = unknown_name("trait type", tag, expected.replace("'", "").split(", "))
+    elif problem["type"] == "extra_forbidden":
+        message = f"unknown key {location[-1]!r}"
     line = _line(tree, tuple(location))
     label = ""
     for position, part in enumerate(location):
@@ -129,9 +136,6 @@ def _describe(path: Path, tree: yaml.Node, document: dict, problem: dict) -> str
                 label += f" ({entry['name']})"
         else:
             label += ("." if label else "") + str(part)
-    message = problem["msg"].removeprefix("Value error, ")
-    if problem["type"] == "extra_forbidden":
-        message = f"unknown key {location[-1]!r}"
     return f"{path}:{line}: {label}: {message}"
 
 

@@ -61,8 +61,11 @@ def build_traits(
         staged = f"{table}_staged"
         con.execute(f"DROP TABLE IF EXISTS {staged}")
         compiled: dict[str, str] = {}
-        for hour in hours_of(start, end):
-            expr, compiled = _entity_rows(con, backend, catalog, entity, hour)
+        hours = hours_of(start, end)
+        for hour in hours:
+            expr, compiled = _entity_rows(
+                con, backend, catalog, entity, hour, describe=hour == hours[-1]
+            )
             sql = ibis.to_sql(expr, dialect="duckdb")
             if hour == start:
                 con.execute(f"CREATE TEMP TABLE {staged} AS {sql}")
@@ -88,8 +91,10 @@ def _entity_rows(
     catalog: Catalog,
     entity: str,
     hour: datetime,
+    *,
+    describe: bool,
 ) -> tuple[ir.Table, dict[str, str]]:
-    """The hour's rows for one entity, and each trait's compiled SQL."""
+    """The hour's rows for one entity, and (if `describe`) each trait's compiled SQL."""
     as_of = hour + timedelta(hours=1)
     snapshot = Snapshot(
         events=backend.table("raw_events"),
@@ -120,7 +125,7 @@ def _entity_rows(
                   if isinstance(m.trait, MostFrequent)]  # fmt: skip
         for part in parts:
             rows = rows.left_join(part, "entity_id").drop("entity_id_right")
-        for located in members:
+        for located in members if describe else []:
             compiled[located.trait.name] = ibis.to_sql(
                 _single(events, located, as_of), dialect="duckdb"
             )

@@ -1,0 +1,176 @@
+"""Definitions are validated at load time, each problem naming file, line and field."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from account_hierarchy.catalog.loader import DefinitionError, load_catalog
+from account_hierarchy.cli import main
+from account_hierarchy.traits.sql_traits import SqlTraitError, parse_trait_sql
+
+GOOD = """
+traits:
+  - name: logins
+    entity: account
+    type: event_counter
+    event: Logged In
+    window: 30 days
+"""
+
+
+def problems_of(tmp_path: Path, text: str, extra: str | None = None) -> list[str]:
+    (tmp_path / "a.yaml").write_text(text)
+    if extra:
+        (tmp_path / "b.yaml").write_text(extra)
+    with pytest.raises(DefinitionError) as error:
+        load_catalog(tmp_path)
+    return error.value.problems
+
+
+def test_sample_definitions_are_valid():
+    catalog = load_catalog(Path(__file__).parent.parent / "data" / "definitions")
+    names = {located.trait.name for located in catalog.traits}
+    assert {
+        "logins_past_30_days",
+        "avg_nps_score",
+        "first_landing_page",
+        "active_users_past_month",
+    } <= names
+    types = {located.trait.type for located in catalog.traits}
+    assert types == {
+        "event_counter",
+        "aggregation",
+        "most_frequent",
+        "first_value",
+        "last_value",
+        "unique_list",
+        "unique_list_count",
+        "unique_users",
+        "sql",
+    }
+    assert catalog.traits_of("user")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ("window: 30 days", "a.yaml:7: traits[0] (logins).window: window 'thirty days' must look"),
+        (
+            "type: event_counter",
+            "a.yaml:5: traits[0] (logins).type: unknown trait type 'counter'; "
+            "did you mean 'event_counter'?",
+        ),
+        ("entity: account", "a.yaml:4: traits[0] (logins).entity: Input should be 'account'"),
+        ("event: Logged In", "a.yaml:7: traits[0] (logins).colour: unknown key 'colour'"),
+        ("name: logins", "a.yaml:3: traits[0] (Logins).name: name 'Logins' must be lower case"),
+    ],
+)
+def test_one_clear_message_per_problem(tmp_path, change, expected):
+    replacement = {
+        "window: 30 days": "window: thirty days",
+        "type: event_counter": "type: counter",
+        "entity: account": "entity: acount",
+        "event: Logged In": "event: Logged In\n    colour: blue",
+        "name: logins": "name: Logins",
+    }[change]
+    problems = problems_of(tmp_path, GOOD.replace(change, replacement))
+    assert len(problems) == 1
+    assert problems[0].startswith(str(tmp_path / expected.split(":")[0]))
+    assert expected.split(":", 1)[1] in problems[0]
+
+
+def test_duplicate_names_across_files_and_bad_options(tmp_path):
+    problems = problems_of(
+        tmp_path,
+        GOOD,
+        GOOD.replace("entity: account", "entity: user\n    include_child_accounts: true")
+        + """
+  - name: logins
+    entity: user
+    type: unique_users
+""",
+    )
+    assert any("include_child_accounts applies to account traits only" in p for p in problems)
+    assert any("unique_users traits are for entity: account" in p for p in problems)
+
+
+def test_duplicate_trait_names(tmp_path):
+    problems = problems_of(tmp_path, GOOD, GOOD)
+    assert problems == [
+        f"{tmp_path / 'b.yaml'}:3: trait logins: name already used at {tmp_path / 'a.yaml'}:3"
+    ]
+
+
+def test_where_needs_exactly_one_operator_and_yaml_errors_have_lines(tmp_path):
+    text = GOOD + "    where:\n      - {property: score, gt: 1, lt: 5}\n"
+    assert "give exactly one operator" in problems_of(tmp_path, text)[0]
+    assert problems_of(tmp_path, "traits:\n  - name: [oops\n")[0].startswith(
+        f"{tmp_path / 'a.yaml'}:3: not valid YAML"
+    )
+    assert "unknown section 'trait'" in problems_of(tmp_path, "trait: []\n")[0]
+
+
+def test_sql_trait_errors_suggest_the_closest_view(tmp_path):
+    text = (
+        GOOD
+        + """
+  - name: bad_sql
+    entity: account
+    type: sql
+    sql: SELECT account_id, count(*) AS n FROM acounts GROUP BY 1
+"""
+    )
+    (problem,) = problems_of(tmp_path, text)
+    assert problem.endswith("trait bad_sql.sql: unknown view 'acounts'; did you mean 'accounts'?")
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT 1; SELECT 2", "single SELECT"),
+        ("DROP TABLE events", "read-only SELECT"),
+        ("INSERT INTO accounts SELECT * FROM accounts", "read-only SELECT"),
+        ("SELECT * FROM accounts", "list the result columns"),
+        ("SELECT account_id FROM accounts", "at least one value column"),
+        ("SELECT user_id, 1 AS n FROM users", "must return the account_id column"),
+        ("SELECT account_id, 1 AS n FROM read_csv('x.csv')", "only the snapshot views"),
+        ("SELECT account_id, 1 AS n FROM main.accounts", "without a schema"),
+        ("SELECT account_id, getenv('HOME') AS n FROM accounts", "cannot read files"),
+        ("SELECT account_id, 1 AS n FROM raw_events", "did you mean 'events'"),
+        ("SELEC account_id", "read-only SELECT"),
+        ("SELECT account_id, (1 AS n FROM accounts", "does not parse"),
+    ],
+)
+def test_sql_traits_must_be_one_read_only_query(sql, message):
+    with pytest.raises(SqlTraitError, match=message):
+        parse_trait_sql(sql, "account")
+
+
+def test_validate_command_and_code_location_give_the_same_message(tmp_path, monkeypatch):
+    (tmp_path / "a.yaml").write_text(GOOD.replace("30 days", "a month"))
+    monkeypatch.setenv("AH_DEFINITIONS_DIR", str(tmp_path))
+    result = CliRunner().invoke(main, ["validate"])
+    assert result.exit_code == 1
+    assert "1 problem in the definitions" in result.output
+    assert "window 'a month' must look like" in result.output
+    loading = subprocess.run(
+        [sys.executable, "-c", "import account_hierarchy.definitions"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ},
+    )
+    assert loading.returncode != 0
+    last_lines = loading.stderr.strip().splitlines()[-2:]
+    assert "DefinitionError: 1 problem in the definitions" in last_lines[0]
+    assert "window 'a month' must look like" in last_lines[1]
+
+
+def test_validate_lists_traits(tmp_path, monkeypatch):
+    (tmp_path / "a.yaml").write_text(GOOD)
+    monkeypatch.setenv("AH_DEFINITIONS_DIR", str(tmp_path))
+    result = CliRunner().invoke(main, ["validate", "--format", "jsonl"])
+    assert result.exit_code == 0
+    assert '"name": "logins"' in result.output

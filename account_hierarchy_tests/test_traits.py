@@ -1,0 +1,363 @@
+"""Trait values match an independent computation, on edge cases and on the sample."""
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from account_hierarchy.catalog.loader import load_catalog
+from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
+from account_hierarchy.hierarchy.tree import build_hierarchy
+from account_hierarchy.ingest.load import ingest_window
+from account_hierarchy.sample.generator import generate_sample
+from account_hierarchy.traits.compute import build_traits
+from account_hierarchy.warehouse import connect
+from account_hierarchy_tests.conftest import PARTITIONS_START, write_lines
+from account_hierarchy_tests.reference import read_events, snapshot
+from account_hierarchy_tests.reference_traits import trait_values
+
+SAMPLE_DEFINITIONS = Path(__file__).parent.parent / "data" / "definitions"
+
+
+def build_all(con, landing, start, end, definitions: Path):
+    """Snapshots and traits for `[start, end)` (the events must be ingested)."""
+    build_memberships(con, start, end)
+    build_users(con, start, end)
+    build_accounts(con, start, end, "parent_account_id")
+    build_hierarchy(con, start, end)
+    catalog = load_catalog(definitions)
+    build_traits(con, catalog, start, end)
+    return catalog
+
+
+def stored(con, entity: str, hour: datetime, column: str) -> dict:
+    table, key = (
+        ("account_traits", "account_id") if entity == "account" else ("user_traits", "user_id")
+    )
+    rows = con.execute(
+        f'SELECT {key}, "{column}" FROM {table} WHERE snapshot_hour = $hour', {"hour": hour}
+    ).fetchall()
+    return dict(rows)
+
+
+def close(actual: dict, expected: dict) -> None:
+    assert actual.keys() == expected.keys()
+    for key, value in expected.items():
+        if isinstance(value, float):
+            assert actual[key] == pytest.approx(value), key
+        else:
+            assert actual[key] == value, key
+
+
+def track(mid, at, user, event="Logged In", context=None, **properties):
+    message = {
+        "type": "track",
+        "messageId": mid,
+        "userId": user,
+        "event": event,
+        "timestamp": at,
+        "properties": properties,
+    }
+    if context:
+        message["context"] = {"groupId": context}
+    return message
+
+
+def group(mid, at, account, user, **traits):
+    return {
+        "type": "group",
+        "messageId": mid,
+        "userId": user,
+        "groupId": account,
+        "timestamp": at,
+        "traits": traits,
+    }
+
+
+EDGE_EVENTS = [
+    # a three-level chain TOP <- MID <- LEAF, an account with no users (anonymous group call)
+    group("g1", "2026-09-01T00:00:00Z", "TOP", "u_top"),
+    group("g2", "2026-09-01T00:00:00Z", "MID", "u_mid", parent_account_id="TOP"),
+    group("g3", "2026-09-01T00:00:00Z", "LEAF", "u_leaf", parent_account_id="MID"),
+    {
+        "type": "group",
+        "messageId": "g4",
+        "anonymousId": "crm",
+        "groupId": "EMPTY",
+        "timestamp": "2026-09-01T00:00:00Z",
+        "traits": {},
+    },
+    # a user in two accounts
+    group("g5", "2026-09-01T00:00:00Z", "MID", "u_both"),
+    group("g6", "2026-09-01T00:00:00Z", "OTHER", "u_both"),
+    # exactly on the 30-day window boundary of the 2026-10-01 10:00 snapshot (as_of 11:00)
+    track("t1", "2026-09-01T11:00:00Z", "u_leaf"),
+    track("t2", "2026-09-01T10:59:59.999Z", "u_leaf"),
+    track("t3", "2026-10-01T10:59:59Z", "u_mid"),
+    track("t4", "2026-10-01T11:00:00Z", "u_mid"),  # the next hour: not yet counted
+    # context attribution: u_both logs in for OTHER twice, for MID once, once without context
+    track("t5", "2026-09-20T10:00:00Z", "u_both", context="OTHER"),
+    track("t6", "2026-09-21T10:00:00Z", "u_both", context="OTHER"),
+    track("t7", "2026-09-22T10:00:00Z", "u_both", context="MID"),
+    track("t8", "2026-09-23T10:00:00Z", "u_both"),
+    # properties: features, NPS scores (one sent as a string), ties
+    track("f1", "2026-09-25T10:00:00Z", "u_mid", "Feature Used", feature="reports"),
+    track("f2", "2026-09-25T10:00:00Z", "u_top", "Feature Used", feature="api"),
+    track("f3", "2026-09-26T10:00:00Z", "u_leaf", "Feature Used", feature="api"),
+    track("f4", "2026-09-26T10:00:00Z", "u_leaf", "Feature Used", feature="reports"),
+    track("n1", "2026-09-27T10:00:00Z", "u_mid", "NPS Survey Submitted", score=9),
+    track("n2", "2026-09-28T10:00:00Z", "u_both", "NPS Survey Submitted", score="4"),
+    {
+        "type": "page",
+        "messageId": "p1",
+        "userId": "u_top",
+        "name": "Pricing",
+        "timestamp": "2026-09-02T00:00:00Z",
+        "properties": {"path": "/pricing"},
+    },
+    {
+        "type": "page",
+        "messageId": "p2",
+        "userId": "u_mid",
+        "name": "Home",
+        "timestamp": "2026-09-01T23:00:00Z",
+        "properties": {"path": "/"},
+    },
+]
+EDGE_TRAITS = [
+    {
+        "name": "logins_30d",
+        "entity": "account",
+        "type": "event_counter",
+        "event": "Logged In",
+        "window": "30 days",
+    },
+    {
+        "name": "logins_30d_context",
+        "entity": "account",
+        "type": "event_counter",
+        "event": "Logged In",
+        "window": "30 days",
+        "attribution": "context",
+    },
+    {
+        "name": "logins_30d_strict_context",
+        "entity": "account",
+        "type": "event_counter",
+        "event": "Logged In",
+        "window": "30 days",
+        "attribution": "context",
+        "context_fallback": "none",
+    },
+    {
+        "name": "logins_rollup",
+        "entity": "account",
+        "type": "event_counter",
+        "event": "Logged In",
+        "include_child_accounts": True,
+    },
+    {
+        "name": "logins_rollup_context",
+        "entity": "account",
+        "type": "event_counter",
+        "event": "Logged In",
+        "include_child_accounts": True,
+        "attribution": "context",
+    },
+    {
+        "name": "avg_nps",
+        "entity": "account",
+        "type": "aggregation",
+        "function": "avg",
+        "event": "NPS Survey Submitted",
+        "property": "score",
+    },
+    {
+        "name": "sum_nps",
+        "entity": "account",
+        "type": "aggregation",
+        "function": "sum",
+        "event": "NPS Survey Submitted",
+        "property": "score",
+    },
+    {
+        "name": "first_page",
+        "entity": "account",
+        "type": "first_value",
+        "event_type": "page",
+        "property": "path",
+    },
+    {
+        "name": "last_feature",
+        "entity": "account",
+        "type": "last_value",
+        "event": "Feature Used",
+        "property": "feature",
+    },
+    {
+        "name": "top_feature",
+        "entity": "account",
+        "type": "most_frequent",
+        "event": "Feature Used",
+        "property": "feature",
+        "include_child_accounts": True,
+    },
+    {
+        "name": "features",
+        "entity": "account",
+        "type": "unique_list",
+        "event": "Feature Used",
+        "property": "feature",
+        "include_child_accounts": True,
+    },
+    {
+        "name": "feature_count",
+        "entity": "account",
+        "type": "unique_list_count",
+        "event": "Feature Used",
+        "property": "feature",
+    },
+    {
+        "name": "active_users",
+        "entity": "account",
+        "type": "unique_users",
+        "event": "Logged In",
+        "include_child_accounts": True,
+    },
+    {
+        "name": "reports_users",
+        "entity": "user",
+        "type": "event_counter",
+        "event": "Feature Used",
+        "where": [{"property": "feature", "equals": "reports"}],
+    },
+    {
+        "name": "promoters",
+        "entity": "user",
+        "type": "event_counter",
+        "event": "NPS Survey Submitted",
+        "where": [{"property": "score", "gte": 5}],
+    },
+    {
+        "name": "not_api",
+        "entity": "user",
+        "type": "event_counter",
+        "event": "Feature Used",
+        "where": [{"property": "feature", "not_equals": "api"}],
+    },
+    {
+        "name": "in_list",
+        "entity": "user",
+        "type": "event_counter",
+        "where": [{"property": "feature", "in": ["api", "exports"]}],
+    },
+    {
+        "name": "has_score",
+        "entity": "user",
+        "type": "event_counter",
+        "where": [{"property": "score", "exists": True}],
+    },
+    {
+        "name": "pricing_pages",
+        "entity": "user",
+        "type": "event_counter",
+        "event_type": "page",
+        "where": [{"property": "path", "contains": "pric"}],
+    },
+]
+EDGE_HOURS = [datetime(2026, 9, 25, 10), datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11)]
+
+
+@pytest.fixture(scope="module")
+def edge_warehouse(tmp_path_factory):
+    root = tmp_path_factory.mktemp("edge")
+    write_lines(root / "landing" / "a.ndjson", EDGE_EVENTS)
+    write_lines(root / "landing" / "resend.ndjson", EDGE_EVENTS[6:9])  # duplicate deliveries
+    (root / "definitions").mkdir()
+    (root / "definitions" / "traits.yaml").write_text(yaml.safe_dump({"traits": EDGE_TRAITS}))
+    con = connect(root / "wh.duckdb")
+    ingest_window(
+        con, root / "landing", datetime(2026, 9, 1), datetime(2026, 10, 2), PARTITIONS_START
+    )
+    for hour in EDGE_HOURS:
+        build_all(con, root / "landing", hour, hour + timedelta(hours=1), root / "definitions")
+    yield con, read_events(root / "landing")
+    con.close()
+
+
+@pytest.mark.parametrize("hour", EDGE_HOURS)
+@pytest.mark.parametrize("trait", EDGE_TRAITS, ids=[t["name"] for t in EDGE_TRAITS])
+def test_edge_case_traits_match_reference(edge_warehouse, hour, trait):
+    con, events = edge_warehouse
+    expected = trait_values(events, hour, trait, snapshot(events, hour))
+    close(stored(con, trait["entity"], hour, trait["name"]), expected)
+
+
+def test_edge_case_values_spelled_out(edge_warehouse):
+    con, _ = edge_warehouse
+    hour = datetime(2026, 10, 1, 10)
+    logins = stored(con, "account", hour, "logins_30d")
+    assert logins["LEAF"] == 1  # 09-01 11:00 is in [as_of - 30 days, as_of); 10:59:59.999 is not
+    assert logins["MID"] == 5  # t3 by u_mid and all four logins of u_both
+    assert logins["EMPTY"] == 0
+    context = stored(con, "account", hour, "logins_30d_context")
+    assert (context["OTHER"], context["MID"]) == (3, 3)  # t8 has no context: both accounts
+    strict = stored(con, "account", hour, "logins_30d_strict_context")
+    assert (strict["OTHER"], strict["MID"]) == (2, 1)  # u_mid's t3 has no context
+    rollup = stored(con, "account", hour, "logins_rollup")
+    # all time: u_mid 1, u_both 4, and LEAF's u_leaf 2 roll up into MID, then into TOP
+    assert (rollup["LEAF"], rollup["MID"], rollup["TOP"]) == (2, 7, 7)
+    assert stored(con, "account", hour, "avg_nps")["EMPTY"] is None
+    assert stored(con, "account", hour, "sum_nps")["EMPTY"] == 0
+    assert stored(con, "account", hour, "features")["TOP"] == ["api", "reports"]
+
+
+@pytest.fixture(scope="module")
+def sample_warehouse(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sample")
+    generate_sample(root / "landing", seed=11, accounts=30, users=200, days=2)
+    con = connect(root / "wh.duckdb")
+    ingest_window(
+        con, root / "landing", datetime(2026, 10, 1), datetime(2026, 10, 3), PARTITIONS_START
+    )
+    catalog = build_all(
+        con,
+        root / "landing",
+        datetime(2026, 10, 2, 20),
+        datetime(2026, 10, 2, 23),
+        SAMPLE_DEFINITIONS,
+    )
+    yield con, read_events(root / "landing"), catalog
+    con.close()
+
+
+def _sample_traits():
+    return yaml.safe_load((SAMPLE_DEFINITIONS / "traits.yaml").read_text())["traits"]
+
+
+@pytest.mark.parametrize("hour", [datetime(2026, 10, 2, 20), datetime(2026, 10, 2, 22)])
+def test_sample_traits_match_reference(sample_warehouse, hour):
+    con, events, _ = sample_warehouse
+    snap = snapshot(events, hour)
+    for trait in _sample_traits():
+        if trait["type"] == "sql":
+            continue
+        expected = trait_values(events, hour, trait, snap)
+        close(stored(con, trait["entity"], hour, trait["name"]), expected)
+
+
+def test_sample_sql_trait_counts_active_users(sample_warehouse):
+    con, events, _ = sample_warehouse
+    hour = datetime(2026, 10, 2, 22)
+    snap = snapshot(events, hour)
+    trait = {
+        "name": "x",
+        "entity": "account",
+        "type": "unique_users",
+        "event": "Logged In",
+        "window": "30 days",
+    }
+    expected = {k: (v or None) for k, v in trait_values(events, hour, trait, snap).items()}
+    assert stored(con, "account", hour, "active_users_past_month") == expected
+    assert any(expected.values())
