@@ -35,6 +35,7 @@ sample: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks.ingest
+	$(BIN)/python -m benchmarks.traits
 
 clean:
 	rm -rf $(VENV) data/warehouse.duckdb data/warehouse.duckdb.wal

@@ -1,0 +1,113 @@
+"""A straightforward pandas implementation of the computed trait semantics (the baseline the
+trait benchmark compares against). Same rules as `account_hierarchy.traits.compile`."""
+
+import json
+from datetime import datetime, timedelta
+
+import pandas as pd
+
+from account_hierarchy.catalog.models import ComputedTrait
+
+
+def _lookup(source, path: str):
+    for key in path.split("."):
+        if not isinstance(source, dict) or key not in source:
+            return None
+        source = source[key]
+    return source
+
+
+def _text(value):
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def prepare(events: pd.DataFrame) -> pd.DataFrame:
+    """Parse the JSON columns once (`props`: properties, else traits)."""
+    events = events[events.user_id.notna()].copy()
+    raw = events.properties.where(events.properties.notna(), events.traits)
+    events["props"] = [json.loads(value) if isinstance(value, str) else None for value in raw]
+    return events
+
+
+def _mask(events: pd.DataFrame, trait: ComputedTrait, as_of: datetime) -> pd.Series:
+    mask = events.timestamp < as_of
+    if trait.event_type:
+        mask &= events.type == trait.event_type
+    if trait.event:
+        mask &= events.event == trait.event
+    if trait.window_length is not None:
+        mask &= events.timestamp >= as_of - trait.window_length
+    for condition in trait.where:
+        values = events.props.map(lambda p, c=condition: _lookup(p, c.property))
+        operator, operand = condition.operator
+        texts = values.map(_text)
+        numbers = pd.to_numeric(texts, errors="coerce")
+        if operator == "equals":
+            mask &= (numbers == operand) if isinstance(operand, int | float) else (texts == operand)
+        elif operator == "gte":
+            mask &= numbers >= operand
+        else:
+            raise NotImplementedError(operator)
+    return mask
+
+
+def compute(
+    events: pd.DataFrame,
+    memberships: pd.DataFrame,
+    hierarchy: pd.DataFrame,
+    traits: list[ComputedTrait],
+    hour: datetime,
+) -> dict[str, pd.Series]:
+    """trait name -> values indexed by entity id, for one snapshot hour."""
+    as_of = hour + timedelta(hours=1)
+    results = {}
+    for trait in traits:
+        matched = events[_mask(events, trait, as_of)]
+        if trait.entity == "user":
+            rows = matched.assign(entity_id=matched.user_id)
+        else:
+            scope = hierarchy[["account_id", "path"]]
+            scope = (scope.explode("path").rename(columns={"path": "entity_id"})
+                     if trait.include_child_accounts
+                     else scope.assign(entity_id=scope.account_id))  # fmt: skip
+            mapping = scope.merge(memberships, on="account_id").rename(
+                columns={"account_id": "via"}
+            )
+            rows = matched.merge(mapping, on="user_id")
+            if trait.attribution == "context":
+                keep = rows.context_group_id == rows.via
+                if trait.context_fallback == "all_accounts":
+                    keep |= rows.context_group_id.isna()
+                rows = rows[keep]
+            rows = rows.drop_duplicates(["entity_id", "message_id"])
+        results[trait.name] = _reduce(rows, trait)
+    return results
+
+
+def _reduce(rows: pd.DataFrame, trait: ComputedTrait) -> pd.Series:
+    grouped = rows.groupby("entity_id")
+    if trait.type == "event_counter":
+        return grouped.size()
+    if trait.type == "unique_users":
+        return grouped.user_id.nunique()
+    values = rows.props.map(lambda p: _lookup(p, trait.property))
+    rows = rows.assign(value=values.map(_text)).dropna(subset=["value"])
+    grouped = rows.groupby("entity_id")
+    if trait.type == "aggregation":
+        numbers = rows.assign(number=pd.to_numeric(rows.value, errors="coerce"))
+        return numbers.groupby("entity_id").number.agg(trait.function.replace("avg", "mean"))
+    if trait.type in ("first_value", "last_value"):
+        ordered = rows.sort_values(["timestamp", "message_id"])
+        ordered = ordered.groupby("entity_id").value
+        return ordered.first() if trait.type == "first_value" else ordered.last()
+    if trait.type == "unique_list":
+        return grouped.value.agg(lambda v: sorted(set(v)))
+    if trait.type == "unique_list_count":
+        return grouped.value.nunique()
+    if trait.type == "most_frequent":
+        counts = rows.groupby(["entity_id", "value"]).size().rename("n").reset_index()
+        counts = counts.sort_values(["entity_id", "n", "value"], ascending=[True, False, True])
+        return counts.groupby("entity_id").value.first()
+    raise NotImplementedError(trait.type)
