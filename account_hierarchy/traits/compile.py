@@ -23,6 +23,7 @@ frequent takes the value with the highest count (ties: the value that sorts firs
 values are read as text, and as numbers for aggregations (numeric strings count).
 """
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -63,25 +64,33 @@ def attribution_class(trait: ComputedTrait) -> tuple:
     return (trait.entity, trait.attribution, trait.context_fallback, trait.include_child_accounts)
 
 
-def _value(events: ir.Table, path: str) -> ir.JSONValue:
-    source = ibis.coalesce(events.properties, events.traits)
-    for key in path.split("."):
-        source = source[key]
-    return source
+def _column(path: str, kind: str) -> str:
+    """The name of the column holding a property path read as `text`, `number` or `present`."""
+    return f"{kind}__{hashlib.sha1(path.encode()).hexdigest()[:12]}"
 
 
-def _text(value: ir.JSONValue) -> ir.StringValue:
-    return ibis.coalesce(value.str, value.cast("string"))
-
-
-def _number(value: ir.JSONValue) -> ir.FloatingValue:
-    return ibis.coalesce(value.float, value.str.try_cast("float64"))
+def with_properties(events: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
+    """The events with every property the traits read extracted once, as text, as a number and
+    whether it is present, so that no trait parses the JSON again."""
+    paths = sorted(
+        {t.property for t in traits if hasattr(t, "property")}
+        | {condition.property for t in traits for condition in t.where}
+    )
+    columns = {}
+    for path in paths:
+        value = ibis.coalesce(events.properties, events.traits)
+        for key in path.split("."):
+            value = value[key]
+        columns[_column(path, "text")] = ibis.coalesce(value.str, value.cast("string"))
+        columns[_column(path, "number")] = ibis.coalesce(value.float, value.str.try_cast("float64"))
+        columns[_column(path, "present")] = value.notnull() & (value.cast("string") != "null")
+    return events.mutate(**columns) if columns else events
 
 
 def _condition(events: ir.Table, condition: PropertyCondition) -> ir.BooleanValue:
-    value = _value(events, condition.property)
-    text, number = _text(value), _number(value)
-    present = value.notnull() & (value.cast("string") != "null")
+    text = events[_column(condition.property, "text")]
+    number = events[_column(condition.property, "number")]
+    present = events[_column(condition.property, "present")]
     operator, operand = condition.operator
     if operator == "exists":
         return present if operand else ~present
@@ -141,18 +150,29 @@ def attributed_events(snapshot: Snapshot, key: tuple) -> ir.Table:
     mapping = scopes.join(members, scopes.via == members.account_id).select(
         entity_id=scopes.account_id, via=scopes.via, member=members.user_id
     )
-    joined = events.join(mapping, events.user_id == mapping.member)
-    if attribution == "context":
-        named = joined.context_group_id == joined.via
+    # Built so that each (event, account) pair appears once, without de-duplicating events.
+    accounts_of_user = mapping.select("entity_id", "member").distinct()
+    if attribution == "all_users":
+        joined = events.join(accounts_of_user, events.user_id == accounts_of_user.member)
+    else:
+        named = events.filter(events.context_group_id.notnull())
+        joined = named.join(
+            mapping,
+            (named.user_id == mapping.member) & (named.context_group_id == mapping.via),
+        ).select(*EVENT_COLUMNS, "entity_id")
         if fallback == "all_accounts":
-            named |= joined.context_group_id.isnull()
-        joined = joined.filter(named)
-    joined = joined.select(*EVENT_COLUMNS, "entity_id")
-    return joined.distinct() if rollup or attribution == "context" else joined
+            unnamed = events.filter(events.context_group_id.isnull())
+            joined = joined.union(
+                unnamed.join(accounts_of_user, unnamed.user_id == accounts_of_user.member).select(
+                    *EVENT_COLUMNS, "entity_id"
+                )
+            )
+    return joined.select(*EVENT_COLUMNS, "entity_id")
 
 
 def aggregate(events: ir.Table, traits: list[ComputedTrait], as_of: datetime) -> ir.Table:
     """One row per entity with a column per trait (most-frequent traits excepted)."""
+    events = with_properties(events, traits)
     order = ibis.struct({"timestamp": events.timestamp, "message_id": events.message_id})
     columns = {}
     for trait in traits:
@@ -162,13 +182,13 @@ def aggregate(events: ir.Table, traits: list[ComputedTrait], as_of: datetime) ->
         elif isinstance(trait, UniqueUsers):
             columns[trait.name] = events.user_id.nunique(where=where)
         elif isinstance(trait, Aggregation):
-            number = _number(_value(events, trait.property))
+            number = events[_column(trait.property, "number")]
             reduce = {"sum": number.sum, "avg": number.mean, "min": number.min,
                       "max": number.max}[trait.function]  # fmt: skip
             columns[trait.name] = reduce(where=where & number.notnull())
         elif isinstance(trait, FirstValue | LastValue | UniqueList | UniqueListCount):
-            text = _text(_value(events, trait.property))
-            where &= text.notnull() & (text != "null")
+            text = events[_column(trait.property, "text")]
+            where &= events[_column(trait.property, "present")]
             if isinstance(trait, FirstValue):
                 columns[trait.name] = text.argmin(order, where=where)
             elif isinstance(trait, LastValue):
@@ -182,10 +202,11 @@ def aggregate(events: ir.Table, traits: list[ComputedTrait], as_of: datetime) ->
 
 def most_frequent(events: ir.Table, trait: MostFrequent, as_of: datetime) -> ir.Table:
     """One row per entity: the trait's most frequent value (ties: the smallest value)."""
-    text = _text(_value(events, trait.property))
+    events = with_properties(events, [trait])
+    present = events[_column(trait.property, "present")]
     counted = (
-        events.filter(matches(events, trait, as_of) & text.notnull() & (text != "null"))
-        .mutate(value=text)
+        events.filter(matches(events, trait, as_of) & present)
+        .mutate(value=events[_column(trait.property, "text")])
         .group_by(["entity_id", "value"])
         .aggregate(times=ibis._.count())
     )
