@@ -75,12 +75,25 @@ def run(users: int, days: int, work_dir: Path) -> list[dict]:
             [t.trait for t in catalog.traits], hour,
         )  # fmt: skip
 
-    baseline_seconds, _ = timed(baseline)
+    baseline_seconds, expected = timed(baseline)
+    _check_same(warehouse, hour, expected["logins_past_30_days"])
     theirs = {"what": "pandas, same definitions", "events": events, "seconds": baseline_seconds,
               "events/s": events / baseline_seconds, "peak MiB": peak_rss_mib()}  # fmt: skip
     ours["vs baseline"] = baseline_seconds / seconds
     theirs["vs baseline"] = 1.0
     return [ours, theirs]
+
+
+def _check_same(warehouse: Path, hour: datetime, expected) -> None:
+    """Both implementations must agree (on one trait, as a sanity check of the baseline)."""
+    with connect(warehouse, read_only=True) as con:
+        ours = dict(con.execute(
+            "SELECT account_id, logins_past_30_days FROM account_traits WHERE snapshot_hour = $h",
+            {"h": hour},
+        ).fetchall())  # fmt: skip
+    theirs = {account: int(expected.get(account, 0)) for account in ours}
+    if ours != theirs:
+        raise AssertionError("pandas and account_hierarchy disagree on logins_past_30_days")
 
 
 def main() -> None:

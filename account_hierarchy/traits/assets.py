@@ -75,7 +75,7 @@ def build_trait_assets(catalog: Catalog) -> dg.AssetsDefinition:
         """Every trait as of the end of each hour of the partition window."""
         start, end = window_of(context)
         with warehouse.get_connection() as con:
-            report = build_traits(con, catalog, start, end)
+            report = build_traits(con, catalog, start, end, describe=True)
             last_hour = con.execute(
                 "SELECT max(snapshot_hour) FROM account_traits WHERE snapshot_hour < $end",
                 {"end": end},

@@ -51,10 +51,15 @@ def hours_of(start: datetime, end: datetime) -> list[datetime]:
 
 
 def build_traits(
-    con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime
+    con: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    start: datetime,
+    end: datetime,
+    *,
+    describe: bool = False,
 ) -> dict[str, dict]:
-    """Write both trait tables for the window; return per entity the row count and the SQL each
-    trait compiled to for the window's last hour."""
+    """Write both trait tables for the window; return per entity the row count and (with
+    `describe`) the SQL each trait compiled to for the window's last hour."""
     backend = ibis.duckdb.from_connection(con)
     report = {}
     for entity, table in TRAIT_TABLES.items():
@@ -64,7 +69,7 @@ def build_traits(
         hours = hours_of(start, end)
         for hour in hours:
             expr, compiled = _entity_rows(
-                con, backend, catalog, entity, hour, describe=hour == hours[-1]
+                con, backend, catalog, entity, hour, describe=describe and hour == hours[-1]
             )
             sql = ibis.to_sql(expr, dialect="duckdb")
             if hour == start:
