@@ -15,11 +15,17 @@ from typing import Any
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
-from account_hierarchy.catalog.models import NAME, DefinitionFile, SqlTrait, Trait
+from account_hierarchy.catalog.audience_checks import (
+    check_audience,
+    find_cycle,
+    referenced_audiences,
+)
+from account_hierarchy.catalog.audience_models import Audience
+from account_hierarchy.catalog.models import NAME, SqlTrait, Trait
 from account_hierarchy.traits.sql_traits import SqlTraitError, parse_trait_sql, unknown_name
 
 DEFINITION_SUFFIXES = (".yaml", ".yml")
-TRAIT = TypeAdapter(Trait)
+SECTIONS = {"traits": TypeAdapter(Trait), "audiences": TypeAdapter(Audience)}
 
 
 class DefinitionError(ValueError):
@@ -50,12 +56,29 @@ class LocatedTrait:
         return [self.trait.name]
 
 
+@dataclass(frozen=True)
+class LocatedAudience:
+    """An audience definition and where it was written."""
+
+    audience: Audience
+    file: Path
+    line: int
+
+
 @dataclass
 class Catalog:
     """Every definition of a folder, validated."""
 
     folder: Path
     traits: list[LocatedTrait] = field(default_factory=list)
+    audiences: list[LocatedAudience] = field(default_factory=list)
+
+    def audience(self, name: str) -> Audience:
+        """The audience called `name` (KeyError if there is none)."""
+        for located in self.audiences:
+            if located.audience.name == name:
+                return located.audience
+        raise KeyError(name)
 
     def traits_of(self, entity: str) -> list[LocatedTrait]:
         """The traits of `account`s or of `user`s, in definition order."""
@@ -93,27 +116,29 @@ def _load_file(path: Path, catalog: Catalog) -> list[str]:
     if not isinstance(document, dict):
         return [f"{path}:1: expected a mapping with a `traits:` list at the top"]
     problems = []
-    unknown = sorted(set(document) - set(DefinitionFile.model_fields))
-    for key in unknown:
+    for key in sorted(set(document) - set(SECTIONS)):
         problems.append(
-            f"{path}:{_line(tree, (key,))}: unknown section {key!r}; "
-            f"expected {', '.join(DefinitionFile.model_fields)}"
+            f"{path}:{_line(tree, (key,))}: unknown section {key!r}; expected {', '.join(SECTIONS)}"
         )
-    entries = document.get("traits") or []
-    if not isinstance(entries, list):
-        return [*problems, f"{path}:{_line(tree, ('traits',))}: traits must be a list"]
-    for index, entry in enumerate(entries):
-        try:
-            trait = TRAIT.validate_python(entry)
-        except ValidationError as error:
-            problems += [
-                _describe(
-                    path, tree, document, {**problem, "loc": ("traits", index, *problem["loc"])}
-                )
-                for problem in error.errors()
-            ]
+    for section, adapter in SECTIONS.items():
+        entries = document.get(section) or []
+        if not isinstance(entries, list):
+            problems.append(f"{path}:{_line(tree, (section,))}: {section} must be a list")
             continue
-        catalog.traits.append(LocatedTrait(trait, path, _line(tree, ("traits", index))))
+        for index, entry in enumerate(entries):
+            try:
+                parsed = adapter.validate_python(entry)
+            except ValidationError as error:
+                problems += [
+                    _describe(path, tree, document, {**p, "loc": (section, index, *p["loc"])})
+                    for p in error.errors()
+                ]
+                continue
+            line = _line(tree, (section, index))
+            if section == "traits":
+                catalog.traits.append(LocatedTrait(parsed, path, line))
+            else:
+                catalog.audiences.append(LocatedAudience(parsed, path, line))
     return problems
 
 
@@ -146,7 +171,7 @@ _UNION_TAGS = {
 
 
 def _is_union_tag(part: Any) -> bool:
-    return isinstance(part, str) and part in _UNION_TAGS
+    return isinstance(part, str) and (part in _UNION_TAGS or part.startswith("<"))
 
 
 def _get(document: Any, location: list) -> Any:
@@ -191,6 +216,14 @@ def _check_catalog(catalog: Catalog) -> list[str]:
                 problems.append(f"{where}.sql: {error}")
     if problems:
         return problems
+    problems += _check_columns(catalog)
+    problems += _check_audiences(catalog)
+    return problems
+
+
+def _check_columns(catalog: Catalog) -> list[str]:
+    """Every trait column is a lower-case name produced by one trait only."""
+    problems = []
     for entity in ("account", "user"):
         owners: dict[str, LocatedTrait] = {}
         for located in catalog.traits_of(entity):
@@ -204,4 +237,26 @@ def _check_catalog(catalog: Catalog) -> list[str]:
                         f"{owners[column].trait.name}"
                     )
                 owners.setdefault(column, located)
+    return problems
+
+
+def _check_audiences(catalog: Catalog) -> list[str]:
+    """Audience names unique, conditions in place, references known, no reference cycle."""
+    problems = []
+    entities: dict[str, str] = {}
+    for located in catalog.audiences:
+        name = located.audience.name
+        if name in entities:
+            problems.append(f"{located.file}:{located.line}: audience {name}: name already used")
+        entities.setdefault(name, located.audience.entity)
+    columns = {entity: set(catalog.trait_columns(entity)) for entity in ("account", "user")}
+    for located in catalog.audiences:
+        where = f"{located.file}:{located.line}: audience {located.audience.name}"
+        for problem in check_audience(located.audience, columns, entities):
+            problems.append(f"{where}: {problem}")
+    references = {a.audience.name: referenced_audiences(a.audience) for a in catalog.audiences}
+    cycle = find_cycle(references)
+    if cycle:
+        problems.append(f"{catalog.folder}: audiences refer to each other in a cycle: "
+                        + " -> ".join(cycle))  # fmt: skip
     return problems

@@ -1,7 +1,7 @@
 """The shape of definition files, validated by pydantic.
 
-A definition file holds lists under `traits:` (and, as the project grows, `audiences:` and
-`destinations:`). Every mapping forbids unknown keys, so a typo is an error, not a silent no-op.
+A definition file holds lists under `traits:` and `audiences:` (see `audience_models.py`).
+Every mapping forbids unknown keys, so a typo is an error, not a silent no-op.
 """
 
 import re
@@ -206,9 +206,3 @@ ComputedTrait = (
     | UniqueUsers
 )
 Trait = Annotated[ComputedTrait | SqlTrait, Field(discriminator="type")]
-
-
-class DefinitionFile(Strict):
-    """One YAML file of definitions."""
-
-    traits: list[Trait] = []

@@ -1,0 +1,69 @@
+"""Human-readable text for audience conditions (used in reasons, explanations and the UI)."""
+
+from account_hierarchy.catalog.audience_models import (
+    AccountAudienceReference,
+    And,
+    AnyAccount,
+    AudienceReference,
+    CustomTraitTest,
+    Not,
+    Or,
+    Performed,
+    Quantified,
+    TraitTest,
+    ValueTest,
+)
+
+SYMBOLS = {"equals": "=", "not_equals": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=",
+           "in": "in", "contains": "contains", "within_last": "within the last",
+           "not_within_last": "not within the last"}  # fmt: skip
+
+
+def describe_test(name: str, test: ValueTest) -> str:
+    """`logins_past_30_days < 10`, `industry = 'Software'`, `title is null`, ..."""
+    operator, operand = test.operator
+    if operator == "exists":
+        return f"{name} {'exists' if operand else 'does not exist'}"
+    if operator == "is_null":
+        return f"{name} is {'' if operand else 'not '}null"
+    if isinstance(operand, float) and operand.is_integer():
+        operand = int(operand)
+    shown = operand if operator in ("within_last", "not_within_last") else repr(operand)
+    return f"{name} {SYMBOLS[operator]} {shown}"
+
+
+def describe(condition) -> str:
+    """The whole condition tree as one line."""
+    if isinstance(condition, And):
+        return "(" + " and ".join(describe(c) for c in condition.and_) + ")"
+    if isinstance(condition, Or):
+        return "(" + " or ".join(describe(c) for c in condition.or_) + ")"
+    if isinstance(condition, Not):
+        return f"not {describe(condition.not_)}"
+    if isinstance(condition, TraitTest):
+        return describe_test(condition.trait, condition)
+    if isinstance(condition, CustomTraitTest):
+        return describe_test(condition.custom_trait, condition)
+    if isinstance(condition, AudienceReference):
+        return f"member of {condition.audience}"
+    if isinstance(condition, AccountAudienceReference):
+        return f"in an account of {condition.in_account_audience}"
+    if isinstance(condition, AnyAccount):
+        return f"in an account where {describe(condition.account)}"
+    if isinstance(condition, Quantified):
+        quantifier, number = condition.quantifier
+        amount = {"at_least": "at least {:g}", "at_least_percent": "at least {:g}%"}
+        text = amount[quantifier].format(number) if quantifier in amount else quantifier
+        return f"{text} of the users: {describe(condition.where)}"
+    if isinstance(condition, Performed):
+        filters = " and ".join(
+            describe_test(w.property, w)
+            for w in condition.where  # type: ignore[arg-type]
+        )
+        text = f"performed {condition.performed!r}" + (f" with {filters}" if filters else "")
+        times = f"at least {condition.at_least}"
+        if condition.at_most is not None:
+            times += f" and at most {condition.at_most}"
+        window = "" if condition.window == "all time" else f" in the past {condition.window}"
+        return f"{text} {times} times{window}"
+    raise TypeError(type(condition))

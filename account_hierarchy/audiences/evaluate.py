@@ -1,0 +1,288 @@
+"""Audiences evaluated as of a snapshot hour, compiled to one Ibis expression per audience.
+
+An account audience is evaluated on every account of the hour's snapshot, a user audience on
+every user. Each leaf condition becomes two columns, `<leaf>_held` and `<leaf>_value`, so the
+result says which conditions held and with which values. Rules:
+
+- a trait condition on a null value is false (test nulls with `is_null` / `exists`);
+- numbers compare as numbers, everything else as text; `contains` is a substring test on text
+  and a membership test on list traits; `within_last: 7 days` holds for a timestamp in
+  `[as_of - 7 days, as_of)`;
+- a custom trait never seen in any group (identify) call is null everywhere;
+- `users: all` needs at least one user (an account with no users is not a member) while
+  `users: none` holds for an account with no users; `at_least_percent` needs at least one user;
+- `in_account_audience` / `account` hold when any of the user's accounts qualifies.
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import ibis
+import ibis.expr.types as ir
+
+from account_hierarchy.audiences.describe import describe
+from account_hierarchy.catalog.audience_models import (
+    AccountAudienceReference,
+    And,
+    AnyAccount,
+    AudienceReference,
+    CustomTraitTest,
+    Not,
+    Or,
+    Performed,
+    Quantified,
+    TraitTest,
+    ValueTest,
+)
+from account_hierarchy.catalog.loader import Catalog
+from account_hierarchy.catalog.models import EventCounter
+from account_hierarchy.catalog.windows import parse_window
+from account_hierarchy.traits.compile import Snapshot, aggregate, attributed_events
+
+ENTITY_TABLES = {"account": ("accounts", "account_traits", "account_id"),
+                 "user": ("users", "user_traits", "user_id")}  # fmt: skip
+HIERARCHY_COLUMNS = {"snapshot_hour", "traits"}
+
+
+class NotComputedError(LookupError):
+    """Something an audience needs has not been materialized for the hour."""
+
+
+@dataclass
+class Leaf:
+    """One leaf condition of an audience tree, named `id` in the result's columns."""
+
+    id: str
+    label: str
+    condition: object
+    entity: str
+
+
+@dataclass
+class Evaluated:
+    """An audience evaluated for one hour: `table` has `entity_id`, `member` and the leaf
+    columns; `leaves` describes them in tree order."""
+
+    name: str
+    entity: str
+    table: ir.Table
+    leaves: list[Leaf] = field(default_factory=list)
+
+
+class Evaluator:
+    """Evaluates the catalog's audiences (and any edited definition) for one snapshot hour."""
+
+    def __init__(self, backend, catalog: Catalog, hour: datetime):
+        self.backend, self.catalog, self.hour = backend, catalog, hour
+        self.as_of = hour + timedelta(hours=1)
+        self._counter = 0
+        self._tables: dict[str, ir.Table] = {}
+
+    # --- inputs -----------------------------------------------------------------------------
+
+    def _at(self, name: str) -> ir.Table:
+        table = self.backend.table(name)
+        return table.filter(table.snapshot_hour == ibis.literal(self.hour, type="timestamp"))
+
+    def base(self, entity: str) -> ir.Table:
+        """Every entity of the hour with its custom traits (`custom__x`) and traits (`trait__x`)."""
+        if entity not in self._tables:
+            entities, traits, id_column = ENTITY_TABLES[entity]
+            custom = self._at(entities)
+            custom = custom.select(
+                entity_id=custom[id_column],
+                **{f"custom__{c}": custom[c] for c in custom.columns
+                   if c not in HIERARCHY_COLUMNS | {id_column}},
+            )  # fmt: skip
+            self._require(entities)
+            if self.catalog.trait_columns(entity):
+                self._require(traits)
+                values = self._at(traits)
+                values = values.select(
+                    trait_entity=values[id_column],
+                    **{f"trait__{c}": values[c] for c in self.catalog.trait_columns(entity)},
+                )
+                custom = custom.left_join(values, custom.entity_id == values.trait_entity).drop(
+                    "trait_entity"
+                )
+            self._tables[entity] = custom
+        return self._tables[entity]
+
+    def _require(self, table: str) -> None:
+        if table not in self.backend.list_tables():
+            raise NotComputedError(f"{table} has not been materialized yet.")
+        if self._at(table).count().execute() == 0:
+            raise NotComputedError(f"{table} has no snapshot for {self.hour}: materialize it.")
+
+    def memberships(self) -> ir.Table:
+        table = self._at("account_memberships")
+        return table.select("user_id", "account_id")
+
+    # --- audiences and conditions -----------------------------------------------------------
+
+    def audience(self, name: str) -> Evaluated:
+        """The catalog's audience `name` for this hour."""
+        definition = self.catalog.audience(name)
+        return self.evaluate(definition.name, definition.entity, definition.where)
+
+    def evaluate(self, name: str, entity: str, condition) -> Evaluated:
+        """Any condition tree (e.g. an edited audience) on `entity` for this hour."""
+        leaves: list[Leaf] = []
+        extra: list[ir.Table] = []
+        base = self.base(entity)
+        columns: dict[str, ir.Value] = {}
+        member = self._compile(condition, entity, base, columns, extra, leaves)
+        table = base.mutate(**columns) if columns else base
+        for part in extra:
+            table = table.left_join(part, table.entity_id == part.part_entity).drop("part_entity")
+        held = {f"{leaf.id}_held": table[f"{leaf.id}_held"].fill_null(False) for leaf in leaves}
+        table = table.mutate(**held)
+        table = table.mutate(member=member)
+        keep = ["entity_id", "member"] + [c for leaf in leaves for c in table.columns
+                                          if c.startswith(f"{leaf.id}_")]  # fmt: skip
+        return Evaluated(name, entity, table.select(*keep), leaves)
+
+    def _leaf(self, condition, entity: str, leaves: list[Leaf]) -> Leaf:
+        self._counter += 1
+        label = describe(condition)
+        leaf = Leaf(f"c{self._counter}", label, condition, entity)
+        leaves.append(leaf)
+        return leaf
+
+    def _compile(self, condition, entity, base, columns, extra, leaves):
+        """A deferred boolean over the result table; fills `columns` / `extra` for the leaves."""
+        if isinstance(condition, And | Or):
+            parts = [
+                self._compile(c, entity, base, columns, extra, leaves)
+                for c in (condition.and_ if isinstance(condition, And) else condition.or_)
+            ]
+            combined = parts[0]
+            for part in parts[1:]:
+                combined = combined & part if isinstance(condition, And) else combined | part
+            return combined
+        if isinstance(condition, Not):
+            return ~self._compile(condition.not_, entity, base, columns, extra, leaves)
+        leaf = self._leaf(condition, entity, leaves)
+        if isinstance(condition, TraitTest | CustomTraitTest):
+            name = (f"trait__{condition.trait}" if isinstance(condition, TraitTest)
+                    else f"custom__{condition.custom_trait}")  # fmt: skip
+            value = base[name] if name in base.columns else ibis.null("string")
+            columns[f"{leaf.id}_value"] = value
+            columns[f"{leaf.id}_held"] = self._test(value, condition)
+        else:
+            extra.append(self._part(condition, leaf))
+        return ibis._[f"{leaf.id}_held"]
+
+    def _part(self, condition, leaf: Leaf) -> ir.Table:
+        """A table `part_entity`, `<leaf>_held` (and values) for a leaf needing other rows."""
+        held, key = f"{leaf.id}_held", "part_entity"
+        if isinstance(condition, AudienceReference):
+            other = self.audience(condition.audience).table
+            return other.select(**{key: other.entity_id, held: other.member})
+        if isinstance(condition, AccountAudienceReference | AnyAccount):
+            accounts = (self.audience(condition.in_account_audience)
+                        if isinstance(condition, AccountAudienceReference)
+                        else self.evaluate(leaf.id, "account", condition.account))  # fmt: skip
+            rows = self.memberships().join(
+                accounts.table, self.memberships().account_id == accounts.table.entity_id
+            )
+            return rows.group_by(rows.user_id.name("part_entity")).aggregate(
+                **{held: rows.member.any(), f"{leaf.id}_accounts":
+                   rows.account_id.collect(where=rows.member).sort()}
+            )  # fmt: skip
+        if isinstance(condition, Performed):
+            return self._performed(condition, leaf)
+        if isinstance(condition, Quantified):
+            return self._quantified(condition, leaf)
+        raise TypeError(type(condition))
+
+    def _performed(self, condition: Performed, leaf: Leaf) -> ir.Table:
+        counter = EventCounter(
+            name="times", entity="user", type="event_counter", event=condition.performed,
+            event_type=condition.event_type, where=condition.where, window=condition.window,
+        )  # fmt: skip
+        snapshot = Snapshot(
+            events=self.backend.table("raw_events"), memberships=self._at("account_memberships"),
+            hierarchy=self._at("account_hierarchy"), hour=self.hour, as_of=self.as_of,
+        )  # fmt: skip
+        events = attributed_events(snapshot, ("user", "all_users", "all_accounts", False))
+        counts = aggregate(events, [counter], self.as_of)
+        users = self.base("user").select("entity_id")
+        rows = users.left_join(counts, users.entity_id == counts.entity_id)
+        times = rows.times.fill_null(0)
+        held = times >= condition.at_least
+        if condition.at_most is not None:
+            held &= times <= condition.at_most
+        return rows.select(
+            part_entity=rows.entity_id, **{f"{leaf.id}_held": held, f"{leaf.id}_value": times}
+        )
+
+    def _quantified(self, condition: Quantified, leaf: Leaf) -> ir.Table:
+        users = self.evaluate(leaf.id, "user", condition.where).table
+        members = self.memberships()
+        accounts = self.base("account").select("entity_id")
+        rows = accounts.left_join(members, accounts.entity_id == members.account_id).left_join(
+            users, members.user_id == users.entity_id
+        )
+        counted = rows.group_by(rows.entity_id.name("part_entity")).aggregate(
+            users=rows.user_id.count(),
+            matching=rows.user_id.count(where=rows.member.fill_null(False)),
+        )
+        quantifier, number = condition.quantifier
+        total, matching = counted.users, counted.matching
+        held = {
+            "any": matching >= 1,
+            "all": (total >= 1) & (matching == total),
+            "none": matching == 0,
+            "at_least": matching >= (number or 0),
+            "at_least_percent": (total >= 1) & (matching * 100 >= total * (number or 0)),
+        }[quantifier]
+        return counted.select(
+            "part_entity",
+            **{f"{leaf.id}_held": held, f"{leaf.id}_matching_users": matching,
+               f"{leaf.id}_users": total},
+        )  # fmt: skip
+
+    def _test(self, value: ir.Value, test: ValueTest) -> ir.BooleanValue:
+        operator, operand = test.operator
+        if operator == "is_null":
+            return value.isnull() if operand else value.notnull()
+        if operator == "exists":
+            return value.notnull() if operand else value.isnull()
+        is_list = value.type().is_array()
+        text = value.cast("string") if not is_list else None
+        numeric = not is_list and not value.type().is_temporal()
+        number = value.try_cast("float64") if numeric else None
+        if operator in ("within_last", "not_within_last"):
+            moment = value if value.type().is_timestamp() else value.cast("string").try_cast(
+                "timestamp")  # fmt: skip
+            since = ibis.literal(self.as_of - parse_window(operand), type="timestamp")
+            if operator == "within_last":
+                return (moment >= since) & (moment < ibis.literal(self.as_of, type="timestamp"))
+            return moment < since
+        if is_list:
+            if operator == "contains":
+                return value.contains(operand)
+            return ibis.literal(False)
+        if operator in ("equals", "not_equals"):
+            if isinstance(operand, bool):
+                same = text.lower() == ("true" if operand else "false")
+            elif isinstance(operand, int | float) and number is not None:
+                same = number == float(operand)
+            else:
+                same = text == str(operand)
+            return same if operator == "equals" else ~same
+        if operator == "in":
+            strings = [str(v).lower() if isinstance(v, bool) else str(v) for v in operand]
+            held = text.isin(strings)
+            numbers = [float(v) for v in operand if isinstance(v, int | float)
+                       and not isinstance(v, bool)]  # fmt: skip
+            if numbers and number is not None:
+                held |= number.isin(numbers)
+            return held
+        if operator == "contains":
+            return text.contains(str(operand))
+        if number is None:
+            return ibis.literal(False)
+        return {"gt": number > operand, "gte": number >= operand, "lt": number < operand,
+                "lte": number <= operand}[operator]  # fmt: skip

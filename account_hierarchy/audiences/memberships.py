@@ -1,0 +1,134 @@
+"""Audience memberships of every hour of a window, with the reason each member qualifies,
+stored in `audience_memberships`."""
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import duckdb
+import ibis
+import numpy as np
+import pandas as pd
+
+from account_hierarchy.audiences.evaluate import Evaluated, Evaluator
+from account_hierarchy.audiences.schemas import validate_memberships
+from account_hierarchy.catalog.loader import Catalog
+from account_hierarchy.traits.compute import hours_of
+
+MEMBERSHIPS_DDL = """
+CREATE TABLE IF NOT EXISTS audience_memberships (
+    snapshot_hour TIMESTAMP NOT NULL,
+    audience VARCHAR NOT NULL,
+    entity_type VARCHAR NOT NULL,
+    entity_id VARCHAR NOT NULL,
+    reason JSON NOT NULL
+)
+"""
+
+
+@dataclass
+class AudienceReport:
+    """Sizes per hour, and who entered and exited at the window's last hour."""
+
+    sizes: dict[datetime, int] = field(default_factory=dict)
+    entered: int = 0
+    exited: int = 0
+    compiled: str = ""
+
+
+def plain(value: Any) -> Any:
+    """A value from a result frame as plain JSON-able Python."""
+    if isinstance(value, np.ndarray | list | tuple):
+        return [plain(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if value is pd.NaT:
+        return None
+    if isinstance(value, datetime | date | pd.Timestamp):
+        return value.isoformat()
+    return value
+
+
+def reasons(evaluated: Evaluated, frame: pd.DataFrame) -> list[dict]:
+    """Per row: each leaf condition, whether it held, and the values that decided it."""
+    result = []
+    for row in frame.to_dict("records"):
+        conditions = []
+        for leaf in evaluated.leaves:
+            entry = {"condition": leaf.label, "held": bool(row[f"{leaf.id}_held"])}
+            for column, value in row.items():
+                if column.startswith(f"{leaf.id}_") and column != f"{leaf.id}_held":
+                    entry[column.removeprefix(f"{leaf.id}_")] = plain(value)
+            conditions.append(entry)
+        result.append({"conditions": conditions})
+    return result
+
+
+def member_frame(evaluated: Evaluated, hour: datetime) -> pd.DataFrame:
+    """The members of an evaluated audience as rows of `audience_memberships`."""
+    frame = evaluated.table.filter(evaluated.table.member).execute()
+    frame = frame.sort_values("entity_id")
+    return pd.DataFrame(
+        {
+            "snapshot_hour": pd.Series([hour] * len(frame), dtype="datetime64[us]"),
+            "audience": evaluated.name,
+            "entity_type": evaluated.entity,
+            "entity_id": frame.entity_id.astype(str).to_numpy(),
+            "reason": [json.dumps(reason) for reason in reasons(evaluated, frame)],
+        }
+    )
+
+
+def build_audience(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, name: str, start: datetime, end: datetime
+) -> AudienceReport:
+    """Write the audience's members for every hour of `[start, end)`."""
+    con.execute(MEMBERSHIPS_DDL)
+    backend = ibis.duckdb.from_connection(con)
+    report = AudienceReport()
+    frames = []
+    for hour in hours_of(start, end):
+        evaluated = Evaluator(backend, catalog, hour).audience(name)
+        frames.append(member_frame(evaluated, hour))
+        report.sizes[hour] = len(frames[-1])
+        report.compiled = ibis.to_sql(evaluated.table, dialect="duckdb")
+    members = pd.concat(frames, ignore_index=True)
+    con.register("new_memberships", members)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE new_memberships_typed AS SELECT snapshot_hour, audience, "
+        "entity_type, entity_id, CAST(reason AS JSON) AS reason FROM new_memberships"
+    )
+    con.unregister("new_memberships")
+    validate_memberships(con, "new_memberships_typed")
+    con.execute(
+        "DELETE FROM audience_memberships WHERE audience = $name AND snapshot_hour >= $start "
+        "AND snapshot_hour < $end",
+        {"name": name, "start": start, "end": end},
+    )
+    con.execute("INSERT INTO audience_memberships SELECT * FROM new_memberships_typed")
+    last = end - timedelta(hours=1)
+    now = set(members.entity_id[members.snapshot_hour == last])
+    before = _members_at(con, backend, catalog, name, last - timedelta(hours=1))
+    report.entered, report.exited = len(now - before), len(before - now)
+    return report
+
+
+def _members_at(con, backend, catalog: Catalog, name: str, hour: datetime) -> set[str]:
+    """Members at `hour`: stored if that hour was materialized, else evaluated (or none if the
+    hour has no snapshot to evaluate)."""
+    stored = con.execute(
+        "SELECT entity_id FROM audience_memberships WHERE audience = $name "
+        "AND snapshot_hour = $hour",
+        {"name": name, "hour": hour},
+    ).fetchall()
+    if stored:
+        return {entity_id for (entity_id,) in stored}
+    try:
+        evaluated = Evaluator(backend, catalog, hour).audience(name)
+    except LookupError:
+        return set()
+    frame = evaluated.table.filter(evaluated.table.member).select("entity_id").execute()
+    return set(frame.entity_id)

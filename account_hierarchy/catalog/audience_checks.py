@@ -1,0 +1,108 @@
+"""Checks of audience definitions against the rest of the catalog: each condition in a place
+where it makes sense, references to traits and audiences that exist, and no reference cycle."""
+
+from collections.abc import Iterator
+
+from account_hierarchy.catalog.audience_models import (
+    AccountAudienceReference,
+    And,
+    AnyAccount,
+    Audience,
+    AudienceReference,
+    Not,
+    Or,
+    Performed,
+    Quantified,
+    TraitTest,
+)
+from account_hierarchy.traits.sql_traits import unknown_name
+
+ACCOUNT_ONLY = {Quantified: "a users quantifier"}
+USER_ONLY = {
+    Performed: "performed",
+    AccountAudienceReference: "in_account_audience",
+    AnyAccount: "account",
+}
+
+
+def children(condition) -> Iterator[tuple[object, str]]:
+    """The direct sub-conditions and the entity (`account` / `user`) they are about."""
+    if isinstance(condition, And):
+        yield from ((child, None) for child in condition.and_)
+    elif isinstance(condition, Or):
+        yield from ((child, None) for child in condition.or_)
+    elif isinstance(condition, Not):
+        yield condition.not_, None
+    elif isinstance(condition, Quantified):
+        yield condition.where, "user"
+    elif isinstance(condition, AnyAccount):
+        yield condition.account, "account"
+
+
+def walk(condition, entity: str) -> Iterator[tuple[object, str]]:
+    """Every condition of a tree, with the entity it is evaluated on."""
+    yield condition, entity
+    for child, child_entity in children(condition):
+        yield from walk(child, child_entity or entity)
+
+
+def referenced_audiences(audience: Audience) -> set[str]:
+    """Names of the audiences an audience refers to, anywhere in its tree."""
+    names = set()
+    for condition, _ in walk(audience.where, audience.entity):
+        if isinstance(condition, AudienceReference):
+            names.add(condition.audience)
+        elif isinstance(condition, AccountAudienceReference):
+            names.add(condition.in_account_audience)
+    return names
+
+
+def check_audience(
+    audience: Audience, trait_columns: dict[str, set[str]], entities: dict[str, str]
+) -> list[str]:
+    """Problems with one audience; `entities` maps every audience name to its entity."""
+    problems = []
+    for condition, entity in walk(audience.where, audience.entity):
+        kind = type(condition)
+        if entity == "user" and kind in ACCOUNT_ONLY:
+            problems.append(f"{ACCOUNT_ONLY[kind]} only applies to account conditions")
+        if entity == "account" and kind in USER_ONLY:
+            problems.append(f"`{USER_ONLY[kind]}` only applies to user conditions")
+        if isinstance(condition, TraitTest) and condition.trait not in trait_columns[entity]:
+            problems.append(unknown_name(f"{entity} trait", condition.trait,
+                                         sorted(trait_columns[entity])))  # fmt: skip
+        wanted = None
+        if isinstance(condition, AudienceReference):
+            wanted, name = entity, condition.audience
+        elif isinstance(condition, AccountAudienceReference):
+            wanted, name = "account", condition.in_account_audience
+        if wanted is not None:
+            if name not in entities:
+                problems.append(unknown_name("audience", name, sorted(entities)))
+            elif entities[name] != wanted:
+                problems.append(f"audience {name!r} is a {entities[name]} audience; a {wanted} "
+                                "audience is needed here")  # fmt: skip
+    return problems
+
+
+def find_cycle(references: dict[str, set[str]]) -> list[str] | None:
+    """A reference cycle among audiences, as the list of names around it, or None."""
+    state: dict[str, str] = {}
+    path: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        state[name] = "visiting"
+        path.append(name)
+        for target in sorted(references.get(name, ())):
+            if state.get(target) == "visiting":
+                return [*path[path.index(target) :], target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        state[name] = "done"
+        path.pop()
+        return None
+
+    for name in sorted(references):
+        if name not in state and (cycle := visit(name)):
+            return cycle
+    return None

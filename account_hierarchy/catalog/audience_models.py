@@ -1,0 +1,229 @@
+"""The shape of audience definitions: a name, an entity and a tree of conditions.
+
+A condition is one mapping, recognised by its key:
+
+- anywhere: `and` / `or` (a list), `not` (one condition); `trait` + operator (a computed or
+  SQL trait of the entity); `custom_trait` + operator (a trait of group calls for accounts,
+  identify calls for users); `audience` (member of another audience of the same entity);
+- in account audiences: `users: any|all|none`, `at_least: N` or `at_least_percent: P`, with a
+  user condition under `where`;
+- in user conditions: `performed` (an event, with `where`, `window`, `at_least`, `at_most`),
+  `in_account_audience` (one of the user's accounts is a member), `account` (one of the user's
+  accounts satisfies an account condition).
+
+Operators: `equals`, `not_equals`, `gt`, `gte`, `lt`, `lte`, `in`, `contains`, `exists`,
+`is_null`, `within_last` and `not_within_last` (timestamp traits, e.g. `within_last: 7 days`).
+"""
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+
+from account_hierarchy.catalog.models import NAME, PropertyCondition, Scalar, Strict
+from account_hierarchy.catalog.windows import ALL_TIME, parse_window
+
+TEST_OPERATORS = ("equals", "not_equals", "gt", "gte", "lt", "lte", "in", "contains", "exists",
+                  "is_null", "within_last", "not_within_last")  # fmt: skip
+CONDITION_KEYS = ("and", "or", "not", "trait", "custom_trait", "audience", "users",
+                  "at_least_percent", "performed", "in_account_audience", "account")  # fmt: skip
+
+
+class ValueTest(Strict):
+    """Exactly one operator applied to a value."""
+
+    equals: Scalar | None = None
+    not_equals: Scalar | None = None
+    gt: float | None = None
+    gte: float | None = None
+    lt: float | None = None
+    lte: float | None = None
+    in_: list[Scalar] | None = Field(default=None, alias="in", min_length=1)
+    contains: str | None = None
+    exists: bool | None = None
+    is_null: bool | None = None
+    within_last: str | None = None
+    not_within_last: str | None = None
+
+    @field_validator("within_last", "not_within_last")
+    @classmethod
+    def _window(cls, value: str | None) -> str | None:
+        if value is not None and parse_window(value) is None:
+            raise ValueError("a relative time needs a length, like '7 days'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> "ValueTest":
+        given = [name for name in TEST_OPERATORS if self._operand(name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one operator out of {', '.join(TEST_OPERATORS)} "
+                f"(got {given or 'none'})"
+            )
+        return self
+
+    def _operand(self, name: str) -> Any:
+        return getattr(self, "in_" if name == "in" else name)
+
+    @property
+    def operator(self) -> tuple[str, Any]:
+        """The operator's name and operand."""
+        name = next(name for name in TEST_OPERATORS if self._operand(name) is not None)
+        return name, self._operand(name)
+
+
+class TraitTest(ValueTest):
+    """A computed or SQL trait of the entity, e.g. `{trait: logins_past_30_days, lt: 10}`."""
+
+    trait: str
+
+
+class CustomTraitTest(ValueTest):
+    """A trait sent in group (account) or identify (user) calls, e.g.
+    `{custom_trait: industry, equals: Software}`."""
+
+    custom_trait: str
+
+
+class AudienceReference(Strict):
+    """Member of another audience of the same entity."""
+
+    audience: str
+
+
+class AccountAudienceReference(Strict):
+    """(User conditions) one of the user's accounts is a member of an account audience."""
+
+    in_account_audience: str
+
+
+class AnyAccount(Strict):
+    """(User conditions) one of the user's accounts satisfies an account condition."""
+
+    account: "Condition"
+
+
+class Quantified(Strict):
+    """(Account audiences) how many of the account's users satisfy a user condition:
+    `users: any` (default), `all` or `none`, or `at_least: N`, or `at_least_percent: P`."""
+
+    users: Literal["any", "all", "none"] | None = None
+    at_least: int | None = Field(default=None, ge=1)
+    at_least_percent: float | None = Field(default=None, gt=0, le=100)
+    where: "Condition"
+
+    @model_validator(mode="after")
+    def _one_quantifier(self) -> "Quantified":
+        given = [q for q in ("users", "at_least", "at_least_percent") if getattr(self, q)]
+        if len(given) > 1:
+            raise ValueError(f"give one quantifier: users, at_least or at_least_percent ({given})")
+        return self
+
+    @property
+    def quantifier(self) -> tuple[str, float | None]:
+        """`any`, `all`, `none`, `at_least` or `at_least_percent`, with its number."""
+        if self.at_least is not None:
+            return "at_least", self.at_least
+        if self.at_least_percent is not None:
+            return "at_least_percent", self.at_least_percent
+        return self.users or "any", None
+
+
+class Performed(Strict):
+    """(User conditions) the user did a matching event at least (and at most) so many times."""
+
+    performed: str
+    event_type: Literal["track", "page", "screen", "identify", "group"] | None = None
+    where: list[PropertyCondition] = Field(default_factory=list)
+    window: str = ALL_TIME
+    at_least: int = Field(default=1, ge=0)
+    at_most: int | None = Field(default=None, ge=0)
+
+    _window = field_validator("window")(lambda value: (parse_window(value), value)[1])
+
+
+class And(Strict):
+    """Every condition holds."""
+
+    and_: list["Condition"] = Field(alias="and", min_length=1)
+
+
+class Or(Strict):
+    """At least one condition holds."""
+
+    or_: list["Condition"] = Field(alias="or", min_length=1)
+
+
+class Not(Strict):
+    """The condition does not hold."""
+
+    not_: "Condition" = Field(alias="not")
+
+
+_KINDS = {
+    "and": "and", "or": "or", "not": "not", "trait": "trait", "custom_trait": "custom_trait",
+    "audience": "audience", "in_account_audience": "in_account_audience", "account": "account",
+    "performed": "performed", "users": "quantified", "at_least_percent": "quantified",
+    "where": "quantified",
+}  # fmt: skip
+
+
+def _kind(value: Any) -> str | None:
+    """The tag of the condition model a mapping is meant to be (by its keys)."""
+    if isinstance(value, Strict):
+        return f"<{_MODEL_KINDS[type(value)]}>"
+    if not isinstance(value, dict):
+        return None
+    if "performed" in value:
+        return "<performed>"
+    return next((f"<{_KINDS[key]}>" for key in value if key in _KINDS), None)
+
+
+_TAGGED = (
+    Annotated[And, Tag("<and>")],
+    Annotated[Or, Tag("<or>")],
+    Annotated[Not, Tag("<not>")],
+    Annotated[TraitTest, Tag("<trait>")],
+    Annotated[CustomTraitTest, Tag("<custom_trait>")],
+    Annotated[AudienceReference, Tag("<audience>")],
+    Annotated[AccountAudienceReference, Tag("<in_account_audience>")],
+    Annotated[AnyAccount, Tag("<account>")],
+    Annotated[Performed, Tag("<performed>")],
+    Annotated[Quantified, Tag("<quantified>")],
+)
+Condition = Annotated[
+    Union[_TAGGED],  # noqa: UP007  (the members are a tuple)
+    Discriminator(
+        _kind,
+        custom_error_type="unknown_condition",
+        custom_error_message="a condition needs one of the keys: " + ", ".join(CONDITION_KEYS),
+    ),
+]
+
+
+class Audience(Strict):
+    """An audience of accounts or users."""
+
+    name: str
+    entity: Literal["account", "user"]
+    description: str = ""
+    where: Condition
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME.match(value):
+            raise ValueError(
+                f"name {value!r} must be lower case letters, digits and underscores, "
+                "starting with a letter"
+            )
+        return value
+
+
+_MODEL_KINDS = {
+    And: "and", Or: "or", Not: "not", TraitTest: "trait", CustomTraitTest: "custom_trait",
+    AudienceReference: "audience", AccountAudienceReference: "in_account_audience",
+    AnyAccount: "account", Performed: "performed", Quantified: "quantified",
+}  # fmt: skip
+
+for model in (AnyAccount, Quantified, And, Or, Not, Audience):
+    model.model_rebuild()
