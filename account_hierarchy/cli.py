@@ -10,6 +10,7 @@ import click
 import duckdb
 
 from account_hierarchy import settings
+from account_hierarchy.audiences import queries as audience_queries
 from account_hierarchy.catalog.loader import DefinitionError, load_catalog
 from account_hierarchy.hierarchy.queries import (
     NotInSnapshotError,
@@ -205,3 +206,85 @@ def traits(entity: str, entity_id: str | None, as_of: datetime | None, output_fo
         hour = as_of or latest_snapshot_hour(con, (TRAIT_TABLES[entity],))
         rows = trait_rows(con, entity, hour, entity_id)
     emit(rows, output_format)
+
+
+@main.command()
+@click.argument("audience")
+@as_of_option
+@format_option
+def members(audience: str, as_of: datetime | None, output_format: str) -> None:
+    """The members of a materialized audience at a snapshot hour."""
+    with _reading() as con:
+        hour = as_of or latest_snapshot_hour(con, ("audience_memberships",))
+        rows = audience_queries.members(con, audience, hour)
+    if output_format == "jsonl":
+        emit(rows, output_format)
+        return
+    emit([_member_line(row) for row in rows], output_format)
+    click.echo(f"\n{len(rows)} members of {audience} as of {hour:%Y-%m-%d %H:00} UTC.")
+
+
+def _member_line(row: dict) -> dict:
+    held = [c["condition"] for c in row["reason"]["conditions"] if c["held"]]
+    return {"entity_id": row["entity_id"], "entity_type": row["entity_type"],
+            "conditions held": "; ".join(held)}  # fmt: skip
+
+
+def _load_catalog():
+    try:
+        return load_catalog(settings.definitions_dir())
+    except DefinitionError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@main.command()
+@click.argument("audience")
+@as_of_option
+@format_option
+def preview(audience: str, as_of: datetime | None, output_format: str) -> None:
+    """Evaluate an audience (as defined now, materialized or not) without writing anything."""
+    catalog = _load_catalog()
+    with _reading() as con:
+        hour = as_of or latest_snapshot_hour(con)
+        result = audience_queries.preview(con, catalog, audience, hour)
+    if output_format == "jsonl":
+        emit([result], output_format)
+        return
+    reached = next(key for key in result if key.endswith("_reached"))
+    click.echo(
+        f"{audience} as of {hour:%Y-%m-%d %H:00} UTC: {result['members']} "
+        f"{result['entity']}s qualify, reaching {result[reached]} "
+        f"{reached.removesuffix('s_reached')}s.\ncondition: {result['condition']}\n"
+    )
+    emit([_member_line({"entity_id": s["entity_id"], "entity_type": result["entity"],
+                        "reason": s}) for s in result["sample"]], output_format)  # fmt: skip
+
+
+@main.command()
+@click.argument("audience")
+@click.argument("entity_id")
+@as_of_option
+@format_option
+def explain(audience: str, entity_id: str, as_of: datetime | None, output_format: str) -> None:
+    """Why an account (user) is or is not in an audience, condition by condition."""
+    catalog = _load_catalog()
+    if audience not in {a.audience.name for a in catalog.audiences}:
+        raise click.ClickException(f"No audience {audience!r} in {catalog.folder}.")
+    with _reading() as con:
+        hour = as_of or latest_snapshot_hour(con)
+        result = audience_queries.explain(con, catalog, audience, entity_id, hour)
+    if output_format == "jsonl":
+        emit([result], output_format)
+        return
+    verdict = "is a member" if result["member"] else "is not a member"
+    click.echo(f"{result['entity_type']} {entity_id} {verdict} of {audience} as of "
+               f"{hour:%Y-%m-%d %H:00} UTC\ncondition: {result['condition']}")  # fmt: skip
+    for condition in result["conditions"]:
+        mark = "yes" if condition["held"] else "no "
+        details = {k: v for k, v in condition.items()
+                   if k not in ("condition", "held", "satisfying_users")}  # fmt: skip
+        shown = ", ".join(f"{key}: {value}" for key, value in details.items())
+        click.echo(f"  [{mark}] {condition['condition']}" + (f"  ({shown})" if shown else ""))
+        if "satisfying_users" in condition:
+            users = condition["satisfying_users"]
+            click.echo(f"        users satisfying it: {', '.join(users) if users else 'none'}")

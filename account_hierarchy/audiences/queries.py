@@ -1,0 +1,115 @@
+"""Reading and explaining audiences for the CLI: stored members, previews, explanations."""
+
+import json
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import ibis
+
+from account_hierarchy.audiences.describe import describe
+from account_hierarchy.audiences.evaluate import Evaluator
+from account_hierarchy.audiences.memberships import plain, reasons
+from account_hierarchy.catalog.audience_models import Quantified
+from account_hierarchy.catalog.loader import Catalog
+from account_hierarchy.hierarchy.queries import NotInSnapshotError
+
+SAMPLE_SIZE = 10
+
+
+def members(con: duckdb.DuckDBPyConnection, audience: str, hour: datetime) -> list[dict]:
+    """The stored members of an audience at a snapshot hour, with their reasons."""
+    try:
+        rows = con.execute(
+            "SELECT entity_id, entity_type, reason FROM audience_memberships "
+            "WHERE audience = $name AND snapshot_hour = $hour ORDER BY entity_id",
+            {"name": audience, "hour": hour},
+        ).fetchall()
+    except duckdb.CatalogException:
+        rows = []
+    return [
+        {"entity_id": entity_id, "entity_type": entity_type, "audience": audience,
+         "snapshot_hour": hour, "reason": json.loads(reason)}
+        for entity_id, entity_type, reason in rows
+    ]  # fmt: skip
+
+
+def _evaluator(con, catalog: Catalog, hour: datetime) -> Evaluator:
+    return Evaluator(ibis.duckdb.from_connection(con), catalog, hour)
+
+
+def preview(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, audience: str, hour: datetime
+) -> dict[str, Any]:
+    """Evaluate an audience without writing: how many qualify, whom they reach, a sample."""
+    try:
+        definition = catalog.audience(audience)
+    except KeyError:
+        raise NotInSnapshotError(f"No audience {audience!r} in {catalog.folder}.") from None
+    evaluated = _evaluator(con, catalog, hour).audience(audience)
+    frame = evaluated.table.filter(evaluated.table.member).execute().sort_values("entity_id")
+    ids = list(frame.entity_id)
+    reached_entity = "user" if definition.entity == "account" else "account"
+    column = "account_id" if definition.entity == "account" else "user_id"
+    other = "user_id" if definition.entity == "account" else "account_id"
+    con.register("preview_members", frame[["entity_id"]])
+    (reached,) = con.execute(
+        f"SELECT count(DISTINCT {other}) FROM account_memberships WHERE snapshot_hour = $hour "
+        f"AND {column} IN (SELECT entity_id FROM preview_members)",
+        {"hour": hour},
+    ).fetchone()
+    con.unregister("preview_members")
+    sample = frame.head(SAMPLE_SIZE)
+    return {
+        "audience": audience,
+        "entity": definition.entity,
+        "snapshot_hour": hour,
+        "condition": describe(definition.where),
+        "members": len(ids),
+        f"{reached_entity}s_reached": reached,
+        "sample": [
+            {"entity_id": entity_id, **reason}
+            for entity_id, reason in zip(sample.entity_id, reasons(evaluated, sample), strict=True)
+        ],
+    }
+
+
+def explain(
+    con: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    audience: str,
+    entity_id: str,
+    hour: datetime,
+) -> dict[str, Any]:
+    """Why an entity is or is not a member, condition by condition; for quantified conditions
+    the users that satisfied the user condition."""
+    evaluator = _evaluator(con, catalog, hour)
+    definition = catalog.audience(audience)
+    evaluated = evaluator.audience(audience)
+    row = evaluated.table.filter(evaluated.table.entity_id == entity_id).execute()
+    if row.empty:
+        raise NotInSnapshotError(
+            f"{definition.entity} {entity_id!r} is not in the snapshot of {hour}."
+        )
+    (reason,) = reasons(evaluated, row)
+    for leaf, entry in zip(evaluated.leaves, reason["conditions"], strict=True):
+        if isinstance(leaf.condition, Quantified):
+            entry["satisfying_users"] = _satisfying_users(evaluator, leaf, entity_id)
+    return {
+        "audience": audience,
+        "entity_type": definition.entity,
+        "entity_id": entity_id,
+        "snapshot_hour": hour,
+        "member": bool(row.member.iloc[0]),
+        "condition": describe(definition.where),
+        **reason,
+    }
+
+
+def _satisfying_users(evaluator: Evaluator, leaf, account_id: str) -> list[str]:
+    users = evaluator.evaluate(leaf.id, "user", leaf.condition.where).table
+    members = evaluator.memberships()
+    rows = members.filter(members.account_id == account_id).join(
+        users.filter(users.member), members.user_id == users.entity_id
+    )
+    return sorted(plain(value) for value in rows.select("user_id").execute().user_id)
