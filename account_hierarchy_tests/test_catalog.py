@@ -174,3 +174,83 @@ def test_validate_lists_traits(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["validate", "--format", "jsonl"])
     assert result.exit_code == 0
     assert '"name": "logins"' in result.output
+
+
+AUDIENCES = (
+    GOOD
+    + """
+  - name: user_logins
+    entity: user
+    type: event_counter
+    event: Logged In
+audiences:
+  - name: quiet
+    entity: account
+    where: {trait: logins, lt: 10}
+"""
+)
+
+
+def test_audiences_load(tmp_path):
+    (tmp_path / "a.yaml").write_text(AUDIENCES)
+    catalog = load_catalog(tmp_path)
+    assert catalog.audience("quiet").entity == "account"
+
+
+@pytest.mark.parametrize(
+    ("audience", "message"),
+    [
+        ("{trait: login, lt: 10}", "unknown account trait 'login'; did you mean 'logins'?"),
+        ("{trait: user_logins, lt: 10}", "unknown account trait 'user_logins'"),
+        ("{audience: quite}", "unknown audience 'quite'; did you mean 'quiet'?"),
+        ("{performed: Logged In}", "`performed` only applies to user conditions"),
+        (
+            "{users: all, where: {users: any, where: {trait: user_logins, gt: 0}}}",
+            "a users quantifier only applies to account conditions",
+        ),
+        ("{users: all, where: {trait: logins, gt: 0}}", "unknown user trait 'logins'"),
+        ("{trait: logins}", "give exactly one operator"),
+        ("{colour: red}", "a condition needs one of the keys"),
+        ("{users: all, at_least: 2, where: {trait: user_logins, gt: 0}}", "give one quantifier"),
+    ],
+)
+def test_audience_problems_are_named(tmp_path, audience, message):
+    text = AUDIENCES + f"  - name: other\n    entity: account\n    where: {audience}\n"
+    problems = problems_of(tmp_path, text)
+    assert any(message in problem for problem in problems), problems
+    assert all(str(tmp_path / "a.yaml") in problem for problem in problems)
+
+
+def test_audience_reference_cycles_are_named(tmp_path):
+    text = (
+        AUDIENCES
+        + """
+  - name: a
+    entity: account
+    where: {and: [{audience: b}, {trait: logins, gt: 1}]}
+  - name: b
+    entity: account
+    where: {not: {audience: a}}
+  - name: u
+    entity: user
+    where: {in_account_audience: quiet}
+"""
+    )
+    (problem,) = problems_of(tmp_path, text)
+    assert problem.endswith("audiences refer to each other in a cycle: a -> b -> a")
+
+
+def test_user_audience_cannot_be_used_as_account_audience(tmp_path):
+    text = (
+        AUDIENCES
+        + """
+  - name: u
+    entity: user
+    where: {trait: user_logins, gt: 0}
+  - name: v
+    entity: user
+    where: {in_account_audience: u}
+"""
+    )
+    (problem,) = problems_of(tmp_path, text)
+    assert "audience 'u' is a user audience; an account audience is needed here" in problem

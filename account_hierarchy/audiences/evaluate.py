@@ -21,6 +21,7 @@ import ibis
 import ibis.expr.types as ir
 
 from account_hierarchy.audiences.describe import describe
+from account_hierarchy.catalog.audience_checks import walk
 from account_hierarchy.catalog.audience_models import (
     AccountAudienceReference,
     And,
@@ -84,9 +85,11 @@ class Evaluator:
         table = self.backend.table(name)
         return table.filter(table.snapshot_hour == ibis.literal(self.hour, type="timestamp"))
 
-    def base(self, entity: str) -> ir.Table:
-        """Every entity of the hour with its custom traits (`custom__x`) and traits (`trait__x`)."""
-        if entity not in self._tables:
+    def base(self, entity: str, with_traits: bool = False) -> ir.Table:
+        """Every entity of the hour with its custom traits (`custom__x`) and, if asked, its
+        traits (`trait__x`)."""
+        key = f"{entity}:{with_traits}"
+        if key not in self._tables:
             entities, traits, id_column = ENTITY_TABLES[entity]
             custom = self._at(entities)
             custom = custom.select(
@@ -95,7 +98,7 @@ class Evaluator:
                    if c not in HIERARCHY_COLUMNS | {id_column}},
             )  # fmt: skip
             self._require(entities)
-            if self.catalog.trait_columns(entity):
+            if with_traits:
                 self._require(traits)
                 values = self._at(traits)
                 values = values.select(
@@ -105,8 +108,8 @@ class Evaluator:
                 custom = custom.left_join(values, custom.entity_id == values.trait_entity).drop(
                     "trait_entity"
                 )
-            self._tables[entity] = custom
-        return self._tables[entity]
+            self._tables[key] = custom
+        return self._tables[key]
 
     def _require(self, table: str) -> None:
         if table not in self.backend.list_tables():
@@ -129,7 +132,10 @@ class Evaluator:
         """Any condition tree (e.g. an edited audience) on `entity` for this hour."""
         leaves: list[Leaf] = []
         extra: list[ir.Table] = []
-        base = self.base(entity)
+        uses_traits = any(
+            isinstance(c, TraitTest) and e == entity for c, e in walk(condition, entity)
+        )
+        base = self.base(entity, with_traits=uses_traits)
         columns: dict[str, ir.Value] = {}
         member = self._compile(condition, entity, base, columns, extra, leaves)
         table = base.mutate(**columns) if columns else base

@@ -98,8 +98,10 @@ def build_audience(
     members = pd.concat(frames, ignore_index=True)
     con.register("new_memberships", members)
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE new_memberships_typed AS SELECT snapshot_hour, audience, "
-        "entity_type, entity_id, CAST(reason AS JSON) AS reason FROM new_memberships"
+        "CREATE OR REPLACE TEMP TABLE new_memberships_typed AS SELECT "
+        "CAST(snapshot_hour AS TIMESTAMP) AS snapshot_hour, CAST(audience AS VARCHAR) AS audience, "
+        "CAST(entity_type AS VARCHAR) AS entity_type, CAST(entity_id AS VARCHAR) AS entity_id, "
+        "CAST(reason AS JSON) AS reason FROM new_memberships"
     )
     con.unregister("new_memberships")
     validate_memberships(con, "new_memberships_typed")

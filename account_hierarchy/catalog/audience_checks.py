@@ -80,9 +80,13 @@ def check_audience(
             if name not in entities:
                 problems.append(unknown_name("audience", name, sorted(entities)))
             elif entities[name] != wanted:
-                problems.append(f"audience {name!r} is a {entities[name]} audience; a {wanted} "
-                                "audience is needed here")  # fmt: skip
+                problems.append(f"audience {name!r} is {_a(entities[name])} audience; "
+                                f"{_a(wanted)} audience is needed here")  # fmt: skip
     return problems
+
+
+def _a(entity: str) -> str:
+    return f"an {entity}" if entity == "account" else f"a {entity}"
 
 
 def find_cycle(references: dict[str, set[str]]) -> list[str] | None:

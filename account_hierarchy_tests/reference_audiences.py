@@ -1,0 +1,116 @@
+"""An independent, plain-Python evaluation of audience definitions, for the tests."""
+
+from datetime import datetime, timedelta
+
+from account_hierarchy_tests.reference import moment
+from account_hierarchy_tests.reference_traits import matches, number, trait_values, window
+
+OPERATORS = ("equals", "not_equals", "gt", "gte", "lt", "lte", "in", "contains", "exists",
+             "is_null", "within_last", "not_within_last")  # fmt: skip
+
+
+class ReferenceAudiences:
+    """Evaluates audience dicts (as written in YAML) for one snapshot hour."""
+
+    def __init__(self, events, hour: datetime, snap: dict, traits: list[dict], audiences):
+        self.events, self.hour, self.snap = events, hour, snap
+        self.as_of = hour + timedelta(hours=1)
+        self.traits = {t["name"]: t for t in traits}
+        self.audiences = {a["name"]: a for a in audiences}
+        self._values: dict[str, dict] = {}
+        self._members: dict[str, set] = {}
+
+    def members(self, name: str) -> set[str]:
+        if name not in self._members:
+            audience = self.audiences[name]
+            entities = self.snap["accounts"] if audience["entity"] == "account" else (
+                self.snap["users"])  # fmt: skip
+            self._members[name] = {
+                e for e in entities if self.holds(audience["where"], audience["entity"], e)
+            }
+        return self._members[name]
+
+    def users_of(self, account: str) -> list[str]:
+        return [u for (u, a) in self.snap["memberships"] if a == account]
+
+    def accounts_of(self, user: str) -> list[str]:
+        return [a for (u, a) in self.snap["memberships"] if u == user]
+
+    def holds(self, condition: dict, entity: str, entity_id: str) -> bool:
+        if "and" in condition:
+            return all(self.holds(c, entity, entity_id) for c in condition["and"])
+        if "or" in condition:
+            return any(self.holds(c, entity, entity_id) for c in condition["or"])
+        if "not" in condition:
+            return not self.holds(condition["not"], entity, entity_id)
+        if "trait" in condition:
+            name = condition["trait"]
+            if name not in self._values:
+                self._values[name] = trait_values(self.events, self.hour, self.traits[name],
+                                                  self.snap)  # fmt: skip
+            return self.test(self._values[name].get(entity_id), condition)
+        if "custom_trait" in condition:
+            table = self.snap["accounts"] if entity == "account" else self.snap["users"]
+            return self.test(table[entity_id]["traits"].get(condition["custom_trait"]), condition)
+        if "audience" in condition:
+            return entity_id in self.members(condition["audience"])
+        if "in_account_audience" in condition:
+            chosen = self.members(condition["in_account_audience"])
+            return any(a in chosen for a in self.accounts_of(entity_id))
+        if "account" in condition:
+            return any(self.holds(condition["account"], "account", a)
+                       for a in self.accounts_of(entity_id))  # fmt: skip
+        if "performed" in condition:
+            spec = {"event": condition["performed"], "event_type": condition.get("event_type"),
+                    "where": condition.get("where", []),
+                    "window": condition.get("window", "all time")}  # fmt: skip
+            times = sum(1 for e in self.events if e.get("userId") == entity_id
+                        and moment(e) < self.as_of and matches(e, spec, self.as_of))  # fmt: skip
+            return times >= condition.get("at_least", 1) and (
+                condition.get("at_most") is None or times <= condition["at_most"]
+            )
+        users = self.users_of(entity_id)
+        matching = sum(1 for u in users if self.holds(condition["where"], "user", u))
+        if "at_least" in condition:
+            return matching >= condition["at_least"]
+        if "at_least_percent" in condition:
+            return bool(users) and matching * 100 >= condition["at_least_percent"] * len(users)
+        quantifier = condition.get("users", "any")
+        if quantifier == "all":
+            return bool(users) and matching == len(users)
+        return matching == 0 if quantifier == "none" else matching >= 1
+
+    def test(self, value, condition: dict) -> bool:
+        ((operator, operand),) = ((k, v) for k, v in condition.items() if k in OPERATORS)
+        if operator == "is_null":
+            return (value is None) == operand
+        if operator == "exists":
+            return (value is not None) == operand
+        if value is None:
+            return False
+        if operator in ("within_last", "not_within_last"):
+            when = datetime.fromisoformat(str(value).replace("Z", "+00:00")).replace(tzinfo=None)
+            since = self.as_of - window(operand)
+            return (since <= when < self.as_of) if operator == "within_last" else when < since
+        if isinstance(value, list):
+            return operator == "contains" and operand in value
+        numeric = number(value)
+        if operator in ("equals", "not_equals"):
+            if isinstance(operand, bool):
+                same = str(value).lower() == str(operand).lower()
+            elif isinstance(operand, int | float):
+                same = numeric == float(operand)
+            else:
+                same = str(value) == operand
+            return same if operator == "equals" else not same
+        if operator == "in":
+            return str(value) in [str(o) for o in operand] or (
+                numeric is not None
+                and numeric in [float(o) for o in operand if isinstance(o, int | float)]
+            )
+        if operator == "contains":
+            return str(operand) in str(value)
+        if numeric is None:
+            return False
+        return {"gt": numeric > operand, "gte": numeric >= operand, "lt": numeric < operand,
+                "lte": numeric <= operand}[operator]  # fmt: skip

@@ -1,0 +1,228 @@
+"""Audience memberships match an independent evaluation, on the sample and on edge cases."""
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from account_hierarchy.audiences.memberships import build_audience
+from account_hierarchy.audiences.queries import explain, preview
+from account_hierarchy.catalog.loader import load_catalog
+from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
+from account_hierarchy.hierarchy.tree import build_hierarchy
+from account_hierarchy.ingest.load import ingest_window
+from account_hierarchy.sample.generator import generate_sample
+from account_hierarchy.traits.compute import build_traits
+from account_hierarchy.warehouse import connect
+from account_hierarchy_tests.conftest import PARTITIONS_START, write_lines
+from account_hierarchy_tests.reference import read_events, snapshot
+from account_hierarchy_tests.reference_audiences import ReferenceAudiences
+
+DEFINITIONS = Path(__file__).parent.parent / "data" / "definitions"
+
+
+def build_hour(con, catalog, hour: datetime) -> None:
+    window = (hour, hour + timedelta(hours=1))
+    build_memberships(con, *window)
+    build_users(con, *window)
+    build_accounts(con, *window, "parent_account_id")
+    build_hierarchy(con, *window)
+    build_traits(con, catalog, *window)
+    for located in catalog.audiences:
+        build_audience(con, catalog, located.audience.name, *window)
+
+
+def stored_members(con, name: str, hour: datetime) -> set[str]:
+    rows = con.execute(
+        "SELECT entity_id FROM audience_memberships WHERE audience = $n AND snapshot_hour = $h",
+        {"n": name, "h": hour},
+    ).fetchall()
+    return {entity_id for (entity_id,) in rows}
+
+
+def definitions(folder: Path) -> tuple[list, list]:
+    traits, audiences = [], []
+    for path in sorted(folder.glob("*.yaml")):
+        document = yaml.safe_load(path.read_text())
+        traits += document.get("traits", [])
+        audiences += document.get("audiences", [])
+    return traits, audiences
+
+
+SAMPLE_HOURS = [datetime(2026, 10, 2, 12), datetime(2026, 10, 2, 23)]
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audiences")
+    generate_sample(root / "landing", seed=5, accounts=40, users=300, days=2)
+    con = connect(root / "wh.duckdb")
+    ingest_window(con, root / "landing", datetime(2026, 10, 1), datetime(2026, 10, 3),
+                  PARTITIONS_START)  # fmt: skip
+    catalog = load_catalog(DEFINITIONS)
+    for hour in SAMPLE_HOURS:
+        build_hour(con, catalog, hour)
+    yield con, catalog, read_events(root / "landing")
+    con.close()
+
+
+@pytest.mark.parametrize("hour", SAMPLE_HOURS)
+def test_sample_audiences_match_reference(sample, hour):
+    con, _, events = sample
+    traits, audiences = definitions(DEFINITIONS)
+    reference = ReferenceAudiences(events, hour, snapshot(events, hour), traits, audiences)
+    for audience in audiences:
+        assert stored_members(con, audience["name"], hour) == reference.members(audience["name"]), (
+            audience["name"]
+        )
+
+
+def test_preview_agrees_with_materialization(sample):
+    con, catalog, _ = sample
+    hour = SAMPLE_HOURS[-1]
+    for located in catalog.audiences:
+        name = located.audience.name
+        result = preview(con, catalog, name, hour)
+        assert result["members"] == len(stored_members(con, name, hour))
+        assert {s["entity_id"] for s in result["sample"]} <= stored_members(con, name, hour)
+
+
+def test_reasons_say_which_conditions_held(sample):
+    con, _, _ = sample
+    (reason,) = con.execute(
+        "SELECT reason FROM audience_memberships WHERE audience = 'at_risk_accounts' LIMIT 1"
+    ).fetchone()
+    (condition,) = yaml.safe_load(reason)["conditions"]
+    assert condition["condition"] == "logins_past_30_days < 10"
+    assert condition["held"] is True and condition["value"] < 10
+
+
+def account(mid, group, user=None, **traits):
+    message = {
+        "type": "group",
+        "messageId": mid,
+        "groupId": group,
+        "timestamp": "2026-10-01T08:00:00Z",
+        "traits": traits,
+    }
+    return message | ({"userId": user} if user else {"anonymousId": "crm"})
+
+
+def person(mid, user, **traits):
+    return {
+        "type": "identify",
+        "messageId": mid,
+        "userId": user,
+        "timestamp": "2026-10-01T08:30:00Z",
+        "traits": traits,
+    }
+
+
+EDGE_EVENTS = [
+    account("a1", "FULL", "u1", plan="pro", seats=10),
+    account("a2", "FULL", "u2"),
+    account("a3", "HALF", "u2", plan="trial"),
+    account("a4", "HALF", "u3"),
+    account("a5", "EMPTY", plan="free"),  # an account with no users, and no seats trait
+    account("a6", "SOLO", "u4", plan="pro", seats=2),
+    person("p1", "u1", role="Admin"),
+    person("p2", "u2", role="Admin"),
+    person("p3", "u3", role="Viewer"),  # u4 never identifies: role is null
+    {
+        "type": "track",
+        "event": "Logged In",
+        "messageId": "t1",
+        "userId": "u3",
+        "timestamp": "2026-10-01T09:00:00Z",
+    },
+]
+EDGE_DEFINITIONS = {
+    "traits": [
+        {"name": "logins", "entity": "user", "type": "event_counter", "event": "Logged In"},
+    ],
+    "audiences": [
+        {"name": "any_admin", "entity": "account",
+         "where": {"users": "any", "where": {"custom_trait": "role", "equals": "Admin"}}},
+        {"name": "all_admin", "entity": "account",
+         "where": {"users": "all", "where": {"custom_trait": "role", "equals": "Admin"}}},
+        {"name": "no_admin", "entity": "account",
+         "where": {"users": "none", "where": {"custom_trait": "role", "equals": "Admin"}}},
+        {"name": "two_admins", "entity": "account",
+         "where": {"at_least": 2, "where": {"custom_trait": "role", "equals": "Admin"}}},
+        {"name": "half_admins", "entity": "account",
+         "where": {"at_least_percent": 50, "where": {"custom_trait": "role", "equals": "Admin"}}},
+        {"name": "few_seats", "entity": "account", "where": {"custom_trait": "seats", "lt": 5}},
+        {"name": "not_few_seats", "entity": "account",
+         "where": {"not": {"custom_trait": "seats", "lt": 5}}},
+        {"name": "no_seats_known", "entity": "account",
+         "where": {"custom_trait": "seats", "is_null": True}},
+        {"name": "not_pro", "entity": "account",
+         "where": {"custom_trait": "plan", "not_equals": "pro"}},
+        {"name": "admin_accounts_not_full", "entity": "account",
+         "where": {"and": [{"audience": "any_admin"}, {"not": {"audience": "all_admin"}}]}},
+        {"name": "admins_of_admin_accounts", "entity": "user",
+         "where": {"and": [{"custom_trait": "role", "equals": "Admin"},
+                           {"in_account_audience": "all_admin"}]}},
+        {"name": "users_of_trials", "entity": "user",
+         "where": {"account": {"custom_trait": "plan", "equals": "trial"}}},
+        {"name": "active_or_unknown_role", "entity": "user",
+         "where": {"or": [{"trait": "logins", "gte": 1},
+                          {"custom_trait": "role", "is_null": True}]}},
+    ],
+}  # fmt: skip
+EDGE_HOUR = datetime(2026, 10, 1, 9)
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory):
+    root = tmp_path_factory.mktemp("edge_audiences")
+    write_lines(root / "landing" / "a.ndjson", EDGE_EVENTS)
+    (root / "definitions").mkdir()
+    (root / "definitions" / "defs.yaml").write_text(yaml.safe_dump(EDGE_DEFINITIONS))
+    con = connect(root / "wh.duckdb")
+    ingest_window(con, root / "landing", datetime(2026, 10, 1), datetime(2026, 10, 2),
+                  PARTITIONS_START)  # fmt: skip
+    catalog = load_catalog(root / "definitions")
+    build_hour(con, catalog, EDGE_HOUR)
+    yield con, catalog, read_events(root / "landing")
+    con.close()
+
+
+EXPECTED = {
+    "any_admin": {"FULL", "HALF"},
+    "all_admin": {"FULL"},  # EMPTY has no users: `all` does not hold
+    "no_admin": {"EMPTY", "SOLO"},  # `none` holds for an account with no users
+    "two_admins": {"FULL"},
+    "half_admins": {"FULL", "HALF"},
+    "few_seats": {"SOLO"},
+    "not_few_seats": {"FULL", "HALF", "EMPTY"},  # null seats: `seats < 5` is false
+    "no_seats_known": {"HALF", "EMPTY"},
+    "not_pro": {"HALF", "EMPTY"},  # FULL's plan is pro; HALF is trial
+    "admin_accounts_not_full": {"HALF"},
+    "admins_of_admin_accounts": {"u1", "u2"},
+    "users_of_trials": {"u2", "u3"},
+    "active_or_unknown_role": {"u3", "u4"},
+}
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_edge_audiences(edge, name):
+    con, _, events = edge
+    reference = ReferenceAudiences(
+        events,
+        EDGE_HOUR,
+        snapshot(events, EDGE_HOUR),
+        EDGE_DEFINITIONS["traits"],
+        EDGE_DEFINITIONS["audiences"],
+    )
+    assert stored_members(con, name, EDGE_HOUR) == EXPECTED[name] == reference.members(name)
+
+
+def test_explain_lists_users_of_a_quantified_condition(edge):
+    con, catalog, _ = edge
+    result = explain(con, catalog, "two_admins", "HALF", EDGE_HOUR)
+    assert result["member"] is False
+    (condition,) = result["conditions"]
+    assert condition["satisfying_users"] == ["u2"]
+    assert (condition["matching_users"], condition["users"]) == (1, 2)

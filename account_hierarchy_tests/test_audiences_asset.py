@@ -1,0 +1,86 @@
+"""Audience assets through Dagster (lineage, size, entered/exited) and the audience commands."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from click.testing import CliRunner
+
+from account_hierarchy.audiences.assets import audience_key, build_audience_assets
+from account_hierarchy.catalog.loader import load_catalog
+from account_hierarchy.cli import main
+from account_hierarchy.definitions import defs
+from account_hierarchy.hierarchy.assets import hierarchy_snapshots
+from account_hierarchy.ingest.assets import raw_events
+from account_hierarchy.resources import LandingFolder, Warehouse
+from account_hierarchy.sample.generator import generate_sample
+from account_hierarchy.traits.assets import build_trait_assets, trait_key
+
+DEFINITIONS = Path(__file__).parent.parent / "data" / "definitions"
+
+
+def test_each_audience_is_an_asset_with_its_lineage():
+    graph = defs.get_repository_def().asset_graph
+    admins = graph.get(audience_key("software_admins"))
+    assert admins.group_name == "audiences"
+    assert {audience_key("software_industry"), dg.AssetKey("users"),
+            dg.AssetKey("account_memberships")} <= set(admins.parent_keys)  # fmt: skip
+    at_risk = graph.get(audience_key("at_risk_accounts"))
+    assert trait_key("logins_past_30_days") in at_risk.parent_keys
+    trials = graph.get(audience_key("trials_ready_to_upgrade"))
+    assert audience_key("at_risk_accounts") in trials.parent_keys
+
+
+@pytest.fixture(scope="module")
+def materialized(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audience_assets")
+    generate_sample(root / "landing", seed=9, accounts=30, users=200, days=1)
+    resources = {
+        "warehouse": Warehouse(database=str(root / "wh.duckdb")),
+        "landing": LandingFolder(path=str(root / "landing")),
+    }
+    catalog = load_catalog(DEFINITIONS)
+    day = {"dagster/asset_partition_range_start": "2026-10-01-00:00",
+           "dagster/asset_partition_range_end": "2026-10-01-23:00"}  # fmt: skip
+    assert dg.materialize([raw_events, hierarchy_snapshots], resources=resources, tags=day).success
+    evening = {"dagster/asset_partition_range_start": "2026-10-01-21:00",
+               "dagster/asset_partition_range_end": "2026-10-01-23:00"}  # fmt: skip
+    result = dg.materialize(
+        [build_trait_assets(catalog), *build_audience_assets(catalog)],
+        resources=resources, tags=evening,
+    )  # fmt: skip
+    assert result.success
+    return root, result
+
+
+def test_audience_metadata_has_size_and_changes(materialized):
+    _, result = materialized
+    events = {e.asset_key: e.event_specific_data.materialization
+              for e in result.get_asset_materialization_events()}  # fmt: skip
+    admins = events[audience_key("software_admins")].metadata
+    assert admins["size"].value >= 1
+    assert {"entered", "exited", "compiled_query", "preview"} <= set(admins)
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+
+
+def test_members_preview_explain_commands(materialized, monkeypatch):
+    root, _ = materialized
+    monkeypatch.setenv("AH_WAREHOUSE", str(root / "wh.duckdb"))
+    runner = CliRunner()
+    stored = runner.invoke(main, ["members", "at_risk_accounts", "--as-of", "2026-10-01T23",
+                                  "--format", "jsonl"])  # fmt: skip
+    assert stored.exit_code == 0, stored.output
+    ids = [json.loads(line)["entity_id"] for line in stored.output.splitlines()]
+    assert ids
+    shown = runner.invoke(main, ["preview", "at_risk_accounts", "--as-of", "2026-10-01T23",
+                                 "--format", "jsonl"])  # fmt: skip
+    summary = json.loads(shown.output)
+    assert summary["members"] == len(ids) and "users_reached" in summary
+    why = runner.invoke(main, ["explain", "at_risk_accounts", ids[0], "--as-of",
+                               "2026-10-01T23"])  # fmt: skip
+    assert why.exit_code == 0
+    assert f"account {ids[0]} is a member of at_risk_accounts" in why.output
+    assert "[yes] logins_past_30_days < 10" in why.output
+    unknown = runner.invoke(main, ["explain", "nope", "x"])
+    assert unknown.exit_code == 1 and "No audience 'nope'" in unknown.output
