@@ -129,9 +129,7 @@ def show() -> None:
 @format_option
 def show_account(account_id: str, as_of: datetime | None, output_format: str) -> None:
     """An account's traits, parent chain, children and users."""
-    with _reading() as con:
-        record = account_profile(con, account_id, as_of or latest_snapshot_hour(con))
-    emit_record(record, output_format)
+    _show(account_profile, account_id, as_of, output_format)
 
 
 @show.command("user")
@@ -140,8 +138,12 @@ def show_account(account_id: str, as_of: datetime | None, output_format: str) ->
 @format_option
 def show_user(user_id: str, as_of: datetime | None, output_format: str) -> None:
     """A user's traits and accounts, with each account's traits."""
+    _show(user_profile, user_id, as_of, output_format)
+
+
+def _show(profile, entity_id: str, as_of: datetime | None, output_format: str) -> None:
     with _reading() as con:
-        record = user_profile(con, user_id, as_of or latest_snapshot_hour(con))
+        record = profile(con, entity_id, as_of or latest_snapshot_hour(con))
     emit_record(record, output_format)
 
 

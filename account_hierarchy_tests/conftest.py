@@ -26,6 +26,13 @@ def message(message_id: str, timestamp: str = "2026-10-01T10:05:00.000Z", **fiel
     return base | fields
 
 
+def group_call(mid: str, at: str, account: str, user: str | None, **traits: object) -> dict:
+    """A group call of `user` (anonymous when None) for `account` with traits."""
+    message = {"type": "group", "messageId": mid, "groupId": account, "timestamp": at}
+    message |= {"userId": user} if user else {"anonymousId": "crm-sync"}
+    return message | {"traits": traits}
+
+
 def write_lines(path: Path, lines: list[dict | str], *, gz: bool = False) -> Path:
     """Write dicts as JSON and strings verbatim, one per line."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,23 +12,14 @@ from account_hierarchy.hierarchy.tree import build_hierarchy
 from account_hierarchy.hours import parse_hour
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.warehouse import connect
-from account_hierarchy_tests.conftest import PARTITIONS_START, write_lines
+from account_hierarchy_tests.conftest import PARTITIONS_START, group_call, write_lines
 
 START, END = datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 12)
 
 
 @pytest.fixture
 def warehouse(tmp_path, landing, monkeypatch):
-    def group(mid, at, account, user, **traits):
-        return {
-            "type": "group",
-            "messageId": mid,
-            "userId": user,
-            "groupId": account,
-            "timestamp": at,
-            "traits": traits,
-        }
-
+    group = group_call
     write_lines(
         landing / "a.ndjson",
         [

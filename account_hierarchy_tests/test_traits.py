@@ -13,7 +13,7 @@ from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
 from account_hierarchy.traits.compute import build_traits
 from account_hierarchy.warehouse import connect
-from account_hierarchy_tests.conftest import PARTITIONS_START, write_lines
+from account_hierarchy_tests.conftest import PARTITIONS_START, group_call, write_lines
 from account_hierarchy_tests.reference import read_events, snapshot
 from account_hierarchy_tests.reference_traits import trait_values
 
@@ -64,15 +64,7 @@ def track(mid, at, user, event="Logged In", context=None, **properties):
     return message
 
 
-def group(mid, at, account, user, **traits):
-    return {
-        "type": "group",
-        "messageId": mid,
-        "userId": user,
-        "groupId": account,
-        "timestamp": at,
-        "traits": traits,
-    }
+group = group_call
 
 
 EDGE_EVENTS = [

@@ -11,15 +11,15 @@ from account_hierarchy.catalog.audience_models import (
     Performed,
     Quantified,
     TraitTest,
-    ValueTest,
 )
+from account_hierarchy.catalog.models import Comparison
 
 SYMBOLS = {"equals": "=", "not_equals": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=",
            "in": "in", "contains": "contains", "within_last": "within the last",
            "not_within_last": "not within the last"}  # fmt: skip
 
 
-def describe_test(name: str, test: ValueTest) -> str:
+def describe_test(name: str, test: Comparison) -> str:
     """`logins_past_30_days < 10`, `industry = 'Software'`, `title is null`, ..."""
     operator, operand = test.operator
     if operator == "exists":

@@ -15,31 +15,29 @@ Operators: `equals`, `not_equals`, `gt`, `gte`, `lt`, `lte`, `in`, `contains`, `
 `is_null`, `within_last` and `not_within_last` (timestamp traits, e.g. `within_last: 7 days`).
 """
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
-from account_hierarchy.catalog.models import NAME, PropertyCondition, Scalar, Strict
+from account_hierarchy.catalog.models import (
+    OPERATORS,
+    Comparison,
+    PropertyCondition,
+    Strict,
+    check_name,
+)
 from account_hierarchy.catalog.windows import ALL_TIME, parse_window
 
-TEST_OPERATORS = ("equals", "not_equals", "gt", "gte", "lt", "lte", "in", "contains", "exists",
-                  "is_null", "within_last", "not_within_last")  # fmt: skip
+TEST_OPERATORS = (*OPERATORS, "is_null", "within_last", "not_within_last")
 CONDITION_KEYS = ("and", "or", "not", "trait", "custom_trait", "audience", "users",
                   "at_least_percent", "performed", "in_account_audience", "account")  # fmt: skip
 
 
-class ValueTest(Strict):
-    """Exactly one operator applied to a value."""
+class ValueTest(Comparison):
+    """Exactly one operator applied to a trait's value (with null and relative time tests)."""
 
-    equals: Scalar | None = None
-    not_equals: Scalar | None = None
-    gt: float | None = None
-    gte: float | None = None
-    lt: float | None = None
-    lte: float | None = None
-    in_: list[Scalar] | None = Field(default=None, alias="in", min_length=1)
-    contains: str | None = None
-    exists: bool | None = None
+    OPERATORS: ClassVar[tuple[str, ...]] = TEST_OPERATORS
+
     is_null: bool | None = None
     within_last: str | None = None
     not_within_last: str | None = None
@@ -50,25 +48,6 @@ class ValueTest(Strict):
         if value is not None and parse_window(value) is None:
             raise ValueError("a relative time needs a length, like '7 days'")
         return value
-
-    @model_validator(mode="after")
-    def _one_operator(self) -> "ValueTest":
-        given = [name for name in TEST_OPERATORS if self._operand(name) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"give exactly one operator out of {', '.join(TEST_OPERATORS)} "
-                f"(got {given or 'none'})"
-            )
-        return self
-
-    def _operand(self, name: str) -> Any:
-        return getattr(self, "in_" if name == "in" else name)
-
-    @property
-    def operator(self) -> tuple[str, Any]:
-        """The operator's name and operand."""
-        name = next(name for name in TEST_OPERATORS if self._operand(name) is not None)
-        return name, self._operand(name)
 
 
 class TraitTest(ValueTest):
@@ -208,15 +187,7 @@ class Audience(Strict):
     description: str = ""
     where: Condition
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME.match(value):
-            raise ValueError(
-                f"name {value!r} must be lower case letters, digits and underscores, "
-                "starting with a letter"
-            )
-        return value
+    _name = field_validator("name")(check_name)
 
 
 _MODEL_KINDS = {

@@ -6,7 +6,7 @@ Every mapping forbids unknown keys, so a typo is an error, not a silent no-op.
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -19,20 +19,27 @@ OPERATORS = ("equals", "not_equals", "gt", "gte", "lt", "lte", "in", "contains",
 Scalar = str | int | float | bool
 
 
+def check_name(value: str) -> str:
+    """Names of traits and audiences: lower-case letters, digits and underscores."""
+    if not NAME.match(value):
+        raise ValueError(
+            f"name {value!r} must be lower case letters, digits and underscores, "
+            "starting with a letter"
+        )
+    return value
+
+
 class Strict(BaseModel):
     """Base of every definition model: unknown keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-class PropertyCondition(Strict):
-    """One condition on an event property, e.g. `{property: feature, equals: reports}`.
+class Comparison(Strict):
+    """Exactly one operator applied to a value; subclasses name what the value is."""
 
-    The property is read from `properties` (from `traits` for identify and group calls); a dot
-    reaches into nested objects (`plan.name`). Exactly one operator is given.
-    """
+    OPERATORS: ClassVar[tuple[str, ...]] = OPERATORS
 
-    property: str
     equals: Scalar | None = None
     not_equals: Scalar | None = None
     gt: float | None = None
@@ -43,31 +50,41 @@ class PropertyCondition(Strict):
     contains: str | None = None
     exists: bool | None = None
 
-    @field_validator("property")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        if not PROPERTY_PATH.match(value):
-            raise ValueError(f"property {value!r} must be a key or a dotted path of keys")
-        return value
+    def _operand(self, name: str) -> Any:
+        return getattr(self, "in_" if name == "in" else name)
 
     @model_validator(mode="after")
-    def _one_operator(self) -> "PropertyCondition":
-        given = [name for name in OPERATORS if getattr(self, _attribute(name)) is not None]
+    def _one_operator(self) -> "Comparison":
+        given = [name for name in self.OPERATORS if self._operand(name) is not None]
         if len(given) != 1:
             raise ValueError(
-                f"give exactly one operator out of {', '.join(OPERATORS)} (got {given or 'none'})"
+                f"give exactly one operator out of {', '.join(self.OPERATORS)} "
+                f"(got {given or 'none'})"
             )
         return self
 
     @property
     def operator(self) -> tuple[str, Any]:
         """The operator's name and operand."""
-        name = next(name for name in OPERATORS if getattr(self, _attribute(name)) is not None)
-        return name, getattr(self, _attribute(name))
+        name = next(name for name in self.OPERATORS if self._operand(name) is not None)
+        return name, self._operand(name)
 
 
-def _attribute(operator: str) -> str:
-    return "in_" if operator == "in" else operator
+class PropertyCondition(Comparison):
+    """One condition on an event property, e.g. `{property: feature, equals: reports}`.
+
+    The property is read from `properties` (from `traits` for identify and group calls); a dot
+    reaches into nested objects (`plan.name`). Exactly one operator is given.
+    """
+
+    property: str
+
+    @field_validator("property")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not PROPERTY_PATH.match(value):
+            raise ValueError(f"property {value!r} must be a key or a dotted path of keys")
+        return value
 
 
 class TraitBase(Strict):
@@ -84,15 +101,7 @@ class TraitBase(Strict):
     context_fallback: Literal["all_accounts", "none"] = "all_accounts"
     include_child_accounts: bool = False
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME.match(value):
-            raise ValueError(
-                f"name {value!r} must be lower case letters, digits and underscores, "
-                "starting with a letter"
-            )
-        return value
+    _name = field_validator("name")(check_name)
 
     @field_validator("window")
     @classmethod
@@ -192,7 +201,7 @@ class SqlTrait(Strict):
     sql: str
     many: bool = False
 
-    _name = field_validator("name")(TraitBase._name.__func__)
+    _name = field_validator("name")(check_name)
 
 
 ComputedTrait = (

@@ -104,8 +104,8 @@ def hierarchy_snapshots(
             "account_hierarchy": build_hierarchy(con, start, end),
         }
         con.commit()
-        cycles = checks.cycle_members(con, start, end)
-        missing = checks.missing_parents(con, start, end)
+        cycles = checks.flagged_accounts(con, "in_cycle", start, end)
+        missing = checks.flagged_accounts(con, "parent_missing", start, end)
         (max_depth,) = con.execute(
             "SELECT coalesce(max(depth), 0) FROM account_hierarchy "
             "WHERE snapshot_hour >= $start AND snapshot_hour < $end",

@@ -68,29 +68,17 @@ def unflagged_self_ancestors(con: duckdb.DuckDBPyConnection, start, end) -> Find
     )
 
 
-def cycle_members(con: duckdb.DuckDBPyConnection, start, end) -> Finding:
-    """Accounts flagged as members of a parent cycle, at the last hour of the window."""
+def flagged_accounts(con: duckdb.DuckDBPyConnection, flag: str, start, end) -> Finding:
+    """Accounts with a hierarchy flag (`in_cycle` or `parent_missing`) at the window's last
+    hour, with their parent."""
+    if flag not in ("in_cycle", "parent_missing"):
+        raise ValueError(flag)
     return _find(
         con,
         f"""
         SELECT account_id, parent_account_id FROM account_hierarchy
-        WHERE in_cycle AND snapshot_hour = (SELECT max(snapshot_hour) FROM account_hierarchy
-                                            WHERE {WINDOW_FILTER})
-        ORDER BY ALL
-        """,
-        start,
-        end,
-    )
-
-
-def missing_parents(con: duckdb.DuckDBPyConnection, start, end) -> Finding:
-    """Accounts whose parent never sent a group call, at the last hour of the window."""
-    return _find(
-        con,
-        f"""
-        SELECT account_id, parent_account_id FROM account_hierarchy
-        WHERE parent_missing AND snapshot_hour = (SELECT max(snapshot_hour)
-                                                  FROM account_hierarchy WHERE {WINDOW_FILTER})
+        WHERE {flag} AND snapshot_hour = (SELECT max(snapshot_hour) FROM account_hierarchy
+                                          WHERE {WINDOW_FILTER})
         ORDER BY ALL
         """,
         start,

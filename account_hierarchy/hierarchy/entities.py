@@ -37,19 +37,13 @@ def _params(start: datetime, end: datetime) -> dict:
 def build_memberships(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> int:
     """Write `account_memberships` for the snapshot hours in `[start, end)`; return row count."""
     ensure_hierarchy_tables(con)
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE membership_hours AS
-        SELECT user_id, group_id AS account_id, event_hour,
-               min(timestamp) AS first_at, max(timestamp) AS last_at
-        FROM raw_events
-        WHERE type = 'group' AND user_id IS NOT NULL AND event_hour < $end
-        GROUP BY ALL
-        """,
-        {"end": end},
-    )
-    carry_forward_first_last(
-        con, "membership_hours", ("user_id", "account_id"), "membership_snapshots", start, end
+    _seen(
+        con,
+        {"user_id": "user_id", "account_id": "group_id"},
+        "type = 'group' AND user_id IS NOT NULL",
+        "membership_snapshots",
+        start,
+        end,
     )
     con.execute(
         """
@@ -66,16 +60,7 @@ def build_memberships(con: duckdb.DuckDBPyConnection, start: datetime, end: date
 def build_users(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> int:
     """Write `users` for the snapshot hours in `[start, end)`; return the row count."""
     ensure_hierarchy_tables(con)
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE user_hours AS
-        SELECT user_id, event_hour, min(timestamp) AS first_at, max(timestamp) AS last_at
-        FROM raw_events WHERE user_id IS NOT NULL AND event_hour < $end
-        GROUP BY ALL
-        """,
-        {"end": end},
-    )
-    carry_forward_first_last(con, "user_hours", ("user_id",), "user_seen", start, end)
+    _seen(con, {"user_id": "user_id"}, "user_id IS NOT NULL", "user_seen", start, end)
     latest_traits(con, "identify", "user_id", "user_trait_values", start, end)
     con.execute(
         """
@@ -96,17 +81,7 @@ def build_accounts(
     """Write `accounts` for the snapshot hours in `[start, end)` (memberships must be built for
     those hours first); return the row count."""
     ensure_hierarchy_tables(con)
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE account_hours AS
-        SELECT group_id AS account_id, event_hour,
-               min(timestamp) AS first_at, max(timestamp) AS last_at
-        FROM raw_events WHERE type = 'group' AND event_hour < $end
-        GROUP BY ALL
-        """,
-        {"end": end},
-    )
-    carry_forward_first_last(con, "account_hours", ("account_id",), "account_seen", start, end)
+    _seen(con, {"account_id": "group_id"}, "type = 'group'", "account_seen", start, end)
     latest_traits(con, "group", "group_id", "account_trait_values", start, end)
     con.execute(
         """
@@ -128,6 +103,26 @@ def build_accounts(
         _params(start, end) | {"parent_trait": parent_trait},
     )
     return _write_entities(con, "accounts", "account_base", "group", ACCOUNT_COLUMNS, start, end)
+
+
+def _seen(
+    con: duckdb.DuckDBPyConnection,
+    keys: dict[str, str],
+    where: str,
+    target: str,
+    start: datetime,
+    end: datetime,
+) -> None:
+    """Temp table `target`: per key (column name -> `raw_events` expression, ours) and snapshot
+    hour, when the matching events were first and last seen up to the end of that hour."""
+    selected = ", ".join(f"{expression} AS {name}" for name, expression in keys.items())
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {target}_hours AS SELECT {selected}, event_hour, "
+        "min(timestamp) AS first_at, max(timestamp) AS last_at FROM raw_events "
+        f"WHERE {where} AND event_hour < $end GROUP BY ALL",
+        {"end": end},
+    )
+    carry_forward_first_last(con, f"{target}_hours", tuple(keys), target, start, end)
 
 
 def _write_entities(
