@@ -10,6 +10,9 @@ import click
 import duckdb
 
 from account_hierarchy import settings
+from account_hierarchy.activation.deliver import sync
+from account_hierarchy.activation.plan import NothingToSyncError
+from account_hierarchy.activation.transport import DestinationUnavailableError, sender_for
 from account_hierarchy.audiences import queries as audience_queries
 from account_hierarchy.catalog.loader import DefinitionError, load_catalog
 from account_hierarchy.hierarchy.queries import (
@@ -290,3 +293,42 @@ def explain(audience: str, entity_id: str, as_of: datetime | None, output_format
         if "satisfying_users" in condition:
             users = condition["satisfying_users"]
             click.echo(f"        users satisfying it: {', '.join(users) if users else 'none'}")
+
+
+@main.command("sync")
+@click.argument("destination")
+@click.option("--dry-run", is_flag=True, help="Print what would be sent; send nothing.")
+@format_option
+def sync_command(destination: str, dry_run: bool, output_format: str) -> None:
+    """Deliver what DESTINATION is owed at the newest snapshot (or show it with --dry-run)."""
+    catalog = _load_catalog()
+    chosen = next((d.destination for d in catalog.destinations
+                   if d.destination.name == destination), None)  # fmt: skip
+    if chosen is None:
+        raise click.ClickException(f"No destination {destination!r} in {catalog.folder}.")
+    try:
+        with open_warehouse(settings.warehouse_path()) as con:
+            sender = None if dry_run else sender_for(chosen)
+            report = sync(con, catalog, chosen, sender, dry_run=dry_run)
+    except (NothingToSyncError, DestinationUnavailableError, WarehouseBusyError) as error:
+        raise click.ClickException(str(error)) from None
+    if dry_run and output_format == "jsonl":
+        emit(report.planned, output_format)
+        return
+    if dry_run:
+        emit([_message_line(m) for m in report.planned], output_format)
+        click.echo(
+            f"\n{report.messages} messages for {report.items} changes would be sent "
+            f"(snapshot {report.snapshot_hour:%Y-%m-%d %H:00} UTC); nothing was sent."
+        )
+        return
+    summary = {key: value for key, value in vars(report).items() if key != "planned"}
+    emit([summary], output_format)
+
+
+def _message_line(message: dict) -> dict:
+    what = message.get("event") or ", ".join(
+        f"{k}={v}" for k, v in message.get("traits", {}).items()
+    )
+    return {"type": message["type"], "entity": message.get("groupId") or message.get("userId"),
+            "what": what, "messageId": message["messageId"]}  # fmt: skip

@@ -8,6 +8,7 @@ definitions stop the code location from loading with the same message as
 import dagster as dg
 
 from account_hierarchy import settings
+from account_hierarchy.activation.assets import build_activation_assets
 from account_hierarchy.audiences.assets import build_audience_assets
 from account_hierarchy.catalog.loader import DefinitionError, load_catalog
 from account_hierarchy.hierarchy.assets import hierarchy_snapshots
@@ -33,6 +34,7 @@ defs = dg.Definitions(
         hierarchy_snapshots,
         build_trait_assets(catalog),
         *build_audience_assets(catalog),
+        *build_activation_assets(catalog),
     ],
     jobs=[pipeline_job],
     resources={"warehouse": warehouse_resource(), "landing": landing_resource()},

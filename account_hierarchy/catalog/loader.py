@@ -21,11 +21,16 @@ from account_hierarchy.catalog.audience_checks import (
     referenced_audiences,
 )
 from account_hierarchy.catalog.audience_models import Audience
+from account_hierarchy.catalog.destination_models import Destination
 from account_hierarchy.catalog.models import NAME, SqlTrait, Trait
 from account_hierarchy.traits.sql_traits import SqlTraitError, parse_trait_sql, unknown_name
 
 DEFINITION_SUFFIXES = (".yaml", ".yml")
-SECTIONS = {"traits": TypeAdapter(Trait), "audiences": TypeAdapter(Audience)}
+SECTIONS = {
+    "traits": TypeAdapter(Trait),
+    "audiences": TypeAdapter(Audience),
+    "destinations": TypeAdapter(Destination),
+}
 
 
 class DefinitionError(ValueError):
@@ -65,6 +70,15 @@ class LocatedAudience:
     line: int
 
 
+@dataclass(frozen=True)
+class LocatedDestination:
+    """A destination definition and where it was written."""
+
+    destination: Destination
+    file: Path
+    line: int
+
+
 @dataclass
 class Catalog:
     """Every definition of a folder, validated."""
@@ -72,6 +86,7 @@ class Catalog:
     folder: Path
     traits: list[LocatedTrait] = field(default_factory=list)
     audiences: list[LocatedAudience] = field(default_factory=list)
+    destinations: list[LocatedDestination] = field(default_factory=list)
 
     def audience(self, name: str) -> Audience:
         """The audience called `name` (KeyError if there is none)."""
@@ -135,10 +150,9 @@ def _load_file(path: Path, catalog: Catalog) -> list[str]:
                 ]
                 continue
             line = _line(tree, (section, index))
-            if section == "traits":
-                catalog.traits.append(LocatedTrait(parsed, path, line))
-            else:
-                catalog.audiences.append(LocatedAudience(parsed, path, line))
+            located = {"traits": LocatedTrait, "audiences": LocatedAudience,
+                       "destinations": LocatedDestination}[section](parsed, path, line)  # fmt: skip
+            getattr(catalog, section).append(located)
     return problems
 
 
@@ -218,6 +232,7 @@ def _check_catalog(catalog: Catalog) -> list[str]:
         return problems
     problems += _check_columns(catalog)
     problems += _check_audiences(catalog)
+    problems += _check_destinations(catalog)
     return problems
 
 
@@ -259,4 +274,28 @@ def _check_audiences(catalog: Catalog) -> list[str]:
     if cycle:
         problems.append(f"{catalog.folder}: audiences refer to each other in a cycle: "
                         + " -> ".join(cycle))  # fmt: skip
+    return problems
+
+
+def _check_destinations(catalog: Catalog) -> list[str]:
+    """Destination names unique; audiences, traits and output columns they name exist."""
+    problems = []
+    names: set[str] = set()
+    audiences = [a.audience.name for a in catalog.audiences]
+    traits = sorted({**catalog.trait_columns("account"), **catalog.trait_columns("user")})
+    for located in catalog.destinations:
+        destination = located.destination
+        where = f"{located.file}:{located.line}: destination {destination.name}"
+        if destination.name in names:
+            problems.append(f"{where}: name already used")
+        names.add(destination.name)
+        for name in destination.audiences:
+            if name not in audiences:
+                problems.append(f"{where}.audiences: {unknown_name('audience', name, audiences)}")
+        for name in destination.traits:
+            if name not in traits:
+                problems.append(f"{where}.traits: {unknown_name('trait', name, traits)}")
+        for name in destination.output_columns:
+            if not NAME.match(name):
+                problems.append(f"{where}.output_columns: {name!r} is not a trait name")
     return problems

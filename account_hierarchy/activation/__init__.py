@@ -1,0 +1,1 @@
+"""The activation stage: diffs between hours and delivery of Segment calls to destinations."""

@@ -1,0 +1,117 @@
+"""Dagster wiring of the activation stage: the hourly `activation_diffs` and one delivery asset
+per destination, built from the definitions."""
+
+import dagster as dg
+
+from account_hierarchy.activation.deliver import sync
+from account_hierarchy.activation.diffs import build_diffs, synced
+from account_hierarchy.activation.transport import DestinationUnavailableError, sender_for
+from account_hierarchy.audiences.assets import audience_key
+from account_hierarchy.catalog.loader import Catalog, LocatedDestination
+from account_hierarchy.metadata import markdown_preview
+from account_hierarchy.partitions import HOURLY, window_of
+from account_hierarchy.resources import Warehouse
+from account_hierarchy.traits.assets import trait_key
+
+PREVIOUS_AND_THIS_HOUR = dg.TimeWindowPartitionMapping(start_offset=-1)
+
+
+def _trait_asset(catalog: Catalog, column: str) -> dg.AssetKey:
+    columns = {**catalog.trait_columns("account"), **catalog.trait_columns("user")}
+    return trait_key(columns[column].trait.name)
+
+
+def build_diffs_asset(catalog: Catalog) -> dg.AssetsDefinition:
+    """The `activation_diffs` asset."""
+    audiences, traits = synced(catalog)
+    deps = [dg.AssetDep(audience_key(a), partition_mapping=PREVIOUS_AND_THIS_HOUR)
+            for a in audiences]  # fmt: skip
+    deps += [dg.AssetDep(key, partition_mapping=PREVIOUS_AND_THIS_HOUR)
+             for key in sorted({_trait_asset(catalog, t) for t in traits},
+                               key=lambda k: k.to_user_string())]  # fmt: skip
+
+    @dg.asset(
+        deps=deps,
+        partitions_def=HOURLY,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name="activation",
+        kinds={"duckdb"},
+        owners=["team:marketing-ops"],
+        tags={"stage": "activation"},
+        pool="duckdb",
+    )
+    def activation_diffs(
+        context: dg.AssetExecutionContext, warehouse: Warehouse
+    ) -> dg.MaterializeResult:
+        """Per hour, who entered and exited each synced audience since the previous hour, and
+        which synced traits changed value."""
+        start, end = window_of(context)
+        with warehouse.get_connection() as con:
+            counts = build_diffs(con, catalog, start, end)
+            preview = con.execute(
+                "SELECT * FROM activation_diffs WHERE snapshot_hour >= $start "
+                "AND snapshot_hour < $end ORDER BY ALL LIMIT 10",
+                {"start": start, "end": end},
+            ).df()
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": sum(counts.values()),
+                **counts,
+                "preview": dg.MetadataValue.md(markdown_preview(preview)),
+            }
+        )
+
+    return activation_diffs
+
+
+def build_destination_asset(located: LocatedDestination, catalog: Catalog):
+    """The delivery asset of one destination."""
+    destination = located.destination
+    deps = [dg.AssetKey("activation_diffs")]
+    deps += [audience_key(a) for a in destination.audiences]
+    deps += sorted({_trait_asset(catalog, t) for t in destination.traits},
+                   key=lambda k: k.to_user_string())  # fmt: skip
+
+    @dg.asset(
+        key=dg.AssetKey(["destinations", destination.name]),
+        deps=deps,
+        description=destination.description
+        or f"Delivers audience and trait changes to {destination.name} ({destination.type}).",
+        partitions_def=HOURLY,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name="activation",
+        kinds={"http" if destination.type == "http" else "json", "segment"},
+        owners=["team:marketing-ops"],
+        tags={"stage": "activation", "destination_type": destination.type},
+        pool="duckdb",
+        metadata={"defined_in": f"{located.file}:{located.line}"},
+    )
+    def deliver(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        with warehouse.get_connection() as con:
+            try:
+                report = sync(con, catalog, destination, sender_for(destination))
+            except DestinationUnavailableError as error:
+                raise dg.Failure(description=str(error)) from None
+        context.log.info(f"{destination.name}: {report}")
+        return dg.MaterializeResult(
+            metadata={
+                "snapshot_hour": report.snapshot_hour.isoformat(),
+                "items": report.items,
+                "messages": report.messages,
+                "accepted": report.accepted,
+                "rejected": report.rejected,
+                "oversized": report.oversized,
+                "batches": report.batches,
+            }
+        )
+
+    return deliver
+
+
+def build_activation_assets(catalog: Catalog) -> list[dg.AssetsDefinition]:
+    """`activation_diffs` and one asset per destination (nothing without destinations)."""
+    if not catalog.destinations:
+        return []
+    return [build_diffs_asset(catalog)] + [
+        build_destination_asset(located, catalog) for located in catalog.destinations
+    ]

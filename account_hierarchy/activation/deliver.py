@@ -1,0 +1,183 @@
+"""Delivering what a destination is owed, safely: the peers' pattern.
+
+1. Take the newest snapshot hour the destination's audiences and traits have (a backfill of
+   old hours therefore never replays stale transitions: delivery converges on the newest).
+2. Plan the items owed: the difference between that snapshot and the state the destination has
+   accepted (`destination_state`).
+3. Send the messages in batches under 500 KB; a message over 32 KB is recorded as failed
+   (`oversized`) and not sent, without blocking the rest.
+4. After each accepted batch, in one transaction, log its messages and commit the new state of
+   the items whose messages have all been accepted. A crash loses nothing (uncommitted items
+   are owed again) and duplicates nothing but message ids (which are deterministic).
+"""
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import duckdb
+import pyarrow as pa
+
+from account_hierarchy.activation.plan import Item, newest_hour, plan
+from account_hierarchy.activation.state import ensure_state_tables
+from account_hierarchy.activation.transport import DestinationUnavailableError, Outcome
+from account_hierarchy.catalog.destination_models import Destination
+from account_hierarchy.catalog.loader import Catalog
+
+MAX_MESSAGE_BYTES = 32 * 1024
+MAX_BATCH_BYTES = 500 * 1024
+ENVELOPE_BYTES = 200  # {"batch": [...], "sentAt": "..."} around the messages
+STATE_SCHEMA = pa.schema(
+    [(name, pa.string()) for name in
+     ("destination", "kind", "name", "entity_type", "entity_id", "value")]
+    + [("keep", pa.bool_())]
+)  # fmt: skip
+LOG_SCHEMA = pa.schema([("message_id", pa.string()), ("call", pa.string()),
+                        ("entity_id", pa.string())])  # fmt: skip
+
+
+@dataclass
+class SyncReport:
+    """What one sync did."""
+
+    snapshot_hour: datetime | None = None
+    items: int = 0
+    messages: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    oversized: int = 0
+    committed_items: int = 0
+    batches: int = 0
+    planned: list[dict] = field(default_factory=list)
+
+
+def _size(message: dict) -> int:
+    return len(json.dumps(message).encode())
+
+
+def batches_of(messages: list[dict]) -> list[list[dict]]:
+    """Consecutive messages grouped into batches under the batch size limit."""
+    result: list[list[dict]] = []
+    current: list[dict] = []
+    size = ENVELOPE_BYTES
+    for message in messages:
+        message_size = _size(message) + 1
+        if current and size + message_size > MAX_BATCH_BYTES:
+            result.append(current)
+            current, size = [], ENVELOPE_BYTES
+        current.append(message)
+        size += message_size
+    if current:
+        result.append(current)
+    return result
+
+
+def sync(
+    con: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    destination: Destination,
+    sender,
+    *,
+    dry_run: bool = False,
+) -> SyncReport:
+    """Deliver everything the destination is owed at the newest snapshot hour."""
+    ensure_state_tables(con)
+    report = SyncReport()
+    hour = newest_hour(con, catalog, destination)
+    items = plan(con, catalog, destination, hour)
+    report.snapshot_hour, report.items = hour, len(items)
+    owner = {m["messageId"]: item for item in items for m in item.messages}
+    messages = [m for item in items for m in item.messages]
+    report.messages = len(messages)
+    if dry_run:
+        report.planned = messages
+        return report
+    pending = {id(item): len(item.messages) for item in items}
+    # Items with no message (their calls are not wanted) are settled at once.
+    _commit(con, destination, hour, [i for i in items if not i.messages], [], None, 0)
+    report.committed_items += sum(1 for item in items if not item.messages)
+    sendable = []
+    oversized = []
+    for message in messages:
+        (oversized if _size(message) > MAX_MESSAGE_BYTES else sendable).append(message)
+    if oversized:
+        report.oversized = len(oversized)
+        outcome = Outcome(False, None, f"message over {MAX_MESSAGE_BYTES} bytes: not sent", 0)
+        _commit(con, destination, hour, [], oversized, outcome, 0, status="oversized")
+    for number, batch in enumerate(batches_of(sendable), start=1):
+        report.batches += 1
+        try:
+            outcome = sender.send(batch)
+        except DestinationUnavailableError as error:
+            failed = Outcome(False, None, str(error), 0)
+            _commit(con, destination, hour, [], batch, failed, number, status="failed")
+            raise
+        done = []
+        if outcome.accepted:
+            report.accepted += len(batch)
+            for message in batch:
+                item = owner[message["messageId"]]
+                pending[id(item)] -= 1
+                if pending[id(item)] == 0:
+                    done.append(item)
+        else:
+            report.rejected += len(batch)
+        _commit(con, destination, hour, done, batch, outcome, number)
+        report.committed_items += len(done)
+    return report
+
+
+def _commit(
+    con: duckdb.DuckDBPyConnection,
+    destination: Destination,
+    hour: datetime,
+    items: list[Item],
+    batch: list[dict],
+    outcome: Outcome | None,
+    number: int,
+    status: str | None = None,
+) -> None:
+    """In one transaction: log the batch's messages and store the items' accepted state."""
+    if not items and not batch:
+        return
+    states = pa.Table.from_pylist(
+        [{"destination": destination.name, "kind": item.kind, "name": item.name,
+          "entity_type": item.entity_type, "entity_id": item.entity_id,
+          "value": json.dumps(item.value, sort_keys=True), "keep": item.transition != "exited"
+          and item.value is not None} for item in items],
+        schema=STATE_SCHEMA,
+    )  # fmt: skip
+    sent_at = datetime.now(UTC).replace(tzinfo=None)
+    logs = pa.Table.from_pylist(
+        [{"message_id": m["messageId"], "call": m["type"],
+          "entity_id": m.get("groupId") or m.get("userId") or ""} for m in batch],
+        schema=LOG_SCHEMA,
+    )  # fmt: skip
+    outcome = outcome or Outcome(True, None, "", 0)
+    con.begin()
+    try:
+        con.register("settled_items", states)
+        con.execute(
+            "DELETE FROM destination_state AS s USING settled_items AS i "
+            "WHERE s.destination = i.destination AND s.kind = i.kind AND s.name = i.name "
+            "AND s.entity_id = i.entity_id"
+        )
+        con.execute(
+            "INSERT INTO destination_state SELECT destination, kind, name, entity_type, "
+            "entity_id, value::JSON, $h FROM settled_items WHERE keep",
+            {"h": hour},
+        )
+        con.register("sent_messages", logs)
+        con.execute(
+            "INSERT INTO delivery_log SELECT $d, message_id, call, entity_id, $h, $b, $s, $st, "
+            "$code, $r, $a FROM sent_messages",
+            {"d": destination.name, "h": hour, "b": number, "s": sent_at,
+             "st": status or ("accepted" if outcome.accepted else "rejected"),
+             "code": outcome.code, "r": outcome.response, "a": outcome.attempts},
+        )  # fmt: skip
+        con.unregister("settled_items")
+        con.unregister("sent_messages")
+    except BaseException:
+        con.rollback()
+        raise
+    con.commit()

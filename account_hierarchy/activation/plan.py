@@ -1,0 +1,210 @@
+"""What a destination is owed: the difference between the newest snapshot and the state it
+has accepted, as items (one change of one entity) each with its Segment messages.
+
+- an account enters (exits) an account audience: group `{audience: true (false)}`, with the
+  destination's output columns (those with a value) on entering;
+- a user of such an account, or of a user audience, enters (exits) it: identify
+  `{audience: true (false)}` and track `Audience Entered` (`Audience Exited`);
+- an account trait changes: group `{trait: value}`;
+- a user trait changes: identify `{trait: value}` and track `Trait Computed`.
+
+Only the calls a destination asks for are built. Message ids are UUIDs derived from the
+destination, audience or trait, entity, transition, value, snapshot hour, call and user, so a
+re-send is a duplicate the receiver drops.
+"""
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import duckdb
+
+from account_hierarchy.activation.state import accepted_state
+from account_hierarchy.catalog.destination_models import Destination
+from account_hierarchy.catalog.loader import Catalog
+
+NAMESPACE = uuid.UUID("6f1c1e5e-4a55-4d0e-9d0c-6163636f756e")
+LIBRARY = {"name": "account_hierarchy", "version": "0.1.0"}
+ACCOUNT_SENDER = "account_hierarchy"  # the anonymousId of group calls about whole accounts
+
+
+@dataclass
+class Item:
+    """One change owed to a destination, and the messages that deliver it."""
+
+    kind: str
+    name: str
+    entity_type: str
+    entity_id: str
+    transition: str  # entered, exited or changed
+    value: Any
+    messages: list[dict] = field(default_factory=list)
+
+
+class NothingToSyncError(LookupError):
+    """The snapshots a destination needs have not been materialized yet."""
+
+
+def newest_hour(con: duckdb.DuckDBPyConnection, catalog: Catalog, destination: Destination):
+    """The newest snapshot hour every input of the destination has."""
+    hours = []
+    for audience in destination.audiences:
+        hours.append(con.execute(
+            "SELECT max(snapshot_hour) FROM audience_memberships WHERE audience = $a",
+            {"a": audience},
+        ).fetchone()[0])  # fmt: skip
+    for entity in _trait_entities(catalog, destination):
+        hours.append(con.execute(f"SELECT max(snapshot_hour) FROM {entity}_traits").fetchone()[0])
+    if not hours or any(hour is None for hour in hours):
+        raise NothingToSyncError(
+            f"destination {destination.name}: its audiences and traits have not been "
+            "materialized yet"
+        )
+    return min(hours)
+
+
+def _trait_entities(catalog: Catalog, destination: Destination) -> set[str]:
+    return {entity for entity in ("account", "user") for trait in destination.traits
+            if trait in catalog.trait_columns(entity)}  # fmt: skip
+
+
+def message_id(*parts: object) -> str:
+    """A UUID determined by its parts."""
+    return str(uuid.uuid5(NAMESPACE, "|".join(str(part) for part in parts)))
+
+
+def plan(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, destination: Destination, hour: datetime
+) -> list[Item]:
+    """Every item owed to the destination at snapshot `hour`."""
+    accepted = accepted_state(con, destination.name)
+    desired = _desired(con, catalog, destination, hour)
+    items = []
+    for key, value in sorted(desired.items()):
+        if accepted.get(key) != value:
+            transition = "changed" if key[0] == "trait" else "entered"
+            items.append(_item(catalog, key, transition, json.loads(value)))
+    for key in sorted(accepted.keys() - desired.keys()):
+        items.append(_item(catalog, key, "changed" if key[0] == "trait" else "exited", None))
+    outputs = _output_columns(con, catalog, destination, hour)
+    for item in items:
+        item.messages = _messages(destination, item, hour, outputs)
+    return items
+
+
+def _item(catalog: Catalog, key: tuple[str, str, str], transition: str, value: Any) -> Item:
+    kind, name, entity_id = key
+    if kind == "audience":
+        entity_type = catalog.audience(name).entity
+    elif kind == "audience_user":
+        entity_type = "user"
+    else:
+        entity_type = "account" if name in catalog.trait_columns("account") else "user"
+    return Item(kind, name, entity_type, entity_id, transition, value)
+
+
+def _desired(con, catalog: Catalog, destination: Destination, hour) -> dict[tuple, str]:
+    """(kind, name, entity_id) -> value (JSON text) the destination should hold at `hour`."""
+    desired: dict[tuple, str] = {}
+    true = json.dumps(True)
+    for audience in destination.audiences:
+        members = con.execute(
+            "SELECT entity_id FROM audience_memberships WHERE audience = $a AND snapshot_hour = $h",
+            {"a": audience, "h": hour},
+        ).fetchall()
+        for (entity_id,) in members:
+            desired[("audience", audience, entity_id)] = true
+        if catalog.audience(audience).entity == "account":
+            users = con.execute(
+                "SELECT DISTINCT m.user_id FROM account_memberships AS m JOIN "
+                "audience_memberships AS a ON a.entity_id = m.account_id "
+                "AND a.snapshot_hour = m.snapshot_hour "
+                "WHERE a.audience = $a AND m.snapshot_hour = $h",
+                {"a": audience, "h": hour},
+            ).fetchall()
+            for (user_id,) in users:
+                desired[("audience_user", audience, user_id)] = true
+    for entity in ("account", "user"):
+        for trait in destination.traits:
+            if trait not in catalog.trait_columns(entity):
+                continue
+            values = con.execute(
+                f'SELECT {entity}_id, to_json("{trait}") FROM {entity}_traits '
+                f'WHERE snapshot_hour = $h AND "{trait}" IS NOT NULL',
+                {"h": hour},
+            ).fetchall()
+            for entity_id, value in values:
+                desired[("trait", trait, entity_id)] = _canonical(value)
+    return desired
+
+
+def _canonical(value_json: str) -> str:
+    return json.dumps(json.loads(value_json), sort_keys=True)
+
+
+def _output_columns(con, catalog: Catalog, destination: Destination, hour) -> dict[str, dict]:
+    """Account id -> the destination's output columns (custom or computed account traits)."""
+    if not destination.output_columns:
+        return {}
+    computed = [c for c in destination.output_columns if c in catalog.trait_columns("account")]
+    custom = [c for c in destination.output_columns if c not in computed]
+    rows: dict[str, dict] = {}
+    for account_id, traits in con.execute(
+        "SELECT account_id, traits FROM accounts WHERE snapshot_hour = $h", {"h": hour}
+    ).fetchall():
+        values = json.loads(traits)
+        rows[account_id] = {c: values.get(c) for c in custom}
+    for column in computed:
+        for account_id, value in con.execute(
+            f'SELECT account_id, to_json("{column}") FROM account_traits WHERE snapshot_hour = $h',
+            {"h": hour},
+        ).fetchall():
+            rows.setdefault(account_id, {})[column] = json.loads(value)
+    return rows
+
+
+def _messages(destination: Destination, item: Item, hour, outputs) -> list[dict]:
+    calls = set(destination.calls)
+    names = destination.event_names
+    as_of = (hour + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    flag = item.transition != "exited"
+    value = flag if item.kind != "trait" else item.value
+
+    def message(call: str, body: dict, user: str = "") -> dict:
+        identity = message_id(destination.name, item.kind, item.name, item.entity_id,
+                              item.transition, json.dumps(item.value, sort_keys=True),
+                              hour.isoformat(), call, user)  # fmt: skip
+        return {"messageId": identity, "type": call, "timestamp": as_of,
+                "context": {"library": LIBRARY}, **body}  # fmt: skip
+
+    messages = []
+    if item.kind == "audience" and item.entity_type == "account":
+        if "group" in calls:
+            columns = outputs.get(item.entity_id, {}) if flag else {}
+            traits = {item.name: flag, **{k: v for k, v in columns.items() if v is not None}}
+            messages.append(
+                message(
+                    "group",
+                    {"anonymousId": ACCOUNT_SENDER, "groupId": item.entity_id, "traits": traits},
+                )
+            )
+    elif item.kind == "trait" and item.entity_type == "account":
+        if "group" in calls:
+            messages.append(message("group", {"anonymousId": ACCOUNT_SENDER,
+                                              "groupId": item.entity_id,
+                                              "traits": {item.name: value}}))  # fmt: skip
+    else:  # a user: of an account audience, of a user audience, or a user trait
+        if "identify" in calls:
+            messages.append(message("identify", {"userId": item.entity_id,
+                                                 "traits": {item.name: value}}))  # fmt: skip
+        if "track" in calls:
+            if item.kind == "trait":
+                event, key = names.trait_computed, "trait_key"
+            else:
+                event, key = (names.entered if flag else names.exited), "audience_key"
+            properties = {key: item.name, item.name: value}
+            messages.append(message("track", {"userId": item.entity_id, "event": event,
+                                              "properties": properties}))  # fmt: skip
+    return messages

@@ -1,0 +1,127 @@
+"""Sending batches of Segment messages: to an HTTP batch endpoint, or to JSONL files.
+
+HTTP follows Segment's API: `POST {url}/v1/batch` with `{"batch": [...], "sentAt": ...}` and
+the write key as the basic-auth user. Timeouts, connection errors and 5xx answers are retried
+with exponential backoff and jitter, a 429 after its `Retry-After`, all within the
+destination's `retry.max_seconds`; other 4xx answers reject the batch (its messages are
+retried on the next run). The write key is never logged.
+"""
+
+import hashlib
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import requests
+
+from account_hierarchy.catalog.destination_models import Destination, RetrySettings
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the destination said about one batch."""
+
+    accepted: bool
+    code: int | None
+    response: str
+    attempts: int
+
+
+class DestinationUnavailableError(RuntimeError):
+    """The destination could not be reached (or kept failing) within the retry budget."""
+
+
+class HttpSender:
+    """Posts batches to a Segment-compatible HTTP endpoint, with retries."""
+
+    def __init__(
+        self,
+        url: str,
+        write_key: str,
+        retry: RetrySettings,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.endpoint = url.rstrip("/") + "/v1/batch"
+        self.write_key, self.retry, self.sleep, self.clock = write_key, retry, sleep, clock
+
+    def send(self, batch: list[dict]) -> Outcome:
+        """Deliver one batch; raise `DestinationUnavailableError` when the budget runs out."""
+        body = {"batch": batch, "sentAt": datetime.now(UTC).isoformat()}
+        deadline = self.clock() + self.retry.max_seconds
+        attempt = 0
+        while True:
+            attempt += 1
+            wait, problem = self._try(body, attempt)
+            if isinstance(wait, Outcome):
+                return wait
+            if self.clock() + wait > deadline:
+                raise DestinationUnavailableError(
+                    f"{self.endpoint}: {problem} after {attempt} attempts; giving up after "
+                    f"{self.retry.max_seconds:g} s (the next run sends what is owed)"
+                )
+            self.sleep(wait)
+
+    def _try(self, body: dict, attempt: int) -> tuple[Outcome | float, str]:
+        """One attempt: an outcome, or how long to wait before the next one and why."""
+        backoff = min(self.retry.max_backoff_seconds,
+                      self.retry.initial_backoff_seconds * 2 ** (attempt - 1))  # fmt: skip
+        backoff *= random.uniform(0.5, 1.0)
+        try:
+            response = requests.post(
+                self.endpoint, json=body, auth=(self.write_key, ""),
+                timeout=self.retry.timeout_seconds,
+            )  # fmt: skip
+        except (requests.ConnectionError, requests.Timeout) as error:
+            return backoff, f"{type(error).__name__}"
+        text = response.text[:500]
+        if response.status_code == 429:
+            return _retry_after(response, backoff), "429 Too Many Requests"
+        if response.status_code >= 500:
+            return backoff, f"HTTP {response.status_code}"
+        accepted = 200 <= response.status_code < 300
+        return Outcome(accepted, response.status_code, text, attempt), ""
+
+
+def _retry_after(response: requests.Response, fallback: float) -> float:
+    try:
+        return max(0.0, float(response.headers.get("Retry-After", "")))
+    except ValueError:
+        return fallback
+
+
+class JsonlSender:
+    """Writes each batch as a JSONL file in a folder (the offline destination)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def send(self, batch: list[dict]) -> Outcome:
+        """Write the batch to a new file named after its messages; always accepted."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        lines = "".join(json.dumps(message, sort_keys=True) + "\n" for message in batch)
+        digest = hashlib.sha1("".join(m["messageId"] for m in batch).encode()).hexdigest()[:16]
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        path = self.folder / f"batch-{stamp}-{digest}.jsonl"
+        temporary = path.with_name("." + path.name)
+        temporary.write_text(lines)
+        temporary.rename(path)
+        return Outcome(True, None, str(path), 1)
+
+
+def sender_for(destination: Destination):
+    """The sender of a destination (reading an HTTP write key from its environment variable)."""
+    if destination.type == "jsonl":
+        return JsonlSender(Path(destination.folder))
+    write_key = os.environ.get(destination.write_key_env or "")
+    if not write_key:
+        raise DestinationUnavailableError(
+            f"destination {destination.name}: environment variable {destination.write_key_env} "
+            "(its write key) is not set"
+        )
+    return HttpSender(destination.url, write_key, destination.retry)

@@ -1,0 +1,66 @@
+"""The shape of destination definitions: where activations go and what they carry."""
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from account_hierarchy.catalog.models import Strict, check_name
+
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+CALLS = ("group", "identify", "track")
+
+
+class EventNames(Strict):
+    """Track event names (Segment's defaults unless renamed)."""
+
+    entered: str = "Audience Entered"
+    exited: str = "Audience Exited"
+    trait_computed: str = "Trait Computed"
+
+
+class RetrySettings(Strict):
+    """How long and how hard an HTTP destination is retried within one run."""
+
+    max_seconds: float = Field(default=120.0, ge=0)
+    initial_backoff_seconds: float = Field(default=0.5, gt=0)
+    max_backoff_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+class Destination(Strict):
+    """A destination receiving Group / Identify / Track calls for audiences and traits."""
+
+    name: str
+    type: Literal["http", "jsonl"]
+    description: str = ""
+    audiences: list[str] = Field(default_factory=list)
+    traits: list[str] = Field(default_factory=list)
+    output_columns: list[str] = Field(default_factory=list)
+    calls: list[Literal["group", "identify", "track"]] = Field(default_factory=lambda: [*CALLS])
+    event_names: EventNames = Field(default_factory=EventNames)
+    url: str | None = None
+    write_key_env: str | None = None
+    folder: str | None = None
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+
+    _name = field_validator("name")(check_name)
+
+    @field_validator("write_key_env")
+    @classmethod
+    def _env(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_NAME.match(value):
+            raise ValueError(f"write_key_env {value!r} must be an environment variable name")
+        return value
+
+    @model_validator(mode="after")
+    def _type_settings(self) -> "Destination":
+        if self.type == "http" and not (self.url and self.write_key_env):
+            raise ValueError("an http destination needs `url` and `write_key_env`")
+        if self.type == "http" and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url {self.url!r} must start with http:// or https://")
+        if self.type == "jsonl" and not self.folder:
+            raise ValueError("a jsonl destination needs `folder`")
+        if not self.audiences and not self.traits:
+            raise ValueError("a destination needs at least one audience or trait to send")
+        return self

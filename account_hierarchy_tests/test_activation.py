@@ -1,0 +1,323 @@
+"""Activation against a real HTTP server on 127.0.0.1: diffs, first and later syncs, retries,
+an unreachable server, a crash between sending and committing, oversized messages."""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta
+
+import pytest
+import yaml
+from werkzeug import Request, Response
+
+from account_hierarchy.activation.deliver import MAX_BATCH_BYTES, batches_of, sync
+from account_hierarchy.activation.diffs import build_diffs
+from account_hierarchy.activation.transport import DestinationUnavailableError, sender_for
+from account_hierarchy.audiences.memberships import build_audience
+from account_hierarchy.catalog.loader import load_catalog
+from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
+from account_hierarchy.hierarchy.tree import build_hierarchy
+from account_hierarchy.ingest.load import ingest_window
+from account_hierarchy.traits.compute import build_traits
+from account_hierarchy.warehouse import connect
+from account_hierarchy_tests.conftest import PARTITIONS_START, group_call, write_lines
+
+H10, H11 = datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11)
+WRITE_KEY = "secret-write-key"
+
+
+def events():
+    login = {"type": "track", "event": "Logged In", "messageId": "t1", "userId": "u3",
+             "timestamp": "2026-10-01T11:30:00Z"}  # fmt: skip
+    return [
+        group_call("g1", "2026-10-01T10:00:00Z", "ACME", "u1", plan="free", industry="Software"),
+        group_call("g2", "2026-10-01T10:00:00Z", "ACME", "u2"),
+        group_call("g3", "2026-10-01T10:00:00Z", "GLOBEX", "u3", plan="pro"),
+        # at 11:00 ACME upgrades (leaves the audience) and GLOBEX downgrades (enters it)
+        group_call("g4", "2026-10-01T11:00:00Z", "ACME", "u1", plan="pro"),
+        group_call("g5", "2026-10-01T11:00:00Z", "GLOBEX", "u3", plan="free"),
+        login,
+    ]
+
+
+def definitions(url: str, **retry) -> dict:
+    return {
+        "traits": [{"name": "logins", "entity": "user", "type": "event_counter",
+                    "event": "Logged In"}],
+        "audiences": [{"name": "free_accounts", "entity": "account",
+                       "where": {"custom_trait": "plan", "equals": "free"}}],
+        "destinations": [{"name": "crm", "type": "http", "url": url,
+                          "write_key_env": "TEST_WRITE_KEY", "audiences": ["free_accounts"],
+                          "traits": ["logins"], "output_columns": ["industry"],
+                          "retry": {"max_seconds": 2, "initial_backoff_seconds": 0.01,
+                                    "max_backoff_seconds": 0.05, "timeout_seconds": 2} | retry}],
+    }  # fmt: skip
+
+
+class Receiver:
+    """Collects batches; answers each request with the next scripted status (then 200)."""
+
+    def __init__(self, statuses=()):
+        self.statuses = list(statuses)
+        self.batches: list[list[dict]] = []
+        self.authorizations: list[str] = []
+
+    def __call__(self, request: Request) -> Response:
+        status, headers = self.statuses.pop(0) if self.statuses else (200, {})
+        self.authorizations.append(request.headers.get("Authorization", ""))
+        if status == 200:
+            self.batches.append(json.loads(request.data)["batch"])
+        return Response(json.dumps({"success": status == 200}), status=status, headers=headers)
+
+    @property
+    def messages(self) -> list[dict]:
+        return [message for batch in self.batches for message in batch]
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch, httpserver):
+    monkeypatch.setenv("TEST_WRITE_KEY", WRITE_KEY)
+    write_lines(tmp_path / "landing" / "a.ndjson", events())
+    con = connect(tmp_path / "wh.duckdb")
+    ingest_window(con, tmp_path / "landing", H10, H11 + timedelta(hours=1), PARTITIONS_START)
+
+    def build(hour, url=None, **retry):
+        url = url or httpserver.url_for("/").rstrip("/")
+        (tmp_path / "defs").mkdir(exist_ok=True)
+        (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(definitions(url, **retry)))
+        catalog = load_catalog(tmp_path / "defs")
+        window = (hour, hour + timedelta(hours=1))
+        build_memberships(con, *window)
+        build_users(con, *window)
+        build_accounts(con, *window, "parent_account_id")
+        build_hierarchy(con, *window)
+        build_traits(con, catalog, *window)
+        build_audience(con, catalog, "free_accounts", *window)
+        return catalog, catalog.destinations[0].destination
+
+    yield con, build, httpserver
+    con.close()
+
+
+def calls(messages: list[dict]) -> set[tuple]:
+    result = set()
+    for m in messages:
+        if m["type"] == "group":
+            result.add(("group", m["groupId"], json.dumps(m["traits"], sort_keys=True)))
+        elif m["type"] == "identify":
+            result.add(("identify", m["userId"], json.dumps(m["traits"], sort_keys=True)))
+        else:
+            result.add(
+                ("track", m["userId"], m["event"], json.dumps(m["properties"], sort_keys=True))
+            )
+    return result
+
+
+def test_first_sync_then_a_membership_change_sends_exactly_the_changes(world):
+    con, build, server = world
+    receiver = Receiver()
+    server.expect_request("/v1/batch", method="POST").respond_with_handler(receiver)
+    catalog, destination = build(H10)
+    report = sync(con, catalog, destination, sender_for(destination))
+    assert report.snapshot_hour == H10
+    assert calls(receiver.messages) == {
+        ("group", "ACME", '{"free_accounts": true, "industry": "Software"}'),
+        ("identify", "u1", '{"free_accounts": true}'),
+        ("identify", "u2", '{"free_accounts": true}'),
+        ("track", "u1", "Audience Entered", '{"audience_key": "free_accounts", '
+         '"free_accounts": true}'),
+        ("track", "u2", "Audience Entered", '{"audience_key": "free_accounts", '
+         '"free_accounts": true}'),
+        ("identify", "u1", '{"logins": 0}'), ("identify", "u2", '{"logins": 0}'),
+        ("identify", "u3", '{"logins": 0}'),
+        ("track", "u1", "Trait Computed", '{"logins": 0, "trait_key": "logins"}'),
+        ("track", "u2", "Trait Computed", '{"logins": 0, "trait_key": "logins"}'),
+        ("track", "u3", "Trait Computed", '{"logins": 0, "trait_key": "logins"}'),
+    }  # fmt: skip
+    assert receiver.authorizations[0] == "Basic " + base64.b64encode(
+        f"{WRITE_KEY}:".encode()).decode()  # fmt: skip
+    first = len(receiver.messages)
+    assert sync(con, catalog, destination, sender_for(destination)).messages == 0  # same hour
+
+    catalog, destination = build(H11)
+    sync(con, catalog, destination, sender_for(destination))
+    assert calls(receiver.messages[first:]) == {
+        ("group", "ACME", '{"free_accounts": false}'),
+        ("identify", "u1", '{"free_accounts": false}'),
+        ("identify", "u2", '{"free_accounts": false}'),
+        ("track", "u1", "Audience Exited", '{"audience_key": "free_accounts", '
+         '"free_accounts": false}'),
+        ("track", "u2", "Audience Exited", '{"audience_key": "free_accounts", '
+         '"free_accounts": false}'),
+        ("group", "GLOBEX", '{"free_accounts": true}'),
+        ("identify", "u3", '{"free_accounts": true}'),
+        ("track", "u3", "Audience Entered", '{"audience_key": "free_accounts", '
+         '"free_accounts": true}'),
+        ("identify", "u3", '{"logins": 1}'),
+        ("track", "u3", "Trait Computed", '{"logins": 1, "trait_key": "logins"}'),
+    }  # fmt: skip
+    ids = [m["messageId"] for m in receiver.messages]
+    assert len(ids) == len(set(ids))
+    assert WRITE_KEY not in json.dumps(con.execute("SELECT * FROM delivery_log").fetchall(),
+                                       default=str)  # fmt: skip
+
+
+def test_diffs_record_entered_exited_and_changed(world):
+    con, build, _ = world
+    catalog, _ = build(H10)
+    catalog, _ = build(H11)
+    assert build_diffs(con, catalog, H11, H11 + timedelta(hours=1)) == {
+        "entered": 1, "exited": 1, "changed": 1}  # fmt: skip
+    rows = con.execute(
+        "SELECT kind, name, entity_id, change, old_value, new_value FROM activation_diffs "
+        "ORDER BY ALL"
+    ).fetchall()
+    assert rows == [
+        ("audience", "free_accounts", "ACME", "exited", "true", "false"),
+        ("audience", "free_accounts", "GLOBEX", "entered", "false", "true"),
+        ("trait", "logins", "u3", "changed", "0", "1"),
+    ]
+
+
+def test_500s_then_429_then_success_delivers_each_message_once(world):
+    con, build, server = world
+    receiver = Receiver([(500, {}), (503, {}), (429, {"Retry-After": "0"})])
+    server.expect_request("/v1/batch", method="POST").respond_with_handler(receiver)
+    catalog, destination = build(H10)
+    report = sync(con, catalog, destination, sender_for(destination))
+    assert report.accepted == report.messages == len(receiver.messages) == 11
+    assert len(receiver.authorizations) == 4
+    (attempts,) = con.execute("SELECT DISTINCT attempts FROM delivery_log").fetchone()
+    assert attempts == 4
+
+
+def test_unreachable_server_fails_the_run_and_the_next_run_delivers(world, httpserver):
+    con, build, _ = world
+    catalog, destination = build(H10, url="http://127.0.0.1:9", max_seconds=0.2)
+    with pytest.raises(DestinationUnavailableError, match="giving up"):
+        sync(con, catalog, destination, sender_for(destination))
+    assert con.execute("SELECT count(*) FROM destination_state").fetchone()[0] == 0
+    receiver = Receiver()
+    httpserver.expect_request("/v1/batch", method="POST").respond_with_handler(receiver)
+    catalog, destination = build(H10)
+    report = sync(con, catalog, destination, sender_for(destination))
+    assert report.accepted == 11 == len(receiver.messages)
+
+
+def test_crash_after_sending_resends_the_same_message_ids_only(world):
+    con, build, server = world
+    receiver = Receiver()
+    server.expect_request("/v1/batch", method="POST").respond_with_handler(receiver)
+    catalog, destination = build(H10)
+    real = sender_for(destination)
+
+    class CrashAfterSending:
+        def send(self, batch):
+            real.send(batch)
+            raise KeyboardInterrupt  # the process dies before committing what was accepted
+
+    with pytest.raises(KeyboardInterrupt):
+        sync(con, catalog, destination, CrashAfterSending())
+    sync(con, catalog, destination, sender_for(destination))
+    first, second = receiver.batches
+    assert [m["messageId"] for m in first] == [m["messageId"] for m in second]
+    assert sync(con, catalog, destination, sender_for(destination)).messages == 0
+
+
+def test_rejected_batches_are_recorded_and_owed_again(world):
+    con, build, server = world
+    receiver = Receiver([(400, {})])
+    server.expect_request("/v1/batch", method="POST").respond_with_handler(receiver)
+    catalog, destination = build(H10)
+    report = sync(con, catalog, destination, sender_for(destination))
+    assert (report.rejected, report.committed_items) == (11, 0)
+    assert (
+        con.execute(
+            "SELECT count(*) FROM delivery_log WHERE status = 'rejected' AND response_code = 400"
+        ).fetchone()[0]
+        == 11
+    )
+    assert sync(con, catalog, destination, sender_for(destination)).accepted == 11
+
+
+def test_backfilled_old_hours_do_not_replay_stale_transitions(world):
+    con, build, server = world
+    receiver = Receiver()
+    server.expect_request("/v1/batch", method="POST").respond_with_handler(receiver)
+    build(H10)
+    catalog, destination = build(H11)
+    sync(con, catalog, destination, sender_for(destination))
+    seen = len(receiver.messages)
+    catalog, destination = build(H10)  # a backfill re-materializes the older hour
+    report = sync(con, catalog, destination, sender_for(destination))
+    assert report.snapshot_hour == H11 and report.messages == 0
+    assert len(receiver.messages) == seen
+    assert ("group", "ACME", '{"free_accounts": true, "industry": "Software"}') not in calls(
+        receiver.messages)  # fmt: skip
+
+
+def test_oversized_messages_are_recorded_not_sent_and_do_not_block(world):
+    con, build, server = world
+    receiver = Receiver()
+    server.expect_request("/v1/batch", method="POST").respond_with_handler(receiver)
+    catalog, destination = build(H10)  # then ACME gets a huge output column
+    con.execute(
+        "UPDATE accounts SET traits = json_object('plan', 'free', 'industry', repeat('x', 40000))"
+        " WHERE account_id = 'ACME'"
+    )
+    report = sync(con, catalog, destination, sender_for(destination))
+    assert report.oversized == 1 and report.accepted == 10
+    (reason,) = con.execute(
+        "SELECT response FROM delivery_log WHERE status = 'oversized'").fetchone()  # fmt: skip
+    assert "over 32768 bytes" in reason
+    assert all(m["type"] != "group" for m in receiver.messages)
+
+
+def test_batches_stay_under_the_size_limit():
+    messages = [{"messageId": str(i), "blob": "x" * 20_000} for i in range(60)]
+    batches = batches_of(messages)
+    assert len(batches) > 1 and sum(len(b) for b in batches) == 60
+    assert all(len(json.dumps({"batch": b, "sentAt": "2026-10-01T00:00:00Z"})) < MAX_BATCH_BYTES
+               for b in batches)  # fmt: skip
+
+
+KILLED_SYNC = """
+import os, signal, sys
+from pathlib import Path
+from account_hierarchy.activation.deliver import sync
+from account_hierarchy.activation.transport import sender_for
+from account_hierarchy.catalog.loader import load_catalog
+from account_hierarchy.warehouse import connect
+
+catalog = load_catalog(Path(sys.argv[2]))
+destination = catalog.destinations[0].destination
+real = sender_for(destination)
+
+class DiesAfterSending:
+    def send(self, batch):
+        real.send(batch)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+sync(connect(Path(sys.argv[1])), catalog, destination, DiesAfterSending())
+"""
+
+
+def test_a_killed_process_loses_nothing_and_duplicates_only_message_ids(world, tmp_path):
+    con, build, server = world
+    receiver = Receiver()
+    server.expect_request("/v1/batch", method="POST").respond_with_handler(receiver)
+    catalog, destination = build(H10)
+    con.close()
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_SYNC, str(tmp_path / "wh.duckdb"), str(tmp_path / "defs")],
+        env={**os.environ, "TEST_WRITE_KEY": WRITE_KEY}, capture_output=True,
+    )  # fmt: skip
+    assert killed.returncode == -9, killed.stderr
+    with connect(tmp_path / "wh.duckdb") as again:
+        report = sync(again, catalog, destination, sender_for(destination))
+        assert report.accepted == 11
+        assert sync(again, catalog, destination, sender_for(destination)).messages == 0
+    first, second = receiver.batches
+    assert sorted(m["messageId"] for m in first) == sorted(m["messageId"] for m in second)

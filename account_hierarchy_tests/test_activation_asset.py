@@ -1,0 +1,76 @@
+"""The activation assets through Dagster on the sample definitions (the offline JSONL
+destination), and `account-hierarchy sync --dry-run`."""
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import yaml
+from click.testing import CliRunner
+
+from account_hierarchy.activation.assets import build_activation_assets
+from account_hierarchy.audiences.assets import build_audience_assets
+from account_hierarchy.catalog.loader import load_catalog
+from account_hierarchy.cli import main
+from account_hierarchy.definitions import defs
+from account_hierarchy.hierarchy.assets import hierarchy_snapshots
+from account_hierarchy.ingest.assets import raw_events
+from account_hierarchy.resources import LandingFolder, Warehouse
+from account_hierarchy.sample.generator import generate_sample
+from account_hierarchy.traits.assets import build_trait_assets
+
+SAMPLE = Path(__file__).parent.parent / "data" / "definitions"
+
+
+def test_activation_assets_in_the_graph():
+    graph = defs.get_repository_def().asset_graph
+    diffs = graph.get(dg.AssetKey("activation_diffs"))
+    assert diffs.group_name == "activation"
+    assert dg.AssetKey(["audiences", "at_risk_accounts"]) in diffs.parent_keys
+    assert dg.AssetKey(["destinations", "crm_outbox"]) in graph.get_all_asset_keys()
+
+
+def test_materialize_and_dry_run(tmp_path, monkeypatch):
+    folder = tmp_path / "defs"
+    folder.mkdir()
+    for path in SAMPLE.glob("*.yaml"):
+        document = yaml.safe_load(path.read_text())
+        for destination in document.get("destinations", []):
+            destination["folder"] = str(tmp_path / "outbox")
+        (folder / path.name).write_text(yaml.safe_dump(document))
+    catalog = load_catalog(folder)
+    generate_sample(tmp_path / "landing", seed=4, accounts=25, users=120, days=1)
+    resources = {
+        "warehouse": Warehouse(database=str(tmp_path / "wh.duckdb")),
+        "landing": LandingFolder(path=str(tmp_path / "landing")),
+    }
+    day = {"dagster/asset_partition_range_start": "2026-10-01-00:00",
+           "dagster/asset_partition_range_end": "2026-10-01-23:00"}  # fmt: skip
+    assert dg.materialize([raw_events, hierarchy_snapshots], resources=resources, tags=day).success
+    last = {"dagster/asset_partition_range_start": "2026-10-01-22:00",
+            "dagster/asset_partition_range_end": "2026-10-01-23:00"}  # fmt: skip
+    monkeypatch.setenv("AH_WAREHOUSE", str(tmp_path / "wh.duckdb"))
+    monkeypatch.setenv("AH_DEFINITIONS_DIR", str(folder))
+    assets = [build_trait_assets(catalog), *build_audience_assets(catalog)]
+    assert dg.materialize(assets, resources=resources, tags=last).success
+
+    dry = CliRunner().invoke(main, ["sync", "crm_outbox", "--dry-run", "--format", "jsonl"])
+    assert dry.exit_code == 0, dry.output
+    planned = [json.loads(line) for line in dry.output.splitlines()]
+    assert planned and {m["type"] for m in planned} == {"group", "identify", "track"}
+    assert not (tmp_path / "outbox").exists()  # a dry run sends nothing
+
+    result = dg.materialize(
+        [*assets, *build_activation_assets(catalog)], resources=resources, tags=last
+    )
+    assert result.success
+    events = {e.asset_key: e.event_specific_data.materialization.metadata
+              for e in result.get_asset_materialization_events()}  # fmt: skip
+    delivered = events[dg.AssetKey(["destinations", "crm_outbox"])]
+    assert delivered["accepted"].value == len(planned)
+    assert events[dg.AssetKey("activation_diffs")]["entered"].value > 0
+    written = [json.loads(line) for path in (tmp_path / "outbox").glob("*.jsonl")
+               for line in path.read_text().splitlines()]  # fmt: skip
+    assert sorted(m["messageId"] for m in written) == sorted(m["messageId"] for m in planned)
+    again = CliRunner().invoke(main, ["sync", "crm_outbox", "--format", "jsonl"])
+    assert json.loads(again.output)["messages"] == 0
