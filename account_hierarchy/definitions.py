@@ -13,7 +13,10 @@ from account_hierarchy.audiences.assets import build_audience_assets
 from account_hierarchy.catalog.loader import DefinitionError, load_catalog
 from account_hierarchy.hierarchy.assets import hierarchy_snapshots
 from account_hierarchy.ingest.assets import raw_events
+from account_hierarchy.jobs import pipeline_job
 from account_hierarchy.resources import landing_resource, warehouse_resource
+from account_hierarchy.schedules import hourly_schedule
+from account_hierarchy.sensors import landing_files_sensor
 from account_hierarchy.traits.assets import build_trait_assets
 
 try:
@@ -21,12 +24,6 @@ try:
 except DefinitionError as error:
     # A fresh exception, so the code location's error is this message, not a deep traceback.
     raise DefinitionError(settings.definitions_dir(), error.problems) from None
-
-pipeline_job = dg.define_asset_job(
-    "pipeline_job",
-    selection=dg.AssetSelection.all(),
-    description="Every hourly asset, from raw events onwards, for a partition or a range.",
-)
 
 defs = dg.Definitions(
     assets=[
@@ -37,5 +34,7 @@ defs = dg.Definitions(
         *build_activation_assets(catalog),
     ],
     jobs=[pipeline_job],
+    schedules=[hourly_schedule],
+    sensors=[landing_files_sensor],
     resources={"warehouse": warehouse_resource(), "landing": landing_resource()},
 )

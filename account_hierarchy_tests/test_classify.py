@@ -122,6 +122,16 @@ def test_page_and_identify_fields(con, landing):
     assert rows[2][:4] == ("p", "Pricing", None, "/pricing")
 
 
+def test_timestamps_to_the_minute_are_accepted(con, landing):
+    write_lines(
+        landing / "f.ndjson",
+        [message("a", "2026-10-01T10:05Z"), message("b", "2026-10-01T12:05+02:00")],
+    )
+    ingest_window(con, landing, *DAY, PARTITIONS_START)
+    rows = con.execute("SELECT message_id, timestamp FROM raw_events ORDER BY 1").fetchall()
+    assert rows == [("a", datetime(2026, 10, 1, 10, 5)), ("b", datetime(2026, 10, 1, 10, 5))]
+
+
 def test_timestamp_falls_back_to_original_timestamp_then_received_at(con, landing):
     no_timestamp = {k: v for k, v in message("a").items() if k != "timestamp"}
     write_lines(

@@ -70,6 +70,18 @@ _STRUCTURE = {
 }
 
 
+MINUTES_ONLY = r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2})(Z|[+-]\d{2}(:?\d{2})?)$"
+
+
+def _moment(column: str) -> str:
+    """ISO-8601 text as a UTC timestamp; times given to the minute (`10:05Z`) are accepted too."""
+    with_seconds = f"regexp_replace({column}, '{MINUTES_ONLY}', '\\1:00\\2')"
+    return (
+        f"coalesce(try_cast({column} AS TIMESTAMPTZ), "
+        f"try_cast({with_seconds} AS TIMESTAMPTZ))::TIMESTAMP"
+    )
+
+
 def _present(name: str) -> str:
     return f"coalesce(t_{name} <> 'NULL', false)"
 
@@ -106,9 +118,9 @@ WITH trimmed AS (
         CASE WHEN {_present("timestamp")} THEN m.timestamp
              WHEN {_present("original_timestamp")} THEN m.originalTimestamp
              ELSE m.receivedAt END AS time_text,
-        try_cast(time_text AS TIMESTAMPTZ)::TIMESTAMP AS event_time,
+        {_moment("time_text")} AS event_time,
         m.receivedAt AS received_text,
-        try_cast(received_text AS TIMESTAMPTZ)::TIMESTAMP AS received_at,
+        {_moment("received_text")} AS received_at,
         m.properties AS properties,
         m.traits AS traits
     FROM typed

@@ -267,3 +267,19 @@ def _sort_window(
 
 def _statements(script: str) -> list[str]:
     return [statement for statement in script.split(";") if statement.strip()]
+
+
+def hours_of_file(
+    landing_dir: Path, file: LandingFile, partitions_start: datetime
+) -> tuple[str, set[datetime]]:
+    """A landing file's content hash and the hours its lines belong to, worked out exactly as
+    ingestion does but in a private in-memory DuckDB (the warehouse is not touched)."""
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(STAGING_DDL)
+        con.register("present_files", pa.table({"path": [file.path]}))
+        _stage_file(con, landing_dir, file, partitions_start, reindex=True)
+        (content_hash,) = con.execute("SELECT content_hash FROM staged_files").fetchone()
+        hours = {hour for (hour,) in con.execute("SELECT event_hour FROM staged_file_hours")
+                 .fetchall()}  # fmt: skip
+    return content_hash, hours
