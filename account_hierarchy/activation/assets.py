@@ -10,6 +10,7 @@ from account_hierarchy.audiences.assets import audience_key
 from account_hierarchy.catalog.loader import Catalog, LocatedDestination
 from account_hierarchy.metadata import markdown_preview
 from account_hierarchy.partitions import HOURLY, window_of
+from account_hierarchy.policies import TRANSIENT_RETRY
 from account_hierarchy.resources import Warehouse
 from account_hierarchy.traits.assets import trait_key
 
@@ -39,6 +40,7 @@ def build_diffs_asset(catalog: Catalog) -> dg.AssetsDefinition:
         owners=["team:marketing-ops"],
         tags={"stage": "activation"},
         pool="duckdb",
+        retry_policy=TRANSIENT_RETRY,
     )
     def activation_diffs(
         context: dg.AssetExecutionContext, warehouse: Warehouse
@@ -84,6 +86,7 @@ def build_destination_asset(located: LocatedDestination, catalog: Catalog):
         owners=["team:marketing-ops"],
         tags={"stage": "activation", "destination_type": destination.type},
         pool="duckdb",
+        retry_policy=TRANSIENT_RETRY,
         metadata={"defined_in": f"{located.file}:{located.line}"},
     )
     def deliver(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:

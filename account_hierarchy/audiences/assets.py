@@ -19,6 +19,7 @@ from account_hierarchy.catalog.audience_models import (
 from account_hierarchy.catalog.loader import Catalog, LocatedAudience
 from account_hierarchy.metadata import markdown_preview
 from account_hierarchy.partitions import HOURLY, window_of
+from account_hierarchy.policies import AUDIENCE_FRESHNESS, TRANSIENT_RETRY
 from account_hierarchy.resources import Warehouse
 from account_hierarchy.traits.assets import trait_key
 
@@ -70,6 +71,8 @@ def build_audience_asset(located: LocatedAudience, catalog: Catalog) -> dg.Asset
         partitions_def=HOURLY,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool="duckdb",
+        retry_policy=TRANSIENT_RETRY,
+        freshness_policy=AUDIENCE_FRESHNESS,
         metadata={
             "definition": dg.MetadataValue.md(
                 f"Defined in `{located.file}` line {located.line}:\n\n```yaml\n{definition}```"

@@ -11,6 +11,7 @@ from account_hierarchy.hierarchy.entities import build_accounts, build_membershi
 from account_hierarchy.hierarchy.tree import build_hierarchy
 from account_hierarchy.metadata import markdown_preview, table_schema
 from account_hierarchy.partitions import HOURLY, window_of
+from account_hierarchy.policies import TRANSIENT_RETRY
 from account_hierarchy.resources import Warehouse
 
 # In dependency order: Dagster needs a multi-asset's outputs in topological order.
@@ -88,6 +89,7 @@ CHECK_SPECS = [
     partitions_def=HOURLY,
     backfill_policy=dg.BackfillPolicy.single_run(),
     pool="duckdb",
+    retry_policy=TRANSIENT_RETRY,
     check_specs=CHECK_SPECS,
 )
 def hierarchy_snapshots(

@@ -5,6 +5,7 @@ import dagster as dg
 from account_hierarchy.ingest.load import IngestReport, ingest_window
 from account_hierarchy.metadata import markdown_preview, table_schema
 from account_hierarchy.partitions import HOURLY, partitions_start, window_of
+from account_hierarchy.policies import TRANSIENT_RETRY
 from account_hierarchy.resources import LandingFolder, Warehouse
 
 LINES_ACCOUNTED_FOR = "every_line_accounted_for"
@@ -18,6 +19,7 @@ MESSAGE_IDS_UNIQUE = "message_ids_unique"
     kinds={"duckdb", "json"},
     owners=["team:data-engineering"],
     pool="duckdb",
+    retry_policy=TRANSIENT_RETRY,
     tags={"stage": "ingest"},
     check_specs=[
         dg.AssetCheckSpec(

@@ -10,6 +10,7 @@ import yaml
 from account_hierarchy.catalog.loader import Catalog, LocatedTrait
 from account_hierarchy.metadata import markdown_preview, table_schema
 from account_hierarchy.partitions import HOURLY, window_of
+from account_hierarchy.policies import TRANSIENT_RETRY
 from account_hierarchy.resources import Warehouse
 from account_hierarchy.traits.compute import ENTITY_TABLES, TRAIT_TABLES, build_traits
 from account_hierarchy.traits.profile import profile_column
@@ -59,6 +60,7 @@ def build_trait_assets(catalog: Catalog) -> dg.AssetsDefinition:
         partitions_def=HOURLY,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool="duckdb",
+        retry_policy=TRANSIENT_RETRY,
         check_specs=[
             dg.AssetCheckSpec(
                 "one_row_per_entity",

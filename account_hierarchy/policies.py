@@ -1,0 +1,15 @@
+"""Policies shared by the assets: retries of transient errors and the audiences' freshness."""
+
+from datetime import timedelta
+
+import dagster as dg
+
+# A failing step (a transient DuckDB or file system error, a destination briefly down) is
+# retried twice, 10 s then 20 s later; crashed run workers are retried by the instance
+# (`run_retries` in dagster_home/dagster.yaml).
+TRANSIENT_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
+
+# Audiences are meant to be at most an hour behind: warn after 2 hours, fail after 3.
+AUDIENCE_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(hours=3), warn_window=timedelta(hours=2)
+)
