@@ -37,4 +37,7 @@ defs = dg.Definitions(
     schedules=[hourly_schedule],
     sensors=[landing_files_sensor],
     resources={"warehouse": warehouse_resource(), "landing": landing_resource()},
+    # Every asset writes the one DuckDB file, one op at a time (the `duckdb` pool): steps run
+    # in the run's own process instead of paying a process start each.
+    executor=dg.in_process_executor,
 )
