@@ -23,6 +23,7 @@ from account_hierarchy.hierarchy.queries import (
     user_profile,
 )
 from account_hierarchy.hours import parse_hour
+from account_hierarchy.ingest.landing import list_landing_files
 from account_hierarchy.output import emit, emit_record, format_option
 from account_hierarchy.sample.generator import DEFAULT_START, generate_sample
 from account_hierarchy.traits.compute import TRAIT_TABLES
@@ -109,7 +110,7 @@ def sample(
 ) -> None:
     """Write a realistic, deterministic Segment sample (NDJSON, some gzipped) to a folder."""
     out = out or settings.landing_dir()
-    if if_empty and out.is_dir() and any(path.is_file() for path in out.rglob("*.*")):
+    if if_empty and list_landing_files(out):
         click.echo(f"{out} already holds files; not generating a sample.", err=True)
         return
     summary = generate_sample(

@@ -31,6 +31,16 @@ def test_sample_if_empty_leaves_existing_files_alone(tmp_path):
     assert [path.name for path in out.iterdir()] == ["mine.ndjson"]
 
 
+def test_sample_if_empty_ignores_hidden_files(tmp_path):
+    out = tmp_path / "landing"
+    out.mkdir()
+    (out / ".gitkeep").touch()
+    args = ["sample", "--out", str(out), "--if-empty", "--accounts", "5", "--users", "10"]
+    result = CliRunner().invoke(main, [*args, "--days", "1"])
+    assert result.exit_code == 0
+    assert len(list(out.glob("segment-*"))) == 4
+
+
 def test_sample_table_output_and_landing_dir_default(tmp_path, monkeypatch):
     monkeypatch.setenv("AH_LANDING_DIR", str(tmp_path / "env-landing"))
     args = ["sample", "--accounts", "5", "--users", "10", "--days", "1"]
