@@ -38,7 +38,14 @@ from account_hierarchy.catalog.audience_models import (
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.catalog.models import EventCounter
 from account_hierarchy.catalog.windows import parse_window
-from account_hierarchy.traits.compile import Snapshot, aggregate, attributed_events
+from account_hierarchy.traits.compile import (
+    AS_OF,
+    HOUR,
+    Snapshot,
+    aggregate,
+    attributed_events,
+    timestamp,
+)
 
 ENTITY_TABLES = {"account": ("accounts", "account_traits", "account_id"),
                  "user": ("users", "user_traits", "user_id")}  # fmt: skip
@@ -68,22 +75,28 @@ class Evaluated:
     entity: str
     table: ir.Table
     leaves: list[Leaf] = field(default_factory=list)
+    tables: set[str] = field(default_factory=set)  # the warehouse tables it reads
 
 
 class Evaluator:
     """Evaluates the catalog's audiences (and any edited definition) for one snapshot hour."""
 
-    def __init__(self, backend, catalog: Catalog, hour: datetime):
+    def __init__(self, backend, catalog: Catalog, hour: datetime | None = None):
+        """For one `hour`; without it, for the hour parameter `HOUR` (compile the result with
+        `compile_hourly` and run it for any hour)."""
         self.backend, self.catalog, self.hour = backend, catalog, hour
-        self.as_of = hour + timedelta(hours=1)
+        self.hour_value = timestamp(hour) if hour else HOUR
+        self.as_of = timestamp(hour + timedelta(hours=1)) if hour else AS_OF
         self._counter = 0
         self._tables: dict[str, ir.Table] = {}
+        self._used: set[str] = set()
 
     # --- inputs -----------------------------------------------------------------------------
 
     def _at(self, name: str) -> ir.Table:
+        self._used.add(name)
         table = self.backend.table(name)
-        return table.filter(table.snapshot_hour == ibis.literal(self.hour, type="timestamp"))
+        return table.filter(table.snapshot_hour == self.hour_value)
 
     def base(self, entity: str, with_traits: bool = False) -> ir.Table:
         """Every entity of the hour with its custom traits (`custom__x`) and, if asked, its
@@ -112,6 +125,8 @@ class Evaluator:
         return self._tables[key]
 
     def _require(self, table: str) -> None:
+        if self.hour is None:
+            return
         if table not in self.backend.list_tables():
             raise NotComputedError(f"{table} has not been materialized yet.")
         if self._at(table).count().execute() == 0:
@@ -146,7 +161,7 @@ class Evaluator:
         table = table.mutate(member=member)
         keep = ["entity_id", "member"] + [c for leaf in leaves for c in table.columns
                                           if c.startswith(f"{leaf.id}_")]  # fmt: skip
-        return Evaluated(name, entity, table.select(*keep), leaves)
+        return Evaluated(name, entity, table.select(*keep), leaves, set(self._used))
 
     def _leaf(self, condition, entity: str, leaves: list[Leaf]) -> Leaf:
         self._counter += 1
@@ -209,7 +224,7 @@ class Evaluator:
         )  # fmt: skip
         snapshot = Snapshot(
             events=self.backend.table("raw_events"), memberships=self._at("account_memberships"),
-            hierarchy=self._at("account_hierarchy"), hour=self.hour, as_of=self.as_of,
+            hierarchy=self._at("account_hierarchy"), hour=self.hour_value, as_of=self.as_of,
         )  # fmt: skip
         events = attributed_events(snapshot, ("user", "all_users", "all_accounts", False))
         counts = aggregate(events, [counter], self.as_of)
@@ -262,9 +277,10 @@ class Evaluator:
         if operator in ("within_last", "not_within_last"):
             moment = value if value.type().is_timestamp() else value.cast("string").try_cast(
                 "timestamp")  # fmt: skip
-            since = ibis.literal(self.as_of - parse_window(operand), type="timestamp")
+            length = ibis.interval(seconds=int(parse_window(operand).total_seconds()))
+            since = self.as_of - length
             if operator == "within_last":
-                return (moment >= since) & (moment < ibis.literal(self.as_of, type="timestamp"))
+                return (moment >= since) & (moment < self.as_of)
             return moment < since
         if is_list:
             if operator == "contains":

@@ -11,9 +11,10 @@ import ibis
 import numpy as np
 import pandas as pd
 
-from account_hierarchy.audiences.evaluate import Evaluated, Evaluator
+from account_hierarchy.audiences.evaluate import Evaluated, Evaluator, NotComputedError
 from account_hierarchy.audiences.schemas import validate_memberships
 from account_hierarchy.catalog.loader import Catalog
+from account_hierarchy.traits.compile import AS_OF, HOUR, compile_hourly, hourly_params
 from account_hierarchy.traits.compute import hours_of
 
 MEMBERSHIPS_DDL = """
@@ -67,9 +68,8 @@ def reasons(evaluated: Evaluated, frame: pd.DataFrame) -> list[dict]:
     return result
 
 
-def member_frame(evaluated: Evaluated, hour: datetime) -> pd.DataFrame:
-    """The members of an evaluated audience as rows of `audience_memberships`."""
-    frame = evaluated.table.filter(evaluated.table.member).execute()
+def member_frame(evaluated: Evaluated, frame: pd.DataFrame, hour: datetime) -> pd.DataFrame:
+    """The members (rows of an evaluated audience) as rows of `audience_memberships`."""
     frame = frame.sort_values("entity_id")
     return pd.DataFrame(
         {
@@ -82,19 +82,43 @@ def member_frame(evaluated: Evaluated, hour: datetime) -> pd.DataFrame:
     )
 
 
+def require_snapshots(con, evaluated: Evaluated, start: datetime, end: datetime) -> None:
+    """Fail clearly when an input table lacks a snapshot hour of the window."""
+    expected = len(hours_of(start, end))
+    for table in sorted(evaluated.tables):
+        try:
+            (found,) = con.execute(
+                f"SELECT count(DISTINCT snapshot_hour) FROM {table} "
+                "WHERE snapshot_hour >= $start AND snapshot_hour < $end",
+                {"start": start, "end": end},
+            ).fetchone()
+        except duckdb.CatalogException:
+            found = 0
+        if found < expected:
+            raise NotComputedError(
+                f"{table} has {found} of the {expected} snapshot hours from {start} to {end}: "
+                "materialize it first."
+            )
+
+
 def build_audience(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, name: str, start: datetime, end: datetime
 ) -> AudienceReport:
-    """Write the audience's members for every hour of `[start, end)`."""
+    """Write the audience's members for every hour of `[start, end)` (one compiled query, run
+    once per hour)."""
     con.execute(MEMBERSHIPS_DDL)
     backend = ibis.duckdb.from_connection(con)
     report = AudienceReport()
+    evaluated = Evaluator(backend, catalog).audience(name)
+    require_snapshots(con, evaluated, start, end)
+    sql = compile_hourly(backend, evaluated.table.filter(evaluated.table.member))
     frames = []
     for hour in hours_of(start, end):
-        evaluated = Evaluator(backend, catalog, hour).audience(name)
-        frames.append(member_frame(evaluated, hour))
+        found = con.execute(sql, hourly_params(sql, hour)).df()
+        frames.append(member_frame(evaluated, found, hour))
         report.sizes[hour] = len(frames[-1])
-        report.compiled = ibis.to_sql(evaluated.table, dialect="duckdb")
+    last_hour = {HOUR: end - timedelta(hours=1), AS_OF: end}
+    report.compiled = str(backend.compile(evaluated.table, params=last_hour))
     members = pd.concat(frames, ignore_index=True)
     con.register("new_memberships", members)
     con.execute(

@@ -25,10 +25,11 @@ values are read as text, and as numbers for aggregations (numeric strings count)
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import ibis
 import ibis.expr.types as ir
+import sqlglot
 
 from account_hierarchy.catalog.models import (
     Aggregation,
@@ -50,13 +51,14 @@ EVENT_COLUMNS = ("message_id", "type", "user_id", "context_group_id", "event", "
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The warehouse tables a trait query reads, as Ibis tables, and the snapshot hour."""
+    """The warehouse tables a trait query reads, as Ibis tables, and the snapshot hour and its
+    end as Ibis values (literals, or parameters bound when the compiled query runs)."""
 
     events: ir.Table
     memberships: ir.Table
     hierarchy: ir.Table
-    hour: datetime
-    as_of: datetime
+    hour: ir.TimestampValue
+    as_of: ir.TimestampValue
 
 
 def attribution_class(trait: ComputedTrait) -> tuple:
@@ -120,7 +122,48 @@ def _condition(events: ir.Table, condition: PropertyCondition) -> ir.BooleanValu
     return compare[operator].fill_null(False)
 
 
-def matches(events: ir.Table, trait: ComputedTrait, as_of: datetime) -> ir.BooleanValue:
+# The snapshot hour and its end, as parameters: a query is built and compiled once, then run
+# for every hour of a window with `$hour` and `$as_of` bound (see `compile_hourly`).
+HOUR = ibis.param("timestamp")
+AS_OF = ibis.param("timestamp")
+_SENTINELS = {"hour": datetime(1901, 2, 3, 4, 5, 6), "as_of": datetime(1901, 2, 3, 5, 5, 6)}
+
+
+def compile_hourly(backend, expr: ir.Expr) -> str:
+    """DuckDB SQL for an expression over `HOUR` / `AS_OF`, with `$hour` and `$as_of`
+    placeholders to bind when running it. Compiled with unlikely sentinel moments, whose
+    literals are then swapped for placeholders in the SQL syntax tree."""
+    sql = backend.compile(expr, params={HOUR: _SENTINELS["hour"], AS_OF: _SENTINELS["as_of"]})
+    literals = {}
+    for name, moment in _SENTINELS.items():
+        (node,) = sqlglot.parse_one(
+            backend.compile(ibis.literal(moment, type="timestamp").name("x")), read="duckdb"
+        ).expressions
+        literals[name] = node.this
+
+    def swap(node: sqlglot.exp.Expression) -> sqlglot.exp.Expression:
+        for name, literal in literals.items():
+            if node == literal:
+                return sqlglot.exp.Placeholder(this=name)
+        return node
+
+    return sqlglot.parse_one(sql, read="duckdb").transform(swap).sql("duckdb")
+
+
+def hourly_params(sql: str, hour: datetime) -> dict[str, datetime]:
+    """The values of the placeholders a `compile_hourly` query uses, for one hour."""
+    values = {"hour": hour, "as_of": hour + timedelta(hours=1)}
+    return {name: value for name, value in values.items() if f"${name}" in sql}
+
+
+def timestamp(moment: datetime | ir.TimestampValue) -> ir.TimestampValue:
+    """A datetime as an Ibis timestamp literal; Ibis values pass through."""
+    if isinstance(moment, datetime):
+        return ibis.literal(moment, type="timestamp")
+    return moment
+
+
+def matches(events: ir.Table, trait: ComputedTrait, as_of) -> ir.BooleanValue:
     """Whether an event counts for the trait (type, name, conditions, window)."""
     condition = ibis.literal(True)
     if trait.event_type:
@@ -130,7 +173,8 @@ def matches(events: ir.Table, trait: ComputedTrait, as_of: datetime) -> ir.Boole
     for where in trait.where:
         condition &= _condition(events, where)
     if trait.window_length is not None:
-        condition &= events.timestamp >= ibis.literal(as_of - trait.window_length)
+        length = ibis.interval(seconds=int(trait.window_length.total_seconds()))
+        condition &= events.timestamp >= timestamp(as_of) - length
     return condition
 
 
@@ -138,7 +182,7 @@ def attributed_events(snapshot: Snapshot, key: tuple) -> ir.Table:
     """The events before `as_of`, each with the entity (`entity_id`) it counts for."""
     entity, attribution, fallback, rollup = key
     events = snapshot.events.filter(
-        snapshot.events.timestamp < ibis.literal(snapshot.as_of), snapshot.events.user_id.notnull()
+        snapshot.events.timestamp < timestamp(snapshot.as_of), snapshot.events.user_id.notnull()
     ).select(*EVENT_COLUMNS)
     if entity == "user":
         return events.mutate(entity_id=events.user_id)
@@ -170,7 +214,7 @@ def attributed_events(snapshot: Snapshot, key: tuple) -> ir.Table:
     return joined.select(*EVENT_COLUMNS, "entity_id")
 
 
-def aggregate(events: ir.Table, traits: list[ComputedTrait], as_of: datetime) -> ir.Table:
+def aggregate(events: ir.Table, traits: list[ComputedTrait], as_of) -> ir.Table:
     """One row per entity with a column per trait (most-frequent traits excepted)."""
     events = with_properties(events, traits)
     order = ibis.struct({"timestamp": events.timestamp, "message_id": events.message_id})
@@ -200,7 +244,7 @@ def aggregate(events: ir.Table, traits: list[ComputedTrait], as_of: datetime) ->
     return events.group_by("entity_id").aggregate(**columns) if columns else None
 
 
-def most_frequent(events: ir.Table, trait: MostFrequent, as_of: datetime) -> ir.Table:
+def most_frequent(events: ir.Table, trait: MostFrequent, as_of) -> ir.Table:
     """One row per entity: the trait's most frequent value (ties: the smallest value)."""
     events = with_properties(events, [trait])
     present = events[_column(trait.property, "present")]

@@ -17,12 +17,16 @@ import ibis.expr.types as ir
 from account_hierarchy.catalog.loader import Catalog, LocatedTrait
 from account_hierarchy.catalog.models import MostFrequent, SqlTrait
 from account_hierarchy.traits.compile import (
+    AS_OF,
     ENTITY_ID,
+    HOUR,
     Snapshot,
     aggregate,
     attributed_events,
     attribution_class,
+    compile_hourly,
     empty_value,
+    hourly_params,
     most_frequent,
 )
 from account_hierarchy.traits.schemas import validate_traits
@@ -59,25 +63,31 @@ def build_traits(
     describe: bool = False,
 ) -> dict[str, dict]:
     """Write both trait tables for the window; return per entity the row count and (with
-    `describe`) the SQL each trait compiled to for the window's last hour."""
+    `describe`) the SQL each trait compiled to for the window's last hour.
+
+    Each entity's query is built and compiled once, then run for every hour with the hour
+    bound as a parameter."""
     backend = ibis.duckdb.from_connection(con)
+    hours = hours_of(start, end)
     report = {}
     for entity, table in TRAIT_TABLES.items():
+        if not hours:
+            continue
         staged = f"{table}_staged"
         con.execute(f"DROP TABLE IF EXISTS {staged}")
-        compiled: dict[str, str] = {}
-        hours = hours_of(start, end)
-        for hour in hours:
-            expr, compiled = _entity_rows(
-                con, backend, catalog, entity, hour, describe=describe and hour == hours[-1]
-            )
-            sql = ibis.to_sql(expr, dialect="duckdb")
-            if hour == start:
-                con.execute(f"CREATE TEMP TABLE {staged} AS {sql}")
+        sql_traits = [t.trait for t in catalog.traits_of(entity) if isinstance(t.trait, SqlTrait)]
+        for trait in sql_traits:  # their result tables must exist to build the query
+            _sql_trait(con, trait, hours[0])
+        rows = _entity_rows(backend, catalog, entity)
+        sql = compile_hourly(backend, rows)
+        for index, hour in enumerate(hours):
+            for trait in sql_traits if index else []:
+                _sql_trait(con, trait, hour)
+            params = hourly_params(sql, hour)
+            if index == 0:
+                con.execute(f"CREATE TEMP TABLE {staged} AS {sql}", params)
             else:
-                con.execute(f"INSERT INTO {staged} BY NAME {sql}")
-        if not hours_of(start, end):
-            continue
+                con.execute(f"INSERT INTO {staged} BY NAME {sql}", params)
         validate_traits(con, staged, entity, catalog)
         _align_columns(con, table, staged)
         con.execute(
@@ -85,55 +95,43 @@ def build_traits(
             {"start": start, "end": end},
         )
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {staged} ORDER BY 1, 2")
-        (rows,) = con.execute(f"SELECT count(*) FROM {staged}").fetchone()
-        report[entity] = {"rows": rows, "compiled": compiled}
+        (count,) = con.execute(f"SELECT count(*) FROM {staged}").fetchone()
+        compiled = _describe(backend, catalog, entity, hours[-1]) if describe else {}
+        report[entity] = {"rows": count, "compiled": compiled}
     return report
 
 
-def _entity_rows(
-    con: duckdb.DuckDBPyConnection,
-    backend,
-    catalog: Catalog,
-    entity: str,
-    hour: datetime,
-    *,
-    describe: bool,
-) -> tuple[ir.Table, dict[str, str]]:
-    """The hour's rows for one entity, and (if `describe`) each trait's compiled SQL."""
-    as_of = hour + timedelta(hours=1)
-    snapshot = Snapshot(
+def _snapshot(backend) -> Snapshot:
+    return Snapshot(
         events=backend.table("raw_events"),
-        memberships=_at(backend.table("account_memberships"), hour),
-        hierarchy=_at(backend.table("account_hierarchy"), hour),
-        hour=hour,
-        as_of=as_of,
+        memberships=_at(backend.table("account_memberships")),
+        hierarchy=_at(backend.table("account_hierarchy")),
+        hour=HOUR,
+        as_of=AS_OF,
     )
+
+
+def _entity_rows(backend, catalog: Catalog, entity: str) -> ir.Table:
+    """One entity's trait rows for the hour `HOUR` (a parameter)."""
+    snapshot = _snapshot(backend)
     id_column = ENTITY_ID[entity]
-    entities = _at(backend.table(ENTITY_TABLES[entity]), hour)
+    entities = _at(backend.table(ENTITY_TABLES[entity]))
     rows = entities.select(entity_id=entities[id_column])
-    compiled: dict[str, str] = {}
     classes: dict[tuple, list[LocatedTrait]] = defaultdict(list)
     for located in catalog.traits_of(entity):
         if isinstance(located.trait, SqlTrait):
-            result = _sql_trait(con, backend, located.trait, hour)
-            compiled[located.trait.name] = against_views(
-                parse_trait_sql(located.trait.sql, entity)[0]
-            )
+            result = backend.table(f"sql_trait_{located.trait.name}")
             rows = rows.left_join(result, "entity_id").drop("entity_id_right")
         else:
             classes[attribution_class(located.trait)].append(located)
     for key, members in classes.items():
         events = attributed_events(snapshot, key)
         plain = [m.trait for m in members if not isinstance(m.trait, MostFrequent)]
-        parts = [aggregate(events, plain, as_of)] if plain else []
-        parts += [most_frequent(events, m.trait, as_of) for m in members
+        parts = [aggregate(events, plain, AS_OF)] if plain else []
+        parts += [most_frequent(events, m.trait, AS_OF) for m in members
                   if isinstance(m.trait, MostFrequent)]  # fmt: skip
         for part in parts:
             rows = rows.left_join(part, "entity_id").drop("entity_id_right")
-        for located in members if describe else []:
-            compiled[located.trait.name] = ibis.to_sql(
-                _single(events, located, as_of), dialect="duckdb"
-            )
     fills = {}
     for located in catalog.traits_of(entity):
         if not isinstance(located.trait, SqlTrait):
@@ -142,12 +140,28 @@ def _entity_rows(
                 fills[located.trait.name] = ibis.coalesce(rows[located.trait.name], empty)
     rows = rows.mutate(**fills) if fills else rows
     columns = [column for located in catalog.traits_of(entity) for column in located.columns]
-    final = rows.select(
-        snapshot_hour=ibis.literal(hour, type="timestamp"),
+    return rows.select(
+        snapshot_hour=HOUR,
         **{id_column: rows.entity_id},
         **{column: rows[column] for column in columns},
     )
-    return final, compiled
+
+
+def _describe(backend, catalog: Catalog, entity: str, hour: datetime) -> dict[str, str]:
+    """Each trait's own query for `hour`, as SQL (shown in the UI)."""
+    snapshot = _snapshot(backend)
+    params = {HOUR: hour, AS_OF: hour + timedelta(hours=1)}
+    compiled = {}
+    for located in catalog.traits_of(entity):
+        trait = located.trait
+        if isinstance(trait, SqlTrait):
+            compiled[trait.name] = against_views(parse_trait_sql(trait.sql, entity)[0])
+        else:
+            events = attributed_events(snapshot, attribution_class(trait))
+            compiled[trait.name] = str(
+                backend.compile(_single(events, located, AS_OF), params=params)
+            )
+    return compiled
 
 
 def _single(events: ir.Table, located: LocatedTrait, as_of: datetime) -> ir.Table:
@@ -157,12 +171,12 @@ def _single(events: ir.Table, located: LocatedTrait, as_of: datetime) -> ir.Tabl
     return aggregate(events, [trait], as_of)
 
 
-def _at(table: ir.Table, hour: datetime) -> ir.Table:
-    return table.filter(table.snapshot_hour == ibis.literal(hour, type="timestamp"))
+def _at(table: ir.Table) -> ir.Table:
+    return table.filter(table.snapshot_hour == HOUR)
 
 
-def _sql_trait(con: duckdb.DuckDBPyConnection, backend, trait: SqlTrait, hour: datetime):
-    """Run a SQL trait for one hour into a temp table keyed by `entity_id`."""
+def _sql_trait(con: duckdb.DuckDBPyConnection, trait: SqlTrait, hour: datetime) -> None:
+    """Run a SQL trait for one hour into the temp table `sql_trait_<name>`, by `entity_id`."""
     query, values = parse_trait_sql(trait.sql, trait.entity)
     id_column = ENTITY_ID[trait.entity]
     create_snapshot_views(con, hour)
@@ -190,7 +204,6 @@ def _sql_trait(con: duckdb.DuckDBPyConnection, backend, trait: SqlTrait, hour: d
             f'CREATE OR REPLACE TEMP TABLE {result} AS SELECT "{id_column}" AS entity_id, '
             f'{columns} FROM {result}_raw WHERE "{id_column}" IS NOT NULL'
         )
-    return backend.table(result)
 
 
 def _align_columns(con: duckdb.DuckDBPyConnection, table: str, staged: str) -> None:
