@@ -117,3 +117,30 @@ def _describe(case: dict, rules: dict, table: ir.Table, row_label: Sequence[str]
 def ibis_table(con, name: str) -> ir.Table:
     """An Ibis view of a table on an open DuckDB connection."""
     return ibis.duckdb.from_connection(con).table(name)
+
+
+def recheck_stored(
+    con,
+    table: str,
+    start,
+    end,
+    validate: Callable[[str], None],
+    time_column: str = "snapshot_hour",
+    extra: dict[str, str] | None = None,
+) -> str | None:
+    """Validate the rows a run stored in `table` for `[start, end)` (and `extra` column =
+    value filters) again, as an asset check; the failure message, or None when they pass."""
+    copy = f"recheck_{table}"
+    filters = " ".join(f"AND {column} = ${column}" for column in extra or {})
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {copy} AS SELECT * FROM {table} "
+        f"WHERE {time_column} >= $start AND {time_column} < $end {filters}",
+        {"start": start, "end": end, **(extra or {})},
+    )
+    try:
+        validate(copy)
+    except FrameValidationError as error:
+        return str(error)
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {copy}")
+    return None

@@ -5,7 +5,12 @@ from pathlib import Path
 import dagster as dg
 
 from account_hierarchy.definitions import defs
-from account_hierarchy.ingest.assets import LINES_ACCOUNTED_FOR, MESSAGE_IDS_UNIQUE, raw_events
+from account_hierarchy.ingest.assets import (
+    LINES_ACCOUNTED_FOR,
+    MATCHES_SCHEMA,
+    MESSAGE_IDS_UNIQUE,
+    raw_events,
+)
 from account_hierarchy.resources import LandingFolder, Warehouse
 from account_hierarchy.warehouse import connect
 from account_hierarchy_tests.conftest import message, write_lines
@@ -27,7 +32,7 @@ def test_definitions_load_with_the_ingest_graph():
     assert node.backfill_policy == dg.BackfillPolicy.single_run()
     assert node.pools == {"duckdb"}
     check_names = {key.name for key in repository.asset_graph.asset_check_keys}
-    assert {LINES_ACCOUNTED_FOR, MESSAGE_IDS_UNIQUE} <= check_names
+    assert {LINES_ACCOUNTED_FOR, MESSAGE_IDS_UNIQUE, MATCHES_SCHEMA} <= check_names
     assert repository.get_job("pipeline_job").partitions_def is not None
 
 
@@ -56,7 +61,7 @@ def test_materialize_one_partition_reports_counts_and_checks(tmp_path, landing):
         "type",
     ]
     checks = {check.check_name: check.passed for check in result.get_asset_check_evaluations()}
-    assert checks == {LINES_ACCOUNTED_FOR: True, MESSAGE_IDS_UNIQUE: True}
+    assert checks == {LINES_ACCOUNTED_FOR: True, MESSAGE_IDS_UNIQUE: True, MATCHES_SCHEMA: True}
 
 
 def test_range_in_one_run_equals_hour_by_hour(tmp_path, landing):

@@ -1,12 +1,13 @@
 """Windows are loaded exactly once: duplicates dropped and counted, re-runs change nothing."""
 
 from datetime import datetime, timedelta
+from functools import partial
 
 import pytest
 
 from account_hierarchy.ingest.events_schema import validate_events
 from account_hierarchy.ingest.load import ingest_window
-from account_hierarchy.validation import FrameValidationError
+from account_hierarchy.validation import FrameValidationError, recheck_stored
 from account_hierarchy_tests.conftest import PARTITIONS_START, message, write_lines
 
 H10 = datetime(2026, 10, 1, 10)
@@ -149,3 +150,13 @@ def test_event_validation_names_rule_and_rows(con):
     assert "rule 'userId or anonymousId is present' broken by 1 row(s): f.ndjson:2:m1" in text
     assert "rule 'event_hour is the hour of timestamp' broken by 1 row(s): f.ndjson:2:m1" in text
     assert "rule 'one row per message_id' broken by 2 row(s)" in text
+
+
+def test_stored_rows_are_rechecked_against_the_model(con, two_hours):
+    ingest(con, two_hours)
+    check = partial(recheck_stored, con, "raw_events", H10, H12,
+                    lambda rows: validate_events(con, rows), "event_hour")  # fmt: skip
+    assert check() is None
+    con.execute("UPDATE raw_events SET type = 'bogus' WHERE message_id = 'm2'")
+    problems = check()
+    assert "rule 'type is a Segment message type' broken by 1 row(s): a.ndjson:2:m2" in problems

@@ -5,6 +5,7 @@ import dagster as dg
 
 from account_hierarchy.activation.deliver import sync
 from account_hierarchy.activation.diffs import build_diffs, synced
+from account_hierarchy.activation.schemas import validate_diffs
 from account_hierarchy.activation.transport import DestinationUnavailableError, sender_for
 from account_hierarchy.audiences.assets import audience_key
 from account_hierarchy.catalog.loader import Catalog, LocatedDestination
@@ -13,6 +14,7 @@ from account_hierarchy.partitions import HOURLY, window_of
 from account_hierarchy.policies import TRANSIENT_RETRY
 from account_hierarchy.resources import Warehouse
 from account_hierarchy.traits.assets import trait_key
+from account_hierarchy.validation import recheck_stored
 
 PREVIOUS_AND_THIS_HOUR = dg.TimeWindowPartitionMapping(start_offset=-1)
 
@@ -40,6 +42,14 @@ def build_diffs_asset(catalog: Catalog) -> dg.AssetsDefinition:
         owners=["team:marketing-ops"],
         tags={"stage": "activation"},
         pool="duckdb",
+        check_specs=[
+            dg.AssetCheckSpec(
+                "matches_schema",
+                asset="activation_diffs",
+                blocking=True,
+                description="The stored diffs of the run's hours satisfy the pandera model.",
+            )
+        ],
         retry_policy=TRANSIENT_RETRY,
     )
     def activation_diffs(
@@ -55,12 +65,22 @@ def build_diffs_asset(catalog: Catalog) -> dg.AssetsDefinition:
                 "AND snapshot_hour < $end ORDER BY ALL LIMIT 10",
                 {"start": start, "end": end},
             ).df()
+            problems = recheck_stored(
+                con, "activation_diffs", start, end, lambda rows: validate_diffs(con, rows)
+            )
         return dg.MaterializeResult(
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="matches_schema",
+                    passed=problems is None,
+                    metadata={"problems": problems or "none"},
+                )
+            ],
             metadata={
                 "dagster/row_count": sum(counts.values()),
                 **counts,
                 "preview": dg.MetadataValue.md(markdown_preview(preview)),
-            }
+            },
         )
 
     return activation_diffs

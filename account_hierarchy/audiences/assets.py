@@ -6,6 +6,7 @@ import yaml
 
 from account_hierarchy.audiences.describe import describe
 from account_hierarchy.audiences.memberships import build_audience
+from account_hierarchy.audiences.schemas import validate_memberships
 from account_hierarchy.catalog.audience_checks import walk
 from account_hierarchy.catalog.audience_models import (
     AccountAudienceReference,
@@ -22,6 +23,7 @@ from account_hierarchy.partitions import HOURLY, window_of
 from account_hierarchy.policies import AUDIENCE_FRESHNESS, TRANSIENT_RETRY
 from account_hierarchy.resources import Warehouse
 from account_hierarchy.traits.assets import trait_key
+from account_hierarchy.validation import recheck_stored
 
 ENTITY_TABLES = {"account": "accounts", "user": "users"}
 
@@ -82,11 +84,17 @@ def build_audience_asset(located: LocatedAudience, catalog: Catalog) -> dg.Asset
         },
         check_specs=[
             dg.AssetCheckSpec(
+                "matches_schema",
+                asset=audience_key(audience.name),
+                description="The stored memberships of the run's hours satisfy the pandera model.",
+                blocking=True,
+            ),
+            dg.AssetCheckSpec(
                 "members_exist",
                 asset=audience_key(audience.name),
                 description=f"Every member is a {audience.entity} of the hour's snapshot.",
                 blocking=True,
-            )
+            ),
         ],
     )
     def audience_asset(
@@ -108,6 +116,10 @@ def build_audience_asset(located: LocatedAudience, catalog: Catalog) -> dg.Asset
                 "AND m.snapshot_hour >= $start AND m.snapshot_hour < $end",
                 {"name": audience.name, "start": start, "end": end},
             ).fetchone()
+            problems = recheck_stored(
+                con, "audience_memberships", start, end,
+                lambda rows: validate_memberships(con, rows), extra={"audience": audience.name},
+            )  # fmt: skip
         return dg.MaterializeResult(
             metadata={
                 "size": report.sizes[last],
@@ -120,10 +132,15 @@ def build_audience_asset(located: LocatedAudience, catalog: Catalog) -> dg.Asset
             },
             check_results=[
                 dg.AssetCheckResult(
+                    check_name="matches_schema",
+                    passed=problems is None,
+                    metadata={"problems": problems or "none"},
+                ),
+                dg.AssetCheckResult(
                     check_name="members_exist",
                     passed=strangers == 0,
                     metadata={"unknown_members": strangers},
-                )
+                ),
             ],
         )
 

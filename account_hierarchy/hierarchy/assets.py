@@ -8,11 +8,13 @@ import dagster as dg
 from account_hierarchy import settings
 from account_hierarchy.hierarchy import checks
 from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
+from account_hierarchy.hierarchy.schemas import stored_trait_columns, validate_entities
 from account_hierarchy.hierarchy.tree import build_hierarchy
 from account_hierarchy.metadata import markdown_preview, table_schema
 from account_hierarchy.partitions import HOURLY, window_of
 from account_hierarchy.policies import TRANSIENT_RETRY
 from account_hierarchy.resources import Warehouse
+from account_hierarchy.validation import recheck_stored
 
 # In dependency order: Dagster needs a multi-asset's outputs in topological order.
 TABLE_KEYS = {
@@ -47,6 +49,14 @@ CHECK_SPECS = [
     *(
         _check(table, "one_row_per_id", f"One row per {', '.join(keys)} and snapshot hour.")
         for table, keys in TABLE_KEYS.items()
+    ),
+    *(
+        _check(
+            table,
+            "matches_schema",
+            "The stored snapshots of the run's hours satisfy the pandera model.",
+        )
+        for table in TABLE_KEYS
     ),
     _check(
         "account_memberships",
@@ -135,6 +145,14 @@ def hierarchy_snapshots(
             yield dg.MaterializeResult(asset_key=table, metadata=metadata)
             repeated = checks.repeated_ids(con, table, keys, start, end)
             yield _result(table, "one_row_per_id", repeated)
+            problems = recheck_stored(
+                con, table, start, end,
+                lambda rows, t=table: validate_entities(con, t, rows, stored_trait_columns(con, t)),
+            )  # fmt: skip
+            yield dg.AssetCheckResult(
+                asset_key=table, check_name="matches_schema", passed=problems is None,
+                metadata={"problems": problems or "none"},
+            )  # fmt: skip
         yield _result(
             "account_memberships",
             "memberships_reference_known_entities",

@@ -121,3 +121,13 @@ def validate_entities(
         columns[key] = pa.Column(COLUMN_DTYPES[kind], nullable=True)
     schema = build_schema(table, columns, rules)
     validate_table(schema, ibis_table(con, rows), rules, label)
+
+
+def stored_trait_columns(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
+    """The typed trait columns a stored entity table has (name -> column type)."""
+    fixed = set(TABLES[table][0])
+    rows = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = $t",
+        {"t": table},
+    ).fetchall()
+    return {name: kind for name, kind in rows if name not in fixed and kind in COLUMN_DTYPES}

@@ -2,13 +2,16 @@
 
 import dagster as dg
 
+from account_hierarchy.ingest.events_schema import validate_events
 from account_hierarchy.ingest.load import IngestReport, ingest_window
 from account_hierarchy.metadata import markdown_preview, table_schema
 from account_hierarchy.partitions import HOURLY, partitions_start, window_of
 from account_hierarchy.policies import TRANSIENT_RETRY
 from account_hierarchy.resources import LandingFolder, Warehouse
+from account_hierarchy.validation import recheck_stored
 
 LINES_ACCOUNTED_FOR = "every_line_accounted_for"
+MATCHES_SCHEMA = "matches_schema"
 MESSAGE_IDS_UNIQUE = "message_ids_unique"
 
 
@@ -27,6 +30,12 @@ MESSAGE_IDS_UNIQUE = "message_ids_unique"
             asset="raw_events",
             blocking=True,
             description="Lines read = loaded + quarantined + duplicates.",
+        ),
+        dg.AssetCheckSpec(
+            MATCHES_SCHEMA,
+            asset="raw_events",
+            blocking=True,
+            description="The stored events of the run's hours satisfy the pandera model.",
         ),
         dg.AssetCheckSpec(
             MESSAGE_IDS_UNIQUE,
@@ -56,6 +65,9 @@ def raw_events(
             "HAVING count(*) > 1)"
         ).fetchone()
         schema = table_schema(con, "raw_events")
+        problems = recheck_stored(
+            con, "raw_events", start, end, lambda rows: validate_events(con, rows), "event_hour"
+        )
     context.log.info(f"Ingested {start} to {end}: {report}")
     return dg.MaterializeResult(
         metadata=_metadata(report, start, end)
@@ -71,6 +83,11 @@ def raw_events(
                     "lines_read": report.lines_read,
                     "accounted_for": report.loaded + report.quarantined + report.duplicates,
                 },
+            ),
+            dg.AssetCheckResult(
+                check_name=MATCHES_SCHEMA,
+                passed=problems is None,
+                metadata={"problems": problems or "none"},
             ),
             dg.AssetCheckResult(
                 check_name=MESSAGE_IDS_UNIQUE,

@@ -14,6 +14,8 @@ from account_hierarchy.policies import TRANSIENT_RETRY
 from account_hierarchy.resources import Warehouse
 from account_hierarchy.traits.compute import ENTITY_TABLES, TRAIT_TABLES, build_traits
 from account_hierarchy.traits.profile import profile_column
+from account_hierarchy.traits.schemas import validate_traits
+from account_hierarchy.validation import recheck_stored
 
 HIERARCHY_DEPS = ["raw_events", "account_memberships", "account_hierarchy"]
 
@@ -62,13 +64,25 @@ def build_trait_assets(catalog: Catalog) -> dg.AssetsDefinition:
         pool="duckdb",
         retry_policy=TRANSIENT_RETRY,
         check_specs=[
-            dg.AssetCheckSpec(
-                "one_row_per_entity",
-                asset=table,
-                blocking=True,
-                description=f"Exactly the {ENTITY_TABLES[entity]} of each hour, once each.",
-            )
-            for entity, table in TRAIT_TABLES.items()
+            *(
+                dg.AssetCheckSpec(
+                    "one_row_per_entity",
+                    asset=table,
+                    blocking=True,
+                    description=f"Exactly the {ENTITY_TABLES[entity]} of each hour, once each.",
+                )
+                for entity, table in TRAIT_TABLES.items()
+            ),
+            *(
+                dg.AssetCheckSpec(
+                    "matches_schema",
+                    asset=table,
+                    blocking=True,
+                    description="The stored rows of the run's hours satisfy the pandera model "
+                    "generated from the definitions.",
+                )
+                for table in TRAIT_TABLES.values()
+            ),
         ],
     )
     def trait_snapshots(
@@ -95,6 +109,14 @@ def build_trait_assets(catalog: Catalog) -> dg.AssetsDefinition:
                 yield dg.MaterializeResult(asset_key=trait_key(trait.name), metadata=metadata)
             for entity, table in TRAIT_TABLES.items():
                 yield from _table_results(con, entity, table, report, start, end)
+                problems = recheck_stored(
+                    con, table, start, end,
+                    lambda rows, e=entity: validate_traits(con, rows, e, catalog),
+                )  # fmt: skip
+                yield dg.AssetCheckResult(
+                    asset_key=table, check_name="matches_schema", passed=problems is None,
+                    metadata={"problems": problems or "none"},
+                )  # fmt: skip
 
     return trait_snapshots
 
