@@ -3,12 +3,16 @@
 import gzip
 import json
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from account_hierarchy.audiences.memberships import build_audience
+from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
+from account_hierarchy.hierarchy.tree import build_hierarchy
+from account_hierarchy.traits.compute import build_traits
 from account_hierarchy.warehouse import connect
 
 PARTITIONS_START = datetime(2024, 1, 1)
@@ -24,6 +28,18 @@ def message(message_id: str, timestamp: str = "2026-10-01T10:05:00.000Z", **fiel
         "timestamp": timestamp,
     }
     return base | fields
+
+
+def build_hour(con, catalog, hour: datetime) -> None:
+    """Hierarchy, traits and every audience of `catalog` for one hour (events ingested)."""
+    window = (hour, hour + timedelta(hours=1))
+    build_memberships(con, *window)
+    build_users(con, *window)
+    build_accounts(con, *window, "parent_account_id")
+    build_hierarchy(con, *window)
+    build_traits(con, catalog, *window)
+    for located in catalog.audiences:
+        build_audience(con, catalog, located.audience.name, *window)
 
 
 def group_call(mid: str, at: str, account: str, user: str | None, **traits: object) -> dict:

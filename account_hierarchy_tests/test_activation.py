@@ -15,14 +15,15 @@ from werkzeug import Request, Response
 from account_hierarchy.activation.deliver import MAX_BATCH_BYTES, batches_of, sync
 from account_hierarchy.activation.diffs import build_diffs
 from account_hierarchy.activation.transport import DestinationUnavailableError, sender_for
-from account_hierarchy.audiences.memberships import build_audience
 from account_hierarchy.catalog.loader import load_catalog
-from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
-from account_hierarchy.hierarchy.tree import build_hierarchy
 from account_hierarchy.ingest.load import ingest_window
-from account_hierarchy.traits.compute import build_traits
 from account_hierarchy.warehouse import connect
-from account_hierarchy_tests.conftest import PARTITIONS_START, group_call, write_lines
+from account_hierarchy_tests.conftest import (
+    PARTITIONS_START,
+    build_hour,
+    group_call,
+    write_lines,
+)
 
 H10, H11 = datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11)
 WRITE_KEY = "secret-write-key"
@@ -88,13 +89,7 @@ def world(tmp_path, monkeypatch, httpserver):
         (tmp_path / "defs").mkdir(exist_ok=True)
         (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(definitions(url, **retry)))
         catalog = load_catalog(tmp_path / "defs")
-        window = (hour, hour + timedelta(hours=1))
-        build_memberships(con, *window)
-        build_users(con, *window)
-        build_accounts(con, *window, "parent_account_id")
-        build_hierarchy(con, *window)
-        build_traits(con, catalog, *window)
-        build_audience(con, catalog, "free_accounts", *window)
+        build_hour(con, catalog, hour)
         return catalog, catalog.destinations[0].destination
 
     yield con, build, httpserver

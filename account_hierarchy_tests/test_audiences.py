@@ -1,36 +1,21 @@
 """Audience memberships match an independent evaluation, on the sample and on edge cases."""
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 import yaml
 
-from account_hierarchy.audiences.memberships import build_audience
 from account_hierarchy.audiences.queries import explain, preview
 from account_hierarchy.catalog.loader import load_catalog
-from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
-from account_hierarchy.hierarchy.tree import build_hierarchy
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
-from account_hierarchy.traits.compute import build_traits
 from account_hierarchy.warehouse import connect
-from account_hierarchy_tests.conftest import PARTITIONS_START, write_lines
+from account_hierarchy_tests.conftest import PARTITIONS_START, build_hour, write_lines
 from account_hierarchy_tests.reference import read_events, snapshot
 from account_hierarchy_tests.reference_audiences import ReferenceAudiences
 
 DEFINITIONS = Path(__file__).parent.parent / "data" / "definitions"
-
-
-def build_hour(con, catalog, hour: datetime) -> None:
-    window = (hour, hour + timedelta(hours=1))
-    build_memberships(con, *window)
-    build_users(con, *window)
-    build_accounts(con, *window, "parent_account_id")
-    build_hierarchy(con, *window)
-    build_traits(con, catalog, *window)
-    for located in catalog.audiences:
-        build_audience(con, catalog, located.audience.name, *window)
 
 
 def stored_members(con, name: str, hour: datetime) -> set[str]:
