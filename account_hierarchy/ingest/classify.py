@@ -74,11 +74,13 @@ MINUTES_ONLY = r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2})(Z|[+-]\d{2}(:?\d{2})?)$"
 
 
 def _moment(column: str) -> str:
-    """ISO-8601 text as a UTC timestamp; times given to the minute (`10:05Z`) are accepted too."""
+    """ISO-8601 text as a UTC timestamp; times given to the minute (`10:05Z`) are accepted too
+    (the rewrite only runs for the rare texts the plain cast rejects)."""
+    plain = f"try_cast({column} AS TIMESTAMPTZ)"
     with_seconds = f"regexp_replace({column}, '{MINUTES_ONLY}', '\\1:00\\2')"
     return (
-        f"coalesce(try_cast({column} AS TIMESTAMPTZ), "
-        f"try_cast({with_seconds} AS TIMESTAMPTZ))::TIMESTAMP"
+        f"(CASE WHEN {plain} IS NOT NULL THEN {plain} "
+        f"ELSE try_cast({with_seconds} AS TIMESTAMPTZ) END)::TIMESTAMP"
     )
 
 
