@@ -26,13 +26,6 @@ def _seen_in_order(first: str, last: str) -> Rule:
     )
 
 
-def _in_snapshot(column: str) -> Rule:
-    return Rule(
-        f"{column} < end of snapshot hour",
-        lambda t: t[column] < t.snapshot_hour + timedelta(hours=1),
-    )
-
-
 TABLES = {
     "users": (
         {
