@@ -14,6 +14,7 @@ from account_hierarchy.activation.deliver import sync
 from account_hierarchy.activation.plan import NothingToSyncError
 from account_hierarchy.activation.transport import DestinationUnavailableError, sender_for
 from account_hierarchy.audiences import queries as audience_queries
+from account_hierarchy.audiences.evaluate import NotComputedError
 from account_hierarchy.catalog.loader import DefinitionError, load_catalog
 from account_hierarchy.hierarchy.queries import (
     NotInSnapshotError,
@@ -65,7 +66,7 @@ def _reading() -> Iterator[duckdb.DuckDBPyConnection]:
     try:
         with open_warehouse(path, read_only=True) as con:
             yield con
-    except (NotInSnapshotError, WarehouseBusyError) as error:
+    except (NotInSnapshotError, NotComputedError, WarehouseBusyError) as error:
         raise click.ClickException(str(error)) from error
 
 

@@ -82,5 +82,7 @@ def test_members_preview_explain_commands(materialized, monkeypatch):
     assert why.exit_code == 0
     assert f"account {ids[0]} is a member of at_risk_accounts" in why.output
     assert "[yes] logins_past_30_days < 10" in why.output
+    early = runner.invoke(main, ["preview", "at_risk_accounts", "--as-of", "2026-10-01T05"])
+    assert early.exit_code == 1 and "account_traits has no snapshot for" in early.output
     unknown = runner.invoke(main, ["explain", "nope", "x"])
     assert unknown.exit_code == 1 and "No audience 'nope'" in unknown.output
