@@ -1,6 +1,6 @@
 """The one hourly partitioning every stage shares, and conversions of its time windows."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
@@ -25,3 +25,9 @@ def window_of(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
     """The run's partition time window `[start, end)` in naive UTC; a range for backfills."""
     window = context.partition_time_window
     return naive_utc(window.start), naive_utc(window.end)
+
+
+def hours_of(start: datetime, end: datetime) -> list[datetime]:
+    """Every hour of `[start, end)`."""
+    count = int((end - start) / timedelta(hours=1))
+    return [start + timedelta(hours=index) for index in range(count)]

@@ -10,7 +10,7 @@ import duckdb
 
 from account_hierarchy.activation.schemas import validate_diffs
 from account_hierarchy.catalog.loader import Catalog
-from account_hierarchy.traits.compute import hours_of
+from account_hierarchy.partitions import hours_of
 
 DIFFS_DDL = """
 CREATE TABLE IF NOT EXISTS activation_diffs (

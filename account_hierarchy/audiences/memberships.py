@@ -14,8 +14,8 @@ import pandas as pd
 from account_hierarchy.audiences.evaluate import Evaluated, Evaluator, NotComputedError
 from account_hierarchy.audiences.schemas import validate_memberships
 from account_hierarchy.catalog.loader import Catalog
+from account_hierarchy.partitions import hours_of
 from account_hierarchy.traits.compile import AS_OF, HOUR, compile_hourly, hourly_params
-from account_hierarchy.traits.compute import hours_of
 
 MEMBERSHIPS_DDL = """
 CREATE TABLE IF NOT EXISTS audience_memberships (

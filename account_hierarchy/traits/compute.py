@@ -2,12 +2,12 @@
 `account_traits` and `user_traits` (one row per entity and snapshot hour, one column per trait).
 
 Every account (user) of the hour's snapshot gets a row, with the natural empty value of a trait
-when nothing matched. Computed traits of one entity and attribution class are one query per
-hour; SQL traits run once per hour against the snapshot views.
+when nothing matched. Each entity's query (one aggregation per attribution class) is built and
+compiled once per run, then run for every hour with the hour bound as a parameter; SQL traits
+run once per hour against the snapshot views.
 """
 
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import duckdb
@@ -16,6 +16,7 @@ import ibis.expr.types as ir
 
 from account_hierarchy.catalog.loader import Catalog, LocatedTrait
 from account_hierarchy.catalog.models import MostFrequent, SqlTrait
+from account_hierarchy.partitions import hours_of
 from account_hierarchy.traits.compile import (
     AS_OF,
     ENTITY_ID,
@@ -38,20 +39,6 @@ from account_hierarchy.traits.sql_traits import (
 
 TRAIT_TABLES = {"account": "account_traits", "user": "user_traits"}
 ENTITY_TABLES = {"account": "accounts", "user": "users"}
-
-
-@dataclass(frozen=True)
-class CompiledTrait:
-    """A trait and the SQL it compiled to for one snapshot hour (shown in the UI)."""
-
-    located: LocatedTrait
-    sql: str
-
-
-def hours_of(start: datetime, end: datetime) -> list[datetime]:
-    """Every hour of `[start, end)`."""
-    count = int((end - start) / timedelta(hours=1))
-    return [start + timedelta(hours=index) for index in range(count)]
 
 
 def build_traits(
