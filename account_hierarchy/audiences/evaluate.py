@@ -17,6 +17,7 @@ result says which conditions held and with which values. Rules:
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import duckdb
 import ibis
 import ibis.expr.types as ir
 
@@ -110,9 +111,7 @@ class Evaluator:
                 **{f"custom__{c}": custom[c] for c in custom.columns
                    if c not in HIERARCHY_COLUMNS | {id_column}},
             )  # fmt: skip
-            self._require(entities)
             if with_traits:
-                self._require(traits)
                 values = self._at(traits)
                 values = values.select(
                     trait_entity=values[id_column],
@@ -123,14 +122,6 @@ class Evaluator:
                 )
             self._tables[key] = custom
         return self._tables[key]
-
-    def _require(self, table: str) -> None:
-        if self.hour is None:
-            return
-        if table not in self.backend.list_tables():
-            raise NotComputedError(f"{table} has not been materialized yet.")
-        if self._at(table).count().execute() == 0:
-            raise NotComputedError(f"{table} has no snapshot for {self.hour}: materialize it.")
 
     def memberships(self) -> ir.Table:
         table = self._at("account_memberships")
@@ -308,3 +299,22 @@ class Evaluator:
             return ibis.literal(False)
         return {"gt": number > operand, "gte": number >= operand, "lt": number < operand,
                 "lte": number <= operand}[operator]  # fmt: skip
+
+
+def require_snapshots(con, evaluated: Evaluated, start: datetime, end: datetime) -> None:
+    """Fail clearly when a table an evaluation reads lacks a snapshot hour of `[start, end)`."""
+    expected = int((end - start) / timedelta(hours=1))
+    for table in sorted(evaluated.tables):
+        try:
+            (found,) = con.execute(
+                f"SELECT count(DISTINCT snapshot_hour) FROM {table} "
+                "WHERE snapshot_hour >= $start AND snapshot_hour < $end",
+                {"start": start, "end": end},
+            ).fetchone()
+        except duckdb.CatalogException:
+            found = 0
+        if found < expected:
+            raise NotComputedError(
+                f"{table} has no snapshot for {expected - found} of the {expected} hours from "
+                f"{start} to {end}: materialize it first."
+            )

@@ -11,7 +11,12 @@ import ibis
 import numpy as np
 import pandas as pd
 
-from account_hierarchy.audiences.evaluate import Evaluated, Evaluator, NotComputedError
+from account_hierarchy.audiences.evaluate import (
+    Evaluated,
+    Evaluator,
+    NotComputedError,
+    require_snapshots,
+)
 from account_hierarchy.audiences.schemas import validate_memberships
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.partitions import hours_of
@@ -82,25 +87,6 @@ def member_frame(evaluated: Evaluated, frame: pd.DataFrame, hour: datetime) -> p
     )
 
 
-def require_snapshots(con, evaluated: Evaluated, start: datetime, end: datetime) -> None:
-    """Fail clearly when an input table lacks a snapshot hour of the window."""
-    expected = len(hours_of(start, end))
-    for table in sorted(evaluated.tables):
-        try:
-            (found,) = con.execute(
-                f"SELECT count(DISTINCT snapshot_hour) FROM {table} "
-                "WHERE snapshot_hour >= $start AND snapshot_hour < $end",
-                {"start": start, "end": end},
-            ).fetchone()
-        except duckdb.CatalogException:
-            found = 0
-        if found < expected:
-            raise NotComputedError(
-                f"{table} has {found} of the {expected} snapshot hours from {start} to {end}: "
-                "materialize it first."
-            )
-
-
 def build_audience(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, name: str, start: datetime, end: datetime
 ) -> AudienceReport:
@@ -137,24 +123,23 @@ def build_audience(
     con.execute("INSERT INTO audience_memberships SELECT * FROM new_memberships_typed")
     last = end - timedelta(hours=1)
     now = set(members.entity_id[members.snapshot_hour == last])
-    before = _members_at(con, backend, catalog, name, last - timedelta(hours=1))
+    before = _members_at(con, evaluated, sql, last - timedelta(hours=1))
     report.entered, report.exited = len(now - before), len(before - now)
     return report
 
 
-def _members_at(con, backend, catalog: Catalog, name: str, hour: datetime) -> set[str]:
-    """Members at `hour`: stored if that hour was materialized, else evaluated (or none if the
-    hour has no snapshot to evaluate)."""
+def _members_at(con, evaluated: Evaluated, sql: str, hour: datetime) -> set[str]:
+    """Members at `hour`: stored if that hour was materialized, else evaluated with the run's
+    compiled query `sql` (none if that hour has no snapshot to evaluate)."""
     stored = con.execute(
         "SELECT entity_id FROM audience_memberships WHERE audience = $name "
         "AND snapshot_hour = $hour",
-        {"name": name, "hour": hour},
+        {"name": evaluated.name, "hour": hour},
     ).fetchall()
     if stored:
         return {entity_id for (entity_id,) in stored}
     try:
-        evaluated = Evaluator(backend, catalog, hour).audience(name)
-    except LookupError:
+        require_snapshots(con, evaluated, hour, hour + timedelta(hours=1))
+    except NotComputedError:
         return set()
-    frame = evaluated.table.filter(evaluated.table.member).select("entity_id").execute()
-    return set(frame.entity_id)
+    return set(con.execute(sql, hourly_params(sql, hour)).df().entity_id)

@@ -1,14 +1,14 @@
 """Reading and explaining audiences for the CLI: stored members, previews, explanations."""
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
 import ibis
 
 from account_hierarchy.audiences.describe import describe
-from account_hierarchy.audiences.evaluate import Evaluator
+from account_hierarchy.audiences.evaluate import Evaluator, require_snapshots
 from account_hierarchy.audiences.memberships import plain, reasons
 from account_hierarchy.catalog.audience_models import Quantified
 from account_hierarchy.catalog.loader import Catalog
@@ -47,6 +47,7 @@ def preview(
     except KeyError:
         raise NotInSnapshotError(f"No audience {audience!r} in {catalog.folder}.") from None
     evaluated = _evaluator(con, catalog, hour).audience(audience)
+    require_snapshots(con, evaluated, hour, hour + timedelta(hours=1))
     frame = evaluated.table.filter(evaluated.table.member).execute().sort_values("entity_id")
     ids = list(frame.entity_id)
     reached_entity = "user" if definition.entity == "account" else "account"
@@ -86,6 +87,7 @@ def explain(
     evaluator = _evaluator(con, catalog, hour)
     definition = catalog.audience(audience)
     evaluated = evaluator.audience(audience)
+    require_snapshots(con, evaluated, hour, hour + timedelta(hours=1))
     row = evaluated.table.filter(evaluated.table.entity_id == entity_id).execute()
     if row.empty:
         raise NotInSnapshotError(

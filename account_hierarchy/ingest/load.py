@@ -277,7 +277,6 @@ def hours_of_file(
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         con.execute(STAGING_DDL)
-        con.register("present_files", pa.table({"path": [file.path]}))
         _stage_file(con, landing_dir, file, partitions_start, reindex=True)
         (content_hash,) = con.execute("SELECT content_hash FROM staged_files").fetchone()
         hours = {hour for (hour,) in con.execute("SELECT event_hour FROM staged_file_hours")
