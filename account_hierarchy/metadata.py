@@ -20,3 +20,15 @@ def markdown_preview(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "No rows."
     return frame.astype(str).to_markdown(index=False)
+
+
+def last_hour_preview(
+    con: duckdb.DuckDBPyConnection, table: str, hour, hidden: tuple[str, ...] = ()
+) -> dg.MetadataValue:
+    """The first rows of a snapshot table at `hour` (the run's last hour), as markdown."""
+    exclude = f" EXCLUDE ({', '.join(hidden)})" if hidden else ""
+    frame = con.execute(
+        f"SELECT *{exclude} FROM {table} WHERE snapshot_hour = $hour ORDER BY ALL LIMIT 10",
+        {"hour": hour},
+    ).df()
+    return dg.MetadataValue.md(markdown_preview(frame))

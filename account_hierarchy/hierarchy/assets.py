@@ -2,6 +2,7 @@
 built together in one op (one DuckDB connection) for a partition or a range of hours."""
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import dagster as dg
 
@@ -10,7 +11,7 @@ from account_hierarchy.hierarchy import checks
 from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
 from account_hierarchy.hierarchy.schemas import stored_trait_columns, validate_entities
 from account_hierarchy.hierarchy.tree import build_hierarchy
-from account_hierarchy.metadata import markdown_preview, table_schema
+from account_hierarchy.metadata import last_hour_preview, table_schema
 from account_hierarchy.partitions import HOURLY, window_of
 from account_hierarchy.policies import TRANSIENT_RETRY
 from account_hierarchy.resources import Warehouse
@@ -124,17 +125,15 @@ def hierarchy_snapshots(
             {"start": start, "end": end},
         ).fetchone()
         for table, keys in TABLE_KEYS.items():
-            hidden = " EXCLUDE (traits)" if table in ("users", "accounts") else ""
-            preview = con.execute(
-                f"SELECT *{hidden} FROM {table} WHERE snapshot_hour = "
-                f"(SELECT max(snapshot_hour) FROM {table} WHERE snapshot_hour < $end) "
-                "ORDER BY ALL LIMIT 10",
-                {"end": end},
-            ).df()
             metadata = {
                 "dagster/row_count": counts[table],
                 "dagster/column_schema": table_schema(con, table),
-                "preview": dg.MetadataValue.md(markdown_preview(preview)),
+                "preview": last_hour_preview(
+                    con,
+                    table,
+                    end - timedelta(hours=1),
+                    ("traits",) if table in ("users", "accounts") else (),
+                ),
             }
             if table == "account_hierarchy":
                 metadata |= {

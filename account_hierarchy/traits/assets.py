@@ -3,12 +3,13 @@
 distribution in the metadata), all computed in one op for a partition or a range of hours."""
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import dagster as dg
 import yaml
 
 from account_hierarchy.catalog.loader import Catalog, LocatedTrait
-from account_hierarchy.metadata import markdown_preview, table_schema
+from account_hierarchy.metadata import last_hour_preview, table_schema
 from account_hierarchy.partitions import HOURLY, window_of
 from account_hierarchy.policies import TRANSIENT_RETRY
 from account_hierarchy.resources import Warehouse
@@ -92,10 +93,7 @@ def build_trait_assets(catalog: Catalog) -> dg.AssetsDefinition:
         start, end = window_of(context)
         with warehouse.get_connection() as con:
             report = build_traits(con, catalog, start, end, describe=True)
-            last_hour = con.execute(
-                "SELECT max(snapshot_hour) FROM account_traits WHERE snapshot_hour < $end",
-                {"end": end},
-            ).fetchone()[0]
+            last_hour = end - timedelta(hours=1)
             for located in catalog.traits:
                 trait = located.trait
                 table = TRAIT_TABLES[trait.entity]
@@ -123,17 +121,12 @@ def build_trait_assets(catalog: Catalog) -> dg.AssetsDefinition:
 
 def _table_results(con, entity: str, table: str, report: dict, start, end):
     id_column = "account_id" if entity == "account" else "user_id"
-    preview = con.execute(
-        f"SELECT * FROM {table} WHERE snapshot_hour = (SELECT max(snapshot_hour) FROM {table} "
-        "WHERE snapshot_hour < $end) ORDER BY 2 LIMIT 10",
-        {"end": end},
-    ).df()
     yield dg.MaterializeResult(
         asset_key=table,
         metadata={
             "dagster/row_count": report.get(entity, {}).get("rows", 0),
             "dagster/column_schema": table_schema(con, table),
-            "preview": dg.MetadataValue.md(markdown_preview(preview)),
+            "preview": last_hour_preview(con, table, end - timedelta(hours=1)),
         },
     )
     (mismatches,) = con.execute(
