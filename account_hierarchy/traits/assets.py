@@ -127,6 +127,7 @@ def _table_results(con, entity: str, table: str, report: dict, start, end):
             "dagster/row_count": report.get(entity, {}).get("rows", 0),
             "dagster/column_schema": table_schema(con, table),
             "preview": last_hour_preview(con, table, end - timedelta(hours=1)),
+            **_tile_metadata(report),
         },
     )
     (mismatches,) = con.execute(
@@ -152,6 +153,14 @@ def _table_results(con, entity: str, table: str, report: dict, start, end):
         passed=mismatches == 0,
         metadata={"missing_or_extra_rows": mismatches},
     )
+
+
+def _tile_metadata(report: dict) -> dict:
+    """How many hours of trait tiles the run rebuilt, and how many tiles there are."""
+    tiles = report.get("tiles")
+    if tiles is None:
+        return {}
+    return {"tile_hours_rebuilt": tiles.hours_rebuilt, "tile_rows": tiles.tiles}
 
 
 def _definition_markdown(located: LocatedTrait) -> str:

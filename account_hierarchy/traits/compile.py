@@ -66,7 +66,7 @@ def attribution_class(trait: ComputedTrait) -> tuple:
     return (trait.entity, trait.attribution, trait.context_fallback, trait.include_child_accounts)
 
 
-def _column(path: str, kind: str) -> str:
+def property_column(path: str, kind: str) -> str:
     """The name of the column holding a property path read as `text`, `number` or `present`."""
     return f"{kind}__{hashlib.sha1(path.encode()).hexdigest()[:12]}"
 
@@ -83,16 +83,17 @@ def with_properties(events: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
         value = ibis.coalesce(events.properties, events.traits)
         for key in path.split("."):
             value = value[key]
-        columns[_column(path, "text")] = ibis.coalesce(value.str, value.cast("string"))
-        columns[_column(path, "number")] = ibis.coalesce(value.float, value.str.try_cast("float64"))
-        columns[_column(path, "present")] = value.notnull() & (value.cast("string") != "null")
+        text, number, present = (property_column(path, k) for k in ("text", "number", "present"))
+        columns[text] = ibis.coalesce(value.str, value.cast("string"))
+        columns[number] = ibis.coalesce(value.float, value.str.try_cast("float64"))
+        columns[present] = value.notnull() & (value.cast("string") != "null")
     return events.mutate(**columns) if columns else events
 
 
 def _condition(events: ir.Table, condition: PropertyCondition) -> ir.BooleanValue:
-    text = events[_column(condition.property, "text")]
-    number = events[_column(condition.property, "number")]
-    present = events[_column(condition.property, "present")]
+    text = events[property_column(condition.property, "text")]
+    number = events[property_column(condition.property, "number")]
+    present = events[property_column(condition.property, "present")]
     operator, operand = condition.operator
     if operator == "exists":
         return present if operand else ~present
@@ -163,8 +164,8 @@ def timestamp(moment: datetime | ir.TimestampValue) -> ir.TimestampValue:
     return moment
 
 
-def matches(events: ir.Table, trait: ComputedTrait, as_of) -> ir.BooleanValue:
-    """Whether an event counts for the trait (type, name, conditions, window)."""
+def selects(events: ir.Table, trait: ComputedTrait) -> ir.BooleanValue:
+    """Whether an event is one the trait looks at (type, name, conditions), window aside."""
     condition = ibis.literal(True)
     if trait.event_type:
         condition &= events.type == trait.event_type
@@ -172,20 +173,37 @@ def matches(events: ir.Table, trait: ComputedTrait, as_of) -> ir.BooleanValue:
         condition &= events.event == trait.event
     for where in trait.where:
         condition &= _condition(events, where)
-    if trait.window_length is not None:
-        length = ibis.interval(seconds=int(trait.window_length.total_seconds()))
-        condition &= events.timestamp >= timestamp(as_of) - length
     return condition
+
+
+def in_window(moment: ir.TimestampValue, trait: ComputedTrait, as_of) -> ir.BooleanValue:
+    """Whether a moment before `as_of` lies inside the trait's window."""
+    if trait.window_length is None:
+        return ibis.literal(True)
+    length = ibis.interval(seconds=int(trait.window_length.total_seconds()))
+    return moment >= timestamp(as_of) - length
+
+
+def matches(events: ir.Table, trait: ComputedTrait, as_of) -> ir.BooleanValue:
+    """Whether an event counts for the trait (type, name, conditions, window)."""
+    return selects(events, trait) & in_window(events.timestamp, trait, as_of)
 
 
 def attributed_events(snapshot: Snapshot, key: tuple) -> ir.Table:
     """The events before `as_of`, each with the entity (`entity_id`) it counts for."""
-    entity, attribution, fallback, rollup = key
     events = snapshot.events.filter(
         snapshot.events.timestamp < timestamp(snapshot.as_of), snapshot.events.user_id.notnull()
     ).select(*EVENT_COLUMNS)
+    return attribute(events, snapshot, key)
+
+
+def attribute(rows: ir.Table, snapshot: Snapshot, key: tuple) -> ir.Table:
+    """`rows` (events, or tiles of events, with `user_id` and `context_group_id`), each with
+    the entity (`entity_id`) it counts for in the snapshot: once per entity it counts for."""
+    entity, attribution, fallback, rollup = key
     if entity == "user":
-        return events.mutate(entity_id=events.user_id)
+        return rows.mutate(entity_id=rows.user_id)
+    columns = rows.columns
     members = snapshot.memberships
     scopes = snapshot.hierarchy.select(
         account_id=snapshot.hierarchy.path.unnest() if rollup else snapshot.hierarchy.account_id,
@@ -194,24 +212,24 @@ def attributed_events(snapshot: Snapshot, key: tuple) -> ir.Table:
     mapping = scopes.join(members, scopes.via == members.account_id).select(
         entity_id=scopes.account_id, via=scopes.via, member=members.user_id
     )
-    # Built so that each (event, account) pair appears once, without de-duplicating events.
+    # Built so that each (row, account) pair appears once, without de-duplicating rows.
     accounts_of_user = mapping.select("entity_id", "member").distinct()
     if attribution == "all_users":
-        joined = events.join(accounts_of_user, events.user_id == accounts_of_user.member)
+        joined = rows.join(accounts_of_user, rows.user_id == accounts_of_user.member)
     else:
-        named = events.filter(events.context_group_id.notnull())
+        named = rows.filter(rows.context_group_id.notnull())
         joined = named.join(
             mapping,
             (named.user_id == mapping.member) & (named.context_group_id == mapping.via),
-        ).select(*EVENT_COLUMNS, "entity_id")
+        ).select(*columns, "entity_id")
         if fallback == "all_accounts":
-            unnamed = events.filter(events.context_group_id.isnull())
+            unnamed = rows.filter(rows.context_group_id.isnull())
             joined = joined.union(
                 unnamed.join(accounts_of_user, unnamed.user_id == accounts_of_user.member).select(
-                    *EVENT_COLUMNS, "entity_id"
+                    *columns, "entity_id"
                 )
             )
-    return joined.select(*EVENT_COLUMNS, "entity_id")
+    return joined.select(*columns, "entity_id")
 
 
 def aggregate(events: ir.Table, traits: list[ComputedTrait], as_of) -> ir.Table:
@@ -226,13 +244,13 @@ def aggregate(events: ir.Table, traits: list[ComputedTrait], as_of) -> ir.Table:
         elif isinstance(trait, UniqueUsers):
             columns[trait.name] = events.user_id.nunique(where=where)
         elif isinstance(trait, Aggregation):
-            number = events[_column(trait.property, "number")]
+            number = events[property_column(trait.property, "number")]
             reduce = {"sum": number.sum, "avg": number.mean, "min": number.min,
                       "max": number.max}[trait.function]  # fmt: skip
             columns[trait.name] = reduce(where=where & number.notnull())
         elif isinstance(trait, FirstValue | LastValue | UniqueList | UniqueListCount):
-            text = events[_column(trait.property, "text")]
-            where &= events[_column(trait.property, "present")]
+            text = events[property_column(trait.property, "text")]
+            where &= events[property_column(trait.property, "present")]
             if isinstance(trait, FirstValue):
                 columns[trait.name] = text.argmin(order, where=where)
             elif isinstance(trait, LastValue):
@@ -247,10 +265,10 @@ def aggregate(events: ir.Table, traits: list[ComputedTrait], as_of) -> ir.Table:
 def most_frequent(events: ir.Table, trait: MostFrequent, as_of) -> ir.Table:
     """One row per entity: the trait's most frequent value (ties: the smallest value)."""
     events = with_properties(events, [trait])
-    present = events[_column(trait.property, "present")]
+    present = events[property_column(trait.property, "present")]
     counted = (
         events.filter(matches(events, trait, as_of) & present)
-        .mutate(value=events[_column(trait.property, "text")])
+        .mutate(value=events[property_column(trait.property, "text")])
         .group_by(["entity_id", "value"])
         .aggregate(times=ibis._.count())
     )

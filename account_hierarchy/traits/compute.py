@@ -14,8 +14,8 @@ import duckdb
 import ibis
 import ibis.expr.types as ir
 
-from account_hierarchy.catalog.loader import Catalog, LocatedTrait
-from account_hierarchy.catalog.models import MostFrequent, SqlTrait
+from account_hierarchy.catalog.loader import Catalog
+from account_hierarchy.catalog.models import ComputedTrait, MostFrequent, SqlTrait
 from account_hierarchy.partitions import hours_of
 from account_hierarchy.traits.compile import (
     AS_OF,
@@ -23,6 +23,7 @@ from account_hierarchy.traits.compile import (
     HOUR,
     Snapshot,
     aggregate,
+    attribute,
     attributed_events,
     attribution_class,
     compile_hourly,
@@ -36,6 +37,15 @@ from account_hierarchy.traits.sql_traits import (
     create_snapshot_views,
     parse_trait_sql,
 )
+from account_hierarchy.traits.tiles import (
+    TILES,
+    VALUE_TILES,
+    refresh_tiles,
+    rollup,
+    rollup_most_frequent,
+    tileable,
+    tiles_before,
+)
 
 TRAIT_TABLES = {"account": "account_traits", "user": "user_traits"}
 ENTITY_TABLES = {"account": "accounts", "user": "users"}
@@ -48,15 +58,22 @@ def build_traits(
     end: datetime,
     *,
     describe: bool = False,
+    use_tiles: bool = True,
 ) -> dict[str, dict]:
     """Write both trait tables for the window; return per entity the row count and (with
-    `describe`) the SQL each trait compiled to for the window's last hour.
+    `describe`) the SQL each trait compiled to for the window's last hour, and under `tiles`
+    what refreshing the tiles did.
 
     Each entity's query is built and compiled once, then run for every hour with the hour
-    bound as a parameter."""
+    bound as a parameter. With `use_tiles` (the default) computed traits roll up hourly tiles
+    (`tiles.py`); without, they read the events directly (the reference the tiles are tested
+    against)."""
     backend = ibis.duckdb.from_connection(con)
     hours = hours_of(start, end)
-    report = {}
+    report: dict[str, dict] = {}
+    tiled = tiled_traits(catalog) if use_tiles else []
+    if hours and tiled:
+        report["tiles"] = refresh_tiles(con, tiled)
     for entity, table in TRAIT_TABLES.items():
         if not hours:
             continue
@@ -65,7 +82,7 @@ def build_traits(
         sql_traits = [t.trait for t in catalog.traits_of(entity) if isinstance(t.trait, SqlTrait)]
         for trait in sql_traits:  # their result tables must exist to build the query
             _sql_trait(con, trait, hours[0])
-        rows = _entity_rows(backend, catalog, entity)
+        rows = _entity_rows(backend, catalog, entity, tiled)
         sql = compile_hourly(backend, rows)
         for index, hour in enumerate(hours):
             for trait in sql_traits if index else []:
@@ -83,7 +100,7 @@ def build_traits(
         )
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {staged} ORDER BY 1, 2")
         (count,) = con.execute(f"SELECT count(*) FROM {staged}").fetchone()
-        compiled = _describe(backend, catalog, entity, hours[-1]) if describe else {}
+        compiled = _describe(backend, catalog, entity, hours[-1], tiled) if describe else {}
         report[entity] = {"rows": count, "compiled": compiled}
     return report
 
@@ -98,26 +115,31 @@ def _snapshot(backend) -> Snapshot:
     )
 
 
-def _entity_rows(backend, catalog: Catalog, entity: str) -> ir.Table:
+def tiled_traits(catalog: Catalog) -> list[ComputedTrait]:
+    """The computed traits of both entities that roll up from tiles."""
+    return [
+        located.trait
+        for entity in TRAIT_TABLES
+        for located in catalog.traits_of(entity)
+        if not isinstance(located.trait, SqlTrait) and tileable(located.trait)
+    ]
+
+
+def _entity_rows(backend, catalog: Catalog, entity: str, tiled: list[ComputedTrait]) -> ir.Table:
     """One entity's trait rows for the hour `HOUR` (a parameter)."""
     snapshot = _snapshot(backend)
     id_column = ENTITY_ID[entity]
     entities = _at(backend.table(ENTITY_TABLES[entity]))
     rows = entities.select(entity_id=entities[id_column])
-    classes: dict[tuple, list[LocatedTrait]] = defaultdict(list)
+    classes: dict[tuple, list[ComputedTrait]] = defaultdict(list)
     for located in catalog.traits_of(entity):
         if isinstance(located.trait, SqlTrait):
             result = backend.table(f"sql_trait_{located.trait.name}")
             rows = rows.left_join(result, "entity_id").drop("entity_id_right")
         else:
-            classes[attribution_class(located.trait)].append(located)
-    for key, members in classes.items():
-        events = attributed_events(snapshot, key)
-        plain = [m.trait for m in members if not isinstance(m.trait, MostFrequent)]
-        parts = [aggregate(events, plain, AS_OF)] if plain else []
-        parts += [most_frequent(events, m.trait, AS_OF) for m in members
-                  if isinstance(m.trait, MostFrequent)]  # fmt: skip
-        for part in parts:
+            classes[attribution_class(located.trait)].append(located.trait)
+    for key, traits in classes.items():
+        for part in _class_parts(backend, snapshot, key, traits, tiled):
             rows = rows.left_join(part, "entity_id").drop("entity_id_right")
     fills = {}
     for located in catalog.traits_of(entity):
@@ -134,7 +156,34 @@ def _entity_rows(backend, catalog: Catalog, entity: str) -> ir.Table:
     )
 
 
-def _describe(backend, catalog: Catalog, entity: str, hour: datetime) -> dict[str, str]:
+def _class_parts(
+    backend, snapshot: Snapshot, key: tuple, traits: list[ComputedTrait], tiled: list
+) -> list[ir.Table]:
+    """Tables by `entity_id` holding the columns of `traits` (all of one attribution class):
+    rolled up from tiles for the `tiled` ones, aggregated from the events for the others."""
+    parts = []
+    direct = [t for t in traits if t not in tiled]
+    if direct:
+        events = attributed_events(snapshot, key)
+        plain = [t for t in direct if not isinstance(t, MostFrequent)]
+        parts += [aggregate(events, plain, AS_OF)] if plain else []
+        parts += [most_frequent(events, t, AS_OF) for t in direct if isinstance(t, MostFrequent)]
+    rolled = [t for t in traits if t in tiled]
+    if rolled:
+        plain = [t for t in rolled if not isinstance(t, MostFrequent)]
+        if plain:
+            tiles = attribute(tiles_before(backend.table(TILES), AS_OF), snapshot, key)
+            parts.append(rollup(tiles, plain, AS_OF))
+        for trait in rolled:
+            if isinstance(trait, MostFrequent):
+                values = tiles_before(backend.table(VALUE_TILES), AS_OF, trait)
+                parts.append(rollup_most_frequent(attribute(values, snapshot, key), trait, AS_OF))
+    return parts
+
+
+def _describe(
+    backend, catalog: Catalog, entity: str, hour: datetime, tiled: list
+) -> dict[str, str]:
     """Each trait's own query for `hour`, as SQL (shown in the UI)."""
     snapshot = _snapshot(backend)
     params = {HOUR: hour, AS_OF: hour + timedelta(hours=1)}
@@ -144,18 +193,9 @@ def _describe(backend, catalog: Catalog, entity: str, hour: datetime) -> dict[st
         if isinstance(trait, SqlTrait):
             compiled[trait.name] = against_views(parse_trait_sql(trait.sql, entity)[0])
         else:
-            events = attributed_events(snapshot, attribution_class(trait))
-            compiled[trait.name] = str(
-                backend.compile(_single(events, located, AS_OF), params=params)
-            )
+            (part,) = _class_parts(backend, snapshot, attribution_class(trait), [trait], tiled)
+            compiled[trait.name] = str(backend.compile(part, params=params))
     return compiled
-
-
-def _single(events: ir.Table, located: LocatedTrait, as_of: datetime) -> ir.Table:
-    trait = located.trait
-    if isinstance(trait, MostFrequent):
-        return most_frequent(events, trait, as_of)
-    return aggregate(events, [trait], as_of)
 
 
 def _at(table: ir.Table) -> ir.Table:

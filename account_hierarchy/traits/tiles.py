@@ -1,0 +1,265 @@
+"""Hourly trait tiles: what one hour of a user's events contributes to each computed trait, so
+that a snapshot rolls its windows up from tiles instead of re-reading every event's JSON.
+
+`trait_tiles` holds a row per (`tile_hour`, `user_id`, `context_group_id`) with each trait's
+partial aggregate over those events (type, name and conditions applied, window not):
+
+- counters and unique users: the number of matching events;
+- sums, averages, minimums, maximums: the sum, count, minimum or maximum of the numbers;
+- first / last values: the value of the earliest / latest event that has it, with its
+  timestamp and messageId (the tie-breaker);
+- unique lists and their counts: the distinct values.
+
+`trait_value_tiles` counts each value of a `most_frequent` trait's property the same way.
+
+A snapshot at hour `h` keeps the tiles of hours before `as_of` and inside each trait's window,
+attributes them to entities exactly as events are (`compile.attribute`), and combines the
+partials. This equals the direct computation when a window is a whole number of hours; traits
+with other windows (`90 minutes`) are computed from the events (`tileable`).
+
+Tiles are a cache of `raw_events` kept by `refresh_tiles`: an hour is rebuilt when its events
+changed (their count or a checksum of their messageIds) and all hours are rebuilt when the
+tiled definitions change (a fingerprint of the compiled tile query).
+"""
+
+import hashlib
+from dataclasses import dataclass
+from datetime import timedelta
+
+import duckdb
+import ibis
+import ibis.expr.types as ir
+
+from account_hierarchy.catalog.models import (
+    Aggregation,
+    ComputedTrait,
+    EventCounter,
+    FirstValue,
+    LastValue,
+    MostFrequent,
+    UniqueList,
+    UniqueListCount,
+    UniqueUsers,
+)
+from account_hierarchy.traits.compile import (
+    in_window,
+    property_column,
+    selects,
+    timestamp,
+    with_properties,
+)
+
+TILE_KEYS = ("tile_hour", "user_id", "context_group_id")
+TILES, VALUE_TILES, TILE_HOURS = "trait_tiles", "trait_value_tiles", "trait_tile_hours"
+
+
+def tileable(trait: ComputedTrait) -> bool:
+    """Whether tiles give the trait exactly: its window is all time or whole hours."""
+    length = trait.window_length
+    return length is None or length % timedelta(hours=1) == timedelta(0)
+
+
+def _partial(trait: ComputedTrait, part: str) -> str:
+    return f"{trait.entity}__{trait.name}__{part}"
+
+
+def tile_rows(events: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
+    """One row per (hour, user, context account) of `events`, with every trait's partials."""
+    events = with_properties(events, traits)
+    order = ibis.struct({"timestamp": events.timestamp, "message_id": events.message_id})
+    columns = {}
+    for trait in traits:
+        where = selects(events, trait)
+        if isinstance(trait, EventCounter | UniqueUsers):
+            columns[_partial(trait, "n")] = events.message_id.count(where=where)
+        elif isinstance(trait, Aggregation):
+            number = events[property_column(trait.property, "number")]
+            where &= number.notnull()
+            if trait.function in ("sum", "avg"):
+                columns[_partial(trait, "sum")] = number.sum(where=where)
+                columns[_partial(trait, "n")] = number.count(where=where)
+            else:
+                reduce = number.min if trait.function == "min" else number.max
+                columns[_partial(trait, trait.function)] = reduce(where=where)
+        elif isinstance(trait, FirstValue | LastValue | UniqueList | UniqueListCount):
+            text = events[property_column(trait.property, "text")]
+            where &= events[property_column(trait.property, "present")]
+            if isinstance(trait, FirstValue | LastValue):
+                pick = "argmin" if isinstance(trait, FirstValue) else "argmax"
+                for part, column in (("value", text), ("at", events.timestamp),
+                                     ("id", events.message_id)):  # fmt: skip
+                    columns[_partial(trait, part)] = getattr(column, pick)(order, where=where)
+            else:
+                columns[_partial(trait, "values")] = text.collect(where=where, distinct=True)
+    return events.group_by(
+        tile_hour=events.event_hour,
+        user_id=events.user_id,
+        context_group_id=events.context_group_id,
+    ).aggregate(**columns)
+
+
+def value_tile_rows(events: ir.Table, traits: list[MostFrequent]) -> ir.Table:
+    """Per (hour, user, context account), how often each most-frequent trait saw each value."""
+    events = with_properties(events, traits)
+    parts = []
+    for trait in traits:
+        text = events[property_column(trait.property, "text")]
+        present = events[property_column(trait.property, "present")]
+        parts.append(
+            events.filter(selects(events, trait) & present)
+            .group_by(
+                trait=ibis.literal(_partial(trait, "value")),
+                tile_hour=events.event_hour,
+                user_id=events.user_id,
+                context_group_id=events.context_group_id,
+                value=text,
+            )
+            .aggregate(times=ibis._.count())
+        )
+    return ibis.union(*parts)
+
+
+def rollup(tiles: ir.Table, traits: list[ComputedTrait], as_of) -> ir.Table | None:
+    """One row per entity (`entity_id` of the attributed tiles) with a column per trait, from
+    the tiles before `as_of` (most-frequent traits excepted)."""
+    columns = {}
+    for trait in traits:
+        where = in_window(tiles.tile_hour, trait, as_of)
+
+        def part(name: str, t: ComputedTrait = trait) -> ir.Column:
+            return tiles[_partial(t, name)]
+
+        if isinstance(trait, EventCounter):
+            columns[trait.name] = _total(part("n"), where)
+        elif isinstance(trait, UniqueUsers):
+            columns[trait.name] = tiles.user_id.nunique(where=where & (part("n") > 0))
+        elif isinstance(trait, Aggregation):
+            if trait.function == "sum":
+                columns[trait.name] = part("sum").sum(where=where)
+            elif trait.function == "avg":
+                count = _total(part("n"), where)
+                columns[trait.name] = part("sum").sum(where=where) / count.nullif(0)
+            else:
+                values = part(trait.function)
+                reduce = values.min if trait.function == "min" else values.max
+                columns[trait.name] = reduce(where=where)
+        elif isinstance(trait, FirstValue | LastValue):
+            order = ibis.struct({"at": part("at"), "id": part("id")})
+            pick = "argmin" if isinstance(trait, FirstValue) else "argmax"
+            columns[trait.name] = getattr(part("value"), pick)(
+                order, where=where & part("at").notnull()
+            )
+        else:
+            values = part("values").collect(where=where).flatten().unique().sort()
+            columns[trait.name] = values if isinstance(trait, UniqueList) else values.length()
+    return tiles.group_by("entity_id").aggregate(**columns) if columns else None
+
+
+def _total(counts: ir.IntegerColumn, where: ir.BooleanValue) -> ir.IntegerScalar:
+    """The sum of counts as a BIGINT (DuckDB sums integers to HUGEINT, which Ibis types as a
+    decimal: the cast is spelled through that decimal so that Ibis does not drop it)."""
+    return counts.cast("decimal(38, 0)").sum(where=where).cast("int64")
+
+
+def rollup_most_frequent(value_tiles: ir.Table, trait: MostFrequent, as_of) -> ir.Table:
+    """One row per entity: the trait's most frequent value (ties: the smallest value)."""
+    counted = (
+        value_tiles.filter(in_window(value_tiles.tile_hour, trait, as_of))
+        .group_by(["entity_id", "value"])
+        .aggregate(times=_total(value_tiles.times, ibis.literal(True)))
+    )
+    rank = ibis.struct({"times": -counted.times, "value": counted.value})
+    return counted.group_by("entity_id").aggregate(**{trait.name: counted.value.argmin(rank)})
+
+
+def tiles_before(table: ir.Table, as_of, trait: MostFrequent | None = None) -> ir.Table:
+    """The tiles of hours before `as_of` (of one most-frequent trait, for value tiles)."""
+    kept = table.filter(table.tile_hour < timestamp(as_of))
+    return kept.filter(kept.trait == _partial(trait, "value")) if trait else kept
+
+
+@dataclass(frozen=True)
+class TileRefresh:
+    """What `refresh_tiles` did."""
+
+    hours_rebuilt: int
+    """Hours whose tiles were (re)built."""
+    tiles: int
+    """Rows of `trait_tiles` after the refresh."""
+
+
+def refresh_tiles(con: duckdb.DuckDBPyConnection, traits: list[ComputedTrait]) -> TileRefresh:
+    """Bring the tiles of `traits` (all tileable) up to date with `raw_events`."""
+    backend = ibis.duckdb.from_connection(con)
+    con.execute("CREATE TEMP TABLE IF NOT EXISTS stale_tile_hours (tile_hour TIMESTAMP)")
+    stale = backend.table("stale_tile_hours")
+    events = backend.table("raw_events")
+    events = events.filter(events.user_id.notnull()).semi_join(
+        stale, events.event_hour == stale.tile_hour
+    )
+    plain = [t for t in traits if not isinstance(t, MostFrequent)]
+    frequent = [t for t in traits if isinstance(t, MostFrequent)]
+    queries = {
+        TILES: backend.compile(tile_rows(events, plain)),
+        VALUE_TILES: backend.compile(value_tile_rows(events, frequent)) if frequent else None,
+    }
+    fingerprint = hashlib.sha1(repr(sorted(queries.items(), key=str)).encode()).hexdigest()
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {TILE_HOURS} (tile_hour TIMESTAMP PRIMARY KEY, "
+        "events BIGINT, checksum UBIGINT, fingerprint VARCHAR)"
+    )
+    con.execute("BEGIN TRANSACTION")
+    try:
+        rebuilt = _rebuild_stale(con, queries, fingerprint)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    (rows,) = con.execute(f"SELECT count(*) FROM {TILES}").fetchone()
+    return TileRefresh(hours_rebuilt=rebuilt, tiles=rows)
+
+
+def _rebuild_stale(
+    con: duckdb.DuckDBPyConnection, queries: dict[str, str | None], fingerprint: str
+) -> int:
+    """Rebuild the tiles of the hours whose events or definitions changed; return how many."""
+    tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    (outdated,) = con.execute(
+        f"SELECT count(*) FROM {TILE_HOURS} WHERE fingerprint <> $f", {"f": fingerprint}
+    ).fetchone()
+    fresh_start = outdated or any(q and t not in tables for t, q in queries.items())
+    if fresh_start:
+        con.execute(f"DELETE FROM {TILE_HOURS}")
+        for table, query in queries.items():
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+            if query is not None:
+                con.execute(f"CREATE TABLE {table} AS {query} WITH NO DATA")
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE event_hour_versions AS SELECT event_hour AS tile_hour, "
+        "count(*) AS events, bit_xor(hash(message_id)) AS checksum FROM raw_events GROUP BY 1"
+    )
+    con.execute("DELETE FROM stale_tile_hours")
+    con.execute(
+        "INSERT INTO stale_tile_hours SELECT tile_hour FROM ("
+        "SELECT tile_hour, events, checksum FROM event_hour_versions EXCEPT "
+        f"SELECT tile_hour, events, checksum FROM {TILE_HOURS}) UNION SELECT tile_hour FROM ("
+        f"SELECT tile_hour FROM {TILE_HOURS} EXCEPT SELECT tile_hour FROM event_hour_versions)"
+    )
+    (stale,) = con.execute("SELECT count(*) FROM stale_tile_hours").fetchone()
+    if not stale:
+        return 0
+    for table, query in queries.items():
+        if query is not None:
+            con.execute(
+                f"DELETE FROM {table} WHERE tile_hour IN (SELECT tile_hour FROM stale_tile_hours)"
+            )
+            con.execute(f"INSERT INTO {table} BY NAME {query}")
+    con.execute(
+        f"DELETE FROM {TILE_HOURS} WHERE tile_hour IN (SELECT tile_hour FROM stale_tile_hours)"
+    )
+    con.execute(
+        f"INSERT INTO {TILE_HOURS} SELECT tile_hour, events, checksum, $f FROM "
+        "event_hour_versions WHERE tile_hour IN (SELECT tile_hour FROM stale_tile_hours)",
+        {"f": fingerprint},
+    )
+    return stale
