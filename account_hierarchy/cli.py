@@ -94,6 +94,20 @@ def main() -> None:
     help="First day, UTC.",
 )
 @click.option(
+    "--activity",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Scale every user's session rate (1.0 gives ~70 events per user over 30 days).",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Days written at once by worker processes (the files are the same either way).",
+)
+@click.option(
     "--if-empty",
     is_flag=True,
     help="Do nothing when the folder already holds files (used by `make run`).",
@@ -106,6 +120,8 @@ def sample(
     users: int,
     days: int,
     start: datetime,
+    activity: float,
+    processes: int,
     if_empty: bool,
     output_format: str,
 ) -> None:
@@ -115,8 +131,9 @@ def sample(
         click.echo(f"{out} already holds files; not generating a sample.", err=True)
         return
     summary = generate_sample(
-        out, seed=seed, accounts=accounts, users=users, days=days, start=start.replace(tzinfo=UTC)
-    )
+        out, seed=seed, accounts=accounts, users=users, days=days,
+        start=start.replace(tzinfo=UTC), activity=activity, processes=processes,
+    )  # fmt: skip
     row = {"folder": str(out), **asdict(summary)}
     row["dirty_lines"] = sum(summary.dirty_lines.values())
     row |= {f"dirty_{kind}": count for kind, count in summary.dirty_lines.items()}

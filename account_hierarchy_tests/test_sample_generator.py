@@ -329,3 +329,16 @@ def test_account_mix(tmp_path: Path):
 def test_volume_grows_linearly(small: Sample, tmp_path: Path):
     doubled = generate_sample(tmp_path, **{**SMALL, "users": 600, "days": 6})
     assert 3 < doubled.lines / small.summary.lines < 5
+
+
+def test_parallel_workers_write_the_same_bytes(small: Sample, tmp_path: Path):
+    summary = generate_sample(tmp_path, **SMALL, processes=2)
+    assert summary == small.summary
+    for path in small.out_dir.iterdir():
+        assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+def test_activity_scales_the_sessions(small: Sample, tmp_path: Path):
+    busier = generate_sample(tmp_path, **SMALL, activity=2.0)
+    # sessions double; first-activity identify and group calls stay as they are
+    assert 1.2 < busier.valid_events / small.summary.valid_events < 2.0

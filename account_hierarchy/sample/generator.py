@@ -54,6 +54,7 @@ Determinism: the company model comes from `Random(f"{seed}:model")`, each day's 
 import gzip
 import heapq
 import math
+import multiprocessing
 import random
 from bisect import bisect_left
 from collections import Counter
@@ -123,19 +124,37 @@ def generate_sample(
     users: int = 3000,
     days: int = 30,
     start: datetime = DEFAULT_START,
+    activity: float = 1.0,
+    processes: int = 1,
 ) -> SampleSummary:
     """Write `days` days of Segment NDJSON files into `out_dir` (created if needed).
 
-    The same arguments always produce byte-identical files. A naive `start` is taken as UTC.
-    """
-    if min(accounts, users, days) < 1:
-        raise ValueError("accounts, users and days must each be at least 1")
+    The same arguments always produce byte-identical files, whatever `processes` (how many
+    days are written at once, by forked worker processes). `activity` scales every user's
+    session rate (and anonymous visits). A naive `start` is taken as UTC. Memory holds the
+    company model and one 6-hour file window per process, never the whole sample."""
+    if min(accounts, users, days, processes) < 1 or activity <= 0:
+        raise ValueError("accounts, users, days and processes must each be at least 1, "
+                         "activity above 0")  # fmt: skip
+    global _SHARED
     model = build_model(seed, accounts, users, _epoch_ms(start), days)
     out_dir.mkdir(parents=True, exist_ok=True)
     idents = [f'"userId":"{u.id}","anonymousId":"{u.anonymous_id}"' for u in model.users]
+    _SHARED = (model, idents, activity, out_dir)
     totals: Counter[str] = Counter()
-    for day in range(days):
-        totals.update(_Day(model, idents, day).write(out_dir))
+    try:
+        if processes == 1:
+            counts = map(_write_day, range(days))
+        else:  # forked workers inherit the model instead of unpickling a copy each
+            pool = multiprocessing.get_context("fork").Pool(processes)
+            counts = pool.imap_unordered(_write_day, range(days))
+        for day_counts in counts:
+            totals.update(day_counts)
+    finally:
+        _SHARED = None
+        if processes > 1:
+            pool.close()
+            pool.join()
     return SampleSummary(
         files=totals["files"],
         lines=totals["lines"],
@@ -143,6 +162,15 @@ def generate_sample(
         duplicate_lines=totals["duplicate_lines"],
         dirty_lines={kind: totals[kind] for kind in DIRTY_KINDS},
     )
+
+
+_SHARED: tuple | None = None
+"""The model, identities, activity and output folder of the sample being written."""
+
+
+def _write_day(day: int) -> Counter[str]:
+    model, idents, activity, out_dir = _SHARED
+    return _Day(model, idents, day, activity).write(out_dir)
 
 
 def _epoch_ms(start: datetime) -> int:
@@ -181,8 +209,8 @@ def _poisson(rng: random.Random, lam: float) -> int:
 class _Day:
     """The four files of one day, drawn from the day's own random stream."""
 
-    def __init__(self, model: Model, idents: list[str], day: int) -> None:
-        self.model, self.idents, self.day = model, idents, day
+    def __init__(self, model: Model, idents: list[str], day: int, activity: float) -> None:
+        self.model, self.idents, self.day, self.activity = model, idents, day, activity
         self.rng = random.Random(f"{model.seed}:day:{day}")
         self.dirty_due = self.rng.random()
         self.dirty_written = 0
@@ -196,7 +224,8 @@ class _Day:
         for f in range(FILES_PER_DAY):
             window_start = day_start + f * FILE_MS
             share = _WINDOW_SHARE[f] * (_WEEKEND_FACTOR if weekend else 1.0)
-            events = _Window(self.model, self.idents, self.rng, window_start).collect(share)
+            window = _Window(self.model, self.idents, self.rng, window_start)
+            events = window.collect(share * self.activity)
             last = f == FILES_PER_DAY - 1
             lines, carried = self._interleave(events, carried, last)
             _write_file(out_dir / _file_name(window_start, gz=f % 2 == 1), lines)
