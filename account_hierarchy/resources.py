@@ -37,7 +37,7 @@ def warehouse_resource() -> Warehouse:
     """The DuckDB warehouse at `AH_WAREHOUSE`."""
     path = settings.warehouse_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    return Warehouse(database=str(path))
+    return Warehouse(database=str(path), connection_config=settings.duckdb_config())
 
 
 def landing_resource() -> LandingFolder:

@@ -5,6 +5,7 @@ through the Makefile).
 """
 
 import os
+import re
 from pathlib import Path
 
 LANDING_DIR_ENV = "AH_LANDING_DIR"
@@ -12,6 +13,7 @@ WAREHOUSE_ENV = "AH_WAREHOUSE"
 DEFINITIONS_DIR_ENV = "AH_DEFINITIONS_DIR"
 PARTITIONS_START_ENV = "AH_PARTITIONS_START"
 PARENT_TRAIT_ENV = "AH_PARENT_TRAIT"
+MEMORY_LIMIT_ENV = "AH_DUCKDB_MEMORY_LIMIT"
 
 DEFAULT_LANDING_DIR = "data/landing"
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
@@ -19,6 +21,8 @@ DEFAULT_DEFINITIONS_DIR = "data/definitions"
 # First hourly partition. Events before it cannot be placed in a partition and are quarantined.
 DEFAULT_PARTITIONS_START = "2024-01-01-00:00"
 DEFAULT_PARENT_TRAIT = "parent_account_id"
+# DuckDB keeps within this much memory and spills larger work to `<warehouse>.tmp/`.
+DEFAULT_MEMORY_LIMIT = "4GB"
 
 
 def landing_dir() -> Path:
@@ -44,3 +48,12 @@ def partitions_start() -> str:
 def parent_trait() -> str:
     """The group trait naming an account's parent account (`AH_PARENT_TRAIT`)."""
     return os.environ.get(PARENT_TRAIT_ENV, DEFAULT_PARENT_TRAIT)
+
+
+def duckdb_config() -> dict[str, str]:
+    """Settings of every warehouse connection: DuckDB's memory limit
+    (`AH_DUCKDB_MEMORY_LIMIT`, e.g. `4GB` or `500MB`)."""
+    limit = os.environ.get(MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT)
+    if not re.fullmatch(r"\s*\d+(\.\d+)?\s*[KMGT]i?B\s*", limit, re.IGNORECASE):
+        raise ValueError(f"{MEMORY_LIMIT_ENV}={limit!r}: expected an amount like 4GB or 500MB")
+    return {"memory_limit": limit}

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import duckdb
 
+from account_hierarchy.settings import duckdb_config
+
 INGEST_TABLES_DDL = """
 CREATE TABLE IF NOT EXISTS raw_events (
     message_id VARCHAR NOT NULL,
@@ -65,13 +67,14 @@ class WarehouseBusyError(RuntimeError):
 
 
 def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse (creating its folder), in UTC, waiting briefly if a run holds it."""
+    """Open the warehouse (creating its folder), in UTC and within the memory limit of
+    `settings.duckdb_config`, waiting briefly if a run holds it."""
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + LOCK_WAIT_SECONDS
     while True:
         try:
-            con = duckdb.connect(str(path), read_only=read_only)
+            con = duckdb.connect(str(path), read_only=read_only, config=duckdb_config())
             break
         except duckdb.IOException as error:
             if "lock" not in str(error).lower() or time.monotonic() > deadline:
