@@ -1,5 +1,6 @@
 """Helpers shared by the benchmarks: timing, peak memory, sample files, a results table."""
 
+import argparse
 import gzip
 import json
 import resource
@@ -60,6 +61,33 @@ def _is_object(line: str) -> bool:
         return False
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
-    """Print benchmark rows as an aligned table."""
-    print(tabulate(rows, headers="keys", floatfmt=",.2f", intfmt=","))
+def print_rows(rows: list[dict[str, Any]], output_format: str = "table") -> None:
+    """Print benchmark rows as an aligned table, or as JSON lines (`jsonl`)."""
+    if output_format == "jsonl":
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print(tabulate(rows, headers="keys", floatfmt=",.2f", intfmt=","))
+
+
+def figure_arguments(description: str, events: int) -> argparse.Namespace:
+    """The options every figure command takes: its scale, work folder and output format."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--events", type=int, default=events, help="scale, in events")
+    parser.add_argument("--work-dir", type=Path, default=Path("benchmarks/.work"))
+    parser.add_argument("--format", choices=("table", "jsonl"), default="table")
+    return parser.parse_args()
+
+
+def row(figure: str, what: str, events: int, seconds: float, **extra: Any) -> dict[str, Any]:
+    """One result: what ran, on how many events, how fast, and this process's peak memory."""
+    return {"figure": figure, "what": what, "events": events, "seconds": seconds,
+            "events/s": events / seconds if seconds else None, "peak MiB": peak_rss_mib(),
+            **extra}  # fmt: skip
+
+
+def versus(ours: dict[str, Any], baseline: dict[str, Any]) -> list[dict[str, Any]]:
+    """Both rows, ours with its speed as a multiple of the baseline's (events per second)."""
+    ours["vs baseline"] = ours["events/s"] / baseline["events/s"]
+    baseline["vs baseline"] = 1.0
+    return [ours, baseline]

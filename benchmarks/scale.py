@@ -6,7 +6,9 @@ accounts over 30 days, with the activity raised so that users average ~100 event
 """
 
 import json
+import resource
 import shutil
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import DEFAULT_START, generate_sample
 from account_hierarchy.warehouse import connect
+from benchmarks.common import peak_rss_mib
 
 DAYS = 30
 ACTIVITY = 1.5
@@ -59,11 +62,19 @@ class Scale:
         if marker.exists():
             return json.loads(marker.read_text())
         shutil.rmtree(self.landing, ignore_errors=True)
+        started = time.perf_counter()
         summary = generate_sample(
             self.landing, accounts=self.accounts, users=self.users, days=DAYS,
             activity=ACTIVITY, processes=processes,
         )  # fmt: skip
-        result = {"lines": summary.lines, "valid_events": summary.valid_events}
+        result = {
+            "lines": summary.lines,
+            "valid_events": summary.valid_events,
+            "seconds": time.perf_counter() - started,
+            "peak MiB": max(
+                peak_rss_mib(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            ),
+        }
         marker.write_text(json.dumps(result))
         return result
 
@@ -77,3 +88,7 @@ class Scale:
                 ingest_window(con, self.landing, *EVERYTHING, EVERYTHING[0])
             scratch.rename(self.warehouse)
         return self.warehouse
+
+
+def _largest_child_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

@@ -78,10 +78,7 @@ def _moment(column: str) -> str:
     (the rewrite only runs for the rare texts the plain cast rejects)."""
     plain = f"try_cast({column} AS TIMESTAMPTZ)"
     with_seconds = f"regexp_replace({column}, '{MINUTES_ONLY}', '\\1:00\\2')"
-    return (
-        f"(CASE WHEN {plain} IS NOT NULL THEN {plain} "
-        f"ELSE try_cast({with_seconds} AS TIMESTAMPTZ) END)::TIMESTAMP"
-    )
+    return f"coalesce({plain}, try_cast({with_seconds} AS TIMESTAMPTZ))::TIMESTAMP"
 
 
 def _present(name: str) -> str:
@@ -96,11 +93,13 @@ CLASSIFY_SQL = f"""
 WITH trimmed AS (
     SELECT CAST($source_file AS VARCHAR) AS source_file, source_line, utf8_error,
            CAST($file_written_at AS TIMESTAMP) AS file_written_at,
-           rtrim(line, chr(10) || chr(13)) AS text
+           regexp_replace(line, '[\\r\\n]+$', '') AS text  -- (rtrim is 8x slower)
     FROM lines
 ), parsed AS (
     SELECT *, strlen(text) AS n_bytes,
-           CASE WHEN strlen(text) <= $max_bytes THEN try(json_type(text, $paths)) END AS types
+           -- (json_valid first: an error inside try() makes DuckDB redo a vector row by row)
+           CASE WHEN strlen(text) <= $max_bytes AND json_valid(text)
+                THEN json_type(text, $paths) END AS types
     FROM trimmed
 ), typed AS (
     SELECT source_file, source_line, utf8_error, file_written_at, text, n_bytes,
@@ -200,18 +199,18 @@ FROM checked
 ANCHOR_SQL = """
 UPDATE {table} AS target SET event_hour = anchored.hour
 FROM (
-    SELECT orphan.source_line,
+    SELECT orphan.source_file, orphan.source_line,
            coalesce(earlier.event_hour, later.event_hour, orphan.file_hour) AS hour
-    FROM (SELECT source_line, file_hour FROM {table}
-          WHERE source_file = $path AND event_hour IS NULL) AS orphan
-    ASOF LEFT JOIN (SELECT source_line, event_hour FROM {table}
-                    WHERE source_file = $path AND event_hour IS NOT NULL) AS earlier
-        ON orphan.source_line > earlier.source_line
-    ASOF LEFT JOIN (SELECT source_line, event_hour FROM {table}
-                    WHERE source_file = $path AND event_hour IS NOT NULL) AS later
-        ON orphan.source_line < later.source_line
+    FROM (SELECT source_file, source_line, file_hour FROM {table}
+          WHERE event_hour IS NULL) AS orphan
+    ASOF LEFT JOIN (SELECT source_file, source_line, event_hour FROM {table}
+                    WHERE event_hour IS NOT NULL) AS earlier
+        ON orphan.source_file = earlier.source_file AND orphan.source_line > earlier.source_line
+    ASOF LEFT JOIN (SELECT source_file, source_line, event_hour FROM {table}
+                    WHERE event_hour IS NOT NULL) AS later
+        ON orphan.source_file = later.source_file AND orphan.source_line < later.source_line
 ) AS anchored
-WHERE target.source_file = $path AND target.event_hour IS NULL
+WHERE target.event_hour IS NULL AND target.source_file = anchored.source_file
   AND target.source_line = anchored.source_line
 """
 
@@ -227,7 +226,7 @@ def classify_into(
 ) -> None:
     """Append one row per line of one file to `table` (a staging table we own): its reason
     (NULL when valid), its `event_hour` and the typed message fields. `lines` follows
-    `LINE_SCHEMA`. Then call `anchor_orphans` for the file."""
+    `LINE_SCHEMA`. Call `anchor_orphans` once every file is in."""
     con.register("lines", lines)
     con.execute(
         f"INSERT INTO {table} BY NAME {CLASSIFY_SQL}",
@@ -247,11 +246,9 @@ def classify_into(
     con.unregister("lines")
 
 
-def anchor_orphans(con: duckdb.DuckDBPyConnection, table: str, source_file: str) -> None:
-    """Give a file's quarantined lines without an hour of their own their neighbours' hour."""
-    (orphans,) = con.execute(
-        f"SELECT count(*) FROM {table} WHERE source_file = $path AND event_hour IS NULL",
-        {"path": source_file},
-    ).fetchone()
+def anchor_orphans(con: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Give the quarantined lines of `table` without an hour of their own their neighbours'
+    hour (the nearest lines of the same file)."""
+    (orphans,) = con.execute(f"SELECT count(*) FROM {table} WHERE event_hour IS NULL").fetchone()
     if orphans:
-        con.execute(ANCHOR_SQL.format(table=table), {"path": source_file})
+        con.execute(ANCHOR_SQL.format(table=table))

@@ -19,7 +19,7 @@ import pyarrow as pa
 from account_hierarchy.ingest.classify import LINE_SCHEMA
 
 LANDING_SUFFIXES = (".ndjson", ".jsonl", ".json")
-BATCH_ROWS = 65_536
+BATCH_ROWS = 8192
 
 
 @dataclass(frozen=True)

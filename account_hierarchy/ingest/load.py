@@ -82,18 +82,21 @@ def ingest_window(
     con.register("present_files", pa.table({"path": [file.path for file in files]}))
     known = _indexed_files(con)
     touching = _paths_touching(con, start, end)
+    to_index = []
     for file in files:
         unchanged = known.get(file.path) == (file.size, file.mtime_ns)
         if unchanged and file.path not in touching:
             continue
-        _stage_file(con, landing_dir, file, partitions_start, reindex=not unchanged)
-        con.execute(
-            "DELETE FROM window_lines WHERE source_file = $path "
-            "AND (event_hour < $start OR event_hour >= $end)",
-            {"path": file.path, "start": start, "end": end},
-        )
+        content_hash = _stage_file(con, landing_dir, file, partitions_start)
+        if not unchanged:
+            to_index.append((file, content_hash))
         report.files_read += 1
-        report.files_indexed += not unchanged
+    report.files_indexed = len(to_index)
+    _finish_staging(con, to_index)
+    con.execute(
+        "DELETE FROM window_lines WHERE event_hour < $start OR event_hour >= $end",
+        {"start": start, "end": end},
+    )
     # Staging happens outside the transaction: DuckDB updates transaction-local rows slowly.
     _sort_window(con, start, end, report)
     con.begin()
@@ -124,14 +127,9 @@ def _paths_touching(con: duckdb.DuckDBPyConnection, start: datetime, end: dateti
 
 
 def _stage_file(
-    con: duckdb.DuckDBPyConnection,
-    landing_dir: Path,
-    file: LandingFile,
-    partitions_start: datetime,
-    *,
-    reindex: bool,
-) -> None:
-    """Classify one file's lines into `window_lines`; stage its index entry if new or changed."""
+    con: duckdb.DuckDBPyConnection, landing_dir: Path, file: LandingFile, partitions_start: datetime
+) -> str:
+    """Classify one file's lines into `window_lines`; return the hash of its bytes."""
     content = read_landing_file(landing_dir, file)
     if content.lines is None:
         file_hour = max(
@@ -151,19 +149,34 @@ def _stage_file(
             lines=content.lines,
             partitions_start=partitions_start,
         )
-        anchor_orphans(con, "window_lines", file.path)
-    if reindex:
-        params = {"path": file.path}
-        con.execute(
-            "INSERT INTO staged_files SELECT $path, $hash, $size, $mtime, count(*) "
-            "FROM window_lines WHERE source_file = $path",
-            params | {"hash": content.content_hash, "size": file.size, "mtime": file.mtime_ns},
-        )
-        con.execute(
-            "INSERT INTO staged_file_hours SELECT $path, event_hour, count(*) "
-            "FROM window_lines WHERE source_file = $path GROUP BY event_hour",
-            params,
-        )
+    return content.content_hash
+
+
+def _finish_staging(
+    con: duckdb.DuckDBPyConnection, to_index: list[tuple[LandingFile, str]]
+) -> None:
+    """Once every file is staged: give orphan lines their hour, and stage the index entries
+    (line count, and lines per hour) of the new or changed files `to_index`."""
+    anchor_orphans(con, "window_lines")
+    con.register(
+        "files_to_index",
+        pa.table({
+            "path": [file.path for file, _ in to_index],
+            "content_hash": [content_hash for _, content_hash in to_index],
+            "size": pa.array([file.size for file, _ in to_index], pa.int64()),
+            "mtime_ns": pa.array([file.mtime_ns for file, _ in to_index], pa.int64()),
+        }),
+    )  # fmt: skip
+    con.execute(
+        "INSERT INTO staged_files SELECT f.path, f.content_hash, f.size, f.mtime_ns, "
+        "count(w.source_line) FROM files_to_index AS f "
+        "LEFT JOIN window_lines AS w ON w.source_file = f.path GROUP BY ALL"
+    )
+    con.execute(
+        "INSERT INTO staged_file_hours SELECT source_file, event_hour, count(*) "
+        "FROM window_lines WHERE source_file IN (SELECT path FROM files_to_index) GROUP BY ALL"
+    )
+    con.unregister("files_to_index")
 
 
 SORT_WINDOW_SQL = """
@@ -277,8 +290,8 @@ def hours_of_file(
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         con.execute(STAGING_DDL)
-        _stage_file(con, landing_dir, file, partitions_start, reindex=True)
-        (content_hash,) = con.execute("SELECT content_hash FROM staged_files").fetchone()
+        content_hash = _stage_file(con, landing_dir, file, partitions_start)
+        _finish_staging(con, [(file, content_hash)])
         hours = {hour for (hour,) in con.execute("SELECT event_hour FROM staged_file_hours")
                  .fetchall()}  # fmt: skip
     return content_hash, hours

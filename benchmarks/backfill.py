@@ -1,0 +1,55 @@
+"""Backfill benchmark: a single run of 30 days (720 hourly snapshots) of every sample trait
+and audience over the scale's events, as a Dagster single-run backfill does it (queries
+compiled once, tiles rolled up for each hour). The hierarchy snapshots of the 720 hours are
+built first, and timed on their own row.
+
+Against pandas computing the computed traits alone for the last two hours, on a share of the
+users; speeds are compared as event-hours (events x snapshot hours) per second.
+
+    python -m benchmarks.backfill [--events 10000000] [--format jsonl]
+"""
+
+from datetime import timedelta
+
+from account_hierarchy.catalog.loader import load_catalog
+from account_hierarchy.traits.compute import tiled_traits
+from account_hierarchy.traits.tiles import refresh_tiles
+from account_hierarchy.warehouse import connect
+from benchmarks.common import figure_arguments, print_rows, row, timed, versus
+from benchmarks.pipeline import (
+    events_in,
+    hierarchy_snapshots,
+    last_hours,
+    pandas_baseline,
+    traits_and_audiences,
+)
+from benchmarks.scale import DAYS, DEFINITIONS, Scale
+
+BASELINE_EVENTS = 1_000_000
+
+
+def measure(scale: Scale) -> list[dict]:
+    """Rows: the hierarchy of every hour, the traits and audiences of every hour, pandas."""
+    catalog = load_catalog(DEFINITIONS)
+    end = scale.last_hour + timedelta(hours=1)
+    start = end - timedelta(days=DAYS)
+    hours = DAYS * 24
+    with connect(scale.ingested()) as con:
+        events = events_in(con)
+        refresh_tiles(con, tiled_traits(catalog))
+        seconds, _ = timed(lambda: hierarchy_snapshots(con, start, end))
+        hierarchy = row("backfill", f"hierarchy snapshots, {hours} hours", events * hours,
+                        seconds)  # fmt: skip
+        seconds, _ = timed(lambda: traits_and_audiences(con, catalog, start, end))
+        ours = row("backfill", f"traits and audiences, {hours} hours", events * hours, seconds)
+        baseline = pandas_baseline(con, catalog, "backfill", last_hours(end, 2), BASELINE_EVENTS)
+    return [hierarchy, *versus(ours, baseline)]
+
+
+def main() -> None:
+    args = figure_arguments(__doc__, 10_000_000)
+    print_rows(measure(Scale(args.events, args.work_dir)), args.format)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The hourly pipeline after ingestion, as plain calls (what the Dagster assets run), and the
+pandas baseline's inputs."""
+
+from datetime import datetime, timedelta
+
+import duckdb
+
+from account_hierarchy.audiences.memberships import build_audience
+from account_hierarchy.catalog.loader import Catalog
+from account_hierarchy.catalog.models import SqlTrait
+from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
+from account_hierarchy.hierarchy.tree import build_hierarchy
+from account_hierarchy.traits.compute import build_traits
+from benchmarks import pandas_traits
+from benchmarks.common import row, timed
+
+
+def hierarchy_snapshots(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> None:
+    """Users, accounts, memberships and the account tree for every hour of `[start, end)`."""
+    build_memberships(con, start, end)
+    build_users(con, start, end)
+    build_accounts(con, start, end, "parent_account_id")
+    build_hierarchy(con, start, end)
+
+
+def traits_and_audiences(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime
+) -> None:
+    """Every trait, then every audience, for every hour of `[start, end)`."""
+    build_traits(con, catalog, start, end)
+    for located in catalog.audiences:
+        build_audience(con, catalog, located.audience.name, start, end)
+
+
+def pandas_baseline(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, figure: str, hours: list[datetime],
+    most_events: int,
+) -> dict:  # fmt: skip
+    """The computed traits of `hours` with pandas (`pandas_traits`), on the events of every
+    k-th user so that at most `most_events` events are in memory; one row, counting
+    event-hours (events x hours) like the rows it is compared with."""
+    (events,) = con.execute("SELECT count(*) FROM raw_events").fetchone()
+    share = max(1, -(-events // most_events))
+    frame = con.execute(
+        "SELECT * FROM raw_events WHERE user_id IS NULL OR hash(user_id) % $k = 0", {"k": share}
+    ).df()
+    traits = [t.trait for t in catalog.traits if not isinstance(t.trait, SqlTrait)]
+
+    def compute() -> None:
+        prepared = pandas_traits.prepare(frame)
+        for hour in hours:
+            at = {"h": hour}
+            memberships = con.execute(
+                "SELECT user_id, account_id FROM account_memberships WHERE snapshot_hour = $h", at
+            ).df()
+            tree = con.execute(
+                "SELECT account_id, path FROM account_hierarchy WHERE snapshot_hour = $h", at
+            ).df()
+            pandas_traits.compute(prepared, memberships, tree, traits, hour)
+
+    seconds, _ = timed(compute)
+    what = f"pandas, computed traits, 1 in {share} users, {len(hours)} hour(s)"
+    return row(figure, what, len(frame) * len(hours), seconds)
+
+
+def last_hours(end: datetime, count: int) -> list[datetime]:
+    """The `count` hours before `end`."""
+    return [end - timedelta(hours=count - i) for i in range(count)]
+
+
+def events_in(con: duckdb.DuckDBPyConnection) -> int:
+    """How many events the warehouse holds."""
+    return con.execute("SELECT count(*) FROM raw_events").fetchone()[0]
