@@ -40,9 +40,10 @@ from account_hierarchy.traits.sql_traits import (
 from account_hierarchy.traits.tiles import (
     TILES,
     VALUE_TILES,
+    is_value_trait,
     refresh_tiles,
     rollup,
-    rollup_most_frequent,
+    rollup_values,
     tileable,
     tiles_before,
 )
@@ -169,15 +170,14 @@ def _class_parts(
         parts += [aggregate(events, plain, AS_OF)] if plain else []
         parts += [most_frequent(events, t, AS_OF) for t in direct if isinstance(t, MostFrequent)]
     rolled = [t for t in traits if t in tiled]
-    if rolled:
-        plain = [t for t in rolled if not isinstance(t, MostFrequent)]
-        if plain:
-            tiles = attribute(tiles_before(backend.table(TILES), AS_OF), snapshot, key)
-            parts.append(rollup(tiles, plain, AS_OF))
-        for trait in rolled:
-            if isinstance(trait, MostFrequent):
-                values = tiles_before(backend.table(VALUE_TILES), AS_OF, trait)
-                parts.append(rollup_most_frequent(attribute(values, snapshot, key), trait, AS_OF))
+    plain = [t for t in rolled if not is_value_trait(t)]
+    if plain:
+        tiles = attribute(tiles_before(backend.table(TILES), AS_OF), snapshot, key)
+        parts.append(rollup(tiles, plain, AS_OF))
+    for trait in rolled:
+        if is_value_trait(trait):
+            values = tiles_before(backend.table(VALUE_TILES), AS_OF, trait)
+            parts.append(rollup_values(attribute(values, snapshot, key), trait, AS_OF))
     return parts
 
 

@@ -7,10 +7,10 @@ partial aggregate over those events (type, name and conditions applied, window n
 - counters and unique users: the number of matching events;
 - sums, averages, minimums, maximums: the sum, count, minimum or maximum of the numbers;
 - first / last values: the value of the earliest / latest event that has it, with its
-  timestamp and messageId (the tie-breaker);
-- unique lists and their counts: the distinct values.
+  timestamp and messageId (the tie-breaker).
 
-`trait_value_tiles` counts each value of a `most_frequent` trait's property the same way.
+`trait_value_tiles` counts, the same way, each value of the property of a value trait (most
+frequent value, unique list, unique list count): a row per trait, key and value.
 
 A snapshot at hour `h` keeps the tiles of hours before `as_of` and inside each trait's window,
 attributes them to entities exactly as events are (`compile.attribute`), and combines the
@@ -53,6 +53,14 @@ TILE_KEYS = ("tile_hour", "user_id", "context_group_id")
 TILES, VALUE_TILES, TILE_HOURS = "trait_tiles", "trait_value_tiles", "trait_tile_hours"
 
 
+ValueTrait = MostFrequent | UniqueList | UniqueListCount
+
+
+def is_value_trait(trait: ComputedTrait) -> bool:
+    """Whether the trait rolls up from value tiles (it needs every distinct value)."""
+    return isinstance(trait, ValueTrait)
+
+
 def tileable(trait: ComputedTrait) -> bool:
     """Whether tiles give the trait exactly: its window is all time or whole hours."""
     length = trait.window_length
@@ -81,16 +89,13 @@ def tile_rows(events: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
             else:
                 reduce = number.min if trait.function == "min" else number.max
                 columns[_partial(trait, trait.function)] = reduce(where=where)
-        elif isinstance(trait, FirstValue | LastValue | UniqueList | UniqueListCount):
+        elif isinstance(trait, FirstValue | LastValue):
             text = events[property_column(trait.property, "text")]
             where &= events[property_column(trait.property, "present")]
-            if isinstance(trait, FirstValue | LastValue):
-                pick = "argmin" if isinstance(trait, FirstValue) else "argmax"
-                for part, column in (("value", text), ("at", events.timestamp),
-                                     ("id", events.message_id)):  # fmt: skip
-                    columns[_partial(trait, part)] = getattr(column, pick)(order, where=where)
-            else:
-                columns[_partial(trait, "values")] = text.collect(where=where, distinct=True)
+            pick = "argmin" if isinstance(trait, FirstValue) else "argmax"
+            for part, column in (("value", text), ("at", events.timestamp),
+                                 ("id", events.message_id)):  # fmt: skip
+                columns[_partial(trait, part)] = getattr(column, pick)(order, where=where)
     return events.group_by(
         tile_hour=events.event_hour,
         user_id=events.user_id,
@@ -98,8 +103,8 @@ def tile_rows(events: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
     ).aggregate(**columns)
 
 
-def value_tile_rows(events: ir.Table, traits: list[MostFrequent]) -> ir.Table:
-    """Per (hour, user, context account), how often each most-frequent trait saw each value."""
+def value_tile_rows(events: ir.Table, traits: list[ValueTrait]) -> ir.Table:
+    """Per (hour, user, context account), how often each value trait saw each value."""
     events = with_properties(events, traits)
     parts = []
     for trait in traits:
@@ -149,9 +154,6 @@ def rollup(tiles: ir.Table, traits: list[ComputedTrait], as_of) -> ir.Table | No
             columns[trait.name] = getattr(part("value"), pick)(
                 order, where=where & part("at").notnull()
             )
-        else:
-            values = part("values").collect(where=where).flatten().unique().sort()
-            columns[trait.name] = values if isinstance(trait, UniqueList) else values.length()
     return tiles.group_by("entity_id").aggregate(**columns) if columns else None
 
 
@@ -161,19 +163,25 @@ def _total(counts: ir.IntegerColumn, where: ir.BooleanValue) -> ir.IntegerScalar
     return counts.cast("decimal(38, 0)").sum(where=where).cast("int64")
 
 
-def rollup_most_frequent(value_tiles: ir.Table, trait: MostFrequent, as_of) -> ir.Table:
-    """One row per entity: the trait's most frequent value (ties: the smallest value)."""
-    counted = (
-        value_tiles.filter(in_window(value_tiles.tile_hour, trait, as_of))
-        .group_by(["entity_id", "value"])
-        .aggregate(times=_total(value_tiles.times, ibis.literal(True)))
+def rollup_values(value_tiles: ir.Table, trait: ValueTrait, as_of) -> ir.Table:
+    """One row per entity: the value trait (most frequent value, ties: the smallest; the
+    sorted distinct values; or how many there are)."""
+    kept = value_tiles.filter(in_window(value_tiles.tile_hour, trait, as_of))
+    if isinstance(trait, UniqueList):
+        return kept.group_by("entity_id").aggregate(
+            **{trait.name: kept.value.collect(distinct=True).sort()}
+        )
+    if isinstance(trait, UniqueListCount):
+        return kept.group_by("entity_id").aggregate(**{trait.name: kept.value.nunique()})
+    counted = kept.group_by(["entity_id", "value"]).aggregate(
+        times=_total(kept.times, ibis.literal(True))
     )
     rank = ibis.struct({"times": -counted.times, "value": counted.value})
     return counted.group_by("entity_id").aggregate(**{trait.name: counted.value.argmin(rank)})
 
 
-def tiles_before(table: ir.Table, as_of, trait: MostFrequent | None = None) -> ir.Table:
-    """The tiles of hours before `as_of` (of one most-frequent trait, for value tiles)."""
+def tiles_before(table: ir.Table, as_of, trait: ValueTrait | None = None) -> ir.Table:
+    """The tiles of hours before `as_of` (of one value trait, for value tiles)."""
     kept = table.filter(table.tile_hour < timestamp(as_of))
     return kept.filter(kept.trait == _partial(trait, "value")) if trait else kept
 
@@ -197,11 +205,11 @@ def refresh_tiles(con: duckdb.DuckDBPyConnection, traits: list[ComputedTrait]) -
     events = events.filter(events.user_id.notnull()).semi_join(
         stale, events.event_hour == stale.tile_hour
     )
-    plain = [t for t in traits if not isinstance(t, MostFrequent)]
-    frequent = [t for t in traits if isinstance(t, MostFrequent)]
+    plain = [t for t in traits if not is_value_trait(t)]
+    valued = [t for t in traits if is_value_trait(t)]
     queries = {
         TILES: backend.compile(tile_rows(events, plain)),
-        VALUE_TILES: backend.compile(value_tile_rows(events, frequent)) if frequent else None,
+        VALUE_TILES: backend.compile(value_tile_rows(events, valued)) if valued else None,
     }
     fingerprint = hashlib.sha1(repr(sorted(queries.items(), key=str)).encode()).hexdigest()
     con.execute(
