@@ -6,7 +6,9 @@ from datetime import datetime, timedelta
 import dagster as dg
 import pytest
 
+from account_hierarchy.hierarchy import as_of
 from account_hierarchy.hierarchy.assets import hierarchy_snapshots
+from account_hierarchy.hierarchy.entities import build_users
 from account_hierarchy.ingest.assets import raw_events
 from account_hierarchy.resources import LandingFolder, Warehouse
 from account_hierarchy.warehouse import connect
@@ -187,3 +189,14 @@ def test_trait_changed_twice_within_an_hour_keeps_the_last(warehouse):
     assert [hour for hour, _ in roles] == [
         datetime(2026, 10, 1, 10) + timedelta(hours=i) for i in range(4)
     ]
+
+
+def test_trait_objects_built_a_few_hours_at_a_time_are_the_same(warehouse, monkeypatch):
+    path, _ = warehouse
+    start, end = datetime(2026, 10, 1, 9), datetime(2026, 10, 1, 13)
+    con = connect(path)
+    whole = con.execute("SELECT * FROM users ORDER BY ALL").fetchall()
+    monkeypatch.setattr(as_of, "GRID_ROWS_PER_BATCH", 1)  # one hour per batch
+    build_users(con, start, end)
+    assert con.execute("SELECT * FROM users ORDER BY ALL").fetchall() == whole
+    con.close()

@@ -6,7 +6,7 @@ built first, and timed on their own row.
 Against pandas computing the computed traits alone for the last two hours, on a share of the
 users; speeds are compared as event-hours (events x snapshot hours) per second.
 
-    python -m benchmarks.backfill [--events 10000000] [--format jsonl]
+    python -m benchmarks.backfill [--events 10000000] [--hours 720] [--format jsonl]
 """
 
 from datetime import timedelta
@@ -28,12 +28,12 @@ from benchmarks.scale import DAYS, DEFINITIONS, Scale
 BASELINE_EVENTS = 1_000_000
 
 
-def measure(scale: Scale) -> list[dict]:
-    """Rows: the hierarchy of every hour, the traits and audiences of every hour, pandas."""
+def measure(scale: Scale, hours: int = DAYS * 24) -> list[dict]:
+    """Rows: the hierarchy of every hour, the traits and audiences of every hour, pandas.
+    `hours` (the last ones of the sample) shortens the backfill."""
     catalog = load_catalog(DEFINITIONS)
     end = scale.last_hour + timedelta(hours=1)
-    start = end - timedelta(days=DAYS)
-    hours = DAYS * 24
+    start = end - timedelta(hours=hours)
     with connect(scale.ingested()) as con:
         events = events_in(con)
         refresh_tiles(con, tiled_traits(catalog))
@@ -47,8 +47,8 @@ def measure(scale: Scale) -> list[dict]:
 
 
 def main() -> None:
-    args = figure_arguments(__doc__, 10_000_000)
-    print_rows(measure(Scale(args.events, args.work_dir)), args.format)
+    args = figure_arguments(__doc__, 10_000_000, hours=DAYS * 24)
+    print_rows(measure(Scale(args.events, args.work_dir), args.hours), args.format)
 
 
 if __name__ == "__main__":

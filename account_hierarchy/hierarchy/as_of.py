@@ -6,9 +6,11 @@ scratch, the builders here aggregate events per hour once and carry the aggregat
 every snapshot hour of the window with an ASOF join (the latest hour at or before `h`).
 """
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import duckdb
+
+GRID_ROWS_PER_BATCH = 5_000_000
 
 # Every hour of the window [start, end).
 SNAPSHOT_HOURS_SQL = (
@@ -89,24 +91,38 @@ def latest_traits(
         {"end": end, "type": message_type},
     )
     con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE {target}_grid AS
-        SELECT keyed.entity_id, keyed.key, hours.snapshot_hour
-        FROM (SELECT entity_id, key, min(event_hour) AS first_hour FROM {target}_changes
-              GROUP BY ALL) AS keyed
-        JOIN ({SNAPSHOT_HOURS_SQL}) AS hours ON keyed.first_hour <= hours.snapshot_hour
-        """,
-        {"start": start, "end": end},
+        f"CREATE OR REPLACE TEMP TABLE {target}_keys AS SELECT entity_id, key, "
+        f"min(event_hour) AS first_hour FROM {target}_changes GROUP BY ALL"
     )
     con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE {target} AS
-        SELECT grid.snapshot_hour, grid.entity_id,
-               to_json(map_from_entries(list((grid.key, changes.value) ORDER BY grid.key)))
-                   AS traits
-        FROM {target}_grid AS grid ASOF JOIN {target}_changes AS changes
-          ON grid.entity_id = changes.entity_id AND grid.key = changes.key
-         AND grid.snapshot_hour >= changes.event_hour
-        GROUP BY grid.snapshot_hour, grid.entity_id
-        """
+        f"CREATE OR REPLACE TEMP TABLE {target} (snapshot_hour TIMESTAMP, entity_id VARCHAR, "
+        "traits JSON)"
     )
+    # The JSON objects are built a few hours at a time: their list aggregation cannot spill
+    # to disk, so each batch stays within about `GRID_ROWS_PER_BATCH` (entity, key) rows.
+    (keys,) = con.execute(f"SELECT count(*) FROM {target}_keys").fetchone()
+    step = timedelta(hours=max(1, GRID_ROWS_PER_BATCH // max(keys, 1)))
+    batch_start = start
+    while batch_start < end:
+        batch_end = min(batch_start + step, end)
+        con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE {target}_grid AS
+            SELECT keyed.entity_id, keyed.key, hours.snapshot_hour
+            FROM {target}_keys AS keyed
+            JOIN ({SNAPSHOT_HOURS_SQL}) AS hours ON keyed.first_hour <= hours.snapshot_hour
+            """,
+            {"start": batch_start, "end": batch_end},
+        )
+        con.execute(
+            f"""
+            INSERT INTO {target}
+            SELECT grid.snapshot_hour, grid.entity_id,
+                   to_json(map_from_entries(list((grid.key, changes.value) ORDER BY grid.key)))
+            FROM {target}_grid AS grid ASOF JOIN {target}_changes AS changes
+              ON grid.entity_id = changes.entity_id AND grid.key = changes.key
+             AND grid.snapshot_hour >= changes.event_hour
+            GROUP BY grid.snapshot_hour, grid.entity_id
+            """
+        )
+        batch_start = batch_end
