@@ -6,13 +6,14 @@ from datetime import datetime, timedelta
 import pytest
 import yaml
 
+from account_hierarchy.audiences.memberships import build_audience
 from account_hierarchy.catalog.loader import load_catalog
 from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
 from account_hierarchy.hierarchy.tree import build_hierarchy
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
 from account_hierarchy.traits.compute import build_traits, tiled_traits
-from account_hierarchy.traits.tiles import refresh_tiles
+from account_hierarchy.traits.tiles import performed_counters, refresh_tiles
 from account_hierarchy.warehouse import connect
 from account_hierarchy_tests.conftest import PARTITIONS_START
 from account_hierarchy_tests.test_traits import SAMPLE_DEFINITIONS
@@ -122,3 +123,28 @@ def test_tiles_follow_new_events_and_changed_definitions(landing, tmp_path):
     tiled, direct = both_ways(con, changed, start, end)
     for left, right in zip(tiled, direct, strict=True):
         assert_same(left, right)
+
+
+def test_performed_conditions_count_the_same_with_and_without_tiles(landing, tmp_path):
+    con = connect(tmp_path / "wh.duckdb")
+    ingest_window(con, landing / "landing", START, START + timedelta(days=3), PARTITIONS_START)
+    folder = tmp_path / "definitions"
+    definitions(folder)
+    audiences = yaml.safe_load((SAMPLE_DEFINITIONS / "audiences.yaml").read_text())["audiences"]
+    (folder / "audiences.yaml").write_text(yaml.safe_dump({"audiences": audiences}))
+    catalog = load_catalog(folder)
+    start, end = datetime(2026, 10, 2, 12), datetime(2026, 10, 2, 18)
+    snapshots(con, start, end)
+    build_traits(con, catalog, start, end)
+    names = [a.audience.name for a in catalog.audiences if "performed" in str(a.audience)]
+    counters = performed_counters([a.audience for a in catalog.audiences])
+    assert names and {c.name for c in counters} <= {t.name for t in tiled_traits(catalog)}
+    results = []
+    for source in ("tiles", "events"):
+        if source == "events":
+            con.execute("DROP TABLE trait_tiles")
+        for name in names:
+            build_audience(con, catalog, name, start, end)
+        results.append(table_rows(con, "audience_memberships"))
+    assert results[0] == results[1]
+    assert any(row["audience"] in names for row in results[0])

@@ -37,7 +37,6 @@ from account_hierarchy.catalog.audience_models import (
     ValueTest,
 )
 from account_hierarchy.catalog.loader import Catalog
-from account_hierarchy.catalog.models import EventCounter
 from account_hierarchy.catalog.windows import parse_window
 from account_hierarchy.traits.compile import (
     AS_OF,
@@ -46,6 +45,14 @@ from account_hierarchy.traits.compile import (
     aggregate,
     attributed_events,
     timestamp,
+)
+from account_hierarchy.traits.tiles import (
+    TILES,
+    performed_counter,
+    rollup,
+    tile_column,
+    tileable,
+    tiles_before,
 )
 
 ENTITY_TABLES = {"account": ("accounts", "account_traits", "account_id"),
@@ -209,19 +216,24 @@ class Evaluator:
         raise TypeError(type(condition))
 
     def _performed(self, condition: Performed, leaf: Leaf) -> ir.Table:
-        counter = EventCounter(
-            name="times", entity="user", type="event_counter", event=condition.performed,
-            event_type=condition.event_type, where=condition.where, window=condition.window,
-        )  # fmt: skip
-        snapshot = Snapshot(
-            events=self.backend.table("raw_events"), memberships=self._at("account_memberships"),
-            hierarchy=self._at("account_hierarchy"), hour=self.hour_value, as_of=self.as_of,
-        )  # fmt: skip
-        events = attributed_events(snapshot, ("user", "all_users", "all_accounts", False))
-        counts = aggregate(events, [counter], self.as_of)
+        """Count with the condition's tiles (built with the traits) when they exist, else
+        from the events."""
+        counter = performed_counter(condition)
+        tiles = self.backend.table(TILES) if TILES in self.backend.list_tables() else None
+        if tileable(counter) and tiles is not None and tile_column(counter, "n") in tiles.columns:
+            tiles = tiles_before(tiles, self.as_of)
+            counts = rollup(tiles.mutate(entity_id=tiles.user_id), [counter], self.as_of)
+        else:
+            snapshot = Snapshot(
+                events=self.backend.table("raw_events"),
+                memberships=self._at("account_memberships"),
+                hierarchy=self._at("account_hierarchy"), hour=self.hour_value, as_of=self.as_of,
+            )  # fmt: skip
+            events = attributed_events(snapshot, ("user", "all_users", "all_accounts", False))
+            counts = aggregate(events, [counter], self.as_of)
         users = self.base("user").select("entity_id")
         rows = users.left_join(counts, users.entity_id == counts.entity_id)
-        times = rows.times.fill_null(0)
+        times = rows[counter.name].fill_null(0)
         held = times >= condition.at_least
         if condition.at_most is not None:
             held &= times <= condition.at_most

@@ -41,6 +41,7 @@ from account_hierarchy.traits.tiles import (
     TILES,
     VALUE_TILES,
     is_value_trait,
+    performed_counters,
     refresh_tiles,
     rollup,
     rollup_values,
@@ -117,13 +118,13 @@ def _snapshot(backend) -> Snapshot:
 
 
 def tiled_traits(catalog: Catalog) -> list[ComputedTrait]:
-    """The computed traits of both entities that roll up from tiles."""
-    return [
-        located.trait
-        for entity in TRAIT_TABLES
-        for located in catalog.traits_of(entity)
-        if not isinstance(located.trait, SqlTrait) and tileable(located.trait)
+    """The computed traits of both entities, and the counters of the audiences' `performed`
+    conditions, that roll up from tiles."""
+    traits = [
+        located.trait for located in catalog.traits if not isinstance(located.trait, SqlTrait)
     ]
+    counters = performed_counters([located.audience for located in catalog.audiences])
+    return [trait for trait in traits + counters if tileable(trait)]
 
 
 def _entity_rows(backend, catalog: Catalog, entity: str, tiled: list[ComputedTrait]) -> ir.Table:

@@ -9,6 +9,9 @@ partial aggregate over those events (type, name and conditions applied, window n
 - first / last values: the value of the earliest / latest event that has it, with its
   timestamp and messageId (the tie-breaker).
 
+The `performed` conditions of audiences are user event counters too (`performed_counter`)
+and have tiles of their own.
+
 `trait_value_tiles` counts, the same way, each value of the property of a value trait (most
 frequent value, unique list, unique list count): a row per trait, key and value.
 
@@ -30,6 +33,8 @@ import duckdb
 import ibis
 import ibis.expr.types as ir
 
+from account_hierarchy.catalog.audience_checks import walk
+from account_hierarchy.catalog.audience_models import Audience, Performed
 from account_hierarchy.catalog.models import (
     Aggregation,
     ComputedTrait,
@@ -67,7 +72,30 @@ def tileable(trait: ComputedTrait) -> bool:
     return length is None or length % timedelta(hours=1) == timedelta(0)
 
 
-def _partial(trait: ComputedTrait, part: str) -> str:
+def performed_counter(condition: Performed) -> EventCounter:
+    """The user event counter an audience's `performed` condition counts with (named after
+    what it counts, so that equal conditions share their tiles)."""
+    counted = condition.model_dump_json(include={"performed", "event_type", "where", "window"})
+    return EventCounter(
+        name=f"performed_{hashlib.sha1(counted.encode()).hexdigest()[:12]}", entity="user",
+        type="event_counter", event=condition.performed, event_type=condition.event_type,
+        where=condition.where, window=condition.window,
+    )  # fmt: skip
+
+
+def performed_counters(audiences: list[Audience]) -> list[EventCounter]:
+    """The counters of every `performed` condition of the audiences, once each."""
+    counters = {}
+    for audience in audiences:
+        for condition, _ in walk(audience.where, audience.entity):
+            if isinstance(condition, Performed):
+                counter = performed_counter(condition)
+                counters[counter.name] = counter
+    return list(counters.values())
+
+
+def tile_column(trait: ComputedTrait, part: str) -> str:
+    """The column of `trait_tiles` holding one of the trait's partial aggregates."""
     return f"{trait.entity}__{trait.name}__{part}"
 
 
@@ -79,23 +107,23 @@ def tile_rows(events: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
     for trait in traits:
         where = selects(events, trait)
         if isinstance(trait, EventCounter | UniqueUsers):
-            columns[_partial(trait, "n")] = events.message_id.count(where=where)
+            columns[tile_column(trait, "n")] = events.message_id.count(where=where)
         elif isinstance(trait, Aggregation):
             number = events[property_column(trait.property, "number")]
             where &= number.notnull()
             if trait.function in ("sum", "avg"):
-                columns[_partial(trait, "sum")] = number.sum(where=where)
-                columns[_partial(trait, "n")] = number.count(where=where)
+                columns[tile_column(trait, "sum")] = number.sum(where=where)
+                columns[tile_column(trait, "n")] = number.count(where=where)
             else:
                 reduce = number.min if trait.function == "min" else number.max
-                columns[_partial(trait, trait.function)] = reduce(where=where)
+                columns[tile_column(trait, trait.function)] = reduce(where=where)
         elif isinstance(trait, FirstValue | LastValue):
             text = events[property_column(trait.property, "text")]
             where &= events[property_column(trait.property, "present")]
             pick = "argmin" if isinstance(trait, FirstValue) else "argmax"
             for part, column in (("value", text), ("at", events.timestamp),
                                  ("id", events.message_id)):  # fmt: skip
-                columns[_partial(trait, part)] = getattr(column, pick)(order, where=where)
+                columns[tile_column(trait, part)] = getattr(column, pick)(order, where=where)
     return events.group_by(
         tile_hour=events.event_hour,
         user_id=events.user_id,
@@ -113,7 +141,7 @@ def value_tile_rows(events: ir.Table, traits: list[ValueTrait]) -> ir.Table:
         parts.append(
             events.filter(selects(events, trait) & present)
             .group_by(
-                trait=ibis.literal(_partial(trait, "value")),
+                trait=ibis.literal(tile_column(trait, "value")),
                 tile_hour=events.event_hour,
                 user_id=events.user_id,
                 context_group_id=events.context_group_id,
@@ -132,7 +160,7 @@ def rollup(tiles: ir.Table, traits: list[ComputedTrait], as_of) -> ir.Table | No
         where = in_window(tiles.tile_hour, trait, as_of)
 
         def part(name: str, t: ComputedTrait = trait) -> ir.Column:
-            return tiles[_partial(t, name)]
+            return tiles[tile_column(t, name)]
 
         if isinstance(trait, EventCounter):
             columns[trait.name] = _total(part("n"), where)
@@ -183,7 +211,7 @@ def rollup_values(value_tiles: ir.Table, trait: ValueTrait, as_of) -> ir.Table:
 def tiles_before(table: ir.Table, as_of, trait: ValueTrait | None = None) -> ir.Table:
     """The tiles of hours before `as_of` (of one value trait, for value tiles)."""
     kept = table.filter(table.tile_hour < timestamp(as_of))
-    return kept.filter(kept.trait == _partial(trait, "value")) if trait else kept
+    return kept.filter(kept.trait == tile_column(trait, "value")) if trait else kept
 
 
 @dataclass(frozen=True)
