@@ -33,9 +33,10 @@ format: $(BIN)/.installed
 sample: $(BIN)/.installed
 	$(BIN)/account-hierarchy sample
 
+BENCH_EVENTS ?= 1000000
+BENCH_HOURS ?= 720
 bench: $(BIN)/.installed
-	$(BIN)/python -m benchmarks.ingest
-	$(BIN)/python -m benchmarks.traits
+	$(BIN)/python -m benchmarks --events $(BENCH_EVENTS) --backfill-hours $(BENCH_HOURS)
 
 clean:
 	rm -rf $(VENV) data/warehouse.duckdb data/warehouse.duckdb.wal

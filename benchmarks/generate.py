@@ -1,6 +1,6 @@
 """Generator benchmark: writing the sample of a scale with two worker processes (days in
-parallel, one 6-hour window in memory per worker), against the same generator in one process
-on the scale's first two days.
+parallel, one 6-hour window in memory per worker), and its first three days written with two
+processes against one.
 
     python -m benchmarks.generate [--events 10000000] [--format jsonl]
 
@@ -10,29 +10,38 @@ The sample is written once and reused by the other benchmarks; its figures are r
 import tempfile
 from pathlib import Path
 
-from account_hierarchy.sample.generator import generate_sample
+from account_hierarchy.sample.generator import SampleSummary, generate_sample
 from benchmarks.common import figure_arguments, print_rows, row, timed, versus
-from benchmarks.scale import ACTIVITY, Scale
+from benchmarks.scale import ACTIVITY, DAYS, Scale
+
+COMPARED_DAYS = 3
 
 
 def measure(scale: Scale) -> list[dict]:
-    """Both rows: the parallel writer (recorded when the sample was made) and one process."""
+    """Rows: the whole sample with two processes (recorded when it was made), then its first
+    three days written with two processes and with one, in this run."""
     summary = scale.generate(processes=2)
-    ours = row("generate", "sample, 2 processes", summary["lines"], summary["seconds"],
-               **{"peak MiB": summary["peak MiB"]})  # fmt: skip
+    whole = row("generate", f"sample, {DAYS} days, 2 processes", summary["lines"],
+                summary["seconds"], **{"peak MiB": summary["peak MiB"]})  # fmt: skip
+    timings = {processes: _write_first_days(scale, processes) for processes in (2, 1)}
+    (ours_seconds, written), (serial_seconds, _) = timings[2], timings[1]
+    ours = row("generate", f"{COMPARED_DAYS} days, 2 processes", written.lines, ours_seconds)
+    baseline = row("generate", f"{COMPARED_DAYS} days, 1 process", written.lines, serial_seconds)
+    return [whole, *versus(ours, baseline)]
+
+
+def _write_first_days(scale: Scale, processes: int) -> tuple[float, SampleSummary]:
     with tempfile.TemporaryDirectory(dir=scale.work_dir) as scratch:
-        seconds, serial = timed(
+        return timed(
             lambda: generate_sample(
                 Path(scratch),
                 accounts=scale.accounts,
                 users=scale.users,
-                days=2,
+                days=COMPARED_DAYS,
                 activity=ACTIVITY,
-                processes=1,
+                processes=processes,
             )
         )
-    baseline = row("generate", "same generator, 1 process, 2 days", serial.lines, seconds)
-    return versus(ours, baseline)
 
 
 def main() -> None:
