@@ -11,6 +11,9 @@ from datetime import datetime, timedelta
 import duckdb
 
 GRID_ROWS_PER_BATCH = 5_000_000
+# The hour of an event for per-hour aggregates: every hour before the window `[$start, $end)`
+# becomes the hour just before it, as no snapshot of the window tells those hours apart.
+BEFORE_WINDOW = "greatest(event_hour, CAST($start AS TIMESTAMP) - INTERVAL 1 HOUR)"
 
 # Every hour of the window [start, end).
 SNAPSHOT_HOURS_SQL = (
@@ -82,13 +85,13 @@ def latest_traits(
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {target}_changes AS
-        SELECT e.{entity_column} AS entity_id, e.event_hour, field.key,
+        SELECT e.{entity_column} AS entity_id, {BEFORE_WINDOW} AS event_hour, field.key,
                arg_max(field.value, (e.timestamp, e.message_id)) AS value
         FROM raw_events AS e, json_each(e.traits) AS field
         WHERE e.type = $type AND e.{entity_column} IS NOT NULL AND e.event_hour < $end
         GROUP BY ALL
         """,
-        {"end": end, "type": message_type},
+        {"start": start, "end": end, "type": message_type},
     )
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {target}_keys AS SELECT entity_id, key, "

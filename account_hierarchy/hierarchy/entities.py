@@ -16,7 +16,11 @@ from datetime import datetime
 import duckdb
 import sqlglot.expressions as exp
 
-from account_hierarchy.hierarchy.as_of import carry_forward_first_last, latest_traits
+from account_hierarchy.hierarchy.as_of import (
+    BEFORE_WINDOW,
+    carry_forward_first_last,
+    latest_traits,
+)
 from account_hierarchy.hierarchy.schemas import validate_entities
 from account_hierarchy.hierarchy.tables import (
     ACCOUNT_COLUMNS,
@@ -114,13 +118,14 @@ def _seen(
     end: datetime,
 ) -> None:
     """Temp table `target`: per key (column name -> `raw_events` expression, ours) and snapshot
-    hour, when the matching events were first and last seen up to the end of that hour."""
+    hour, when the matching events were first and last seen up to the end of that hour. The
+    hours before the window are aggregated as one (`BEFORE_WINDOW`)."""
     selected = ", ".join(f"{expression} AS {name}" for name, expression in keys.items())
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {target}_hours AS SELECT {selected}, event_hour, "
-        "min(timestamp) AS first_at, max(timestamp) AS last_at FROM raw_events "
-        f"WHERE {where} AND event_hour < $end GROUP BY ALL",
-        {"end": end},
+        f"CREATE OR REPLACE TEMP TABLE {target}_hours AS SELECT {selected}, "
+        f"{BEFORE_WINDOW} AS event_hour, min(timestamp) AS first_at, max(timestamp) AS last_at "
+        f"FROM raw_events WHERE {where} AND event_hour < $end GROUP BY ALL",
+        {"start": start, "end": end},
     )
     carry_forward_first_last(con, f"{target}_hours", tuple(keys), target, start, end)
 
