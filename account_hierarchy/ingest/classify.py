@@ -226,7 +226,7 @@ def classify_into(
 ) -> None:
     """Append one row per line of one file to `table` (a staging table we own): its reason
     (NULL when valid), its `event_hour` and the typed message fields. `lines` follows
-    `LINE_SCHEMA`. Call `anchor_orphans` once every file is in."""
+    `LINE_SCHEMA`. Then call `anchor_orphans`."""
     con.register("lines", lines)
     con.execute(
         f"INSERT INTO {table} BY NAME {CLASSIFY_SQL}",
@@ -248,7 +248,7 @@ def classify_into(
 
 def anchor_orphans(con: duckdb.DuckDBPyConnection, table: str) -> None:
     """Give the quarantined lines of `table` without an hour of their own their neighbours'
-    hour (the nearest lines of the same file)."""
+    hour (the nearest lines of the same file; `table` may hold several files)."""
     (orphans,) = con.execute(f"SELECT count(*) FROM {table} WHERE event_hour IS NULL").fetchone()
     if orphans:
         con.execute(ANCHOR_SQL.format(table=table))

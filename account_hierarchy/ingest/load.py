@@ -40,6 +40,7 @@ CREATE OR REPLACE TEMP TABLE window_lines (
     anonymous_id VARCHAR, group_id VARCHAR, context_group_id VARCHAR, event VARCHAR,
     timestamp TIMESTAMP, received_at TIMESTAMP, properties JSON, traits JSON, raw_line VARCHAR
 );
+CREATE OR REPLACE TEMP TABLE file_lines AS SELECT * FROM window_lines WITH NO DATA;
 CREATE OR REPLACE TEMP TABLE staged_files (
     path VARCHAR, content_hash VARCHAR, size BIGINT, mtime_ns BIGINT, line_count BIGINT
 );
@@ -82,21 +83,18 @@ def ingest_window(
     con.register("present_files", pa.table({"path": [file.path for file in files]}))
     known = _indexed_files(con)
     touching = _paths_touching(con, start, end)
-    to_index = []
     for file in files:
         unchanged = known.get(file.path) == (file.size, file.mtime_ns)
         if unchanged and file.path not in touching:
             continue
-        content_hash = _stage_file(con, landing_dir, file, partitions_start)
-        if not unchanged:
-            to_index.append((file, content_hash))
+        _stage_file(con, landing_dir, file, partitions_start, reindex=not unchanged)
+        con.execute(
+            "INSERT INTO window_lines SELECT * FROM file_lines "
+            "WHERE event_hour >= $start AND event_hour < $end",
+            {"start": start, "end": end},
+        )
         report.files_read += 1
-    report.files_indexed = len(to_index)
-    _finish_staging(con, to_index)
-    con.execute(
-        "DELETE FROM window_lines WHERE event_hour < $start OR event_hour >= $end",
-        {"start": start, "end": end},
-    )
+        report.files_indexed += not unchanged
     # Staging happens outside the transaction: DuckDB updates transaction-local rows slowly.
     _sort_window(con, start, end, report)
     con.begin()
@@ -127,56 +125,48 @@ def _paths_touching(con: duckdb.DuckDBPyConnection, start: datetime, end: dateti
 
 
 def _stage_file(
-    con: duckdb.DuckDBPyConnection, landing_dir: Path, file: LandingFile, partitions_start: datetime
-) -> str:
-    """Classify one file's lines into `window_lines`; return the hash of its bytes."""
+    con: duckdb.DuckDBPyConnection,
+    landing_dir: Path,
+    file: LandingFile,
+    partitions_start: datetime,
+    *,
+    reindex: bool,
+) -> None:
+    """Classify one file's lines into `file_lines` (replacing the previous file's) and give
+    its orphan lines their hour; stage its index entry if the file is new or changed."""
+    con.execute("DELETE FROM file_lines")
     content = read_landing_file(landing_dir, file)
     if content.lines is None:
         file_hour = max(
             file.written_at.replace(minute=0, second=0, microsecond=0), partitions_start
         )
         con.execute(
-            "INSERT INTO window_lines (source_file, source_line, reason, event_hour) "
+            "INSERT INTO file_lines (source_file, source_line, reason, event_hour) "
             "VALUES ($path, 0, $reason, $hour)",
             {"path": file.path, "reason": content.error, "hour": file_hour},
         )
     else:
         classify_into(
             con,
-            "window_lines",
+            "file_lines",
             source_file=file.path,
             file_written_at=file.written_at,
             lines=content.lines,
             partitions_start=partitions_start,
         )
-    return content.content_hash
-
-
-def _finish_staging(
-    con: duckdb.DuckDBPyConnection, to_index: list[tuple[LandingFile, str]]
-) -> None:
-    """Once every file is staged: give orphan lines their hour, and stage the index entries
-    (line count, and lines per hour) of the new or changed files `to_index`."""
-    anchor_orphans(con, "window_lines")
-    con.register(
-        "files_to_index",
-        pa.table({
-            "path": [file.path for file, _ in to_index],
-            "content_hash": [content_hash for _, content_hash in to_index],
-            "size": pa.array([file.size for file, _ in to_index], pa.int64()),
-            "mtime_ns": pa.array([file.mtime_ns for file, _ in to_index], pa.int64()),
-        }),
-    )  # fmt: skip
-    con.execute(
-        "INSERT INTO staged_files SELECT f.path, f.content_hash, f.size, f.mtime_ns, "
-        "count(w.source_line) FROM files_to_index AS f "
-        "LEFT JOIN window_lines AS w ON w.source_file = f.path GROUP BY ALL"
-    )
-    con.execute(
-        "INSERT INTO staged_file_hours SELECT source_file, event_hour, count(*) "
-        "FROM window_lines WHERE source_file IN (SELECT path FROM files_to_index) GROUP BY ALL"
-    )
-    con.unregister("files_to_index")
+        anchor_orphans(con, "file_lines")
+    if reindex:
+        con.execute(
+            "INSERT INTO staged_files SELECT $path, $hash, $size, $mtime, count(*) "
+            "FROM file_lines",
+            {"path": file.path, "hash": content.content_hash, "size": file.size,
+             "mtime": file.mtime_ns},
+        )  # fmt: skip
+        con.execute(
+            "INSERT INTO staged_file_hours SELECT $path, event_hour, count(*) "
+            "FROM file_lines GROUP BY event_hour",
+            {"path": file.path},
+        )
 
 
 SORT_WINDOW_SQL = """
@@ -290,8 +280,8 @@ def hours_of_file(
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         con.execute(STAGING_DDL)
-        content_hash = _stage_file(con, landing_dir, file, partitions_start)
-        _finish_staging(con, [(file, content_hash)])
+        _stage_file(con, landing_dir, file, partitions_start, reindex=True)
+        (content_hash,) = con.execute("SELECT content_hash FROM staged_files").fetchone()
         hours = {hour for (hour,) in con.execute("SELECT event_hour FROM staged_file_hours")
                  .fetchall()}  # fmt: skip
     return content_hash, hours
