@@ -4,7 +4,9 @@
 
 1. refresh the file index (`landing_files`, `landing_file_hours`): new or changed files are
    read and the hours their lines belong to recorded; files gone from the folder are forgotten;
-2. read every file that holds lines of the window and classify its lines (`classify.py`);
+2. read every file that holds lines of the window and classify its lines (`classify.py`), one
+   file at a time, keeping only the window's lines (so staging holds one window, not every
+   file it had to read);
 3. sort the window's lines into loaded events, quarantined lines and duplicates:
    - a file whose bytes equal those of a file indexed before it (a re-delivery under another
      name) is a duplicate file: all its lines are duplicates of that file's lines;
