@@ -121,7 +121,8 @@ def latest_traits(
             f"""
             INSERT INTO {target}
             SELECT grid.snapshot_hour, grid.entity_id,
-                   to_json(map_from_entries(list((grid.key, changes.value) ORDER BY grid.key)))
+                   ('{{' || string_agg(to_json(grid.key) || ':' || changes.value, ','
+                                      ORDER BY grid.key) || '}}')::JSON
             FROM {target}_grid AS grid ASOF JOIN {target}_changes AS changes
               ON grid.entity_id = changes.entity_id AND grid.key = changes.key
              AND grid.snapshot_hour >= changes.event_hour
