@@ -35,6 +35,17 @@ EXTRA_TRAITS = [
      "context_fallback": "none"},
     {"name": "last_title", "entity": "user", "type": "last_value", "event_type": "identify",
      "property": "title"},
+    # Value traits sharing their value tiles (same selection) with sample traits, in other
+    # windows or attribution classes, and a condition that makes a selection of its own.
+    {"name": "features_past_6_hours", "entity": "account", "type": "unique_list",
+     "event": "Feature Used", "property": "feature", "window": "6 hours"},
+    {"name": "feature_count_past_6_hours", "entity": "account", "type": "unique_list_count",
+     "event": "Feature Used", "property": "feature", "window": "6 hours"},
+    {"name": "top_feature_of_user", "entity": "user", "type": "most_frequent",
+     "event": "Feature Used", "property": "feature"},
+    {"name": "top_feature_not_reports", "entity": "account", "type": "most_frequent",
+     "event": "Feature Used", "property": "feature",
+     "where": [{"property": "feature", "not_equals": "reports"}]},
 ]  # fmt: skip
 
 

@@ -47,6 +47,7 @@ from account_hierarchy.traits.tiles import (
     rollup_values,
     tileable,
     tiles_before,
+    value_selection,
 )
 
 TRAIT_TABLES = {"account": "account_traits", "user": "user_traits"}
@@ -162,7 +163,8 @@ def _class_parts(
     backend, snapshot: Snapshot, key: tuple, traits: list[ComputedTrait], tiled: list
 ) -> list[ir.Table]:
     """Tables by `entity_id` holding the columns of `traits` (all of one attribution class):
-    rolled up from tiles for the `tiled` ones, aggregated from the events for the others."""
+    rolled up from tiles for the `tiled` ones (value traits with the same selection and
+    window in one pass), aggregated from the events for the others."""
     parts = []
     direct = [t for t in traits if t not in tiled]
     if direct:
@@ -175,10 +177,13 @@ def _class_parts(
     if plain:
         tiles = attribute(tiles_before(backend.table(TILES), AS_OF), snapshot, key)
         parts.append(rollup(tiles, plain, AS_OF))
+    shared: dict[tuple, list[ComputedTrait]] = defaultdict(list)
     for trait in rolled:
         if is_value_trait(trait):
-            values = tiles_before(backend.table(VALUE_TILES), AS_OF, trait)
-            parts.append(rollup_values(attribute(values, snapshot, key), trait, AS_OF))
+            shared[value_selection(trait), trait.window_length].append(trait)
+    for group in shared.values():
+        values = tiles_before(backend.table(VALUE_TILES), AS_OF, group[0])
+        parts.append(rollup_values(attribute(values, snapshot, key), group, AS_OF))
     return parts
 
 

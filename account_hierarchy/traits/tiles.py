@@ -13,7 +13,8 @@ The `performed` conditions of audiences are user event counters too (`performed_
 and have tiles of their own.
 
 `trait_value_tiles` counts, the same way, each value of the property of a value trait (most
-frequent value, unique list, unique list count): a row per trait, key and value.
+frequent value, unique list, unique list count): a row per selection (what the trait counts:
+event, conditions, property; traits counting the same values share it), key and value.
 
 A snapshot at hour `h` keeps the tiles of hours before `as_of` and inside each trait's window,
 attributes them to entities exactly as events are (`compile.attribute`), and combines the
@@ -131,17 +132,25 @@ def tile_rows(events: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
     ).aggregate(**columns)
 
 
+def value_selection(trait: ValueTrait) -> str:
+    """The key of a value trait's rows in `trait_value_tiles`: what it counts (event, conditions
+    and property), so that value traits counting the same values share their tiles."""
+    counted = trait.model_dump_json(include={"event_type", "event", "where", "property"})
+    return f"values_{hashlib.sha1(counted.encode()).hexdigest()[:12]}"
+
+
 def value_tile_rows(events: ir.Table, traits: list[ValueTrait]) -> ir.Table:
-    """Per (hour, user, context account), how often each value trait saw each value."""
+    """Per (hour, user, context account), how often each value trait saw each value (once
+    per `value_selection`)."""
     events = with_properties(events, traits)
     parts = []
-    for trait in traits:
+    for trait in {value_selection(trait): trait for trait in traits}.values():
         text = events[property_column(trait.property, "text")]
         present = events[property_column(trait.property, "present")]
         parts.append(
             events.filter(selects(events, trait) & present)
             .group_by(
-                trait=ibis.literal(tile_column(trait, "value")),
+                selection=ibis.literal(value_selection(trait)),
                 tile_hour=events.event_hour,
                 user_id=events.user_id,
                 context_group_id=events.context_group_id,
@@ -191,27 +200,30 @@ def _total(counts: ir.IntegerColumn, where: ir.BooleanValue) -> ir.IntegerScalar
     return counts.cast("decimal(38, 0)").sum(where=where).cast("int64")
 
 
-def rollup_values(value_tiles: ir.Table, trait: ValueTrait, as_of) -> ir.Table:
-    """One row per entity: the value trait (most frequent value, ties: the smallest; the
-    sorted distinct values; or how many there are)."""
-    kept = value_tiles.filter(in_window(value_tiles.tile_hour, trait, as_of))
-    if isinstance(trait, UniqueList):
-        return kept.group_by("entity_id").aggregate(
-            **{trait.name: kept.value.collect(distinct=True).sort()}
-        )
-    if isinstance(trait, UniqueListCount):
-        return kept.group_by("entity_id").aggregate(**{trait.name: kept.value.nunique()})
+def rollup_values(value_tiles: ir.Table, traits: list[ValueTrait], as_of) -> ir.Table:
+    """One row per entity with a column per value trait (most frequent value, ties: the
+    smallest; the sorted distinct values; or how many there are); the traits share their
+    `value_selection` and window, so one pass serves them all."""
+    kept = value_tiles.filter(in_window(value_tiles.tile_hour, traits[0], as_of))
     counted = kept.group_by(["entity_id", "value"]).aggregate(
         times=_total(kept.times, ibis.literal(True))
     )
     rank = ibis.struct({"times": -counted.times, "value": counted.value})
-    return counted.group_by("entity_id").aggregate(**{trait.name: counted.value.argmin(rank)})
+    columns = {}
+    for trait in traits:
+        if isinstance(trait, UniqueList):
+            columns[trait.name] = counted.value.collect().sort()
+        elif isinstance(trait, UniqueListCount):
+            columns[trait.name] = counted.value.count()
+        else:
+            columns[trait.name] = counted.value.argmin(rank)
+    return counted.group_by("entity_id").aggregate(**columns)
 
 
 def tiles_before(table: ir.Table, as_of, trait: ValueTrait | None = None) -> ir.Table:
     """The tiles of hours before `as_of` (of one value trait, for value tiles)."""
     kept = table.filter(table.tile_hour < timestamp(as_of))
-    return kept.filter(kept.trait == tile_column(trait, "value")) if trait else kept
+    return kept.filter(kept.selection == value_selection(trait)) if trait else kept
 
 
 @dataclass(frozen=True)
