@@ -19,6 +19,8 @@ Re-running a window, or landing the same file again, therefore changes nothing, 
 run `lines_read = loaded + quarantined + duplicates`.
 """
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +31,7 @@ import pyarrow as pa
 from account_hierarchy.ingest.classify import anchor_orphans, classify_into
 from account_hierarchy.ingest.events_schema import validate_events
 from account_hierarchy.ingest.landing import (
+    FileContent,
     LandingFile,
     list_landing_files,
     read_landing_file,
@@ -84,11 +87,14 @@ def ingest_window(
     con.register("present_files", pa.table({"path": [file.path for file in files]}))
     known = _indexed_files(con)
     touching = _paths_touching(con, start, end)
-    for file in files:
+    to_read = [
+        file
+        for file in files
+        if known.get(file.path) != (file.size, file.mtime_ns) or file.path in touching
+    ]
+    for file, content in read_ahead(landing_dir, to_read):
         unchanged = known.get(file.path) == (file.size, file.mtime_ns)
-        if unchanged and file.path not in touching:
-            continue
-        _stage_file(con, landing_dir, file, partitions_start, reindex=not unchanged)
+        _stage_file(con, file, content, partitions_start, reindex=not unchanged)
         con.execute(
             "INSERT INTO window_lines SELECT * FROM file_lines "
             "WHERE event_hour >= $start AND event_hour < $end",
@@ -125,10 +131,23 @@ def _paths_touching(con: duckdb.DuckDBPyConnection, start: datetime, end: dateti
     return {path for (path,) in rows}
 
 
+def read_ahead(
+    landing_dir: Path, files: list[LandingFile]
+) -> Iterator[tuple[LandingFile, FileContent]]:
+    """Each file with its content, the next file being read (hashed, decompressed, split) in
+    a thread while the caller classifies the current one."""
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = [reader.submit(read_landing_file, landing_dir, file) for file in files[:1]]
+        for index, file in enumerate(files):
+            if index + 1 < len(files):
+                pending.append(reader.submit(read_landing_file, landing_dir, files[index + 1]))
+            yield file, pending.pop(0).result()
+
+
 def _stage_file(
     con: duckdb.DuckDBPyConnection,
-    landing_dir: Path,
     file: LandingFile,
+    content: FileContent,
     partitions_start: datetime,
     *,
     reindex: bool,
@@ -137,7 +156,6 @@ def _stage_file(
     its orphan lines their hour; stage its index entry if the file is new or changed."""
     # Replaced rather than emptied: a temp table does not give back the space of deleted rows.
     con.execute("CREATE OR REPLACE TEMP TABLE file_lines AS FROM window_lines WITH NO DATA")
-    content = read_landing_file(landing_dir, file)
     if content.lines is None:
         file_hour = max(
             file.written_at.replace(minute=0, second=0, microsecond=0), partitions_start
@@ -282,7 +300,8 @@ def hours_of_file(
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         con.execute(STAGING_DDL)
-        _stage_file(con, landing_dir, file, partitions_start, reindex=True)
+        content = read_landing_file(landing_dir, file)
+        _stage_file(con, file, content, partitions_start, reindex=True)
         (content_hash,) = con.execute("SELECT content_hash FROM staged_files").fetchone()
         hours = {hour for (hour,) in con.execute("SELECT event_hour FROM staged_file_hours")
                  .fetchall()}  # fmt: skip
