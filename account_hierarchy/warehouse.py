@@ -99,6 +99,29 @@ def open_warehouse(path: Path, *, read_only: bool = False) -> Iterator[duckdb.Du
         con.close()
 
 
+# Each event hour's version: how many events it holds and a checksum of their messageIds.
+EVENT_HOUR_VERSIONS_SQL = (
+    "SELECT event_hour, count(*) AS events, bit_xor(hash(message_id)) AS checksum "
+    "FROM {table} GROUP BY event_hour"
+)
+
+
 def ensure_ingest_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create the ingest tables if they do not exist yet."""
     con.execute(INGEST_TABLES_DDL)
+    ensure_event_hours(con)
+
+
+def ensure_event_hours(con: duckdb.DuckDBPyConnection) -> None:
+    """Create `raw_event_hours` (the version of every hour of `raw_events`, which ingestion
+    keeps and the hourly caches compare with), from `raw_events` for a warehouse made before
+    the table existed."""
+    (exists,) = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'raw_event_hours' "
+        "AND NOT temporary"
+    ).fetchone()
+    if not exists:
+        con.execute(INGEST_TABLES_DDL)
+        con.execute(
+            "CREATE TABLE raw_event_hours AS " + EVENT_HOUR_VERSIONS_SQL.format(table="raw_events")
+        )

@@ -84,6 +84,9 @@ def warehouse(tmp_path, landing):
     }
     result = dg.materialize([raw_events, hierarchy_snapshots], resources=resources, tags=tags)
     assert result.success
+    materialized = result.asset_materializations_for_node("hierarchy_snapshots")
+    rebuilt = {m.asset_key.path[-1]: m.metadata["tile_hours_rebuilt"].value for m in materialized}
+    assert rebuilt["users"] > 0  # a fresh warehouse tiles every hour of its events
     evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert evaluations["no_parent_cycles"] is False  # reported, not blocking
     assert evaluations["parents_known"] is False

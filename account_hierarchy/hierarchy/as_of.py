@@ -10,6 +10,11 @@ from datetime import datetime, timedelta
 
 import duckdb
 
+from account_hierarchy.hierarchy.tiles import (
+    CUSTOM_TRAIT_TILES,
+    refresh_hierarchy_tiles,
+)
+
 GRID_ROWS_PER_BATCH = 5_000_000
 # The hour of an event for per-hour aggregates: every hour before the window `[$start, $end)`
 # becomes the hour just before it, as no snapshot of the window tells those hours apart.
@@ -72,23 +77,24 @@ def carry_forward_first_last(
 def latest_traits(
     con: duckdb.DuckDBPyConnection,
     message_type: str,
-    entity_column: str,
     target: str,
     start: datetime,
     end: datetime,
 ) -> None:
-    """Create temp table `target(snapshot_hour, entity_id, traits)`: for each entity and
-    snapshot hour, a JSON object with the latest value of every trait the entity's
-    `message_type` calls ever set (by event time; on equal timestamps the greatest messageId
-    wins). A trait explicitly set to null is null. Values keep their JSON types. (The ASOF
-    join's inputs are materialized, as in `carry_forward_first_last`.)"""
+    """Create temp table `target(snapshot_hour, entity_id, traits)`: for each entity (userId of
+    identify calls, groupId of group calls) and snapshot hour, a JSON object with the latest
+    value of every trait the entity's `message_type` calls ever set (by event time; on equal
+    timestamps the greatest messageId wins), from the custom trait tiles. A trait explicitly
+    set to null is null. Values keep their JSON types. (The ASOF join's inputs are
+    materialized, as in `carry_forward_first_last`.)"""
+    refresh_hierarchy_tiles(con)
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {target}_changes AS
-        SELECT e.{entity_column} AS entity_id, {BEFORE_WINDOW} AS event_hour, field.key,
-               arg_max(field.value, (e.timestamp, e.message_id)) AS value
-        FROM raw_events AS e, json_each(e.traits) AS field
-        WHERE e.type = $type AND e.{entity_column} IS NOT NULL AND e.event_hour < $end
+        SELECT entity_id, {BEFORE_WINDOW} AS event_hour, key,
+               arg_max(value, tile_hour) AS value
+        FROM (SELECT *, tile_hour AS event_hour FROM {CUSTOM_TRAIT_TILES}
+              WHERE message_type = $type AND tile_hour < $end)
         GROUP BY ALL
         """,
         {"start": start, "end": end, "type": message_type},

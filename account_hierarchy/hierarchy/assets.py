@@ -10,6 +10,7 @@ from account_hierarchy import settings
 from account_hierarchy.hierarchy import checks
 from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
 from account_hierarchy.hierarchy.schemas import stored_trait_columns, validate_entities
+from account_hierarchy.hierarchy.tiles import refresh_hierarchy_tiles
 from account_hierarchy.hierarchy.tree import build_hierarchy
 from account_hierarchy.metadata import last_hour_preview, table_schema
 from account_hierarchy.partitions import HOURLY, window_of
@@ -110,6 +111,7 @@ def hierarchy_snapshots(
     start, end = window_of(context)
     with warehouse.get_connection() as con:
         con.begin()
+        tile_hours_rebuilt = refresh_hierarchy_tiles(con)
         counts = {
             "account_memberships": build_memberships(con, start, end),
             "users": build_users(con, start, end),
@@ -127,6 +129,7 @@ def hierarchy_snapshots(
         for table, keys in TABLE_KEYS.items():
             metadata = {
                 "dagster/row_count": counts[table],
+                "tile_hours_rebuilt": tile_hours_rebuilt,
                 "dagster/column_schema": table_schema(con, table),
                 "preview": last_hour_preview(
                     con,

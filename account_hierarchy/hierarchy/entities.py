@@ -27,6 +27,7 @@ from account_hierarchy.hierarchy.tables import (
     USER_COLUMNS,
     ensure_hierarchy_tables,
 )
+from account_hierarchy.hierarchy.tiles import SEEN_TILES, refresh_hierarchy_tiles
 from account_hierarchy.hierarchy.trait_columns import (
     infer_trait_columns,
     sync_table_columns,
@@ -41,14 +42,7 @@ def _params(start: datetime, end: datetime) -> dict:
 def build_memberships(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> int:
     """Write `account_memberships` for the snapshot hours in `[start, end)`; return row count."""
     ensure_hierarchy_tables(con)
-    _seen(
-        con,
-        {"user_id": "user_id", "account_id": "group_id"},
-        "type = 'group' AND user_id IS NOT NULL",
-        "membership_snapshots",
-        start,
-        end,
-    )
+    _seen(con, "membership", ("user_id", "account_id"), "membership_snapshots", start, end)
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE membership_rows AS
@@ -64,8 +58,8 @@ def build_memberships(con: duckdb.DuckDBPyConnection, start: datetime, end: date
 def build_users(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> int:
     """Write `users` for the snapshot hours in `[start, end)`; return the row count."""
     ensure_hierarchy_tables(con)
-    _seen(con, {"user_id": "user_id"}, "user_id IS NOT NULL", "user_seen", start, end)
-    latest_traits(con, "identify", "user_id", "user_trait_values", start, end)
+    _seen(con, "user", ("user_id",), "user_seen", start, end)
+    latest_traits(con, "identify", "user_trait_values", start, end)
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE user_base AS
@@ -85,8 +79,8 @@ def build_accounts(
     """Write `accounts` for the snapshot hours in `[start, end)` (memberships must be built for
     those hours first); return the row count."""
     ensure_hierarchy_tables(con)
-    _seen(con, {"account_id": "group_id"}, "type = 'group'", "account_seen", start, end)
-    latest_traits(con, "group", "group_id", "account_trait_values", start, end)
+    _seen(con, "account", ("account_id",), "account_seen", start, end)
+    latest_traits(con, "group", "account_trait_values", start, end)
     con.execute(
         """
         CREATE OR REPLACE TEMP TABLE account_base AS
@@ -111,23 +105,25 @@ def build_accounts(
 
 def _seen(
     con: duckdb.DuckDBPyConnection,
-    keys: dict[str, str],
-    where: str,
+    kind: str,
+    keys: tuple[str, ...],
     target: str,
     start: datetime,
     end: datetime,
 ) -> None:
-    """Temp table `target`: per key (column name -> `raw_events` expression, ours) and snapshot
-    hour, when the matching events were first and last seen up to the end of that hour. The
-    hours before the window are aggregated as one (`BEFORE_WINDOW`)."""
-    selected = ", ".join(f"{expression} AS {name}" for name, expression in keys.items())
+    """Temp table `target`: per key of a kind of `hierarchy_seen_tiles` (`user`, `account`,
+    `membership`) and snapshot hour, when the key was first and last seen up to the end of that
+    hour. The hours before the window are aggregated as one (`BEFORE_WINDOW`)."""
+    refresh_hierarchy_tiles(con)
+    key_list = ", ".join(keys)
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {target}_hours AS SELECT {selected}, "
-        f"{BEFORE_WINDOW} AS event_hour, min(timestamp) AS first_at, max(timestamp) AS last_at "
-        f"FROM raw_events WHERE {where} AND event_hour < $end GROUP BY ALL",
-        {"start": start, "end": end},
+        f"CREATE OR REPLACE TEMP TABLE {target}_hours AS SELECT {key_list}, "
+        f"{BEFORE_WINDOW} AS event_hour, min(first_at) AS first_at, max(last_at) AS last_at "
+        f"FROM (SELECT *, tile_hour AS event_hour FROM {SEEN_TILES} "
+        "WHERE kind = $kind AND tile_hour < $end) GROUP BY ALL",
+        {"start": start, "end": end, "kind": kind},
     )
-    carry_forward_first_last(con, f"{target}_hours", tuple(keys), target, start, end)
+    carry_forward_first_last(con, f"{target}_hours", keys, target, start, end)
 
 
 def _write_entities(

@@ -27,20 +27,25 @@ from collections.abc import Iterable, Sequence
 import duckdb
 import sqlglot.expressions as exp
 
+from account_hierarchy.hierarchy.tiles import (
+    CUSTOM_TRAIT_KEY_TILES,
+    refresh_hierarchy_tiles,
+)
+
 MAX_TRAIT_COLUMNS = 200
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ISO_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
 
+# Every key of the calls of one type, its values' JSON types and whether all its strings are
+# timestamps, over every hour (from the custom trait tiles).
 TYPE_OF_KEYS_SQL = f"""
-SELECT field.key,
-       list(DISTINCT field.type) FILTER (WHERE field.type <> 'NULL') AS json_types,
-       bool_and(regexp_matches(field.value ->> '$', '{_ISO_TIMESTAMP}')
-                AND try_cast(field.value ->> '$' AS TIMESTAMPTZ) IS NOT NULL)
-           FILTER (WHERE field.type = 'VARCHAR') AS all_timestamps
-FROM raw_events AS e, json_each(e.traits) AS field
-WHERE e.type = $type
-GROUP BY field.key
-ORDER BY field.key
+SELECT key,
+       list_distinct(flatten(list(json_types) FILTER (WHERE json_types IS NOT NULL)))
+           AS json_types,
+       bool_and(all_timestamps) AS all_timestamps
+FROM {CUSTOM_TRAIT_KEY_TILES}
+WHERE message_type = $type
+GROUP BY key
+ORDER BY key
 """
 
 
@@ -64,6 +69,7 @@ def infer_trait_columns(
     con: duckdb.DuckDBPyConnection, message_type: str, reserved: Iterable[str]
 ) -> dict[str, str]:
     """Trait key -> column type for the traits of `message_type` calls (see module docstring)."""
+    refresh_hierarchy_tiles(con)
     taken = {name.lower() for name in reserved}
     columns: dict[str, str] = {}
     for key, json_types, all_timestamps in con.execute(

@@ -13,7 +13,8 @@
    - a valid message is a duplicate when its `messageId` was already loaded in another hour,
      or appears earlier in this window (in file index order, then path, then line);
 4. validate the events with pandera, then replace the window's rows in `raw_events`,
-   `quarantined_lines` and `duplicate_lines` in one transaction.
+   `raw_event_hours` (each hour's version, for the hourly tiles), `quarantined_lines` and
+   `duplicate_lines` in one transaction.
 
 Re-running a window, or landing the same file again, therefore changes nothing, and for every
 run `lines_read = loaded + quarantined + duplicates`.
@@ -36,7 +37,7 @@ from account_hierarchy.ingest.landing import (
     list_landing_files,
     read_landing_file,
 )
-from account_hierarchy.warehouse import ensure_ingest_tables
+from account_hierarchy.warehouse import EVENT_HOUR_VERSIONS_SQL, ensure_ingest_tables
 
 STAGING_DDL = """
 CREATE OR REPLACE TEMP TABLE window_lines (
@@ -263,11 +264,13 @@ DELETE FROM raw_events WHERE event_hour >= $start AND event_hour < $end;
 DELETE FROM quarantined_lines WHERE event_hour >= $start AND event_hour < $end;
 DELETE FROM duplicate_lines WHERE event_hour >= $start AND event_hour < $end;
 INSERT INTO raw_events SELECT * FROM window_events;
+DELETE FROM raw_event_hours WHERE event_hour >= $start AND event_hour < $end;
+INSERT INTO raw_event_hours {versions};
 INSERT INTO quarantined_lines
 SELECT * FROM window_quarantine ORDER BY event_hour, source_file, source_line;
 INSERT INTO duplicate_lines
 SELECT * FROM window_duplicates ORDER BY event_hour, source_file, source_line;
-"""
+""".format(versions=EVENT_HOUR_VERSIONS_SQL.format(table="window_events"))
 
 
 def _sort_window(

@@ -21,9 +21,9 @@ attributes them to entities exactly as events are (`compile.attribute`), and com
 partials. This equals the direct computation when a window is a whole number of hours; traits
 with other windows (`90 minutes`) are computed from the events (`tileable`).
 
-Tiles are a cache of `raw_events` kept by `refresh_tiles`: an hour is rebuilt when its events
-changed (their count or a checksum of their messageIds) and all hours are rebuilt when the
-tiled definitions change (a fingerprint of the compiled tile query).
+Tiles are a cache of `raw_events` kept by `refresh_tiles` (see `tile_cache.py`): an hour is
+rebuilt when its events changed (their count or a checksum of their messageIds) and all hours
+are rebuilt when the tiled definitions change (a fingerprint of the compiled tile query).
 """
 
 import hashlib
@@ -47,6 +47,7 @@ from account_hierarchy.catalog.models import (
     UniqueListCount,
     UniqueUsers,
 )
+from account_hierarchy.tile_cache import refresh_tile_family, stale_events
 from account_hierarchy.traits.compile import (
     in_window,
     property_column,
@@ -239,75 +240,14 @@ class TileRefresh:
 def refresh_tiles(con: duckdb.DuckDBPyConnection, traits: list[ComputedTrait]) -> TileRefresh:
     """Bring the tiles of `traits` (all tileable) up to date with `raw_events`."""
     backend = ibis.duckdb.from_connection(con)
-    con.execute("CREATE TEMP TABLE IF NOT EXISTS stale_tile_hours (tile_hour TIMESTAMP)")
-    stale = backend.table("stale_tile_hours")
-    events = backend.table("raw_events")
-    events = events.filter(events.user_id.notnull()).semi_join(
-        stale, events.event_hour == stale.tile_hour
-    )
+    events = stale_events(backend)
+    events = events.filter(events.user_id.notnull())
     plain = [t for t in traits if not is_value_trait(t)]
     valued = [t for t in traits if is_value_trait(t)]
     queries = {
         TILES: backend.compile(tile_rows(events, plain)),
         VALUE_TILES: backend.compile(value_tile_rows(events, valued)) if valued else None,
     }
-    fingerprint = hashlib.sha1(repr(sorted(queries.items(), key=str)).encode()).hexdigest()
-    con.execute(
-        f"CREATE TABLE IF NOT EXISTS {TILE_HOURS} (tile_hour TIMESTAMP PRIMARY KEY, "
-        "events BIGINT, checksum UBIGINT, fingerprint VARCHAR)"
-    )
-    con.execute("BEGIN TRANSACTION")
-    try:
-        rebuilt = _rebuild_stale(con, queries, fingerprint)
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+    rebuilt = refresh_tile_family(con, TILE_HOURS, queries)
     (rows,) = con.execute(f"SELECT count(*) FROM {TILES}").fetchone()
     return TileRefresh(hours_rebuilt=rebuilt, tiles=rows)
-
-
-def _rebuild_stale(
-    con: duckdb.DuckDBPyConnection, queries: dict[str, str | None], fingerprint: str
-) -> int:
-    """Rebuild the tiles of the hours whose events or definitions changed; return how many."""
-    tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    (outdated,) = con.execute(
-        f"SELECT count(*) FROM {TILE_HOURS} WHERE fingerprint <> $f", {"f": fingerprint}
-    ).fetchone()
-    fresh_start = outdated or any(q and t not in tables for t, q in queries.items())
-    if fresh_start:
-        con.execute(f"DELETE FROM {TILE_HOURS}")
-        for table, query in queries.items():
-            con.execute(f"DROP TABLE IF EXISTS {table}")
-            if query is not None:
-                con.execute(f"CREATE TABLE {table} AS {query} WITH NO DATA")
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE event_hour_versions AS SELECT event_hour AS tile_hour, "
-        "count(*) AS events, bit_xor(hash(message_id)) AS checksum FROM raw_events GROUP BY 1"
-    )
-    con.execute("DELETE FROM stale_tile_hours")
-    con.execute(
-        "INSERT INTO stale_tile_hours SELECT tile_hour FROM ("
-        "SELECT tile_hour, events, checksum FROM event_hour_versions EXCEPT "
-        f"SELECT tile_hour, events, checksum FROM {TILE_HOURS}) UNION SELECT tile_hour FROM ("
-        f"SELECT tile_hour FROM {TILE_HOURS} EXCEPT SELECT tile_hour FROM event_hour_versions)"
-    )
-    (stale,) = con.execute("SELECT count(*) FROM stale_tile_hours").fetchone()
-    if not stale:
-        return 0
-    for table, query in queries.items():
-        if query is not None:
-            con.execute(
-                f"DELETE FROM {table} WHERE tile_hour IN (SELECT tile_hour FROM stale_tile_hours)"
-            )
-            con.execute(f"INSERT INTO {table} BY NAME {query}")
-    con.execute(
-        f"DELETE FROM {TILE_HOURS} WHERE tile_hour IN (SELECT tile_hour FROM stale_tile_hours)"
-    )
-    con.execute(
-        f"INSERT INTO {TILE_HOURS} SELECT tile_hour, events, checksum, $f FROM "
-        "event_hour_versions WHERE tile_hour IN (SELECT tile_hour FROM stale_tile_hours)",
-        {"f": fingerprint},
-    )
-    return stale

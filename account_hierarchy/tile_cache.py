@@ -1,0 +1,92 @@
+"""Hourly caches of `raw_events` ("tiles"): tables holding, per event hour, what later stages
+need from that hour's events (trait partials, custom trait changes), so that a snapshot reads
+small per-hour rows instead of every event's JSON.
+
+Each family of tiles has its own hours table (`tile_hour`, `events`, `checksum`,
+`fingerprint`) recording the version of each hour its tiles were built from.
+`refresh_tile_family` compares it with `raw_event_hours` (kept by ingestion: each hour's event
+count and a checksum of its messageIds) and rebuilds exactly the hours whose events changed;
+when the family's queries change (`fingerprint`), it rebuilds every hour.
+
+A family's queries select the events of the hours listed in the temp table
+`stale_tile_hours(tile_hour)` (see `stale_events`), which the refresh fills before running them.
+"""
+
+import hashlib
+
+import duckdb
+import ibis.expr.types as ir
+
+from account_hierarchy.warehouse import ensure_event_hours
+
+STALE_HOURS = "stale_tile_hours"
+
+
+def stale_events(backend) -> ir.Table:
+    """`raw_events` of the hours being rebuilt (for a family's tile queries)."""
+    backend.raw_sql(f"CREATE TEMP TABLE IF NOT EXISTS {STALE_HOURS} (tile_hour TIMESTAMP)")
+    stale = backend.table(STALE_HOURS)
+    events = backend.table("raw_events")
+    return events.semi_join(stale, events.event_hour == stale.tile_hour)
+
+
+def refresh_tile_family(
+    con: duckdb.DuckDBPyConnection, hours_table: str, queries: dict[str, str | None]
+) -> int:
+    """Bring the tile tables of one family (table name -> query over `stale_events`, or None for
+    a table the family does not need) up to date with `raw_events`; return how many hours were
+    rebuilt. An hour's version is recorded only after its tiles are written, so an interrupted
+    refresh leaves those hours stale, to be rebuilt by the next one (no transaction needed:
+    the caller's, if any, holds this too)."""
+    ensure_event_hours(con)
+    fingerprint = hashlib.sha1(repr(sorted(queries.items(), key=str)).encode()).hexdigest()
+    con.execute(f"CREATE TEMP TABLE IF NOT EXISTS {STALE_HOURS} (tile_hour TIMESTAMP)")
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {hours_table} (tile_hour TIMESTAMP PRIMARY KEY, "
+        "events BIGINT, checksum UBIGINT, fingerprint VARCHAR)"
+    )
+    return _rebuild_stale(con, hours_table, queries, fingerprint)
+
+
+def _rebuild_stale(
+    con: duckdb.DuckDBPyConnection,
+    hours_table: str,
+    queries: dict[str, str | None],
+    fingerprint: str,
+) -> int:
+    """Rebuild the tiles of the hours whose events or queries changed; return how many."""
+    tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    (outdated,) = con.execute(
+        f"SELECT count(*) FROM {hours_table} WHERE fingerprint <> $f", {"f": fingerprint}
+    ).fetchone()
+    if outdated or any(query and table not in tables for table, query in queries.items()):
+        for table, query in queries.items():
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+            if query is not None:
+                con.execute(f"CREATE TABLE {table} AS {query} WITH NO DATA")
+        con.execute(f"DELETE FROM {hours_table}")
+    con.execute(f"DELETE FROM {STALE_HOURS}")
+    con.execute(
+        f"INSERT INTO {STALE_HOURS} SELECT tile_hour FROM ("
+        "SELECT event_hour AS tile_hour, events, checksum FROM raw_event_hours EXCEPT "
+        f"SELECT tile_hour, events, checksum FROM {hours_table}) UNION SELECT tile_hour FROM ("
+        f"SELECT tile_hour FROM {hours_table} EXCEPT SELECT event_hour FROM raw_event_hours)"
+    )
+    (stale,) = con.execute(f"SELECT count(*) FROM {STALE_HOURS}").fetchone()
+    if not stale:
+        return 0
+    for table, query in queries.items():
+        if query is not None:
+            con.execute(
+                f"DELETE FROM {table} WHERE tile_hour IN (SELECT tile_hour FROM {STALE_HOURS})"
+            )
+            con.execute(f"INSERT INTO {table} BY NAME {query}")
+    con.execute(
+        f"DELETE FROM {hours_table} WHERE tile_hour IN (SELECT tile_hour FROM {STALE_HOURS})"
+    )
+    con.execute(
+        f"INSERT INTO {hours_table} SELECT event_hour, events, checksum, $f FROM raw_event_hours "
+        f"WHERE event_hour IN (SELECT tile_hour FROM {STALE_HOURS})",
+        {"f": fingerprint},
+    )
+    return stale

@@ -1,0 +1,77 @@
+"""Hierarchy snapshots built from hourly tiles kept up to date across ingests equal snapshots
+built in a fresh warehouse, and `raw_event_hours` always describes `raw_events`."""
+
+import shutil
+from datetime import datetime, timedelta
+
+import pytest
+
+from account_hierarchy.hierarchy.tiles import refresh_hierarchy_tiles
+from account_hierarchy.ingest.load import ingest_window
+from account_hierarchy.sample.generator import generate_sample
+from account_hierarchy.warehouse import EVENT_HOUR_VERSIONS_SQL, connect
+from account_hierarchy_tests.conftest import PARTITIONS_START, write_lines
+from account_hierarchy_tests.test_trait_tiles import snapshots, table_rows
+
+START = datetime(2026, 10, 1)
+TABLES = ("users", "accounts", "account_memberships", "account_hierarchy")
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hierarchy_tiles") / "sample"
+    generate_sample(folder, seed=11, accounts=20, users=120, days=2)
+    return folder
+
+
+# Late calls for 16:00, landed after that hour's tiles were built: a new trait value, a new
+# membership and a new account.
+LATE_CALLS = [
+    {"type": "identify", "messageId": "late-1", "userId": "user_00030",
+     "timestamp": "2026-10-01T16:30:00Z", "traits": {"title": "Late Title", "late": True}},
+    {"type": "group", "messageId": "late-2", "userId": "user_00030", "groupId": "acct_late",
+     "timestamp": "2026-10-01T16:40:00Z", "traits": {"plan": "late", "employees": 2.5}},
+]  # fmt: skip
+
+
+def event_hours_match(con) -> bool:
+    stored = con.execute("SELECT * FROM raw_event_hours ORDER BY 1").fetchall()
+    computed = con.execute(
+        f"FROM ({EVENT_HOUR_VERSIONS_SQL.format(table='raw_events')}) ORDER BY 1"
+    ).fetchall()
+    return stored == computed
+
+
+def test_snapshots_from_refreshed_tiles_equal_a_fresh_build(sample, tmp_path):
+    landing, hours = tmp_path / "landing", (datetime(2026, 10, 1, 15), datetime(2026, 10, 1, 20))
+    shutil.copytree(sample, landing)
+    con = connect(tmp_path / "incremental.duckdb")
+    ingest_window(con, landing, START, START + timedelta(days=2), PARTITIONS_START)
+    assert event_hours_match(con)
+    snapshots(con, *hours)
+    assert refresh_hierarchy_tiles(con) == 0
+    known = "SELECT * FROM hierarchy_tile_hours ORDER BY 1"
+    before = con.execute(known).fetchall()
+    write_lines(landing / "late.ndjson", LATE_CALLS)
+    ingest_window(con, landing, START, START + timedelta(days=2), PARTITIONS_START)
+    ingest_window(con, landing, START, START + timedelta(hours=17), PARTITIONS_START)  # re-run
+    assert event_hours_match(con)
+    assert refresh_hierarchy_tiles(con) == 1
+    changed = set(con.execute(known).fetchall()) - set(before)
+    assert [row[0] for row in changed] == [datetime(2026, 10, 1, 16)]
+    snapshots(con, *hours)
+
+    fresh = connect(tmp_path / "fresh.duckdb")
+    ingest_window(fresh, landing, START, START + timedelta(days=2), PARTITIONS_START)
+    snapshots(fresh, *hours)
+    for table in TABLES:
+        rows = table_rows(con, table)
+        assert rows and rows == table_rows(fresh, table), table
+
+
+def test_event_hours_are_created_for_a_warehouse_made_before_them(sample, tmp_path):
+    con = connect(tmp_path / "old.duckdb")
+    ingest_window(con, sample, START, START + timedelta(days=1), PARTITIONS_START)
+    con.execute("DROP TABLE raw_event_hours")
+    assert refresh_hierarchy_tiles(con) > 0
+    assert event_hours_match(con)
