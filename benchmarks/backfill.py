@@ -12,11 +12,10 @@ users; speeds are compared as event-hours (events x snapshot hours) per second.
 from datetime import timedelta
 
 from account_hierarchy.catalog.loader import load_catalog
-from account_hierarchy.traits.compute import tiled_traits
-from account_hierarchy.traits.tiles import refresh_tiles
 from account_hierarchy.warehouse import connect
 from benchmarks.common import figure_arguments, print_rows, row, timed, versus
 from benchmarks.pipeline import (
+    all_tiles,
     events_in,
     hierarchy_snapshots,
     last_hours,
@@ -36,7 +35,7 @@ def measure(scale: Scale, hours: int = DAYS * 24) -> list[dict]:
     start = end - timedelta(hours=hours)
     with connect(scale.ingested()) as con:
         events = events_in(con)
-        refresh_tiles(con, tiled_traits(catalog))
+        all_tiles(con, catalog)
         seconds, _ = timed(lambda: hierarchy_snapshots(con, start, end))
         hierarchy = row("backfill", f"hierarchy snapshots, {hours} hours", events * hours,
                         seconds)  # fmt: skip

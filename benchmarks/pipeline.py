@@ -9,10 +9,18 @@ from account_hierarchy.audiences.memberships import build_audience
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.catalog.models import SqlTrait
 from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
+from account_hierarchy.hierarchy.tiles import refresh_hierarchy_tiles
 from account_hierarchy.hierarchy.tree import build_hierarchy
-from account_hierarchy.traits.compute import build_traits
+from account_hierarchy.traits.compute import build_traits, tiled_traits
+from account_hierarchy.traits.tiles import refresh_tiles
 from benchmarks import pandas_traits
 from benchmarks.common import row, timed
+
+
+def all_tiles(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
+    """Bring the trait and hierarchy tiles of every hour up to date."""
+    refresh_tiles(con, tiled_traits(catalog))
+    refresh_hierarchy_tiles(con)
 
 
 def hierarchy_snapshots(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> None:

@@ -1,6 +1,7 @@
 """Snapshot benchmark: one hourly snapshot (users, accounts, memberships, the account tree,
 every sample trait and every sample audience) of the scale's last hour, over its whole event
-history, as the hourly run does it: the tiles of earlier hours exist, the new hour's are built.
+history, as the hourly run does it: the tiles (trait and hierarchy) of earlier hours exist, the
+new hour's are built.
 DuckDB keeps within `AH_DUCKDB_MEMORY_LIMIT` (4GB unless set).
 
 Against pandas computing the computed traits alone (`pandas_traits`) for the same hour, on
@@ -13,11 +14,12 @@ events per second.
 from datetime import timedelta
 
 from account_hierarchy.catalog.loader import load_catalog
-from account_hierarchy.traits.compute import tiled_traits
-from account_hierarchy.traits.tiles import TILE_HOURS, refresh_tiles
+from account_hierarchy.hierarchy.tiles import HIERARCHY_TILE_HOURS
+from account_hierarchy.traits.tiles import TILE_HOURS
 from account_hierarchy.warehouse import connect
 from benchmarks.common import figure_arguments, print_rows, row, timed, versus
 from benchmarks.pipeline import (
+    all_tiles,
     events_in,
     hierarchy_snapshots,
     pandas_baseline,
@@ -35,9 +37,10 @@ def measure(scale: Scale) -> list[dict]:
     window = (hour, hour + timedelta(hours=1))
     with connect(scale.ingested()) as con:
         events = events_in(con)
-        tiles_seconds, _ = timed(lambda: refresh_tiles(con, tiled_traits(catalog)))
-        tiles = row("snapshot", "trait tiles of the whole history (once)", events, tiles_seconds)
-        con.execute(f"DELETE FROM {TILE_HOURS} WHERE tile_hour = $h", {"h": hour})
+        tiles_seconds, _ = timed(lambda: all_tiles(con, catalog))
+        tiles = row("snapshot", "tiles of the whole history (once)", events, tiles_seconds)
+        for hours_table in (TILE_HOURS, HIERARCHY_TILE_HOURS):
+            con.execute(f"DELETE FROM {hours_table} WHERE tile_hour = $h", {"h": hour})
 
         def snapshot() -> None:
             hierarchy_snapshots(con, *window)

@@ -21,7 +21,7 @@ from account_hierarchy.tile_cache import STALE_HOURS, refresh_tile_family
 SEEN_TILES = "hierarchy_seen_tiles"
 CUSTOM_TRAIT_TILES, CUSTOM_TRAIT_KEY_TILES = "custom_trait_tiles", "custom_trait_key_tiles"
 HIERARCHY_TILE_HOURS = "hierarchy_tile_hours"
-ISO_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
+_ISO_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
 
 # The events of the hours being rebuilt.
 _STALE_EVENTS = f"raw_events WHERE event_hour IN (SELECT tile_hour FROM {STALE_HOURS})"
@@ -40,9 +40,7 @@ FROM {_STALE_EVENTS} AND type = 'group' AND user_id IS NOT NULL GROUP BY ALL
 
 # The trait fields of the identify and group calls of the hours being rebuilt.
 _FIELDS = f"""
-FROM (SELECT * FROM raw_events
-      WHERE type IN ('identify', 'group')
-        AND event_hour IN (SELECT tile_hour FROM {STALE_HOURS})) AS e,
+FROM (SELECT * FROM {_STALE_EVENTS} AND type IN ('identify', 'group')) AS e,
      json_each(e.traits) AS field
 """
 
@@ -58,7 +56,7 @@ GROUP BY ALL
 KEY_TYPES_SQL = f"""
 SELECT e.type AS message_type, e.event_hour AS tile_hour, field.key,
        list(DISTINCT field.type) FILTER (WHERE field.type <> 'NULL') AS json_types,
-       bool_and(regexp_matches(field.value ->> '$', '{ISO_TIMESTAMP}')
+       bool_and(regexp_matches(field.value ->> '$', '{_ISO_TIMESTAMP}')
                 AND try_cast(field.value ->> '$' AS TIMESTAMPTZ) IS NOT NULL)
            FILTER (WHERE field.type = 'VARCHAR') AS all_timestamps
 {_FIELDS}
