@@ -9,17 +9,23 @@ count and a checksum of its messageIds) and rebuilds exactly the hours whose eve
 when the family's queries change (`fingerprint`), it rebuilds every hour.
 
 A family's queries select the events of the hours listed in the temp table
-`stale_tile_hours(tile_hour)` (see `stale_events`), which the refresh fills before running them.
+`stale_tile_hours(tile_hour)` (see `stale_events`), which the refresh fills with a batch of
+stale hours (about `EVENTS_PER_BATCH` events) before running them.
 """
 
 import hashlib
+from collections.abc import Iterator
+from datetime import datetime
 
 import duckdb
 import ibis.expr.types as ir
+import pyarrow as pa
 
 from account_hierarchy.warehouse import ensure_event_hours
 
 STALE_HOURS = "stale_tile_hours"
+# Stale hours are rebuilt a few at a time, about this many events at once.
+EVENTS_PER_BATCH = 5_000_000
 
 
 def stale_events(backend) -> ir.Table:
@@ -65,16 +71,45 @@ def _rebuild_stale(
             if query is not None:
                 con.execute(f"CREATE TABLE {table} AS {query} WITH NO DATA")
         con.execute(f"DELETE FROM {hours_table}")
-    con.execute(f"DELETE FROM {STALE_HOURS}")
-    con.execute(
-        f"INSERT INTO {STALE_HOURS} SELECT tile_hour FROM ("
+    stale = con.execute(
+        "SELECT tile_hour, coalesce(events, 0) FROM ("
         "SELECT event_hour AS tile_hour, events, checksum FROM raw_event_hours EXCEPT "
-        f"SELECT tile_hour, events, checksum FROM {hours_table}) UNION SELECT tile_hour FROM ("
-        f"SELECT tile_hour FROM {hours_table} EXCEPT SELECT event_hour FROM raw_event_hours)"
-    )
-    (stale,) = con.execute(f"SELECT count(*) FROM {STALE_HOURS}").fetchone()
-    if not stale:
-        return 0
+        f"SELECT tile_hour, events, checksum FROM {hours_table}) UNION SELECT tile_hour, 0 FROM ("
+        f"SELECT tile_hour FROM {hours_table} EXCEPT SELECT event_hour FROM raw_event_hours) "
+        "ORDER BY tile_hour"
+    ).fetchall()
+    for batch in _batches(stale):
+        _rebuild_hours(con, hours_table, queries, fingerprint, batch)
+    return len(stale)
+
+
+def _batches(hours: list[tuple[datetime, int]]) -> Iterator[list[datetime]]:
+    """Consecutive runs of (hour, events) with at most `EVENTS_PER_BATCH` events (an hour with
+    more is a batch of its own): their tiles' aggregates stay within DuckDB's memory limit."""
+    batch: list[datetime] = []
+    events = 0
+    for hour, count in hours:
+        if batch and events + count > EVENTS_PER_BATCH:
+            yield batch
+            batch, events = [], 0
+        batch.append(hour)
+        events += count
+    if batch:
+        yield batch
+
+
+def _rebuild_hours(
+    con: duckdb.DuckDBPyConnection,
+    hours_table: str,
+    queries: dict[str, str | None],
+    fingerprint: str,
+    hours: list[datetime],
+) -> None:
+    """Replace the tiles of `hours`, then record the versions they were built from."""
+    con.execute(f"DELETE FROM {STALE_HOURS}")
+    con.register("batch_hours", pa.table({"tile_hour": pa.array(hours, pa.timestamp("us"))}))
+    con.execute(f"INSERT INTO {STALE_HOURS} SELECT tile_hour FROM batch_hours")
+    con.unregister("batch_hours")
     for table, query in queries.items():
         if query is not None:
             con.execute(
@@ -89,4 +124,3 @@ def _rebuild_stale(
         f"WHERE event_hour IN (SELECT tile_hour FROM {STALE_HOURS})",
         {"f": fingerprint},
     )
-    return stale

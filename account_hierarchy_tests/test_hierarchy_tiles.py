@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from account_hierarchy import tile_cache
 from account_hierarchy.hierarchy.tiles import refresh_hierarchy_tiles
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
@@ -15,6 +16,8 @@ from account_hierarchy_tests.test_trait_tiles import snapshots, table_rows
 
 START = datetime(2026, 10, 1)
 TABLES = ("users", "accounts", "account_memberships", "account_hierarchy")
+TILE_TABLES = ("hierarchy_seen_tiles", "custom_trait_tiles", "custom_trait_key_tiles")
+HOURS = "SELECT DISTINCT event_hour FROM raw_events"
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +78,21 @@ def test_event_hours_are_created_for_a_warehouse_made_before_them(sample, tmp_pa
     con.execute("DROP TABLE raw_event_hours")
     assert refresh_hierarchy_tiles(con) > 0
     assert event_hours_match(con)
+
+
+def test_tiles_built_a_few_hours_at_a_time_equal_tiles_built_at_once(sample, tmp_path, monkeypatch):
+    tiles = []
+    for name, per_batch in (("once", 10**9), ("batched", 40)):
+        monkeypatch.setattr(tile_cache, "EVENTS_PER_BATCH", per_batch)
+        con = connect(tmp_path / f"{name}.duckdb")
+        ingest_window(con, sample, START, START + timedelta(days=2), PARTITIONS_START)
+        assert refresh_hierarchy_tiles(con) == len(con.execute(HOURS).fetchall())
+        tiles.append([table_rows(con, table) for table in TILE_TABLES])
+    assert tiles[0] == tiles[1]
+
+
+def test_batches_hold_about_the_set_number_of_events(monkeypatch):
+    monkeypatch.setattr(tile_cache, "EVENTS_PER_BATCH", 10)
+    hours = [datetime(2026, 10, 1, h) for h in range(5)]
+    counts = list(zip(hours, [4, 5, 30, 0, 2], strict=True))
+    assert list(tile_cache._batches(counts)) == [hours[:2], hours[2:3], hours[3:]]
