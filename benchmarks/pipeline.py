@@ -45,12 +45,14 @@ def pandas_baseline(
     most_events: int,
 ) -> dict:  # fmt: skip
     """The computed traits of `hours` with pandas (`pandas_traits`), on the events of every
-    k-th user so that at most `most_events` events are in memory; one row, counting
-    event-hours (events x hours) like the rows it is compared with."""
+    k-th user (and k-th anonymous visitor, so that the share is a fair sample of all events)
+    so that at most `most_events` events are in memory; one row, counting event-hours
+    (events x hours) like the rows it is compared with."""
     (events,) = con.execute("SELECT count(*) FROM raw_events").fetchone()
     share = max(1, -(-events // most_events))
     frame = con.execute(
-        "SELECT * FROM raw_events WHERE user_id IS NULL OR hash(user_id) % $k = 0", {"k": share}
+        "SELECT * FROM raw_events WHERE hash(coalesce(user_id, anonymous_id)) % $k = 0",
+        {"k": share},
     ).df()
     traits = [t.trait for t in catalog.traits if not isinstance(t.trait, SqlTrait)]
 
