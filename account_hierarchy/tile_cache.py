@@ -9,8 +9,8 @@ count and a checksum of its messageIds) and rebuilds exactly the hours whose eve
 when the family's queries change (`fingerprint`), it rebuilds every hour.
 
 A family's queries select the events of the hours listed in the temp table
-`stale_tile_hours(tile_hour)` (see `stale_events`), which the refresh fills with a batch of
-stale hours (about `EVENTS_PER_BATCH` events) before running them.
+`stale_tile_hours(tile_hour)` (`STALE_EVENTS_SQL`, or `stale_events` in Ibis), which the refresh
+fills with a batch of stale hours (about `EVENTS_PER_BATCH` events) before running them.
 """
 
 import hashlib
@@ -19,7 +19,6 @@ from datetime import datetime
 
 import duckdb
 import ibis.expr.types as ir
-import pyarrow as pa
 
 from account_hierarchy.warehouse import ensure_event_hours
 
@@ -28,8 +27,15 @@ STALE_HOURS = "stale_tile_hours"
 EVENTS_PER_BATCH = 5_000_000
 
 
+# `raw_events` of the hours being rebuilt, for a family's tile queries in SQL (`stale_events`
+# gives them to Ibis).
+STALE_EVENTS_SQL = (
+    f"(SELECT * FROM raw_events WHERE event_hour IN (SELECT tile_hour FROM {STALE_HOURS}))"
+)
+
+
 def stale_events(backend) -> ir.Table:
-    """`raw_events` of the hours being rebuilt (for a family's tile queries)."""
+    """`raw_events` of the hours being rebuilt, for a family's tile queries in Ibis."""
     backend.raw_sql(f"CREATE TEMP TABLE IF NOT EXISTS {STALE_HOURS} (tile_hour TIMESTAMP)")
     stale = backend.table(STALE_HOURS)
     events = backend.table("raw_events")
@@ -107,9 +113,7 @@ def _rebuild_hours(
 ) -> None:
     """Replace the tiles of `hours`, then record the versions they were built from."""
     con.execute(f"DELETE FROM {STALE_HOURS}")
-    con.register("batch_hours", pa.table({"tile_hour": pa.array(hours, pa.timestamp("us"))}))
-    con.execute(f"INSERT INTO {STALE_HOURS} SELECT tile_hour FROM batch_hours")
-    con.unregister("batch_hours")
+    con.execute(f"INSERT INTO {STALE_HOURS} SELECT unnest($hours::TIMESTAMP[])", {"hours": hours})
     for table, query in queries.items():
         if query is not None:
             con.execute(

@@ -16,31 +16,28 @@ hours whose events changed.
 
 import duckdb
 
-from account_hierarchy.tile_cache import STALE_HOURS, refresh_tile_family
+from account_hierarchy.tile_cache import STALE_EVENTS_SQL, refresh_tile_family
 
 SEEN_TILES = "hierarchy_seen_tiles"
 CUSTOM_TRAIT_TILES, CUSTOM_TRAIT_KEY_TILES = "custom_trait_tiles", "custom_trait_key_tiles"
 HIERARCHY_TILE_HOURS = "hierarchy_tile_hours"
 _ISO_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
 
-# The events of the hours being rebuilt.
-_STALE_EVENTS = f"raw_events WHERE event_hour IN (SELECT tile_hour FROM {STALE_HOURS})"
-
 SEEN_SQL = f"""
 SELECT 'user' AS kind, event_hour AS tile_hour, user_id, NULL::VARCHAR AS account_id,
        min(timestamp) AS first_at, max(timestamp) AS last_at
-FROM {_STALE_EVENTS} AND user_id IS NOT NULL GROUP BY ALL
+FROM {STALE_EVENTS_SQL} WHERE user_id IS NOT NULL GROUP BY ALL
 UNION ALL
 SELECT 'account', event_hour, NULL, group_id, min(timestamp), max(timestamp)
-FROM {_STALE_EVENTS} AND type = 'group' GROUP BY ALL
+FROM {STALE_EVENTS_SQL} WHERE type = 'group' GROUP BY ALL
 UNION ALL
 SELECT 'membership', event_hour, user_id, group_id, min(timestamp), max(timestamp)
-FROM {_STALE_EVENTS} AND type = 'group' AND user_id IS NOT NULL GROUP BY ALL
+FROM {STALE_EVENTS_SQL} WHERE type = 'group' AND user_id IS NOT NULL GROUP BY ALL
 """
 
 # The trait fields of the identify and group calls of the hours being rebuilt.
 _FIELDS = f"""
-FROM (SELECT * FROM {_STALE_EVENTS} AND type IN ('identify', 'group')) AS e,
+FROM (SELECT * FROM {STALE_EVENTS_SQL} WHERE type IN ('identify', 'group')) AS e,
      json_each(e.traits) AS field
 """
 

@@ -88,21 +88,17 @@ def ingest_window(
     con.register("present_files", pa.table({"path": [file.path for file in files]}))
     known = _indexed_files(con)
     touching = _paths_touching(con, start, end)
-    to_read = [
-        file
-        for file in files
-        if known.get(file.path) != (file.size, file.mtime_ns) or file.path in touching
-    ]
+    changed = {file.path for file in files if known.get(file.path) != (file.size, file.mtime_ns)}
+    to_read = [file for file in files if file.path in changed or file.path in touching]
     for file, content in read_ahead(landing_dir, to_read):
-        unchanged = known.get(file.path) == (file.size, file.mtime_ns)
-        _stage_file(con, file, content, partitions_start, reindex=not unchanged)
+        _stage_file(con, file, content, partitions_start, reindex=file.path in changed)
         con.execute(
             "INSERT INTO window_lines SELECT * FROM file_lines "
             "WHERE event_hour >= $start AND event_hour < $end",
             {"start": start, "end": end},
         )
         report.files_read += 1
-        report.files_indexed += not unchanged
+        report.files_indexed += file.path in changed
     # Staging happens outside the transaction: DuckDB updates transaction-local rows slowly.
     _sort_window(con, start, end, report)
     con.begin()
@@ -138,11 +134,13 @@ def read_ahead(
     """Each file with its content, the next file being read (hashed, decompressed, split) in
     a thread while the caller classifies the current one."""
     with ThreadPoolExecutor(max_workers=1) as reader:
-        pending = [reader.submit(read_landing_file, landing_dir, file) for file in files[:1]]
+        reading = None
         for index, file in enumerate(files):
+            current = reading or reader.submit(read_landing_file, landing_dir, file)
+            reading = None
             if index + 1 < len(files):
-                pending.append(reader.submit(read_landing_file, landing_dir, files[index + 1]))
-            yield file, pending.pop(0).result()
+                reading = reader.submit(read_landing_file, landing_dir, files[index + 1])
+            yield file, current.result()
 
 
 def _stage_file(
