@@ -14,6 +14,10 @@ DEFINITIONS_DIR_ENV = "AH_DEFINITIONS_DIR"
 PARTITIONS_START_ENV = "AH_PARTITIONS_START"
 PARENT_TRAIT_ENV = "AH_PARENT_TRAIT"
 MEMORY_LIMIT_ENV = "AH_DUCKDB_MEMORY_LIMIT"
+ENGINE_ENV = "AH_ENGINE"
+LAKE_DIR_ENV = "AH_LAKE_DIR"
+SPARK_MASTER_ENV = "AH_SPARK_MASTER"
+SPARK_REMOTE_ENV = "AH_SPARK_REMOTE"
 
 DEFAULT_LANDING_DIR = "data/landing"
 DEFAULT_WAREHOUSE = "data/warehouse.duckdb"
@@ -23,6 +27,9 @@ DEFAULT_PARTITIONS_START = "2024-01-01-00:00"
 DEFAULT_PARENT_TRAIT = "parent_account_id"
 # DuckDB keeps within this much memory and spills larger work to `<warehouse>.tmp/`.
 DEFAULT_MEMORY_LIMIT = "4GB"
+ENGINES = ("duckdb", "spark")
+DEFAULT_LAKE_DIR = "data/lake"
+DEFAULT_SPARK_MASTER = "local[*]"
 
 
 def landing_dir() -> Path:
@@ -57,3 +64,28 @@ def duckdb_config() -> dict[str, str]:
     if not re.fullmatch(r"\s*\d+(\.\d+)?\s*[KMGT]i?B\s*", limit, re.IGNORECASE):
         raise ValueError(f"{MEMORY_LIMIT_ENV}={limit!r}: expected an amount like 4GB or 500MB")
     return {"memory_limit": limit}
+
+
+def engine() -> str:
+    """The engine that computes the tables (`AH_ENGINE`: `duckdb`, the default, or `spark`)."""
+    name = os.environ.get(ENGINE_ENV, "duckdb").strip().lower()
+    if name not in ENGINES:
+        raise ValueError(f"{ENGINE_ENV}={name!r}: expected one of {', '.join(ENGINES)}")
+    return name
+
+
+def lake_dir() -> str:
+    """Where the Spark engine keeps its tables as Parquet partitioned by hour (`AH_LAKE_DIR`):
+    a local folder or an object store URI such as `s3a://bucket/lake`."""
+    return os.environ.get(LAKE_DIR_ENV, DEFAULT_LAKE_DIR)
+
+
+def spark_master() -> str:
+    """The Spark master a session is built on (`AH_SPARK_MASTER`, default `local[*]`)."""
+    return os.environ.get(SPARK_MASTER_ENV, DEFAULT_SPARK_MASTER)
+
+
+def spark_remote() -> str | None:
+    """A Spark Connect address (`AH_SPARK_REMOTE`, e.g. `sc://spark.internal:15002`); when set
+    it is used instead of `AH_SPARK_MASTER`."""
+    return os.environ.get(SPARK_REMOTE_ENV) or None

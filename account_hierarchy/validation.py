@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import ibis
+import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 import pandera.ibis as pa
 from pandera.errors import SchemaErrors
@@ -76,6 +77,7 @@ def validate_table(
 ) -> None:
     """Validate `table`; on failure raise `FrameValidationError` naming each failed rule and up
     to five offending rows, identified by the `row_label` columns."""
+    table = _microsecond_timestamps(table)
     try:
         schema.validate(table, lazy=True)
     except SchemaErrors as errors:
@@ -88,6 +90,14 @@ def validate_table(
         if problems:
             lines = [f"{schema.name} failed validation:", *(f"- {p}" for p in problems)]
             raise FrameValidationError("\n".join(lines)) from None
+
+
+def _microsecond_timestamps(table: ir.Table) -> ir.Table:
+    """Spark's timestamps carry no precision in their type; they hold microseconds, like the
+    warehouse's `timestamp(6)` the schemas name."""
+    loose = {name: dt.Timestamp(scale=6) for name, kind in table.schema().items()
+             if kind.is_timestamp() and kind.scale is None}  # fmt: skip
+    return table.cast(loose) if loose else table
 
 
 def _describe(case: dict, rules: dict, table: ir.Table, row_label: Sequence[str]) -> str | None:

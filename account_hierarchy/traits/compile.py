@@ -71,6 +71,14 @@ def property_column(path: str, kind: str) -> str:
     return f"{kind}__{hashlib.sha1(path.encode()).hexdigest()[:12]}"
 
 
+def json_properties(events: ir.Table) -> ir.Table:
+    """Events whose `properties` and `traits` are JSON: engines without a JSON type (Spark)
+    store them as text."""
+    as_json = {name: events[name].cast("json") for name in ("properties", "traits")
+               if not events[name].type().is_json()}  # fmt: skip
+    return events.mutate(**as_json) if as_json else events
+
+
 def with_properties(events: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
     """The events with every property the traits read extracted once, as text, as a number and
     whether it is present, so that no trait parses the JSON again."""

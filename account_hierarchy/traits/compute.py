@@ -29,6 +29,7 @@ from account_hierarchy.traits.compile import (
     compile_hourly,
     empty_value,
     hourly_params,
+    json_properties,
     most_frequent,
 )
 from account_hierarchy.traits.schemas import validate_traits
@@ -85,7 +86,7 @@ def build_traits(
         sql_traits = [t.trait for t in catalog.traits_of(entity) if isinstance(t.trait, SqlTrait)]
         for trait in sql_traits:  # their result tables must exist to build the query
             _sql_trait(con, trait, hours[0])
-        rows = _entity_rows(backend, catalog, entity, tiled)
+        rows = entity_rows(backend, catalog, entity, tiled)
         sql = compile_hourly(backend, rows)
         for index, hour in enumerate(hours):
             for trait in sql_traits if index else []:
@@ -110,7 +111,7 @@ def build_traits(
 
 def _snapshot(backend) -> Snapshot:
     return Snapshot(
-        events=backend.table("raw_events"),
+        events=json_properties(backend.table("raw_events")),
         memberships=_at(backend.table("account_memberships")),
         hierarchy=_at(backend.table("account_hierarchy")),
         hour=HOUR,
@@ -128,8 +129,9 @@ def tiled_traits(catalog: Catalog) -> list[ComputedTrait]:
     return [trait for trait in traits + counters if tileable(trait)]
 
 
-def _entity_rows(backend, catalog: Catalog, entity: str, tiled: list[ComputedTrait]) -> ir.Table:
-    """One entity's trait rows for the hour `HOUR` (a parameter)."""
+def entity_rows(backend, catalog: Catalog, entity: str, tiled: list[ComputedTrait]) -> ir.Table:
+    """One entity's trait rows for the hour `HOUR` (a parameter), on any Ibis backend: SQL
+    traits are read from the tables `sql_trait_<name>` the caller made for the hour."""
     snapshot = _snapshot(backend)
     id_column = ENTITY_ID[entity]
     entities = _at(backend.table(ENTITY_TABLES[entity]))
@@ -211,32 +213,34 @@ def _at(table: ir.Table) -> ir.Table:
 def _sql_trait(con: duckdb.DuckDBPyConnection, trait: SqlTrait, hour: datetime) -> None:
     """Run a SQL trait for one hour into the temp table `sql_trait_<name>`, by `entity_id`."""
     query, values = parse_trait_sql(trait.sql, trait.entity)
-    id_column = ENTITY_ID[trait.entity]
     create_snapshot_views(con, hour)
     result = f"sql_trait_{trait.name}"
     con.execute(f"CREATE OR REPLACE TEMP TABLE {result}_raw AS {against_views(query)}")
+    backend = ibis.duckdb.from_connection(con)
+    rows = sql_trait_rows(backend.table(f"{result}_raw"), trait, values, hour)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {result} AS {backend.compile(rows)}")
+
+
+def sql_trait_rows(raw: ir.Table, trait: SqlTrait, values: list[str], hour: datetime) -> ir.Table:
+    """A SQL trait's result for one hour by `entity_id`: rows without an id left out, and with
+    `many` each value column as the sorted list of the entity's distinct values. Without
+    `many`, an entity with several rows is an error."""
+    id_column = ENTITY_ID[trait.entity]
+    rows = raw.filter(raw[id_column].notnull())
     if trait.many:
-        lists = ", ".join(f'list(DISTINCT "{v}" ORDER BY "{v}") AS "{v}"' for v in values)
-        con.execute(
-            f'CREATE OR REPLACE TEMP TABLE {result} AS SELECT "{id_column}" AS entity_id, '
-            f'{lists} FROM {result}_raw WHERE "{id_column}" IS NOT NULL GROUP BY ALL'
+        return rows.group_by(entity_id=rows[id_column]).aggregate(
+            **{value: rows[value].collect(distinct=True).sort() for value in values}
         )
-    else:
-        repeated = con.execute(
-            f'SELECT "{id_column}", count(*) FROM {result}_raw GROUP BY ALL HAVING count(*) > 1 '
-            "ORDER BY 1 LIMIT 1"
-        ).fetchone()
-        if repeated:
-            raise ValueError(
-                f"SQL trait {trait.name} returned {repeated[1]} rows for {id_column} "
-                f"{repeated[0]!r} at {hour}; return one row per {id_column}, or set `many: true` "
-                "to collect the values as lists"
-            )
-        columns = ", ".join(f'"{v}"' for v in values)
-        con.execute(
-            f'CREATE OR REPLACE TEMP TABLE {result} AS SELECT "{id_column}" AS entity_id, '
-            f'{columns} FROM {result}_raw WHERE "{id_column}" IS NOT NULL'
+    counts = rows.group_by(id_column).aggregate(times=rows.count())
+    repeated = counts.filter(counts.times > 1).order_by(id_column).limit(1).execute()
+    if len(repeated):
+        entity_id, times = repeated.iloc[0]
+        raise ValueError(
+            f"SQL trait {trait.name} returned {times} rows for {id_column} {entity_id!r} at "
+            f"{hour}; return one row per {id_column}, or set `many: true` to collect the "
+            "values as lists"
         )
+    return rows.select(entity_id=rows[id_column], **{value: rows[value] for value in values})
 
 
 def _align_columns(con: duckdb.DuckDBPyConnection, table: str, staged: str) -> None:

@@ -2,6 +2,7 @@
 
 import duckdb
 import ibis.expr.datatypes as dt
+import ibis.expr.types as ir
 import pandera.ibis as pa
 
 from account_hierarchy.catalog.loader import Catalog
@@ -55,5 +56,10 @@ def validate_traits(
     con: duckdb.DuckDBPyConnection, table: str, entity: str, catalog: Catalog
 ) -> None:
     """Validate rows about to be written to an entity's trait table."""
+    validate_trait_rows(ibis_table(con, table), entity, catalog)
+
+
+def validate_trait_rows(rows: ir.Table, entity: str, catalog: Catalog) -> None:
+    """Validate an entity's trait rows, on whichever engine holds them."""
     schema, rules = trait_schema(entity, catalog)
-    validate_table(schema, ibis_table(con, table), rules, ["snapshot_hour", ID_COLUMNS[entity]])
+    validate_table(schema, rows, rules, ["snapshot_hour", ID_COLUMNS[entity]])

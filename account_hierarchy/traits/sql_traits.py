@@ -91,31 +91,38 @@ def unknown_name(kind: str, name: str, known: tuple[str, ...] | list[str]) -> st
     return f"unknown {kind} {name!r}; {hint}"
 
 
-def create_snapshot_views(con: duckdb.DuckDBPyConnection, hour: datetime) -> None:
-    """(Re)create the views SQL traits read, cut at snapshot `hour`."""
+def snapshot_views(hour: datetime) -> dict[str, exp.Query]:
+    """The query of each view SQL traits read, cut at snapshot `hour` (syntax trees, to render
+    in the dialect of the engine that runs them)."""
     as_of = hour + timedelta(hours=1)
-    bounds = {"as_of": as_of, "hour": hour}
     # Views cannot hold parameters: the bounds are our own datetimes, written as literals.
-    literal = {key: exp.cast(exp.Literal.string(value.isoformat(sep=" ")), "TIMESTAMP").sql()
-               for key, value in bounds.items()}  # fmt: skip
-    con.execute(
-        f"CREATE OR REPLACE TEMP VIEW {VIEW_PREFIX}events AS "
-        f"SELECT * EXCLUDE (source_file, source_line) FROM raw_events "
-        f"WHERE timestamp < {literal['as_of']}"
-    )
+    literal = {key: exp.cast(exp.Literal.string(value.isoformat(sep=" ")), "TIMESTAMP")
+               for key, value in {"as_of": as_of, "hour": hour}.items()}  # fmt: skip
+    hidden = [exp.column("source_file"), exp.column("source_line")]
+    views = {
+        "events": exp.select(exp.Star(except_=hidden))
+        .from_("raw_events")
+        .where(exp.column("timestamp") < literal["as_of"])
+    }
     for table in ("users", "accounts", "account_memberships", "account_hierarchy"):
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {VIEW_PREFIX}{table} AS "
-            f"SELECT * FROM {table} WHERE snapshot_hour = {literal['hour']}"
+        views[table] = (
+            exp.select("*").from_(table).where(exp.column("snapshot_hour").eq(literal["hour"]))
         )
-    con.execute(
-        f"CREATE OR REPLACE TEMP VIEW {VIEW_PREFIX}snapshot AS "
-        f"SELECT {literal['as_of']} AS as_of, {literal['hour']} AS snapshot_hour"
+    views["snapshot"] = exp.select(
+        exp.alias_(literal["as_of"], "as_of"), exp.alias_(literal["hour"], "snapshot_hour")
     )
+    return {VIEW_PREFIX + name: query for name, query in views.items()}
 
 
-def against_views(query: exp.Expression) -> str:
-    """The query's SQL with every view name pointed at the snapshot views."""
+def create_snapshot_views(con: duckdb.DuckDBPyConnection, hour: datetime) -> None:
+    """(Re)create the views SQL traits read, cut at snapshot `hour`, on the DuckDB warehouse."""
+    for name, query in snapshot_views(hour).items():
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {query.sql('duckdb')}")
+
+
+def against_views(query: exp.Expression, dialect: str = "duckdb") -> str:
+    """The query's SQL in `dialect` (SQL traits are written in DuckDB's), with every view name
+    pointed at the snapshot views."""
     ctes = {cte.alias_or_name for cte in query.find_all(exp.CTE)}
 
     def rename(node: exp.Expression) -> exp.Expression:
@@ -127,4 +134,4 @@ def against_views(query: exp.Expression) -> str:
             return renamed
         return node
 
-    return query.transform(rename).sql("duckdb")
+    return query.transform(rename).sql(dialect)

@@ -1,0 +1,98 @@
+"""The lake: tables as Parquet files partitioned by hour under `AH_LAKE_DIR`, readable by any
+engine (Spark, DuckDB, pandas/pyarrow).
+
+A table lives in `<lake>/<table>/hour=<YYYY-MM-DDTHH>/*.parquet`. The partition value is the
+hour of the table's hour column (`event_hour` for `raw_events`, `snapshot_hour` for snapshots),
+which stays in the files as a timestamp; readers drop the partition column again.
+"""
+
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from account_hierarchy import settings
+
+PARTITION = "hour"
+HOUR_COLUMNS = {"raw_events": "event_hour"}
+_SPARK_FORMAT, _DUCKDB_FORMAT = "yyyy-MM-dd'T'HH", "%Y-%m-%dT%H"
+
+
+def hour_column(table: str) -> str:
+    """The timestamp column a table is partitioned by."""
+    return HOUR_COLUMNS.get(table, "snapshot_hour")
+
+
+def location(table: str, lake: str | None = None) -> str:
+    """Where a table's files live (`lake` defaults to `AH_LAKE_DIR`)."""
+    return f"{(lake or settings.lake_dir()).rstrip('/')}/{table}"
+
+
+def partition_value(hour: datetime) -> str:
+    """The partition folder value of an hour (`2026-10-01T00`)."""
+    return hour.strftime(_DUCKDB_FORMAT)
+
+
+def _clear_hours(path: str, start: datetime, end: datetime) -> None:
+    """Remove a local table's partitions of `[start, end)` before they are written again,
+    creating its folder if needed (an object store relies on Spark's dynamic partition
+    overwrite instead)."""
+    if "://" in path:
+        return
+    Path(path).mkdir(parents=True, exist_ok=True)
+    first, last = partition_value(start), partition_value(end)
+    for folder in Path(path).glob(f"{PARTITION}=*"):
+        if first <= folder.name.split("=", 1)[1] < last:
+            shutil.rmtree(folder)
+
+
+def export_from_warehouse(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    start: datetime,
+    end: datetime,
+    lake: str | None = None,
+) -> int:
+    """Copy a warehouse table's rows of `[start, end)` into the lake (replacing those hours);
+    the number of rows copied."""
+    path, column = location(table, lake), hour_column(table)
+    _clear_hours(path, start, end)
+    rows = con.sql(
+        f"SELECT *, strftime({column}, '{_DUCKDB_FORMAT}') AS {PARTITION} FROM {table} "
+        f"WHERE {column} >= $start AND {column} < $end",
+        params={"start": start, "end": end},
+    )
+    count = len(rows)
+    if count:
+        rows.write_parquet(
+            path, partition_by=[PARTITION], append=True, filename_pattern="duckdb_{uuid}"
+        )
+    return count
+
+
+def read(session: SparkSession, table: str, lake: str | None = None) -> DataFrame:
+    """A lake table as a Spark frame (without the partition column)."""
+    path = location(table, lake)
+    return session.read.option("basePath", path).parquet(path).drop(PARTITION)
+
+
+def write(
+    frame: DataFrame, table: str, start: datetime, end: datetime, lake: str | None = None
+) -> None:
+    """Write `frame` as the table's hours `[start, end)`, replacing what those hours held."""
+    path = location(table, lake)
+    _clear_hours(path, start, end)
+    partitioned = frame.withColumn(PARTITION, F.date_format(hour_column(table), _SPARK_FORMAT))
+    partitioned.write.mode("overwrite").partitionBy(PARTITION).parquet(path)
+
+
+def read_with_duckdb(con: duckdb.DuckDBPyConnection, table: str, lake: str | None = None):
+    """A lake table as a DuckDB relation (without the partition column)."""
+    files = f"{location(table, lake)}/{PARTITION}=*/*.parquet"
+    return con.sql(
+        f"SELECT * EXCLUDE ({PARTITION}) FROM read_parquet($files, hive_partitioning = true)",
+        params={"files": files},
+    )

@@ -1,0 +1,77 @@
+"""The Spark session the `spark` engine runs on, and the Ibis backend over it.
+
+`AH_SPARK_REMOTE` (a Spark Connect address such as `sc://spark.internal:15002`) points the
+project at a running cluster; otherwise a session is started on `AH_SPARK_MASTER` (`local[*]`
+by default: every core of this machine). Sessions work in UTC like the DuckDB warehouse.
+"""
+
+import os
+import sys
+
+import ibis
+import ibis.expr.types as ir
+from pyspark.sql import DataFrame, SparkSession
+
+from account_hierarchy import settings
+
+_COMMON_CONFIG = {
+    "spark.sql.session.timeZone": "UTC",
+    # Timestamps without time zone, like the warehouse's (naive UTC).
+    "spark.sql.timestampType": "TIMESTAMP_NTZ",
+    # Writing a window of hours replaces exactly those hours' partitions.
+    "spark.sql.sources.partitionOverwriteMode": "dynamic",
+    # Partition folders are read back as text (`hour=2026-10-01T00`), never guessed at.
+    "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
+}
+# A local session is one process: a small shuffle keeps small hours fast.
+_LOCAL_CONFIG = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.driver.memory": "4g",
+}
+
+
+def spark_session(master: str | None = None) -> SparkSession:
+    """The Spark session (created on first use, then shared): Spark Connect when
+    `AH_SPARK_REMOTE` is set, else `master` or `AH_SPARK_MASTER`."""
+    # Python workers run in this interpreter (the project's environment).
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    remote = settings.spark_remote()
+    builder = SparkSession.builder.appName("account_hierarchy")
+    if remote:
+        builder = builder.remote(remote)
+        config = _COMMON_CONFIG
+    else:
+        builder = builder.master(master or settings.spark_master())
+        config = _COMMON_CONFIG | _LOCAL_CONFIG
+    for key, value in config.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    if not remote:
+        session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def spark_backend(session: SparkSession) -> ibis.BaseBackend:
+    """The Ibis backend that compiles definitions to Spark SQL on `session`."""
+    return ibis.pyspark.connect(session)
+
+
+# Ibis reads a JSON property on Spark with `get_json_object` (the value as text: strings
+# unquoted, numbers, booleans and objects as their JSON) and unwraps it with these functions.
+# Ibis ships them as Python functions; these native ones give the warehouse's answers (a
+# string's text, a number from a number or numeric string) without leaving the JVM.
+_JSON_FUNCTIONS = {
+    "unwrap_json_str": "STRING RETURN value",
+    "unwrap_json_float": "DOUBLE RETURN try_cast(value AS DOUBLE)",
+}
+
+
+def spark_frame(backend: ibis.BaseBackend, expr: ir.Table, params: dict | None = None) -> DataFrame:
+    """An Ibis expression as a lazy Spark frame, with the JSON functions it may use."""
+    session = backend._session
+    backend._register_in_memory_tables(expr)
+    for name, body in _JSON_FUNCTIONS.items():
+        session.sql(f"CREATE OR REPLACE TEMPORARY FUNCTION {name}(value STRING) RETURNS {body}")
+    return session.sql(backend.compile(expr, params=params))

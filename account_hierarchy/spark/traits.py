@@ -1,0 +1,72 @@
+"""Traits on the `spark` engine: the queries the definitions compile to (`traits/compute.py`),
+run by Spark over the lake and written back to it.
+
+Computed traits are aggregated from the events directly (the hourly tiles are the DuckDB
+engine's cache); SQL traits run in Spark's dialect, transpiled from DuckDB's by sqlglot.
+"""
+
+from datetime import datetime, timedelta
+from functools import reduce
+
+import ibis.expr.types as ir
+from pyspark.sql import DataFrame, SparkSession
+
+from account_hierarchy.catalog.loader import Catalog
+from account_hierarchy.catalog.models import SqlTrait
+from account_hierarchy.partitions import hours_of
+from account_hierarchy.spark import lake
+from account_hierarchy.spark.session import spark_backend, spark_frame
+from account_hierarchy.traits.compile import AS_OF, HOUR
+from account_hierarchy.traits.compute import TRAIT_TABLES, entity_rows, sql_trait_rows
+from account_hierarchy.traits.schemas import validate_trait_rows
+from account_hierarchy.traits.sql_traits import against_views, parse_trait_sql, snapshot_views
+
+INPUTS = ("raw_events", "users", "accounts", "account_memberships", "account_hierarchy")
+
+
+def build_traits_on_spark(
+    session: SparkSession,
+    catalog: Catalog,
+    start: datetime,
+    end: datetime,
+    lake_dir: str | None = None,
+) -> dict[str, dict]:
+    """Write both trait tables' hours `[start, end)` to the lake; per entity the row count."""
+    backend = spark_backend(session)
+    for name in INPUTS:
+        lake.read(session, name, lake_dir).createOrReplaceTempView(name)
+    hours = hours_of(start, end)
+    report: dict[str, dict] = {}
+    for entity, table in TRAIT_TABLES.items():
+        if not hours:
+            continue
+        sql_traits = [t.trait for t in catalog.traits_of(entity) if isinstance(t.trait, SqlTrait)]
+        for trait in sql_traits:  # their result views must exist to build the query
+            _sql_trait(session, backend, trait, hours[0])
+        rows = entity_rows(backend, catalog, entity, tiled=[])
+        frames = []
+        for index, hour in enumerate(hours):
+            for trait in sql_traits if index else []:
+                _sql_trait(session, backend, trait, hour)
+            # Each hour's frame is analysed now, so it keeps this hour's SQL trait views.
+            params = {HOUR: hour, AS_OF: hour + timedelta(hours=1)}
+            frames.append(spark_frame(backend, rows, params))
+        frame = reduce(DataFrame.unionByName, frames).cache()
+        staged = f"{table}_staged"
+        frame.createOrReplaceTempView(staged)
+        validate_trait_rows(backend.table(staged), entity, catalog)
+        lake.write(frame, table, start, end, lake_dir)
+        report[entity] = {"rows": frame.count()}
+        frame.unpersist()
+    return report
+
+
+def _sql_trait(session: SparkSession, backend, trait: SqlTrait, hour: datetime) -> ir.Table:
+    """Run a SQL trait for one hour into the temp view `sql_trait_<name>`, by `entity_id`."""
+    query, values = parse_trait_sql(trait.sql, trait.entity)
+    for name, view in snapshot_views(hour).items():
+        session.sql(f"CREATE OR REPLACE TEMPORARY VIEW {name} AS {view.sql('spark')}")
+    raw = backend.sql(against_views(query, "spark"), dialect="spark")
+    return backend.create_view(
+        f"sql_trait_{trait.name}", sql_trait_rows(raw, trait, values, hour), overwrite=True
+    )
