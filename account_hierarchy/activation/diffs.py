@@ -1,16 +1,25 @@
 """Activation diffs: per hour, who entered and exited each synced audience since the previous
 hour's snapshot, and which synced traits changed value (`activation_diffs`).
 
-A previous hour that has no snapshot counts as empty: everyone enters.
+A previous hour that has no snapshot counts as empty: everyone enters. A trait changes when its
+value differs from the previous hour's (a null value and no row are the same). Each change is
+one Ibis expression per synced audience or trait, compiled once and run for every hour on
+either engine; the old and new values are stored as JSON text.
 """
 
-from datetime import datetime, timedelta
+import json
+from datetime import datetime
 
 import duckdb
+import ibis
+import ibis.expr.types as ir
+import pandas as pd
 
 from account_hierarchy.activation.schemas import validate_diffs
+from account_hierarchy.audiences.memberships import plain
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.partitions import hours_of
+from account_hierarchy.traits.compile import HOUR, compile_hourly, hourly_params
 
 DIFFS_DDL = """
 CREATE TABLE IF NOT EXISTS activation_diffs (
@@ -24,31 +33,9 @@ CREATE TABLE IF NOT EXISTS activation_diffs (
     new_value JSON
 )
 """
-
-AUDIENCE_DIFF_SQL = """
-WITH now AS (SELECT entity_id, entity_type FROM audience_memberships
-             WHERE audience = $name AND snapshot_hour = $hour),
-before AS (SELECT entity_id, entity_type FROM audience_memberships
-           WHERE audience = $name AND snapshot_hour = $previous)
-SELECT CAST($hour AS TIMESTAMP), 'audience', $name, coalesce(n.entity_type, b.entity_type),
-       coalesce(n.entity_id, b.entity_id),
-       CASE WHEN b.entity_id IS NULL THEN 'entered' ELSE 'exited' END,
-       CAST(b.entity_id IS NOT NULL AS VARCHAR)::JSON,
-       CAST(n.entity_id IS NOT NULL AS VARCHAR)::JSON
-FROM now AS n FULL JOIN before AS b USING (entity_id)
-WHERE n.entity_id IS NULL OR b.entity_id IS NULL
-"""
-
-TRAIT_DIFF_SQL = """
-WITH now AS (SELECT {id} AS entity_id, to_json("{trait}") AS value FROM {table}
-             WHERE snapshot_hour = $hour),
-before AS (SELECT {id} AS entity_id, to_json("{trait}") AS value FROM {table}
-           WHERE snapshot_hour = $previous)
-SELECT CAST($hour AS TIMESTAMP), 'trait', $name, $entity, coalesce(n.entity_id, b.entity_id),
-       'changed', b.value, n.value
-FROM now AS n FULL JOIN before AS b USING (entity_id)
-WHERE n.value IS DISTINCT FROM b.value AND NOT (n.value IS NULL AND b.value IS NULL)
-"""
+DIFF_COLUMNS = ["snapshot_hour", "kind", "name", "entity_type", "entity_id", "change",
+                "old_value", "new_value"]  # fmt: skip
+PREVIOUS = HOUR - ibis.interval(hours=1)
 
 
 def synced(catalog: Catalog) -> tuple[list[str], dict[str, str]]:
@@ -62,21 +49,105 @@ def synced(catalog: Catalog) -> tuple[list[str], dict[str, str]]:
     return audiences, traits
 
 
+def audience_changes(backend, audience: str) -> ir.Table:
+    """Who entered (`before` false, `after` true) or exited the audience at `HOUR`."""
+    members = backend.table("audience_memberships")
+    members = members.filter(members.audience == audience)
+    now = members.filter(members.snapshot_hour == HOUR).select("entity_id", "entity_type")
+    before = members.filter(members.snapshot_hour == PREVIOUS).select(
+        before_id="entity_id", before_type="entity_type"
+    )
+    rows = now.outer_join(before, now.entity_id == before.before_id)
+    rows = rows.filter(rows.entity_id.isnull() | rows.before_id.isnull())
+    return rows.select(
+        entity_type=ibis.coalesce(rows.entity_type, rows.before_type),
+        entity_id=ibis.coalesce(rows.entity_id, rows.before_id),
+        change=ibis.ifelse(rows.before_id.isnull(), "entered", "exited"),
+        before=rows.before_id.notnull(),
+        after=rows.entity_id.notnull(),
+    )
+
+
+def trait_changes(backend, trait: str, entity: str) -> ir.Table:
+    """The entities whose trait value at `HOUR` differs from the previous hour's."""
+    table = backend.table(f"{entity}_traits")
+    id_column = f"{entity}_id"
+    now = table.filter(table.snapshot_hour == HOUR).select(
+        entity_id=table[id_column], after=table[trait]
+    )
+    before = table.filter(table.snapshot_hour == PREVIOUS).select(
+        before_id=table[id_column], before=table[trait]
+    )
+    rows = now.outer_join(before, now.entity_id == before.before_id)
+    rows = rows.filter(~rows.after.identical_to(rows.before))
+    return rows.select(
+        entity_type=ibis.literal(entity),
+        entity_id=ibis.coalesce(rows.entity_id, rows.before_id),
+        change=ibis.literal("changed"),
+        before=rows.before,
+        after=rows.after,
+    )
+
+
+def change_queries(backend, catalog: Catalog) -> dict[tuple[str, str], ir.Table]:
+    """Per synced (kind, name), the query of its changes at `HOUR`."""
+    audiences, traits = synced(catalog)
+    queries = {("audience", name): audience_changes(backend, name) for name in audiences}
+    for trait, entity in traits.items():
+        queries["trait", trait] = trait_changes(backend, trait, entity)
+    return queries
+
+
+def json_text(value, integer: bool) -> str | None:
+    """A value as compact JSON text (None for null); `integer` columns give integers."""
+    value = plain(value, integer)
+    if value is None:
+        return None
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def diff_rows(kind: str, name: str, query: ir.Table, found: pd.DataFrame, hour) -> pd.DataFrame:
+    """One hour's changes of a synced audience or trait as rows of `activation_diffs`."""
+    integer = query.schema()["after"].is_integer()
+    found = found.sort_values("entity_id")
+    return pd.DataFrame(
+        {
+            "snapshot_hour": pd.Series([hour] * len(found), dtype="datetime64[us]"),
+            "kind": kind,
+            "name": name,
+            "entity_type": found.entity_type.astype(str).to_numpy(),
+            "entity_id": found.entity_id.astype(str).to_numpy(),
+            "change": found.change.astype(str).to_numpy(),
+            # (object columns keep None as null when frames are concatenated)
+            "old_value": pd.Series([json_text(v, integer) for v in found.before], dtype=object),
+            "new_value": pd.Series([json_text(v, integer) for v in found.after], dtype=object),
+        },
+        columns=DIFF_COLUMNS,
+    )
+
+
 def build_diffs(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime
 ) -> dict[str, int]:
     """Write `activation_diffs` for every hour of `[start, end)`; return counts per change."""
     con.execute(DIFFS_DDL)
-    con.execute("CREATE OR REPLACE TEMP TABLE new_diffs AS SELECT * FROM activation_diffs LIMIT 0")
-    audiences, traits = synced(catalog)
-    for hour in hours_of(start, end):
-        params = {"hour": hour, "previous": hour - timedelta(hours=1)}
-        for audience in audiences:
-            con.execute(f"INSERT INTO new_diffs {AUDIENCE_DIFF_SQL}", params | {"name": audience})
-        for trait, entity in traits.items():
-            sql = TRAIT_DIFF_SQL.format(id=f"{entity}_id", trait=trait, table=f"{entity}_traits")
-            con.execute(f"INSERT INTO new_diffs {sql}",
-                        params | {"name": trait, "entity": entity})  # fmt: skip
+    backend = ibis.duckdb.from_connection(con)
+    frames = []
+    for (kind, name), query in change_queries(backend, catalog).items():
+        sql = compile_hourly(backend, query)
+        for hour in hours_of(start, end):
+            found = con.execute(sql, hourly_params(sql, hour)).df()
+            frames.append(diff_rows(kind, name, query, found, hour))
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=DIFF_COLUMNS)
+    con.register("found_diffs", rows)
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE new_diffs AS SELECT CAST(snapshot_hour AS TIMESTAMP) AS "
+        "snapshot_hour, kind::VARCHAR AS kind, name::VARCHAR AS name, entity_type::VARCHAR AS "
+        "entity_type, entity_id::VARCHAR AS entity_id, change::VARCHAR AS change, "
+        "CAST(old_value AS JSON) AS old_value, CAST(new_value AS JSON) AS new_value "
+        "FROM found_diffs"
+    )
+    con.unregister("found_diffs")
     validate_diffs(con, "new_diffs")
     con.execute(
         "DELETE FROM activation_diffs WHERE snapshot_hour >= $start AND snapshot_hour < $end",

@@ -2,6 +2,7 @@
 
 import duckdb
 import ibis.expr.datatypes as dt
+import ibis.expr.types as ir
 import pandera.ibis as pa
 
 from account_hierarchy.validation import Rule, build_schema, ibis_table, unique, validate_table
@@ -35,4 +36,9 @@ SCHEMA = build_schema(
 
 def validate_diffs(con: duckdb.DuckDBPyConnection, table: str) -> None:
     """Validate rows about to be written to `activation_diffs`."""
-    validate_table(SCHEMA, ibis_table(con, table), RULES, ["snapshot_hour", "name", "entity_id"])
+    validate_diff_rows(ibis_table(con, table))
+
+
+def validate_diff_rows(rows: ir.Table) -> None:
+    """Validate `activation_diffs` rows, on whichever engine holds them."""
+    validate_table(SCHEMA, rows, RULES, ["snapshot_hour", "name", "entity_id"])

@@ -17,7 +17,6 @@ result says which conditions held and with which values. Rules:
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import duckdb
 import ibis
 import ibis.expr.types as ir
 
@@ -44,6 +43,7 @@ from account_hierarchy.traits.compile import (
     Snapshot,
     aggregate,
     attributed_events,
+    json_properties,
     timestamp,
 )
 from account_hierarchy.traits.tiles import (
@@ -225,7 +225,7 @@ class Evaluator:
             counts = rollup(tiles.mutate(entity_id=tiles.user_id), [counter], self.as_of)
         else:
             snapshot = Snapshot(
-                events=self.backend.table("raw_events"),
+                events=json_properties(self.backend.table("raw_events")),
                 memberships=self._at("account_memberships"),
                 hierarchy=self._at("account_hierarchy"), hour=self.hour_value, as_of=self.as_of,
             )  # fmt: skip
@@ -313,20 +313,21 @@ class Evaluator:
                 "lte": number <= operand}[operator]  # fmt: skip
 
 
-def require_snapshots(con, evaluated: Evaluated, start: datetime, end: datetime) -> None:
-    """Fail clearly when a table an evaluation reads lacks a snapshot hour of `[start, end)`."""
+def require_snapshots(backend, evaluated: Evaluated, start: datetime, end: datetime) -> None:
+    """Fail clearly when a table an evaluation reads lacks a snapshot hour of `[start, end)`
+    (on any Ibis backend)."""
     expected = int((end - start) / timedelta(hours=1))
-    for table in sorted(evaluated.tables):
-        try:
-            (found,) = con.execute(
-                f"SELECT count(DISTINCT snapshot_hour) FROM {table} "
-                "WHERE snapshot_hour >= $start AND snapshot_hour < $end",
-                {"start": start, "end": end},
-            ).fetchone()
-        except duckdb.CatalogException:
-            found = 0
+    existing = set(backend.list_tables())
+    for name in sorted(evaluated.tables):
+        found = 0
+        if name in existing:
+            table = backend.table(name)
+            hours = table.filter(
+                (table.snapshot_hour >= timestamp(start)) & (table.snapshot_hour < timestamp(end))
+            )
+            found = hours.snapshot_hour.nunique().execute()
         if found < expected:
             raise NotComputedError(
-                f"{table} has no snapshot for {expected - found} of the {expected} hours from "
+                f"{name} has no snapshot for {expected - found} of the {expected} hours from "
                 f"{start} to {end}: materialize it first."
             )

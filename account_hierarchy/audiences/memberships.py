@@ -43,23 +43,28 @@ class AudienceReport:
     compiled: str = ""
 
 
-def plain(value: Any) -> Any:
-    """A value from a result frame as plain JSON-able Python."""
+def plain(value: Any, integer: bool = False) -> Any:
+    """A value from a result frame as plain JSON-able Python; from an `integer` column, an
+    integer (an engine may hand over a nullable integer column as floats)."""
     if isinstance(value, np.ndarray | list | tuple):
         return [plain(item) for item in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and np.isnan(value):
         return None
-    if value is pd.NaT:
+    if value is pd.NaT or value is pd.NA:
         return None
     if isinstance(value, datetime | date | pd.Timestamp):
         return value.isoformat()
+    if integer and isinstance(value, float):
+        return int(value)
     return value
 
 
 def reasons(evaluated: Evaluated, frame: pd.DataFrame) -> list[dict]:
     """Per row: each leaf condition, whether it held, and the values that decided it."""
+    schema = evaluated.table.schema()
+    integers = {name for name, kind in schema.items() if kind.is_integer()}
     result = []
     for row in frame.to_dict("records"):
         conditions = []
@@ -67,7 +72,8 @@ def reasons(evaluated: Evaluated, frame: pd.DataFrame) -> list[dict]:
             entry = {"condition": leaf.label, "held": bool(row[f"{leaf.id}_held"])}
             for column, value in row.items():
                 if column.startswith(f"{leaf.id}_") and column != f"{leaf.id}_held":
-                    entry[column.removeprefix(f"{leaf.id}_")] = plain(value)
+                    value = plain(value, integer=column in integers)
+                    entry[column.removeprefix(f"{leaf.id}_")] = value
             conditions.append(entry)
         result.append({"conditions": conditions})
     return result
@@ -96,7 +102,7 @@ def build_audience(
     backend = ibis.duckdb.from_connection(con)
     report = AudienceReport()
     evaluated = Evaluator(backend, catalog).audience(name)
-    require_snapshots(con, evaluated, start, end)
+    require_snapshots(backend, evaluated, start, end)
     sql = compile_hourly(backend, evaluated.table.filter(evaluated.table.member))
     frames = []
     for hour in hours_of(start, end):
@@ -139,7 +145,8 @@ def _members_at(con, evaluated: Evaluated, sql: str, hour: datetime) -> set[str]
     if stored:
         return {entity_id for (entity_id,) in stored}
     try:
-        require_snapshots(con, evaluated, hour, hour + timedelta(hours=1))
+        backend = ibis.duckdb.from_connection(con)
+        require_snapshots(backend, evaluated, hour, hour + timedelta(hours=1))
     except NotComputedError:
         return set()
     return set(con.execute(sql, hourly_params(sql, hour)).df().entity_id)

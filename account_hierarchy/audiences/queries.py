@@ -47,7 +47,7 @@ def preview(
     except KeyError:
         raise NotInSnapshotError(f"No audience {audience!r} in {catalog.folder}.") from None
     evaluated = _evaluator(con, catalog, hour).audience(audience)
-    require_snapshots(con, evaluated, hour, hour + timedelta(hours=1))
+    require_snapshots(ibis.duckdb.from_connection(con), evaluated, hour, hour + timedelta(hours=1))
     frame = evaluated.table.filter(evaluated.table.member).execute().sort_values("entity_id")
     ids = list(frame.entity_id)
     reached_entity = "user" if definition.entity == "account" else "account"
@@ -87,7 +87,7 @@ def explain(
     evaluator = _evaluator(con, catalog, hour)
     definition = catalog.audience(audience)
     evaluated = evaluator.audience(audience)
-    require_snapshots(con, evaluated, hour, hour + timedelta(hours=1))
+    require_snapshots(ibis.duckdb.from_connection(con), evaluated, hour, hour + timedelta(hours=1))
     row = evaluated.table.filter(evaluated.table.entity_id == entity_id).execute()
     if row.empty:
         raise NotInSnapshotError(

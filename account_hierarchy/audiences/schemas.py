@@ -2,6 +2,7 @@
 
 import duckdb
 import ibis.expr.datatypes as dt
+import ibis.expr.types as ir
 import pandera.ibis as pa
 
 from account_hierarchy.validation import Rule, build_schema, ibis_table, unique, validate_table
@@ -26,6 +27,9 @@ SCHEMA = build_schema(
 
 def validate_memberships(con: duckdb.DuckDBPyConnection, table: str) -> None:
     """Validate rows about to be written to `audience_memberships`."""
-    validate_table(
-        SCHEMA, ibis_table(con, table), RULES, ["audience", "snapshot_hour", "entity_id"]
-    )
+    validate_membership_rows(ibis_table(con, table))
+
+
+def validate_membership_rows(rows: ir.Table) -> None:
+    """Validate `audience_memberships` rows, on whichever engine holds them."""
+    validate_table(SCHEMA, rows, RULES, ["audience", "snapshot_hour", "entity_id"])

@@ -7,12 +7,16 @@ by default: every core of this machine). Sessions work in UTC like the DuckDB wa
 
 import os
 import sys
+from datetime import datetime, timedelta
+from functools import reduce
 
 import ibis
 import ibis.expr.types as ir
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
 from account_hierarchy import settings
+from account_hierarchy.traits.compile import AS_OF, HOUR
 
 _COMMON_CONFIG = {
     "spark.sql.session.timeZone": "UTC",
@@ -75,3 +79,19 @@ def spark_frame(backend: ibis.BaseBackend, expr: ir.Table, params: dict | None =
     for name, body in _JSON_FUNCTIONS.items():
         session.sql(f"CREATE OR REPLACE TEMPORARY FUNCTION {name}(value STRING) RETURNS {body}")
     return session.sql(backend.compile(expr, params=params))
+
+
+def hourly_results(
+    backend: ibis.BaseBackend, expr: ir.Table, hours: list[datetime]
+) -> list[pd.DataFrame]:
+    """An expression over the hour parameter `HOUR` (and `AS_OF`) run for every hour, as one
+    Spark job; each hour's rows as a pandas frame."""
+    tagged = expr.mutate(result_hour=HOUR)
+    frames = [
+        spark_frame(backend, tagged, {HOUR: hour, AS_OF: hour + timedelta(hours=1)})
+        for hour in hours
+    ]
+    if not frames:
+        return []
+    found = reduce(DataFrame.unionByName, frames).toPandas()
+    return [found[found.result_hour == hour].drop(columns="result_hour") for hour in hours]

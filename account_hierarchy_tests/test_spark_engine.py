@@ -1,0 +1,200 @@
+"""The `spark` engine gives the DuckDB engine's answers: traits, audience memberships and
+activation diffs,
+computed from the same definitions on Spark `local[2]` over the lake, equal the warehouse's,
+row for row and type for type (the sample, and the edge cases of the trait and audience
+tests)."""
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from account_hierarchy import settings
+from account_hierarchy.activation.diffs import build_diffs
+from account_hierarchy.audiences.memberships import build_audience
+from account_hierarchy.catalog.loader import load_catalog
+from account_hierarchy.hierarchy.assets import hierarchy_snapshots
+from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
+from account_hierarchy.hierarchy.tree import build_hierarchy
+from account_hierarchy.ingest.assets import raw_events
+from account_hierarchy.ingest.load import ingest_window
+from account_hierarchy.partitions import hours_of
+from account_hierarchy.resources import LandingFolder, Warehouse
+from account_hierarchy.sample.generator import generate_sample
+from account_hierarchy.spark import lake
+from account_hierarchy.spark.audiences import build_audiences_on_spark
+from account_hierarchy.spark.diffs import build_diffs_on_spark
+from account_hierarchy.spark.session import spark_backend, spark_session
+from account_hierarchy.spark.traits import INPUTS, build_traits_on_spark
+from account_hierarchy.traits.compute import build_traits
+from account_hierarchy.traits.schemas import validate_trait_rows
+from account_hierarchy.validation import FrameValidationError
+from account_hierarchy.warehouse import connect
+from account_hierarchy_tests import test_audiences as audience_cases
+from account_hierarchy_tests import test_traits as trait_cases
+from account_hierarchy_tests.conftest import PARTITIONS_START, write_lines
+
+START, END = datetime(2026, 10, 1, 20), datetime(2026, 10, 1, 23)
+HISTORY_START = datetime(2000, 1, 1)
+SAMPLE_DEFINITIONS = Path(__file__).parent.parent / "data" / "definitions"
+# The warehouse stores reasons as JSON, the lake as their text.
+MEMBERSHIP_COLUMNS = "snapshot_hour, audience, entity_type, entity_id, reason::VARCHAR AS reason"
+DIFF_COLUMNS = ("snapshot_hour, kind, name, entity_type, entity_id, change, "
+                "old_value::VARCHAR AS old_value, new_value::VARCHAR AS new_value")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def spark():
+    return spark_session("local[2]")
+
+
+def run_both(con, catalog, lake_dir: str, windows, spark) -> None:
+    """Traits, audiences and diffs of each window on both engines (the hierarchy built): the
+    warehouse's in DuckDB, Spark's in the lake, from the warehouse's inputs."""
+    for start, end in windows:
+        build_traits(con, catalog, start, end)
+        for located in catalog.audiences:
+            build_audience(con, catalog, located.audience.name, start, end)
+        for table in INPUTS:
+            lake.export_from_warehouse(
+                con, table, HISTORY_START if table == "raw_events" else start, end, lake_dir
+            )
+        build_diffs(con, catalog, start, end)
+        build_traits_on_spark(spark, catalog, start, end, lake_dir)
+        build_audiences_on_spark(spark, catalog, start, end, lake_dir)
+        build_diffs_on_spark(spark, catalog, start, end, lake_dir)
+
+
+def both_engines(warehouse: Path, lake_dir: str, table: str, columns: str = "*"):
+    """A table's rows in the lake (Spark) and in the warehouse (DuckDB), for the hours in the
+    lake: (column names, types, sorted rows) of each."""
+    with connect(warehouse, read_only=True) as con:
+        on_spark = lake.read_with_duckdb(con, table, lake_dir).select(columns)
+        hours = [hour for (hour,) in on_spark.select("snapshot_hour").distinct().fetchall()]
+        names = ", ".join(f'"{c}"' for c in lake.read_with_duckdb(con, table, lake_dir).columns)
+        on_duckdb = con.sql(
+            f"SELECT {names} FROM {table} WHERE list_contains($hours, snapshot_hour)",
+            params={"hours": hours},
+        ).select(columns)
+        return [(r.columns, r.types, r.order("ALL").fetchall()) for r in (on_spark, on_duckdb)]
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory, spark):
+    """The sample: its hierarchy built by the Dagster assets, then three hours of traits and
+    audiences on both engines."""
+    root = tmp_path_factory.mktemp("engines")
+    generate_sample(root / "landing", seed=11, accounts=30, users=200, days=1)
+    resources = {
+        "warehouse": Warehouse(database=str(root / "wh.duckdb")),
+        "landing": LandingFolder(path=str(root / "landing")),
+    }
+    tags = {
+        "dagster/asset_partition_range_start": "2026-10-01-00:00",
+        "dagster/asset_partition_range_end": "2026-10-01-23:00",
+    }
+    assert dg.materialize([raw_events, hierarchy_snapshots], resources=resources, tags=tags).success
+    catalog = load_catalog(SAMPLE_DEFINITIONS)
+    lake_dir = str(root / "lake")
+    with connect(root / "wh.duckdb") as con:
+        run_both(con, catalog, lake_dir, [(START, END)], spark)
+    return root / "wh.duckdb", lake_dir, catalog
+
+
+@pytest.fixture(scope="module")
+def edge_cases(tmp_path_factory, spark):
+    """The edge cases of the trait and audience tests (numeric strings, nested and missing
+    properties, windows, context attribution, child roll-ups, quantifiers) on both engines."""
+    root = tmp_path_factory.mktemp("edge_engines")
+    write_lines(root / "landing" / "traits.ndjson", trait_cases.EDGE_EVENTS)
+    write_lines(root / "landing" / "audiences.ndjson", audience_cases.EDGE_EVENTS)
+    (root / "definitions").mkdir()
+    audiences = audience_cases.EDGE_DEFINITIONS
+    definitions = {"traits": trait_cases.EDGE_TRAITS + audiences.get("traits", []),
+                   "audiences": audiences["audiences"]}  # fmt: skip
+    (root / "definitions" / "defs.yaml").write_text(yaml.safe_dump(definitions))
+    catalog = load_catalog(root / "definitions")
+    # The hours of both edge tests: one on 2026-09-25, then three in a row (one window).
+    hours = sorted({*trait_cases.EDGE_HOURS, audience_cases.EDGE_HOUR})
+    one_hour = timedelta(hours=1)
+    windows = [(hours[0], hours[0] + one_hour), (hours[1], hours[-1] + one_hour)]
+    assert hours[1:] == hours_of(*windows[1])
+    lake_dir = str(root / "lake")
+    with connect(root / "wh.duckdb") as con:
+        ingest_window(con, root / "landing", datetime(2026, 9, 1), datetime(2026, 10, 2),
+                      PARTITIONS_START)  # fmt: skip
+        for start, end in windows:
+            build_memberships(con, start, end)
+            build_users(con, start, end)
+            build_accounts(con, start, end, "parent_account_id")
+            build_hierarchy(con, start, end)
+        run_both(con, catalog, lake_dir, windows, spark)
+    return root / "wh.duckdb", lake_dir, catalog
+
+
+@pytest.mark.parametrize("table", ["account_traits", "user_traits"])
+def test_traits_are_identical_on_both_engines(engines, table):
+    warehouse, lake_dir, catalog = engines
+    on_spark, on_duckdb = both_engines(warehouse, lake_dir, table)
+    entity = table.removesuffix("_traits")
+    assert set(on_spark[0]) == {"snapshot_hour", f"{entity}_id", *catalog.trait_columns(entity)}
+    assert {row[0] for row in on_spark[2]} == {START + timedelta(hours=h) for h in range(3)}
+    assert on_spark == on_duckdb
+
+
+def test_audience_memberships_are_identical_on_both_engines(engines):
+    warehouse, lake_dir, catalog = engines
+    on_spark, on_duckdb = both_engines(warehouse, lake_dir, "audience_memberships",
+                                       MEMBERSHIP_COLUMNS)  # fmt: skip
+    assert len({row[1] for row in on_spark[2]}) >= len(catalog.audiences) - 2  # some are empty
+    assert on_spark == on_duckdb
+
+
+def test_activation_diffs_are_identical_on_both_engines(engines):
+    warehouse, lake_dir, _ = engines
+    on_spark, on_duckdb = both_engines(warehouse, lake_dir, "activation_diffs", DIFF_COLUMNS)
+    assert {(row[1], row[5]) for row in on_spark[2]} >= {("audience", "entered"),
+                                                       ("trait", "changed")}  # fmt: skip
+    assert on_spark == on_duckdb
+
+
+@pytest.mark.parametrize("table", ["account_traits", "user_traits", "audience_memberships"])
+def test_edge_cases_are_identical_on_both_engines(edge_cases, table):
+    warehouse, lake_dir, _ = edge_cases
+    columns = MEMBERSHIP_COLUMNS if table == "audience_memberships" else "*"
+    on_spark, on_duckdb = both_engines(warehouse, lake_dir, table, columns)
+    assert len(on_spark[2]) > 0
+    assert on_spark == on_duckdb
+
+
+def test_the_lake_holds_one_folder_per_hour(engines):
+    _, lake_dir, _ = engines
+    folders = sorted(p.name for p in Path(lake.location("account_traits", lake_dir)).iterdir())
+    assert folders == ["hour=2026-10-01T20", "hour=2026-10-01T21", "hour=2026-10-01T22"]
+
+
+def test_rewriting_a_window_replaces_its_hours(engines, spark):
+    warehouse, lake_dir, catalog = engines
+    build_traits_on_spark(spark, catalog, START, END, lake_dir)
+    on_spark, on_duckdb = both_engines(warehouse, lake_dir, "user_traits")
+    assert on_spark == on_duckdb
+
+
+def test_spark_rows_are_validated_with_pandera(engines, spark):
+    _, lake_dir, catalog = engines
+    rows = lake.read(spark, "user_traits", lake_dir)
+    rows.unionByName(rows.limit(1)).createOrReplaceTempView("doubled_user_traits")
+    with pytest.raises(FrameValidationError, match="one row per snapshot_hour, user_id"):
+        validate_trait_rows(spark_backend(spark).table("doubled_user_traits"), "user", catalog)
+
+
+def test_engine_setting(monkeypatch):
+    monkeypatch.delenv(settings.ENGINE_ENV, raising=False)
+    assert settings.engine() == "duckdb"
+    monkeypatch.setenv(settings.ENGINE_ENV, "Spark")
+    assert settings.engine() == "spark"
+    monkeypatch.setenv(settings.ENGINE_ENV, "flink")
+    with pytest.raises(ValueError, match="AH_ENGINE='flink'"):
+        settings.engine()
