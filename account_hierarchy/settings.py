@@ -89,3 +89,13 @@ def spark_remote() -> str | None:
     """A Spark Connect address (`AH_SPARK_REMOTE`, e.g. `sc://spark.internal:15002`); when set
     it is used instead of `AH_SPARK_MASTER`."""
     return os.environ.get(SPARK_REMOTE_ENV) or None
+
+
+def on_spark() -> bool:
+    """Whether traits, audiences and diffs run on Spark (`AH_ENGINE=spark`)."""
+    return engine() == "spark"
+
+
+def engine_kind() -> str:
+    """The Dagster kind of the engine-run assets: `spark` or `duckdb`."""
+    return engine()

@@ -12,7 +12,9 @@ import pytest
 import yaml
 
 from account_hierarchy import settings
+from account_hierarchy.activation.assets import build_diffs_asset
 from account_hierarchy.activation.diffs import build_diffs
+from account_hierarchy.audiences.assets import build_audience_assets
 from account_hierarchy.audiences.memberships import build_audience
 from account_hierarchy.catalog.loader import load_catalog
 from account_hierarchy.hierarchy.assets import hierarchy_snapshots
@@ -24,10 +26,11 @@ from account_hierarchy.partitions import hours_of
 from account_hierarchy.resources import LandingFolder, Warehouse
 from account_hierarchy.sample.generator import generate_sample
 from account_hierarchy.spark import lake
-from account_hierarchy.spark.audiences import build_audiences_on_spark
+from account_hierarchy.spark.audiences import build_audience_on_spark
 from account_hierarchy.spark.diffs import build_diffs_on_spark
 from account_hierarchy.spark.session import spark_backend, spark_session
 from account_hierarchy.spark.traits import INPUTS, build_traits_on_spark
+from account_hierarchy.traits.assets import build_trait_assets
 from account_hierarchy.traits.compute import build_traits
 from account_hierarchy.traits.schemas import validate_trait_rows
 from account_hierarchy.validation import FrameValidationError
@@ -63,7 +66,8 @@ def run_both(con, catalog, lake_dir: str, windows, spark) -> None:
             )
         build_diffs(con, catalog, start, end)
         build_traits_on_spark(spark, catalog, start, end, lake_dir)
-        build_audiences_on_spark(spark, catalog, start, end, lake_dir)
+        for located in catalog.audiences:
+            build_audience_on_spark(spark, catalog, located.audience.name, start, end, lake_dir)
         build_diffs_on_spark(spark, catalog, start, end, lake_dir)
 
 
@@ -198,3 +202,62 @@ def test_engine_setting(monkeypatch):
     monkeypatch.setenv(settings.ENGINE_ENV, "flink")
     with pytest.raises(ValueError, match="AH_ENGINE='flink'"):
         settings.engine()
+
+
+def pipeline_tables(con) -> dict[str, list]:
+    """Every table the pipeline writes, sorted (JSON as text), by name."""
+    tables = {}
+    for (table,) in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+        "AND table_name NOT LIKE '%tile%' ORDER BY 1"
+    ).fetchall():
+        columns = con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = $t ORDER BY column_name",
+            {"t": table},
+        ).fetchall()
+        names = ", ".join(f'"{name}"::VARCHAR' if kind == "JSON" else f'"{name}"'
+                          for name, kind in columns)  # fmt: skip
+        tables[table] = con.sql(f"SELECT {names} FROM {table}").order("ALL").fetchall()
+    return tables
+
+
+def test_the_dagster_assets_on_spark_write_what_duckdb_writes(tmp_path, monkeypatch, spark):
+    """The whole asset graph over three hours with `AH_ENGINE=spark` and with the default:
+    every table the same (Spark's as warehouse views over the lake), and the lake readable."""
+    generate_sample(tmp_path / "landing", seed=5, accounts=20, users=120, days=1)
+    catalog = load_catalog(SAMPLE_DEFINITIONS)
+    day = {"dagster/asset_partition_range_start": "2026-10-01-00:00",
+           "dagster/asset_partition_range_end": "2026-10-01-23:00"}  # fmt: skip
+    last = {"dagster/asset_partition_range_start": "2026-10-01-21:00",
+            "dagster/asset_partition_range_end": "2026-10-01-23:00"}  # fmt: skip
+    tables = {}
+    for engine in ("duckdb", "spark"):
+        monkeypatch.setenv(settings.ENGINE_ENV, engine)
+        monkeypatch.setenv(settings.LAKE_DIR_ENV, str(tmp_path / f"lake_{engine}"))
+        resources = {
+            "warehouse": Warehouse(database=str(tmp_path / f"{engine}.duckdb")),
+            "landing": LandingFolder(path=str(tmp_path / "landing")),
+        }
+        later = [build_trait_assets(catalog), *build_audience_assets(catalog),
+                 build_diffs_asset(catalog)]  # fmt: skip
+        assert later[0].specs_by_key[dg.AssetKey("user_traits")].kinds == {engine}
+        assert dg.materialize([raw_events, hierarchy_snapshots], resources=resources,
+                              tags=day).success  # fmt: skip
+        assert dg.materialize(later, resources=resources, tags=last).success
+        with connect(tmp_path / f"{engine}.duckdb", read_only=True) as con:
+            tables[engine] = pipeline_tables(con)
+    assert not (tmp_path / "lake_duckdb").exists()
+    assert set(tables["spark"]) == set(tables["duckdb"])
+    for table in ("account_traits", "user_traits", "audience_memberships", "activation_diffs"):
+        assert tables["spark"][table], table
+    for table, rows in tables["duckdb"].items():
+        assert tables["spark"][table] == rows, table
+    lake_dir = str(tmp_path / "lake_spark")
+    with connect(tmp_path / "spark.duckdb", read_only=True) as con:
+        (published,) = (
+            lake.read_with_duckdb(con, "account_hierarchy", lake_dir)
+            .aggregate("count(*)")
+            .fetchone()
+        )
+    assert published == len(tables["duckdb"]["account_hierarchy"])

@@ -1,6 +1,6 @@
 """Run every benchmark figure at one scale and print one table.
 
-    python -m benchmarks [--events 10000000] [--figures generate,ingest,snapshot,backfill]
+    python -m benchmarks [--events 10000000] [--figures generate,ingest,snapshot,backfill,engines]
                          [--backfill-hours 720]
 
 Each figure runs in its own process (so that its peak memory is its own) through its command,
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from benchmarks.common import print_rows
 
-FIGURES = ("generate", "ingest", "snapshot", "backfill")
+FIGURES = ("generate", "ingest", "snapshot", "backfill", "engines")
 # (figure, what starts with, scale the goal is stated for or None for any, test, goal text)
 GOALS = [
     ("generate", "sample, 30 days", 100_000_000, lambda r: r["peak MiB"] < 24 * 1024,

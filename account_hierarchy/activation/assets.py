@@ -3,6 +3,7 @@ per destination, built from the definitions."""
 
 import dagster as dg
 
+from account_hierarchy import settings
 from account_hierarchy.activation.deliver import sync
 from account_hierarchy.activation.diffs import build_diffs, synced
 from account_hierarchy.activation.schemas import validate_diffs
@@ -38,7 +39,7 @@ def build_diffs_asset(catalog: Catalog) -> dg.AssetsDefinition:
         partitions_def=HOURLY,
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name="activation",
-        kinds={"duckdb"},
+        kinds={settings.engine_kind()},
         owners=["team:marketing-ops"],
         tags={"stage": "activation"},
         pool="duckdb",
@@ -59,7 +60,12 @@ def build_diffs_asset(catalog: Catalog) -> dg.AssetsDefinition:
         which synced traits changed value."""
         start, end = window_of(context)
         with warehouse.get_connection() as con:
-            counts = build_diffs(con, catalog, start, end)
+            if settings.on_spark():
+                from account_hierarchy.spark import stages  # (pyspark loads only for this engine)
+
+                counts = stages.diffs(con, catalog, start, end)
+            else:
+                counts = build_diffs(con, catalog, start, end)
             preview = con.execute(
                 "SELECT * FROM activation_diffs WHERE snapshot_hour >= $start "
                 "AND snapshot_hour < $end ORDER BY ALL LIMIT 10",

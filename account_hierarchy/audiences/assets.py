@@ -4,6 +4,7 @@ depending on the traits and audiences it uses."""
 import dagster as dg
 import yaml
 
+from account_hierarchy import settings
 from account_hierarchy.audiences.describe import describe
 from account_hierarchy.audiences.memberships import build_audience
 from account_hierarchy.audiences.schemas import validate_memberships
@@ -67,7 +68,7 @@ def build_audience_asset(located: LocatedAudience, catalog: Catalog) -> dg.Asset
         deps=audience_deps(located, catalog),
         description=audience.description or f"{audience.entity.title()} audience.",
         group_name="audiences",
-        kinds={"duckdb", "ibis"},
+        kinds={settings.engine_kind(), "ibis"},
         owners=["team:marketing-ops"],
         tags={"stage": "audiences", "entity": audience.entity},
         partitions_def=HOURLY,
@@ -102,7 +103,12 @@ def build_audience_asset(located: LocatedAudience, catalog: Catalog) -> dg.Asset
     ) -> dg.MaterializeResult:
         start, end = window_of(context)
         with warehouse.get_connection() as con:
-            report = build_audience(con, catalog, audience.name, start, end)
+            if settings.on_spark():
+                from account_hierarchy.spark import stages  # (pyspark loads only for this engine)
+
+                report = stages.audience(con, catalog, audience.name, start, end)
+            else:
+                report = build_audience(con, catalog, audience.name, start, end)
             last = max(report.sizes)
             preview = con.execute(
                 "SELECT entity_id, reason FROM audience_memberships WHERE audience = $name "

@@ -134,6 +134,18 @@ def build_audience(
     return report
 
 
+def changes_at(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, name: str, members: set[str], hour: datetime
+) -> tuple[int, int]:
+    """How many of the audience's `members` at `hour` entered, and how many exited, since the
+    previous hour's members (stored, else evaluated)."""
+    backend = ibis.duckdb.from_connection(con)
+    evaluated = Evaluator(backend, catalog).audience(name)
+    sql = compile_hourly(backend, evaluated.table.filter(evaluated.table.member))
+    before = _members_at(con, evaluated, sql, hour - timedelta(hours=1))
+    return len(members - before), len(before - members)
+
+
 def _members_at(con, evaluated: Evaluated, sql: str, hour: datetime) -> set[str]:
     """Members at `hour`: stored if that hour was materialized, else evaluated with the run's
     compiled query `sql` (none if that hour has no snapshot to evaluate)."""

@@ -119,6 +119,10 @@ def hierarchy_snapshots(
             "account_hierarchy": build_hierarchy(con, start, end),
         }
         con.commit()
+        if settings.on_spark():
+            from account_hierarchy.spark import stages  # (pyspark loads only for this engine)
+
+            stages.publish(con, list(TABLE_KEYS), start, end)
         cycles = checks.flagged_accounts(con, "in_cycle", start, end)
         missing = checks.flagged_accounts(con, "parent_missing", start, end)
         (max_depth,) = con.execute(

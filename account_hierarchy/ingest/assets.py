@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from account_hierarchy import settings
 from account_hierarchy.ingest.events_schema import validate_events
 from account_hierarchy.ingest.load import IngestReport, ingest_window
 from account_hierarchy.metadata import markdown_preview, table_schema
@@ -54,6 +55,10 @@ def raw_events(
     start, end = window_of(context)
     with warehouse.get_connection() as con:
         report = ingest_window(con, landing.root, start, end, partitions_start())
+        if settings.on_spark():
+            from account_hierarchy.spark import stages  # (pyspark loads only for this engine)
+
+            stages.publish(con, ["raw_events"], start, end)
         preview = con.execute(
             "SELECT message_id, type, user_id, group_id, event, timestamp, source_file, "
             "source_line FROM raw_events WHERE event_hour >= $start AND event_hour < $end "

@@ -1,8 +1,8 @@
-"""Audiences on the `spark` engine: each audience's compiled expression (`audiences/evaluate.py`)
-run by Spark for every hour of a window over the lake, its members and reasons written back to
-the lake's `audience_memberships`."""
+"""Audiences on the `spark` engine: an audience's compiled expression (`audiences/evaluate.py`)
+run by Spark for every hour of a window over the lake, its members and reasons written to the
+audience's folder of the lake's `audience_memberships`."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pandas as pd
 from pyspark.sql import SparkSession
@@ -14,6 +14,7 @@ from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.partitions import hours_of
 from account_hierarchy.spark import lake
 from account_hierarchy.spark.session import hourly_results, spark_backend
+from account_hierarchy.traits.compile import AS_OF, HOUR
 from account_hierarchy.traits.compute import TRAIT_TABLES
 
 MEMBERSHIPS = "audience_memberships"
@@ -25,35 +26,31 @@ MEMBERSHIPS_SCHEMA = (
 )
 
 
-def build_audiences_on_spark(
+def build_audience_on_spark(
     session: SparkSession,
     catalog: Catalog,
+    name: str,
     start: datetime,
     end: datetime,
     lake_dir: str | None = None,
-) -> dict[str, dict[datetime, int]]:
-    """Write every audience's members of the hours `[start, end)` to the lake; per audience
-    its size at each hour."""
+) -> tuple[dict[datetime, int], str]:
+    """Write the audience's members of the hours `[start, end)` to the lake; its size at each
+    hour, and the Spark SQL it compiled to for the last hour."""
     backend = spark_backend(session)
-    for name in INPUTS:
-        lake.read(session, name, lake_dir).createOrReplaceTempView(name)
+    for table in INPUTS:
+        lake.read(session, table, lake_dir).createOrReplaceTempView(table)
     hours = hours_of(start, end)
-    frames, sizes = [], {}
-    for located in catalog.audiences:
-        evaluated = Evaluator(backend, catalog).audience(located.audience.name)
-        require_snapshots(backend, evaluated, start, end)
-        members = evaluated.table.filter(evaluated.table.member)
-        found = hourly_results(backend, members, hours)
-        sizes[evaluated.name] = {}
-        for hour, rows in zip(hours, found, strict=True):
-            frames.append(member_frame(evaluated, rows, hour))
-            sizes[evaluated.name][hour] = len(rows)
-    if not frames:
-        return sizes
+    evaluated = Evaluator(backend, catalog).audience(name)
+    require_snapshots(backend, evaluated, start, end)
+    members = evaluated.table.filter(evaluated.table.member)
+    found = hourly_results(backend, members, hours)
+    frames = [member_frame(evaluated, rows, hour) for hour, rows in zip(hours, found, strict=True)]
     rows = pd.concat(frames, ignore_index=True)
     frame = session.createDataFrame(rows, schema=MEMBERSHIPS_SCHEMA).cache()
     frame.createOrReplaceTempView(f"{MEMBERSHIPS}_staged")
     validate_membership_rows(backend.table(f"{MEMBERSHIPS}_staged"))
-    lake.write(frame, MEMBERSHIPS, start, end, lake_dir)
+    lake.write(frame.drop("audience"), MEMBERSHIPS, start, end, lake_dir, {"audience": name})
     frame.unpersist()
-    return sizes
+    sizes = {hour: len(rows) for hour, rows in zip(hours, found, strict=True)}
+    last_hour = {HOUR: end - timedelta(hours=1), AS_OF: end}
+    return sizes, str(backend.compile(evaluated.table, params=last_hour))

@@ -1,9 +1,11 @@
 """The lake: tables as Parquet files partitioned by hour under `AH_LAKE_DIR`, readable by any
 engine (Spark, DuckDB, pandas/pyarrow).
 
-A table lives in `<lake>/<table>/hour=<YYYY-MM-DDTHH>/*.parquet`. The partition value is the
-hour of the table's hour column (`event_hour` for `raw_events`, `snapshot_hour` for snapshots),
-which stays in the files as a timestamp; readers drop the partition column again.
+A table lives in `<lake>/<table>/hour=<YYYY-MM-DDTHH>/*.parquet`; `audience_memberships` has
+one folder per audience above the hours (`audience=<name>/hour=...`), so that each audience's
+asset replaces only its own files. The hour partition is the hour of the table's hour column
+(`event_hour` for `raw_events`, `snapshot_hour` for snapshots), which stays in the files as a
+naive UTC timestamp; readers drop the `hour` partition column again.
 """
 
 import shutil
@@ -11,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import sqlglot.expressions as exp
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -26,9 +29,11 @@ def hour_column(table: str) -> str:
     return HOUR_COLUMNS.get(table, "snapshot_hour")
 
 
-def location(table: str, lake: str | None = None) -> str:
-    """Where a table's files live (`lake` defaults to `AH_LAKE_DIR`)."""
-    return f"{(lake or settings.lake_dir()).rstrip('/')}/{table}"
+def location(table: str, lake: str | None = None, within: dict[str, str] | None = None) -> str:
+    """Where a table's files live (`lake` defaults to `AH_LAKE_DIR`), or those of one value of
+    its outer partition (`within={"audience": "trials"}`)."""
+    path = f"{(lake or settings.lake_dir()).rstrip('/')}/{table}"
+    return "/".join([path, *(f"{key}={value}" for key, value in (within or {}).items())])
 
 
 def partition_value(hour: datetime) -> str:
@@ -65,7 +70,7 @@ def export_from_warehouse(
         f"WHERE {column} >= $start AND {column} < $end",
         params={"start": start, "end": end},
     )
-    count = len(rows)
+    (count,) = rows.aggregate("count(*)").fetchone()
     if count:
         rows.write_parquet(
             path, partition_by=[PARTITION], append=True, filename_pattern="duckdb_{uuid}"
@@ -74,25 +79,51 @@ def export_from_warehouse(
 
 
 def read(session: SparkSession, table: str, lake: str | None = None) -> DataFrame:
-    """A lake table as a Spark frame (without the partition column)."""
+    """A lake table as a Spark frame (without the hour partition column)."""
     path = location(table, lake)
     return session.read.option("basePath", path).parquet(path).drop(PARTITION)
 
 
 def write(
-    frame: DataFrame, table: str, start: datetime, end: datetime, lake: str | None = None
+    frame: DataFrame,
+    table: str,
+    start: datetime,
+    end: datetime,
+    lake: str | None = None,
+    within: dict[str, str] | None = None,
 ) -> None:
-    """Write `frame` as the table's hours `[start, end)`, replacing what those hours held."""
-    path = location(table, lake)
+    """Write `frame` as the table's hours `[start, end)` (of one outer partition `within`,
+    whose columns the frame leaves out), replacing what those hours held."""
+    path = location(table, lake, within)
     _clear_hours(path, start, end)
     partitioned = frame.withColumn(PARTITION, F.date_format(hour_column(table), _SPARK_FORMAT))
     partitioned.write.mode("overwrite").partitionBy(PARTITION).parquet(path)
 
 
-def read_with_duckdb(con: duckdb.DuckDBPyConnection, table: str, lake: str | None = None):
-    """A lake table as a DuckDB relation (without the partition column)."""
-    files = f"{location(table, lake)}/{PARTITION}=*/*.parquet"
-    return con.sql(
-        f"SELECT * EXCLUDE ({PARTITION}) FROM read_parquet($files, hive_partitioning = true)",
-        params={"files": files},
+def _scan(table: str, lake: str | None) -> str:
+    """DuckDB SQL reading every file of a lake table (the path as a quoted literal)."""
+    files = exp.Literal.string(f"{location(table, lake)}/**/*.parquet").sql("duckdb")
+    return (
+        f"SELECT * EXCLUDE ({PARTITION}) FROM read_parquet({files}, hive_partitioning = true, "
+        "hive_types_autocast = false, union_by_name = true)"
     )
+
+
+def read_with_duckdb(con: duckdb.DuckDBPyConnection, table: str, lake: str | None = None):
+    """A lake table as a DuckDB relation (without the hour partition column)."""
+    return con.sql(_scan(table, lake))
+
+
+def attach_views(con: duckdb.DuckDBPyConnection, tables: list[str], lake: str | None = None):
+    """Make lake tables readable in the warehouse as views of the same names, so that the
+    metadata, checks, CLI and delivery read what the Spark engine wrote."""
+    for table in tables:
+        kind = con.execute(
+            "SELECT table_type FROM information_schema.tables WHERE table_name = $t", {"t": table}
+        ).fetchone()
+        if kind and kind[0] != "VIEW":
+            raise RuntimeError(
+                f"the warehouse holds a table {table} made by the duckdb engine; run the spark "
+                "engine with its own AH_WAREHOUSE"
+            )
+        con.execute(f"CREATE OR REPLACE VIEW {table} AS {_scan(table, lake)}")

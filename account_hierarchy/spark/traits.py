@@ -17,7 +17,12 @@ from account_hierarchy.partitions import hours_of
 from account_hierarchy.spark import lake
 from account_hierarchy.spark.session import spark_backend, spark_frame
 from account_hierarchy.traits.compile import AS_OF, HOUR
-from account_hierarchy.traits.compute import TRAIT_TABLES, entity_rows, sql_trait_rows
+from account_hierarchy.traits.compute import (
+    TRAIT_TABLES,
+    compiled_traits,
+    entity_rows,
+    sql_trait_rows,
+)
 from account_hierarchy.traits.schemas import validate_trait_rows
 from account_hierarchy.traits.sql_traits import against_views, parse_trait_sql, snapshot_views
 
@@ -31,7 +36,8 @@ def build_traits_on_spark(
     end: datetime,
     lake_dir: str | None = None,
 ) -> dict[str, dict]:
-    """Write both trait tables' hours `[start, end)` to the lake; per entity the row count."""
+    """Write both trait tables' hours `[start, end)` to the lake; per entity the row count and
+    the Spark SQL each trait compiled to for the window's last hour."""
     backend = spark_backend(session)
     for name in INPUTS:
         lake.read(session, name, lake_dir).createOrReplaceTempView(name)
@@ -56,7 +62,8 @@ def build_traits_on_spark(
         frame.createOrReplaceTempView(staged)
         validate_trait_rows(backend.table(staged), entity, catalog)
         lake.write(frame, table, start, end, lake_dir)
-        report[entity] = {"rows": frame.count()}
+        compiled = compiled_traits(backend, catalog, entity, hours[-1], [], "spark")
+        report[entity] = {"rows": frame.count(), "compiled": compiled}
         frame.unpersist()
     return report
 

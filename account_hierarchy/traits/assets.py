@@ -8,6 +8,7 @@ from datetime import timedelta
 import dagster as dg
 import yaml
 
+from account_hierarchy import settings
 from account_hierarchy.catalog.loader import Catalog, LocatedTrait
 from account_hierarchy.metadata import last_hour_preview, table_schema
 from account_hierarchy.partitions import HOURLY, window_of
@@ -37,7 +38,7 @@ def build_trait_assets(catalog: Catalog) -> dg.AssetsDefinition:
                 deps=[*HIERARCHY_DEPS, ENTITY_TABLES[trait.entity]],
                 description=trait.description or f"{trait.type} trait of {trait.entity}s.",
                 group_name="traits",
-                kinds={"duckdb", "sql" if trait.type == "sql" else "ibis"},
+                kinds={settings.engine_kind(), "sql" if trait.type == "sql" else "ibis"},
                 tags={"stage": "traits", "entity": trait.entity, "trait_type": trait.type},
                 metadata={"definition": dg.MetadataValue.md(_definition_markdown(located))},
             )
@@ -51,7 +52,7 @@ def build_trait_assets(catalog: Catalog) -> dg.AssetsDefinition:
                 description=f"One row per {entity} and snapshot hour, one column per {entity} "
                 "trait.",
                 group_name="traits",
-                kinds={"duckdb"},
+                kinds={settings.engine_kind()},
                 owners=["team:data-engineering"],
                 tags={"stage": "traits"},
             )
@@ -92,7 +93,12 @@ def build_trait_assets(catalog: Catalog) -> dg.AssetsDefinition:
         """Every trait as of the end of each hour of the partition window."""
         start, end = window_of(context)
         with warehouse.get_connection() as con:
-            report = build_traits(con, catalog, start, end, describe=True)
+            if settings.on_spark():
+                from account_hierarchy.spark import stages  # (pyspark loads only for this engine)
+
+                report = stages.traits(con, catalog, start, end)
+            else:
+                report = build_traits(con, catalog, start, end, describe=True)
             last_hour = end - timedelta(hours=1)
             for located in catalog.traits:
                 trait = located.trait

@@ -104,7 +104,7 @@ def build_traits(
         )
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {staged} ORDER BY 1, 2")
         (count,) = con.execute(f"SELECT count(*) FROM {staged}").fetchone()
-        compiled = _describe(backend, catalog, entity, hours[-1], tiled) if describe else {}
+        compiled = compiled_traits(backend, catalog, entity, hours[-1], tiled) if describe else {}
         report[entity] = {"rows": count, "compiled": compiled}
     return report
 
@@ -189,17 +189,17 @@ def _class_parts(
     return parts
 
 
-def _describe(
-    backend, catalog: Catalog, entity: str, hour: datetime, tiled: list
+def compiled_traits(
+    backend, catalog: Catalog, entity: str, hour: datetime, tiled: list, dialect: str = "duckdb"
 ) -> dict[str, str]:
-    """Each trait's own query for `hour`, as SQL (shown in the UI)."""
+    """Each trait's own query for `hour`, as SQL of the backend's engine (shown in the UI)."""
     snapshot = _snapshot(backend)
     params = {HOUR: hour, AS_OF: hour + timedelta(hours=1)}
     compiled = {}
     for located in catalog.traits_of(entity):
         trait = located.trait
         if isinstance(trait, SqlTrait):
-            compiled[trait.name] = against_views(parse_trait_sql(trait.sql, entity)[0])
+            compiled[trait.name] = against_views(parse_trait_sql(trait.sql, entity)[0], dialect)
         else:
             (part,) = _class_parts(backend, snapshot, attribution_class(trait), [trait], tiled)
             compiled[trait.name] = str(backend.compile(part, params=params))

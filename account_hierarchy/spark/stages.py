@@ -1,0 +1,60 @@
+"""The `spark` engine behind the Dagster assets (`AH_ENGINE=spark`).
+
+Ingestion and the hierarchy still run on DuckDB; their assets publish each run's hours to the
+lake. Traits, audiences and activation diffs run on Spark, read and write the lake, and the
+warehouse gets views of the same names over the lake's tables. So the assets' metadata and
+checks, the CLI and the delivery to destinations read what Spark wrote, through the same code
+as with the DuckDB engine.
+"""
+
+from datetime import datetime, timedelta
+
+import duckdb
+
+from account_hierarchy.audiences.memberships import AudienceReport, changes_at
+from account_hierarchy.catalog.loader import Catalog
+from account_hierarchy.spark import lake
+from account_hierarchy.spark.audiences import MEMBERSHIPS, build_audience_on_spark
+from account_hierarchy.spark.diffs import DIFFS, build_diffs_on_spark
+from account_hierarchy.spark.session import spark_session
+from account_hierarchy.spark.traits import build_traits_on_spark
+from account_hierarchy.traits.compute import TRAIT_TABLES
+
+
+def publish(con: duckdb.DuckDBPyConnection, tables: list[str], start: datetime, end: datetime):
+    """Copy the hours `[start, end)` of tables the DuckDB engine made into the lake."""
+    for table in tables:
+        lake.export_from_warehouse(con, table, start, end)
+
+
+def traits(con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime):
+    """Both trait tables on Spark; the report `traits.compute.build_traits` gives."""
+    report = build_traits_on_spark(spark_session(), catalog, start, end)
+    lake.attach_views(con, list(TRAIT_TABLES.values()))
+    return report
+
+
+def audience(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, name: str, start: datetime, end: datetime
+) -> AudienceReport:
+    """One audience on Spark; the report `audiences.memberships.build_audience` gives."""
+    sizes, compiled = build_audience_on_spark(spark_session(), catalog, name, start, end)
+    lake.attach_views(con, [MEMBERSHIPS])
+    last = end - timedelta(hours=1)
+    members = {
+        entity_id
+        for (entity_id,) in con.execute(
+            "SELECT entity_id FROM audience_memberships WHERE audience = $name "
+            "AND snapshot_hour = $hour",
+            {"name": name, "hour": last},
+        ).fetchall()
+    }
+    entered, exited = changes_at(con, catalog, name, members, last)
+    return AudienceReport(sizes=sizes, entered=entered, exited=exited, compiled=compiled)
+
+
+def diffs(con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime):
+    """Activation diffs on Spark; the counts `activation.diffs.build_diffs` gives."""
+    counts = build_diffs_on_spark(spark_session(), catalog, start, end)
+    lake.attach_views(con, [DIFFS])
+    return counts
