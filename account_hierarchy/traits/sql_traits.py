@@ -1,5 +1,6 @@
 """SQL traits: a user's SELECT, checked to be a single read-only query over the snapshot views,
-then run against views of the warehouse cut at the snapshot hour.
+then run against views of the warehouse (or, on Spark, of the lake) cut at the snapshot hour.
+Traits are written in DuckDB's dialect; sqlglot renders them, and the views, for Spark.
 
 The views a SQL trait may read:
 

@@ -1,0 +1,50 @@
+"""Frame validation names every broken rule and the rows breaking it, nulls included."""
+
+import ibis
+import ibis.expr.datatypes as dt
+import pandera.ibis as pa
+
+from account_hierarchy.validation import (
+    FrameValidationError,
+    Rule,
+    build_schema,
+    unique,
+    validate_table,
+)
+
+RULES = [unique("id"), Rule("score >= 0", lambda t: t.score >= 0)]
+SCHEMA = build_schema(
+    "scores",
+    {"id": pa.Column(dt.string), "score": pa.Column(dt.float64), "note": pa.Column(nullable=True)},
+    RULES,
+)
+
+
+def check(rows: dict) -> str | None:
+    table = ibis.duckdb.connect().create_table("scores", ibis.memtable(rows))
+    try:
+        validate_table(SCHEMA, table, RULES, ["id"])
+    except FrameValidationError as error:
+        return str(error)
+    return None
+
+
+def test_valid_rows_pass():
+    assert check({"id": ["a", "b"], "score": [1.0, 2.0], "note": [None, "x"]}) is None
+
+
+def test_nulls_and_nans_in_required_columns_are_named_with_their_rows():
+    message = check({"id": ["a", None, "c"], "score": [1.0, 2.0, float("nan")],
+                     "note": [None, None, "x"]})  # fmt: skip
+    assert "column id must not be null" in message
+    assert "column score must not be null" in message
+    assert "broken by 1 row(s): c" in message
+    assert "note" not in message
+
+
+def test_rules_and_nulls_are_reported_together():
+    message = check({"id": ["a", "a", None], "score": [-1.0, 2.0, 3.0], "note": [1, 2, 3]})
+    assert message.startswith("scores failed validation:")
+    assert "rule 'one row per id' broken by 2 row(s)" in message
+    assert "rule 'score >= 0' broken by 1 row(s): a" in message
+    assert "column id must not be null" in message
