@@ -33,6 +33,8 @@ _LOCAL_CONFIG = {
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.shuffle.partitions": "8",
     "spark.driver.memory": "4g",
+    # The driver lists a local lake's hour folders itself: a listing job per read costs more.
+    "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
 }
 
 
