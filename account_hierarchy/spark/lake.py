@@ -65,13 +65,22 @@ def export_from_warehouse(
     the number of rows copied."""
     path, column = location(table, lake), hour_column(table)
     _clear_hours(path, start, end)
-    rows = con.sql(
-        f"SELECT *, strftime({column}, '{_DUCKDB_FORMAT}') AS {PARTITION} FROM {table} "
-        f"WHERE {column} >= $start AND {column} < $end",
-        params={"start": start, "end": end},
-    )
-    (count,) = rows.aggregate("count(*)").fetchone()
-    if count:
+    window = {"start": start, "end": end}
+    days = con.execute(
+        f"SELECT DISTINCT date_trunc('day', {column}) AS day FROM {table} "
+        f"WHERE {column} >= $start AND {column} < $end ORDER BY day",
+        window,
+    ).fetchall()
+    count = 0
+    # A day at a time: a partitioned write buffers every open hour's rows until it ends.
+    for (day,) in days:
+        rows = con.sql(
+            f"SELECT *, strftime({column}, '{_DUCKDB_FORMAT}') AS {PARTITION} FROM {table} "
+            f"WHERE {column} >= greatest($start, $day) "
+            f"AND {column} < least($end, $day + INTERVAL 1 DAY)",
+            params={**window, "day": day},
+        )
+        count += rows.aggregate("count(*)").fetchone()[0]
         rows.write_parquet(
             path, partition_by=[PARTITION], append=True, filename_pattern="duckdb_{uuid}"
         )
