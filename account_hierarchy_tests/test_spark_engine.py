@@ -261,3 +261,24 @@ def test_the_dagster_assets_on_spark_write_what_duckdb_writes(tmp_path, monkeypa
             .fetchone()
         )
     assert published == len(tables["duckdb"]["account_hierarchy"])
+
+
+def test_a_window_without_rows_leaves_a_readable_table(spark, tmp_path):
+    """An audience without members still gives the warehouse a view with its columns."""
+    lake_dir = str(tmp_path / "lake")
+    empty = spark.sql(
+        "SELECT TIMESTAMP_NTZ'2026-10-01 10:00:00' AS snapshot_hour, 'x' AS entity_id"
+    )
+    lake.write(empty.limit(0), "audience_memberships", START, END, lake_dir, {"audience": "none"})
+    with connect(tmp_path / "wh.duckdb") as con:
+        lake.attach_views(con, ["audience_memberships"], lake_dir)
+        view = con.sql("SELECT * FROM audience_memberships")
+        assert (view.columns, view.fetchall()) == (["snapshot_hour", "entity_id", "audience"], [])
+    assert lake.read(spark, "audience_memberships", lake_dir).count() == 0
+
+
+def test_a_warehouse_table_is_not_replaced_by_a_view(tmp_path):
+    with connect(tmp_path / "wh.duckdb") as con:
+        con.execute("CREATE TABLE account_traits (snapshot_hour TIMESTAMP)")
+        with pytest.raises(RuntimeError, match="made by the duckdb engine"):
+            lake.attach_views(con, ["account_traits"], str(tmp_path / "lake"))

@@ -105,6 +105,9 @@ def write(
     whose columns the frame leaves out), replacing what those hours held."""
     path = location(table, lake, within)
     _clear_hours(path, start, end)
+    if frame.isEmpty():  # one file without rows keeps the table's columns readable
+        frame.write.mode("overwrite").parquet(f"{path}/{PARTITION}={partition_value(start)}")
+        return
     partitioned = frame.withColumn(PARTITION, F.date_format(hour_column(table), _SPARK_FORMAT))
     partitioned.write.mode("overwrite").partitionBy(PARTITION).parquet(path)
 
