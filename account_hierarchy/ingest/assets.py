@@ -58,7 +58,7 @@ def raw_events(
         if settings.on_spark():
             from account_hierarchy.spark import stages  # (pyspark loads only for this engine)
 
-            stages.publish(con, ["raw_events"], start, end)
+            stages.publish(con, ["raw_events", "quarantined_lines", "duplicate_lines"], start, end)
         preview = con.execute(
             "SELECT message_id, type, user_id, group_id, event, timestamp, source_file, "
             "source_line FROM raw_events WHERE event_hour >= $start AND event_hour < $end "

@@ -4,7 +4,7 @@ engine (Spark, DuckDB, pandas/pyarrow).
 A table lives in `<lake>/<table>/hour=<YYYY-MM-DDTHH>/*.parquet`; `audience_memberships` has
 one folder per audience above the hours (`audience=<name>/hour=...`), so that each audience's
 asset replaces only its own files. The hour partition is the hour of the table's hour column
-(`event_hour` for `raw_events`, `snapshot_hour` for snapshots), which stays in the files as a
+(`event_hour` for ingested lines, `snapshot_hour` for snapshots), which stays in the files as a
 naive UTC timestamp; readers drop the `hour` partition column again.
 """
 
@@ -20,7 +20,9 @@ from pyspark.sql import functions as F
 from account_hierarchy import settings
 
 PARTITION = "hour"
-HOUR_COLUMNS = {"raw_events": "event_hour"}
+HOUR_COLUMNS = {
+    table: "event_hour" for table in ("raw_events", "quarantined_lines", "duplicate_lines")
+}
 _SPARK_FORMAT, _DUCKDB_FORMAT = "yyyy-MM-dd'T'HH", "%Y-%m-%dT%H"
 
 
