@@ -94,8 +94,3 @@ def spark_remote() -> str | None:
 def on_spark() -> bool:
     """Whether traits, audiences and diffs run on Spark (`AH_ENGINE=spark`)."""
     return engine() == "spark"
-
-
-def engine_kind() -> str:
-    """The Dagster kind of the engine-run assets: `spark` or `duckdb`."""
-    return engine()

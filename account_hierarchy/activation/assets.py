@@ -39,7 +39,7 @@ def build_diffs_asset(catalog: Catalog) -> dg.AssetsDefinition:
         partitions_def=HOURLY,
         backfill_policy=dg.BackfillPolicy.single_run(),
         group_name="activation",
-        kinds={settings.engine_kind()},
+        kinds={settings.engine()},
         owners=["team:marketing-ops"],
         tags={"stage": "activation"},
         pool="duckdb",

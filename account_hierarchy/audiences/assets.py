@@ -68,7 +68,7 @@ def build_audience_asset(located: LocatedAudience, catalog: Catalog) -> dg.Asset
         deps=audience_deps(located, catalog),
         description=audience.description or f"{audience.entity.title()} audience.",
         group_name="audiences",
-        kinds={settings.engine_kind(), "ibis"},
+        kinds={settings.engine(), "ibis"},
         owners=["team:marketing-ops"],
         tags={"stage": "audiences", "entity": audience.entity},
         partitions_def=HOURLY,

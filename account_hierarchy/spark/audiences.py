@@ -8,7 +8,7 @@ import pandas as pd
 from pyspark.sql import SparkSession
 
 from account_hierarchy.audiences.evaluate import Evaluator, require_snapshots
-from account_hierarchy.audiences.memberships import member_frame
+from account_hierarchy.audiences.memberships import AudienceReport, member_frame
 from account_hierarchy.audiences.schemas import validate_membership_rows
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.partitions import hours_of
@@ -33,24 +33,25 @@ def build_audience_on_spark(
     start: datetime,
     end: datetime,
     lake_dir: str | None = None,
-) -> tuple[dict[datetime, int], str]:
-    """Write the audience's members of the hours `[start, end)` to the lake; its size at each
-    hour, and the Spark SQL it compiled to for the last hour."""
+) -> tuple[AudienceReport, set[str]]:
+    """Write the audience's members of the hours `[start, end)` to the lake; a report of its
+    size at each hour and the Spark SQL it compiled to for the last hour (who entered and
+    exited is left to the caller), and the members at the last hour."""
     backend = spark_backend(session)
-    for table in INPUTS:
-        lake.read(session, table, lake_dir).createOrReplaceTempView(table)
+    lake.register(session, INPUTS, lake_dir)
     hours = hours_of(start, end)
     evaluated = Evaluator(backend, catalog).audience(name)
     require_snapshots(backend, evaluated, start, end)
     members = evaluated.table.filter(evaluated.table.member)
     found = hourly_results(backend, members, hours)
     frames = [member_frame(evaluated, rows, hour) for hour, rows in zip(hours, found, strict=True)]
-    rows = pd.concat(frames, ignore_index=True)
-    frame = session.createDataFrame(rows, schema=MEMBERSHIPS_SCHEMA).cache()
-    frame.createOrReplaceTempView(f"{MEMBERSHIPS}_staged")
-    validate_membership_rows(backend.table(f"{MEMBERSHIPS}_staged"))
-    lake.write(frame.drop("audience"), MEMBERSHIPS, start, end, lake_dir, {"audience": name})
-    frame.unpersist()
-    sizes = {hour: len(rows) for hour, rows in zip(hours, found, strict=True)}
+    frame = session.createDataFrame(pd.concat(frames, ignore_index=True), schema=MEMBERSHIPS_SCHEMA)
+    lake.write_validated(
+        frame, MEMBERSHIPS, validate_membership_rows, start, end, lake_dir, {"audience": name}
+    )
     last_hour = {HOUR: end - timedelta(hours=1), AS_OF: end}
-    return sizes, str(backend.compile(evaluated.table, params=last_hour))
+    report = AudienceReport(
+        sizes={hour: len(rows) for hour, rows in zip(hours, found, strict=True)},
+        compiled=str(backend.compile(evaluated.table, params=last_hour)),
+    )
+    return report, set(frames[-1].entity_id)

@@ -31,18 +31,14 @@ def build_diffs_on_spark(
 ) -> dict[str, int]:
     """Write the diffs of the hours `[start, end)` to the lake; the counts per change."""
     backend = spark_backend(session)
-    for name in INPUTS:
-        lake.read(session, name, lake_dir).createOrReplaceTempView(name)
+    lake.register(session, INPUTS, lake_dir)
     hours = hours_of(start, end)
     frames = []
     for (kind, name), query in change_queries(backend, catalog).items():
         for hour, found in zip(hours, hourly_results(backend, query, hours), strict=True):
             frames.append(diff_rows(kind, name, query, found, hour))
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=DIFF_COLUMNS)
-    frame = session.createDataFrame(rows, schema=DIFFS_SCHEMA).cache()
-    frame.createOrReplaceTempView(f"{DIFFS}_staged")
-    validate_diff_rows(backend.table(f"{DIFFS}_staged"))
-    lake.write(frame, DIFFS, start, end, lake_dir)
-    frame.unpersist()
+    frame = session.createDataFrame(rows, schema=DIFFS_SCHEMA)
+    lake.write_validated(frame, DIFFS, validate_diff_rows, start, end, lake_dir)
     counts = rows.change.value_counts()
     return {change: int(counts.get(change, 0)) for change in ("entered", "exited", "changed")}

@@ -9,15 +9,18 @@ naive UTC timestamp; readers drop the `hour` partition column again.
 """
 
 import shutil
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import ibis.expr.types as ir
 import sqlglot.expressions as exp
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from account_hierarchy import settings
+from account_hierarchy.spark.session import spark_backend
 
 PARTITION = "hour"
 HOUR_COLUMNS = {
@@ -95,6 +98,12 @@ def read(session: SparkSession, table: str, lake: str | None = None) -> DataFram
     return session.read.option("basePath", path).parquet(path).drop(PARTITION)
 
 
+def register(session: SparkSession, tables: Iterable[str], lake: str | None = None) -> None:
+    """Make lake tables readable by name in the session (temp views), as queries expect."""
+    for table in tables:
+        read(session, table, lake).createOrReplaceTempView(table)
+
+
 def write(
     frame: DataFrame,
     table: str,
@@ -104,14 +113,36 @@ def write(
     within: dict[str, str] | None = None,
 ) -> None:
     """Write `frame` as the table's hours `[start, end)` (of one outer partition `within`,
-    whose columns the frame leaves out), replacing what those hours held."""
+    whose columns the files leave out), replacing what those hours held."""
     path = location(table, lake, within)
     _clear_hours(path, start, end)
+    frame = frame.drop(*(within or {}))
     if frame.isEmpty():  # one file without rows keeps the table's columns readable
         frame.write.mode("overwrite").parquet(f"{path}/{PARTITION}={partition_value(start)}")
         return
     partitioned = frame.withColumn(PARTITION, F.date_format(hour_column(table), _SPARK_FORMAT))
     partitioned.write.mode("overwrite").partitionBy(PARTITION).parquet(path)
+
+
+def write_validated(
+    frame: DataFrame,
+    table: str,
+    validate: Callable[[ir.Table], None],
+    start: datetime,
+    end: datetime,
+    lake: str | None = None,
+    within: dict[str, str] | None = None,
+) -> int:
+    """Validate `frame` (`validate` takes it as an Ibis table), then `write` it; its row count.
+    The frame is cached meanwhile, so that it is computed once."""
+    frame = frame.cache()
+    staged = f"{table}_staged"
+    frame.createOrReplaceTempView(staged)
+    validate(spark_backend(frame.sparkSession).table(staged))
+    write(frame, table, start, end, lake, within)
+    rows = frame.count()
+    frame.unpersist()
+    return rows
 
 
 def _scan(table: str, lake: str | None) -> str:

@@ -38,19 +38,12 @@ def audience(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, name: str, start: datetime, end: datetime
 ) -> AudienceReport:
     """One audience on Spark; the report `audiences.memberships.build_audience` gives."""
-    sizes, compiled = build_audience_on_spark(spark_session(), catalog, name, start, end)
+    report, members = build_audience_on_spark(spark_session(), catalog, name, start, end)
     lake.attach_views(con, [MEMBERSHIPS])
-    last = end - timedelta(hours=1)
-    members = {
-        entity_id
-        for (entity_id,) in con.execute(
-            "SELECT entity_id FROM audience_memberships WHERE audience = $name "
-            "AND snapshot_hour = $hour",
-            {"name": name, "hour": last},
-        ).fetchall()
-    }
-    entered, exited = changes_at(con, catalog, name, members, last)
-    return AudienceReport(sizes=sizes, entered=entered, exited=exited, compiled=compiled)
+    report.entered, report.exited = changes_at(
+        con, catalog, name, members, end - timedelta(hours=1)
+    )
+    return report
 
 
 def diffs(con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime):

@@ -8,7 +8,6 @@ engine's cache); SQL traits run in Spark's dialect, transpiled from DuckDB's by 
 from datetime import datetime, timedelta
 from functools import reduce
 
-import ibis.expr.types as ir
 from pyspark.sql import DataFrame, SparkSession
 
 from account_hierarchy.catalog.loader import Catalog
@@ -39,8 +38,7 @@ def build_traits_on_spark(
     """Write both trait tables' hours `[start, end)` to the lake; per entity the row count and
     the Spark SQL each trait compiled to for the window's last hour."""
     backend = spark_backend(session)
-    for name in INPUTS:
-        lake.read(session, name, lake_dir).createOrReplaceTempView(name)
+    lake.register(session, INPUTS, lake_dir)
     hours = hours_of(start, end)
     report: dict[str, dict] = {}
     for entity, table in TRAIT_TABLES.items():
@@ -57,23 +55,22 @@ def build_traits_on_spark(
             # Each hour's frame is analysed now, so it keeps this hour's SQL trait views.
             params = {HOUR: hour, AS_OF: hour + timedelta(hours=1)}
             frames.append(spark_frame(backend, rows, params))
-        frame = reduce(DataFrame.unionByName, frames).cache()
-        staged = f"{table}_staged"
-        frame.createOrReplaceTempView(staged)
-        validate_trait_rows(backend.table(staged), entity, catalog)
-        lake.write(frame, table, start, end, lake_dir)
+        rows = lake.write_validated(
+            reduce(DataFrame.unionByName, frames), table,
+            lambda staged, e=entity: validate_trait_rows(staged, e, catalog),
+            start, end, lake_dir,
+        )  # fmt: skip
         compiled = compiled_traits(backend, catalog, entity, hours[-1], [], "spark")
-        report[entity] = {"rows": frame.count(), "compiled": compiled}
-        frame.unpersist()
+        report[entity] = {"rows": rows, "compiled": compiled}
     return report
 
 
-def _sql_trait(session: SparkSession, backend, trait: SqlTrait, hour: datetime) -> ir.Table:
+def _sql_trait(session: SparkSession, backend, trait: SqlTrait, hour: datetime) -> None:
     """Run a SQL trait for one hour into the temp view `sql_trait_<name>`, by `entity_id`."""
     query, values = parse_trait_sql(trait.sql, trait.entity)
     for name, view in snapshot_views(hour).items():
         session.sql(f"CREATE OR REPLACE TEMPORARY VIEW {name} AS {view.sql('spark')}")
     raw = backend.sql(against_views(query, "spark"), dialect="spark")
-    return backend.create_view(
+    backend.create_view(
         f"sql_trait_{trait.name}", sql_trait_rows(raw, trait, values, hour), overwrite=True
     )

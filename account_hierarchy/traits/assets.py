@@ -38,7 +38,7 @@ def build_trait_assets(catalog: Catalog) -> dg.AssetsDefinition:
                 deps=[*HIERARCHY_DEPS, ENTITY_TABLES[trait.entity]],
                 description=trait.description or f"{trait.type} trait of {trait.entity}s.",
                 group_name="traits",
-                kinds={settings.engine_kind(), "sql" if trait.type == "sql" else "ibis"},
+                kinds={settings.engine(), "sql" if trait.type == "sql" else "ibis"},
                 tags={"stage": "traits", "entity": trait.entity, "trait_type": trait.type},
                 metadata={"definition": dg.MetadataValue.md(_definition_markdown(located))},
             )
@@ -52,7 +52,7 @@ def build_trait_assets(catalog: Catalog) -> dg.AssetsDefinition:
                 description=f"One row per {entity} and snapshot hour, one column per {entity} "
                 "trait.",
                 group_name="traits",
-                kinds={settings.engine_kind()},
+                kinds={settings.engine()},
                 owners=["team:data-engineering"],
                 tags={"stage": "traits"},
             )
