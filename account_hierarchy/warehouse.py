@@ -12,7 +12,7 @@ import duckdb
 
 from account_hierarchy.settings import duckdb_config
 
-INGEST_TABLES_DDL = """
+LINE_TABLES_DDL = """
 CREATE TABLE IF NOT EXISTS raw_events (
     message_id VARCHAR NOT NULL,
     type VARCHAR NOT NULL,
@@ -43,6 +43,9 @@ CREATE TABLE IF NOT EXISTS duplicate_lines (
     duplicate_of VARCHAR NOT NULL,
     event_hour TIMESTAMP NOT NULL
 );
+"""
+# The file index: which landing files were read, their content and the hours of their lines.
+FILE_INDEX_DDL = """
 CREATE TABLE IF NOT EXISTS landing_files (
     path VARCHAR PRIMARY KEY,
     content_hash VARCHAR NOT NULL,
@@ -57,6 +60,7 @@ CREATE TABLE IF NOT EXISTS landing_file_hours (
     line_count BIGINT NOT NULL
 );
 """
+INGEST_TABLES_DDL = LINE_TABLES_DDL + FILE_INDEX_DDL
 
 # How long a reader waits for a run that holds DuckDB's single-writer lock.
 LOCK_WAIT_SECONDS = 10.0
@@ -110,6 +114,12 @@ def ensure_ingest_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create the ingest tables if they do not exist yet."""
     con.execute(INGEST_TABLES_DDL)
     ensure_event_hours(con)
+
+
+def ensure_file_index(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the file index tables if they do not exist yet (the `spark` engine keeps its
+    lines in the lake, but its file index here)."""
+    con.execute(FILE_INDEX_DDL)
 
 
 def ensure_event_hours(con: duckdb.DuckDBPyConnection) -> None:

@@ -58,6 +58,26 @@ def write_lines(path: Path, lines: list[dict | str], *, gz: bool = False) -> Pat
     return path
 
 
+def warehouse_tables(con) -> dict[str, list]:
+    """Every table and view of the warehouse except tiles, its rows sorted (JSON as text), by
+    name."""
+    tables = {}
+    for (table,) in con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
+        "AND table_catalog <> 'temp' "
+        "AND table_name NOT LIKE '%tile%' ORDER BY 1"
+    ).fetchall():
+        columns = con.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_name = $t ORDER BY column_name",
+            {"t": table},
+        ).fetchall()
+        names = ", ".join(f'"{name}"::VARCHAR' if kind == "JSON" else f'"{name}"'
+                          for name, kind in columns)  # fmt: skip
+        tables[table] = con.sql(f"SELECT {names} FROM {table}").order("ALL").fetchall()
+    return tables
+
+
 @pytest.fixture
 def landing(tmp_path: Path) -> Path:
     folder = tmp_path / "landing"

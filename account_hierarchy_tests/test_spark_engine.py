@@ -37,7 +37,7 @@ from account_hierarchy.validation import FrameValidationError
 from account_hierarchy.warehouse import connect
 from account_hierarchy_tests import test_audiences as audience_cases
 from account_hierarchy_tests import test_traits as trait_cases
-from account_hierarchy_tests.conftest import PARTITIONS_START, write_lines
+from account_hierarchy_tests.conftest import PARTITIONS_START, warehouse_tables, write_lines
 
 START, END = datetime(2026, 10, 1, 20), datetime(2026, 10, 1, 23)
 HISTORY_START = datetime(2000, 1, 1)
@@ -204,24 +204,6 @@ def test_engine_setting(monkeypatch):
         settings.engine()
 
 
-def pipeline_tables(con) -> dict[str, list]:
-    """Every table the pipeline writes, sorted (JSON as text), by name."""
-    tables = {}
-    for (table,) in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
-        "AND table_name NOT LIKE '%tile%' ORDER BY 1"
-    ).fetchall():
-        columns = con.execute(
-            "SELECT column_name, data_type FROM information_schema.columns "
-            "WHERE table_name = $t ORDER BY column_name",
-            {"t": table},
-        ).fetchall()
-        names = ", ".join(f'"{name}"::VARCHAR' if kind == "JSON" else f'"{name}"'
-                          for name, kind in columns)  # fmt: skip
-        tables[table] = con.sql(f"SELECT {names} FROM {table}").order("ALL").fetchall()
-    return tables
-
-
 def test_the_dagster_assets_on_spark_write_what_duckdb_writes(tmp_path, monkeypatch, spark):
     """The whole asset graph over three hours with `AH_ENGINE=spark` and with the default:
     every table the same (Spark's as warehouse views over the lake), and the lake readable."""
@@ -246,7 +228,7 @@ def test_the_dagster_assets_on_spark_write_what_duckdb_writes(tmp_path, monkeypa
                               tags=day).success  # fmt: skip
         assert dg.materialize(later, resources=resources, tags=last).success
         with connect(tmp_path / f"{engine}.duckdb", read_only=True) as con:
-            tables[engine] = pipeline_tables(con)
+            tables[engine] = warehouse_tables(con)
     assert not (tmp_path / "lake_duckdb").exists()
     assert set(tables["spark"]) == set(tables["duckdb"])
     for table in ("account_traits", "user_traits", "audience_memberships", "activation_diffs"):

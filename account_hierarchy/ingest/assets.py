@@ -20,7 +20,7 @@ MESSAGE_IDS_UNIQUE = "message_ids_unique"
     partitions_def=HOURLY,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="ingest",
-    kinds={"duckdb", "json"},
+    kinds={settings.engine(), "json"},
     owners=["team:data-engineering"],
     pool="duckdb",
     retry_policy=TRANSIENT_RETRY,
@@ -54,11 +54,12 @@ def raw_events(
     reason, re-sends to `duplicate_lines`. Reads every landing file holding lines of the hour."""
     start, end = window_of(context)
     with warehouse.get_connection() as con:
-        report = ingest_window(con, landing.root, start, end, partitions_start())
         if settings.on_spark():
             from account_hierarchy.spark import stages  # (pyspark loads only for this engine)
 
-            stages.publish(con, ["raw_events", "quarantined_lines", "duplicate_lines"], start, end)
+            report = stages.ingest(con, landing.root, start, end, partitions_start())
+        else:
+            report = ingest_window(con, landing.root, start, end, partitions_start())
         preview = con.execute(
             "SELECT message_id, type, user_id, group_id, event, timestamp, source_file, "
             "source_line FROM raw_events WHERE event_hour >= $start AND event_hour < $end "

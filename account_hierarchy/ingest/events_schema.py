@@ -2,6 +2,7 @@
 
 import duckdb
 import ibis.expr.datatypes as dt
+import ibis.expr.types as ir
 import pandera.ibis as pa
 
 from account_hierarchy.ingest.segment_spec import MAX_MESSAGE_ID_CHARS, MESSAGE_TYPES
@@ -52,10 +53,11 @@ EVENTS_SCHEMA = build_schema(
 
 
 def validate_events(con: duckdb.DuckDBPyConnection, table: str) -> None:
-    """Validate a table of events about to be loaded; raise `FrameValidationError` if broken."""
-    validate_table(
-        EVENTS_SCHEMA,
-        ibis_table(con, table),
-        EVENT_RULES,
-        ["source_file", "source_line", "message_id"],
-    )
+    """Validate a warehouse table of events about to be loaded; raise `FrameValidationError`
+    if broken."""
+    validate_event_rows(ibis_table(con, table))
+
+
+def validate_event_rows(rows: ir.Table) -> None:
+    """Validate events about to be loaded, on whichever engine holds them."""
+    validate_table(EVENTS_SCHEMA, rows, EVENT_RULES, ["source_file", "source_line", "message_id"])

@@ -20,7 +20,7 @@ Re-running a window, or landing the same file again, therefore changes nothing, 
 run `lines_read = loaded + quarantined + duplicates`.
 """
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from account_hierarchy.ingest.classify import anchor_orphans, classify_into
 from account_hierarchy.ingest.events_schema import validate_events
@@ -73,6 +74,40 @@ class IngestReport:
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class FilesToRead:
+    """The landing folder as a run sees it: every file present, and those to read (new or
+    changed since indexed, or holding lines of the window)."""
+
+    present: list[LandingFile]
+    to_read: list[LandingFile]
+    changed: set[str]
+
+
+def files_to_read(
+    con: duckdb.DuckDBPyConnection, landing_dir: Path, start: datetime, end: datetime
+) -> FilesToRead:
+    """Compare the landing folder with the file index (`landing_files`, `landing_file_hours`)."""
+    present = list_landing_files(landing_dir)
+    known = dict(
+        (path, (size, mtime_ns))
+        for path, size, mtime_ns in con.execute(
+            "SELECT path, size, mtime_ns FROM landing_files"
+        ).fetchall()
+    )
+    touching = {
+        path
+        for (path,) in con.execute(
+            "SELECT DISTINCT path FROM landing_file_hours WHERE event_hour >= $start "
+            "AND event_hour < $end",
+            {"start": start, "end": end},
+        ).fetchall()
+    }
+    changed = {file.path for file in present if known.get(file.path) != (file.size, file.mtime_ns)}
+    to_read = [file for file in present if file.path in changed or file.path in touching]
+    return FilesToRead(present, to_read, changed)
+
+
 def ingest_window(
     con: duckdb.DuckDBPyConnection,
     landing_dir: Path,
@@ -83,49 +118,39 @@ def ingest_window(
     """Ingest every landing line whose hour is in `[start, end)` (naive UTC datetimes)."""
     ensure_ingest_tables(con)
     report = IngestReport()
-    files = list_landing_files(landing_dir)
+    files = files_to_read(con, landing_dir, start, end)
     con.execute(STAGING_DDL)
-    con.register("present_files", pa.table({"path": [file.path for file in files]}))
-    known = _indexed_files(con)
-    touching = _paths_touching(con, start, end)
-    changed = {file.path for file in files if known.get(file.path) != (file.size, file.mtime_ns)}
-    to_read = [file for file in files if file.path in changed or file.path in touching]
-    for file, content in read_ahead(landing_dir, to_read):
-        _stage_file(con, file, content, partitions_start, reindex=file.path in changed)
+    con.register("present_files", pa.table({"path": [file.path for file in files.present]}))
+    for file, content in read_ahead(landing_dir, files.to_read):
+        _stage_file(con, file, content, partitions_start, reindex=file.path in files.changed)
         con.execute(
             "INSERT INTO window_lines SELECT * FROM file_lines "
             "WHERE event_hour >= $start AND event_hour < $end",
             {"start": start, "end": end},
         )
         report.files_read += 1
-        report.files_indexed += file.path in changed
+        report.files_indexed += file.path in files.changed
     # Staging happens outside the transaction: DuckDB updates transaction-local rows slowly.
     _sort_window(con, start, end, report)
-    con.begin()
-    try:
-        for statement in _statements(COMMIT_SQL):
-            con.execute(statement, {"start": start, "end": end} if "$" in statement else None)
-    except BaseException:
-        con.rollback()
-        raise
-    con.commit()
+    commit_in_one_transaction(con, INDEX_COMMIT_SQL + LINES_COMMIT_SQL, start, end)
     con.unregister("present_files")
     return report
 
 
-def _indexed_files(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, int]]:
-    """(size, mtime) of every file in the index."""
-    rows = con.execute("SELECT path, size, mtime_ns FROM landing_files").fetchall()
-    return {path: (size, mtime_ns) for path, size, mtime_ns in rows}
-
-
-def _paths_touching(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> set[str]:
-    rows = con.execute(
-        "SELECT DISTINCT path FROM landing_file_hours WHERE event_hour >= $start "
-        "AND event_hour < $end",
-        {"start": start, "end": end},
-    ).fetchall()
-    return {path for (path,) in rows}
+def commit_in_one_transaction(
+    con: duckdb.DuckDBPyConnection, script: str, start: datetime, end: datetime
+) -> None:
+    """Run the statements of `script` (with the window as `$start`, `$end`) all or none."""
+    con.begin()
+    try:
+        for statement in script.split(";"):
+            if statement.strip():
+                params = {"start": start, "end": end} if "$" in statement else None
+                con.execute(statement, params)
+    except BaseException:
+        con.rollback()
+        raise
+    con.commit()
 
 
 def read_ahead(
@@ -188,68 +213,83 @@ def _stage_file(
         )
 
 
-SORT_WINDOW_SQL = """
-CREATE OR REPLACE TEMP TABLE file_index AS
-SELECT path, content_hash, seq FROM landing_files
-WHERE path IN (SELECT path FROM present_files) AND path NOT IN (SELECT path FROM staged_files)
-UNION ALL
-SELECT staged.path, staged.content_hash,
-       coalesce(known.seq, (SELECT coalesce(max(seq), 0) FROM landing_files)
-                           + row_number() OVER (PARTITION BY known.seq IS NULL
-                                                ORDER BY staged.path)) AS seq
-FROM staged_files AS staged LEFT JOIN landing_files AS known USING (path);
+# The window's lines sorted into events, quarantine and duplicates: named queries in DuckDB's
+# dialect, each kept as a table (or view) of its name that the later ones read. Their inputs are
+# `window_lines`, `landing_files`, `present_files`, `staged_files` and `raw_events`. The Spark
+# engine runs the same queries, transpiled (`spark/ingest.py`).
+SORT_WINDOW_QUERIES = {
+    "file_index": """
+        SELECT path, content_hash, seq FROM landing_files
+        WHERE path IN (SELECT path FROM present_files)
+          AND path NOT IN (SELECT path FROM staged_files)
+        UNION ALL
+        SELECT staged.path, staged.content_hash,
+               coalesce(known.seq, (SELECT coalesce(max(seq), 0) FROM landing_files)
+                                   + row_number() OVER (PARTITION BY known.seq IS NULL
+                                                        ORDER BY staged.path)) AS seq
+        FROM staged_files AS staged LEFT JOIN landing_files AS known USING (path)
+    """,
+    "duplicate_files": """
+        SELECT copy.path, arg_min(original.path, (original.seq, original.path)) AS original
+        FROM file_index AS copy
+        JOIN file_index AS original
+          ON original.content_hash = copy.content_hash
+         AND (original.seq, original.path) < (copy.seq, copy.path)
+        GROUP BY copy.path
+    """,
+    "window_copies": """
+        SELECT w.source_file, w.source_line, w.message_id, w.event_hour,
+               row_number() OVER copies AS copy_rank,
+               first(w.source_file || ':' || w.source_line) OVER copies AS first_copy
+        FROM window_lines AS w
+        JOIN file_index AS f ON f.path = w.source_file
+        ANTI JOIN duplicate_files AS d ON w.source_file = d.path
+        WHERE w.reason IS NULL
+        WINDOW copies AS (PARTITION BY w.message_id ORDER BY f.seq, w.source_file, w.source_line)
+    """,
+    "loaded_elsewhere": """
+        SELECT e.message_id, first(e.source_file || ':' || e.source_line) AS copy
+        FROM raw_events AS e SEMI JOIN window_copies AS v ON e.message_id = v.message_id
+        WHERE e.event_hour < $start OR e.event_hour >= $end
+        GROUP BY e.message_id
+    """,
+    "window_duplicates": """
+        SELECT w.source_file, w.source_line, w.message_id,
+               d.original || ':' || w.source_line AS duplicate_of, w.event_hour
+        FROM window_lines AS w JOIN duplicate_files AS d ON w.source_file = d.path
+        UNION ALL
+        SELECT v.source_file, v.source_line, v.message_id, coalesce(l.copy, v.first_copy),
+               v.event_hour
+        FROM window_copies AS v LEFT JOIN loaded_elsewhere AS l ON l.message_id = v.message_id
+        WHERE v.copy_rank > 1 OR l.copy IS NOT NULL
+    """,
+    "window_quarantine": """
+        SELECT w.source_file, w.source_line, w.reason, w.raw_line, w.event_hour
+        FROM window_lines AS w ANTI JOIN duplicate_files AS d ON w.source_file = d.path
+        WHERE w.reason IS NOT NULL
+    """,
+    "window_events": f"""
+        SELECT {EVENT_COLUMNS}
+        FROM window_lines
+        SEMI JOIN (SELECT source_file, source_line FROM window_copies AS v
+                   ANTI JOIN loaded_elsewhere AS l ON l.message_id = v.message_id
+                   WHERE v.copy_rank = 1) AS kept
+            USING (source_file, source_line)
+    """,
+}
 
-CREATE OR REPLACE TEMP TABLE duplicate_files AS
-SELECT copy.path, arg_min(original.path, (original.seq, original.path)) AS original
-FROM file_index AS copy
-JOIN file_index AS original
-  ON original.content_hash = copy.content_hash
- AND (original.seq, original.path) < (copy.seq, copy.path)
-GROUP BY copy.path;
+# What a run did, from the sorted window (the `IngestReport` counts, then its reasons).
+REPORT_QUERIES = (
+    """
+    SELECT (SELECT count(*) FROM window_lines), (SELECT count(*) FROM window_events),
+           (SELECT count(*) FROM window_quarantine), (SELECT count(*) FROM window_duplicates)
+    """,
+    "SELECT reason, count(*) FROM window_quarantine GROUP BY reason ORDER BY 2 DESC, 1",
+)
 
-CREATE OR REPLACE TEMP TABLE window_duplicates AS
-SELECT w.source_file, w.source_line, w.message_id,
-       d.original || ':' || w.source_line AS duplicate_of, w.event_hour
-FROM window_lines AS w JOIN duplicate_files AS d ON w.source_file = d.path;
-
-CREATE OR REPLACE TEMP TABLE window_quarantine AS
-SELECT w.source_file, w.source_line, w.reason, w.raw_line, w.event_hour
-FROM window_lines AS w ANTI JOIN duplicate_files AS d ON w.source_file = d.path
-WHERE w.reason IS NOT NULL;
-
-CREATE OR REPLACE TEMP TABLE window_copies AS
-SELECT w.source_file, w.source_line, w.message_id, w.event_hour,
-       row_number() OVER copies AS copy_rank,
-       first(w.source_file || ':' || w.source_line) OVER copies AS first_copy
-FROM window_lines AS w
-JOIN file_index AS f ON f.path = w.source_file
-ANTI JOIN duplicate_files AS d ON w.source_file = d.path
-WHERE w.reason IS NULL
-WINDOW copies AS (PARTITION BY w.message_id ORDER BY f.seq, w.source_file, w.source_line);
-
-CREATE OR REPLACE TEMP TABLE loaded_elsewhere AS
-SELECT e.message_id, first(e.source_file || ':' || e.source_line) AS copy
-FROM raw_events AS e SEMI JOIN window_copies AS v ON e.message_id = v.message_id
-WHERE e.event_hour < $start OR e.event_hour >= $end
-GROUP BY e.message_id;
-
-INSERT INTO window_duplicates
-SELECT v.source_file, v.source_line, v.message_id, coalesce(l.copy, v.first_copy), v.event_hour
-FROM window_copies AS v LEFT JOIN loaded_elsewhere AS l ON l.message_id = v.message_id
-WHERE v.copy_rank > 1 OR l.copy IS NOT NULL;
-
-CREATE OR REPLACE TEMP TABLE window_events AS
-SELECT {columns}
-FROM window_lines
-SEMI JOIN (SELECT source_file, source_line FROM window_copies AS v
-           ANTI JOIN loaded_elsewhere AS l ON l.message_id = v.message_id
-           WHERE v.copy_rank = 1) AS kept
-    USING (source_file, source_line)
-ORDER BY event_hour, timestamp, message_id;
-"""
-
-# The only writes to the warehouse's own tables, in one transaction.
-COMMIT_SQL = """
+# The file index's writes (from `present_files`, `staged_files`, `staged_file_hours` and
+# `file_index`), in the run's transaction.
+INDEX_COMMIT_SQL = """
 DELETE FROM landing_file_hours
 WHERE path NOT IN (SELECT path FROM present_files) OR path IN (SELECT path FROM staged_files);
 DELETE FROM landing_files
@@ -258,10 +298,14 @@ INSERT INTO landing_files
 SELECT s.path, s.content_hash, s.size, s.mtime_ns, i.seq, s.line_count
 FROM staged_files AS s JOIN file_index AS i USING (path);
 INSERT INTO landing_file_hours SELECT * FROM staged_file_hours;
+"""
+
+# The DuckDB engine's writes of the window's lines, in the same transaction.
+LINES_COMMIT_SQL = """
 DELETE FROM raw_events WHERE event_hour >= $start AND event_hour < $end;
 DELETE FROM quarantined_lines WHERE event_hour >= $start AND event_hour < $end;
 DELETE FROM duplicate_lines WHERE event_hour >= $start AND event_hour < $end;
-INSERT INTO raw_events SELECT * FROM window_events;
+INSERT INTO raw_events SELECT * FROM window_events ORDER BY event_hour, timestamp, message_id;
 DELETE FROM raw_event_hours WHERE event_hour >= $start AND event_hour < $end;
 INSERT INTO raw_event_hours {versions};
 INSERT INTO quarantined_lines
@@ -275,35 +319,41 @@ def _sort_window(
     con: duckdb.DuckDBPyConnection, start: datetime, end: datetime, report: IngestReport
 ) -> None:
     """Split the window's lines into events, quarantine and duplicates, and validate them."""
-    params = {"start": start, "end": end}
-    for statement in _statements(SORT_WINDOW_SQL.format(columns=EVENT_COLUMNS)):
-        con.execute(statement, params if "$start" in statement else None)
+    for name, query in SORT_WINDOW_QUERIES.items():
+        params = {"start": start, "end": end} if "$start" in query else None
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {query}", params)
     validate_events(con, "window_events")
-    (report.lines_read,) = con.execute("SELECT count(*) FROM window_lines").fetchone()
-    (report.loaded,) = con.execute("SELECT count(*) FROM window_events").fetchone()
-    (report.quarantined,) = con.execute("SELECT count(*) FROM window_quarantine").fetchone()
-    (report.duplicates,) = con.execute("SELECT count(*) FROM window_duplicates").fetchone()
-    reasons = con.execute(
-        "SELECT reason, count(*) FROM window_quarantine GROUP BY reason ORDER BY 2 DESC, 1"
-    ).fetchall()
-    report.quarantine_reasons = dict(reasons)
+    fill_report(report, lambda query: con.execute(query).fetchall())
 
 
-def _statements(script: str) -> list[str]:
-    return [statement for statement in script.split(";") if statement.strip()]
+def fill_report(report: IngestReport, run: Callable[[str], list[tuple]]) -> None:
+    """Set the report's counts from the sorted window; `run` answers a query's rows."""
+    counts, reasons = (run(query) for query in REPORT_QUERIES)
+    report.lines_read, report.loaded, report.quarantined, report.duplicates = counts[0]
+    report.quarantine_reasons = {reason: count for reason, count in reasons}
+
+
+def classify_file(
+    landing_dir: Path, file: LandingFile, partitions_start: datetime
+) -> tuple[str, pa.Table]:
+    """A landing file's content hash and all its lines classified (the `window_lines` columns,
+    JSON as text), worked out exactly as ingestion does but in a private in-memory DuckDB (the
+    warehouse is not touched)."""
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(STAGING_DDL)
+        content = read_landing_file(landing_dir, file)
+        _stage_file(con, file, content, partitions_start, reindex=False)
+        lines = con.execute(
+            "SELECT * REPLACE (properties::VARCHAR AS properties, traits::VARCHAR AS traits) "
+            "FROM file_lines ORDER BY source_line"
+        ).to_arrow_table()
+    return content.content_hash, lines
 
 
 def hours_of_file(
     landing_dir: Path, file: LandingFile, partitions_start: datetime
 ) -> tuple[str, set[datetime]]:
-    """A landing file's content hash and the hours its lines belong to, worked out exactly as
-    ingestion does but in a private in-memory DuckDB (the warehouse is not touched)."""
-    with duckdb.connect() as con:
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute(STAGING_DDL)
-        content = read_landing_file(landing_dir, file)
-        _stage_file(con, file, content, partitions_start, reindex=True)
-        (content_hash,) = con.execute("SELECT content_hash FROM staged_files").fetchone()
-        hours = {hour for (hour,) in con.execute("SELECT event_hour FROM staged_file_hours")
-                 .fetchall()}  # fmt: skip
-    return content_hash, hours
+    """A landing file's content hash and the hours its lines belong to (`classify_file`)."""
+    content_hash, lines = classify_file(landing_dir, file, partitions_start)
+    return content_hash, set(pc.unique(lines["event_hour"]).to_pylist())
