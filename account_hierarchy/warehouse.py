@@ -103,6 +103,18 @@ def open_warehouse(path: Path, *, read_only: bool = False) -> Iterator[duckdb.Du
         con.close()
 
 
+@contextmanager
+def in_memory() -> Iterator[duckdb.DuckDBPyConnection]:
+    """A private in-memory DuckDB in UTC, for work done away from the warehouse (checking a
+    landing file, a Spark task's share of a stage)."""
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        yield con
+    finally:
+        con.close()
+
+
 # Each event hour's version: how many events it holds and a checksum of their messageIds.
 EVENT_HOUR_VERSIONS_SQL = (
     "SELECT event_hour, count(*) AS events, bit_xor(hash(message_id)) AS checksum "

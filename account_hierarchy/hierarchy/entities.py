@@ -55,8 +55,14 @@ def build_memberships(con: duckdb.DuckDBPyConnection, start: datetime, end: date
     return _replace_window(con, "account_memberships", "membership_rows", start, end)
 
 
-def build_users(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> int:
-    """Write `users` for the snapshot hours in `[start, end)`; return the row count."""
+def build_users(
+    con: duckdb.DuckDBPyConnection,
+    start: datetime,
+    end: datetime,
+    trait_columns: dict[str, str] | None = None,
+) -> int:
+    """Write `users` for the snapshot hours in `[start, end)`; return the row count. The typed
+    trait columns are inferred from the events unless given (`trait_columns.py`)."""
     ensure_hierarchy_tables(con)
     _seen(con, "user", ("user_id",), "user_seen", start, end)
     latest_traits(con, "identify", "user_trait_values", start, end)
@@ -70,14 +76,21 @@ def build_users(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) 
           ON t.snapshot_hour = seen.snapshot_hour AND t.entity_id = seen.user_id
         """
     )
-    return _write_entities(con, "users", "user_base", "identify", USER_COLUMNS, start, end)
+    if trait_columns is None:
+        trait_columns = infer_trait_columns(con, "identify", USER_COLUMNS)
+    return _write_entities(con, "users", "user_base", trait_columns, USER_COLUMNS, start, end)
 
 
 def build_accounts(
-    con: duckdb.DuckDBPyConnection, start: datetime, end: datetime, parent_trait: str
+    con: duckdb.DuckDBPyConnection,
+    start: datetime,
+    end: datetime,
+    parent_trait: str,
+    trait_columns: dict[str, str] | None = None,
 ) -> int:
     """Write `accounts` for the snapshot hours in `[start, end)` (memberships must be built for
-    those hours first); return the row count."""
+    those hours first); return the row count. The typed trait columns are inferred from the
+    events unless given."""
     ensure_hierarchy_tables(con)
     _seen(con, "account", ("account_id",), "account_seen", start, end)
     latest_traits(con, "group", "account_trait_values", start, end)
@@ -100,7 +113,11 @@ def build_accounts(
         """,
         _params(start, end) | {"parent_trait": parent_trait},
     )
-    return _write_entities(con, "accounts", "account_base", "group", ACCOUNT_COLUMNS, start, end)
+    if trait_columns is None:
+        trait_columns = infer_trait_columns(con, "group", ACCOUNT_COLUMNS)
+    return _write_entities(
+        con, "accounts", "account_base", trait_columns, ACCOUNT_COLUMNS, start, end
+    )
 
 
 def _seen(
@@ -130,13 +147,12 @@ def _write_entities(
     con: duckdb.DuckDBPyConnection,
     table: str,
     base: str,
-    message_type: str,
+    trait_columns: dict[str, str],
     fixed_columns: tuple[str, ...],
     start: datetime,
     end: datetime,
 ) -> int:
     """Add the typed trait columns to `base`, validate, and replace the window in `table`."""
-    trait_columns = infer_trait_columns(con, message_type, fixed_columns)
     select = exp.select(*fixed_columns, *typed_select(trait_columns)).from_(base)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {base}_typed AS {select.sql('duckdb')}")
     validate_entities(con, table, f"{base}_typed", trait_columns)

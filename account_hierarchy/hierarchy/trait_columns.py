@@ -68,13 +68,22 @@ def column_type(json_types: Sequence[str] | None, all_timestamps: bool | None) -
 def infer_trait_columns(
     con: duckdb.DuckDBPyConnection, message_type: str, reserved: Iterable[str]
 ) -> dict[str, str]:
-    """Trait key -> column type for the traits of `message_type` calls (see module docstring)."""
+    """Trait key -> column type for the traits of `message_type` calls (see module docstring),
+    from the custom trait key tiles."""
     refresh_hierarchy_tiles(con)
+    return choose_trait_columns(
+        con.execute(TYPE_OF_KEYS_SQL, {"type": message_type}).fetchall(), reserved
+    )
+
+
+def choose_trait_columns(
+    key_types: Iterable[tuple[str, Sequence[str] | None, bool | None]], reserved: Iterable[str]
+) -> dict[str, str]:
+    """Trait key -> column type from the rows of `TYPE_OF_KEYS_SQL` (key, JSON types, all
+    timestamps), in key order, for the keys that get a column."""
     taken = {name.lower() for name in reserved}
     columns: dict[str, str] = {}
-    for key, json_types, all_timestamps in con.execute(
-        TYPE_OF_KEYS_SQL, {"type": message_type}
-    ).fetchall():
+    for key, json_types, all_timestamps in key_types:
         if len(columns) >= MAX_TRAIT_COLUMNS or not _IDENTIFIER.match(key):
             continue
         if key.lower() in taken:

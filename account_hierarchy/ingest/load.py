@@ -38,7 +38,7 @@ from account_hierarchy.ingest.landing import (
     list_landing_files,
     read_landing_file,
 )
-from account_hierarchy.warehouse import EVENT_HOUR_VERSIONS_SQL, ensure_ingest_tables
+from account_hierarchy.warehouse import EVENT_HOUR_VERSIONS_SQL, ensure_ingest_tables, in_memory
 
 STAGING_DDL = """
 CREATE OR REPLACE TEMP TABLE window_lines (
@@ -339,8 +339,7 @@ def classify_file(
     """A landing file's content hash and all its lines classified (the `window_lines` columns,
     JSON as text), worked out exactly as ingestion does but in a private in-memory DuckDB (the
     warehouse is not touched)."""
-    with duckdb.connect() as con:
-        con.execute("SET TimeZone = 'UTC'")
+    with in_memory() as con:
         con.execute(STAGING_DDL)
         content = read_landing_file(landing_dir, file)
         _stage_file(con, file, content, partitions_start, reindex=False)

@@ -1,9 +1,7 @@
 """The `spark` engine behind the Dagster assets (`AH_ENGINE=spark`).
 
-Ingestion, traits, audiences and activation diffs run on Spark, read and write the lake, and
-the warehouse gets views of the same names over the lake's tables. The hierarchy still runs on
-DuckDB (reading `raw_events` through its view); its asset publishes each run's hours to the
-lake. So the assets' metadata and
+Every stage runs on Spark, reads and writes the lake, and the warehouse gets views of the same
+names over the lake's tables. So the assets' metadata and
 checks, the CLI and the delivery to destinations read what Spark wrote, through the same code
 as with the DuckDB engine.
 """
@@ -19,6 +17,7 @@ from account_hierarchy.ingest.load import IngestReport
 from account_hierarchy.spark import lake
 from account_hierarchy.spark.audiences import MEMBERSHIPS, build_audience_on_spark
 from account_hierarchy.spark.diffs import DIFFS, build_diffs_on_spark
+from account_hierarchy.spark.hierarchy import HIERARCHY_TABLES, build_hierarchy_on_spark
 from account_hierarchy.spark.ingest import ingest_on_spark
 from account_hierarchy.spark.session import spark_session
 from account_hierarchy.spark.traits import build_traits_on_spark
@@ -36,10 +35,13 @@ def ingest(
     return ingest_on_spark(spark_session(), con, landing_dir, start, end, partitions_start)
 
 
-def publish(con: duckdb.DuckDBPyConnection, tables: list[str], start: datetime, end: datetime):
-    """Copy the hours `[start, end)` of tables the DuckDB engine made into the lake."""
-    for table in tables:
-        lake.export_from_warehouse(con, table, start, end)
+def hierarchy(
+    con: duckdb.DuckDBPyConnection, start: datetime, end: datetime, parent_trait: str
+) -> dict[str, int]:
+    """The hierarchy tables on Spark; their row counts."""
+    counts = build_hierarchy_on_spark(spark_session(), start, end, parent_trait)
+    lake.attach_views(con, list(HIERARCHY_TABLES))
+    return counts
 
 
 def traits(con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime):
