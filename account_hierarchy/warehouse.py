@@ -104,10 +104,10 @@ def open_warehouse(path: Path, *, read_only: bool = False) -> Iterator[duckdb.Du
 
 
 @contextmanager
-def in_memory() -> Iterator[duckdb.DuckDBPyConnection]:
+def in_memory(threads: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """A private in-memory DuckDB in UTC, for work done away from the warehouse (checking a
-    landing file, a Spark task's share of a stage)."""
-    con = duckdb.connect()
+    landing file, a Spark task's share of a stage), on `threads` threads (default: all)."""
+    con = duckdb.connect(config={"threads": threads} if threads else {})
     try:
         con.execute("SET TimeZone = 'UTC'")
         yield con

@@ -1,38 +1,44 @@
-"""Engines benchmark: one hour of every sample trait, audience and activation diff, computed
-from the same compiled definitions and the same inputs on DuckDB and on Spark (`local[*]`,
-or `AH_SPARK_MASTER` / `AH_SPARK_REMOTE`).
+"""Engines benchmark: every stage on DuckDB and on Spark (`local[*]`, or `AH_SPARK_MASTER` /
+`AH_SPARK_REMOTE`), from the same landing files and the same definitions, each engine in a
+fresh warehouse (and, for Spark, a fresh lake):
 
-Both engines aggregate the traits from the events (DuckDB's hourly tiles are left out, so
-that both do the same work; the snapshot benchmark has the tiled figure). Spark's inputs are
-copied from the warehouse into the lake first, which is its own row. Speeds are events per
-second over the whole history. The Spark row's ratio is against the DuckDB row. Peak memory is
-this Python process's: Spark's JVM is not included.
+1. ingest: every landing line;
+2. hierarchy: the snapshot of the last hour (DuckDB builds its hierarchy tiles on the way, as
+   a fresh warehouse does; Spark has no tiles);
+3. traits, audiences, diffs: the last hour (both engines aggregate the traits from the events:
+   DuckDB's trait tiles are left out, so that both do the same work; the snapshot benchmark
+   has the tiled figure).
+
+Speeds are events per second over the whole history. Each Spark row's ratio is against the
+DuckDB row of the same stage. Peak memory is this Python process's: Spark's JVM is not
+included.
 
     python -m benchmarks.engines [--events 10000000] [--format jsonl]
 """
 
-from datetime import datetime, timedelta
-
-import duckdb
+import shutil
+from datetime import timedelta
 
 from account_hierarchy.activation.diffs import build_diffs
 from account_hierarchy.audiences.memberships import build_audience
 from account_hierarchy.catalog.loader import Catalog, load_catalog
-from account_hierarchy.spark import lake
+from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.spark.audiences import build_audience_on_spark
 from account_hierarchy.spark.diffs import build_diffs_on_spark
+from account_hierarchy.spark.hierarchy import build_hierarchy_on_spark
+from account_hierarchy.spark.ingest import ingest_on_spark
 from account_hierarchy.spark.session import spark_session
-from account_hierarchy.spark.traits import INPUTS, build_traits_on_spark
+from account_hierarchy.spark.traits import build_traits_on_spark
 from account_hierarchy.traits.compute import build_traits
 from account_hierarchy.warehouse import connect
 from benchmarks.common import figure_arguments, print_rows, row, timed, versus
 from benchmarks.pipeline import events_in, hierarchy_snapshots
-from benchmarks.scale import DEFINITIONS, Scale
+from benchmarks.scale import DEFINITIONS, EVERYTHING, Scale
 
-EVERYTHING_BEFORE = datetime(2000, 1, 1)
+PARENT_TRAIT = "parent_account_id"
 
 
-def on_duckdb(con: duckdb.DuckDBPyConnection, catalog: Catalog, start, end) -> None:
+def later_stages_on_duckdb(con, catalog: Catalog, start, end) -> None:
     """Traits (from the events), audiences and diffs of the window in the warehouse."""
     build_traits(con, catalog, start, end, use_tiles=False)
     for located in catalog.audiences:
@@ -40,7 +46,7 @@ def on_duckdb(con: duckdb.DuckDBPyConnection, catalog: Catalog, start, end) -> N
     build_diffs(con, catalog, start, end)
 
 
-def on_spark(catalog: Catalog, start, end, lake_dir: str) -> None:
+def later_stages_on_spark(catalog: Catalog, start, end, lake_dir: str) -> None:
     """The same on Spark, over the lake."""
     session = spark_session()
     build_traits_on_spark(session, catalog, start, end, lake_dir)
@@ -50,29 +56,43 @@ def on_spark(catalog: Catalog, start, end, lake_dir: str) -> None:
 
 
 def measure(scale: Scale) -> list[dict]:
-    """Rows: DuckDB, the copy into the lake, Spark."""
+    """A DuckDB row and a Spark row per stage."""
+    scale.generate()
     catalog = load_catalog(DEFINITIONS)
-    hour = scale.last_hour
-    start, end = hour, hour + timedelta(hours=1)
-    lake_dir = str(scale.folder / "lake")
-    with connect(scale.ingested()) as con:
-        events = events_in(con)
-        hierarchy_snapshots(con, start, end)  # the inputs, not timed
-        seconds, _ = timed(lambda: on_duckdb(con, catalog, start, end))
-        duck = row("engines", "duckdb: traits, audiences, diffs, 1 hour", events, seconds)
-
-        def publish() -> None:
-            for table in INPUTS:
-                first = EVERYTHING_BEFORE if table == "raw_events" else start
-                lake.export_from_warehouse(con, table, first, end, lake_dir)
-
-        seconds, _ = timed(publish)
-        copy = row("engines", "copy the inputs into the lake (Parquet)", events, seconds)
-    spark_session()  # started before timing
-    seconds, _ = timed(lambda: on_spark(catalog, start, end, lake_dir))
-    spark = row("engines", "spark: traits, audiences, diffs, 1 hour", events, seconds)
-    spark_vs_duckdb, duck = versus(spark, duck)
-    return [duck, copy, spark_vs_duckdb]
+    start = scale.last_hour
+    end = start + timedelta(hours=1)
+    folder = scale.folder / "engines"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    lake_dir = str(folder / "lake")
+    session = spark_session()  # started before timing
+    rows = []
+    with connect(folder / "duckdb.duckdb") as on_duckdb, connect(folder / "spark.duckdb") as con:
+        stages = {
+            "ingest every line": (
+                lambda: ingest_window(on_duckdb, scale.landing, *EVERYTHING, EVERYTHING[0]),
+                lambda: ingest_on_spark(
+                    session, con, scale.landing, *EVERYTHING, EVERYTHING[0], lake_dir
+                ),
+            ),
+            "hierarchy, 1 hour": (
+                lambda: hierarchy_snapshots(on_duckdb, start, end),
+                lambda: build_hierarchy_on_spark(session, start, end, PARENT_TRAIT, lake_dir),
+            ),
+            "traits, audiences, diffs, 1 hour": (
+                lambda: later_stages_on_duckdb(on_duckdb, catalog, start, end),
+                lambda: later_stages_on_spark(catalog, start, end, lake_dir),
+            ),
+        }
+        for stage, (duckdb_run, spark_run) in stages.items():
+            seconds, _ = timed(duckdb_run)
+            events = events_in(on_duckdb)
+            duck = row("engines", f"duckdb: {stage}", events, seconds)
+            seconds, _ = timed(spark_run)
+            spark = row("engines", f"spark: {stage}", events, seconds)
+            spark_vs_duckdb, duck = versus(spark, duck)
+            rows += [duck, spark_vs_duckdb]
+    return rows
 
 
 def main() -> None:

@@ -334,12 +334,12 @@ def fill_report(report: IngestReport, run: Callable[[str], list[tuple]]) -> None
 
 
 def classify_file(
-    landing_dir: Path, file: LandingFile, partitions_start: datetime
+    landing_dir: Path, file: LandingFile, partitions_start: datetime, threads: int | None = None
 ) -> tuple[str, pa.Table]:
     """A landing file's content hash and all its lines classified (the `window_lines` columns,
-    JSON as text), worked out exactly as ingestion does but in a private in-memory DuckDB (the
-    warehouse is not touched)."""
-    with in_memory() as con:
+    JSON as text), worked out exactly as ingestion does but in a private in-memory DuckDB on
+    `threads` threads (the warehouse is not touched)."""
+    with in_memory(threads) as con:
         con.execute(STAGING_DDL)
         content = read_landing_file(landing_dir, file)
         _stage_file(con, file, content, partitions_start, reindex=False)

@@ -43,6 +43,7 @@ from account_hierarchy.hierarchy.tiles import CUSTOM_TRAIT_KEY_TILES, KEY_TYPES_
 from account_hierarchy.hierarchy.trait_columns import TYPE_OF_KEYS_SQL, choose_trait_columns
 from account_hierarchy.hierarchy.tree import build_hierarchy
 from account_hierarchy.spark import lake
+from account_hierarchy.spark.session import TASK_THREADS
 from account_hierarchy.tile_cache import STALE_HOURS
 from account_hierarchy.warehouse import in_memory
 
@@ -170,7 +171,7 @@ def _trait_columns(events: DataFrame, message_type: str, fixed: tuple[str, ...])
         rows = _whole_partition(batches)
         if rows is None:
             return
-        with in_memory() as con:
+        with in_memory(TASK_THREADS) as con:
             _load_events(con, rows)
             con.execute(
                 f"CREATE TABLE {STALE_HOURS} AS SELECT DISTINCT event_hour AS tile_hour "
@@ -211,7 +212,7 @@ def _build_task(
         rows = _whole_partition(batches)
         if rows is None:
             return
-        with in_memory() as con:
+        with in_memory(TASK_THREADS) as con:
             _load_events(con, rows)
             if table == "users":
                 build_users(con, start, end, trait_columns)
@@ -233,7 +234,7 @@ def _tree_task(start: datetime, end: datetime, columns: dict[str, str]) -> Task:
         rows = _whole_partition(batches)
         if rows is None:
             return
-        with in_memory() as con:
+        with in_memory(TASK_THREADS) as con:
             con.register("task_accounts", rows)
             con.execute("CREATE TABLE accounts AS SELECT * FROM task_accounts")
             build_hierarchy(con, start, end)

@@ -48,6 +48,7 @@ from account_hierarchy.ingest.load import (
     fill_report,
 )
 from account_hierarchy.spark import lake
+from account_hierarchy.spark.session import TASK_THREADS
 from account_hierarchy.warehouse import (
     EVENT_HOUR_VERSIONS_SQL,
     ensure_event_hours,
@@ -175,7 +176,9 @@ def _classify_task(
         for batch in batches:
             for path, size, mtime_ns in zip(*batch.to_pydict().values(), strict=True):
                 file = LandingFile(path, size, mtime_ns)
-                content_hash, lines = classify_file(Path(landing_dir), file, partitions_start)
+                content_hash, lines = classify_file(
+                    Path(landing_dir), file, partitions_start, TASK_THREADS
+                )
                 yield from _task_rows(file, content_hash, lines, start, end, schema).to_batches()
 
     return classify

@@ -121,7 +121,9 @@ def write(
         frame.write.mode("overwrite").parquet(f"{path}/{PARTITION}={partition_value(start)}")
         return
     partitioned = frame.withColumn(PARTITION, F.date_format(hour_column(table), _SPARK_FORMAT))
-    partitioned.write.mode("overwrite").partitionBy(PARTITION).parquet(path)
+    # Each hour's rows are gathered in one task first: one file per hour, not one per task.
+    by_hour = partitioned.repartition(PARTITION)
+    by_hour.write.mode("overwrite").partitionBy(PARTITION).parquet(path)
 
 
 def write_validated(

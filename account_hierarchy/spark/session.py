@@ -36,6 +36,8 @@ _LOCAL_CONFIG = {
     # The driver lists a local lake's hour folders itself: a listing job per read costs more.
     "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
 }
+# Spark runs one task per core: the DuckDB a task runs stage code in keeps to one thread.
+TASK_THREADS = 1
 
 
 def spark_session(master: str | None = None) -> SparkSession:
