@@ -92,6 +92,8 @@ TREE_COLUMNS = (
     "in_cycle",
     "parent_missing",
 )
+# The events' columns the hierarchy reads.
+EVENT_COLUMNS = ("message_id", "type", "user_id", "group_id", "timestamp", "traits", "event_hour")
 KEY_TILE_SCHEMA = StructType(
     [
         StructField("message_type", StringType()),
@@ -113,11 +115,10 @@ def build_hierarchy_on_spark(
     lake_dir: str | None = None,
 ) -> dict[str, int]:
     """Write the four hierarchy tables' hours `[start, end)` to the lake; their row counts."""
-    events = lake.read(session, "raw_events", lake_dir)
+    events = lake.read(session, "raw_events", lake_dir).select(*EVENT_COLUMNS)
     by_user = events.filter(F.col("user_id").isNotNull()).repartition("user_id").cache()
     by_account = events.filter(F.col("type") == "group").repartition("group_id").cache()
-    user_traits = _trait_columns(events, "identify", USER_COLUMNS)
-    account_traits = _trait_columns(events, "group", ACCOUNT_COLUMNS)
+    user_traits, account_traits = _trait_columns(events)
     columns = {
         "users": _columns(USER_COLUMNS, user_traits),
         "account_memberships": _columns(MEMBERSHIP_COLUMNS),
@@ -163,9 +164,9 @@ def _whole_partition(batches: Iterator[pa.RecordBatch]) -> pa.Table | None:
     return pa.Table.from_batches(collected) if collected else None
 
 
-def _trait_columns(events: DataFrame, message_type: str, fixed: tuple[str, ...]) -> dict[str, str]:
-    """The typed trait columns of an entity table, from the key types of every task's events
-    (as the DuckDB engine infers them from its key tiles)."""
+def _trait_columns(events: DataFrame) -> tuple[dict[str, str], dict[str, str]]:
+    """The typed trait columns of `users` and of `accounts`, from the key types of every
+    task's identify and group calls (as the DuckDB engine infers them from its key tiles)."""
 
     def key_tiles(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         rows = _whole_partition(batches)
@@ -180,20 +181,22 @@ def _trait_columns(events: DataFrame, message_type: str, fixed: tuple[str, ...])
             tiles = con.execute(KEY_TYPES_SQL).to_arrow_table()
         yield from tiles.cast(to_arrow_schema(KEY_TILE_SCHEMA)).to_batches()
 
-    tiles = events.filter(F.col("type") == message_type).mapInArrow(key_tiles, KEY_TILE_SCHEMA)
+    calls = events.filter(F.col("type").isin("identify", "group"))
+    tiles = calls.mapInArrow(key_tiles, KEY_TILE_SCHEMA)
     with in_memory() as con:
         con.register("gathered", tiles.toArrow())
         con.execute(f"CREATE TABLE {CUSTOM_TRAIT_KEY_TILES} AS SELECT * FROM gathered")
-        key_types = con.execute(TYPE_OF_KEYS_SQL, {"type": message_type}).fetchall()
-    return choose_trait_columns(key_types, fixed)
+        return tuple(
+            choose_trait_columns(con.execute(TYPE_OF_KEYS_SQL, {"type": kind}).fetchall(), fixed)
+            for kind, fixed in (("identify", USER_COLUMNS), ("group", ACCOUNT_COLUMNS))
+        )
 
 
 def _load_events(con, rows: pa.Table) -> None:
-    """The task's events as the private DuckDB's `raw_events` (JSON columns typed again)."""
+    """The task's events as the private DuckDB's `raw_events` (`traits` typed JSON again)."""
     con.register("task_events", rows)
     con.execute(
-        "CREATE TABLE raw_events AS SELECT * REPLACE (properties::JSON AS properties, "
-        "traits::JSON AS traits) FROM task_events"
+        "CREATE TABLE raw_events AS SELECT * REPLACE (traits::JSON AS traits) FROM task_events"
     )
 
 
