@@ -19,6 +19,7 @@ its rows with the table's pandera model; its keys are its own, so the union is v
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
+import duckdb
 import pyarrow as pa
 import sqlglot.expressions as exp
 from pyspark.sql import DataFrame, SparkSession
@@ -186,13 +187,14 @@ def _trait_columns(events: DataFrame) -> tuple[dict[str, str], dict[str, str]]:
     with in_memory() as con:
         con.register("gathered", tiles.toArrow())
         con.execute(f"CREATE TABLE {CUSTOM_TRAIT_KEY_TILES} AS SELECT * FROM gathered")
-        return tuple(
+        users, accounts = (
             choose_trait_columns(con.execute(TYPE_OF_KEYS_SQL, {"type": kind}).fetchall(), fixed)
             for kind, fixed in (("identify", USER_COLUMNS), ("group", ACCOUNT_COLUMNS))
         )
+    return users, accounts
 
 
-def _load_events(con, rows: pa.Table) -> None:
+def _load_events(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
     """The task's events as the private DuckDB's `raw_events` (`traits` typed JSON again)."""
     con.register("task_events", rows)
     con.execute(

@@ -66,13 +66,12 @@ def _struct(columns: str) -> StructType:
     return StructType([StructField(name, types[kind]) for name, kind in pairs])
 
 
-EVENT_COLUMNS = (
+RAW_EVENTS = _struct(
     "message_id STRING, type STRING, user_id STRING, anonymous_id STRING, group_id STRING, "
     "context_group_id STRING, event STRING, timestamp TIMESTAMP, received_at TIMESTAMP, "
     "properties STRING, traits STRING, source_file STRING, source_line BIGINT, "
     "event_hour TIMESTAMP"
 )
-RAW_EVENTS = _struct(EVENT_COLUMNS)
 CLASSIFIED = _struct(
     "source_file STRING, source_line BIGINT, reason STRING, event_hour TIMESTAMP, "
     "file_hour TIMESTAMP, message_id STRING, type STRING, user_id STRING, "
@@ -260,7 +259,9 @@ def _register_inputs(
     events.createOrReplaceTempView("raw_events")
 
 
-def _run(session: SparkSession, query: str, start: datetime | None = None, end=None) -> DataFrame:
+def _run(
+    session: SparkSession, query: str, start: datetime | None = None, end: datetime | None = None
+) -> DataFrame:
     """A query of `ingest/load.py` (DuckDB's dialect) run on Spark."""
     text = sqlglot.transpile(query, read="duckdb", write="spark")[0]
     return session.sql(text, args={"start": start, "end": end} if ":start" in text else None)
