@@ -18,6 +18,7 @@ its rows with the table's pandera model; its keys are its own, so the union is v
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from functools import partial
 
 import duckdb
 import pyarrow as pa
@@ -105,8 +106,6 @@ KEY_TILE_SCHEMA = StructType(
     ]
 )
 
-Task = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
-
 
 def build_hierarchy_on_spark(
     session: SparkSession,
@@ -127,18 +126,22 @@ def build_hierarchy_on_spark(
     }
 
     def build(frame: DataFrame, table: str, traits: dict[str, str] | None = None) -> DataFrame:
-        task = _build_task(table, start, end, parent_trait, traits, columns[table])
-        return frame.mapInArrow(task, _schema(columns[table]))
+        prepare = partial(_build_entities, table, start, end, parent_trait, traits)
+        query, schema = _select(table, columns[table]), _schema(columns[table])
+        return _run_in_tasks(frame, prepare, query, schema)
 
     frames = {
         "account_memberships": build(by_account, "account_memberships"),
         "users": build(by_user, "users", user_traits),
         "accounts": build(by_account, "accounts", account_traits),
     }
-    tree_columns = _columns(TREE_COLUMNS)
     parents = frames["accounts"].select("snapshot_hour", "account_id", "parent_account_id")
-    frames["account_hierarchy"] = parents.repartition("snapshot_hour").mapInArrow(
-        _tree_task(start, end, tree_columns), _schema(tree_columns)
+    tree_columns = _columns(TREE_COLUMNS)
+    frames["account_hierarchy"] = _run_in_tasks(
+        parents.repartition("snapshot_hour"),
+        partial(_build_tree, start, end),
+        _select("account_hierarchy", tree_columns),
+        _schema(tree_columns),
     )
     counts = {}
     for table in HIERARCHY_TABLES:
@@ -159,31 +162,34 @@ def _schema(columns: dict[str, str]) -> StructType:
     return StructType([StructField(name, SPARK_TYPES[kind]) for name, kind in columns.items()])
 
 
-def _whole_partition(batches: Iterator[pa.RecordBatch]) -> pa.Table | None:
-    """A task's rows as one Arrow table (None for an empty partition)."""
-    collected = list(batches)
-    return pa.Table.from_batches(collected) if collected else None
+def _run_in_tasks(
+    frame: DataFrame,
+    prepare: Callable[[duckdb.DuckDBPyConnection, pa.Table], None],
+    query: str,
+    schema: StructType,
+) -> DataFrame:
+    """`frame` worked on a partition at a time: each task hands its whole partition to
+    `prepare(con, rows)` in a private DuckDB, then returns the rows of `query` there, in
+    `schema`."""
+    arrow_schema = to_arrow_schema(schema)
+
+    def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        collected = list(batches)
+        if not collected:
+            return
+        with in_memory(TASK_THREADS) as con:
+            prepare(con, pa.Table.from_batches(collected))
+            result = con.execute(query).to_arrow_table()
+        yield from result.cast(arrow_schema).to_batches()
+
+    return frame.mapInArrow(task, schema)
 
 
 def _trait_columns(events: DataFrame) -> tuple[dict[str, str], dict[str, str]]:
     """The typed trait columns of `users` and of `accounts`, from the key types of every
     task's identify and group calls (as the DuckDB engine infers them from its key tiles)."""
-
-    def key_tiles(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        rows = _whole_partition(batches)
-        if rows is None:
-            return
-        with in_memory(TASK_THREADS) as con:
-            _load_events(con, rows)
-            con.execute(
-                f"CREATE TABLE {STALE_HOURS} AS SELECT DISTINCT event_hour AS tile_hour "
-                "FROM raw_events"
-            )
-            tiles = con.execute(KEY_TYPES_SQL).to_arrow_table()
-        yield from tiles.cast(to_arrow_schema(KEY_TILE_SCHEMA)).to_batches()
-
     calls = events.filter(F.col("type").isin("identify", "group"))
-    tiles = calls.mapInArrow(key_tiles, KEY_TILE_SCHEMA)
+    tiles = _run_in_tasks(calls, _stage_every_hour, KEY_TYPES_SQL, KEY_TILE_SCHEMA)
     with in_memory() as con:
         con.register("gathered", tiles.toArrow())
         con.execute(f"CREATE TABLE {CUSTOM_TRAIT_KEY_TILES} AS SELECT * FROM gathered")
@@ -202,51 +208,39 @@ def _load_events(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
     )
 
 
-def _build_task(
+def _stage_every_hour(con: duckdb.DuckDBPyConnection, rows: pa.Table) -> None:
+    """Load the task's events, every hour of them marked for tiling (`KEY_TYPES_SQL` reads
+    those)."""
+    _load_events(con, rows)
+    con.execute(
+        f"CREATE TABLE {STALE_HOURS} AS SELECT DISTINCT event_hour AS tile_hour FROM raw_events"
+    )
+
+
+def _build_entities(
     table: str,
     start: datetime,
     end: datetime,
     parent_trait: str,
     trait_columns: dict[str, str] | None,
-    columns: dict[str, str],
-) -> Task:
-    """The function a task runs: `table`'s rows for the keys of its events."""
-    schema = to_arrow_schema(_schema(columns))
-
-    def build(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        rows = _whole_partition(batches)
-        if rows is None:
-            return
-        with in_memory(TASK_THREADS) as con:
-            _load_events(con, rows)
-            if table == "users":
-                build_users(con, start, end, trait_columns)
-            else:
-                build_memberships(con, start, end)
-            if table == "accounts":
-                build_accounts(con, start, end, parent_trait, trait_columns)
-            built = con.execute(_select(table, columns)).to_arrow_table()
-        yield from built.cast(schema).to_batches()
-
-    return build
+    con: duckdb.DuckDBPyConnection,
+    rows: pa.Table,
+) -> None:
+    """Build `table` in the task's DuckDB for the keys of its events."""
+    _load_events(con, rows)
+    if table == "users":
+        build_users(con, start, end, trait_columns)
+    else:
+        build_memberships(con, start, end)
+    if table == "accounts":
+        build_accounts(con, start, end, parent_trait, trait_columns)
 
 
-def _tree_task(start: datetime, end: datetime, columns: dict[str, str]) -> Task:
-    """The function a task runs: the account tree of the snapshot hours of its accounts."""
-    schema = to_arrow_schema(_schema(columns))
-
-    def build(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        rows = _whole_partition(batches)
-        if rows is None:
-            return
-        with in_memory(TASK_THREADS) as con:
-            con.register("task_accounts", rows)
-            con.execute("CREATE TABLE accounts AS SELECT * FROM task_accounts")
-            build_hierarchy(con, start, end)
-            built = con.execute(_select("account_hierarchy", columns)).to_arrow_table()
-        yield from built.cast(schema).to_batches()
-
-    return build
+def _build_tree(start: datetime, end: datetime, con: duckdb.DuckDBPyConnection, rows: pa.Table):
+    """Build `account_hierarchy` in the task's DuckDB from its accounts' parents."""
+    con.register("task_accounts", rows)
+    con.execute("CREATE TABLE accounts AS SELECT * FROM task_accounts")
+    build_hierarchy(con, start, end)
 
 
 def _select(table: str, columns: dict[str, str]) -> str:
