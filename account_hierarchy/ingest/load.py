@@ -4,9 +4,9 @@
 
 1. refresh the file index (`landing_files`, `landing_file_hours`): new or changed files are
    read and the hours their lines belong to recorded; files gone from the folder are forgotten;
-2. read every file that holds lines of the window and classify its lines (`classify.py`), one
-   file at a time, keeping only the window's lines (so staging holds one window, not every
-   file it had to read);
+2. read every file that holds lines of the window and classify its lines (`classify.py`), a
+   batch of files (about `BATCH_LINES` lines) at a time, keeping only the window's lines (so
+   staging holds one window, not every file it had to read);
 3. sort the window's lines into loaded events, quarantined lines and duplicates:
    - a file whose bytes equal those of a file indexed before it (a re-delivery under another
      name) is a duplicate file: all its lines are duplicates of that file's lines;
@@ -30,7 +30,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from account_hierarchy.ingest.classify import anchor_orphans, classify_into
+from account_hierarchy.ingest.classify import FileLines, anchor_orphans, classify_into
 from account_hierarchy.ingest.events_schema import validate_events
 from account_hierarchy.ingest.landing import (
     FileContent,
@@ -54,6 +54,10 @@ CREATE OR REPLACE TEMP TABLE staged_file_hours (
     path VARCHAR, event_hour TIMESTAMP, line_count BIGINT
 );
 """
+
+# Lines classified in one query: large batches keep both cores busy and spare per-file
+# statements; two batches (one classified, one being read) stay well within memory.
+BATCH_LINES = 500_000
 
 EVENT_COLUMNS = (
     "message_id, type, user_id, anonymous_id, group_id, context_group_id, event, timestamp, "
@@ -121,15 +125,15 @@ def ingest_window(
     files = files_to_read(con, landing_dir, start, end)
     con.execute(STAGING_DDL)
     con.register("present_files", pa.table({"path": [file.path for file in files.present]}))
-    for file, content in read_ahead(landing_dir, files.to_read):
-        _stage_file(con, file, content, partitions_start, reindex=file.path in files.changed)
+    for batch in read_in_batches(landing_dir, files.to_read):
+        _stage_batch(con, batch, partitions_start, files.changed)
         con.execute(
             "INSERT INTO window_lines SELECT * FROM file_lines "
             "WHERE event_hour >= $start AND event_hour < $end",
             {"start": start, "end": end},
         )
-        report.files_read += 1
-        report.files_indexed += file.path in files.changed
+        report.files_read += len(batch)
+        report.files_indexed += sum(file.path in files.changed for file, _ in batch)
     # Staging happens outside the transaction: DuckDB updates transaction-local rows slowly.
     _sort_window(con, start, end, report)
     commit_in_one_transaction(con, INDEX_COMMIT_SQL + LINES_COMMIT_SQL, start, end)
@@ -153,64 +157,88 @@ def commit_in_one_transaction(
     con.commit()
 
 
-def read_ahead(
-    landing_dir: Path, files: list[LandingFile]
-) -> Iterator[tuple[LandingFile, FileContent]]:
-    """Each file with its content, the next file being read (hashed, decompressed, split) in
-    a thread while the caller classifies the current one."""
+def read_in_batches(
+    landing_dir: Path, files: list[LandingFile], batch_lines: int = BATCH_LINES
+) -> Iterator[list[tuple[LandingFile, FileContent]]]:
+    """The files with their contents, in batches of consecutive files holding about
+    `batch_lines` lines; the next batch is read (hashed, decompressed, split) in a thread while
+    the caller classifies the current one."""
+    remaining = iter(files)
+
+    def read_batch() -> list[tuple[LandingFile, FileContent]]:
+        batch, lines = [], 0
+        for file in remaining:
+            content = read_landing_file(landing_dir, file)
+            batch.append((file, content))
+            lines += content.lines.num_rows if content.lines is not None else 1
+            if lines >= batch_lines:
+                break
+        return batch
+
     with ThreadPoolExecutor(max_workers=1) as reader:
-        reading = None
-        for index, file in enumerate(files):
-            current = reading or reader.submit(read_landing_file, landing_dir, file)
-            reading = None
-            if index + 1 < len(files):
-                reading = reader.submit(read_landing_file, landing_dir, files[index + 1])
-            yield file, current.result()
+        pending = reader.submit(read_batch)
+        while batch := pending.result():
+            pending = reader.submit(read_batch)
+            yield batch
 
 
-def _stage_file(
+def _stage_batch(
     con: duckdb.DuckDBPyConnection,
-    file: LandingFile,
-    content: FileContent,
+    batch: list[tuple[LandingFile, FileContent]],
     partitions_start: datetime,
-    *,
-    reindex: bool,
+    to_index: set[str],
 ) -> None:
-    """Classify one file's lines into `file_lines` (replacing the previous file's) and give
-    its orphan lines their hour; stage its index entry if the file is new or changed."""
+    """Classify a batch of files' lines into `file_lines` (replacing the previous batch's) and
+    give their orphan lines their hour; stage the index entries of the files in `to_index`
+    (new or changed files). An unreadable file gets one line: the reason it is unreadable."""
     # Replaced rather than emptied: a temp table does not give back the space of deleted rows.
     con.execute("CREATE OR REPLACE TEMP TABLE file_lines AS FROM window_lines WITH NO DATA")
-    if content.lines is None:
-        file_hour = max(
-            file.written_at.replace(minute=0, second=0, microsecond=0), partitions_start
-        )
-        con.execute(
-            "INSERT INTO file_lines (source_file, source_line, reason, event_hour) "
-            "VALUES ($path, 0, $reason, $hour)",
-            {"path": file.path, "reason": content.error, "hour": file_hour},
-        )
-    else:
-        classify_into(
-            con,
-            "file_lines",
-            source_file=file.path,
-            file_written_at=file.written_at,
-            lines=content.lines,
-            partitions_start=partitions_start,
-        )
+    for file, content in batch:
+        if content.lines is None:
+            file_hour = max(
+                file.written_at.replace(minute=0, second=0, microsecond=0), partitions_start
+            )
+            con.execute(
+                "INSERT INTO file_lines (source_file, source_line, reason, event_hour) "
+                "VALUES ($path, 0, $reason, $hour)",
+                {"path": file.path, "reason": content.error, "hour": file_hour},
+            )
+    readable = [
+        FileLines(file.path, file.written_at, content.lines)
+        for file, content in batch
+        if content.lines is not None
+    ]
+    if readable:
+        classify_into(con, "file_lines", readable, partitions_start)
         anchor_orphans(con, "file_lines")
-    if reindex:
-        con.execute(
-            "INSERT INTO staged_files SELECT $path, $hash, $size, $mtime, count(*) "
-            "FROM file_lines",
-            {"path": file.path, "hash": content.content_hash, "size": file.size,
-             "mtime": file.mtime_ns},
-        )  # fmt: skip
-        con.execute(
-            "INSERT INTO staged_file_hours SELECT $path, event_hour, count(*) "
-            "FROM file_lines GROUP BY event_hour",
-            {"path": file.path},
+    indexed = [(file, content) for file, content in batch if file.path in to_index]
+    if indexed:
+        con.register(
+            "indexed_files",
+            pa.table(
+                {
+                    "path": [file.path for file, _ in indexed],
+                    "content_hash": [content.content_hash for _, content in indexed],
+                    "size": pa.array([file.size for file, _ in indexed], pa.int64()),
+                    "mtime_ns": pa.array([file.mtime_ns for file, _ in indexed], pa.int64()),
+                }
+            ),
         )
+        con.execute(INDEX_STAGING_SQL)
+        con.unregister("indexed_files")
+
+
+# The index entries of a batch's new or changed files (`indexed_files`), from their lines.
+INDEX_STAGING_SQL = """
+INSERT INTO staged_files
+SELECT f.path, f.content_hash, f.size, f.mtime_ns, count(l.source_file)
+FROM indexed_files AS f LEFT JOIN file_lines AS l ON l.source_file = f.path
+GROUP BY ALL;
+INSERT INTO staged_file_hours
+SELECT source_file, event_hour, count(*) FROM file_lines
+WHERE source_file IN (SELECT path FROM indexed_files)
+GROUP BY ALL;
+"""
 
 
 # The window's lines sorted into events, quarantine and duplicates: named queries in DuckDB's
@@ -342,7 +370,7 @@ def classify_file(
     with in_memory(threads) as con:
         con.execute(STAGING_DDL)
         content = read_landing_file(landing_dir, file)
-        _stage_file(con, file, content, partitions_start, reindex=False)
+        _stage_batch(con, [(file, content)], partitions_start, to_index=set())
         lines = con.execute(
             "SELECT * REPLACE (properties::VARCHAR AS properties, traits::VARCHAR AS traits) "
             "FROM file_lines ORDER BY source_line"
