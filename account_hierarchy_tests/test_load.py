@@ -5,10 +5,17 @@ from functools import partial
 
 import pytest
 
+from account_hierarchy.ingest import load
 from account_hierarchy.ingest.events_schema import validate_events
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.validation import FrameValidationError, recheck_stored
-from account_hierarchy_tests.conftest import PARTITIONS_START, message, write_lines
+from account_hierarchy.warehouse import connect
+from account_hierarchy_tests.conftest import (
+    PARTITIONS_START,
+    message,
+    warehouse_tables,
+    write_lines,
+)
 
 H10 = datetime(2026, 10, 1, 10)
 H11 = datetime(2026, 10, 1, 11)
@@ -128,6 +135,28 @@ def test_files_outside_the_window_are_not_read_again(con, landing):
     report = ingest(con, landing, H10, H11)
     assert report.files_read == 1
     assert report.files_indexed == 0
+
+
+def test_batches_of_files_load_what_one_batch_loads(tmp_path, landing, monkeypatch):
+    """Files are classified a batch at a time; where the batches end changes nothing."""
+    write_lines(landing / "a.ndjson", [message("m1", "2026-10-01T10:05:00Z"), "oops"])
+    write_lines(landing / "b.ndjson", ["{", "[]"])  # orphans only: the file's hour
+    write_lines(
+        landing / "c.ndjson.gz",
+        ["oops", message("m1", "2026-10-01T11:05:00Z"), message("m2", "2026-10-01T11:06:00Z")],
+        gz=True,
+    )
+    (landing / "d.ndjson.gz").write_bytes(b"not gzip")
+    write_lines(landing / "e.ndjson", [message("m2", "2026-10-01T11:06:00Z"), ""])
+    tables = {}
+    for batch_lines in (1, 4, 1_000):
+        monkeypatch.setattr(load, "BATCH_LINES", batch_lines)
+        with connect(tmp_path / f"batches-{batch_lines}.duckdb") as con:
+            report = ingest(con, landing, PARTITIONS_START, datetime(2100, 1, 1))
+            tables[batch_lines] = warehouse_tables(con)
+        assert (report.lines_read, report.files_read) == (10, 5)
+    assert tables[1] == tables[4] == tables[1_000]
+    assert len(tables[1]["raw_events"]) == 2
 
 
 def test_event_validation_names_rule_and_rows(con):

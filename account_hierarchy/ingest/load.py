@@ -125,7 +125,7 @@ def ingest_window(
     files = files_to_read(con, landing_dir, start, end)
     con.execute(STAGING_DDL)
     con.register("present_files", pa.table({"path": [file.path for file in files.present]}))
-    for batch in read_in_batches(landing_dir, files.to_read):
+    for batch in read_in_batches(landing_dir, files.to_read, BATCH_LINES):
         _stage_batch(con, batch, partitions_start, files.changed)
         con.execute(
             "INSERT INTO window_lines SELECT * FROM file_lines "
@@ -158,7 +158,7 @@ def commit_in_one_transaction(
 
 
 def read_in_batches(
-    landing_dir: Path, files: list[LandingFile], batch_lines: int = BATCH_LINES
+    landing_dir: Path, files: list[LandingFile], batch_lines: int
 ) -> Iterator[list[tuple[LandingFile, FileContent]]]:
     """The files with their contents, in batches of consecutive files holding about
     `batch_lines` lines; the next batch is read (hashed, decompressed, split) in a thread while
@@ -333,7 +333,7 @@ LINES_COMMIT_SQL = """
 DELETE FROM raw_events WHERE event_hour >= $start AND event_hour < $end;
 DELETE FROM quarantined_lines WHERE event_hour >= $start AND event_hour < $end;
 DELETE FROM duplicate_lines WHERE event_hour >= $start AND event_hour < $end;
-INSERT INTO raw_events SELECT * FROM window_events ORDER BY event_hour, timestamp, message_id;
+INSERT INTO raw_events SELECT * FROM window_events;
 DELETE FROM raw_event_hours WHERE event_hour >= $start AND event_hour < $end;
 INSERT INTO raw_event_hours {versions};
 INSERT INTO quarantined_lines
