@@ -265,21 +265,33 @@ SORT_WINDOW_QUERIES = {
          AND (original.seq, original.path) < (copy.seq, copy.path)
         GROUP BY copy.path
     """,
+    "loaded_elsewhere": """
+        SELECT e.message_id, first(e.source_file || ':' || e.source_line) AS copy
+        FROM raw_events AS e
+        SEMI JOIN (SELECT message_id FROM window_lines WHERE reason IS NULL) AS w
+            ON e.message_id = w.message_id
+        WHERE e.event_hour < $start OR e.event_hour >= $end
+        GROUP BY e.message_id
+    """,
+    # Only messages met more than once (or loaded in another hour) need their copies ranked.
+    "contested_messages": """
+        SELECT w.message_id
+        FROM window_lines AS w ANTI JOIN duplicate_files AS d ON w.source_file = d.path
+        WHERE w.reason IS NULL
+        GROUP BY w.message_id HAVING count(*) > 1
+        UNION
+        SELECT message_id FROM loaded_elsewhere
+    """,
     "window_copies": """
         SELECT w.source_file, w.source_line, w.message_id, w.event_hour,
                row_number() OVER copies AS copy_rank,
                first(w.source_file || ':' || w.source_line) OVER copies AS first_copy
         FROM window_lines AS w
         JOIN file_index AS f ON f.path = w.source_file
+        SEMI JOIN contested_messages AS c ON c.message_id = w.message_id
         ANTI JOIN duplicate_files AS d ON w.source_file = d.path
         WHERE w.reason IS NULL
         WINDOW copies AS (PARTITION BY w.message_id ORDER BY f.seq, w.source_file, w.source_line)
-    """,
-    "loaded_elsewhere": """
-        SELECT e.message_id, first(e.source_file || ':' || e.source_line) AS copy
-        FROM raw_events AS e SEMI JOIN window_copies AS v ON e.message_id = v.message_id
-        WHERE e.event_hour < $start OR e.event_hour >= $end
-        GROUP BY e.message_id
     """,
     "window_duplicates": """
         SELECT w.source_file, w.source_line, w.message_id,
@@ -299,12 +311,13 @@ SORT_WINDOW_QUERIES = {
     "window_events": f"""
         SELECT {EVENT_COLUMNS}
         FROM window_lines
-        SEMI JOIN (SELECT source_file, source_line FROM window_copies AS v
-                   ANTI JOIN loaded_elsewhere AS l ON l.message_id = v.message_id
-                   WHERE v.copy_rank = 1) AS kept
-            USING (source_file, source_line)
+        ANTI JOIN window_duplicates USING (source_file, source_line)
+        WHERE reason IS NULL
     """,
 }
+
+# Kept as views by DuckDB: copying every event's columns costs more than reading them again.
+SORT_WINDOW_VIEWS = {"window_events"}
 
 # What a run did, from the sorted window (the `IngestReport` counts, then its reasons).
 REPORT_QUERIES = (
@@ -349,7 +362,8 @@ def _sort_window(
     """Split the window's lines into events, quarantine and duplicates, and validate them."""
     for name, query in SORT_WINDOW_QUERIES.items():
         params = {"start": start, "end": end} if "$start" in query else None
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {query}", params)
+        kind = "VIEW" if name in SORT_WINDOW_VIEWS else "TABLE"
+        con.execute(f"CREATE OR REPLACE TEMP {kind} {name} AS {query}", params)
     validate_events(con, "window_events")
     fill_report(report, lambda query: con.execute(query).fetchall())
 
