@@ -196,9 +196,10 @@ def rollup(tiles: ir.Table, traits: list[ComputedTrait], as_of) -> ir.Table | No
 
 
 def _total(counts: ir.IntegerColumn, where: ir.BooleanValue) -> ir.IntegerScalar:
-    """The sum of counts as a BIGINT (DuckDB sums integers to HUGEINT, which Ibis types as a
-    decimal: the cast is spelled through that decimal so that Ibis does not drop it)."""
-    return counts.cast("decimal(38, 0)").sum(where=where).cast("int64")
+    """The sum of counts as a BIGINT. DuckDB sums integers to HUGEINT while Ibis types the sum
+    as int64, so the cast back is spelled through a decimal, which Ibis does not drop; it is
+    applied to each sum, not to each count."""
+    return counts.sum(where=where).cast("decimal(38, 0)").cast("int64")
 
 
 def rollup_values(value_tiles: ir.Table, traits: list[ValueTrait], as_of) -> ir.Table:
