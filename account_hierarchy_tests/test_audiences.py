@@ -1,11 +1,17 @@
 """Audience memberships match an independent evaluation, on the sample and on edge cases."""
 
+import json
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
+import ibis
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
+from account_hierarchy.audiences.memberships import reasons
 from account_hierarchy.audiences.queries import explain, preview
 from account_hierarchy.catalog.loader import load_catalog
 from account_hierarchy.ingest.load import ingest_window
@@ -81,6 +87,42 @@ def test_reasons_say_which_conditions_held(sample):
     (condition,) = yaml.safe_load(reason)["conditions"]
     assert condition["condition"] == "logins_past_30_days < 10"
     assert condition["held"] is True and condition["value"] < 10
+
+
+def test_reasons_give_plain_json_values():
+    """Reason values are plain JSON: integers handed over as floats are integers again, missing
+    values are null, times are ISO text and arrays are lists."""
+    frame = pd.DataFrame(
+        {
+            "entity_id": ["a", "b"],
+            "c1_held": [True, False],
+            "c1_value": [3.0, float("nan")],
+            "c1_at": pd.to_datetime(["2026-10-01 10:00", None]),
+            "c2_held": np.array([True, True]),
+            "c2_values": [np.array(["x", "y"]), None],
+            "c2_share": [0.5, float("nan")],
+            "c2_count": np.array([1, 2], dtype=np.int64),
+        }
+    )
+    table = ibis.table(
+        {"entity_id": "string", "c1_held": "boolean", "c1_value": "int64", "c1_at": "timestamp",
+         "c2_held": "boolean", "c2_values": "array<string>", "c2_share": "float64",
+         "c2_count": "int64"},
+        name="evaluated",
+    )  # fmt: skip
+    leaves = [SimpleNamespace(id="c1", label="x < 4"), SimpleNamespace(id="c2", label="y")]
+    got = reasons(SimpleNamespace(table=table, leaves=leaves), frame)
+    first = {"condition": "x < 4", "held": True, "value": 3, "at": "2026-10-01T10:00:00"}
+    second = {"condition": "y", "held": True, "values": ["x", "y"], "share": 0.5, "count": 1}
+    assert json.dumps(got) == json.dumps(
+        [
+            {"conditions": [first, second]},
+            {"conditions": [
+                {"condition": "x < 4", "held": False, "value": None, "at": None},
+                {"condition": "y", "held": True, "values": None, "share": None, "count": 2},
+            ]},
+        ]
+    )  # fmt: skip
 
 
 def account(mid, group, user=None, **traits):

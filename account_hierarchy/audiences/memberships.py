@@ -65,18 +65,35 @@ def reasons(evaluated: Evaluated, frame: pd.DataFrame) -> list[dict]:
     """Per row: each leaf condition, whether it held, and the values that decided it."""
     schema = evaluated.table.schema()
     integers = {name for name, kind in schema.items() if kind.is_integer()}
-    result = []
-    for row in frame.to_dict("records"):
-        conditions = []
-        for leaf in evaluated.leaves:
-            entry = {"condition": leaf.label, "held": bool(row[f"{leaf.id}_held"])}
-            for column, value in row.items():
-                if column.startswith(f"{leaf.id}_") and column != f"{leaf.id}_held":
-                    value = plain(value, integer=column in integers)
-                    entry[column.removeprefix(f"{leaf.id}_")] = value
-            conditions.append(entry)
-        result.append({"conditions": conditions})
-    return result
+    leaves = []
+    for leaf in evaluated.leaves:
+        prefix, held = f"{leaf.id}_", f"{leaf.id}_held"
+        values = [
+            (column.removeprefix(prefix), _plain_column(frame[column], column in integers))
+            for column in frame.columns
+            if column.startswith(prefix) and column != held
+        ]
+        leaves.append((leaf.label, [bool(value) for value in frame[held].tolist()], values))
+    return [
+        {
+            "conditions": [
+                {"condition": label, "held": held[row]} | {key: got[row] for key, got in values}
+                for label, held, values in leaves
+            ]
+        }
+        for row in range(len(frame))
+    ]
+
+
+def _plain_column(column: pd.Series, integer: bool) -> list:
+    """A result column's values as `plain` gives them, converted a column at a time where its
+    type allows (numbers), value by value otherwise."""
+    kind = column.dtype.kind if isinstance(column.dtype, np.dtype) else "O"
+    if kind in "biu":
+        return column.tolist()
+    if kind == "f":
+        return [None if v != v else int(v) if integer else v for v in column.tolist()]
+    return [plain(value, integer) for value in column.tolist()]
 
 
 def member_frame(evaluated: Evaluated, frame: pd.DataFrame, hour: datetime) -> pd.DataFrame:
