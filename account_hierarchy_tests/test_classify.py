@@ -150,21 +150,37 @@ def test_timestamp_falls_back_to_original_timestamp_then_received_at(con, landin
 
 
 def test_quarantined_lines_without_a_time_take_their_neighbours_hour(con, landing):
+    """The nearest earlier line with an hour, else the nearest later one: across runs of
+    consecutive orphans, and per file when files are classified together."""
     write_lines(
         landing / "f.ndjson",
         [
             "top garbage",
+            "more top garbage",
             message("a", "2026-10-01T03:10:00Z"),
             "middle garbage",
+            "more middle garbage",
             message("b", "2026-10-01T07:10:00Z"),
             message("c", "bad", receivedAt="2026-10-01T09:00:00Z"),
+            "tail garbage",
+            "more tail garbage",
         ],
     )
+    write_lines(landing / "g.ndjson", ["garbage", message("d", "2026-10-01T05:10:00Z")])
     ingest_window(con, landing, *DAY, PARTITIONS_START)
     rows = con.execute(
-        "SELECT source_line, hour(event_hour) FROM quarantined_lines ORDER BY 1"
+        "SELECT source_file, source_line, hour(event_hour) FROM quarantined_lines ORDER BY 1, 2"
     ).fetchall()
-    assert rows == [(1, 3), (3, 3), (5, 9)]
+    assert rows == [
+        ("f.ndjson", 1, 3),
+        ("f.ndjson", 2, 3),
+        ("f.ndjson", 4, 3),
+        ("f.ndjson", 5, 3),
+        ("f.ndjson", 7, 9),
+        ("f.ndjson", 8, 9),
+        ("f.ndjson", 9, 9),
+        ("g.ndjson", 1, 5),
+    ]
 
 
 def test_crlf_missing_final_newline_gzip_and_bad_utf8(con, landing):
