@@ -1,7 +1,7 @@
 """Audience memberships match an independent evaluation, on the sample and on edge cases."""
 
 import json
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from account_hierarchy.audiences.memberships import reasons
+from account_hierarchy.audiences.evaluate import Evaluator
+from account_hierarchy.audiences.memberships import reason_texts
 from account_hierarchy.audiences.queries import explain, preview
 from account_hierarchy.catalog.loader import load_catalog
 from account_hierarchy.ingest.load import ingest_window
@@ -69,6 +70,29 @@ def test_sample_audiences_match_reference(sample, hour):
         )
 
 
+def test_stored_reasons_equal_reasons_of_fetched_rows(sample):
+    """The warehouse builds reasons inside its query; rows fetched to Python (from Spark, for a
+    preview) get theirs from the same expression: the texts are the same."""
+    con, catalog, _ = sample
+    hour = SAMPLE_HOURS[-1]
+    compared = 0
+    for located in catalog.audiences:
+        name = located.audience.name
+        stored = con.execute(
+            "SELECT entity_id, reason::VARCHAR FROM audience_memberships "
+            "WHERE audience = $n AND snapshot_hour = $h ORDER BY entity_id",
+            {"n": name, "h": hour},
+        ).fetchall()
+        evaluated = Evaluator(ibis.duckdb.from_connection(con), catalog, hour).audience(name)
+        fetched = evaluated.table.filter(evaluated.table.member).execute()
+        fetched = fetched.sort_values("entity_id")
+        assert stored == list(
+            zip(fetched.entity_id, reason_texts(evaluated, fetched), strict=True)
+        ), name
+        compared += len(stored)
+    assert compared > 0
+
+
 def test_preview_agrees_with_materialization(sample):
     con, catalog, _ = sample
     hour = SAMPLE_HOURS[-1]
@@ -91,35 +115,41 @@ def test_reasons_say_which_conditions_held(sample):
 
 def test_reasons_give_plain_json_values():
     """Reason values are plain JSON: integers handed over as floats are integers again, missing
-    values are null, times are ISO text and arrays are lists."""
+    values are null, times are ISO text (as Python's `isoformat`) and arrays are lists."""
     frame = pd.DataFrame(
         {
             "entity_id": ["a", "b"],
             "c1_held": [True, False],
             "c1_value": [3.0, float("nan")],
-            "c1_at": pd.to_datetime(["2026-10-01 10:00", None]),
+            "c1_at": pd.to_datetime(
+                ["2026-10-01 10:00:00", "2026-10-01 10:00:00.25"], format="ISO8601"
+            ),
             "c2_held": np.array([True, True]),
             "c2_values": [np.array(["x", "y"]), None],
             "c2_share": [0.5, float("nan")],
             "c2_count": np.array([1, 2], dtype=np.int64),
+            "c2_on": [date(2026, 10, 1), None],
         }
     )
     table = ibis.table(
         {"entity_id": "string", "c1_held": "boolean", "c1_value": "int64", "c1_at": "timestamp",
          "c2_held": "boolean", "c2_values": "array<string>", "c2_share": "float64",
-         "c2_count": "int64"},
+         "c2_count": "int64", "c2_on": "date"},
         name="evaluated",
     )  # fmt: skip
     leaves = [SimpleNamespace(id="c1", label="x < 4"), SimpleNamespace(id="c2", label="y")]
-    got = reasons(SimpleNamespace(table=table, leaves=leaves), frame)
+    texts = reason_texts(SimpleNamespace(table=table, leaves=leaves), frame)
     first = {"condition": "x < 4", "held": True, "value": 3, "at": "2026-10-01T10:00:00"}
-    second = {"condition": "y", "held": True, "values": ["x", "y"], "share": 0.5, "count": 1}
-    assert json.dumps(got) == json.dumps(
+    second = {"condition": "y", "held": True, "values": ["x", "y"], "share": 0.5, "count": 1,
+              "on": "2026-10-01"}  # fmt: skip
+    assert json.dumps([json.loads(text) for text in texts]) == json.dumps(
         [
             {"conditions": [first, second]},
             {"conditions": [
-                {"condition": "x < 4", "held": False, "value": None, "at": None},
-                {"condition": "y", "held": True, "values": None, "share": None, "count": 2},
+                {"condition": "x < 4", "held": False, "value": None,
+                 "at": "2026-10-01T10:00:00.250000"},
+                {"condition": "y", "held": True, "values": None, "share": None, "count": 2,
+                 "on": None},
             ]},
         ]
     )  # fmt: skip

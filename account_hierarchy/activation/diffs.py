@@ -8,15 +8,16 @@ either engine; the old and new values are stored as JSON text.
 """
 
 import json
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
 import duckdb
 import ibis
 import ibis.expr.types as ir
+import numpy as np
 import pandas as pd
 
 from account_hierarchy.activation.schemas import validate_diffs
-from account_hierarchy.audiences.memberships import plain
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.partitions import hours_of
 from account_hierarchy.traits.compile import HOUR, compile_hourly, hourly_params
@@ -96,6 +97,24 @@ def change_queries(backend, catalog: Catalog) -> dict[tuple[str, str], ir.Table]
     for trait, entity in traits.items():
         queries["trait", trait] = trait_changes(backend, trait, entity)
     return queries
+
+
+def plain(value: Any, integer: bool = False) -> Any:
+    """A value from a result frame as plain JSON-able Python; from an `integer` column, an
+    integer (an engine may hand over a nullable integer column as floats)."""
+    if isinstance(value, np.ndarray | list | tuple):
+        return [plain(item) for item in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, datetime | date | pd.Timestamp):
+        return value.isoformat()
+    if integer and isinstance(value, float):
+        return int(value)
+    return value
 
 
 def json_text(value, integer: bool) -> str | None:

@@ -1,15 +1,15 @@
 """Audience memberships of every hour of a window, with the reason each member qualifies,
 stored in `audience_memberships`."""
 
-import json
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 import duckdb
 import ibis
-import numpy as np
+import ibis.expr.datatypes as dt
 import pandas as pd
+import pyarrow as pa
+from sqlglot import exp
 
 from account_hierarchy.audiences.evaluate import (
     Evaluated,
@@ -21,6 +21,7 @@ from account_hierarchy.audiences.schemas import validate_memberships
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.partitions import hours_of
 from account_hierarchy.traits.compile import AS_OF, HOUR, compile_hourly, hourly_params
+from account_hierarchy.warehouse import in_memory
 
 MEMBERSHIPS_DDL = """
 CREATE TABLE IF NOT EXISTS audience_memberships (
@@ -43,57 +44,73 @@ class AudienceReport:
     compiled: str = ""
 
 
-def plain(value: Any, integer: bool = False) -> Any:
-    """A value from a result frame as plain JSON-able Python; from an `integer` column, an
-    integer (an engine may hand over a nullable integer column as floats)."""
-    if isinstance(value, np.ndarray | list | tuple):
-        return [plain(item) for item in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and np.isnan(value):
-        return None
-    if value is pd.NaT or value is pd.NA:
-        return None
-    if isinstance(value, datetime | date | pd.Timestamp):
-        return value.isoformat()
-    if integer and isinstance(value, float):
-        return int(value)
-    return value
-
-
-def reasons(evaluated: Evaluated, frame: pd.DataFrame) -> list[dict]:
-    """Per row: each leaf condition, whether it held, and the values that decided it."""
+def reason_expression(evaluated: Evaluated) -> exp.Expression:
+    """Each row's reason, as DuckDB SQL over the columns of `evaluated.table`: per leaf
+    condition, its label, whether it held, and the values that decided it, as plain JSON
+    (times as ISO text, lists as arrays, NaN as null)."""
     schema = evaluated.table.schema()
-    integers = {name for name, kind in schema.items() if kind.is_integer()}
-    leaves = []
+    conditions = []
     for leaf in evaluated.leaves:
         prefix, held = f"{leaf.id}_", f"{leaf.id}_held"
-        values = [
-            (column.removeprefix(prefix), _plain_column(frame[column], column in integers))
-            for column in frame.columns
-            if column.startswith(prefix) and column != held
-        ]
-        leaves.append((leaf.label, [bool(value) for value in frame[held].tolist()], values))
-    return [
-        {
-            "conditions": [
-                {"condition": label, "held": held[row]} | {key: got[row] for key, got in values}
-                for label, held, values in leaves
-            ]
+        fields = {
+            "condition": exp.Literal.string(leaf.label),
+            "held": exp.func("coalesce", _column(held), exp.false()),
         }
-        for row in range(len(frame))
-    ]
+        fields |= {
+            name.removeprefix(prefix): _plain(name, kind)
+            for name, kind in schema.items()
+            if name.startswith(prefix) and name != held
+        }
+        conditions.append(_json_object(fields))
+    return _json_object({"conditions": exp.Anonymous(this="json_array", expressions=conditions)})
 
 
-def _plain_column(column: pd.Series, integer: bool) -> list:
-    """A result column's values as `plain` gives them, converted a column at a time where its
-    type allows (numbers), value by value otherwise."""
-    kind = column.dtype.kind if isinstance(column.dtype, np.dtype) else "O"
-    if kind in "biu":
-        return column.tolist()
-    if kind == "f":
-        return [None if v != v else int(v) if integer else v for v in column.tolist()]
-    return [plain(value, integer) for value in column.tolist()]
+def _json_object(fields: dict[str, exp.Expression]) -> exp.Expression:
+    pairs = [part for key, value in fields.items() for part in (exp.Literal.string(key), value)]
+    return exp.Anonymous(this="json_object", expressions=pairs)
+
+
+def _column(name: str) -> exp.Column:
+    return exp.column(name, quoted=True)
+
+
+def _plain(name: str, kind: dt.DataType) -> exp.Expression:
+    """A result column as a plain JSON value (ISO text for times, as Python's `isoformat`)."""
+    column = _column(name)
+    if kind.is_timestamp():
+        whole = exp.EQ(
+            this=exp.Mod(this=exp.func("epoch_us", column), expression=exp.Literal.number(1e6)),
+            expression=exp.Literal.number(0),
+        )
+        return (
+            exp.case()
+            .when(whole, _strftime(column, "%Y-%m-%dT%H:%M:%S"))
+            .else_(_strftime(column, "%Y-%m-%dT%H:%M:%S.%f"))
+        )
+    if kind.is_date():
+        return _strftime(column, "%Y-%m-%d")
+    if kind.is_floating():
+        return exp.case().when(exp.func("isnan", column), exp.null()).else_(column)
+    if kind.is_json():
+        return exp.cast(column, "VARCHAR")
+    return column
+
+
+def _strftime(column: exp.Expression, pattern: str) -> exp.Expression:
+    return exp.Anonymous(this="strftime", expressions=[column, exp.Literal.string(pattern)])
+
+
+def reason_texts(evaluated: Evaluated, frame: pd.DataFrame) -> list[str]:
+    """The reasons (JSON text) of rows of `evaluated.table` fetched as a frame (from Spark, or
+    a preview), in the frame's order: `reason_expression` run in a private DuckDB."""
+    schema = evaluated.table.schema()
+    rows = pa.Table.from_pandas(
+        frame[list(schema.names)], schema=schema.to_pyarrow(), preserve_index=False
+    )
+    reason = reason_expression(evaluated).sql("duckdb")
+    with in_memory(threads=1) as con:
+        con.register("result_rows", rows)
+        return [text for (text,) in con.execute(f"SELECT {reason} FROM result_rows").fetchall()]
 
 
 def member_frame(evaluated: Evaluated, frame: pd.DataFrame, hour: datetime) -> pd.DataFrame:
@@ -105,8 +122,19 @@ def member_frame(evaluated: Evaluated, frame: pd.DataFrame, hour: datetime) -> p
             "audience": evaluated.name,
             "entity_type": evaluated.entity,
             "entity_id": frame.entity_id.astype(str).to_numpy(),
-            "reason": [json.dumps(reason) for reason in reasons(evaluated, frame)],
+            "reason": reason_texts(evaluated, frame),
         }
+    )
+
+
+def membership_rows_sql(evaluated: Evaluated, members_sql: str) -> str:
+    """`audience_memberships` rows of the members that `members_sql` (a `compile_hourly` query
+    of the evaluated audience's members) finds, for the hour bound as `$snapshot_hour`."""
+    reason = reason_expression(evaluated).sql("duckdb")
+    return (
+        "SELECT CAST($snapshot_hour AS TIMESTAMP) AS snapshot_hour, $audience AS audience, "
+        "$entity_type AS entity_type, CAST(entity_id AS VARCHAR) AS entity_id, "
+        f"CAST({reason} AS JSON) AS reason FROM ({members_sql}) AS members ORDER BY entity_id"
     )
 
 
@@ -121,31 +149,33 @@ def build_audience(
     evaluated = Evaluator(backend, catalog).audience(name)
     require_snapshots(backend, evaluated, start, end)
     sql = compile_hourly(backend, evaluated.table.filter(evaluated.table.member))
-    frames = []
+    rows_sql = membership_rows_sql(evaluated, sql)
+    con.execute("CREATE OR REPLACE TEMP TABLE new_memberships AS FROM audience_memberships "
+                "WITH NO DATA")  # fmt: skip
     for hour in hours_of(start, end):
-        found = con.execute(sql, hourly_params(sql, hour)).df()
-        frames.append(member_frame(evaluated, found, hour))
-        report.sizes[hour] = len(frames[-1])
+        bound = {"snapshot_hour": hour, "audience": name, "entity_type": evaluated.entity}
+        con.execute(f"INSERT INTO new_memberships {rows_sql}", hourly_params(sql, hour) | bound)
+        report.sizes[hour] = 0
+    for hour, size in con.execute(
+        "SELECT snapshot_hour, count(*) FROM new_memberships GROUP BY ALL"
+    ).fetchall():
+        report.sizes[hour] = size
     last_hour = {HOUR: end - timedelta(hours=1), AS_OF: end}
     report.compiled = str(backend.compile(evaluated.table, params=last_hour))
-    members = pd.concat(frames, ignore_index=True)
-    con.register("new_memberships", members)
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE new_memberships_typed AS SELECT "
-        "CAST(snapshot_hour AS TIMESTAMP) AS snapshot_hour, CAST(audience AS VARCHAR) AS audience, "
-        "CAST(entity_type AS VARCHAR) AS entity_type, CAST(entity_id AS VARCHAR) AS entity_id, "
-        "CAST(reason AS JSON) AS reason FROM new_memberships"
-    )
-    con.unregister("new_memberships")
-    validate_memberships(con, "new_memberships_typed")
+    validate_memberships(con, "new_memberships")
     con.execute(
         "DELETE FROM audience_memberships WHERE audience = $name AND snapshot_hour >= $start "
         "AND snapshot_hour < $end",
         {"name": name, "start": start, "end": end},
     )
-    con.execute("INSERT INTO audience_memberships SELECT * FROM new_memberships_typed")
+    con.execute("INSERT INTO audience_memberships SELECT * FROM new_memberships")
     last = end - timedelta(hours=1)
-    now = set(members.entity_id[members.snapshot_hour == last])
+    now = {
+        entity_id
+        for (entity_id,) in con.execute(
+            "SELECT entity_id FROM new_memberships WHERE snapshot_hour = $last", {"last": last}
+        ).fetchall()
+    }
     before = _members_at(con, evaluated, sql, last - timedelta(hours=1))
     report.entered, report.exited = len(now - before), len(before - now)
     return report

@@ -9,7 +9,7 @@ import ibis
 
 from account_hierarchy.audiences.describe import describe
 from account_hierarchy.audiences.evaluate import Evaluator, require_snapshots
-from account_hierarchy.audiences.memberships import plain, reasons
+from account_hierarchy.audiences.memberships import reason_texts
 from account_hierarchy.catalog.audience_models import Quantified
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.hierarchy.queries import NotInSnapshotError
@@ -69,8 +69,10 @@ def preview(
         "members": len(ids),
         f"{reached_entity}s_reached": reached,
         "sample": [
-            {"entity_id": entity_id, **reason}
-            for entity_id, reason in zip(sample.entity_id, reasons(evaluated, sample), strict=True)
+            {"entity_id": entity_id, **json.loads(reason)}
+            for entity_id, reason in zip(
+                sample.entity_id, reason_texts(evaluated, sample), strict=True
+            )
         ],
     }
 
@@ -93,7 +95,7 @@ def explain(
         raise NotInSnapshotError(
             f"{definition.entity} {entity_id!r} is not in the snapshot of {hour}."
         )
-    (reason,) = reasons(evaluated, row)
+    (reason,) = [json.loads(text) for text in reason_texts(evaluated, row)]
     for leaf, entry in zip(evaluated.leaves, reason["conditions"], strict=True):
         if isinstance(leaf.condition, Quantified):
             entry["satisfying_users"] = _satisfying_users(evaluator, leaf, entity_id)
@@ -114,4 +116,4 @@ def _satisfying_users(evaluator: Evaluator, leaf, account_id: str) -> list[str]:
     rows = members.filter(members.account_id == account_id).join(
         users.filter(users.member), members.user_id == users.entity_id
     )
-    return sorted(plain(value) for value in rows.select("user_id").execute().user_id)
+    return sorted(str(user_id) for user_id in rows.select("user_id").execute().user_id)
