@@ -167,6 +167,6 @@ def _replace_window(
         f"DELETE FROM {table} WHERE snapshot_hour >= $start AND snapshot_hour < $end",
         _params(start, end),
     )
-    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {rows} ORDER BY ALL")
+    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {rows} ORDER BY snapshot_hour")
     (count,) = con.execute(f"SELECT count(*) FROM {rows}").fetchone()
     return count
