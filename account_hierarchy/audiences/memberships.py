@@ -78,10 +78,10 @@ def _plain(name: str, kind: dt.DataType) -> exp.Expression:
     """A result column as a plain JSON value (ISO text for times, as Python's `isoformat`)."""
     column = _column(name)
     if kind.is_timestamp():
-        whole = exp.EQ(
-            this=exp.Mod(this=exp.func("epoch_us", column), expression=exp.Literal.number(1e6)),
-            expression=exp.Literal.number(0),
+        microseconds = exp.Mod(
+            this=exp.func("epoch_us", column), expression=exp.Literal.number(1_000_000)
         )
+        whole = exp.EQ(this=microseconds, expression=exp.Literal.number(0))
         return (
             exp.case()
             .when(whole, _strftime(column, "%Y-%m-%dT%H:%M:%S"))
