@@ -152,14 +152,12 @@ def build_audience(
     rows_sql = membership_rows_sql(evaluated, sql)
     con.execute("CREATE OR REPLACE TEMP TABLE new_memberships AS FROM audience_memberships "
                 "WITH NO DATA")  # fmt: skip
-    for hour in hours_of(start, end):
+    hours = hours_of(start, end)
+    for hour in hours:
         bound = {"snapshot_hour": hour, "audience": name, "entity_type": evaluated.entity}
         con.execute(f"INSERT INTO new_memberships {rows_sql}", hourly_params(sql, hour) | bound)
-        report.sizes[hour] = 0
-    for hour, size in con.execute(
-        "SELECT snapshot_hour, count(*) FROM new_memberships GROUP BY ALL"
-    ).fetchall():
-        report.sizes[hour] = size
+    sizes = con.execute("SELECT snapshot_hour, count(*) FROM new_memberships GROUP BY ALL")
+    report.sizes = dict.fromkeys(hours, 0) | dict(sizes.fetchall())
     last_hour = {HOUR: end - timedelta(hours=1), AS_OF: end}
     report.compiled = str(backend.compile(evaluated.table, params=last_hour))
     validate_memberships(con, "new_memberships")

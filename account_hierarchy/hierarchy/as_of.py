@@ -21,14 +21,22 @@ GRID_ROWS_PER_BATCH = 5_000_000
 # becomes the hour just before it, as no snapshot of the window tells those hours apart.
 BEFORE_WINDOW = "greatest(event_hour, CAST($start AS TIMESTAMP) - INTERVAL 1 HOUR)"
 
-# The snapshot hours of a span of rows (`first_hour` to `until_hour`, exclusive): a row holds
-# for every hour from its own until the next row of its key; `BATCH_SPAN_HOURS` keeps the
-# hours within `[$start, $end)`.
-SPAN_HOURS = "unnest(generate_series(first_hour, until_hour - INTERVAL 1 HOUR, INTERVAL 1 HOUR))"
-BATCH_SPAN_HOURS = (
+# The snapshot hours in `[$start, $end)` of a span (`span_bounds`), one row each.
+SPAN_HOURS = (
     "unnest(generate_series(greatest(first_hour, CAST($start AS TIMESTAMP)), "
     "least(until_hour, CAST($end AS TIMESTAMP)) - INTERVAL 1 HOUR, INTERVAL 1 HOUR))"
 )
+
+
+def span_bounds(keys: str) -> str:
+    """The columns `first_hour` and `until_hour` (exclusive) of each row of a per-hour table of
+    `keys`: a row holds from its `event_hour` (rows before the window `[$start, $end)` from its
+    first hour) until the next row of its keys, else until the window's end."""
+    return (
+        "greatest(event_hour, CAST($start AS TIMESTAMP)) AS first_hour, "
+        "lead(event_hour, 1, CAST($end AS TIMESTAMP)) "
+        f"OVER (PARTITION BY {keys} ORDER BY event_hour) AS until_hour"
+    )
 
 
 def carry_forward_first_last(
@@ -48,8 +56,7 @@ def carry_forward_first_last(
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {target}_spans AS
-        SELECT {key_list}, greatest(event_hour, CAST($start AS TIMESTAMP)) AS first_hour,
-               lead(event_hour, 1, CAST($end AS TIMESTAMP)) OVER running AS until_hour,
+        SELECT {key_list}, {span_bounds(key_list)},
                min(first_at) OVER running AS first_at,
                max(last_at) OVER running AS last_at
         FROM {hourly}
@@ -64,7 +71,8 @@ def carry_forward_first_last(
         SELECT {SPAN_HOURS} AS snapshot_hour, {key_list}, first_at, last_at
         FROM {target}_spans
         WHERE first_hour < until_hour
-        """
+        """,
+        {"start": start, "end": end},
     )
 
 
@@ -92,16 +100,11 @@ def latest_traits(
         """,
         {"start": start, "end": end, "type": message_type},
     )
-    # Each change holds until the entity's next change of the key: its snapshot hours are the
-    # hours of the window from its own hour until then (changes before the window count from
-    # the window's first hour).
+    # Each change holds until the entity's next change of the key.
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {target}_spans AS
-        SELECT entity_id, key, value,
-               greatest(event_hour, CAST($start AS TIMESTAMP)) AS first_hour,
-               lead(event_hour, 1, CAST($end AS TIMESTAMP))
-                   OVER (PARTITION BY entity_id, key ORDER BY event_hour) AS until_hour
+        SELECT entity_id, key, value, {span_bounds("entity_id, key")}
         FROM {target}_changes
         """,
         {"start": start, "end": end},
@@ -122,7 +125,7 @@ def latest_traits(
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE {target}_values AS
-            SELECT {BATCH_SPAN_HOURS} AS snapshot_hour, entity_id, key, value
+            SELECT {SPAN_HOURS} AS snapshot_hour, entity_id, key, value
             FROM {target}_spans
             WHERE first_hour < $end AND until_hour > $start AND first_hour < until_hour
             """,
