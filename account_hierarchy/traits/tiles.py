@@ -26,12 +26,14 @@ rebuilt when its events changed (their count or a checksum of their messageIds) 
 are rebuilt when the tiled definitions change (a fingerprint of the compiled tile query).
 """
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 
 import duckdb
 import ibis
+import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 
 from account_hierarchy.catalog.audience_checks import walk
@@ -122,15 +124,33 @@ def tile_rows(events: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
         elif isinstance(trait, FirstValue | LastValue):
             text = events[property_column(trait.property, "text")]
             where &= events[property_column(trait.property, "present")]
-            pick = "argmin" if isinstance(trait, FirstValue) else "argmax"
+            last = isinstance(trait, LastValue)
             for part, column in (("value", text), ("at", events.timestamp),
                                  ("id", events.message_id)):  # fmt: skip
-                columns[tile_column(trait, part)] = getattr(column, pick)(order, where=where)
+                columns[tile_column(trait, part)] = pick(column, order, last=last, where=where)
     return events.group_by(
         tile_hour=events.event_hour,
         user_id=events.user_id,
         context_group_id=events.context_group_id,
     ).aggregate(**columns)
+
+
+def pick(
+    value: ir.Column, order: ir.StructValue, *, last: bool, where: ir.BooleanValue
+) -> ir.Scalar:
+    """The value of the row with the smallest `order` (with `last`, the greatest) among those
+    `where` holds: DuckDB's `arg_min` / `arg_max`. Ibis spells `argmin` as an ordered `first`,
+    which DuckDB runs by sorting every group's rows (25% slower here)."""
+    function = _builtin("arg_max" if last else "arg_min", value.type(), order.type())
+    return function(value, order, where=where)
+
+
+@functools.cache
+def _builtin(name: str, value_type: dt.DataType, order_type: dt.DataType):
+    def builtin(value, order): ...
+
+    signature = ((value_type, order_type), value_type)
+    return ibis.udf.agg.builtin(builtin, name=name, signature=signature)
 
 
 def value_selection(trait: ValueTrait) -> str:
@@ -188,10 +208,10 @@ def rollup(tiles: ir.Table, traits: list[ComputedTrait], as_of) -> ir.Table | No
                 columns[trait.name] = reduce(where=where)
         elif isinstance(trait, FirstValue | LastValue):
             order = ibis.struct({"at": part("at"), "id": part("id")})
-            pick = "argmin" if isinstance(trait, FirstValue) else "argmax"
-            columns[trait.name] = getattr(part("value"), pick)(
-                order, where=where & part("at").notnull()
-            )
+            columns[trait.name] = pick(
+                part("value"), order, last=isinstance(trait, LastValue),
+                where=where & part("at").notnull(),
+            )  # fmt: skip
     return tiles.group_by("entity_id").aggregate(**columns) if columns else None
 
 
