@@ -11,6 +11,11 @@ when the family's queries change (`fingerprint`), it rebuilds every hour.
 A family's queries select the events of the hours listed in the temp table
 `stale_tile_hours(tile_hour)` (`STALE_EVENTS_SQL`, or `stale_events` in Ibis), which the refresh
 fills with a batch of stale hours (about `EVENTS_PER_BATCH` events) before running them.
+
+A family of day tiles is kept the same way from a family of hour tiles: its source is the
+days of the hour family's versions (`days_of`), so that a day is rebuilt (its queries select
+the hour tiles of the days in `stale_tile_hours` with `stale_days`) whenever one of its hours
+is, and the day's `tile_hour` is its first hour.
 """
 
 import hashlib
@@ -18,6 +23,7 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import duckdb
+import ibis
 import ibis.expr.types as ir
 
 from account_hierarchy.warehouse import ensure_event_hours
@@ -26,6 +32,9 @@ STALE_HOURS = "stale_tile_hours"
 # Stale hours are rebuilt a few at a time, about this many events at once.
 EVENTS_PER_BATCH = 5_000_000
 
+
+# The versions of the event hours: `event_hour`, `events`, `checksum` (kept by ingestion).
+RAW_EVENT_HOURS = "raw_event_hours"
 
 # `raw_events` of the hours being rebuilt, for a family's tile queries in SQL (`stale_events`
 # gives them to Ibis).
@@ -42,12 +51,43 @@ def stale_events(backend) -> ir.Table:
     return events.semi_join(stale, events.event_hour == stale.tile_hour)
 
 
+def stale_days(backend, hour_tiles: str) -> ir.Table:
+    """The rows of the hour tiles `hour_tiles` in the days being rebuilt, for the queries of a
+    family of day tiles."""
+    backend.raw_sql(f"CREATE TEMP TABLE IF NOT EXISTS {STALE_HOURS} (tile_hour TIMESTAMP)")
+    days = backend.table(STALE_HOURS)
+    hours = days.select(
+        hour=ibis.range(days.tile_hour, days.tile_hour + ibis.interval(days=1),
+                        ibis.interval(hours=1)).unnest()
+    )  # fmt: skip
+    tiles = backend.table(hour_tiles)
+    # Joined on the hour itself, so that DuckDB skips the other days' row groups.
+    return tiles.semi_join(hours, tiles.tile_hour == hours.hour)
+
+
+def days_of(hours_table: str) -> str:
+    """The versions of the days of an hour family's versions, as the source of a family of day
+    tiles: a day changes when one of its hours does (events, checksum or fingerprint)."""
+    return (
+        "(SELECT date_trunc('day', tile_hour) AS event_hour, sum(events)::BIGINT AS events, "
+        "hash(list((tile_hour, events, checksum, fingerprint) ORDER BY tile_hour)) AS checksum "
+        f"FROM {hours_table} GROUP BY 1)"
+    )
+
+
 def refresh_tile_family(
-    con: duckdb.DuckDBPyConnection, hours_table: str, queries: dict[str, str | None]
+    con: duckdb.DuckDBPyConnection,
+    hours_table: str,
+    queries: dict[str, str | None],
+    source: str = RAW_EVENT_HOURS,
+    before: datetime | None = None,
 ) -> int:
     """Bring the tile tables of one family (table name -> query over `stale_events`, or None for
-    a table the family does not need) up to date with `raw_events`; return how many hours were
-    rebuilt. An hour's version is recorded only after its tiles are written, so an interrupted
+    a table the family does not need) up to date with the versions in `source` (by default
+    `raw_event_hours`; `days_of` for day tiles); return how many hours (days) were rebuilt.
+    With `before`, only the hours (days) before it are compared and rebuilt; later ones are
+    left as they are.
+    An hour's version is recorded only after its tiles are written, so an interrupted
     refresh leaves those hours stale, to be rebuilt by the next one (no transaction needed:
     the caller's, if any, holds this too)."""
     ensure_event_hours(con)
@@ -57,7 +97,7 @@ def refresh_tile_family(
         f"CREATE TABLE IF NOT EXISTS {hours_table} (tile_hour TIMESTAMP PRIMARY KEY, "
         "events BIGINT, checksum UBIGINT, fingerprint VARCHAR)"
     )
-    return _rebuild_stale(con, hours_table, queries, fingerprint)
+    return _rebuild_stale(con, hours_table, queries, fingerprint, source, before or datetime.max)
 
 
 def _rebuild_stale(
@@ -65,8 +105,11 @@ def _rebuild_stale(
     hours_table: str,
     queries: dict[str, str | None],
     fingerprint: str,
+    source: str,
+    before: datetime,
 ) -> int:
-    """Rebuild the tiles of the hours whose events or queries changed; return how many."""
+    """Rebuild the tiles of the hours before `before` whose events or queries changed; return
+    how many."""
     tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     (outdated,) = con.execute(
         f"SELECT count(*) FROM {hours_table} WHERE fingerprint <> $f", {"f": fingerprint}
@@ -79,13 +122,15 @@ def _rebuild_stale(
         con.execute(f"DELETE FROM {hours_table}")
     stale = con.execute(
         "SELECT tile_hour, coalesce(events, 0) FROM ("
-        "SELECT event_hour AS tile_hour, events, checksum FROM raw_event_hours EXCEPT "
-        f"SELECT tile_hour, events, checksum FROM {hours_table}) UNION SELECT tile_hour, 0 FROM ("
-        f"SELECT tile_hour FROM {hours_table} EXCEPT SELECT event_hour FROM raw_event_hours) "
-        "ORDER BY tile_hour"
+        f"SELECT event_hour AS tile_hour, events, checksum FROM {source} "
+        "WHERE event_hour < $before EXCEPT "
+        f"SELECT tile_hour, events, checksum FROM {hours_table} WHERE tile_hour < $before) "
+        f"UNION SELECT tile_hour, 0 FROM (SELECT tile_hour FROM {hours_table} "
+        f"WHERE tile_hour < $before EXCEPT SELECT event_hour FROM {source}) ORDER BY tile_hour",
+        {"before": before},
     ).fetchall()
     for batch in _batches(stale):
-        _rebuild_hours(con, hours_table, queries, fingerprint, batch)
+        _rebuild_hours(con, hours_table, queries, fingerprint, source, batch)
     return len(stale)
 
 
@@ -109,6 +154,7 @@ def _rebuild_hours(
     hours_table: str,
     queries: dict[str, str | None],
     fingerprint: str,
+    source: str,
     hours: list[datetime],
 ) -> None:
     """Replace the tiles of `hours`, then record the versions they were built from."""
@@ -124,7 +170,7 @@ def _rebuild_hours(
         f"DELETE FROM {hours_table} WHERE tile_hour IN (SELECT tile_hour FROM {STALE_HOURS})"
     )
     con.execute(
-        f"INSERT INTO {hours_table} SELECT event_hour, events, checksum, $f FROM raw_event_hours "
+        f"INSERT INTO {hours_table} SELECT event_hour, events, checksum, $f FROM {source} "
         f"WHERE event_hour IN (SELECT tile_hour FROM {STALE_HOURS})",
         {"f": fingerprint},
     )

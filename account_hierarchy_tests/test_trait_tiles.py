@@ -1,8 +1,14 @@
 """Traits rolled up from hourly tiles equal traits computed from the events directly."""
 
 import math
+import os
+import subprocess
+import sys
+import tempfile
 from datetime import datetime, timedelta
+from pathlib import Path
 
+import ibis
 import pytest
 import yaml
 
@@ -13,7 +19,15 @@ from account_hierarchy.hierarchy.tree import build_hierarchy
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
 from account_hierarchy.traits.compute import build_traits, tiled_traits
-from account_hierarchy.traits.tiles import performed_counters, refresh_tiles
+from account_hierarchy.traits.tiles import (
+    day_tile_rows,
+    day_value_tile_rows,
+    is_value_trait,
+    performed_counters,
+    refresh_tiles,
+    tile_rows,
+    value_tile_rows,
+)
 from account_hierarchy.warehouse import connect
 from account_hierarchy_tests.conftest import PARTITIONS_START
 from account_hierarchy_tests.test_traits import SAMPLE_DEFINITIONS
@@ -46,6 +60,14 @@ EXTRA_TRAITS = [
     {"name": "top_feature_not_reports", "entity": "account", "type": "most_frequent",
      "event": "Feature Used", "property": "feature",
      "where": [{"property": "feature", "not_equals": "reports"}]},
+    # Windows starting inside a day, or at a day's first hour, for some snapshot hours: day
+    # tiles must give way to hour tiles for the part of a day inside the window.
+    {"name": "logins_past_30_hours", "entity": "account", "type": "event_counter",
+     "event": "Logged In", "window": "30 hours"},
+    {"name": "first_page_past_36_hours", "entity": "user", "type": "first_value",
+     "event_type": "page", "property": "path", "window": "36 hours"},
+    {"name": "pages_past_2_days", "entity": "account", "type": "unique_list",
+     "event_type": "page", "property": "path", "window": "2 days"},
 ]  # fmt: skip
 
 
@@ -100,9 +122,12 @@ def test_tiles_equal_direct_computation_over_a_day(landing, tmp_path):
     con = connect(tmp_path / "wh.duckdb")
     ingest_window(con, landing / "landing", START, START + timedelta(days=3), PARTITIONS_START)
     catalog = definitions(tmp_path / "definitions")
-    start, end = datetime(2026, 10, 2, 0), datetime(2026, 10, 3, 0)
+    # Every hour of the third day: whole days before it roll up from day tiles.
+    start, end = datetime(2026, 10, 3, 0), datetime(2026, 10, 4, 0)
     snapshots(con, start, end)
     tiled, direct = both_ways(con, catalog, start, end)
+    days = con.execute("SELECT DISTINCT tile_hour FROM trait_day_tiles ORDER BY 1").fetchall()
+    assert [day for (day,) in days] == [START + timedelta(days=n) for n in range(3)]
     for left, right in zip(tiled, direct, strict=True):
         assert left and any(v not in (None, 0, []) for row in left for v in row.values())
         assert_same(left, right)
@@ -117,7 +142,8 @@ def test_tiles_follow_new_events_and_changed_definitions(landing, tmp_path):
     ingest_window(con, landing / "landing", START, START + timedelta(days=1), PARTITIONS_START)
     snapshots(con, datetime(2026, 10, 1, 20), datetime(2026, 10, 1, 21))
     build_traits(con, catalog, datetime(2026, 10, 1, 20), datetime(2026, 10, 1, 21))
-    assert refresh_tiles(con, tiled_traits(catalog)).hours_rebuilt == 0  # nothing changed
+    refresh = refresh_tiles(con, tiled_traits(catalog), days_before=START)
+    assert (refresh.hours_rebuilt, refresh.days_rebuilt) == (0, 0)  # nothing changed
 
     # The next day's files also bring late events of day one's last hours: those hours change.
     ingest_window(con, landing / "landing", START, START + timedelta(days=2), PARTITIONS_START)
@@ -127,10 +153,38 @@ def test_tiles_follow_new_events_and_changed_definitions(landing, tmp_path):
     for left, right in zip(tiled, direct, strict=True):
         assert_same(left, right)
 
-    changed = definitions(tmp_path / "changed", EXTRA_TRAITS[:2])
+    # Hourly runs inside a day leave that day's tiles alone; the run of its last hour builds them.
+    days = "SELECT tile_hour FROM trait_tile_days ORDER BY 1"
+    assert [day for (day,) in con.execute(days).fetchall()] == [START]
+    snapshots(con, datetime(2026, 10, 2, 22), datetime(2026, 10, 3, 0))
+    build_traits(con, catalog, datetime(2026, 10, 2, 22), datetime(2026, 10, 2, 23))
+    assert [day for (day,) in con.execute(days).fetchall()] == [START]
+    build_traits(con, catalog, datetime(2026, 10, 2, 23), datetime(2026, 10, 3, 0))
+    assert [day for (day,) in con.execute(days).fetchall()] == [START, START + timedelta(days=1)]
+    # A run of an earlier hour leaves the later days' tiles as they are.
+    report = build_traits(con, catalog, datetime(2026, 10, 2, 4), datetime(2026, 10, 2, 5))
+    assert report["tiles"].days_rebuilt == 0
+    assert [day for (day,) in con.execute(days).fetchall()] == [START, START + timedelta(days=1)]
+
+    # A refresh that stopped after rebuilding hours, before their days: the days are stale.
+    con.execute("DELETE FROM trait_tile_days WHERE tile_hour = $day", {"day": START})
+    con.execute("UPDATE trait_day_tiles SET account__logins_past_30_days__n = 1000")
+    assert refresh_tiles(con, tiled_traits(catalog)).days_rebuilt == 1
+    con.execute("DELETE FROM trait_tile_days WHERE tile_hour > $day", {"day": START})
+    assert refresh_tiles(con, tiled_traits(catalog)).days_rebuilt == 1
+    tiled, direct = both_ways(con, catalog, start, end)
+    for left, right in zip(tiled, direct, strict=True):
+        assert_same(left, right)
+
+    # A changed condition changes the hour tiles' query, not the day tiles': days follow.
+    condition = {"property": "feature", "exists": False}
+    changed = definitions(tmp_path / "changed", [
+        {**trait, "where": [condition]} if trait["name"] == "logins_past_30_hours" else trait
+        for trait in EXTRA_TRAITS])  # fmt: skip
     refresh = refresh_tiles(con, tiled_traits(changed))
     (hours,) = con.execute("SELECT count(DISTINCT event_hour) FROM raw_events").fetchone()
     assert refresh.hours_rebuilt == hours  # a new fingerprint rebuilds every hour
+    assert refresh.days_rebuilt == 2
     tiled, direct = both_ways(con, changed, start, end)
     for left, right in zip(tiled, direct, strict=True):
         assert_same(left, right)
@@ -153,9 +207,38 @@ def test_performed_conditions_count_the_same_with_and_without_tiles(landing, tmp
     results = []
     for source in ("tiles", "events"):
         if source == "events":
-            con.execute("DROP TABLE trait_tiles")
+            con.execute("DROP TABLE trait_day_tiles")
         for name in names:
             build_audience(con, catalog, name, start, end)
         results.append(table_rows(con, "audience_memberships"))
     assert results[0] == results[1]
     assert any(row["audience"] in names for row in results[0])
+
+
+def tile_queries() -> str:
+    """The SQL of every tile query for the sample traits and the extra ones."""
+    with tempfile.TemporaryDirectory() as folder:
+        tiled = tiled_traits(definitions(Path(folder) / "definitions"))
+    traits = [trait for trait in tiled if not is_value_trait(trait)]
+    values = [trait for trait in tiled if is_value_trait(trait)]
+    events = ibis.table({"message_id": "string", "type": "string", "user_id": "string",
+                         "context_group_id": "string", "event": "string",
+                         "timestamp": "timestamp", "properties": "json", "traits": "json",
+                         "event_hour": "timestamp"}, name="raw_events")  # fmt: skip
+    hours, value_hours = tile_rows(events, traits), value_tile_rows(events, values)
+    queries = (hours, value_hours, day_tile_rows(hours, traits), day_value_tile_rows(value_hours))
+    return "\n".join(ibis.to_sql(query, dialect="duckdb") for query in queries)
+
+
+def test_tile_queries_are_the_same_in_every_process():
+    """Tiles are rebuilt when the fingerprint of their queries changes, so the compiled SQL
+    must not depend on Python's per-process hash seed (set iteration order)."""
+    script = "from account_hierarchy_tests import test_trait_tiles as t; print(t.tile_queries())"
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True, text=True, check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }  # fmt: skip
+    assert len(outputs) == 1

@@ -1,7 +1,7 @@
 """Snapshot benchmark: one hourly snapshot (users, accounts, memberships, the account tree,
 every sample trait and every sample audience) of the scale's last hour, over its whole event
 history, as the hourly run does it: the tiles (trait and hierarchy) of earlier hours exist, the
-new hour's are built.
+new hour's are built and its day's trait day tiles rebuilt.
 DuckDB keeps within `AH_DUCKDB_MEMORY_LIMIT` (4GB unless set).
 
 Against pandas computing the computed traits alone (`pandas_traits`) for the same hour, on
@@ -15,7 +15,7 @@ from datetime import timedelta
 
 from account_hierarchy.catalog.loader import load_catalog
 from account_hierarchy.hierarchy.tiles import HIERARCHY_TILE_HOURS
-from account_hierarchy.traits.tiles import TILE_HOURS
+from account_hierarchy.traits.tiles import TILE_DAYS, TILE_HOURS
 from account_hierarchy.warehouse import connect
 from benchmarks.common import figure_arguments, print_rows, row, timed, versus
 from benchmarks.pipeline import (
@@ -39,8 +39,14 @@ def measure(scale: Scale) -> list[dict]:
         events = events_in(con)
         tiles_seconds, _ = timed(lambda: all_tiles(con, catalog))
         tiles = row("snapshot", "tiles of the whole history (once)", events, tiles_seconds)
-        for hours_table in (TILE_HOURS, HIERARCHY_TILE_HOURS):
-            con.execute(f"DELETE FROM {hours_table} WHERE tile_hour = $h", {"h": hour})
+        # The new hour's tiles are built, and its day's day tiles rebuilt.
+        for hours_table in (TILE_HOURS, HIERARCHY_TILE_HOURS, TILE_DAYS):
+            con.execute(
+                f"DELETE FROM {hours_table} WHERE tile_hour = date_trunc('day', $h)"
+                if hours_table == TILE_DAYS
+                else f"DELETE FROM {hours_table} WHERE tile_hour = $h",
+                {"h": hour},
+            )
 
         def snapshot() -> None:
             hierarchy_snapshots(con, *window)

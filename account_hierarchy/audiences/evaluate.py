@@ -47,12 +47,13 @@ from account_hierarchy.traits.compile import (
     timestamp,
 )
 from account_hierarchy.traits.tiles import (
+    DAY_TILES,
     TILES,
     performed_counter,
     rollup,
     tile_column,
     tileable,
-    tiles_before,
+    tiles_as_of,
 )
 
 ENTITY_TABLES = {"account": ("accounts", "account_traits", "account_id"),
@@ -219,9 +220,13 @@ class Evaluator:
         """Count with the condition's tiles (built with the traits) when they exist, else
         from the events."""
         counter = performed_counter(condition)
-        tiles = self.backend.table(TILES) if TILES in self.backend.list_tables() else None
-        if tileable(counter) and tiles is not None and tile_column(counter, "n") in tiles.columns:
-            tiles = tiles_before(tiles, self.as_of)
+        tables = set(self.backend.list_tables())
+        tiled = tileable(counter) and all(
+            table in tables and tile_column(counter, "n") in self.backend.table(table).columns
+            for table in (TILES, DAY_TILES)
+        )
+        if tiled:
+            tiles = tiles_as_of(self.backend, self.as_of, [counter])
             counts = rollup(tiles.mutate(entity_id=tiles.user_id), [counter], self.as_of)
         else:
             snapshot = Snapshot(

@@ -162,11 +162,15 @@ def _table_results(con, entity: str, table: str, report: dict, start, end):
 
 
 def _tile_metadata(report: dict) -> dict:
-    """How many hours of trait tiles the run rebuilt, and how many tiles there are."""
+    """How many hours and days of trait tiles the run rebuilt, and how many tiles there are."""
     tiles = report.get("tiles")
     if tiles is None:
         return {}
-    return {"tile_hours_rebuilt": tiles.hours_rebuilt, "tile_rows": tiles.tiles}
+    return {
+        "tile_hours_rebuilt": tiles.hours_rebuilt,
+        "tile_days_rebuilt": tiles.days_rebuilt,
+        "tile_rows": tiles.tiles,
+    }
 
 
 def _definition_markdown(located: LocatedTrait) -> str:

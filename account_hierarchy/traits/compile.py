@@ -141,7 +141,11 @@ _SENTINELS = {"hour": datetime(1901, 2, 3, 4, 5, 6), "as_of": datetime(1901, 2, 
 def compile_hourly(backend, expr: ir.Expr) -> str:
     """DuckDB SQL for an expression over `HOUR` / `AS_OF`, with `$hour` and `$as_of`
     placeholders to bind when running it. Compiled with unlikely sentinel moments, whose
-    literals are then swapped for placeholders in the SQL syntax tree."""
+    literals are then swapped for placeholders in the SQL syntax tree.
+
+    Its common table expressions (Ibis names each shared subquery once, such as the tiles
+    every attribution class reads) are `NOT MATERIALIZED`: DuckDB would otherwise write them
+    out whole, every column, before the classes read them (20% slower at 100M events)."""
     sql = backend.compile(expr, params={HOUR: _SENTINELS["hour"], AS_OF: _SENTINELS["as_of"]})
     literals = {}
     for name, moment in _SENTINELS.items():
@@ -156,7 +160,10 @@ def compile_hourly(backend, expr: ir.Expr) -> str:
                 return sqlglot.exp.Placeholder(this=name)
         return node
 
-    return sqlglot.parse_one(sql, read="duckdb").transform(swap).sql("duckdb")
+    tree = sqlglot.parse_one(sql, read="duckdb").transform(swap)
+    for cte in tree.find_all(sqlglot.exp.CTE):
+        cte.set("materialized", False)
+    return tree.sql("duckdb")
 
 
 def hourly_params(sql: str, hour: datetime) -> dict[str, datetime]:

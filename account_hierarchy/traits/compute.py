@@ -39,15 +39,13 @@ from account_hierarchy.traits.sql_traits import (
     parse_trait_sql,
 )
 from account_hierarchy.traits.tiles import (
-    TILES,
-    VALUE_TILES,
     is_value_trait,
     performed_counters,
     refresh_tiles,
     rollup,
     rollup_values,
     tileable,
-    tiles_before,
+    tiles_as_of,
     value_selection,
 )
 
@@ -69,15 +67,17 @@ def build_traits(
     what refreshing the tiles did.
 
     Each entity's query is built and compiled once, then run for every hour with the hour
-    bound as a parameter. With `use_tiles` (the default) computed traits roll up hourly tiles
-    (`tiles.py`); without, they read the events directly (the reference the tiles are tested
-    against)."""
+    bound as a parameter. With `use_tiles` (the default) computed traits roll up hour and day
+    tiles (`tiles.py`); without, they read the events directly (the reference the tiles are
+    tested against)."""
     backend = ibis.duckdb.from_connection(con)
     hours = hours_of(start, end)
     report: dict[str, dict] = {}
     tiled = tiled_traits(catalog) if use_tiles else []
     if hours and tiled:
-        report["tiles"] = refresh_tiles(con, tiled)
+        # (the snapshots of the window read the day tiles of the days before its end's day)
+        end_day = end.replace(hour=0, minute=0, second=0, microsecond=0)
+        report["tiles"] = refresh_tiles(con, tiled, days_before=end_day)
     for entity, table in TRAIT_TABLES.items():
         if not hours:
             continue
@@ -177,14 +177,14 @@ def _class_parts(
     rolled = [t for t in traits if t in tiled]
     plain = [t for t in rolled if not is_value_trait(t)]
     if plain:
-        tiles = attribute(tiles_before(backend.table(TILES), AS_OF), snapshot, key)
+        tiles = attribute(tiles_as_of(backend, AS_OF, plain), snapshot, key)
         parts.append(rollup(tiles, plain, AS_OF))
     shared: dict[tuple, list[ComputedTrait]] = defaultdict(list)
     for trait in rolled:
         if is_value_trait(trait):
             shared[value_selection(trait), trait.window_length].append(trait)
     for group in shared.values():
-        values = tiles_before(backend.table(VALUE_TILES), AS_OF, group[0])
+        values = tiles_as_of(backend, AS_OF, group, values_of=group[0])
         parts.append(rollup_values(attribute(values, snapshot, key), group, AS_OF))
     return parts
 

@@ -16,24 +16,30 @@ and have tiles of their own.
 frequent value, unique list, unique list count): a row per selection (what the trait counts:
 event, conditions, property; traits counting the same values share it), key and value.
 
-A snapshot at hour `h` keeps the tiles of hours before `as_of` and inside each trait's window,
-attributes them to entities exactly as events are (`compile.attribute`), and combines the
-partials. This equals the direct computation when a window is a whole number of hours; traits
-with other windows (`90 minutes`) are computed from the events (`tileable`).
+`trait_day_tiles` and `trait_value_day_tiles` combine the hour tiles of each day the same way
+(one row per day, user and context account; half as many rows), so that a window of days
+reads one row per active day instead of one per active hour.
+
+A snapshot at hour `h` (`as_of` = end of `h`) reads the day tiles of the days before `as_of`'s
+day and the hour tiles of `as_of`'s day, plus, for a window starting after a day's first hour,
+that day's hour tiles inside the window instead of its day tile (`tiles_as_of`,
+`tile_in_window`). It attributes them to entities exactly as events are
+(`compile.attribute`) and combines the partials. This equals the direct computation when a
+window is a whole number of hours; traits with other windows (`90 minutes`) are computed from
+the events (`tileable`).
 
 Tiles are a cache of `raw_events` kept by `refresh_tiles` (see `tile_cache.py`): an hour is
 rebuilt when its events changed (their count or a checksum of their messageIds) and all hours
-are rebuilt when the tiled definitions change (a fingerprint of the compiled tile query).
+are rebuilt when the tiled definitions change (a fingerprint of the compiled tile query); a
+day is rebuilt when one of its hours is.
 """
 
-import functools
 import hashlib
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import duckdb
 import ibis
-import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 
 from account_hierarchy.catalog.audience_checks import walk
@@ -49,9 +55,8 @@ from account_hierarchy.catalog.models import (
     UniqueListCount,
     UniqueUsers,
 )
-from account_hierarchy.tile_cache import refresh_tile_family, stale_events
+from account_hierarchy.tile_cache import days_of, refresh_tile_family, stale_days, stale_events
 from account_hierarchy.traits.compile import (
-    in_window,
     property_column,
     selects,
     timestamp,
@@ -60,6 +65,8 @@ from account_hierarchy.traits.compile import (
 
 TILE_KEYS = ("tile_hour", "user_id", "context_group_id")
 TILES, VALUE_TILES, TILE_HOURS = "trait_tiles", "trait_value_tiles", "trait_tile_hours"
+DAY_TILES, DAY_VALUE_TILES = "trait_day_tiles", "trait_value_day_tiles"
+TILE_DAYS = "trait_tile_days"
 
 
 ValueTrait = MostFrequent | UniqueList | UniqueListCount
@@ -106,8 +113,7 @@ def tile_column(trait: ComputedTrait, part: str) -> str:
 def tile_rows(events: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
     """One row per (hour, user, context account) of `events`, with every trait's partials."""
     events = with_properties(events, traits)
-    order = ibis.struct({"timestamp": events.timestamp, "message_id": events.message_id})
-    columns = {}
+    columns, picked = {}, []
     for trait in traits:
         where = selects(events, trait)
         if isinstance(trait, EventCounter | UniqueUsers):
@@ -124,33 +130,42 @@ def tile_rows(events: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
         elif isinstance(trait, FirstValue | LastValue):
             text = events[property_column(trait.property, "text")]
             where &= events[property_column(trait.property, "present")]
-            last = isinstance(trait, LastValue)
-            for part, column in (("value", text), ("at", events.timestamp),
-                                 ("id", events.message_id)):  # fmt: skip
-                columns[tile_column(trait, part)] = pick(column, order, last=last, where=where)
-    return events.group_by(
+            row = first_or_last(trait, events.timestamp, events.message_id, text, where)
+            picked.append((trait, row))
+    grouped = events.group_by(
         tile_hour=events.event_hour,
         user_id=events.user_id,
         context_group_id=events.context_group_id,
-    ).aggregate(**columns)
+    )
+    return _aggregate(grouped, columns, picked)
 
 
-def pick(
-    value: ir.Column, order: ir.StructValue, *, last: bool, where: ir.BooleanValue
-) -> ir.Scalar:
-    """The value of the row with the smallest `order` (with `last`, the greatest) among those
-    `where` holds: DuckDB's `arg_min` / `arg_max`. Ibis spells `argmin` as an ordered `first`,
-    which DuckDB runs by sorting every group's rows (25% slower here)."""
-    function = _builtin("arg_max" if last else "arg_min", value.type(), order.type())
-    return function(value, order, where=where)
+def first_or_last(
+    trait: FirstValue | LastValue,
+    at: ir.TimestampValue,
+    message_id: ir.StringValue,
+    value: ir.StringValue,
+    where: ir.BooleanValue,
+) -> ir.StructScalar:
+    """The `at`, `id` and `value` of the earliest row where `where` holds (the latest for a
+    last value), by time then messageId: one min / max of structs, which DuckDB compares field
+    by field (Ibis's `argmin` is an ordered `first`, which sorts every group's rows)."""
+    row = ibis.struct({"at": at, "id": message_id, "value": value})
+    return row.max(where=where) if isinstance(trait, LastValue) else row.min(where=where)
 
 
-@functools.cache
-def _builtin(name: str, value_type: dt.DataType, order_type: dt.DataType):
-    def builtin(value, order): ...
-
-    signature = ((value_type, order_type), value_type)
-    return ibis.udf.agg.builtin(builtin, name=name, signature=signature)
+def _aggregate(grouped, columns: dict[str, ir.Scalar], picked: list[tuple]) -> ir.Table:
+    """`grouped` aggregated to `columns` and to the parts (`value`, `at`, `id`) of each
+    (first / last value trait, picked row) of `picked`."""
+    rows = {tile_column(trait, "row"): row for trait, row in picked}
+    table = grouped.aggregate(**columns, **rows)
+    parts = {
+        tile_column(trait, part): table[tile_column(trait, "row")][part]
+        for trait, _ in picked
+        for part in ("value", "at", "id")
+    }
+    kept = [name for name in table.columns if name not in rows]
+    return table.select(*kept, **parts)
 
 
 def value_selection(trait: ValueTrait) -> str:
@@ -183,11 +198,11 @@ def value_tile_rows(events: ir.Table, traits: list[ValueTrait]) -> ir.Table:
 
 
 def rollup(tiles: ir.Table, traits: list[ComputedTrait], as_of) -> ir.Table | None:
-    """One row per entity (`entity_id` of the attributed tiles) with a column per trait, from
-    the tiles before `as_of` (most-frequent traits excepted)."""
+    """One row per entity (`entity_id` of the attributed tiles of `tiles_as_of`) with a column
+    per trait (value traits excepted)."""
     columns = {}
     for trait in traits:
-        where = in_window(tiles.tile_hour, trait, as_of)
+        where = tile_in_window(tiles, trait, as_of)
 
         def part(name: str, t: ComputedTrait = trait) -> ir.Column:
             return tiles[tile_column(t, name)]
@@ -207,11 +222,9 @@ def rollup(tiles: ir.Table, traits: list[ComputedTrait], as_of) -> ir.Table | No
                 reduce = values.min if trait.function == "min" else values.max
                 columns[trait.name] = reduce(where=where)
         elif isinstance(trait, FirstValue | LastValue):
-            order = ibis.struct({"at": part("at"), "id": part("id")})
-            columns[trait.name] = pick(
-                part("value"), order, last=isinstance(trait, LastValue),
-                where=where & part("at").notnull(),
-            )  # fmt: skip
+            row = first_or_last(trait, part("at"), part("id"), part("value"),
+                                where & part("at").notnull())  # fmt: skip
+            columns[trait.name] = row["value"]
     return tiles.group_by("entity_id").aggregate(**columns) if columns else None
 
 
@@ -226,7 +239,7 @@ def rollup_values(value_tiles: ir.Table, traits: list[ValueTrait], as_of) -> ir.
     """One row per entity with a column per value trait (most frequent value, ties: the
     smallest; the sorted distinct values; or how many there are); the traits share their
     `value_selection` and window, so one pass serves them all."""
-    kept = value_tiles.filter(in_window(value_tiles.tile_hour, traits[0], as_of))
+    kept = value_tiles.filter(tile_in_window(value_tiles, traits[0], as_of))
     counted = kept.group_by(["entity_id", "value"]).aggregate(
         times=_total(kept.times, ibis.literal(True))
     )
@@ -242,10 +255,90 @@ def rollup_values(value_tiles: ir.Table, traits: list[ValueTrait], as_of) -> ir.
     return counted.group_by("entity_id").aggregate(**columns)
 
 
-def tiles_before(table: ir.Table, as_of, trait: ValueTrait | None = None) -> ir.Table:
-    """The tiles of hours before `as_of` (of one value trait, for value tiles)."""
-    kept = table.filter(table.tile_hour < timestamp(as_of))
-    return kept.filter(kept.selection == value_selection(trait)) if trait else kept
+def day_tile_rows(tiles: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
+    """Hour tiles of `traits` combined into one row per (day, user, context account), with the
+    same columns (`tile_hour` is the day's first hour)."""
+    columns, picked = {}, []
+    for trait in traits:
+
+        def part(name: str, t: ComputedTrait = trait) -> ir.Column:
+            return tiles[tile_column(t, name)]
+
+        if isinstance(trait, EventCounter | UniqueUsers):
+            columns[tile_column(trait, "n")] = _total(part("n"), ibis.literal(True))
+        elif isinstance(trait, Aggregation):
+            if trait.function in ("sum", "avg"):
+                columns[tile_column(trait, "sum")] = part("sum").sum()
+                columns[tile_column(trait, "n")] = _total(part("n"), ibis.literal(True))
+            else:
+                values = part(trait.function)
+                reduce = values.min if trait.function == "min" else values.max
+                columns[tile_column(trait, trait.function)] = reduce()
+        elif isinstance(trait, FirstValue | LastValue):
+            row = first_or_last(trait, part("at"), part("id"), part("value"), part("at").notnull())
+            picked.append((trait, row))
+    return _aggregate(_by_day(tiles, ()), columns, picked)
+
+
+def day_value_tile_rows(value_tiles: ir.Table) -> ir.Table:
+    """Value tiles combined into one row per (selection, day, user, context account, value)."""
+    grouped = _by_day(value_tiles, ("selection",), ("value",))
+    return grouped.aggregate(times=_total(value_tiles.times, ibis.literal(True)))
+
+
+def _by_day(tiles: ir.Table, before: tuple, after: tuple = ()):
+    return tiles.group_by(
+        *before,
+        tile_hour=tiles.tile_hour.truncate("D"),
+        user_id=tiles.user_id,
+        context_group_id=tiles.context_group_id,
+        **{name: tiles[name] for name in after},
+    )
+
+
+def tiles_as_of(
+    backend, as_of, traits: list[ComputedTrait], values_of: ValueTrait | None = None
+) -> ir.Table:
+    """The tiles a snapshot ending at `as_of` rolls `traits` up from (with `values_of`, the
+    value tiles of that trait's selection): the day tile (`whole_day`) of each day before
+    `as_of`'s day, and the hour tiles of `as_of`'s day and of each day a trait's window starts
+    in, for the hours of that day inside the window (`tile_in_window` picks, per trait)."""
+    hour_table, day_table = (VALUE_TILES, DAY_VALUE_TILES) if values_of else (TILES, DAY_TILES)
+    hours, days = backend.table(hour_table), backend.table(day_table)
+    if values_of is not None:
+        selection = value_selection(values_of)
+        hours = hours.filter(hours.selection == selection)
+        days = days.filter(days.selection == selection)
+    end = timestamp(as_of)
+    today = end.truncate("D")
+    wanted = hours.tile_hour >= today
+    for length in sorted({trait.window_length for trait in traits} - {None}):
+        first_day = (end - _interval(length)).truncate("D")
+        wanted |= (hours.tile_hour >= first_day) & (hours.tile_hour < first_day + ONE_DAY)
+    hours = hours.filter(hours.tile_hour < end, wanted)
+    days = days.filter(days.tile_hour < today).select(*hours.columns).mutate(whole_day=True)
+    return days.union(hours.mutate(whole_day=False))
+
+
+def tile_in_window(tiles: ir.Table, trait: ComputedTrait, as_of) -> ir.BooleanValue:
+    """Whether a tile of `tiles_as_of` counts for `trait`: it lies inside the trait's window,
+    and it is an hour tile only where its day's tile is not (`as_of`'s day, and the day the
+    window starts in when it starts after that day's first hour)."""
+    end = timestamp(as_of)
+    hour_counts = tiles.tile_hour >= end.truncate("D")
+    if trait.window_length is None:
+        return tiles.whole_day | hour_counts
+    start = end - _interval(trait.window_length)
+    first_day = start.truncate("D")
+    hour_counts |= (tiles.tile_hour < first_day + ONE_DAY) & (first_day < start)
+    return (tiles.tile_hour >= start) & (tiles.whole_day | hour_counts)
+
+
+ONE_DAY = ibis.interval(days=1)
+
+
+def _interval(length: timedelta) -> ir.IntervalValue:
+    return ibis.interval(seconds=int(length.total_seconds()))
 
 
 @dataclass(frozen=True)
@@ -254,12 +347,21 @@ class TileRefresh:
 
     hours_rebuilt: int
     """Hours whose tiles were (re)built."""
+    days_rebuilt: int
+    """Days whose day tiles were (re)built."""
     tiles: int
     """Rows of `trait_tiles` after the refresh."""
 
 
-def refresh_tiles(con: duckdb.DuckDBPyConnection, traits: list[ComputedTrait]) -> TileRefresh:
-    """Bring the tiles of `traits` (all tileable) up to date with `raw_events`."""
+def refresh_tiles(
+    con: duckdb.DuckDBPyConnection,
+    traits: list[ComputedTrait],
+    days_before: datetime | None = None,
+) -> TileRefresh:
+    """Bring the tiles of `traits` (all tileable) up to date with `raw_events`: every hour's,
+    and the day tiles of the days before `days_before` (of all days without it). A snapshot
+    reads a day's tiles only once the day is over, so the hourly runs of a day need not
+    rebuild that day's tiles every hour."""
     backend = ibis.duckdb.from_connection(con)
     events = stale_events(backend)
     events = events.filter(events.user_id.notnull())
@@ -270,5 +372,14 @@ def refresh_tiles(con: duckdb.DuckDBPyConnection, traits: list[ComputedTrait]) -
         VALUE_TILES: backend.compile(value_tile_rows(events, valued)) if valued else None,
     }
     rebuilt = refresh_tile_family(con, TILE_HOURS, queries)
+    days = {
+        DAY_TILES: backend.compile(day_tile_rows(stale_days(backend, TILES), plain)),
+        DAY_VALUE_TILES: backend.compile(day_value_tile_rows(stale_days(backend, VALUE_TILES)))
+        if valued
+        else None,
+    }
+    days_rebuilt = refresh_tile_family(
+        con, TILE_DAYS, days, source=days_of(TILE_HOURS), before=days_before
+    )
     (rows,) = con.execute(f"SELECT count(*) FROM {TILES}").fetchone()
-    return TileRefresh(hours_rebuilt=rebuilt, tiles=rows)
+    return TileRefresh(hours_rebuilt=rebuilt, days_rebuilt=days_rebuilt, tiles=rows)
