@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from account_hierarchy import tile_cache
+from account_hierarchy.hierarchy import snapshots as snapshots_module
 from account_hierarchy.hierarchy.tiles import refresh_hierarchy_tiles
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
@@ -96,3 +97,22 @@ def test_batches_hold_about_the_set_number_of_events(monkeypatch):
     hours = [datetime(2026, 10, 1, h) for h in range(5)]
     counts = list(zip(hours, [4, 5, 30, 0, 2], strict=True))
     assert list(tile_cache._batches(counts)) == [hours[:2], hours[2:3], hours[3:]]
+
+
+def test_a_window_built_a_few_hours_at_a_time_equals_one_pass(sample, tmp_path, monkeypatch):
+    """`build_snapshots` builds long windows in passes of `HOURS_PER_PASS` hours (uneven here:
+    the last pass is shorter) with the same rows as one pass over the window."""
+    con = connect(tmp_path / "wh.duckdb")
+    ingest_window(con, sample, START, START + timedelta(days=2), PARTITIONS_START)
+    window = (datetime(2026, 10, 1, 9), datetime(2026, 10, 2, 2))
+    results = []
+    for hours in (1_000, 5):
+        monkeypatch.setattr(snapshots_module, "HOURS_PER_PASS", hours)
+        counts = snapshots_module.build_snapshots(con, *window, "parent_account_id")
+        results.append(([table_rows(con, table) for table in TABLES], counts))
+    (one_pass, one_pass_counts), (passes, passes_counts) = results
+    assert all(one_pass) and passes == one_pass
+    assert passes_counts == one_pass_counts == {
+        table: len(rows) for table, rows in zip(
+            ("users", "accounts", "account_memberships", "account_hierarchy"), one_pass,
+            strict=True)}  # fmt: skip

@@ -8,9 +8,8 @@ import duckdb
 from account_hierarchy.audiences.memberships import build_audience
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.catalog.models import SqlTrait
-from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
+from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.hierarchy.tiles import refresh_hierarchy_tiles
-from account_hierarchy.hierarchy.tree import build_hierarchy
 from account_hierarchy.traits.compute import build_traits, tiled_traits
 from account_hierarchy.traits.tiles import refresh_tiles
 from benchmarks import pandas_traits
@@ -25,10 +24,7 @@ def all_tiles(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
 
 def hierarchy_snapshots(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> None:
     """Users, accounts, memberships and the account tree for every hour of `[start, end)`."""
-    build_memberships(con, start, end)
-    build_users(con, start, end)
-    build_accounts(con, start, end, "parent_account_id")
-    build_hierarchy(con, start, end)
+    build_snapshots(con, start, end, "parent_account_id")
 
 
 def traits_and_audiences(

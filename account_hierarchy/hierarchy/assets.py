@@ -8,10 +8,9 @@ import dagster as dg
 
 from account_hierarchy import settings
 from account_hierarchy.hierarchy import checks
-from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
 from account_hierarchy.hierarchy.schemas import stored_trait_columns, validate_entities
+from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.hierarchy.tiles import refresh_hierarchy_tiles
-from account_hierarchy.hierarchy.tree import build_hierarchy
 from account_hierarchy.metadata import last_hour_preview, table_schema
 from account_hierarchy.partitions import HOURLY, window_of
 from account_hierarchy.policies import TRANSIENT_RETRY
@@ -172,12 +171,7 @@ def _build_on_duckdb(con, start, end) -> tuple[int, dict[str, int]]:
     each table's row count."""
     con.begin()
     tile_hours_rebuilt = refresh_hierarchy_tiles(con)
-    counts = {
-        "account_memberships": build_memberships(con, start, end),
-        "users": build_users(con, start, end),
-        "accounts": build_accounts(con, start, end, settings.parent_trait()),
-        "account_hierarchy": build_hierarchy(con, start, end),
-    }
+    counts = build_snapshots(con, start, end, settings.parent_trait())
     con.commit()
     return tile_hours_rebuilt, counts
 
