@@ -45,6 +45,7 @@ from account_hierarchy.traits.compile import (
     attributed_events,
     json_properties,
     timestamp,
+    window_interval,
 )
 from account_hierarchy.traits.tiles import (
     DAY_TILES,
@@ -285,8 +286,7 @@ class Evaluator:
         if operator in ("within_last", "not_within_last"):
             moment = value if value.type().is_timestamp() else value.cast("string").try_cast(
                 "timestamp")  # fmt: skip
-            length = ibis.interval(seconds=int(parse_window(operand).total_seconds()))
-            since = self.as_of - length
+            since = self.as_of - window_interval(parse_window(operand))
             if operator == "within_last":
                 return (moment >= since) & (moment < self.as_of)
             return moment < since

@@ -21,15 +21,12 @@ def build_snapshots(
     Each hour's snapshot depends on no other hour of the window, so building it in passes
     gives the same rows as one pass."""
     counts = dict.fromkeys(("account_memberships", "users", "accounts", "account_hierarchy"), 0)
-    for pass_start in _passes(start, end):
+    pass_start = start
+    while pass_start < end:
         pass_end = min(pass_start + timedelta(hours=HOURS_PER_PASS), end)
         counts["account_memberships"] += build_memberships(con, pass_start, pass_end)
         counts["users"] += build_users(con, pass_start, pass_end)
         counts["accounts"] += build_accounts(con, pass_start, pass_end, parent_trait)
         counts["account_hierarchy"] += build_hierarchy(con, pass_start, pass_end)
+        pass_start = pass_end
     return counts
-
-
-def _passes(start: datetime, end: datetime) -> list[datetime]:
-    step = timedelta(hours=HOURS_PER_PASS)
-    return [start + step * index for index in range(-(-(end - start) // step))]

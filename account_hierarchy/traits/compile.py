@@ -191,12 +191,16 @@ def selects(events: ir.Table, trait: ComputedTrait) -> ir.BooleanValue:
     return condition
 
 
+def window_interval(length: timedelta) -> ir.IntervalValue:
+    """A window's length as an Ibis interval (in seconds, which every engine takes)."""
+    return ibis.interval(seconds=int(length.total_seconds()))
+
+
 def in_window(moment: ir.TimestampValue, trait: ComputedTrait, as_of) -> ir.BooleanValue:
     """Whether a moment before `as_of` lies inside the trait's window."""
     if trait.window_length is None:
         return ibis.literal(True)
-    length = ibis.interval(seconds=int(trait.window_length.total_seconds()))
-    return moment >= timestamp(as_of) - length
+    return moment >= timestamp(as_of) - window_interval(trait.window_length)
 
 
 def matches(events: ir.Table, trait: ComputedTrait, as_of) -> ir.BooleanValue:

@@ -60,6 +60,7 @@ from account_hierarchy.traits.compile import (
     property_column,
     selects,
     timestamp,
+    window_interval,
     with_properties,
 )
 
@@ -313,7 +314,7 @@ def tiles_as_of(
     today = end.truncate("D")
     wanted = hours.tile_hour >= today
     for length in sorted({trait.window_length for trait in traits} - {None}):
-        first_day = (end - _interval(length)).truncate("D")
+        first_day = (end - window_interval(length)).truncate("D")
         wanted |= (hours.tile_hour >= first_day) & (hours.tile_hour < first_day + ONE_DAY)
     hours = hours.filter(hours.tile_hour < end, wanted)
     days = days.filter(days.tile_hour < today).select(*hours.columns).mutate(whole_day=True)
@@ -328,17 +329,13 @@ def tile_in_window(tiles: ir.Table, trait: ComputedTrait, as_of) -> ir.BooleanVa
     hour_counts = tiles.tile_hour >= end.truncate("D")
     if trait.window_length is None:
         return tiles.whole_day | hour_counts
-    start = end - _interval(trait.window_length)
+    start = end - window_interval(trait.window_length)
     first_day = start.truncate("D")
     hour_counts |= (tiles.tile_hour < first_day + ONE_DAY) & (first_day < start)
     return (tiles.tile_hour >= start) & (tiles.whole_day | hour_counts)
 
 
 ONE_DAY = ibis.interval(days=1)
-
-
-def _interval(length: timedelta) -> ir.IntervalValue:
-    return ibis.interval(seconds=int(length.total_seconds()))
 
 
 @dataclass(frozen=True)
