@@ -226,6 +226,15 @@ EDGE_DEFINITIONS = {
         {"name": "active_or_unknown_role", "entity": "user",
          "where": {"or": [{"trait": "logins", "gte": 1},
                           {"custom_trait": "role", "is_null": True}]}},
+        # `tier` is a trait no call ever set: every account's value is null.
+        {"name": "gold_tier", "entity": "account",
+         "where": {"custom_trait": "tier", "equals": "gold"}},
+        {"name": "tier_not_gold", "entity": "account",
+         "where": {"custom_trait": "tier", "not_equals": "gold"}},
+        {"name": "not_gold_tier", "entity": "account",
+         "where": {"not": {"custom_trait": "tier", "equals": "gold"}}},
+        {"name": "users_of_gold_tier", "entity": "user",
+         "where": {"account": {"custom_trait": "tier", "equals": "gold"}}},
     ],
 }  # fmt: skip
 EDGE_HOUR = datetime(2026, 10, 1, 9)
@@ -260,6 +269,10 @@ EXPECTED = {
     "admins_of_admin_accounts": {"u1", "u2"},
     "users_of_trials": {"u2", "u3"},
     "active_or_unknown_role": {"u3", "u4"},
+    "gold_tier": set(),
+    "tier_not_gold": set(),  # like any null value: `not_equals` does not hold either
+    "not_gold_tier": {"FULL", "HALF", "EMPTY", "SOLO"},
+    "users_of_gold_tier": set(),
 }
 
 

@@ -151,6 +151,11 @@ class Evaluator:
             isinstance(c, TraitTest) and e == entity for c, e in walk(condition, entity)
         )
         base = self.base(entity, with_traits=uses_traits)
+        # A trait no entity has yet is a column of nulls, tested like any null value (a null
+        # literal would not be: Ibis rewrites `null == x` as `x IS NULL`).
+        names = {_value_column(c) for c, e in walk(condition, entity) if e == entity}
+        unset = {name: ibis.null("string") for name in sorted(names - set(base.columns) - {None})}
+        base = base.mutate(**unset) if unset else base
         columns: dict[str, ir.Value] = {}
         member = self._compile(condition, entity, base, columns, extra, leaves)
         table = base.mutate(**columns) if columns else base
@@ -185,9 +190,7 @@ class Evaluator:
             return ~self._compile(condition.not_, entity, base, columns, extra, leaves)
         leaf = self._leaf(condition, entity, leaves)
         if isinstance(condition, TraitTest | CustomTraitTest):
-            name = (f"trait__{condition.trait}" if isinstance(condition, TraitTest)
-                    else f"custom__{condition.custom_trait}")  # fmt: skip
-            value = base[name] if name in base.columns else ibis.null("string")
+            value = base[_value_column(condition)]
             columns[f"{leaf.id}_value"] = value
             columns[f"{leaf.id}_held"] = self._test(value, condition)
         else:
@@ -316,6 +319,15 @@ class Evaluator:
             return ibis.literal(False)
         return {"gt": number > operand, "gte": number >= operand, "lt": number < operand,
                 "lte": number <= operand}[operator]  # fmt: skip
+
+
+def _value_column(condition) -> str | None:
+    """The column of the entity rows a trait or custom trait test reads (None for others)."""
+    if isinstance(condition, TraitTest):
+        return f"trait__{condition.trait}"
+    if isinstance(condition, CustomTraitTest):
+        return f"custom__{condition.custom_trait}"
+    return None
 
 
 def require_snapshots(backend, evaluated: Evaluated, start: datetime, end: datetime) -> None:
