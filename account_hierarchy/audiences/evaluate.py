@@ -50,6 +50,7 @@ from account_hierarchy.traits.compile import (
 from account_hierarchy.traits.tiles import (
     DAY_TILES,
     TILES,
+    per_user,
     performed_counter,
     rollup,
     tile_column,
@@ -231,7 +232,8 @@ class Evaluator:
         )
         if tiled:
             tiles = tiles_as_of(self.backend, self.as_of, [counter])
-            counts = rollup(tiles.mutate(entity_id=tiles.user_id), [counter], self.as_of)
+            users = per_user(tiles, [counter], self.as_of)
+            counts = rollup(users.mutate(entity_id=users.user_id), [counter])
         else:
             snapshot = Snapshot(
                 events=json_properties(self.backend.table("raw_events")),

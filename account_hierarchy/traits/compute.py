@@ -40,6 +40,7 @@ from account_hierarchy.traits.sql_traits import (
 )
 from account_hierarchy.traits.tiles import (
     is_value_trait,
+    per_user,
     performed_counters,
     refresh_tiles,
     rollup,
@@ -47,6 +48,7 @@ from account_hierarchy.traits.tiles import (
     tileable,
     tiles_as_of,
     value_selection,
+    values_per_user,
 )
 
 TRAIT_TABLES = {"account": "account_traits", "user": "user_traits"}
@@ -177,15 +179,16 @@ def _class_parts(
     rolled = [t for t in traits if t in tiled]
     plain = [t for t in rolled if not is_value_trait(t)]
     if plain:
-        tiles = attribute(tiles_as_of(backend, AS_OF, plain), snapshot, key)
-        parts.append(rollup(tiles, plain, AS_OF))
+        users = per_user(tiles_as_of(backend, AS_OF, plain), plain, AS_OF)
+        parts.append(rollup(attribute(users, snapshot, key), plain))
     shared: dict[tuple, list[ComputedTrait]] = defaultdict(list)
     for trait in rolled:
         if is_value_trait(trait):
             shared[value_selection(trait), trait.window_length].append(trait)
     for group in shared.values():
         values = tiles_as_of(backend, AS_OF, group, values_of=group[0])
-        parts.append(rollup_values(attribute(values, snapshot, key), group, AS_OF))
+        users = values_per_user(values, group[0], AS_OF)
+        parts.append(rollup_values(attribute(users, snapshot, key), group))
     return parts
 
 

@@ -198,35 +198,46 @@ def value_tile_rows(events: ir.Table, traits: list[ValueTrait]) -> ir.Table:
     return ibis.union(*parts)
 
 
-def rollup(tiles: ir.Table, traits: list[ComputedTrait], as_of) -> ir.Table | None:
-    """One row per entity (`entity_id` of the attributed tiles of `tiles_as_of`) with a column
-    per trait (value traits excepted)."""
+def per_user(tiles: ir.Table, traits: list[ComputedTrait], as_of) -> ir.Table:
+    """The tiles of `tiles_as_of` inside each trait's window, combined into one row per user
+    and context account (the same partial columns): attribution then joins a row per user,
+    not one per tile, to the accounts it counts for."""
+    grouped = tiles.group_by("user_id", "context_group_id")
+    return combine(grouped, tiles, traits, lambda trait: tile_in_window(tiles, trait, as_of))
+
+
+def rollup(rows: ir.Table, traits: list[ComputedTrait]) -> ir.Table | None:
+    """One row per entity (`entity_id` of attributed `per_user` rows) with a column per trait
+    (value traits excepted)."""
+    if not traits:
+        return None
+    users = {
+        tile_column(trait, "users"): rows.user_id.nunique(where=rows[tile_column(trait, "n")] > 0)
+        for trait in traits
+        if isinstance(trait, UniqueUsers)
+    }
+    totals = combine(rows.group_by("entity_id"), rows, traits, _everywhere, **users)
     columns = {}
     for trait in traits:
-        where = tile_in_window(tiles, trait, as_of)
 
         def part(name: str, t: ComputedTrait = trait) -> ir.Column:
-            return tiles[tile_column(t, name)]
+            return totals[tile_column(t, name)]
 
         if isinstance(trait, EventCounter):
-            columns[trait.name] = _total(part("n"), where)
+            columns[trait.name] = part("n")
         elif isinstance(trait, UniqueUsers):
-            columns[trait.name] = tiles.user_id.nunique(where=where & (part("n") > 0))
+            columns[trait.name] = part("users")
+        elif isinstance(trait, Aggregation) and trait.function == "avg":
+            columns[trait.name] = part("sum") / part("n").nullif(0)
         elif isinstance(trait, Aggregation):
-            if trait.function == "sum":
-                columns[trait.name] = part("sum").sum(where=where)
-            elif trait.function == "avg":
-                count = _total(part("n"), where)
-                columns[trait.name] = part("sum").sum(where=where) / count.nullif(0)
-            else:
-                values = part(trait.function)
-                reduce = values.min if trait.function == "min" else values.max
-                columns[trait.name] = reduce(where=where)
-        elif isinstance(trait, FirstValue | LastValue):
-            row = first_or_last(trait, part("at"), part("id"), part("value"),
-                                where & part("at").notnull())  # fmt: skip
-            columns[trait.name] = row["value"]
-    return tiles.group_by("entity_id").aggregate(**columns) if columns else None
+            columns[trait.name] = part(trait.function)
+        else:
+            columns[trait.name] = part("value")
+    return totals.select("entity_id", **columns)
+
+
+def _everywhere(trait: ComputedTrait) -> ir.BooleanValue:
+    return ibis.literal(True)
 
 
 def _total(counts: ir.IntegerColumn, where: ir.BooleanValue) -> ir.IntegerScalar:
@@ -236,13 +247,21 @@ def _total(counts: ir.IntegerColumn, where: ir.BooleanValue) -> ir.IntegerScalar
     return counts.sum(where=where).cast("decimal(38, 0)").cast("int64")
 
 
-def rollup_values(value_tiles: ir.Table, traits: list[ValueTrait], as_of) -> ir.Table:
-    """One row per entity with a column per value trait (most frequent value, ties: the
-    smallest; the sorted distinct values; or how many there are); the traits share their
-    `value_selection` and window, so one pass serves them all."""
-    kept = value_tiles.filter(tile_in_window(value_tiles, traits[0], as_of))
-    counted = kept.group_by(["entity_id", "value"]).aggregate(
-        times=_total(kept.times, ibis.literal(True))
+def values_per_user(value_tiles: ir.Table, trait: ValueTrait, as_of) -> ir.Table:
+    """The value tiles of `tiles_as_of` inside the trait's window, as how often each user and
+    context account saw each value."""
+    kept = value_tiles.filter(tile_in_window(value_tiles, trait, as_of))
+    grouped = kept.group_by("user_id", "context_group_id", "value")
+    return grouped.aggregate(times=_total(kept.times, ibis.literal(True)))
+
+
+def rollup_values(value_rows: ir.Table, traits: list[ValueTrait]) -> ir.Table:
+    """One row per entity (`entity_id` of attributed `values_per_user` rows) with a column per
+    value trait (most frequent value, ties: the smallest; the sorted distinct values; or how
+    many there are); the traits share their `value_selection` and window, so one pass serves
+    them all."""
+    counted = value_rows.group_by(["entity_id", "value"]).aggregate(
+        times=_total(value_rows.times, ibis.literal(True))
     )
     rank = ibis.struct({"times": -counted.times, "value": counted.value})
     columns = {}
@@ -259,26 +278,36 @@ def rollup_values(value_tiles: ir.Table, traits: list[ValueTrait], as_of) -> ir.
 def day_tile_rows(tiles: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
     """Hour tiles of `traits` combined into one row per (day, user, context account), with the
     same columns (`tile_hour` is the day's first hour)."""
-    columns, picked = {}, []
+    return combine(_by_day(tiles, ()), tiles, traits, _everywhere)
+
+
+def combine(
+    grouped, tiles: ir.Table, traits: list[ComputedTrait], where_of, **extra: ir.Scalar
+) -> ir.Table:
+    """`grouped` (a grouping of `tiles`) aggregated to each trait's partial columns, over the
+    tiles where `where_of(trait)` holds, and to the `extra` aggregates."""
+    columns, picked = dict(extra), []
     for trait in traits:
+        where = where_of(trait)
 
         def part(name: str, t: ComputedTrait = trait) -> ir.Column:
             return tiles[tile_column(t, name)]
 
         if isinstance(trait, EventCounter | UniqueUsers):
-            columns[tile_column(trait, "n")] = _total(part("n"), ibis.literal(True))
+            columns[tile_column(trait, "n")] = _total(part("n"), where)
         elif isinstance(trait, Aggregation):
             if trait.function in ("sum", "avg"):
-                columns[tile_column(trait, "sum")] = part("sum").sum()
-                columns[tile_column(trait, "n")] = _total(part("n"), ibis.literal(True))
+                columns[tile_column(trait, "sum")] = part("sum").sum(where=where)
+                columns[tile_column(trait, "n")] = _total(part("n"), where)
             else:
                 values = part(trait.function)
                 reduce = values.min if trait.function == "min" else values.max
-                columns[tile_column(trait, trait.function)] = reduce()
+                columns[tile_column(trait, trait.function)] = reduce(where=where)
         elif isinstance(trait, FirstValue | LastValue):
-            row = first_or_last(trait, part("at"), part("id"), part("value"), part("at").notnull())
-            picked.append((trait, row))
-    return _aggregate(_by_day(tiles, ()), columns, picked)
+            at = part("at")
+            picked.append((trait, first_or_last(trait, at, part("id"), part("value"),
+                                                where & at.notnull())))  # fmt: skip
+    return _aggregate(grouped, columns, picked)
 
 
 def day_value_tile_rows(value_tiles: ir.Table) -> ir.Table:
