@@ -1,7 +1,7 @@
 """Audience memberships match an independent evaluation, on the sample and on edge cases."""
 
 import json
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,12 +11,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from account_hierarchy.audiences.evaluate import Evaluator
-from account_hierarchy.audiences.memberships import reason_texts
+from account_hierarchy.audiences.evaluate import Evaluator, NotComputedError
+from account_hierarchy.audiences.memberships import build_audience, reason_texts
 from account_hierarchy.audiences.queries import explain, preview
 from account_hierarchy.catalog.loader import load_catalog
+from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
+from account_hierarchy.hierarchy.tree import build_hierarchy
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
+from account_hierarchy.traits.compute import build_traits
 from account_hierarchy.warehouse import connect
 from account_hierarchy_tests.conftest import PARTITIONS_START, build_hour, write_lines
 from account_hierarchy_tests.reference import read_events, snapshot
@@ -296,3 +299,30 @@ def test_explain_lists_users_of_a_quantified_condition(edge):
     (condition,) = result["conditions"]
     assert condition["satisfying_users"] == ["u2"]
     assert (condition["matching_users"], condition["users"]) == (1, 2)
+
+
+def test_hours_before_any_event_have_empty_audiences(tmp_path):
+    """Hours before the first event have empty snapshots (no rows at all), which count as
+    built: their audiences are empty rather than "not materialized"."""
+    write_lines(tmp_path / "landing" / "a.ndjson", EDGE_EVENTS)
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "defs.yaml").write_text(yaml.safe_dump(EDGE_DEFINITIONS))
+    catalog = load_catalog(tmp_path / "definitions")
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 2),
+                      PARTITIONS_START)  # fmt: skip
+        window = (datetime(2026, 10, 1, 6), EDGE_HOUR + timedelta(hours=1))
+        build_memberships(con, *window)
+        build_users(con, *window)
+        build_accounts(con, *window, "parent_account_id")
+        build_hierarchy(con, *window)
+        build_traits(con, catalog, *window)
+        reports = {name: build_audience(con, catalog, name, *window) for name in EXPECTED}
+        for name, expected in EXPECTED.items():
+            early = [reports[name].sizes[datetime(2026, 10, 1, h)] for h in (6, 7)]
+            assert early == [0, 0], name
+            assert stored_members(con, name, EDGE_HOUR) == expected
+        # Before the hierarchy of an hour with events is built, the hour is still refused.
+        later = (EDGE_HOUR + timedelta(hours=1), EDGE_HOUR + timedelta(hours=2))
+        with pytest.raises(NotComputedError, match="has no snapshot for 1 of the 1 hours"):
+            build_audience(con, catalog, "users_of_trials", *later)
