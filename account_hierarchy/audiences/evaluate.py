@@ -233,7 +233,7 @@ class Evaluator:
         )
         if tiled:
             tiles = tiles_as_of(self.backend, self.as_of, [counter])
-            users = per_user(tiles, [counter], self.as_of)
+            users = per_user(tiles, [counter], self.as_of, by=("user_id",))
             counts = rollup(users.mutate(entity_id=users.user_id), [counter])
         else:
             snapshot = Snapshot(

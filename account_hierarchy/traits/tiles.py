@@ -64,7 +64,7 @@ from account_hierarchy.traits.compile import (
     with_properties,
 )
 
-TILE_KEYS = ("tile_hour", "user_id", "context_group_id")
+USER_KEYS = ("user_id", "context_group_id")
 TILES, VALUE_TILES, TILE_HOURS = "trait_tiles", "trait_value_tiles", "trait_tile_hours"
 DAY_TILES, DAY_VALUE_TILES = "trait_day_tiles", "trait_value_day_tiles"
 TILE_DAYS = "trait_tile_days"
@@ -198,11 +198,14 @@ def value_tile_rows(events: ir.Table, traits: list[ValueTrait]) -> ir.Table:
     return ibis.union(*parts)
 
 
-def per_user(tiles: ir.Table, traits: list[ComputedTrait], as_of) -> ir.Table:
+def per_user(
+    tiles: ir.Table, traits: list[ComputedTrait], as_of, by: tuple[str, ...] = USER_KEYS
+) -> ir.Table:
     """The tiles of `tiles_as_of` inside each trait's window, combined into one row per user
-    and context account (the same partial columns): attribution then joins a row per user,
-    not one per tile, to the accounts it counts for."""
-    grouped = tiles.group_by("user_id", "context_group_id")
+    and context account (per user alone with `by=("user_id",)`), with the same partial
+    columns: attribution then joins a row per user, not one per tile, to the accounts it
+    counts for."""
+    grouped = tiles.group_by(*by)
     return combine(grouped, tiles, traits, lambda trait: tile_in_window(tiles, trait, as_of))
 
 
@@ -247,11 +250,13 @@ def _total(counts: ir.IntegerColumn, where: ir.BooleanValue) -> ir.IntegerScalar
     return counts.sum(where=where).cast("decimal(38, 0)").cast("int64")
 
 
-def values_per_user(value_tiles: ir.Table, trait: ValueTrait, as_of) -> ir.Table:
+def values_per_user(
+    value_tiles: ir.Table, trait: ValueTrait, as_of, by: tuple[str, ...] = USER_KEYS
+) -> ir.Table:
     """The value tiles of `tiles_as_of` inside the trait's window, as how often each user and
-    context account saw each value."""
+    context account (each user alone with `by=("user_id",)`) saw each value."""
     kept = value_tiles.filter(tile_in_window(value_tiles, trait, as_of))
-    grouped = kept.group_by("user_id", "context_group_id", "value")
+    grouped = kept.group_by(*by, "value")
     return grouped.aggregate(times=_total(kept.times, ibis.literal(True)))
 
 
