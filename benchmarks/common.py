@@ -4,6 +4,7 @@ import argparse
 import gzip
 import json
 import resource
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,18 +35,20 @@ def one_file_of_events(folder: Path, events: int, seed: int = 1) -> Path:
         return target
     scratch = folder / "generated"
     users = max(100, events // 65)
-    generate_sample(scratch, seed=seed, accounts=max(20, users // 10), users=users, days=30)
-    written = 0
+    while True:  # (users' activity varies: grow the sample until it holds enough messages)
+        shutil.rmtree(scratch, ignore_errors=True)
+        generate_sample(scratch, seed=seed, accounts=max(20, users // 10), users=users, days=30)
+        messages = [
+            line
+            for path in sorted(scratch.glob("*.ndjson")) + sorted(scratch.glob("*.ndjson.gz"))
+            for line in _lines(path)
+            if _is_object(line)
+        ]
+        if len(messages) >= events:
+            break
+        users = int(users * 1.2 * events / max(len(messages), 1)) + 1
     with target.open("w") as out:
-        for path in sorted(scratch.glob("*.ndjson")) + sorted(scratch.glob("*.ndjson.gz")):
-            for line in _lines(path):
-                if written == events:
-                    break
-                if _is_object(line):
-                    out.write(line + "\n")
-                    written += 1
-    if written < events:
-        raise RuntimeError(f"the sample held only {written} messages, {events} asked")
+        out.writelines(line + "\n" for line in messages[:events])
     return target
 
 
