@@ -67,6 +67,10 @@ def test_each_trait_is_an_asset_with_its_story(materialized):
     assert "sql_trait_view_events" in sql_trait["compiled_query"].value
     table = by_key[dg.AssetKey("account_traits")].metadata
     assert table["dagster/row_count"].value > 0
+    # the sample's one SQL trait is an account trait: its time is part of the account traits'
+    assert 0 < table["sql_trait_seconds"].value < table["compute_seconds"].value
+    users = by_key[dg.AssetKey("user_traits")].metadata
+    assert users["sql_trait_seconds"].value == 0 < users["compute_seconds"].value
     checks = {c.asset_key.to_user_string(): c.passed for c in result.get_asset_check_evaluations()}
     assert checks == {"account_traits": True, "user_traits": True}
 

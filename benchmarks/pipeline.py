@@ -29,11 +29,13 @@ def hierarchy_snapshots(con: duckdb.DuckDBPyConnection, start: datetime, end: da
 
 def traits_and_audiences(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime
-) -> None:
-    """Every trait, then every audience, for every hour of `[start, end)`."""
-    build_traits(con, catalog, start, end)
+) -> float:
+    """Every trait, then every audience, for every hour of `[start, end)`; return the seconds
+    spent running SQL traits (user SQL, once per hour)."""
+    report = build_traits(con, catalog, start, end)
     for located in catalog.audiences:
         build_audience(con, catalog, located.audience.name, start, end)
+    return sum(report[entity]["sql_trait_seconds"] for entity in ("account", "user"))
 
 
 def pandas_baseline(

@@ -134,6 +134,7 @@ def _table_results(con, entity: str, table: str, report: dict, start, end):
             "dagster/column_schema": table_schema(con, table),
             "preview": last_hour_preview(con, table, end - timedelta(hours=1)),
             **_tile_metadata(report),
+            **_time_metadata(report.get(entity, {})),
         },
     )
     (mismatches,) = con.execute(
@@ -170,6 +171,17 @@ def _tile_metadata(report: dict) -> dict:
         "tile_hours_rebuilt": tiles.hours_rebuilt,
         "tile_days_rebuilt": tiles.days_rebuilt,
         "tile_rows": tiles.tiles,
+    }
+
+
+def _time_metadata(entity_report: dict) -> dict:
+    """Seconds the entity's traits took, and of them the SQL traits (user SQL, run once per
+    hour)."""
+    if "seconds" not in entity_report:
+        return {}
+    return {
+        "compute_seconds": round(entity_report["seconds"], 3),
+        "sql_trait_seconds": round(entity_report["sql_trait_seconds"], 3),
     }
 
 
