@@ -23,8 +23,10 @@ reads one row per active day instead of one per active hour.
 A snapshot at hour `h` (`as_of` = end of `h`) reads the day tiles of the days before `as_of`'s
 day and the hour tiles of `as_of`'s day, plus, for a window starting after a day's first hour,
 that day's hour tiles inside the window instead of its day tile (`tiles_as_of`,
-`tile_in_window`). It attributes them to entities exactly as events are
-(`compile.attribute`) and combines the partials. This equals the direct computation when a
+`tile_in_window`). It combines each user's tiles inside each trait's window into one row
+per user and context account (`per_user`, `values_per_user`), attributes those rows to
+entities exactly as events are (`compile.attribute`) and combines the partials again per
+entity (`rollup`, `rollup_values`). This equals the direct computation when a
 window is a whole number of hours; traits with other windows (`90 minutes`) are computed from
 the events (`tileable`).
 
