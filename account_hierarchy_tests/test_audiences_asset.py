@@ -61,6 +61,8 @@ def test_audience_metadata_has_size_and_changes(materialized):
     admins = events[audience_key("software_admins")].metadata
     assert admins["size"].value >= 1
     assert {"entered", "exited", "compiled_query", "preview"} <= set(admins)
+    assert "$audience = 'software_admins'" in admins["compiled_query"].value
+    assert "json_object" in admins["compiled_query"].value.lower()  # (the reasons)
     assert all(c.passed for c in result.get_asset_check_evaluations())
 
 

@@ -20,7 +20,7 @@ from account_hierarchy.audiences.evaluate import (
 from account_hierarchy.audiences.schemas import validate_memberships
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.partitions import hours_of
-from account_hierarchy.traits.compile import AS_OF, HOUR, compile_hourly, hourly_params
+from account_hierarchy.traits.compile import compile_hourly, hourly_params
 from account_hierarchy.warehouse import in_memory
 
 MEMBERSHIPS_DDL = """
@@ -42,6 +42,7 @@ class AudienceReport:
     entered: int = 0
     exited: int = 0
     compiled: str = ""
+    """The membership query (with its reasons), and its parameters for the last hour."""
 
 
 def reason_expression(evaluated: Evaluated) -> exp.Expression:
@@ -153,13 +154,19 @@ def build_audience(
     con.execute("CREATE OR REPLACE TEMP TABLE new_memberships AS FROM audience_memberships "
                 "WITH NO DATA")  # fmt: skip
     hours = hours_of(start, end)
-    for hour in hours:
+
+    def params(hour: datetime) -> dict:
         bound = {"snapshot_hour": hour, "audience": name, "entity_type": evaluated.entity}
-        con.execute(f"INSERT INTO new_memberships {rows_sql}", hourly_params(sql, hour) | bound)
+        return hourly_params(sql, hour) | bound
+
+    for hour in hours:
+        con.execute(f"INSERT INTO new_memberships {rows_sql}", params(hour))
     sizes = con.execute("SELECT snapshot_hour, count(*) FROM new_memberships GROUP BY ALL")
     report.sizes = dict.fromkeys(hours, 0) | dict(sizes.fetchall())
-    last_hour = {HOUR: end - timedelta(hours=1), AS_OF: end}
-    report.compiled = str(backend.compile(evaluated.table, params=last_hour))
+    last = end - timedelta(hours=1)
+    values = ", ".join(f"${key} = {value if isinstance(value, datetime) else repr(value)}"
+                       for key, value in params(last).items())  # fmt: skip
+    report.compiled = f"-- run for the last hour with {values}\n{rows_sql}"
     validate_memberships(con, "new_memberships")
     con.execute(
         "DELETE FROM audience_memberships WHERE audience = $name AND snapshot_hour >= $start "
@@ -167,7 +174,6 @@ def build_audience(
         {"name": name, "start": start, "end": end},
     )
     con.execute("INSERT INTO audience_memberships SELECT * FROM new_memberships")
-    last = end - timedelta(hours=1)
     now = {
         entity_id
         for (entity_id,) in con.execute(
