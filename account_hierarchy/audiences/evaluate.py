@@ -51,7 +51,6 @@ from account_hierarchy.traits.compile import (
 from account_hierarchy.traits.tiles import (
     DAY_TILES,
     TILES,
-    per_user,
     performed_counter,
     rollup,
     tile_column,
@@ -233,8 +232,7 @@ class Evaluator:
         )
         if tiled:
             tiles = tiles_as_of(self.backend, self.as_of, [counter])
-            users = per_user(tiles, [counter], self.as_of, by=("user_id",))
-            counts = rollup(users.mutate(entity_id=users.user_id), [counter])
+            counts = rollup(tiles.mutate(entity_id=tiles.user_id), [counter], self.as_of)
         else:
             snapshot = Snapshot(
                 events=json_properties(self.backend.table("raw_events")),

@@ -40,9 +40,7 @@ from account_hierarchy.traits.sql_traits import (
     parse_trait_sql,
 )
 from account_hierarchy.traits.tiles import (
-    USER_KEYS,
     is_value_trait,
-    per_user,
     performed_counters,
     refresh_tiles,
     rollup,
@@ -50,7 +48,6 @@ from account_hierarchy.traits.tiles import (
     tileable,
     tiles_as_of,
     value_selection,
-    values_per_user,
 )
 
 TRAIT_TABLES = {"account": "account_traits", "user": "user_traits"}
@@ -185,18 +182,16 @@ def _class_parts(
         parts += [most_frequent(events, t, AS_OF) for t in direct if isinstance(t, MostFrequent)]
     rolled = [t for t in traits if t in tiled]
     plain = [t for t in rolled if not is_value_trait(t)]
-    by = ("user_id",) if key[0] == "user" else USER_KEYS  # (user traits ignore the context)
     if plain:
-        users = per_user(tiles_as_of(backend, AS_OF, plain), plain, AS_OF, by)
-        parts.append(rollup(attribute(users, snapshot, key), plain))
+        tiles = attribute(tiles_as_of(backend, AS_OF, plain), snapshot, key)
+        parts.append(rollup(tiles, plain, AS_OF))
     shared: dict[tuple, list[ComputedTrait]] = defaultdict(list)
     for trait in rolled:
         if is_value_trait(trait):
             shared[value_selection(trait), trait.window_length].append(trait)
     for group in shared.values():
         values = tiles_as_of(backend, AS_OF, group, values_of=group[0])
-        users = values_per_user(values, group[0], AS_OF, by)
-        parts.append(rollup_values(attribute(users, snapshot, key), group))
+        parts.append(rollup_values(attribute(values, snapshot, key), group, AS_OF))
     return parts
 
 

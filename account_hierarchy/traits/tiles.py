@@ -23,12 +23,10 @@ reads one row per active day instead of one per active hour.
 A snapshot at hour `h` (`as_of` = end of `h`) reads the day tiles of the days before `as_of`'s
 day and the hour tiles of `as_of`'s day, plus, for a window starting after a day's first hour,
 that day's hour tiles inside the window instead of its day tile (`tiles_as_of`,
-`tile_in_window`). It combines each user's tiles inside each trait's window into one row
-per user and context account (`per_user`, `values_per_user`), attributes those rows to
-entities exactly as events are (`compile.attribute`) and combines the partials again per
-entity (`rollup`, `rollup_values`). This equals the direct computation when a
-window is a whole number of hours; traits with other windows (`90 minutes`) are computed from
-the events (`tileable`).
+`tile_in_window`). It attributes them to entities exactly as events are
+(`compile.attribute`) and combines the partials (`rollup`, `rollup_values`). This equals the
+direct computation when a window is a whole number of hours; traits with other windows
+(`90 minutes`) are computed from the events (`tileable`).
 
 Tiles are a cache of `raw_events` kept by `refresh_tiles` (see `tile_cache.py`): an hour is
 rebuilt when its events changed (their count or a checksum of their messageIds) and all hours
@@ -66,7 +64,6 @@ from account_hierarchy.traits.compile import (
     with_properties,
 )
 
-USER_KEYS = ("user_id", "context_group_id")
 TILES, VALUE_TILES, TILE_HOURS = "trait_tiles", "trait_value_tiles", "trait_tile_hours"
 DAY_TILES, DAY_VALUE_TILES = "trait_day_tiles", "trait_value_day_tiles"
 TILE_DAYS = "trait_tile_days"
@@ -200,28 +197,23 @@ def value_tile_rows(events: ir.Table, traits: list[ValueTrait]) -> ir.Table:
     return ibis.union(*parts)
 
 
-def per_user(
-    tiles: ir.Table, traits: list[ComputedTrait], as_of, by: tuple[str, ...] = USER_KEYS
-) -> ir.Table:
-    """The tiles of `tiles_as_of` inside each trait's window, combined into one row per user
-    and context account (per user alone with `by=("user_id",)`), with the same partial
-    columns: attribution then joins a row per user, not one per tile, to the accounts it
-    counts for."""
-    grouped = tiles.group_by(*by)
-    return combine(grouped, tiles, traits, lambda trait: tile_in_window(tiles, trait, as_of))
-
-
-def rollup(rows: ir.Table, traits: list[ComputedTrait]) -> ir.Table | None:
-    """One row per entity (`entity_id` of attributed `per_user` rows) with a column per trait
-    (value traits excepted)."""
+def rollup(tiles: ir.Table, traits: list[ComputedTrait], as_of) -> ir.Table | None:
+    """One row per entity (`entity_id` of the attributed tiles of `tiles_as_of`) with a column
+    per trait (value traits excepted), over the tiles inside each trait's window."""
     if not traits:
         return None
+
+    def inside(trait: ComputedTrait) -> ir.BooleanValue:
+        return tile_in_window(tiles, trait, as_of)
+
     users = {
-        tile_column(trait, "users"): rows.user_id.nunique(where=rows[tile_column(trait, "n")] > 0)
+        tile_column(trait, "users"): tiles.user_id.nunique(
+            where=inside(trait) & (tiles[tile_column(trait, "n")] > 0)
+        )
         for trait in traits
         if isinstance(trait, UniqueUsers)
     }
-    totals = combine(rows.group_by("entity_id"), rows, traits, _everywhere, **users)
+    totals = combine(tiles.group_by("entity_id"), tiles, traits, inside, **users)
     columns = {}
     for trait in traits:
 
@@ -252,23 +244,13 @@ def _total(counts: ir.IntegerColumn, where: ir.BooleanValue) -> ir.IntegerScalar
     return counts.sum(where=where).cast("decimal(38, 0)").cast("int64")
 
 
-def values_per_user(
-    value_tiles: ir.Table, trait: ValueTrait, as_of, by: tuple[str, ...] = USER_KEYS
-) -> ir.Table:
-    """The value tiles of `tiles_as_of` inside the trait's window, as how often each user and
-    context account (each user alone with `by=("user_id",)`) saw each value."""
-    kept = value_tiles.filter(tile_in_window(value_tiles, trait, as_of))
-    grouped = kept.group_by(*by, "value")
-    return grouped.aggregate(times=_total(kept.times, ibis.literal(True)))
-
-
-def rollup_values(value_rows: ir.Table, traits: list[ValueTrait]) -> ir.Table:
-    """One row per entity (`entity_id` of attributed `values_per_user` rows) with a column per
-    value trait (most frequent value, ties: the smallest; the sorted distinct values; or how
-    many there are); the traits share their `value_selection` and window, so one pass serves
-    them all."""
-    counted = value_rows.group_by(["entity_id", "value"]).aggregate(
-        times=_total(value_rows.times, ibis.literal(True))
+def rollup_values(value_tiles: ir.Table, traits: list[ValueTrait], as_of) -> ir.Table:
+    """One row per entity with a column per value trait (most frequent value, ties: the
+    smallest; the sorted distinct values; or how many there are); the traits share their
+    `value_selection` and window, so one pass serves them all."""
+    kept = value_tiles.filter(tile_in_window(value_tiles, traits[0], as_of))
+    counted = kept.group_by(["entity_id", "value"]).aggregate(
+        times=_total(kept.times, ibis.literal(True))
     )
     rank = ibis.struct({"times": -counted.times, "value": counted.value})
     columns = {}
