@@ -360,8 +360,13 @@ def _hours_before_rows(backend, table: str, start: datetime, end: datetime) -> i
     events = backend.table("raw_events")
     givers = events.filter(events.type == "group") if table in GROUP_CALL_TABLES else events
     givers = givers.filter(givers.user_id.notnull()) if table in USER_TABLES else givers
-    first = givers.event_hour.min().execute()
-    first = end if first is None or pd.isna(first) else min(max(first, start), end)
+    # (one giver before the window is enough, and stops the scan; else only the window's
+    # hours are read)
+    if givers.filter(givers.event_hour < timestamp(start)).limit(1).count().execute():
+        return 0
+    inside = givers.filter(givers.event_hour < timestamp(end))
+    first = inside.event_hour.min().execute()
+    first = end if first is None or pd.isna(first) else first
     return int((first - start) / timedelta(hours=1))
 
 
