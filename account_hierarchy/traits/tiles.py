@@ -199,42 +199,33 @@ def value_tile_rows(events: ir.Table, traits: list[ValueTrait]) -> ir.Table:
 
 def rollup(tiles: ir.Table, traits: list[ComputedTrait], as_of) -> ir.Table | None:
     """One row per entity (`entity_id` of the attributed tiles of `tiles_as_of`) with a column
-    per trait (value traits excepted), over the tiles inside each trait's window."""
-    if not traits:
-        return None
-
-    def inside(trait: ComputedTrait) -> ir.BooleanValue:
-        return tile_in_window(tiles, trait, as_of)
-
-    users = {
-        tile_column(trait, "users"): tiles.user_id.nunique(
-            where=inside(trait) & (tiles[tile_column(trait, "n")] > 0)
-        )
-        for trait in traits
-        if isinstance(trait, UniqueUsers)
-    }
-    totals = combine(tiles.group_by("entity_id"), tiles, traits, inside, **users)
+    per trait (value traits excepted)."""
     columns = {}
     for trait in traits:
+        where = tile_in_window(tiles, trait, as_of)
 
         def part(name: str, t: ComputedTrait = trait) -> ir.Column:
-            return totals[tile_column(t, name)]
+            return tiles[tile_column(t, name)]
 
         if isinstance(trait, EventCounter):
-            columns[trait.name] = part("n")
+            columns[trait.name] = _total(part("n"), where)
         elif isinstance(trait, UniqueUsers):
-            columns[trait.name] = part("users")
-        elif isinstance(trait, Aggregation) and trait.function == "avg":
-            columns[trait.name] = part("sum") / part("n").nullif(0)
+            columns[trait.name] = tiles.user_id.nunique(where=where & (part("n") > 0))
         elif isinstance(trait, Aggregation):
-            columns[trait.name] = part(trait.function)
-        else:
-            columns[trait.name] = part("value")
-    return totals.select("entity_id", **columns)
-
-
-def _everywhere(trait: ComputedTrait) -> ir.BooleanValue:
-    return ibis.literal(True)
+            if trait.function == "sum":
+                columns[trait.name] = part("sum").sum(where=where)
+            elif trait.function == "avg":
+                count = _total(part("n"), where)
+                columns[trait.name] = part("sum").sum(where=where) / count.nullif(0)
+            else:
+                values = part(trait.function)
+                reduce = values.min if trait.function == "min" else values.max
+                columns[trait.name] = reduce(where=where)
+        elif isinstance(trait, FirstValue | LastValue):
+            row = first_or_last(trait, part("at"), part("id"), part("value"),
+                                where & part("at").notnull())  # fmt: skip
+            columns[trait.name] = row["value"]
+    return tiles.group_by("entity_id").aggregate(**columns) if columns else None
 
 
 def _total(counts: ir.IntegerColumn, where: ir.BooleanValue) -> ir.IntegerScalar:
@@ -267,36 +258,26 @@ def rollup_values(value_tiles: ir.Table, traits: list[ValueTrait], as_of) -> ir.
 def day_tile_rows(tiles: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
     """Hour tiles of `traits` combined into one row per (day, user, context account), with the
     same columns (`tile_hour` is the day's first hour)."""
-    return combine(_by_day(tiles, ()), tiles, traits, _everywhere)
-
-
-def combine(
-    grouped, tiles: ir.Table, traits: list[ComputedTrait], where_of, **extra: ir.Scalar
-) -> ir.Table:
-    """`grouped` (a grouping of `tiles`) aggregated to each trait's partial columns, over the
-    tiles where `where_of(trait)` holds, and to the `extra` aggregates."""
-    columns, picked = dict(extra), []
+    columns, picked = {}, []
     for trait in traits:
-        where = where_of(trait)
 
         def part(name: str, t: ComputedTrait = trait) -> ir.Column:
             return tiles[tile_column(t, name)]
 
         if isinstance(trait, EventCounter | UniqueUsers):
-            columns[tile_column(trait, "n")] = _total(part("n"), where)
+            columns[tile_column(trait, "n")] = _total(part("n"), ibis.literal(True))
         elif isinstance(trait, Aggregation):
             if trait.function in ("sum", "avg"):
-                columns[tile_column(trait, "sum")] = part("sum").sum(where=where)
-                columns[tile_column(trait, "n")] = _total(part("n"), where)
+                columns[tile_column(trait, "sum")] = part("sum").sum()
+                columns[tile_column(trait, "n")] = _total(part("n"), ibis.literal(True))
             else:
                 values = part(trait.function)
                 reduce = values.min if trait.function == "min" else values.max
-                columns[tile_column(trait, trait.function)] = reduce(where=where)
+                columns[tile_column(trait, trait.function)] = reduce()
         elif isinstance(trait, FirstValue | LastValue):
-            at = part("at")
-            picked.append((trait, first_or_last(trait, at, part("id"), part("value"),
-                                                where & at.notnull())))  # fmt: skip
-    return _aggregate(grouped, columns, picked)
+            row = first_or_last(trait, part("at"), part("id"), part("value"), part("at").notnull())
+            picked.append((trait, row))
+    return _aggregate(_by_day(tiles, ()), columns, picked)
 
 
 def day_value_tile_rows(value_tiles: ir.Table) -> ir.Table:
