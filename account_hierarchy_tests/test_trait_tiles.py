@@ -18,8 +18,9 @@ from account_hierarchy.hierarchy.entities import build_accounts, build_membershi
 from account_hierarchy.hierarchy.tree import build_hierarchy
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
-from account_hierarchy.traits.compute import build_traits, tiled_traits
+from account_hierarchy.traits.compute import PARTIALS_MIN_HOURS, build_traits, tiled_traits
 from account_hierarchy.traits.tiles import (
+    combines_by_day,
     day_tile_rows,
     day_value_tile_rows,
     is_value_trait,
@@ -66,6 +67,16 @@ EXTRA_TRAITS = [
      "event": "Logged In", "window": "30 hours"},
     {"name": "first_page_past_36_hours", "entity": "user", "type": "first_value",
      "event_type": "page", "property": "path", "window": "36 hours"},
+    {"name": "pages_past_2_days", "entity": "account", "type": "unique_list",
+     "event_type": "page", "property": "path", "window": "2 days"},
+]  # fmt: skip
+
+
+DAY_WINDOW_TRAITS = [
+    {"name": "logins_past_2_days", "entity": "account", "type": "event_counter",
+     "event": "Logged In", "window": "2 days"},
+    {"name": "first_page_past_2_days", "entity": "user", "type": "first_value",
+     "event_type": "page", "property": "path", "window": "2 days"},
     {"name": "pages_past_2_days", "entity": "account", "type": "unique_list",
      "event_type": "page", "property": "path", "window": "2 days"},
 ]  # fmt: skip
@@ -134,6 +145,26 @@ def test_tiles_equal_direct_computation_over_a_day(landing, tmp_path):
     names = {t.name for t in tiled_traits(catalog)}
     assert "logins_past_30_days" in names and "top_feature_3_hours" in names
     assert "logins_90_minutes" not in names
+
+
+def test_day_partials_equal_direct_computation_across_midnight(landing, tmp_path):
+    """A run of hours starting inside a day and ending inside the next rolls up from day
+    partials (every sample trait combines by day), rebuilt at the start of each day and for
+    the snapshot ending at midnight; they equal the direct computation hour by hour."""
+    con = connect(tmp_path / "wh.duckdb")
+    ingest_window(con, landing / "landing", START, START + timedelta(days=3), PARTITIONS_START)
+    # (windows of 2 days reach back to the first day: its day tile counts in the snapshot
+    # ending at midnight only)
+    catalog = definitions(tmp_path / "definitions", DAY_WINDOW_TRAITS)
+    assert all(combines_by_day(trait) for trait in tiled_traits(catalog))
+    start, end = datetime(2026, 10, 2, 17), datetime(2026, 10, 3, 7)
+    assert (end - start) / timedelta(hours=1) >= PARTIALS_MIN_HOURS
+    snapshots(con, start, end)
+    tiled, direct = both_ways(con, catalog, start, end)
+    assert con.execute("SELECT count(*) FROM trait_day_partials").fetchone()[0] > 0
+    for left, right in zip(tiled, direct, strict=True):
+        assert left and any(v not in (None, 0, []) for row in left for v in row.values())
+        assert_same(left, right)
 
 
 def test_tiles_follow_new_events_and_changed_definitions(landing, tmp_path):

@@ -60,7 +60,7 @@ def build_traits_on_spark(
             lambda staged, e=entity: validate_trait_rows(staged, e, catalog),
             start, end, lake_dir,
         )  # fmt: skip
-        compiled = compiled_traits(backend, catalog, entity, hours[-1], [], "spark")
+        compiled = compiled_traits(backend, catalog, entity, hours[-1], [], dialect="spark")
         report[entity] = {"rows": rows, "compiled": compiled}
     return report
 

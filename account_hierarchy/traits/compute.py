@@ -40,6 +40,8 @@ from account_hierarchy.traits.sql_traits import (
     parse_trait_sql,
 )
 from account_hierarchy.traits.tiles import (
+    build_day_partials,
+    combines_by_day,
     is_value_trait,
     performed_counters,
     refresh_tiles,
@@ -52,6 +54,9 @@ from account_hierarchy.traits.tiles import (
 
 TRAIT_TABLES = {"account": "account_traits", "user": "user_traits"}
 ENTITY_TABLES = {"account": "accounts", "user": "users"}
+# Runs of at least this many hours roll up from day partials (`build_day_partials`), made once
+# per day: they cost about as much as one hour's roll-up and save most of the next hours'.
+PARTIALS_MIN_HOURS = 4
 
 
 def build_traits(
@@ -70,8 +75,8 @@ def build_traits(
 
     Each entity's query is built and compiled once, then run for every hour with the hour
     bound as a parameter. With `use_tiles` (the default) computed traits roll up hour and day
-    tiles (`tiles.py`); without, they read the events directly (the reference the tiles are
-    tested against)."""
+    tiles (`tiles.py`), from day partials in runs of `PARTIALS_MIN_HOURS` or more; without,
+    they read the events directly (the reference the tiles are tested against)."""
     backend = ibis.duckdb.from_connection(con)
     hours = hours_of(start, end)
     report: dict[str, dict] = {}
@@ -87,14 +92,22 @@ def build_traits(
         staged = f"{table}_staged"
         con.execute(f"DROP TABLE IF EXISTS {staged}")
         sql_traits = [t.trait for t in catalog.traits_of(entity) if isinstance(t.trait, SqlTrait)]
+        own = [located.trait for located in catalog.traits_of(entity)]
+        by_day = [t for t in own if t in tiled and combines_by_day(t)]
+        partials = len(hours) >= PARTIALS_MIN_HOURS and bool(by_day)
         sql = None
         for hour in hours:
+            # (the snapshots ending on a day share their whole days, but for the one ending
+            # at its start: hour 23 of the day before)
+            if partials and (hour == hours[0] or hour.hour in (0, 23)):
+                build_day_partials(con, by_day, hour + timedelta(hours=1))
             sql_started = time.perf_counter()
             for trait in sql_traits:
                 _sql_trait(con, trait, hour)
             sql_seconds += time.perf_counter() - sql_started
             if sql is None:  # (the SQL traits' result tables must exist to build the query)
-                sql = compile_hourly(backend, entity_rows(backend, catalog, entity, tiled))
+                rows = entity_rows(backend, catalog, entity, tiled, partials)
+                sql = compile_hourly(backend, rows)
             params = hourly_params(sql, hour)
             if hour == hours[0]:
                 con.execute(f"CREATE TEMP TABLE {staged} AS {sql}", params)
@@ -108,7 +121,11 @@ def build_traits(
         )
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {staged} ORDER BY 1, 2")
         (count,) = con.execute(f"SELECT count(*) FROM {staged}").fetchone()
-        compiled = compiled_traits(backend, catalog, entity, hours[-1], tiled) if describe else {}
+        compiled = (
+            compiled_traits(backend, catalog, entity, hours[-1], tiled, partials)
+            if describe
+            else {}
+        )
         seconds = time.perf_counter() - started
         report[entity] = {"rows": count, "compiled": compiled, "seconds": seconds,
                           "sql_trait_seconds": sql_seconds}  # fmt: skip
@@ -135,9 +152,13 @@ def tiled_traits(catalog: Catalog) -> list[ComputedTrait]:
     return [trait for trait in traits + counters if tileable(trait)]
 
 
-def entity_rows(backend, catalog: Catalog, entity: str, tiled: list[ComputedTrait]) -> ir.Table:
+def entity_rows(
+    backend, catalog: Catalog, entity: str, tiled: list[ComputedTrait], partials: bool = False
+) -> ir.Table:
     """One entity's trait rows for the hour `HOUR` (a parameter), on any Ibis backend: SQL
-    traits are read from the tables `sql_trait_<name>` the caller made for the hour."""
+    traits are read from the tables `sql_trait_<name>` the caller made for the hour. With
+    `partials`, the traits that combine by day read the day partials the caller made for the
+    hour's day (`build_day_partials`) instead of the day tiles."""
     snapshot = _snapshot(backend)
     id_column = ENTITY_ID[entity]
     entities = _at(backend.table(ENTITY_TABLES[entity]))
@@ -150,7 +171,7 @@ def entity_rows(backend, catalog: Catalog, entity: str, tiled: list[ComputedTrai
         else:
             classes[attribution_class(located.trait)].append(located.trait)
     for key, traits in classes.items():
-        for part in _class_parts(backend, snapshot, key, traits, tiled):
+        for part in _class_parts(backend, snapshot, key, traits, tiled, partials):
             rows = rows.left_join(part, "entity_id").drop("entity_id_right")
     fills = {}
     for located in catalog.traits_of(entity):
@@ -168,11 +189,17 @@ def entity_rows(backend, catalog: Catalog, entity: str, tiled: list[ComputedTrai
 
 
 def _class_parts(
-    backend, snapshot: Snapshot, key: tuple, traits: list[ComputedTrait], tiled: list
+    backend,
+    snapshot: Snapshot,
+    key: tuple,
+    traits: list[ComputedTrait],
+    tiled: list,
+    partials: bool = False,
 ) -> list[ir.Table]:
     """Tables by `entity_id` holding the columns of `traits` (all of one attribution class):
     rolled up from tiles for the `tiled` ones (value traits with the same selection and
-    window in one pass), aggregated from the events for the others."""
+    window in one pass), aggregated from the events for the others. With `partials`, a roll-up
+    whose traits all combine by day reads the day partials."""
     parts = []
     direct = [t for t in traits if t not in tiled]
     if direct:
@@ -183,20 +210,28 @@ def _class_parts(
     rolled = [t for t in traits if t in tiled]
     plain = [t for t in rolled if not is_value_trait(t)]
     if plain:
-        tiles = attribute(tiles_as_of(backend, AS_OF, plain), snapshot, key)
+        by_day = partials and all(combines_by_day(t) for t in plain)
+        tiles = attribute(tiles_as_of(backend, AS_OF, plain, day_partials=by_day), snapshot, key)
         parts.append(rollup(tiles, plain, AS_OF))
     shared: dict[tuple, list[ComputedTrait]] = defaultdict(list)
     for trait in rolled:
         if is_value_trait(trait):
             shared[value_selection(trait), trait.window_length].append(trait)
     for group in shared.values():
-        values = tiles_as_of(backend, AS_OF, group, values_of=group[0])
+        by_day = partials and combines_by_day(group[0])
+        values = tiles_as_of(backend, AS_OF, group, values_of=group[0], day_partials=by_day)
         parts.append(rollup_values(attribute(values, snapshot, key), group, AS_OF))
     return parts
 
 
 def compiled_traits(
-    backend, catalog: Catalog, entity: str, hour: datetime, tiled: list, dialect: str = "duckdb"
+    backend,
+    catalog: Catalog,
+    entity: str,
+    hour: datetime,
+    tiled: list,
+    partials: bool = False,
+    dialect: str = "duckdb",
 ) -> dict[str, str]:
     """Each trait's own query for `hour`, as SQL of the backend's engine (shown in the UI)."""
     snapshot = _snapshot(backend)
@@ -207,7 +242,8 @@ def compiled_traits(
         if isinstance(trait, SqlTrait):
             compiled[trait.name] = against_views(parse_trait_sql(trait.sql, entity)[0], dialect)
         else:
-            (part,) = _class_parts(backend, snapshot, attribution_class(trait), [trait], tiled)
+            key = attribution_class(trait)
+            (part,) = _class_parts(backend, snapshot, key, [trait], tiled, partials)
             compiled[trait.name] = str(backend.compile(part, params=params))
     return compiled
 

@@ -28,6 +28,12 @@ that day's hour tiles inside the window instead of its day tile (`tiles_as_of`,
 direct computation when a window is a whole number of hours; traits with other windows
 (`90 minutes`) are computed from the events (`tileable`).
 
+A run of many hours (a backfill) first combines, for the snapshots of each day, the day
+tiles of the whole days inside each window into one row per user and context account
+(`build_day_partials`), and rolls every hour of the day up from those and the hour tiles.
+This holds for traits whose window is all time or whole days (`combines_by_day`): every
+snapshot ending on a day then has the same whole days, but for the one ending at its start.
+
 Tiles are a cache of `raw_events` kept by `refresh_tiles` (see `tile_cache.py`): an hour is
 rebuilt when its events changed (their count or a checksum of their messageIds) and all hours
 are rebuilt when the tiled definitions change (a fingerprint of the compiled tile query); a
@@ -66,6 +72,7 @@ from account_hierarchy.traits.compile import (
 
 TILES, VALUE_TILES, TILE_HOURS = "trait_tiles", "trait_value_tiles", "trait_tile_hours"
 DAY_TILES, DAY_VALUE_TILES = "trait_day_tiles", "trait_value_day_tiles"
+DAY_PARTIALS, DAY_VALUE_PARTIALS = "trait_day_partials", "trait_value_day_partials"
 TILE_DAYS = "trait_tile_days"
 
 
@@ -258,26 +265,40 @@ def rollup_values(value_tiles: ir.Table, traits: list[ValueTrait], as_of) -> ir.
 def day_tile_rows(tiles: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
     """Hour tiles of `traits` combined into one row per (day, user, context account), with the
     same columns (`tile_hour` is the day's first hour)."""
+    return _combined(tiles, traits, _by_day(tiles, ()))
+
+
+def _combined(tiles: ir.Table, traits: list[ComputedTrait], grouped, in_window=None) -> ir.Table:
+    """The tiles of `traits` combined per group of `grouped` (a grouping of `tiles`) into one
+    row with the same partial columns; with `in_window`, each trait combines only the tiles
+    `in_window(trait)` selects."""
     columns, picked = {}, []
     for trait in traits:
+        where = in_window(trait) if in_window else None
 
         def part(name: str, t: ComputedTrait = trait) -> ir.Column:
             return tiles[tile_column(t, name)]
 
         if isinstance(trait, EventCounter | UniqueUsers):
-            columns[tile_column(trait, "n")] = _total(part("n"), ibis.literal(True))
+            columns[tile_column(trait, "n")] = _total(part("n"), _or_true(where))
         elif isinstance(trait, Aggregation):
             if trait.function in ("sum", "avg"):
-                columns[tile_column(trait, "sum")] = part("sum").sum()
-                columns[tile_column(trait, "n")] = _total(part("n"), ibis.literal(True))
+                columns[tile_column(trait, "sum")] = part("sum").sum(where=where)
+                columns[tile_column(trait, "n")] = _total(part("n"), _or_true(where))
             else:
                 values = part(trait.function)
                 reduce = values.min if trait.function == "min" else values.max
-                columns[tile_column(trait, trait.function)] = reduce()
+                columns[tile_column(trait, trait.function)] = reduce(where=where)
         elif isinstance(trait, FirstValue | LastValue):
-            row = first_or_last(trait, part("at"), part("id"), part("value"), part("at").notnull())
+            present = part("at").notnull()
+            row = first_or_last(trait, part("at"), part("id"), part("value"),
+                                present if where is None else present & where)  # fmt: skip
             picked.append((trait, row))
-    return _aggregate(_by_day(tiles, ()), columns, picked)
+    return _aggregate(grouped, columns, picked)
+
+
+def _or_true(where: ir.BooleanValue | None) -> ir.BooleanValue:
+    return ibis.literal(True) if where is None else where
 
 
 def day_value_tile_rows(value_tiles: ir.Table) -> ir.Table:
@@ -297,27 +318,48 @@ def _by_day(tiles: ir.Table, before: tuple, after: tuple = ()):
 
 
 def tiles_as_of(
-    backend, as_of, traits: list[ComputedTrait], values_of: ValueTrait | None = None
+    backend,
+    as_of,
+    traits: list[ComputedTrait],
+    values_of: ValueTrait | None = None,
+    day_partials: bool = False,
 ) -> ir.Table:
     """The tiles a snapshot ending at `as_of` rolls `traits` up from (with `values_of`, the
     value tiles of that trait's selection): the day tile (`whole_day`) of each day before
     `as_of`'s day, and the hour tiles of `as_of`'s day and of each day a trait's window starts
-    in, for the hours of that day inside the window (`tile_in_window` picks, per trait)."""
+    in, for the hours of that day inside the window (`tile_in_window` picks, per trait).
+    With `day_partials`, the day tiles are replaced by the day's partials (`build_day_partials`
+    made them for `as_of`'s day, for `traits`)."""
     hour_table, day_table = (VALUE_TILES, DAY_VALUE_TILES) if values_of else (TILES, DAY_TILES)
+    if day_partials:
+        day_table = DAY_VALUE_PARTIALS if values_of else DAY_PARTIALS
     hours, days = backend.table(hour_table), backend.table(day_table)
     if values_of is not None:
-        selection = value_selection(values_of)
-        hours = hours.filter(hours.selection == selection)
-        days = days.filter(days.selection == selection)
+        hours = hours.filter(hours.selection == value_selection(values_of))
+        key = partial_key(values_of) if day_partials else value_selection(values_of)
+        days = days.filter(days.selection == key)
+        columns = ["tile_hour", "user_id", "context_group_id", "value", "times"]
+    else:
+        parts = [tile_column(trait, part) for trait in traits for part in tile_parts(trait)]
+        columns = ["tile_hour", "user_id", "context_group_id", *parts]
     end = timestamp(as_of)
     today = end.truncate("D")
     wanted = hours.tile_hour >= today
     for length in sorted({trait.window_length for trait in traits} - {None}):
         first_day = (end - window_interval(length)).truncate("D")
         wanted |= (hours.tile_hour >= first_day) & (hours.tile_hour < first_day + ONE_DAY)
-    hours = hours.filter(hours.tile_hour < end, wanted)
-    days = days.filter(days.tile_hour < today).select(*hours.columns).mutate(whole_day=True)
+    hours = hours.filter(hours.tile_hour < end, wanted).select(*columns)
+    days = days.filter(days.tile_hour < today).select(*columns).mutate(whole_day=True)
     return days.union(hours.mutate(whole_day=False))
+
+
+def tile_parts(trait: ComputedTrait) -> list[str]:
+    """The partial aggregates of a (not value) trait in the tiles (see `tile_rows`)."""
+    if isinstance(trait, EventCounter | UniqueUsers):
+        return ["n"]
+    if isinstance(trait, Aggregation):
+        return ["sum", "n"] if trait.function in ("sum", "avg") else [trait.function]
+    return ["value", "at", "id"]
 
 
 def tile_in_window(tiles: ir.Table, trait: ComputedTrait, as_of) -> ir.BooleanValue:
@@ -335,6 +377,60 @@ def tile_in_window(tiles: ir.Table, trait: ComputedTrait, as_of) -> ir.BooleanVa
 
 
 ONE_DAY = ibis.interval(days=1)
+
+
+def combines_by_day(trait: ComputedTrait) -> bool:
+    """Whether the whole days inside the trait's window are the same in every snapshot of a
+    day (all time, or a window of whole days), so that they can be combined once per day."""
+    length = trait.window_length
+    return length is None or length % timedelta(days=1) == timedelta(0)
+
+
+def partial_key(trait: ValueTrait) -> str:
+    """The key of a value trait's rows in `trait_value_day_partials`: its selection and window
+    (traits sharing both share their rows)."""
+    return f"{value_selection(trait)}/{trait.window_length}"
+
+
+def build_day_partials(
+    con: duckdb.DuckDBPyConnection, traits: list[ComputedTrait], as_of: datetime
+) -> None:
+    """Temp tables `trait_day_partials` and `trait_value_day_partials`: the day tiles of the
+    whole days inside each trait's window (all `combines_by_day`) for a snapshot ending at
+    `as_of`, combined into one row per user and context account (and value), dated the last
+    of those days. A snapshot ending later on `as_of`'s day has the same whole days, unless
+    `as_of` is the day's start (its day tile then counts, and the window's first day does).
+
+    A backfill rolls each hour up from these and the hour tiles (`tiles_as_of` with
+    `day_partials`) instead of from every day tile: about 7 times fewer rows at 100M events.
+    """
+    backend = ibis.duckdb.from_connection(con)
+    day = as_of.replace(hour=0, minute=0, second=0, microsecond=0)
+    dated = timestamp(day - timedelta(days=1))
+    plain = [trait for trait in traits if not is_value_trait(trait)]
+    if plain:
+        days = backend.table(DAY_TILES)
+        days = days.filter(days.tile_hour < day).mutate(whole_day=True)
+        grouped = days.group_by("user_id", "context_group_id")
+        rows = _combined(days, plain, grouped, lambda trait: tile_in_window(days, trait, as_of))
+        sql = backend.compile(rows.mutate(tile_hour=dated))
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {DAY_PARTIALS} AS {sql}")
+    groups = {partial_key(trait): trait for trait in traits if is_value_trait(trait)}
+    if groups:
+        values = backend.table(DAY_VALUE_TILES)
+        values = values.filter(values.tile_hour < day).mutate(whole_day=True)
+        parts = []
+        for key, trait in sorted(groups.items()):
+            kept = values.filter(
+                values.selection == value_selection(trait), tile_in_window(values, trait, as_of)
+            )
+            grouped = kept.group_by(
+                selection=ibis.literal(key), user_id=kept.user_id,
+                context_group_id=kept.context_group_id, value=kept.value,
+            )  # fmt: skip
+            parts.append(grouped.aggregate(times=_total(kept.times, ibis.literal(True))))
+        sql = backend.compile(ibis.union(*parts).mutate(tile_hour=dated))
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {DAY_VALUE_PARTIALS} AS {sql}")
 
 
 @dataclass(frozen=True)
