@@ -59,13 +59,13 @@ def write_lines(path: Path, lines: list[dict | str], *, gz: bool = False) -> Pat
 
 
 def warehouse_tables(con) -> dict[str, list]:
-    """Every table and view of the warehouse except tiles, its rows sorted (JSON as text), by
-    name."""
+    """Every table and view of the warehouse except the caches (tiles, day partials), its rows
+    sorted (JSON as text), by name."""
     tables = {}
     for (table,) in con.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main' "
         "AND table_catalog <> 'temp' "
-        "AND table_name NOT LIKE '%tile%' ORDER BY 1"
+        "AND table_name NOT LIKE '%tile%' AND table_name NOT LIKE '%partial%' ORDER BY 1"
     ).fetchall():
         columns = con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "

@@ -2,6 +2,7 @@
 
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,7 @@ from account_hierarchy.hierarchy.entities import build_accounts, build_membershi
 from account_hierarchy.hierarchy.tree import build_hierarchy
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
-from account_hierarchy.traits.compute import PARTIALS_MIN_HOURS, build_traits, tiled_traits
+from account_hierarchy.traits.compute import build_traits, tiled_traits
 from account_hierarchy.traits.tiles import (
     combines_by_day,
     day_tile_rows,
@@ -30,7 +31,7 @@ from account_hierarchy.traits.tiles import (
     value_tile_rows,
 )
 from account_hierarchy.warehouse import connect
-from account_hierarchy_tests.conftest import PARTITIONS_START
+from account_hierarchy_tests.conftest import PARTITIONS_START, message, write_lines
 from account_hierarchy_tests.test_traits import SAMPLE_DEFINITIONS
 
 START = datetime(2026, 10, 1)
@@ -148,9 +149,9 @@ def test_tiles_equal_direct_computation_over_a_day(landing, tmp_path):
 
 
 def test_day_partials_equal_direct_computation_across_midnight(landing, tmp_path):
-    """A run of hours starting inside a day and ending inside the next rolls up from day
-    partials (every sample trait combines by day), rebuilt at the start of each day and for
-    the snapshot ending at midnight; they equal the direct computation hour by hour."""
+    """A run of hours starting inside a day and ending inside the next rolls up from the day
+    partials of each day (every trait here combines by day), and the snapshot ending at
+    midnight from them and the day's own tile; they equal the direct computation."""
     con = connect(tmp_path / "wh.duckdb")
     ingest_window(con, landing / "landing", START, START + timedelta(days=3), PARTITIONS_START)
     # (windows of 2 days reach back to the first day: its day tile counts in the snapshot
@@ -158,13 +159,43 @@ def test_day_partials_equal_direct_computation_across_midnight(landing, tmp_path
     catalog = definitions(tmp_path / "definitions", DAY_WINDOW_TRAITS)
     assert all(combines_by_day(trait) for trait in tiled_traits(catalog))
     start, end = datetime(2026, 10, 2, 17), datetime(2026, 10, 3, 7)
-    assert (end - start) / timedelta(hours=1) >= PARTIALS_MIN_HOURS
     snapshots(con, start, end)
     tiled, direct = both_ways(con, catalog, start, end)
     assert con.execute("SELECT count(*) FROM trait_day_partials").fetchone()[0] > 0
     for left, right in zip(tiled, direct, strict=True):
         assert left and any(v not in (None, 0, []) for row in left for v in row.values())
         assert_same(left, right)
+
+
+def test_day_partials_are_kept_until_their_days_or_traits_change(landing, tmp_path):
+    con = connect(tmp_path / "wh.duckdb")
+    catalog = definitions(tmp_path / "definitions", DAY_WINDOW_TRAITS)
+    folder = shutil.copytree(landing / "landing", tmp_path / "landing")  # (gets a late file)
+    ingest_window(con, folder, START, START + timedelta(days=1), PARTITIONS_START)
+    day_two = START + timedelta(days=1)
+    snapshots(con, day_two, day_two + timedelta(hours=8))
+
+    def rebuilt(hour: int, traits=catalog) -> int:
+        at = day_two + timedelta(hours=hour)
+        return build_traits(con, traits, at, at + timedelta(hours=1))["day_partials_rebuilt"]
+
+    assert rebuilt(3) == 1
+    assert rebuilt(4) == 0  # the next hourly run of the day reuses them
+    # A late event of day one changes its day tile, then the partials.
+    (user,) = con.execute("SELECT user_id FROM raw_events WHERE event = 'Logged In'").fetchone()
+    late = message("late-login", "2026-10-01T09:30:00Z", userId=user)
+    write_lines(folder / "late" / "login.ndjson", [late])
+    ingest_window(con, folder, START, START + timedelta(days=1), PARTITIONS_START)
+    assert rebuilt(5) == 1
+    five = day_two + timedelta(hours=5)
+    tiled, direct = both_ways(con, catalog, five, five + timedelta(hours=1))
+    for left, right in zip(tiled, direct, strict=True):
+        assert_same(left, right)
+    assert rebuilt(6) == 0
+    # Changed definitions change the partials' queries.
+    changed = definitions(tmp_path / "changed", DAY_WINDOW_TRAITS[:2])
+    assert rebuilt(6, changed) == 1
+    assert rebuilt(7, changed) == 0
 
 
 def test_tiles_follow_new_events_and_changed_definitions(landing, tmp_path):

@@ -1,8 +1,9 @@
 """Snapshot benchmark: one hourly snapshot (users, accounts, memberships, the account tree,
 every sample trait and every sample audience) of the scale's last hour, over its whole event
 history, as the hourly run does it: the tiles (trait and hierarchy) of earlier hours exist, the
-new hour's are built. Measured for the hour before the last and for the last hour (23:00),
-whose run also builds its day's trait day tiles, as the run of every day's last hour does.
+new hour's are built. Measured for three hours of the last day: 21:00 as the day's first run,
+which also builds the day's trait day partials; 22:00, an ordinary hour; and the last hour
+(23:00), whose run also builds its day's trait day tiles, as every day's last run does.
 DuckDB keeps within `AH_DUCKDB_MEMORY_LIMIT` (4GB unless set).
 
 Against pandas computing the computed traits alone (`pandas_traits`) for the same hour, on
@@ -16,7 +17,7 @@ from datetime import timedelta
 
 from account_hierarchy.catalog.loader import load_catalog
 from account_hierarchy.hierarchy.tiles import HIERARCHY_TILE_HOURS
-from account_hierarchy.traits.tiles import TILE_DAYS, TILE_HOURS
+from account_hierarchy.traits.tiles import PARTIALS_VERSION, TILE_DAYS, TILE_HOURS
 from account_hierarchy.warehouse import connect
 from benchmarks.common import figure_arguments, print_rows, row, timed, versus
 from benchmarks.pipeline import (
@@ -32,9 +33,9 @@ BASELINE_EVENTS = 2_000_000
 
 
 def measure(scale: Scale) -> list[dict]:
-    """Rows: building every tile once; the snapshot of the hour before the last, and of the
-    last hour, which ends a day (so its run also builds that day's day tiles); the pandas
-    baseline."""
+    """Rows: building every tile once; the snapshots of the day's first run (which builds the
+    day's day partials), of an ordinary hour, and of the last hour, which ends a day (so its
+    run also builds that day's day tiles); the pandas baseline."""
     catalog = load_catalog(DEFINITIONS)
     last = scale.last_hour
     with connect(scale.ingested()) as con:
@@ -42,10 +43,14 @@ def measure(scale: Scale) -> list[dict]:
         tiles_seconds, _ = timed(lambda: all_tiles(con, catalog))
         tiles = row("snapshot", "tiles of the whole history (once)", events, tiles_seconds)
         snapshots = []
-        for hour, what in ((last - timedelta(hours=1), "one hourly snapshot, everything"),
+        for hour, what in ((last - timedelta(hours=2), "one hourly snapshot, everything, the "
+                            "day's first run (it also builds the day's day partials)"),
+                           (last - timedelta(hours=1), "one hourly snapshot, everything"),
                            (last, "one hourly snapshot, everything, the hour ending a day "
                                   "(its run also builds the day's day tiles)")):  # fmt: skip
             _new_hour(con, hour)
+            if hour == last - timedelta(hours=2):
+                con.execute(f"DROP TABLE IF EXISTS {PARTIALS_VERSION}")
             window = (hour, hour + timedelta(hours=1))
 
             def snapshot(window: tuple = window) -> None:

@@ -163,7 +163,8 @@ def _table_results(con, entity: str, table: str, report: dict, start, end):
 
 
 def _tile_metadata(report: dict) -> dict:
-    """How many hours and days of trait tiles the run rebuilt, and how many tiles there are."""
+    """How many hours and days of trait tiles the run rebuilt, how many tiles there are, and
+    for how many days it rebuilt the day partials."""
     tiles = report.get("tiles")
     if tiles is None:
         return {}
@@ -171,6 +172,7 @@ def _tile_metadata(report: dict) -> dict:
         "tile_hours_rebuilt": tiles.hours_rebuilt,
         "tile_days_rebuilt": tiles.days_rebuilt,
         "tile_rows": tiles.tiles,
+        "day_partials_rebuilt": report["day_partials_rebuilt"],
     }
 
 

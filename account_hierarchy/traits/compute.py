@@ -10,6 +10,7 @@ run once per hour against the snapshot views.
 import time
 from collections import defaultdict
 from datetime import datetime, timedelta
+from typing import Any
 
 import duckdb
 import ibis
@@ -54,9 +55,6 @@ from account_hierarchy.traits.tiles import (
 
 TRAIT_TABLES = {"account": "account_traits", "user": "user_traits"}
 ENTITY_TABLES = {"account": "accounts", "user": "users"}
-# Runs of at least this many hours roll up from day partials (`build_day_partials`), made once
-# per day: they cost about as much as one hour's roll-up and save most of the next hours'.
-PARTIALS_MIN_HOURS = 4
 
 
 def build_traits(
@@ -67,52 +65,53 @@ def build_traits(
     *,
     describe: bool = False,
     use_tiles: bool = True,
-) -> dict[str, dict]:
+) -> dict[str, Any]:
     """Write both trait tables for the window; return per entity the row count, the seconds
     taken (`seconds`, of which `sql_trait_seconds` running SQL traits) and (with `describe`)
-    the SQL each trait compiled to for the window's last hour, and under `tiles` what
-    refreshing the tiles did.
+    the SQL each trait compiled to for the window's last hour; under `tiles` what refreshing
+    the tiles did, and under `day_partials_rebuilt` for how many days the day partials were.
 
     Each entity's query is built and compiled once, then run for every hour with the hour
-    bound as a parameter. With `use_tiles` (the default) computed traits roll up hour and day
-    tiles (`tiles.py`), from day partials in runs of `PARTIALS_MIN_HOURS` or more; without,
-    they read the events directly (the reference the tiles are tested against)."""
+    bound as a parameter. With `use_tiles` (the default) computed traits roll up hour tiles
+    and day tiles or day partials (`tiles.py`); without, they read the events directly (the
+    reference the tiles are tested against)."""
     backend = ibis.duckdb.from_connection(con)
     hours = hours_of(start, end)
-    report: dict[str, dict] = {}
+    if not hours:
+        return {}
+    report: dict[str, Any] = {}
     tiled = tiled_traits(catalog) if use_tiles else []
-    if hours and tiled:
+    if tiled:
         # (the snapshots of the window read the day tiles of the days before its end's day)
         end_day = end.replace(hour=0, minute=0, second=0, microsecond=0)
         report["tiles"] = refresh_tiles(con, tiled, days_before=end_day)
-    for entity, table in TRAIT_TABLES.items():
-        if not hours:
-            continue
-        started, sql_seconds = time.perf_counter(), 0.0
-        staged = f"{table}_staged"
-        con.execute(f"DROP TABLE IF EXISTS {staged}")
-        sql_traits = [t.trait for t in catalog.traits_of(entity) if isinstance(t.trait, SqlTrait)]
-        own = [located.trait for located in catalog.traits_of(entity)]
-        by_day = [t for t in own if t in tiled and combines_by_day(t)]
-        partials = len(hours) >= PARTIALS_MIN_HOURS and bool(by_day)
-        sql = None
-        for hour in hours:
-            # (the snapshots ending on a day share their whole days, but for the one ending
-            # at its start: hour 23 of the day before)
-            if partials and (hour == hours[0] or hour.hour in (0, 23)):
-                build_day_partials(con, by_day, hour + timedelta(hours=1))
-            sql_started = time.perf_counter()
-            for trait in sql_traits:
-                _sql_trait(con, trait, hour)
-            sql_seconds += time.perf_counter() - sql_started
-            if sql is None:  # (the SQL traits' result tables must exist to build the query)
-                rows = entity_rows(backend, catalog, entity, tiled, partials)
-                sql = compile_hourly(backend, rows)
-            params = hourly_params(sql, hour)
+    by_day = [located.trait for located in catalog.traits
+              if located.trait in tiled and combines_by_day(located.trait)]  # fmt: skip
+    report["day_partials_rebuilt"] = 0
+    queries: dict[str, str] = {}
+    seconds = dict.fromkeys(TRAIT_TABLES, 0.0)
+    sql_seconds = dict.fromkeys(TRAIT_TABLES, 0.0)
+    for hour in hours:
+        if by_day and (hour == hours[0] or hour.hour == 0):
+            day = hour.replace(hour=0)
+            report["day_partials_rebuilt"] += build_day_partials(con, by_day, day)
+        for entity, table in TRAIT_TABLES.items():
+            started = time.perf_counter()
+            for located in catalog.traits_of(entity):
+                if isinstance(located.trait, SqlTrait):
+                    _sql_trait(con, located.trait, hour)
+            sql_seconds[entity] += time.perf_counter() - started
+            if entity not in queries:  # (the SQL traits' result tables must exist to build it)
+                rows = entity_rows(backend, catalog, entity, tiled)
+                queries[entity] = compile_hourly(backend, rows)
+            sql, params = queries[entity], hourly_params(queries[entity], hour)
             if hour == hours[0]:
-                con.execute(f"CREATE TEMP TABLE {staged} AS {sql}", params)
+                con.execute(f"CREATE OR REPLACE TEMP TABLE {table}_staged AS {sql}", params)
             else:
-                con.execute(f"INSERT INTO {staged} BY NAME {sql}", params)
+                con.execute(f"INSERT INTO {table}_staged BY NAME {sql}", params)
+            seconds[entity] += time.perf_counter() - started
+    for entity, table in TRAIT_TABLES.items():
+        started, staged = time.perf_counter(), f"{table}_staged"
         validate_traits(con, staged, entity, catalog)
         _align_columns(con, table, staged)
         con.execute(
@@ -121,14 +120,10 @@ def build_traits(
         )
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {staged} ORDER BY 1, 2")
         (count,) = con.execute(f"SELECT count(*) FROM {staged}").fetchone()
-        compiled = (
-            compiled_traits(backend, catalog, entity, hours[-1], tiled, partials)
-            if describe
-            else {}
-        )
-        seconds = time.perf_counter() - started
-        report[entity] = {"rows": count, "compiled": compiled, "seconds": seconds,
-                          "sql_trait_seconds": sql_seconds}  # fmt: skip
+        compiled = compiled_traits(backend, catalog, entity, hours[-1], tiled) if describe else {}
+        report[entity] = {"rows": count, "compiled": compiled,
+                          "seconds": seconds[entity] + time.perf_counter() - started,
+                          "sql_trait_seconds": sql_seconds[entity]}  # fmt: skip
     return report
 
 
@@ -152,13 +147,10 @@ def tiled_traits(catalog: Catalog) -> list[ComputedTrait]:
     return [trait for trait in traits + counters if tileable(trait)]
 
 
-def entity_rows(
-    backend, catalog: Catalog, entity: str, tiled: list[ComputedTrait], partials: bool = False
-) -> ir.Table:
+def entity_rows(backend, catalog: Catalog, entity: str, tiled: list[ComputedTrait]) -> ir.Table:
     """One entity's trait rows for the hour `HOUR` (a parameter), on any Ibis backend: SQL
-    traits are read from the tables `sql_trait_<name>` the caller made for the hour. With
-    `partials`, the traits that combine by day read the day partials the caller made for the
-    hour's day (`build_day_partials`) instead of the day tiles."""
+    traits are read from the tables `sql_trait_<name>` the caller made for the hour, and
+    tiled traits that combine by day from the day partials of the hour's day."""
     snapshot = _snapshot(backend)
     id_column = ENTITY_ID[entity]
     entities = _at(backend.table(ENTITY_TABLES[entity]))
@@ -171,7 +163,7 @@ def entity_rows(
         else:
             classes[attribution_class(located.trait)].append(located.trait)
     for key, traits in classes.items():
-        for part in _class_parts(backend, snapshot, key, traits, tiled, partials):
+        for part in _class_parts(backend, snapshot, key, traits, tiled):
             rows = rows.left_join(part, "entity_id").drop("entity_id_right")
     fills = {}
     for located in catalog.traits_of(entity):
@@ -189,17 +181,12 @@ def entity_rows(
 
 
 def _class_parts(
-    backend,
-    snapshot: Snapshot,
-    key: tuple,
-    traits: list[ComputedTrait],
-    tiled: list,
-    partials: bool = False,
+    backend, snapshot: Snapshot, key: tuple, traits: list[ComputedTrait], tiled: list
 ) -> list[ir.Table]:
     """Tables by `entity_id` holding the columns of `traits` (all of one attribution class):
     rolled up from tiles for the `tiled` ones (value traits with the same selection and
-    window in one pass), aggregated from the events for the others. With `partials`, a roll-up
-    whose traits all combine by day reads the day partials."""
+    window in one pass), aggregated from the events for the others. A roll-up whose traits
+    all combine by day reads the day partials instead of the day tiles."""
     parts = []
     direct = [t for t in traits if t not in tiled]
     if direct:
@@ -210,7 +197,7 @@ def _class_parts(
     rolled = [t for t in traits if t in tiled]
     plain = [t for t in rolled if not is_value_trait(t)]
     if plain:
-        by_day = partials and all(combines_by_day(t) for t in plain)
+        by_day = all(combines_by_day(t) for t in plain)
         tiles = attribute(tiles_as_of(backend, AS_OF, plain, day_partials=by_day), snapshot, key)
         parts.append(rollup(tiles, plain, AS_OF))
     shared: dict[tuple, list[ComputedTrait]] = defaultdict(list)
@@ -218,7 +205,7 @@ def _class_parts(
         if is_value_trait(trait):
             shared[value_selection(trait), trait.window_length].append(trait)
     for group in shared.values():
-        by_day = partials and combines_by_day(group[0])
+        by_day = combines_by_day(group[0])
         values = tiles_as_of(backend, AS_OF, group, values_of=group[0], day_partials=by_day)
         parts.append(rollup_values(attribute(values, snapshot, key), group, AS_OF))
     return parts
@@ -230,7 +217,6 @@ def compiled_traits(
     entity: str,
     hour: datetime,
     tiled: list,
-    partials: bool = False,
     dialect: str = "duckdb",
 ) -> dict[str, str]:
     """Each trait's own query for `hour`, as SQL of the backend's engine (shown in the UI)."""
@@ -243,7 +229,7 @@ def compiled_traits(
             compiled[trait.name] = against_views(parse_trait_sql(trait.sql, entity)[0], dialect)
         else:
             key = attribution_class(trait)
-            (part,) = _class_parts(backend, snapshot, key, [trait], tiled, partials)
+            (part,) = _class_parts(backend, snapshot, key, [trait], tiled)
             compiled[trait.name] = str(backend.compile(part, params=params))
     return compiled
 

@@ -28,11 +28,11 @@ that day's hour tiles inside the window instead of its day tile (`tiles_as_of`,
 direct computation when a window is a whole number of hours; traits with other windows
 (`90 minutes`) are computed from the events (`tileable`).
 
-A run of many hours (a backfill) first combines, for the snapshots of each day, the day
-tiles of the whole days inside each window into one row per user and context account
-(`build_day_partials`), and rolls every hour of the day up from those and the hour tiles.
-This holds for traits whose window is all time or whole days (`combines_by_day`): every
-snapshot ending on a day then has the same whole days, but for the one ending at its start.
+Traits whose window is all time or whole days (`combines_by_day`) go one step further: the
+snapshot hours of a day all have the same whole days inside such a window, so the day tiles
+of those days are combined once per day into one row per user and context account (and
+value), the day partials (`build_day_partials`), and each hour of the day rolls up from those
+and its hour tiles.
 
 Tiles are a cache of `raw_events` kept by `refresh_tiles` (see `tile_cache.py`): an hour is
 rebuilt when its events changed (their count or a checksum of their messageIds) and all hours
@@ -73,6 +73,7 @@ from account_hierarchy.traits.compile import (
 TILES, VALUE_TILES, TILE_HOURS = "trait_tiles", "trait_value_tiles", "trait_tile_hours"
 DAY_TILES, DAY_VALUE_TILES = "trait_day_tiles", "trait_value_day_tiles"
 DAY_PARTIALS, DAY_VALUE_PARTIALS = "trait_day_partials", "trait_value_day_partials"
+PARTIALS_VERSION = "trait_day_partials_version"
 TILE_DAYS = "trait_tile_days"
 
 
@@ -328,16 +329,17 @@ def tiles_as_of(
     value tiles of that trait's selection): the day tile (`whole_day`) of each day before
     `as_of`'s day, and the hour tiles of `as_of`'s day and of each day a trait's window starts
     in, for the hours of that day inside the window (`tile_in_window` picks, per trait).
-    With `day_partials`, the day tiles are replaced by the day's partials (`build_day_partials`
-    made them for `as_of`'s day, for `traits`)."""
+    With `day_partials`, the day partials of the snapshot hour's day (`build_day_partials`)
+    stand for the day tiles of the days before it."""
     hour_table, day_table = (VALUE_TILES, DAY_VALUE_TILES) if values_of else (TILES, DAY_TILES)
-    if day_partials:
-        day_table = DAY_VALUE_PARTIALS if values_of else DAY_PARTIALS
     hours, days = backend.table(hour_table), backend.table(day_table)
+    partials = backend.table(DAY_VALUE_PARTIALS if values_of else DAY_PARTIALS) if (
+        day_partials) else None  # fmt: skip
     if values_of is not None:
         hours = hours.filter(hours.selection == value_selection(values_of))
-        key = partial_key(values_of) if day_partials else value_selection(values_of)
-        days = days.filter(days.selection == key)
+        days = days.filter(days.selection == value_selection(values_of))
+        if partials is not None:
+            partials = partials.filter(partials.selection == partial_key(values_of))
         columns = ["tile_hour", "user_id", "context_group_id", "value", "times"]
     else:
         parts = [tile_column(trait, part) for trait in traits for part in tile_parts(trait)]
@@ -349,7 +351,12 @@ def tiles_as_of(
         first_day = (end - window_interval(length)).truncate("D")
         wanted |= (hours.tile_hour >= first_day) & (hours.tile_hour < first_day + ONE_DAY)
     hours = hours.filter(hours.tile_hour < end, wanted).select(*columns)
-    days = days.filter(days.tile_hour < today).select(*columns).mutate(whole_day=True)
+    days = days.filter(days.tile_hour < today)
+    if partials is not None:
+        # (the snapshot ending at midnight also counts the tile of the day it ends)
+        days = days.filter(days.tile_hour >= (end - ibis.interval(hours=1)).truncate("D"))
+        days = partials.select(*columns).union(days.select(*columns))
+    days = days.select(*columns).mutate(whole_day=True)
     return days.union(hours.mutate(whole_day=False))
 
 
@@ -393,28 +400,27 @@ def partial_key(trait: ValueTrait) -> str:
 
 
 def build_day_partials(
-    con: duckdb.DuckDBPyConnection, traits: list[ComputedTrait], as_of: datetime
-) -> None:
-    """Temp tables `trait_day_partials` and `trait_value_day_partials`: the day tiles of the
-    whole days inside each trait's window (all `combines_by_day`) for a snapshot ending at
-    `as_of`, combined into one row per user and context account (and value), dated the last
-    of those days. A snapshot ending later on `as_of`'s day has the same whole days, unless
-    `as_of` is the day's start (its day tile then counts, and the window's first day does).
+    con: duckdb.DuckDBPyConnection, traits: list[ComputedTrait], day: datetime
+) -> bool:
+    """Bring `trait_day_partials` and `trait_value_day_partials` to the snapshot hours of `day`
+    (midnight): the day tiles of the whole days inside each trait's window (all
+    `combines_by_day`), combined into one row per user and context account (and value), dated
+    the last of those days. Every snapshot hour of the day has the same whole days; the last
+    (ending at midnight) also counts the day's own day tile, which `tiles_as_of` adds.
 
-    A backfill rolls each hour up from these and the hour tiles (`tiles_as_of` with
-    `day_partials`) instead of from every day tile: about 7 times fewer rows at 100M events.
+    The tables are a cache, kept with the version they were built from (their queries and the
+    versions of the day tiles they read, `trait_tile_days`); return whether they were rebuilt.
     """
     backend = ibis.duckdb.from_connection(con)
-    day = as_of.replace(hour=0, minute=0, second=0, microsecond=0)
-    dated = timestamp(day - timedelta(days=1))
+    as_of, dated = day + timedelta(hours=1), timestamp(day - timedelta(days=1))
+    queries = {}
     plain = [trait for trait in traits if not is_value_trait(trait)]
     if plain:
         days = backend.table(DAY_TILES)
         days = days.filter(days.tile_hour < day).mutate(whole_day=True)
         grouped = days.group_by("user_id", "context_group_id")
         rows = _combined(days, plain, grouped, lambda trait: tile_in_window(days, trait, as_of))
-        sql = backend.compile(rows.mutate(tile_hour=dated))
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {DAY_PARTIALS} AS {sql}")
+        queries[DAY_PARTIALS] = backend.compile(rows.mutate(tile_hour=dated))
     groups = {partial_key(trait): trait for trait in traits if is_value_trait(trait)}
     if groups:
         values = backend.table(DAY_VALUE_TILES)
@@ -429,8 +435,25 @@ def build_day_partials(
                 context_group_id=kept.context_group_id, value=kept.value,
             )  # fmt: skip
             parts.append(grouped.aggregate(times=_total(kept.times, ibis.literal(True))))
-        sql = backend.compile(ibis.union(*parts).mutate(tile_hour=dated))
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {DAY_VALUE_PARTIALS} AS {sql}")
+        queries[DAY_VALUE_PARTIALS] = backend.compile(ibis.union(*parts).mutate(tile_hour=dated))
+    (days_read,) = con.execute(
+        "SELECT hash(list((tile_hour, events, checksum, fingerprint) ORDER BY tile_hour)) "
+        f"FROM {TILE_DAYS} WHERE tile_hour < $day",
+        {"day": day},
+    ).fetchone()
+    version = hashlib.sha1(repr((sorted(queries.items()), days_read)).encode()).hexdigest()
+    con.execute(f"CREATE TABLE IF NOT EXISTS {PARTIALS_VERSION} (version VARCHAR)")
+    if con.execute(f"SELECT version FROM {PARTIALS_VERSION}").fetchall() == [(version,)]:
+        return False
+    con.execute(f"DELETE FROM {PARTIALS_VERSION}")
+    for table in (DAY_PARTIALS, DAY_VALUE_PARTIALS):
+        if table in queries:
+            con.execute(f"CREATE OR REPLACE TABLE {table} AS {queries[table]}")
+        else:
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+    # (recorded last: an interrupted rebuild leaves the tables stale, to be rebuilt next time)
+    con.execute(f"INSERT INTO {PARTIALS_VERSION} VALUES ($version)", {"version": version})
+    return True
 
 
 @dataclass(frozen=True)
