@@ -12,6 +12,10 @@ A family's queries select the events of the hours listed in the temp table
 `stale_tile_hours(tile_hour)` (`STALE_EVENTS_SQL`, or `stale_events` in Ibis), which the refresh
 fills with a batch of stale hours (about `EVENTS_PER_BATCH` events) before running them.
 
+A day cache (`refresh_day_cache`) holds tables built for one day from the tiles of the days
+before it, such as the day partials every snapshot hour of that day reads; it is rebuilt when
+the day, its queries, or the versions of the tiles it reads change.
+
 A family of day tiles is kept the same way from a family of hour tiles: its source is the
 days of the hour family's versions (`days_of`), so that a day is rebuilt (its queries select
 the hour tiles of the days in `stale_tile_hours` with `stale_days`) whenever one of its hours
@@ -178,3 +182,32 @@ def _rebuild_hours(
         f"WHERE event_hour IN (SELECT tile_hour FROM {STALE_HOURS})",
         {"f": fingerprint},
     )
+
+
+def refresh_day_cache(
+    con: duckdb.DuckDBPyConnection,
+    version_table: str,
+    queries: dict[str, str],
+    versions_of: str,
+    day: datetime,
+) -> bool:
+    """Bring the tables of a day cache (table name -> query, which may use `$day`) to `day`:
+    unless `version_table` records the version they were built from (the day, the queries,
+    and the versions in `versions_of`, a family's hours or days table, before the day), drop
+    them and run the queries again. Return whether they were rebuilt."""
+    (tiles_read,) = con.execute(
+        "SELECT hash(list((tile_hour, events, checksum, fingerprint) ORDER BY tile_hour)) "
+        f"FROM {versions_of} WHERE tile_hour < $day",
+        {"day": day},
+    ).fetchone()
+    version = hashlib.sha1(repr((day, sorted(queries.items()), tiles_read)).encode()).hexdigest()
+    con.execute(f"CREATE TABLE IF NOT EXISTS {version_table} (version VARCHAR)")
+    if con.execute(f"SELECT version FROM {version_table}").fetchall() == [(version,)]:
+        return False
+    con.execute(f"DELETE FROM {version_table}")
+    for table, query in queries.items():
+        params = {"day": day} if "$day" in query else None
+        con.execute(f"CREATE OR REPLACE TABLE {table} AS {query}", params)
+    # (recorded last: an interrupted rebuild leaves the tables stale, to be rebuilt next time)
+    con.execute(f"INSERT INTO {version_table} VALUES ($version)", {"version": version})
+    return True

@@ -8,7 +8,7 @@ import pytest
 
 from account_hierarchy import tile_cache
 from account_hierarchy.hierarchy import snapshots as snapshots_module
-from account_hierarchy.hierarchy.tiles import refresh_hierarchy_tiles
+from account_hierarchy.hierarchy.tiles import refresh_hierarchy_partials, refresh_hierarchy_tiles
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
 from account_hierarchy.warehouse import EVENT_HOUR_VERSIONS_SQL, connect
@@ -46,14 +46,23 @@ def event_hours_match(con) -> bool:
     return stored == computed
 
 
-def test_snapshots_from_refreshed_tiles_equal_a_fresh_build(sample, tmp_path):
-    landing, hours = tmp_path / "landing", (datetime(2026, 10, 1, 15), datetime(2026, 10, 1, 20))
+@pytest.mark.parametrize(
+    "hours",
+    [
+        (datetime(2026, 10, 1, 15), datetime(2026, 10, 1, 20)),
+        # (the day partials of the 2nd hold the late calls' hour)
+        (datetime(2026, 10, 2, 3), datetime(2026, 10, 2, 6)),
+    ],
+)
+def test_snapshots_from_refreshed_tiles_equal_a_fresh_build(sample, tmp_path, hours):
+    landing, day = tmp_path / "landing", hours[0].replace(hour=0)
     shutil.copytree(sample, landing)
     con = connect(tmp_path / "incremental.duckdb")
     ingest_window(con, landing, START, START + timedelta(days=2), PARTITIONS_START)
     assert event_hours_match(con)
     snapshots(con, *hours)
     assert refresh_hierarchy_tiles(con) == 0
+    assert not refresh_hierarchy_partials(con, day)  # built by the snapshots, still current
     known = "SELECT * FROM hierarchy_tile_hours ORDER BY 1"
     before = con.execute(known).fetchall()
     write_lines(landing / "late.ndjson", LATE_CALLS)
@@ -63,6 +72,7 @@ def test_snapshots_from_refreshed_tiles_equal_a_fresh_build(sample, tmp_path):
     assert refresh_hierarchy_tiles(con) == 1
     changed = set(con.execute(known).fetchall()) - set(before)
     assert [row[0] for row in changed] == [datetime(2026, 10, 1, 16)]
+    assert refresh_hierarchy_partials(con, day) == (day > datetime(2026, 10, 1, 16))
     snapshots(con, *hours)
 
     fresh = connect(tmp_path / "fresh.duckdb")
@@ -116,3 +126,17 @@ def test_a_window_built_a_few_hours_at_a_time_equals_one_pass(sample, tmp_path, 
         table: len(rows) for table, rows in zip(
             ("users", "accounts", "account_memberships", "account_hierarchy"), one_pass,
             strict=True)}  # fmt: skip
+
+
+def test_a_window_on_the_second_day_reads_day_partials_that_agree_with_the_tiles(sample, tmp_path):
+    """A window starting on the 2nd reads the day partials of the 2nd (every hour tile of the
+    1st combined); one starting on the 1st reads those hour tiles one by one. Built again
+    alone, the hours of the 2nd come out the same."""
+    con = connect(tmp_path / "wh.duckdb")
+    ingest_window(con, sample, START, START + timedelta(days=2), PARTITIONS_START)
+    snapshots(con, datetime(2026, 10, 1, 20), datetime(2026, 10, 2, 6))
+    before = {table: table_rows(con, table) for table in TABLES}
+    snapshots(con, datetime(2026, 10, 2, 3), datetime(2026, 10, 2, 6))
+    assert con.execute("SELECT count(*) FROM custom_trait_partials").fetchone()[0] > 0
+    for table in TABLES:
+        assert before[table] and table_rows(con, table) == before[table], table

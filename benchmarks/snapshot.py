@@ -2,8 +2,9 @@
 every sample trait and every sample audience) of the scale's last hour, over its whole event
 history, as the hourly run does it: the tiles (trait and hierarchy) of earlier hours exist, the
 new hour's are built. Measured for three hours of the last day: 21:00 as the day's first run,
-which also builds the day's trait day partials; 22:00, an ordinary hour; and the last hour
-(23:00), whose run also builds its day's trait day tiles, as every day's last run does.
+which also builds the day's day partials (trait and hierarchy); 22:00, an ordinary hour; and
+the last hour (23:00), whose run also builds its day's trait day tiles, as every day's last
+run does.
 DuckDB keeps within `AH_DUCKDB_MEMORY_LIMIT` (4GB unless set).
 
 Against pandas computing the computed traits alone (`pandas_traits`) for the same hour, on
@@ -16,7 +17,7 @@ events per second.
 from datetime import timedelta
 
 from account_hierarchy.catalog.loader import load_catalog
-from account_hierarchy.hierarchy.tiles import HIERARCHY_TILE_HOURS
+from account_hierarchy.hierarchy.tiles import HIERARCHY_PARTIALS_VERSION, HIERARCHY_TILE_HOURS
 from account_hierarchy.traits.tiles import PARTIALS_VERSION, TILE_DAYS, TILE_HOURS
 from account_hierarchy.warehouse import connect
 from benchmarks.common import figure_arguments, print_rows, row, timed, versus
@@ -49,8 +50,9 @@ def measure(scale: Scale) -> list[dict]:
                            (last, "one hourly snapshot, everything, the hour ending a day "
                                   "(its run also builds the day's day tiles)")):  # fmt: skip
             _new_hour(con, hour)
-            if hour == last - timedelta(hours=2):
-                con.execute(f"DROP TABLE IF EXISTS {PARTIALS_VERSION}")
+            if hour == last - timedelta(hours=2):  # (its day partials are built again)
+                for version in (PARTIALS_VERSION, HIERARCHY_PARTIALS_VERSION):
+                    con.execute(f"DROP TABLE IF EXISTS {version}")
             window = (hour, hour + timedelta(hours=1))
 
             def snapshot(window: tuple = window) -> None:

@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 import duckdb
 
 from account_hierarchy.hierarchy.tiles import (
-    CUSTOM_TRAIT_TILES,
+    CUSTOM_TRAITS_SINCE_DAY,
+    refresh_hierarchy_partials,
     refresh_hierarchy_tiles,
 )
 
@@ -37,6 +38,15 @@ def span_bounds(keys: str) -> str:
         "lead(event_hour, 1, CAST($end AS TIMESTAMP)) "
         f"OVER (PARTITION BY {keys} ORDER BY event_hour) AS until_hour"
     )
+
+
+def refresh_hierarchy_caches(con: duckdb.DuckDBPyConnection, start: datetime) -> datetime:
+    """Bring the hierarchy's hour tiles up to date, and its day partials to the day of a
+    window's `start`; return that day (the `$day` of the tables' `..._SINCE_DAY` rows)."""
+    refresh_hierarchy_tiles(con)
+    day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    refresh_hierarchy_partials(con, day)
+    return day
 
 
 def carry_forward_first_last(
@@ -86,19 +96,19 @@ def latest_traits(
     """Create temp table `target(snapshot_hour, entity_id, traits)`: for each entity (userId of
     identify calls, groupId of group calls) and snapshot hour, a JSON object with the latest
     value of every trait the entity's `message_type` calls ever set (by event time; on equal
-    timestamps the greatest messageId wins), from the custom trait tiles. A trait explicitly
-    set to null is null. Values keep their JSON types."""
-    refresh_hierarchy_tiles(con)
+    timestamps the greatest messageId wins), from the custom trait partials and tiles. A trait
+    explicitly set to null is null. Values keep their JSON types."""
+    day = refresh_hierarchy_caches(con, start)
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {target}_changes AS
         SELECT entity_id, {BEFORE_WINDOW} AS event_hour, key,
                arg_max(value, tile_hour) AS value
-        FROM (SELECT *, tile_hour AS event_hour FROM {CUSTOM_TRAIT_TILES}
+        FROM (SELECT *, tile_hour AS event_hour FROM {CUSTOM_TRAITS_SINCE_DAY}
               WHERE message_type = $type AND tile_hour < $end)
         GROUP BY ALL
         """,
-        {"start": start, "end": end, "type": message_type},
+        {"start": start, "end": end, "type": message_type, "day": day},
     )
     # Each change holds until the entity's next change of the key.
     con.execute(

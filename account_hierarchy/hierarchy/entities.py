@@ -20,6 +20,7 @@ from account_hierarchy.hierarchy.as_of import (
     BEFORE_WINDOW,
     carry_forward_first_last,
     latest_traits,
+    refresh_hierarchy_caches,
 )
 from account_hierarchy.hierarchy.schemas import validate_entities
 from account_hierarchy.hierarchy.tables import (
@@ -27,7 +28,7 @@ from account_hierarchy.hierarchy.tables import (
     USER_COLUMNS,
     ensure_hierarchy_tables,
 )
-from account_hierarchy.hierarchy.tiles import SEEN_TILES, refresh_hierarchy_tiles
+from account_hierarchy.hierarchy.tiles import SEEN_SINCE_DAY
 from account_hierarchy.hierarchy.trait_columns import (
     infer_trait_columns,
     sync_table_columns,
@@ -130,15 +131,16 @@ def _seen(
 ) -> None:
     """Temp table `target`: per key of a kind of `hierarchy_seen_tiles` (`user`, `account`,
     `membership`) and snapshot hour, when the key was first and last seen up to the end of that
-    hour. The hours before the window are aggregated as one (`BEFORE_WINDOW`)."""
-    refresh_hierarchy_tiles(con)
+    hour. The hours before the window are aggregated as one (`BEFORE_WINDOW`), from the day
+    partials of the window's first day and the hour tiles of that day."""
+    day = refresh_hierarchy_caches(con, start)
     key_list = ", ".join(keys)
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {target}_hours AS SELECT {key_list}, "
         f"{BEFORE_WINDOW} AS event_hour, min(first_at) AS first_at, max(last_at) AS last_at "
-        f"FROM (SELECT *, tile_hour AS event_hour FROM {SEEN_TILES} "
+        f"FROM (SELECT *, tile_hour AS event_hour FROM {SEEN_SINCE_DAY} "
         "WHERE kind = $kind AND tile_hour < $end) GROUP BY ALL",
-        {"start": start, "end": end, "kind": kind},
+        {"start": start, "end": end, "kind": kind, "day": day},
     )
     carry_forward_first_last(con, f"{target}_hours", keys, target, start, end)
 

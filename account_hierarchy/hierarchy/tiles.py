@@ -12,15 +12,29 @@ of every event (and every call's JSON):
 
 They are kept like the trait tiles (`tile_cache.py`): `refresh_hierarchy_tiles` rebuilds the
 hours whose events changed.
+
+The first two are also combined per day (`refresh_hierarchy_partials`): for the snapshots of a
+day, `hierarchy_seen_partials` holds per kind and key when it was first and last seen before
+that day, and `custom_trait_partials` per call type, entity and key the latest value set
+before that day, both dated the hour before the day. A snapshot reads them and the hour tiles
+of its own day instead of every hour tile of its history.
 """
+
+from datetime import datetime
 
 import duckdb
 
-from account_hierarchy.tile_cache import STALE_EVENTS_SQL, refresh_tile_family
+from account_hierarchy.tile_cache import (
+    STALE_EVENTS_SQL,
+    refresh_day_cache,
+    refresh_tile_family,
+)
 
 SEEN_TILES = "hierarchy_seen_tiles"
 CUSTOM_TRAIT_TILES, CUSTOM_TRAIT_KEY_TILES = "custom_trait_tiles", "custom_trait_key_tiles"
 HIERARCHY_TILE_HOURS = "hierarchy_tile_hours"
+SEEN_PARTIALS, CUSTOM_TRAIT_PARTIALS = "hierarchy_seen_partials", "custom_trait_partials"
+HIERARCHY_PARTIALS_VERSION = "hierarchy_partials_version"
 _ISO_TIMESTAMP = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"
 
 SEEN_SQL = f"""
@@ -67,3 +81,41 @@ def refresh_hierarchy_tiles(con: duckdb.DuckDBPyConnection) -> int:
     queries = {SEEN_TILES: SEEN_SQL, CUSTOM_TRAIT_TILES: VALUES_SQL,
                CUSTOM_TRAIT_KEY_TILES: KEY_TYPES_SQL}  # fmt: skip
     return refresh_tile_family(con, HIERARCHY_TILE_HOURS, queries)
+
+
+# The day partials, for the snapshots of `$day`: the hour tiles before it, combined.
+PARTIALS_SQL = {
+    SEEN_PARTIALS: f"""
+        SELECT kind, CAST($day AS TIMESTAMP) - INTERVAL 1 HOUR AS tile_hour, user_id, account_id,
+               min(first_at) AS first_at, max(last_at) AS last_at
+        FROM {SEEN_TILES} WHERE tile_hour < $day
+        GROUP BY kind, user_id, account_id
+    """,
+    CUSTOM_TRAIT_PARTIALS: f"""
+        SELECT message_type, CAST($day AS TIMESTAMP) - INTERVAL 1 HOUR AS tile_hour, entity_id,
+               key, arg_max(value, tile_hour) AS value
+        FROM {CUSTOM_TRAIT_TILES} WHERE tile_hour < $day
+        GROUP BY message_type, entity_id, key
+    """,
+}
+
+
+def refresh_hierarchy_partials(con: duckdb.DuckDBPyConnection, day: datetime) -> bool:
+    """Bring the hierarchy's day partials to the snapshots of `day` (midnight), rebuilding
+    them unless they were built for that day from the same hour tiles; return whether they
+    were rebuilt. The hour tiles must be up to date (`refresh_hierarchy_tiles`)."""
+    return refresh_day_cache(
+        con, HIERARCHY_PARTIALS_VERSION, PARTIALS_SQL, HIERARCHY_TILE_HOURS, day
+    )
+
+
+# The rows of a tile table a window starting on `$day` reads: the day's partials, then the
+# hour tiles from the day on (`refresh_hierarchy_partials` brought the partials to `$day`).
+SEEN_SINCE_DAY = (
+    f"(SELECT * FROM {SEEN_PARTIALS} UNION ALL BY NAME "
+    f"SELECT * FROM {SEEN_TILES} WHERE tile_hour >= $day)"
+)
+CUSTOM_TRAITS_SINCE_DAY = (
+    f"(SELECT * FROM {CUSTOM_TRAIT_PARTIALS} UNION ALL BY NAME "
+    f"SELECT * FROM {CUSTOM_TRAIT_TILES} WHERE tile_hour >= $day)"
+)

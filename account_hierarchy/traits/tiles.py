@@ -61,7 +61,13 @@ from account_hierarchy.catalog.models import (
     UniqueListCount,
     UniqueUsers,
 )
-from account_hierarchy.tile_cache import days_of, refresh_tile_family, stale_days, stale_events
+from account_hierarchy.tile_cache import (
+    days_of,
+    refresh_day_cache,
+    refresh_tile_family,
+    stale_days,
+    stale_events,
+)
 from account_hierarchy.traits.compile import (
     property_column,
     selects,
@@ -436,24 +442,9 @@ def build_day_partials(
             )  # fmt: skip
             parts.append(grouped.aggregate(times=_total(kept.times, ibis.literal(True))))
         queries[DAY_VALUE_PARTIALS] = backend.compile(ibis.union(*parts).mutate(tile_hour=dated))
-    (days_read,) = con.execute(
-        "SELECT hash(list((tile_hour, events, checksum, fingerprint) ORDER BY tile_hour)) "
-        f"FROM {TILE_DAYS} WHERE tile_hour < $day",
-        {"day": day},
-    ).fetchone()
-    version = hashlib.sha1(repr((sorted(queries.items()), days_read)).encode()).hexdigest()
-    con.execute(f"CREATE TABLE IF NOT EXISTS {PARTIALS_VERSION} (version VARCHAR)")
-    if con.execute(f"SELECT version FROM {PARTIALS_VERSION}").fetchall() == [(version,)]:
-        return False
-    con.execute(f"DELETE FROM {PARTIALS_VERSION}")
-    for table in (DAY_PARTIALS, DAY_VALUE_PARTIALS):
-        if table in queries:
-            con.execute(f"CREATE OR REPLACE TABLE {table} AS {queries[table]}")
-        else:
-            con.execute(f"DROP TABLE IF EXISTS {table}")
-    # (recorded last: an interrupted rebuild leaves the tables stale, to be rebuilt next time)
-    con.execute(f"INSERT INTO {PARTIALS_VERSION} VALUES ($version)", {"version": version})
-    return True
+    for table in {DAY_PARTIALS, DAY_VALUE_PARTIALS} - queries.keys():
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+    return refresh_day_cache(con, PARTIALS_VERSION, queries, TILE_DAYS, day)
 
 
 @dataclass(frozen=True)
