@@ -128,7 +128,19 @@ def _rebuild_stale(
             if query is not None:
                 con.execute(f"CREATE TABLE {table} AS {query} WITH NO DATA")
         con.execute(f"DELETE FROM {hours_table}")
-    stale = con.execute(
+    stale = stale_versions(con, hours_table, source, before)
+    for batch in _batches(stale):
+        _rebuild_hours(con, hours_table, queries, fingerprint, source, batch)
+    return len(stale)
+
+
+def stale_versions(
+    con: duckdb.DuckDBPyConnection, hours_table: str, source: str, before: datetime
+) -> list[tuple[datetime, int]]:
+    """The hours (days) before `before` whose version in `source` differs from the one
+    `hours_table` records its tiles were built from (or that one of them lacks), with their
+    event counts, in order."""
+    return con.execute(
         "SELECT tile_hour, coalesce(events, 0) FROM ("
         f"SELECT event_hour AS tile_hour, events, checksum FROM {source} "
         "WHERE event_hour < $before EXCEPT "
@@ -137,9 +149,6 @@ def _rebuild_stale(
         f"WHERE tile_hour < $before EXCEPT SELECT event_hour FROM {source}) ORDER BY tile_hour",
         {"before": before},
     ).fetchall()
-    for batch in _batches(stale):
-        _rebuild_hours(con, hours_table, queries, fingerprint, source, batch)
-    return len(stale)
 
 
 def _batches(hours: list[tuple[datetime, int]]) -> Iterator[list[datetime]]:

@@ -20,6 +20,7 @@ from account_hierarchy.hierarchy.tree import build_hierarchy
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
 from account_hierarchy.traits.compute import build_traits
+from account_hierarchy.traits.tiles import tiles_current
 from account_hierarchy.warehouse import connect
 from account_hierarchy_tests.conftest import PARTITIONS_START, build_hour, write_lines
 from account_hierarchy_tests.reference import read_events, snapshot
@@ -326,3 +327,56 @@ def test_hours_before_any_event_have_empty_audiences(tmp_path):
         later = (EDGE_HOUR + timedelta(hours=1), EDGE_HOUR + timedelta(hours=2))
         with pytest.raises(NotComputedError, match="has no snapshot for 1 of the 1 hours"):
             build_audience(con, catalog, "users_of_trials", *later)
+
+
+def login(mid: str, user: str, at: str) -> dict:
+    return {"type": "track", "event": "Logged In", "messageId": mid, "userId": user,
+            "timestamp": at}  # fmt: skip
+
+
+TWO_LOGINS = {
+    "traits": [{"name": "logins", "entity": "user", "type": "event_counter", "event": "Logged In"}],
+    "audiences": [
+        {"name": "two_logins", "entity": "user",
+         "where": {"performed": "Logged In", "at_least": 2, "window": "7 days"}},
+    ],
+}  # fmt: skip
+
+
+def test_performed_counts_events_the_traits_have_not_tiled_yet(tmp_path):
+    """`performed` conditions count with the trait tiles, which the traits stage keeps; an
+    audience built (or previewed) before the traits of its hours (a Dagster run may order
+    them so) still counts every event: new hours, and days not yet rolled into day tiles."""
+    landing = tmp_path / "landing"
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "defs.yaml").write_text(yaml.safe_dump(TWO_LOGINS))
+    catalog = load_catalog(tmp_path / "definitions")
+    first, same_day, next_day = (datetime(2026, 10, 1, 9), datetime(2026, 10, 1, 10),
+                                 datetime(2026, 10, 2, 1))  # fmt: skip
+    write_lines(landing / "a.ndjson", [login("l1", "u1", "2026-10-01T09:05:00Z"),
+                                       login("l2", "u2", "2026-10-01T09:06:00Z")])  # fmt: skip
+    with connect(tmp_path / "wh.duckdb") as con:
+
+        def build(hour: datetime, traits: bool) -> None:
+            ingest_window(con, landing, datetime(2026, 10, 1), datetime(2026, 10, 3),
+                          PARTITIONS_START)  # fmt: skip
+            window = (hour, hour + timedelta(hours=1))
+            build_memberships(con, *window)
+            build_users(con, *window)
+            build_accounts(con, *window, "parent_account_id")
+            build_hierarchy(con, *window)
+            if traits:
+                build_traits(con, catalog, *window)
+            preview_members = preview(con, catalog, "two_logins", hour)["members"]
+            build_audience(con, catalog, "two_logins", *window)
+            assert preview_members == len(stored_members(con, "two_logins", hour))
+
+        build(first, traits=True)  # the tiles now exist, up to this hour
+        assert stored_members(con, "two_logins", first) == set()
+        write_lines(landing / "b.ndjson", [login("l3", "u1", "2026-10-01T10:10:00Z")])
+        build(same_day, traits=False)
+        assert stored_members(con, "two_logins", same_day) == {"u1"}
+        assert tiles_current(con, same_day + timedelta(hours=1))  # refreshed, so counted there
+        write_lines(landing / "c.ndjson", [login("l4", "u2", "2026-10-02T01:30:00Z")])
+        build(next_day, traits=False)
+        assert stored_members(con, "two_logins", next_day) == {"u1", "u2"}

@@ -56,6 +56,7 @@ from account_hierarchy.traits.tiles import (
     tile_column,
     tileable,
     tiles_as_of,
+    tiles_current,
 )
 
 ENTITY_TABLES = {"account": ("accounts", "account_traits", "account_id"),
@@ -92,12 +93,23 @@ class Evaluated:
 class Evaluator:
     """Evaluates the catalog's audiences (and any edited definition) for one snapshot hour."""
 
-    def __init__(self, backend, catalog: Catalog, hour: datetime | None = None):
+    def __init__(
+        self,
+        backend,
+        catalog: Catalog,
+        hour: datetime | None = None,
+        *,
+        window_end: datetime | None = None,
+    ):
         """For one `hour`; without it, for the hour parameter `HOUR` (compile the result with
-        `compile_hourly` and run it for any hour)."""
+        `compile_hourly` and run it for any hour before `window_end`). `performed` conditions
+        count with the trait tiles only where those hold every event up to the end of the
+        last hour evaluated (`hour`'s end, else `window_end`), and from the events otherwise."""
         self.backend, self.catalog, self.hour = backend, catalog, hour
         self.hour_value = timestamp(hour) if hour else HOUR
         self.as_of = timestamp(hour + timedelta(hours=1)) if hour else AS_OF
+        self.window_end = hour + timedelta(hours=1) if hour else window_end
+        self._tiles_usable: bool | None = None
         self._counter = 0
         self._tables: dict[str, ir.Table] = {}
         self._used: set[str] = set()
@@ -222,15 +234,10 @@ class Evaluator:
         raise TypeError(type(condition))
 
     def _performed(self, condition: Performed, leaf: Leaf) -> ir.Table:
-        """Count with the condition's tiles (built with the traits) when they exist, else
-        from the events."""
+        """Count with the condition's tiles when they hold every event counted
+        (`_tiles_hold`), else from the events."""
         counter = performed_counter(condition)
-        tables = set(self.backend.list_tables())
-        tiled = tileable(counter) and all(
-            table in tables and tile_column(counter, "n") in self.backend.table(table).columns
-            for table in (TILES, DAY_TILES)
-        )
-        if tiled:
+        if tileable(counter) and self._tiles_hold(counter):
             tiles = tiles_as_of(self.backend, self.as_of, [counter])
             counts = rollup(tiles.mutate(entity_id=tiles.user_id), [counter], self.as_of)
         else:
@@ -250,6 +257,21 @@ class Evaluator:
         return rows.select(
             part_entity=rows.entity_id, **{f"{leaf.id}_held": held, f"{leaf.id}_value": times}
         )
+
+    def _tiles_hold(self, counter) -> bool:
+        """Whether the trait tiles have the counter's column and every event up to
+        `window_end` (the traits stage keeps them; `build_audience` refreshes them first)."""
+        tables = set(self.backend.list_tables())
+        if not all(
+            table in tables and tile_column(counter, "n") in self.backend.table(table).columns
+            for table in (TILES, DAY_TILES)
+        ):
+            return False
+        if self._tiles_usable is None:
+            self._tiles_usable = self.window_end is not None and tiles_current(
+                self.backend.con, self.window_end
+            )
+        return self._tiles_usable
 
     def _quantified(self, condition: Quantified, leaf: Leaf) -> ir.Table:
         users = self.evaluate(leaf.id, "user", condition.where).table

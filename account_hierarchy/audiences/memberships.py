@@ -21,6 +21,8 @@ from account_hierarchy.audiences.schemas import validate_memberships
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.partitions import hours_of
 from account_hierarchy.traits.compile import compile_hourly, hourly_params
+from account_hierarchy.traits.compute import tiled_traits
+from account_hierarchy.traits.tiles import performed_counters, refresh_tiles, tileable
 from account_hierarchy.warehouse import in_memory
 
 MEMBERSHIPS_DDL = """
@@ -147,7 +149,11 @@ def build_audience(
     con.execute(MEMBERSHIPS_DDL)
     backend = ibis.duckdb.from_connection(con)
     report = AudienceReport()
-    evaluated = Evaluator(backend, catalog).audience(name)
+    if any(tileable(counter) for counter in performed_counters([catalog.audience(name)])):
+        # (the traits stage keeps the tiles, but a run may build this audience first)
+        end_day = end.replace(hour=0, minute=0, second=0, microsecond=0)
+        refresh_tiles(con, tiled_traits(catalog), days_before=end_day)
+    evaluated = Evaluator(backend, catalog, window_end=end).audience(name)
     require_snapshots(backend, evaluated, start, end)
     sql = compile_hourly(backend, evaluated.table.filter(evaluated.table.member))
     rows_sql = membership_rows_sql(evaluated, sql)
@@ -191,7 +197,7 @@ def changes_at(
     """How many of the audience's `members` at `hour` entered, and how many exited, since the
     previous hour's members (stored, else evaluated)."""
     backend = ibis.duckdb.from_connection(con)
-    evaluated = Evaluator(backend, catalog).audience(name)
+    evaluated = Evaluator(backend, catalog, window_end=hour).audience(name)
     sql = compile_hourly(backend, evaluated.table.filter(evaluated.table.member))
     before = _members_at(con, evaluated, sql, hour - timedelta(hours=1))
     return len(members - before), len(before - members)

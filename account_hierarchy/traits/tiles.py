@@ -62,11 +62,13 @@ from account_hierarchy.catalog.models import (
     UniqueUsers,
 )
 from account_hierarchy.tile_cache import (
+    RAW_EVENT_HOURS,
     days_of,
     refresh_day_cache,
     refresh_tile_family,
     stale_days,
     stale_events,
+    stale_versions,
 )
 from account_hierarchy.traits.compile import (
     property_column,
@@ -445,6 +447,17 @@ def build_day_partials(
     for table in {DAY_PARTIALS, DAY_VALUE_PARTIALS} - queries.keys():
         con.execute(f"DROP TABLE IF EXISTS {table}")
     return refresh_day_cache(con, PARTIALS_VERSION, queries, TILE_DAYS, day)
+
+
+def tiles_current(con: duckdb.DuckDBPyConnection, as_of: datetime) -> bool:
+    """Whether the tiles hold every event the snapshots ending at or before `as_of` read: the
+    hour tiles of every hour before it were built from that hour's current events, and the
+    day tiles of the days before its day from their current hour tiles."""
+    today = as_of.replace(hour=0, minute=0, second=0, microsecond=0)
+    return not (
+        stale_versions(con, TILE_HOURS, RAW_EVENT_HOURS, as_of)
+        or stale_versions(con, TILE_DAYS, days_of(TILE_HOURS), today)
+    )
 
 
 @dataclass(frozen=True)
