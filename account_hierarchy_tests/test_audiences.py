@@ -380,3 +380,47 @@ def test_performed_counts_events_the_traits_have_not_tiled_yet(tmp_path):
         write_lines(landing / "c.ndjson", [login("l4", "u2", "2026-10-02T01:30:00Z")])
         build(next_day, traits=False)
         assert stored_members(con, "two_logins", next_day) == {"u1", "u2"}
+
+
+PERFORMED_BY_DAY = {
+    "audiences": [
+        {"name": "logged_in_twice_in_a_day", "entity": "user",
+         "where": {"performed": "Logged In", "at_least": 2, "window": "1 day"}},
+        {"name": "logged_in_thrice_in_two_days", "entity": "user",
+         "where": {"performed": "Logged In", "at_least": 3, "window": "2 days"}},
+        {"name": "accounts_of_feature_users", "entity": "account",
+         "where": {"at_least": 2, "where": {"performed": "Feature Used", "at_least": 6}}},
+    ],
+}  # fmt: skip
+
+
+def test_performed_conditions_read_day_partials_across_midnight(tmp_path):
+    """Counters of whole-day windows (and all time) read the day partials of each hour's day,
+    rebuilt when the window crosses midnight; every hour equals the reference."""
+    generate_sample(tmp_path / "landing", seed=11, accounts=12, users=80, days=3)
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "defs.yaml").write_text(yaml.safe_dump(PERFORMED_BY_DAY))
+    catalog = load_catalog(tmp_path / "definitions")
+    events = read_events(tmp_path / "landing")
+    window = (datetime(2026, 10, 2, 21), datetime(2026, 10, 3, 3))
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 4),
+                      PARTITIONS_START)  # fmt: skip
+        build_memberships(con, *window)
+        build_users(con, *window)
+        build_accounts(con, *window, "parent_account_id")
+        build_hierarchy(con, *window)
+        reports = {located.audience.name: build_audience(con, catalog, located.audience.name,
+                                                         *window)
+                   for located in catalog.audiences}  # fmt: skip
+        assert all("trait_day_partials" in report.compiled for report in reports.values())
+        hour, found = window[0], 0
+        while hour < window[1]:
+            reference = ReferenceAudiences(events, hour, snapshot(events, hour), [],
+                                           PERFORMED_BY_DAY["audiences"])  # fmt: skip
+            for name in reports:
+                members = stored_members(con, name, hour)
+                assert members == reference.members(name), (name, hour)
+                found += len(members)
+            hour += timedelta(hours=1)
+        assert found > 0

@@ -51,6 +51,7 @@ from account_hierarchy.traits.compile import (
 from account_hierarchy.traits.tiles import (
     DAY_TILES,
     TILES,
+    combines_by_day,
     performed_counter,
     rollup,
     tile_column,
@@ -100,12 +101,16 @@ class Evaluator:
         hour: datetime | None = None,
         *,
         window_end: datetime | None = None,
+        day_partials: bool = False,
     ):
         """For one `hour`; without it, for the hour parameter `HOUR` (compile the result with
         `compile_hourly` and run it for any hour before `window_end`). `performed` conditions
         count with the trait tiles only where those hold every event up to the end of the
-        last hour evaluated (`hour`'s end, else `window_end`), and from the events otherwise."""
+        last hour evaluated (`hour`'s end, else `window_end`), and from the events otherwise.
+        With `day_partials`, those whose window is all time or whole days read the day
+        partials, which the caller keeps built for each hour's day."""
         self.backend, self.catalog, self.hour = backend, catalog, hour
+        self.day_partials = day_partials
         self.hour_value = timestamp(hour) if hour else HOUR
         self.as_of = timestamp(hour + timedelta(hours=1)) if hour else AS_OF
         self.window_end = hour + timedelta(hours=1) if hour else window_end
@@ -238,7 +243,8 @@ class Evaluator:
         (`_tiles_hold`), else from the events."""
         counter = performed_counter(condition)
         if tileable(counter) and self._tiles_hold(counter):
-            tiles = tiles_as_of(self.backend, self.as_of, [counter])
+            by_day = self.day_partials and combines_by_day(counter)
+            tiles = tiles_as_of(self.backend, self.as_of, [counter], day_partials=by_day)
             counts = rollup(tiles.mutate(entity_id=tiles.user_id), [counter], self.as_of)
         else:
             snapshot = Snapshot(

@@ -1,6 +1,7 @@
 """Audience memberships of every hour of a window, with the reason each member qualifies,
 stored in `audience_memberships`."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -21,8 +22,14 @@ from account_hierarchy.audiences.schemas import validate_memberships
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.partitions import hours_of
 from account_hierarchy.traits.compile import compile_hourly, hourly_params
-from account_hierarchy.traits.compute import tiled_traits
-from account_hierarchy.traits.tiles import performed_counters, refresh_tiles, tileable
+from account_hierarchy.traits.compute import day_partial_traits, tiled_traits
+from account_hierarchy.traits.tiles import (
+    build_day_partials,
+    combines_by_day,
+    performed_counters,
+    refresh_tiles,
+    tileable,
+)
 from account_hierarchy.warehouse import in_memory
 
 MEMBERSHIPS_DDL = """
@@ -145,27 +152,36 @@ def build_audience(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, name: str, start: datetime, end: datetime
 ) -> AudienceReport:
     """Write the audience's members for every hour of `[start, end)` (one compiled query, run
-    once per hour)."""
+    once per hour).
+
+    `performed` conditions count with the trait tiles, refreshed first (the traits stage keeps
+    them, but a run may build this audience before the traits of its hours), and, where their
+    window is all time or whole days, with the day partials of each hour's day, which the
+    traits stage shares (`build_day_partials`)."""
     con.execute(MEMBERSHIPS_DDL)
     backend = ibis.duckdb.from_connection(con)
     report = AudienceReport()
-    if any(tileable(counter) for counter in performed_counters([catalog.audience(name)])):
-        # (the traits stage keeps the tiles, but a run may build this audience first)
+    hours = hours_of(start, end)
+    counters = [c for c in performed_counters([catalog.audience(name)]) if tileable(c)]
+    by_day = day_partial_traits(catalog) if any(map(combines_by_day, counters)) else []
+    if counters:
         end_day = end.replace(hour=0, minute=0, second=0, microsecond=0)
         refresh_tiles(con, tiled_traits(catalog), days_before=end_day)
-    evaluated = Evaluator(backend, catalog, window_end=end).audience(name)
+    if by_day and hours:
+        build_day_partials(con, by_day, hours[0].replace(hour=0))
+    evaluated, sql = _members_query(backend, catalog, name, end, day_partials=bool(by_day))
     require_snapshots(backend, evaluated, start, end)
-    sql = compile_hourly(backend, evaluated.table.filter(evaluated.table.member))
     rows_sql = membership_rows_sql(evaluated, sql)
     con.execute("CREATE OR REPLACE TEMP TABLE new_memberships AS FROM audience_memberships "
                 "WITH NO DATA")  # fmt: skip
-    hours = hours_of(start, end)
 
     def params(hour: datetime) -> dict:
         bound = {"snapshot_hour": hour, "audience": name, "entity_type": evaluated.entity}
         return hourly_params(sql, hour) | bound
 
     for hour in hours:
+        if by_day and hour.hour == 0 and hour != hours[0]:
+            build_day_partials(con, by_day, hour)
         con.execute(f"INSERT INTO new_memberships {rows_sql}", params(hour))
     sizes = con.execute("SELECT snapshot_hour, count(*) FROM new_memberships GROUP BY ALL")
     report.sizes = dict.fromkeys(hours, 0) | dict(sizes.fetchall())
@@ -186,9 +202,25 @@ def build_audience(
             "SELECT entity_id FROM new_memberships WHERE snapshot_hour = $last", {"last": last}
         ).fetchall()
     }
-    before = _members_at(con, evaluated, sql, last - timedelta(hours=1))
+    # (the previous hour may be on another day than the day partials: compiled without them)
+    before = _members_at(
+        con,
+        evaluated,
+        lambda: sql if not by_day else _members_query(backend, catalog, name, last)[1],
+        last - timedelta(hours=1),
+    )
     report.entered, report.exited = len(now - before), len(before - now)
     return report
+
+
+def _members_query(
+    backend, catalog: Catalog, name: str, window_end: datetime, day_partials: bool = False
+) -> tuple[Evaluated, str]:
+    """The audience evaluated for the hour parameter, and its members' query compiled (see
+    `Evaluator` for `window_end` and `day_partials`)."""
+    evaluator = Evaluator(backend, catalog, window_end=window_end, day_partials=day_partials)
+    evaluated = evaluator.audience(name)
+    return evaluated, compile_hourly(backend, evaluated.table.filter(evaluated.table.member))
 
 
 def changes_at(
@@ -197,15 +229,16 @@ def changes_at(
     """How many of the audience's `members` at `hour` entered, and how many exited, since the
     previous hour's members (stored, else evaluated)."""
     backend = ibis.duckdb.from_connection(con)
-    evaluated = Evaluator(backend, catalog, window_end=hour).audience(name)
-    sql = compile_hourly(backend, evaluated.table.filter(evaluated.table.member))
-    before = _members_at(con, evaluated, sql, hour - timedelta(hours=1))
+    evaluated, sql = _members_query(backend, catalog, name, hour)
+    before = _members_at(con, evaluated, lambda: sql, hour - timedelta(hours=1))
     return len(members - before), len(before - members)
 
 
-def _members_at(con, evaluated: Evaluated, sql: str, hour: datetime) -> set[str]:
-    """Members at `hour`: stored if that hour was materialized, else evaluated with the run's
-    compiled query `sql` (none if that hour has no snapshot to evaluate)."""
+def _members_at(
+    con, evaluated: Evaluated, members_sql: Callable[[], str], hour: datetime
+) -> set[str]:
+    """Members at `hour`: stored if that hour was materialized, else evaluated with the
+    query `members_sql()` gives (none if that hour has no snapshot to evaluate)."""
     stored = con.execute(
         "SELECT entity_id FROM audience_memberships WHERE audience = $name "
         "AND snapshot_hour = $hour",
@@ -218,4 +251,5 @@ def _members_at(con, evaluated: Evaluated, sql: str, hour: datetime) -> set[str]
         require_snapshots(backend, evaluated, hour, hour + timedelta(hours=1))
     except NotComputedError:
         return set()
+    sql = members_sql()
     return set(con.execute(sql, hourly_params(sql, hour)).df().entity_id)

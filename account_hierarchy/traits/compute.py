@@ -85,8 +85,7 @@ def build_traits(
         # (the snapshots of the window read the day tiles of the days before its end's day)
         end_day = end.replace(hour=0, minute=0, second=0, microsecond=0)
         report["tiles"] = refresh_tiles(con, tiled, days_before=end_day)
-    by_day = [located.trait for located in catalog.traits
-              if located.trait in tiled and combines_by_day(located.trait)]  # fmt: skip
+    by_day = day_partial_traits(catalog) if use_tiles else []
     report["day_partials_rebuilt"] = 0
     queries: dict[str, str] = {}
     seconds = dict.fromkeys(TRAIT_TABLES, 0.0)
@@ -145,6 +144,12 @@ def tiled_traits(catalog: Catalog) -> list[ComputedTrait]:
     ]
     counters = performed_counters([located.audience for located in catalog.audiences])
     return [trait for trait in traits + counters if tileable(trait)]
+
+
+def day_partial_traits(catalog: Catalog) -> list[ComputedTrait]:
+    """The tiled traits and counters that combine by day: the traits stage and the audiences
+    build the day partials (`build_day_partials`) of this same list, so they share them."""
+    return [trait for trait in tiled_traits(catalog) if combines_by_day(trait)]
 
 
 def entity_rows(backend, catalog: Catalog, entity: str, tiled: list[ComputedTrait]) -> ir.Table:
