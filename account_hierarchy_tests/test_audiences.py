@@ -395,14 +395,17 @@ PERFORMED_BY_DAY = {
 
 
 def test_performed_conditions_read_day_partials_across_midnight(tmp_path):
-    """Counters of whole-day windows (and all time) read the day partials of each hour's day,
-    rebuilt when the window crosses midnight; every hour equals the reference."""
+    """Counters of whole-day windows (and all time) read the day partials of the hour's day
+    when a run's hours lie in one day (the hourly runs), and the day tiles in longer runs:
+    both equal the reference at every hour across midnight."""
     generate_sample(tmp_path / "landing", seed=11, accounts=12, users=80, days=3)
     (tmp_path / "definitions").mkdir()
     (tmp_path / "definitions" / "defs.yaml").write_text(yaml.safe_dump(PERFORMED_BY_DAY))
     catalog = load_catalog(tmp_path / "definitions")
     events = read_events(tmp_path / "landing")
     window = (datetime(2026, 10, 2, 21), datetime(2026, 10, 3, 3))
+    hours = [window[0] + timedelta(hours=n) for n in range(6)]
+    names = [located.audience.name for located in catalog.audiences]
     with connect(tmp_path / "wh.duckdb") as con:
         ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 4),
                       PARTITIONS_START)  # fmt: skip
@@ -410,17 +413,29 @@ def test_performed_conditions_read_day_partials_across_midnight(tmp_path):
         build_users(con, *window)
         build_accounts(con, *window, "parent_account_id")
         build_hierarchy(con, *window)
-        reports = {located.audience.name: build_audience(con, catalog, located.audience.name,
-                                                         *window)
-                   for located in catalog.audiences}  # fmt: skip
-        assert all("trait_day_partials" in report.compiled for report in reports.values())
-        hour, found = window[0], 0
-        while hour < window[1]:
-            reference = ReferenceAudiences(events, hour, snapshot(events, hour), [],
-                                           PERFORMED_BY_DAY["audiences"])  # fmt: skip
-            for name in reports:
+        references = {hour: ReferenceAudiences(events, hour, snapshot(events, hour), [],
+                                               PERFORMED_BY_DAY["audiences"])
+                      for hour in hours}  # fmt: skip
+        found = 0
+        for name in names:
+            report = build_audience(con, catalog, name, *window)
+            assert "trait_day_partials" not in report.compiled
+            for hour in hours:
+                assert stored_members(con, name, hour) == references[hour].members(name)
+            for hour in hours:
+                report = build_audience(con, catalog, name, hour, hour + timedelta(hours=1))
+                assert "trait_day_partials" in report.compiled
                 members = stored_members(con, name, hour)
-                assert members == reference.members(name), (name, hour)
+                assert members == references[hour].members(name), (name, hour)
                 found += len(members)
-            hour += timedelta(hours=1)
+            # The hour before midnight, not stored, is evaluated for who entered and exited:
+            # on its own day, so without the partials of the run's day.
+            midnight, before_midnight = datetime(2026, 10, 3), datetime(2026, 10, 2, 23)
+            con.execute(
+                "DELETE FROM audience_memberships WHERE audience = $n AND snapshot_hour = $h",
+                {"n": name, "h": before_midnight},
+            )
+            report = build_audience(con, catalog, name, midnight, midnight + timedelta(hours=1))
+            now, before = (references[hour].members(name) for hour in (midnight, before_midnight))
+            assert (report.entered, report.exited) == (len(now - before), len(before - now))
         assert found > 0

@@ -155,19 +155,22 @@ def build_audience(
     once per hour).
 
     `performed` conditions count with the trait tiles, refreshed first (the traits stage keeps
-    them, but a run may build this audience before the traits of its hours), and, where their
-    window is all time or whole days, with the day partials of each hour's day, which the
-    traits stage shares (`build_day_partials`)."""
+    them, but a run may build this audience before the traits of its hours). When the hours
+    lie in one day (the hourly runs), those whose window is all time or whole days read the
+    day's partials, shared with the traits stage (`build_day_partials`). Longer runs read the
+    day tiles: the partials hold one day, and rebuilding them for every day of a backfill,
+    after the traits stage did the same, costs more than it saves."""
     con.execute(MEMBERSHIPS_DDL)
     backend = ibis.duckdb.from_connection(con)
     report = AudienceReport()
     hours = hours_of(start, end)
     counters = [c for c in performed_counters([catalog.audience(name)]) if tileable(c)]
-    by_day = day_partial_traits(catalog) if any(map(combines_by_day, counters)) else []
+    one_day = bool(hours) and hours[0].date() == hours[-1].date()
+    by_day = day_partial_traits(catalog) if one_day and any(map(combines_by_day, counters)) else []
     if counters:
         end_day = end.replace(hour=0, minute=0, second=0, microsecond=0)
         refresh_tiles(con, tiled_traits(catalog), days_before=end_day)
-    if by_day and hours:
+    if by_day:
         build_day_partials(con, by_day, hours[0].replace(hour=0))
     evaluated, sql = _members_query(backend, catalog, name, end, day_partials=bool(by_day))
     require_snapshots(backend, evaluated, start, end)
@@ -180,8 +183,6 @@ def build_audience(
         return hourly_params(sql, hour) | bound
 
     for hour in hours:
-        if by_day and hour.hour == 0 and hour != hours[0]:
-            build_day_partials(con, by_day, hour)
         con.execute(f"INSERT INTO new_memberships {rows_sql}", params(hour))
     sizes = con.execute("SELECT snapshot_hour, count(*) FROM new_memberships GROUP BY ALL")
     report.sizes = dict.fromkeys(hours, 0) | dict(sizes.fetchall())
