@@ -22,12 +22,11 @@ from account_hierarchy.audiences.schemas import validate_memberships
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.partitions import hours_of
 from account_hierarchy.traits.compile import compile_hourly, hourly_params
-from account_hierarchy.traits.compute import day_partial_traits, tiled_traits
+from account_hierarchy.traits.compute import day_partial_traits, refresh_window_tiles
 from account_hierarchy.traits.tiles import (
     build_day_partials,
     combines_by_day,
     performed_counters,
-    refresh_tiles,
     tileable,
 )
 from account_hierarchy.warehouse import in_memory
@@ -168,8 +167,7 @@ def build_audience(
     one_day = bool(hours) and hours[0].date() == hours[-1].date()
     by_day = day_partial_traits(catalog) if one_day and any(map(combines_by_day, counters)) else []
     if counters:
-        end_day = end.replace(hour=0, minute=0, second=0, microsecond=0)
-        refresh_tiles(con, tiled_traits(catalog), days_before=end_day)
+        refresh_window_tiles(con, catalog, end)
     if by_day:
         build_day_partials(con, by_day, hours[0].replace(hour=0))
     evaluated, sql = _members_query(backend, catalog, name, end, day_partials=bool(by_day))

@@ -41,6 +41,7 @@ from account_hierarchy.traits.sql_traits import (
     parse_trait_sql,
 )
 from account_hierarchy.traits.tiles import (
+    TileRefresh,
     build_day_partials,
     combines_by_day,
     is_value_trait,
@@ -82,9 +83,7 @@ def build_traits(
     report: dict[str, Any] = {}
     tiled = tiled_traits(catalog) if use_tiles else []
     if tiled:
-        # (the snapshots of the window read the day tiles of the days before its end's day)
-        end_day = end.replace(hour=0, minute=0, second=0, microsecond=0)
-        report["tiles"] = refresh_tiles(con, tiled, days_before=end_day)
+        report["tiles"] = refresh_window_tiles(con, catalog, end)
     by_day = day_partial_traits(catalog) if use_tiles else []
     report["day_partials_rebuilt"] = 0
     queries: dict[str, str] = {}
@@ -144,6 +143,16 @@ def tiled_traits(catalog: Catalog) -> list[ComputedTrait]:
     ]
     counters = performed_counters([located.audience for located in catalog.audiences])
     return [trait for trait in traits + counters if tileable(trait)]
+
+
+def refresh_window_tiles(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, end: datetime
+) -> TileRefresh:
+    """Bring the tiles of every tiled trait and counter up to date for the snapshots of a
+    window ending at `end`: every hour's, and the day tiles of the days before `end`'s day
+    (the ones those snapshots read)."""
+    end_day = end.replace(hour=0, minute=0, second=0, microsecond=0)
+    return refresh_tiles(con, tiled_traits(catalog), days_before=end_day)
 
 
 def day_partial_traits(catalog: Catalog) -> list[ComputedTrait]:
