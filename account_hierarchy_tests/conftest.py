@@ -10,8 +10,7 @@ import duckdb
 import pytest
 
 from account_hierarchy.audiences.memberships import build_audience
-from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
-from account_hierarchy.hierarchy.tree import build_hierarchy
+from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.traits.compute import build_traits
 from account_hierarchy.warehouse import connect
 
@@ -33,10 +32,7 @@ def message(message_id: str, timestamp: str = "2026-10-01T10:05:00.000Z", **fiel
 def build_hour(con, catalog, hour: datetime) -> None:
     """Hierarchy, traits and every audience of `catalog` for one hour (events ingested)."""
     window = (hour, hour + timedelta(hours=1))
-    build_memberships(con, *window)
-    build_users(con, *window)
-    build_accounts(con, *window, "parent_account_id")
-    build_hierarchy(con, *window)
+    build_snapshots(con, *window, "parent_account_id")
     build_traits(con, catalog, *window)
     for located in catalog.audiences:
         build_audience(con, catalog, located.audience.name, *window)

@@ -15,8 +15,7 @@ from account_hierarchy.audiences.evaluate import Evaluator, NotComputedError
 from account_hierarchy.audiences.memberships import build_audience, reason_texts
 from account_hierarchy.audiences.queries import explain, preview
 from account_hierarchy.catalog.loader import load_catalog
-from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
-from account_hierarchy.hierarchy.tree import build_hierarchy
+from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
 from account_hierarchy.traits.compute import build_traits
@@ -313,10 +312,7 @@ def test_hours_before_any_event_have_empty_audiences(tmp_path):
         ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 2),
                       PARTITIONS_START)  # fmt: skip
         window = (datetime(2026, 10, 1, 6), EDGE_HOUR + timedelta(hours=1))
-        build_memberships(con, *window)
-        build_users(con, *window)
-        build_accounts(con, *window, "parent_account_id")
-        build_hierarchy(con, *window)
+        build_snapshots(con, *window, "parent_account_id")
         build_traits(con, catalog, *window)
         reports = {name: build_audience(con, catalog, name, *window) for name in EXPECTED}
         for name, expected in EXPECTED.items():
@@ -361,10 +357,7 @@ def test_performed_counts_events_the_traits_have_not_tiled_yet(tmp_path):
             ingest_window(con, landing, datetime(2026, 10, 1), datetime(2026, 10, 3),
                           PARTITIONS_START)  # fmt: skip
             window = (hour, hour + timedelta(hours=1))
-            build_memberships(con, *window)
-            build_users(con, *window)
-            build_accounts(con, *window, "parent_account_id")
-            build_hierarchy(con, *window)
+            build_snapshots(con, *window, "parent_account_id")
             if traits:
                 build_traits(con, catalog, *window)
             preview_members = preview(con, catalog, "two_logins", hour)["members"]
@@ -409,10 +402,7 @@ def test_performed_conditions_read_day_partials_across_midnight(tmp_path):
     with connect(tmp_path / "wh.duckdb") as con:
         ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 4),
                       PARTITIONS_START)  # fmt: skip
-        build_memberships(con, *window)
-        build_users(con, *window)
-        build_accounts(con, *window, "parent_account_id")
-        build_hierarchy(con, *window)
+        build_snapshots(con, *window, "parent_account_id")
         references = {hour: ReferenceAudiences(events, hour, snapshot(events, hour), [],
                                                PERFORMED_BY_DAY["audiences"])
                       for hour in hours}  # fmt: skip
