@@ -87,6 +87,8 @@ def warehouse(tmp_path, landing):
     materialized = result.asset_materializations_for_node("hierarchy_snapshots")
     rebuilt = {m.asset_key.path[-1]: m.metadata["tile_hours_rebuilt"].value for m in materialized}
     assert rebuilt["users"] > 0  # a fresh warehouse tiles every hour of its events
+    partials = {m.metadata["day_partials_rebuilt"].value for m in materialized}
+    assert partials == {1}  # (the window lies in one day: one day's partials)
     evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert evaluations["no_parent_cycles"] is False  # reported, not blocking
     assert evaluations["parents_known"] is False

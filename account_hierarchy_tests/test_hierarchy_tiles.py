@@ -118,8 +118,8 @@ def test_a_window_built_a_few_hours_at_a_time_equals_one_pass(sample, tmp_path, 
     results = []
     for hours in (1_000, 5):
         monkeypatch.setattr(snapshots_module, "HOURS_PER_PASS", hours)
-        counts = snapshots_module.build_snapshots(con, *window, "parent_account_id")
-        results.append(([table_rows(con, table) for table in TABLES], counts))
+        built = snapshots_module.build_snapshots(con, *window, "parent_account_id")
+        results.append(([table_rows(con, table) for table in TABLES], built.rows))
     (one_pass, one_pass_counts), (passes, passes_counts) = results
     assert all(one_pass) and passes == one_pass
     assert passes_counts == one_pass_counts == {

@@ -10,7 +10,6 @@ from account_hierarchy import settings
 from account_hierarchy.hierarchy import checks
 from account_hierarchy.hierarchy.schemas import stored_trait_columns, validate_entities
 from account_hierarchy.hierarchy.snapshots import build_snapshots
-from account_hierarchy.hierarchy.tiles import refresh_hierarchy_tiles
 from account_hierarchy.metadata import last_hour_preview, table_schema
 from account_hierarchy.partitions import HOURLY, window_of
 from account_hierarchy.policies import TRANSIENT_RETRY
@@ -112,10 +111,10 @@ def hierarchy_snapshots(
         if settings.on_spark():
             from account_hierarchy.spark import stages  # (pyspark loads only for this engine)
 
-            tile_hours_rebuilt = 0  # (the tiles are the DuckDB engine's cache)
+            caches = {}  # (the tiles and partials are the DuckDB engine's caches)
             counts = stages.hierarchy(con, start, end, settings.parent_trait())
         else:
-            tile_hours_rebuilt, counts = _build_on_duckdb(con, start, end)
+            caches, counts = _build_on_duckdb(con, start, end)
         cycles = checks.flagged_accounts(con, "in_cycle", start, end)
         missing = checks.flagged_accounts(con, "parent_missing", start, end)
         (max_depth,) = con.execute(
@@ -126,7 +125,7 @@ def hierarchy_snapshots(
         for table, keys in TABLE_KEYS.items():
             metadata = {
                 "dagster/row_count": counts[table],
-                "tile_hours_rebuilt": tile_hours_rebuilt,
+                **caches,
                 "dagster/column_schema": table_schema(con, table),
                 "preview": last_hour_preview(
                     con,
@@ -166,14 +165,15 @@ def hierarchy_snapshots(
     yield _result("account_hierarchy", "parents_known", missing, dg.AssetCheckSeverity.WARN)
 
 
-def _build_on_duckdb(con, start, end) -> tuple[int, dict[str, int]]:
-    """The four tables built in the warehouse in one transaction: the tile hours rebuilt, and
-    each table's row count."""
+def _build_on_duckdb(con, start, end) -> tuple[dict[str, int], dict[str, int]]:
+    """The four tables built in the warehouse in one transaction: what the tile caches did
+    (hour tiles and day partials rebuilt, as metadata), and each table's row count."""
     con.begin()
-    tile_hours_rebuilt = refresh_hierarchy_tiles(con)
-    counts = build_snapshots(con, start, end, settings.parent_trait())
+    built = build_snapshots(con, start, end, settings.parent_trait())
     con.commit()
-    return tile_hours_rebuilt, counts
+    caches = {"tile_hours_rebuilt": built.tile_hours_rebuilt,
+              "day_partials_rebuilt": built.day_partials_rebuilt}  # fmt: skip
+    return caches, built.rows
 
 
 def _result(

@@ -1,11 +1,13 @@
 """The hierarchy stage on DuckDB: the four tables (memberships, users, accounts, the account
 tree) for every hour of a window, a day of hours at a time."""
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import duckdb
 
 from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
+from account_hierarchy.hierarchy.tiles import refresh_hierarchy_partials, refresh_hierarchy_tiles
 from account_hierarchy.hierarchy.tree import build_hierarchy
 
 # Hours built in one pass. Every hour holds a full snapshot (at 10M events, 100,000 users with
@@ -14,19 +16,32 @@ from account_hierarchy.hierarchy.tree import build_hierarchy
 HOURS_PER_PASS = 24
 
 
+@dataclass(frozen=True)
+class BuiltSnapshots:
+    """What `build_snapshots` wrote (each table's row count) and what its caches did: how many
+    hours of hierarchy tiles, and for how many days the day partials, it rebuilt."""
+
+    rows: dict[str, int]
+    tile_hours_rebuilt: int
+    day_partials_rebuilt: int
+
+
 def build_snapshots(
     con: duckdb.DuckDBPyConnection, start: datetime, end: datetime, parent_trait: str
-) -> dict[str, int]:
-    """Replace the window `[start, end)` of the four tables; return each table's row count.
-    Each hour's snapshot depends on no other hour of the window, so building it in passes
-    gives the same rows as one pass."""
+) -> BuiltSnapshots:
+    """Replace the window `[start, end)` of the four tables. Each hour's snapshot depends on
+    no other hour of the window, so building it in passes gives the same rows as one pass;
+    each pass reads the day partials of its first hour's day."""
     counts = dict.fromkeys(("account_memberships", "users", "accounts", "account_hierarchy"), 0)
+    rebuilt, tile_hours_rebuilt = 0, refresh_hierarchy_tiles(con)
     pass_start = start
     while pass_start < end:
         pass_end = min(pass_start + timedelta(hours=HOURS_PER_PASS), end)
+        day = pass_start.replace(hour=0, minute=0, second=0, microsecond=0)
+        rebuilt += refresh_hierarchy_partials(con, day)
         counts["account_memberships"] += build_memberships(con, pass_start, pass_end)
         counts["users"] += build_users(con, pass_start, pass_end)
         counts["accounts"] += build_accounts(con, pass_start, pass_end, parent_trait)
         counts["account_hierarchy"] += build_hierarchy(con, pass_start, pass_end)
         pass_start = pass_end
-    return counts
+    return BuiltSnapshots(counts, tile_hours_rebuilt, rebuilt)
