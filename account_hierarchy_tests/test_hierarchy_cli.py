@@ -7,8 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from account_hierarchy.cli import main
-from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
-from account_hierarchy.hierarchy.tree import build_hierarchy
+from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.hours import parse_hour
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.warehouse import connect
@@ -39,10 +38,7 @@ def warehouse(tmp_path, landing, monkeypatch):
     path = tmp_path / "wh.duckdb"
     with connect(path) as con:
         ingest_window(con, landing, START, END, PARTITIONS_START)
-        build_memberships(con, START, END)
-        build_users(con, START, END)
-        build_accounts(con, START, END, "parent_account_id")
-        build_hierarchy(con, START, END)
+        build_snapshots(con, START, END, "parent_account_id")
     monkeypatch.setenv("AH_WAREHOUSE", str(path))
     return path
 

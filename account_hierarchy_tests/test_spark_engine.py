@@ -18,8 +18,7 @@ from account_hierarchy.audiences.assets import build_audience_assets
 from account_hierarchy.audiences.memberships import build_audience
 from account_hierarchy.catalog.loader import load_catalog
 from account_hierarchy.hierarchy.assets import hierarchy_snapshots
-from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
-from account_hierarchy.hierarchy.tree import build_hierarchy
+from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.ingest.assets import raw_events
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.partitions import hours_of
@@ -130,10 +129,7 @@ def edge_cases(tmp_path_factory, spark):
         ingest_window(con, root / "landing", datetime(2026, 9, 1), datetime(2026, 10, 2),
                       PARTITIONS_START)  # fmt: skip
         for start, end in windows:
-            build_memberships(con, start, end)
-            build_users(con, start, end)
-            build_accounts(con, start, end, "parent_account_id")
-            build_hierarchy(con, start, end)
+            build_snapshots(con, start, end, "parent_account_id")
         run_both(con, catalog, lake_dir, windows, spark)
     return root / "wh.duckdb", lake_dir, catalog
 

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
-from account_hierarchy.hierarchy.tree import build_hierarchy
+from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.spark import lake
 from account_hierarchy.spark.hierarchy import HIERARCHY_TABLES, build_hierarchy_on_spark
@@ -116,10 +115,7 @@ def test_spark_hierarchy_builds_what_duckdb_builds(tmp_path: Path, spark):
         ingest_window(con, landing, start, end, PARTITIONS_START)
         lake.export_from_warehouse(con, "raw_events", start, end, lake_dir)
         for window in ((start, end - timedelta(hours=2)), (end - timedelta(hours=2), end)):
-            build_memberships(con, *window)
-            build_users(con, *window)
-            build_accounts(con, *window, "parent_account_id")
-            build_hierarchy(con, *window)
+            build_snapshots(con, *window, "parent_account_id")
             counts = build_hierarchy_on_spark(spark, *window, "parent_account_id", lake_dir)
             assert set(counts) == set(HIERARCHY_TABLES)
         for table in HIERARCHY_TABLES:

@@ -15,8 +15,7 @@ import yaml
 
 from account_hierarchy.audiences.memberships import build_audience
 from account_hierarchy.catalog.loader import load_catalog
-from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
-from account_hierarchy.hierarchy.tree import build_hierarchy
+from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
 from account_hierarchy.traits.compute import build_traits, tiled_traits
@@ -91,10 +90,7 @@ def definitions(folder, extra=EXTRA_TRAITS):
 
 
 def snapshots(con, start, end):
-    for build in (build_memberships, build_users, build_accounts, build_hierarchy):
-        args = (con, start, end, "parent_account_id") if build is build_accounts else (
-            con, start, end)  # fmt: skip
-        build(*args)
+    build_snapshots(con, start, end, "parent_account_id")
 
 
 def table_rows(con, table):

@@ -7,8 +7,7 @@ import pytest
 import yaml
 
 from account_hierarchy.catalog.loader import load_catalog
-from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
-from account_hierarchy.hierarchy.tree import build_hierarchy
+from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
 from account_hierarchy.traits.compute import build_traits
@@ -22,10 +21,7 @@ SAMPLE_DEFINITIONS = Path(__file__).parent.parent / "data" / "definitions"
 
 def build_all(con, landing, start, end, definitions: Path):
     """Snapshots and traits for `[start, end)` (the events must be ingested)."""
-    build_memberships(con, start, end)
-    build_users(con, start, end)
-    build_accounts(con, start, end, "parent_account_id")
-    build_hierarchy(con, start, end)
+    build_snapshots(con, start, end, "parent_account_id")
     catalog = load_catalog(definitions)
     build_traits(con, catalog, start, end)
     return catalog
