@@ -1,11 +1,14 @@
 """The benchmark commands run end to end at a tiny scale and print their rows (no timing is
-judged here: the figures are for `python -m benchmarks` on a real scale)."""
+judged here: the figures are for `python -m benchmarks` on a real scale), and the verification
+of the fast paths passes, and fails when a tile is wrong."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
 ROOT = Path(__file__).parent.parent
@@ -44,3 +47,27 @@ def test_snapshot_and_backfill(work_dir):
     assert ours["events"] == hierarchy["events"] == 3 * tiles["events"]
     assert pandas["vs baseline"] == 1.0
     assert 0 < sql_traits["seconds"] < ours["seconds"]
+
+
+def test_verify_finds_the_fast_paths_equal_to_both_references(work_dir):
+    rows = figure("verify", work_dir)
+    assert {row["reference"].split(":")[0] for row in rows} == {"traits", "audiences"}
+    assert len(rows) == 15 and all(row["cells compared"] > 0 for row in rows)
+    assert all(row["differing"] == 0 for row in rows)
+
+
+def test_verify_fails_on_a_wrong_tile(work_dir, tmp_path):
+    shutil.copytree(work_dir / f"scale-{EVENTS}", tmp_path / f"scale-{EVENTS}")
+    warehouse = tmp_path / f"scale-{EVENTS}" / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse)) as con:  # (the tile caches do not notice: no rebuild)
+        con.execute("UPDATE trait_tiles SET user__user_logins_past_7_days__n = "
+                    "user__user_logins_past_7_days__n + 1")  # fmt: skip
+    command = [sys.executable, "-m", "benchmarks.verify", "--events", str(EVENTS),
+               "--work-dir", str(tmp_path), "--format", "jsonl"]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 1
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    wrong = {(row["window"], row["reference"]) for row in rows if row["differing"]}
+    assert ("an ordinary hour", "traits: direct from the events") in wrong
+    assert ("an ordinary hour", "traits: pandas, last hour, 1 in k accounts") in wrong
+    assert "user_logins_past_7_days: stored" in done.stderr

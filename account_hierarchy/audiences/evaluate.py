@@ -102,15 +102,17 @@ class Evaluator:
         *,
         window_end: datetime | None = None,
         day_partials: bool = False,
+        use_tiles: bool = True,
     ):
         """For one `hour`; without it, for the hour parameter `HOUR` (compile the result with
         `compile_hourly` and run it for any hour before `window_end`). `performed` conditions
         count with the trait tiles only where those hold every event up to the end of the
-        last hour evaluated (`hour`'s end, else `window_end`), and from the events otherwise.
-        With `day_partials`, those whose window is all time or whole days read the day
-        partials, which the caller keeps built for each hour's day."""
+        last hour evaluated (`hour`'s end, else `window_end`), and from the events otherwise
+        (always, without `use_tiles`: the reference the tiles are checked against). With
+        `day_partials`, those whose window is all time or whole days read the day partials,
+        which the caller keeps built for each hour's day."""
         self.backend, self.catalog, self.hour = backend, catalog, hour
-        self.day_partials = day_partials
+        self.day_partials, self.use_tiles = day_partials, use_tiles
         self.hour_value = timestamp(hour) if hour else HOUR
         self.as_of = timestamp(hour + timedelta(hours=1)) if hour else AS_OF
         self.window_end = hour + timedelta(hours=1) if hour else window_end
@@ -267,6 +269,8 @@ class Evaluator:
     def _tiles_hold(self, counter) -> bool:
         """Whether the trait tiles have the counter's column and every event up to
         `window_end` (the traits stage keeps them; `build_audience` refreshes them first)."""
+        if not self.use_tiles:
+            return False
         tables = set(self.backend.list_tables())
         if not all(
             table in tables and tile_column(counter, "n") in self.backend.table(table).columns
