@@ -10,6 +10,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import yaml
+
+from account_hierarchy.catalog.loader import load_catalog
+from benchmarks.pipeline import all_tiles
+from benchmarks.scale import DEFINITIONS
 
 ROOT = Path(__file__).parent.parent
 EVENTS = 20_000
@@ -49,8 +54,50 @@ def test_snapshot_and_backfill(work_dir):
     assert 0 < sql_traits["seconds"] < ours["seconds"]
 
 
-def test_verify_finds_the_fast_paths_equal_to_both_references(work_dir):
-    rows = figure("verify", work_dir)
+# Beyond the sample: every `where` operator, windows that tiles cut by hours or days or cannot
+# cut (minutes), each attribution, and `performed` conditions over such windows.
+EXTRA_TRAITS = [
+    {"name": "scores_not_8", "entity": "user", "type": "event_counter",
+     "event": "NPS Survey Submitted", "where": [{"property": "score", "not_equals": 8}]},
+    {"name": "scores_in", "entity": "account", "type": "event_counter",
+     "event": "NPS Survey Submitted", "where": [{"property": "score", "in": [8, 9, "10"]}]},
+    {"name": "port_features_2_days", "entity": "account", "type": "unique_list",
+     "event": "Feature Used", "property": "feature", "window": "2 days",
+     "where": [{"property": "feature", "contains": "port"}]},
+    {"name": "low_score_30_hours", "entity": "user", "type": "aggregation", "function": "min",
+     "event": "NPS Survey Submitted", "property": "score", "window": "30 hours",
+     "where": [{"property": "score", "lt": 5}]},
+    {"name": "surveys_without_score", "entity": "account", "type": "event_counter",
+     "event": "NPS Survey Submitted", "where": [{"property": "score", "exists": False}]},
+    {"name": "title_90_minutes", "entity": "user", "type": "last_value",
+     "event_type": "identify", "property": "title", "window": "90 minutes",
+     "where": [{"property": "title", "exists": True}]},
+    {"name": "detractors_in_context", "entity": "account", "type": "event_counter",
+     "event": "NPS Survey Submitted", "attribution": "context", "context_fallback": "none",
+     "where": [{"property": "score", "lte": 6}]},
+    {"name": "group_top_feature_36_hours", "entity": "account", "type": "most_frequent",
+     "event": "Feature Used", "property": "feature", "window": "36 hours",
+     "include_child_accounts": True},
+    {"name": "high_score_sum", "entity": "account", "type": "aggregation", "function": "sum",
+     "event": "NPS Survey Submitted", "property": "score",
+     "where": [{"property": "score", "gt": 6}]},
+    {"name": "feature_users_2_days", "entity": "account", "type": "unique_users",
+     "event": "Feature Used", "window": "2 days"},
+]  # fmt: skip
+EXTRA_AUDIENCES = [
+    {"name": "logged_in_twice_in_36_hours", "entity": "user",
+     "where": {"performed": "Logged In", "at_least": 2, "window": "36 hours"}},
+    {"name": "accounts_of_quiet_feature_users", "entity": "account",
+     "where": {"users": "any", "where": {"performed": "Feature Used", "at_most": 1,
+                                         "window": "2 days"}}},
+]  # fmt: skip
+
+
+def test_verify_finds_the_fast_paths_equal_to_both_references(work_dir, tmp_path):
+    for name, extra in (("traits", EXTRA_TRAITS), ("audiences", EXTRA_AUDIENCES)):
+        sample = yaml.safe_load((DEFINITIONS / f"{name}.yaml").read_text())
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({name: sample[name] + extra}))
+    rows = figure("verify", work_dir, "--definitions", str(tmp_path))
     assert {row["reference"].split(":")[0] for row in rows} == {"traits", "audiences"}
     assert len(rows) == 15 and all(row["cells compared"] > 0 for row in rows)
     assert all(row["differing"] == 0 for row in rows)
@@ -59,7 +106,9 @@ def test_verify_finds_the_fast_paths_equal_to_both_references(work_dir):
 def test_verify_fails_on_a_wrong_tile(work_dir, tmp_path):
     shutil.copytree(work_dir / f"scale-{EVENTS}", tmp_path / f"scale-{EVENTS}")
     warehouse = tmp_path / f"scale-{EVENTS}" / "warehouse.duckdb"
-    with duckdb.connect(str(warehouse)) as con:  # (the tile caches do not notice: no rebuild)
+    with duckdb.connect(str(warehouse)) as con:
+        all_tiles(con, load_catalog(DEFINITIONS))  # (the sample's tiles, which verify reads)
+        # the tile caches do not notice a changed value: nothing rebuilds the tile
         con.execute("UPDATE trait_tiles SET user__user_logins_past_7_days__n = "
                     "user__user_logins_past_7_days__n + 1")  # fmt: skip
     command = [sys.executable, "-m", "benchmarks.verify", "--events", str(EVENTS),

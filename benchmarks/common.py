@@ -73,12 +73,12 @@ def print_rows(rows: list[dict[str, Any]], output_format: str = "table") -> None
         print(tabulate(rows, headers="keys", floatfmt=",.2f", intfmt=","))
 
 
-def figure_arguments(description: str, events: int, **options: int) -> argparse.Namespace:
+def figure_arguments(description: str, events: int, **options: int | Path) -> argparse.Namespace:
     """The options every figure command takes (its scale, work folder and output format),
-    plus the figure's own integer `options` with their defaults."""
+    plus the figure's own `options` (integers or paths) with their defaults."""
     parser = argparse.ArgumentParser(description=description)
     for name, default in options.items():
-        parser.add_argument(f"--{name}", type=int, default=default)
+        parser.add_argument(f"--{name}", type=type(default), default=default)
     parser.add_argument("--events", type=int, default=events, help="scale, in events")
     parser.add_argument("--work-dir", type=Path, default=Path("benchmarks/.work"))
     parser.add_argument("--format", choices=("table", "jsonl"), default="table")

@@ -41,16 +41,40 @@ def _mask(events: pd.DataFrame, trait: ComputedTrait, as_of: datetime) -> pd.Ser
         mask &= events.timestamp >= as_of - trait.window_length
     for condition in trait.where:
         values = events.props.map(lambda p, c=condition: _lookup(p, c.property))
-        operator, operand = condition.operator
-        texts = values.map(_text)
-        numbers = pd.to_numeric(texts, errors="coerce")
-        if operator == "equals":
-            mask &= (numbers == operand) if isinstance(operand, int | float) else (texts == operand)
-        elif operator == "gte":
-            mask &= numbers >= operand
-        else:
-            raise NotImplementedError(operator)
+        mask &= _holds(values, condition)
     return mask
+
+
+def _holds(values: pd.Series, condition) -> pd.Series:
+    """Where a `where` condition holds for the property values (None when missing): text
+    compares as JSON text (a string as itself), numbers as numbers (numeric strings count);
+    a missing property satisfies no condition but `exists: false`."""
+    present = values.notna()
+    texts = values.map(_text)
+    numbers = pd.to_numeric(
+        values.map(lambda v: v if isinstance(v, int | float | str) else None), errors="coerce"
+    ).where(values.map(lambda v: not isinstance(v, bool)), None)
+    operator, operand = condition.operator
+    if operator == "exists":
+        return present if operand else ~present
+    if operator in ("equals", "not_equals"):
+        if isinstance(operand, bool):
+            same, known = texts == ("true" if operand else "false"), present
+        elif isinstance(operand, int | float):
+            same, known = numbers == operand, numbers.notna()
+        else:
+            same, known = texts == operand, present
+        return (same if operator == "equals" else ~same) & known
+    if operator == "in":
+        strings = [str(v).lower() if isinstance(v, bool) else v for v in operand
+                   if isinstance(v, str | bool)]  # fmt: skip
+        floats = [v for v in operand if isinstance(v, int | float) and not isinstance(v, bool)]
+        return texts.isin(strings) | numbers.isin(floats)
+    if operator == "contains":
+        return texts.map(lambda text: text is not None and operand in text)
+    compare = {"gt": numbers > operand, "gte": numbers >= operand, "lt": numbers < operand,
+               "lte": numbers <= operand}  # fmt: skip
+    return compare[operator]
 
 
 def compute(

@@ -15,13 +15,18 @@ hour mid-month, each run as its own hourly run would be. One row per window and 
 with the cells compared and how many differ (numbers within 1e-9 relative); any difference
 makes the command exit with status 1 after printing the table and the first differences.
 
-    python -m benchmarks.verify [--events 10000000] [--format jsonl]
+    python -m benchmarks.verify [--events 10000000] [--definitions data/definitions]
+                                [--format jsonl]
+
+`--definitions` verifies other traits and audiences (your own) on the scale's sample events;
+their tiles are built on the way.
 """
 
 import math
 import sys
 from datetime import datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -64,10 +69,10 @@ def windows(last_hour: datetime) -> list[tuple[str, datetime, datetime]]:
     ]
 
 
-def measure(scale: Scale) -> tuple[list[dict], list[str]]:
+def measure(scale: Scale, definitions: Path = DEFINITIONS) -> tuple[list[dict], list[str]]:
     """Rows (window, reference, cells compared, differing, seconds) and the first differences
-    found."""
-    catalog = load_catalog(DEFINITIONS)
+    found, for the traits and audiences of the `definitions` folder."""
+    catalog = load_catalog(definitions)
     rows: list[dict] = []
     examples: list[str] = []
     with connect(scale.ingested()) as con:
@@ -256,8 +261,8 @@ def _missing(value: Any) -> bool:
 
 
 def main() -> None:
-    args = figure_arguments(__doc__, 10_000_000)
-    rows, examples = measure(Scale(args.events, args.work_dir))
+    args = figure_arguments(__doc__, 10_000_000, definitions=DEFINITIONS)
+    rows, examples = measure(Scale(args.events, args.work_dir), args.definitions)
     print_rows(rows, args.format)
     if examples:
         print("\n".join(["", "first differences:", *examples]), file=sys.stderr)
