@@ -11,6 +11,7 @@ from account_hierarchy import settings
 from account_hierarchy.activation.assets import build_activation_assets
 from account_hierarchy.audiences.assets import build_audience_assets
 from account_hierarchy.catalog.loader import DefinitionError, load_catalog
+from account_hierarchy.day_partials import build_day_partials_job, day_partials_schedule
 from account_hierarchy.hierarchy.assets import hierarchy_snapshots
 from account_hierarchy.ingest.assets import raw_events
 from account_hierarchy.jobs import pipeline_job
@@ -25,6 +26,8 @@ except DefinitionError as error:
     # A fresh exception, so the code location's error is this message, not a deep traceback.
     raise DefinitionError(settings.definitions_dir(), error.problems) from None
 
+day_partials_job = build_day_partials_job(catalog)
+
 defs = dg.Definitions(
     assets=[
         raw_events,
@@ -33,8 +36,8 @@ defs = dg.Definitions(
         *build_audience_assets(catalog),
         *build_activation_assets(catalog),
     ],
-    jobs=[pipeline_job],
-    schedules=[hourly_schedule],
+    jobs=[pipeline_job, day_partials_job],
+    schedules=[hourly_schedule, day_partials_schedule(day_partials_job)],
     sensors=[landing_files_sensor],
     resources={"warehouse": warehouse_resource(), "landing": landing_resource()},
     # Every asset writes the one DuckDB file, one op at a time (the `duckdb` pool): steps run

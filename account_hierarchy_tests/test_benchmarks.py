@@ -42,9 +42,11 @@ def test_generate_and_ingest(work_dir):
 
 
 def test_snapshot_and_backfill(work_dir):
-    tiles, first, hour, day_end, baseline = figure("snapshot", work_dir)
+    tiles, job, first, prepared, hour, day_end, baseline = figure("snapshot", work_dir)
     assert "tiles" in tiles["what"] and "ending a day" in day_end["what"]
-    assert "first run" in first["what"] and first["vs baseline"] > 0
+    assert "daily job" in job["what"] and "vs baseline" not in job
+    assert "without the daily job" in first["what"] and first["vs baseline"] > 0
+    assert "after the daily job" in prepared["what"] and prepared["vs baseline"] > 0
     assert hour["vs baseline"] > 0 and baseline["vs baseline"] == 1.0
     hierarchy, ours, pandas, sql_traits = figure("backfill", work_dir, "--hours", "3")
     assert hierarchy["what"] == "hierarchy snapshots, 3 hours"

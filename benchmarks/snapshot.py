@@ -2,9 +2,10 @@
 every sample trait and every sample audience) of the scale's last hour, over its whole event
 history, as the hourly run does it: the tiles (trait and hierarchy) of earlier hours exist, the
 new hour's are built. Measured for three hours of the last day: 21:00 as the day's first run,
-which also builds the day's day partials (trait and hierarchy); 22:00, an ordinary hour; and
-the last hour (23:00), whose run also builds its day's trait day tiles, as every day's last
-run does.
+twice: without the daily job, so that it builds the day's day partials (trait and hierarchy)
+itself, and after the daily job built them (the job timed on its own row); 22:00, an ordinary
+hour; and the last hour (23:00), whose run also builds its day's trait day tiles, as every
+day's last run does.
 DuckDB keeps within `AH_DUCKDB_MEMORY_LIMIT` (4GB unless set).
 
 Against pandas computing the computed traits alone (`pandas_traits`) for the same hour, on
@@ -17,6 +18,7 @@ events per second.
 from datetime import timedelta
 
 from account_hierarchy.catalog.loader import load_catalog
+from account_hierarchy.day_partials import prepare_day_partials
 from account_hierarchy.hierarchy.tiles import HIERARCHY_PARTIALS_VERSION, HIERARCHY_TILE_HOURS
 from account_hierarchy.traits.tiles import PARTIALS_VERSION, TILE_DAYS, TILE_HOURS
 from account_hierarchy.warehouse import connect
@@ -34,25 +36,32 @@ BASELINE_EVENTS = 2_000_000
 
 
 def measure(scale: Scale) -> list[dict]:
-    """Rows: building every tile once; the snapshots of the day's first run (which builds the
-    day's day partials), of an ordinary hour, and of the last hour, which ends a day (so its
-    run also builds that day's day tiles); the pandas baseline."""
+    """Rows: building every tile once; the snapshots of the day's first run, without the
+    daily job (so it builds the day's day partials) and after it (the job's own row); of an
+    ordinary hour; and of the last hour, which ends a day (so its run also builds that day's
+    day tiles); the pandas baseline."""
     catalog = load_catalog(DEFINITIONS)
     last = scale.last_hour
+    first, day = last - timedelta(hours=2), last.replace(hour=0)
     with connect(scale.ingested()) as con:
         events = events_in(con)
         tiles_seconds, _ = timed(lambda: all_tiles(con, catalog))
         tiles = row("snapshot", "tiles of the whole history (once)", events, tiles_seconds)
-        snapshots = []
-        for hour, what in ((last - timedelta(hours=2), "one hourly snapshot, everything, the "
-                            "day's first run (it also builds the day's day partials)"),
-                           (last - timedelta(hours=1), "one hourly snapshot, everything"),
-                           (last, "one hourly snapshot, everything, the hour ending a day "
-                                  "(its run also builds the day's day tiles)")):  # fmt: skip
-            _new_hour(con, hour)
-            if hour == last - timedelta(hours=2):  # (its day partials are built again)
+        rows, snapshots = [tiles], []
+        for hour, what in ((first, "the day's first run, without the daily job (it builds "
+                                   "the day's day partials)"),
+                           (first, "the day's first run, after the daily job"),
+                           (last - timedelta(hours=1), "an ordinary hour"),
+                           (last, "the hour ending a day (its run also builds the day's day "
+                                  "tiles)")):  # fmt: skip
+            if hour == first:  # (the day's partials are built again)
                 for version in (PARTIALS_VERSION, HIERARCHY_PARTIALS_VERSION):
                     con.execute(f"DROP TABLE IF EXISTS {version}")
+            if "after the daily job" in what:  # (which runs before the hour's events land)
+                seconds, _ = timed(lambda: prepare_day_partials(con, catalog, day))
+                rows.append(row("snapshot", "the daily job: the day's day partials, off the "
+                                "hourly path", events, seconds))  # fmt: skip
+            _new_hour(con, hour)
             window = (hour, hour + timedelta(hours=1))
 
             def snapshot(window: tuple = window) -> None:
@@ -60,11 +69,12 @@ def measure(scale: Scale) -> list[dict]:
                 traits_and_audiences(con, catalog, *window)
 
             seconds, _ = timed(snapshot)
-            snapshots.append(row("snapshot", what, events, seconds))
+            snapshots.append(row("snapshot", f"one hourly snapshot, everything, {what}", events,
+                                 seconds))  # fmt: skip
         baseline = pandas_baseline(con, catalog, "snapshot", [last], BASELINE_EVENTS)
     for ours in snapshots:
         versus(ours, baseline)
-    return [tiles, *snapshots, baseline]
+    return [*rows, *snapshots, baseline]
 
 
 def _new_hour(con, hour) -> None:
