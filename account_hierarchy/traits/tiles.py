@@ -359,13 +359,12 @@ def tiles_as_of(
         first_day = (end - window_interval(length)).truncate("D")
         wanted |= (hours.tile_hour >= first_day) & (hours.tile_hour < first_day + ONE_DAY)
     hours = hours.filter(hours.tile_hour < end, wanted).select(*columns)
-    days = days.filter(days.tile_hour < today)
+    days = days.filter(days.tile_hour < today).select(*columns)
     if partials is not None:
         # (the snapshot ending at midnight also counts the tile of the day it ends)
         days = days.filter(days.tile_hour >= (end - ibis.interval(hours=1)).truncate("D"))
-        days = partials.select(*columns).union(days.select(*columns))
-    days = days.select(*columns).mutate(whole_day=True)
-    return days.union(hours.mutate(whole_day=False))
+        days = partials.select(*columns).union(days)
+    return days.mutate(whole_day=True).union(hours.mutate(whole_day=False))
 
 
 def tile_parts(trait: ComputedTrait) -> list[str]:
