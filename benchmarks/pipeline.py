@@ -4,10 +4,11 @@ pandas baseline's inputs."""
 from datetime import datetime, timedelta
 
 import duckdb
+import pandas as pd
 
 from account_hierarchy.audiences.memberships import build_audience
 from account_hierarchy.catalog.loader import Catalog
-from account_hierarchy.catalog.models import SqlTrait
+from account_hierarchy.catalog.models import ComputedTrait, SqlTrait
 from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.hierarchy.tiles import refresh_hierarchy_tiles
 from account_hierarchy.traits.compute import build_traits, tiled_traits
@@ -52,23 +53,37 @@ def pandas_baseline(
         "SELECT * FROM raw_events WHERE hash(coalesce(user_id, anonymous_id)) % $k = 0",
         {"k": share},
     ).df()
-    traits = [t.trait for t in catalog.traits if not isinstance(t.trait, SqlTrait)]
+    traits = computed_traits(catalog)
 
     def compute() -> None:
         prepared = pandas_traits.prepare(frame)
         for hour in hours:
-            at = {"h": hour}
-            memberships = con.execute(
-                "SELECT user_id, account_id FROM account_memberships WHERE snapshot_hour = $h", at
-            ).df()
-            tree = con.execute(
-                "SELECT account_id, path FROM account_hierarchy WHERE snapshot_hour = $h", at
-            ).df()
-            pandas_traits.compute(prepared, memberships, tree, traits, hour)
+            pandas_values(con, prepared, traits, hour)
 
     seconds, _ = timed(compute)
     what = f"pandas, computed traits, 1 in {share} users, {len(hours)} hour(s)"
     return row(figure, what, len(frame) * len(hours), seconds)
+
+
+def computed_traits(catalog: Catalog) -> list[ComputedTrait]:
+    """The catalog's traits that pandas computes (all but SQL traits)."""
+    return [t.trait for t in catalog.traits if not isinstance(t.trait, SqlTrait)]
+
+
+def pandas_values(
+    con: duckdb.DuckDBPyConnection, prepared: pd.DataFrame, traits: list[ComputedTrait],
+    hour: datetime,
+) -> dict[str, pd.Series]:  # fmt: skip
+    """`pandas_traits.compute` for `hour` over the `prepared` events, with that hour's
+    memberships and account tree read from the warehouse."""
+    at = {"h": hour}
+    memberships = con.execute(
+        "SELECT user_id, account_id FROM account_memberships WHERE snapshot_hour = $h", at
+    ).df()
+    tree = con.execute(
+        "SELECT account_id, path FROM account_hierarchy WHERE snapshot_hour = $h", at
+    ).df()
+    return pandas_traits.compute(prepared, memberships, tree, traits, hour)
 
 
 def last_hours(end: datetime, count: int) -> list[datetime]:

@@ -39,20 +39,19 @@ from account_hierarchy.catalog.loader import Catalog, load_catalog
 from account_hierarchy.catalog.models import (
     ComputedTrait,
     EventCounter,
-    SqlTrait,
     UniqueList,
     UniqueListCount,
     UniqueUsers,
 )
+from account_hierarchy.traits.compile import ENTITY_ID
 from account_hierarchy.traits.compute import TRAIT_TABLES, build_traits
 from account_hierarchy.warehouse import connect
 from benchmarks import pandas_traits
 from benchmarks.common import figure_arguments, print_rows, timed
-from benchmarks.pipeline import all_tiles, hierarchy_snapshots
+from benchmarks.pipeline import all_tiles, computed_traits, hierarchy_snapshots, pandas_values
 from benchmarks.scale import DEFINITIONS, Scale
 
 PANDAS_EVENTS = 1_000_000
-ID_COLUMNS = {"account_traits": "account_id", "user_traits": "user_id"}
 
 
 def windows(last_hour: datetime) -> list[tuple[str, datetime, datetime]]:
@@ -105,7 +104,8 @@ def _direct_traits(
                     {"start": start, "end": end})  # fmt: skip
     build_traits(con, catalog, start, end)
     cells, found = 0, []
-    for table, id_column in ID_COLUMNS.items():
+    for entity, table in TRAIT_TABLES.items():
+        id_column = ENTITY_ID[entity]
         stored = _rows(con, f"FROM {table} WHERE snapshot_hour >= $start AND snapshot_hour "
                        "< $end", {"start": start, "end": end})  # fmt: skip
         direct = _rows(con, f"FROM direct_{table}", {})
@@ -177,21 +177,15 @@ def _pandas_traits(
     frame = con.execute(
         "SELECT * FROM raw_events WHERE user_id IN (SELECT user_id FROM sampled_users)"
     ).df()
-    at = {"h": hour}
-    memberships = con.execute(
-        "SELECT user_id, account_id FROM account_memberships WHERE snapshot_hour = $h", at
-    ).df()
-    tree = con.execute(
-        "SELECT account_id, path FROM account_hierarchy WHERE snapshot_hour = $h", at
-    ).df()
-    traits = [t.trait for t in catalog.traits if not isinstance(t.trait, SqlTrait)]
-    values = pandas_traits.compute(pandas_traits.prepare(frame), memberships, tree, traits, hour)
+    traits = computed_traits(catalog)
+    values = pandas_values(con, pandas_traits.prepare(frame), traits, hour)
     cells, found = 0, []
     for entity, sample in (("account", "sampled_accounts"), ("user", "sampled_users")):
-        table, id_column = TRAIT_TABLES[entity], "account_id" if entity == "account" else "user_id"
+        table, id_column = TRAIT_TABLES[entity], ENTITY_ID[entity]
         names = [t.name for t in traits if t.entity == entity]
         stored = _rows(con, f"SELECT {id_column}, {', '.join(names)} FROM {table} WHERE "
-                       f"snapshot_hour = $h AND {id_column} IN (FROM {sample})", at)  # fmt: skip
+                       f"snapshot_hour = $h AND {id_column} IN (FROM {sample})",
+                       {"h": hour})  # fmt: skip
         expected = [
             {id_column: row[id_column],
              **{t.name: _pandas_value(values[t.name], t, row[id_column]) for t in traits
