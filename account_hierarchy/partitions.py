@@ -27,6 +27,11 @@ def window_of(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
     return naive_utc(window.start), naive_utc(window.end)
 
 
+def day_of(moment: datetime) -> datetime:
+    """Midnight starting `moment`'s day (the key of its day tiles and day partials)."""
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def hours_of(start: datetime, end: datetime) -> list[datetime]:
     """Every hour of `[start, end)`."""
     count = int((end - start) / timedelta(hours=1))

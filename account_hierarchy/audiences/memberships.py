@@ -20,7 +20,7 @@ from account_hierarchy.audiences.evaluate import (
 )
 from account_hierarchy.audiences.schemas import validate_memberships
 from account_hierarchy.catalog.loader import Catalog
-from account_hierarchy.partitions import hours_of
+from account_hierarchy.partitions import day_of, hours_of
 from account_hierarchy.traits.compile import compile_hourly, hourly_params
 from account_hierarchy.traits.compute import day_partial_traits, refresh_window_tiles
 from account_hierarchy.traits.tiles import (
@@ -169,7 +169,7 @@ def build_audience(
     if counters:
         refresh_window_tiles(con, catalog, end)
     if by_day:
-        build_day_partials(con, by_day, hours[0].replace(hour=0))
+        build_day_partials(con, by_day, day_of(hours[0]))
     evaluated, sql = _members_query(backend, catalog, name, end, day_partials=bool(by_day))
     require_snapshots(backend, evaluated, start, end)
     rows_sql = membership_rows_sql(evaluated, sql)

@@ -16,6 +16,7 @@ from account_hierarchy.hierarchy.tiles import (
     refresh_hierarchy_partials,
     refresh_hierarchy_tiles,
 )
+from account_hierarchy.partitions import day_of
 
 GRID_ROWS_PER_BATCH = 5_000_000
 # The hour of an event for per-hour aggregates: every hour before the window `[$start, $end)`
@@ -44,7 +45,7 @@ def refresh_hierarchy_caches(con: duckdb.DuckDBPyConnection, start: datetime) ->
     """Bring the hierarchy's hour tiles up to date, and its day partials to the day of a
     window's `start`; return that day (the `$day` of the tables' `..._SINCE_DAY` rows)."""
     refresh_hierarchy_tiles(con)
-    day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    day = day_of(start)
     refresh_hierarchy_partials(con, day)
     return day
 

@@ -9,6 +9,7 @@ import duckdb
 from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
 from account_hierarchy.hierarchy.tiles import refresh_hierarchy_partials, refresh_hierarchy_tiles
 from account_hierarchy.hierarchy.tree import build_hierarchy
+from account_hierarchy.partitions import day_of
 
 # Hours built in one pass. Every hour holds a full snapshot (at 10M events, 100,000 users with
 # their traits), and a pass stages its rows in temp tables before writing them: a month in one
@@ -37,7 +38,7 @@ def build_snapshots(
     pass_start = start
     while pass_start < end:
         pass_end = min(pass_start + timedelta(hours=HOURS_PER_PASS), end)
-        day = pass_start.replace(hour=0, minute=0, second=0, microsecond=0)
+        day = day_of(pass_start)
         rebuilt += refresh_hierarchy_partials(con, day)
         counts["account_memberships"] += build_memberships(con, pass_start, pass_end)
         counts["users"] += build_users(con, pass_start, pass_end)

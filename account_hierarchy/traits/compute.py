@@ -18,7 +18,7 @@ import ibis.expr.types as ir
 
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.catalog.models import ComputedTrait, MostFrequent, SqlTrait
-from account_hierarchy.partitions import hours_of
+from account_hierarchy.partitions import day_of, hours_of
 from account_hierarchy.traits.compile import (
     AS_OF,
     ENTITY_ID,
@@ -91,7 +91,7 @@ def build_traits(
     sql_seconds = dict.fromkeys(TRAIT_TABLES, 0.0)
     for hour in hours:
         if by_day and (hour == hours[0] or hour.hour == 0):
-            day = hour.replace(hour=0)
+            day = day_of(hour)
             report["day_partials_rebuilt"] += build_day_partials(con, by_day, day)
         for entity, table in TRAIT_TABLES.items():
             started = time.perf_counter()
@@ -151,7 +151,7 @@ def refresh_window_tiles(
     """Bring the tiles of every tiled trait and counter up to date for the snapshots of a
     window ending at `end`: every hour's, and the day tiles of the days before `end`'s day
     (the ones those snapshots read)."""
-    end_day = end.replace(hour=0, minute=0, second=0, microsecond=0)
+    end_day = day_of(end)
     return refresh_tiles(con, tiled_traits(catalog), days_before=end_day)
 
 

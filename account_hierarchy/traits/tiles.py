@@ -61,6 +61,7 @@ from account_hierarchy.catalog.models import (
     UniqueListCount,
     UniqueUsers,
 )
+from account_hierarchy.partitions import day_of
 from account_hierarchy.tile_cache import (
     RAW_EVENT_HOURS,
     days_of,
@@ -452,7 +453,7 @@ def tiles_current(con: duckdb.DuckDBPyConnection, as_of: datetime) -> bool:
     """Whether the tiles hold every event the snapshots ending at or before `as_of` read: the
     hour tiles of every hour before it were built from that hour's current events, and the
     day tiles of the days before its day from their current hour tiles."""
-    today = as_of.replace(hour=0, minute=0, second=0, microsecond=0)
+    today = day_of(as_of)
     return not (
         stale_versions(con, TILE_HOURS, RAW_EVENT_HOURS, as_of)
         or stale_versions(con, TILE_DAYS, days_of(TILE_HOURS), today)
