@@ -184,7 +184,7 @@ EDGE_EVENTS = [
     account("a2", "FULL", "u2"),
     account("a3", "HALF", "u2", plan="trial"),
     account("a4", "HALF", "u3"),
-    account("a5", "EMPTY", plan="free"),  # an account with no users, and no seats trait
+    account("a5", "EMPTY", plan="free", seats="many"),  # no users; seats not a number
     account("a6", "SOLO", "u4", plan="pro", seats=2),
     person("p1", "u1", role="Admin"),
     person("p2", "u2", role="Admin"),
@@ -217,6 +217,8 @@ EDGE_DEFINITIONS = {
          "where": {"not": {"custom_trait": "seats", "lt": 5}}},
         {"name": "no_seats_known", "entity": "account",
          "where": {"custom_trait": "seats", "is_null": True}},
+        {"name": "seats_not_10", "entity": "account",
+         "where": {"custom_trait": "seats", "not_equals": 10}},
         {"name": "not_pro", "entity": "account",
          "where": {"custom_trait": "plan", "not_equals": "pro"}},
         {"name": "admin_accounts_not_full", "entity": "account",
@@ -265,8 +267,9 @@ EXPECTED = {
     "two_admins": {"FULL"},
     "half_admins": {"FULL", "HALF"},
     "few_seats": {"SOLO"},
-    "not_few_seats": {"FULL", "HALF", "EMPTY"},  # null seats: `seats < 5` is false
-    "no_seats_known": {"HALF", "EMPTY"},
+    "not_few_seats": {"FULL", "HALF", "EMPTY"},  # null or "many": `seats < 5` is false
+    "no_seats_known": {"HALF"},
+    "seats_not_10": {"SOLO", "EMPTY"},  # "many" is not 10; HALF's null seats are not compared
     "not_pro": {"HALF", "EMPTY"},  # FULL's plan is pro; HALF is trial
     "admin_accounts_not_full": {"HALF"},
     "admins_of_admin_accounts": {"u1", "u2"},

@@ -96,6 +96,7 @@ EDGE_EVENTS = [
     track("f4", "2026-09-26T10:00:00Z", "u_leaf", "Feature Used", feature="reports"),
     track("n1", "2026-09-27T10:00:00Z", "u_mid", "NPS Survey Submitted", score=9),
     track("n2", "2026-09-28T10:00:00Z", "u_both", "NPS Survey Submitted", score="4"),
+    track("n3", "2026-09-29T10:00:00Z", "u_mid", "NPS Survey Submitted", score="n/a"),
     {
         "type": "page",
         "messageId": "p1",
@@ -235,6 +236,13 @@ EDGE_TRAITS = [
         "where": [{"property": "feature", "not_equals": "api"}],
     },
     {
+        "name": "score_not_9",
+        "entity": "user",
+        "type": "event_counter",
+        "event": "NPS Survey Submitted",
+        "where": [{"property": "score", "not_equals": 9}],
+    },
+    {
         "name": "in_list",
         "entity": "user",
         "type": "event_counter",
@@ -299,6 +307,8 @@ def test_edge_case_values_spelled_out(edge_warehouse):
     assert stored(con, "account", hour, "avg_nps")["EMPTY"] is None
     assert stored(con, "account", hour, "sum_nps")["EMPTY"] == 0
     assert stored(con, "account", hour, "features")["TOP"] == ["api", "reports"]
+    # "n/a" is not 9 (a text that is not a number differs from a number); 9 itself is
+    assert stored(con, "user", hour, "score_not_9")["u_mid"] == 1
 
 
 @pytest.fixture(scope="module")

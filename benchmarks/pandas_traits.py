@@ -59,12 +59,13 @@ def _holds(values: pd.Series, condition) -> pd.Series:
         return present if operand else ~present
     if operator in ("equals", "not_equals"):
         if isinstance(operand, bool):
-            same, known = texts == ("true" if operand else "false"), present
+            same = texts == ("true" if operand else "false")
         elif isinstance(operand, int | float):
-            same, known = numbers == operand, numbers.notna()
+            same = numbers == operand
         else:
-            same, known = texts == operand, present
-        return (same if operator == "equals" else ~same) & known
+            same = texts == operand
+        # (a present value that is not a number is not equal to a number: not_equals holds)
+        return (same if operator == "equals" else ~same) & present
     if operator == "in":
         strings = [str(v).lower() if isinstance(v, bool) else v for v in operand
                    if isinstance(v, str | bool)]  # fmt: skip

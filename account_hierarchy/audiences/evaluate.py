@@ -337,7 +337,8 @@ class Evaluator:
                 same = number == float(operand)
             else:
                 same = text == str(operand)
-            return same if operator == "equals" else ~same
+            same = same.fill_null(False)  # (a text that is not a number differs from one)
+            return same if operator == "equals" else value.notnull() & ~same
         if operator == "in":
             strings = [str(v).lower() if isinstance(v, bool) else str(v) for v in operand]
             held = text.isin(strings)

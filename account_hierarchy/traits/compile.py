@@ -112,7 +112,9 @@ def _condition(events: ir.Table, condition: PropertyCondition) -> ir.BooleanValu
             same = number == float(operand)
         else:
             same = text == operand
-        return (same if operator == "equals" else ~same).fill_null(False) & present
+        # (a present value that is not a number is not equal to a number: not_equals holds)
+        same = same.fill_null(False)
+        return (same if operator == "equals" else ~same) & present
     if operator == "in":
         strings = [str(v).lower() if isinstance(v, bool) else v for v in operand
                    if isinstance(v, str | bool)]  # fmt: skip
