@@ -80,8 +80,8 @@ def measure(scale: Scale, definitions: Path = DEFINITIONS) -> tuple[list[dict], 
             hierarchy_snapshots(con, start, end)
             last = end - timedelta(hours=1)
             checks = (
-                ("traits: direct from the events", _direct_traits, (start, end)),
-                ("audiences: direct from the events", _direct_audiences, (start, end)),
+                ("traits: direct from the events", direct_traits, (start, end)),
+                ("audiences: direct from the events", direct_audiences, (start, end)),
                 ("traits: pandas, last hour, 1 in k accounts", _pandas_traits, (last,)),
             )
             for reference, check, hours in checks:
@@ -92,7 +92,7 @@ def measure(scale: Scale, definitions: Path = DEFINITIONS) -> tuple[list[dict], 
     return rows, examples
 
 
-def _direct_traits(
+def direct_traits(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime
 ) -> tuple[int, list[str]]:
     """Both trait tables of the window computed from the events, then as the hourly run does
@@ -115,7 +115,7 @@ def _direct_traits(
     return cells, found
 
 
-def _direct_audiences(
+def direct_audiences(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime
 ) -> tuple[int, list[str]]:
     """Every audience of the window as the hourly run stores it, against its members and
