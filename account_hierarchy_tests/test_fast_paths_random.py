@@ -131,35 +131,55 @@ def random_traits(rng: random.Random) -> list[dict]:
 
 
 def random_audiences(rng: random.Random, traits: list[dict]) -> list[dict]:
-    account_counters = [t["name"] for t in traits if t["type"] == "event_counter"
-                        and t["entity"] == "account"]  # fmt: skip
-    user_counters = [t["name"] for t in traits if t["type"] == "event_counter"
-                     and t["entity"] == "user"]  # fmt: skip
+    """Audiences over the random traits, custom traits and `performed` conditions, with every
+    quantifier, `not`, `or`, audiences of audiences and the account passthrough."""
+
+    def trait_test(entity: str) -> dict:
+        trait = rng.choice([t for t in traits if t["entity"] == entity] or [None])
+        if trait is None:
+            return custom(entity)
+        kind, name = trait["type"], trait["name"]
+        if kind == "unique_list":
+            return {"trait": name, "contains": rng.choice([*FEATURES, "8", "/docs", "CTO"])}
+        if kind in ("most_frequent", "first_value", "last_value"):
+            return rng.choice([{"trait": name, "is_null": rng.random() < 0.5},
+                               {"trait": name, rng.choice(["equals", "not_equals"]):
+                                rng.choice(["reports", "8", 8, "/docs", "CTO"])},
+                               {"trait": name, "in": ["export", "9", 10, "/", "PM"]}])  # fmt: skip
+        operator = rng.choice(["gt", "gte", "lt", "lte", "equals", "not_equals"])
+        return {"trait": name, operator: rng.choice([0, 1, 2, 3, 7.5])}
+
+    def custom(entity: str) -> dict:
+        if entity == "user":
+            return rng.choice([{"custom_trait": "role", "equals": "Admin"},
+                               {"custom_trait": "title", "in": ["CTO", "PM"]},
+                               {"custom_trait": "title", "is_null": True}])  # fmt: skip
+        return rng.choice([{"custom_trait": "industry", "equals": "Software"},
+                           {"custom_trait": "plan", "not_equals": "trial"},
+                           {"custom_trait": "employees", "gte": 100}])  # fmt: skip
 
     def performed() -> dict:
         where = rng.choice([[], [{"property": "feature", "equals": "reports"}]])
+        bounds = rng.choice([{"at_least": rng.choice([1, 2, 3])}, {"at_most": 1}])
         return {"performed": rng.choice(["Logged In", "Feature Used"]), "where": where,
-                "at_least": rng.choice([1, 2, 3]), "window": rng.choice(WINDOWS[1:])}  # fmt: skip
+                "window": rng.choice(WINDOWS[1:]), **bounds}  # fmt: skip
 
-    audiences = [
+    quantifier = rng.choice([{"users": "any"}, {"users": "all"}, {"users": "none"},
+                             {"at_least": 2}, {"at_least_percent": 50}])  # fmt: skip
+    return [
         {"name": "performers", "entity": "user", "where": performed()},
-        {"name": "accounts_of_performers", "entity": "account",
-         "where": {rng.choice(["users", "at_least"]): rng.choice(["any", "all", "none"]),
-                   "where": performed()}},
-        {"name": "software_performers", "entity": "user",
-         "where": {"and": [{"account": {"custom_trait": "industry", "equals": "Software"}},
-                           performed()]}},
+        {"name": "accounts_of_users", "entity": "account", "where": {**quantifier, "where":
+            rng.choice([performed(), trait_test("user"), custom("user")])}},
+        {"name": "mixed_accounts", "entity": "account",
+         "where": {"and": [trait_test("account"), {"not": custom("account")}]}},
+        {"name": "either_accounts", "entity": "account",
+         "where": {"or": [{"audience": "mixed_accounts"}, trait_test("account")]}},
+        {"name": "users_of_accounts", "entity": "user",
+         "where": {"and": [{"in_account_audience": "accounts_of_users"},
+                           {"not": trait_test("user")}]}},
+        {"name": "users_by_account", "entity": "user",
+         "where": {"or": [{"account": trait_test("account")}, performed()]}},
     ]  # fmt: skip
-    if audiences[1]["where"].get("at_least"):
-        audiences[1]["where"]["at_least"] = rng.choice([1, 2])
-    if account_counters:
-        audiences.append({"name": "busy_accounts", "entity": "account",
-                          "where": {"trait": rng.choice(account_counters), "gte": 2}})  # fmt: skip
-    if user_counters:
-        audiences.append({"name": "accounts_of_busy_users", "entity": "account",
-                          "where": {"users": "any", "where": {"trait": rng.choice(user_counters),
-                                                             "gte": 1}}})  # fmt: skip
-    return audiences
 
 
 WINDOWS_COMPARED = [
