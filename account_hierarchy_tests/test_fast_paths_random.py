@@ -21,6 +21,7 @@ from account_hierarchy_tests.conftest import PARTITIONS_START, write_lines
 from account_hierarchy_tests.reference import read_events, snapshot
 from account_hierarchy_tests.reference_audiences import ReferenceAudiences
 from account_hierarchy_tests.reference_traits import trait_values
+from account_hierarchy_tests.test_hierarchy import assert_snapshot_matches_reference
 from benchmarks.verify import direct_audiences, direct_traits, same
 
 START = datetime(2026, 10, 1)
@@ -29,7 +30,8 @@ SEEDS = [int(s) for s in os.environ.get("AH_RANDOM_SEEDS", "1,2").split(",")]
 ACCOUNTS = [f"acc_{n}" for n in range(1, 6)]
 USERS = [f"user_{n}" for n in range(1, 13)]
 FEATURES = ["reports", "export", "import", "report builder"]
-SCORES = [1, 5, 6, 7, 8, 9, 10, "10", "8", "n/a", None]
+# (MISSING: no score property; None: a JSON null)
+SCORES = [1, 5, 6, 7, 7.5, 8, 9, 10, "10", "8", "n/a", True, {"v": 1}, None, "MISSING"]
 WINDOWS = ["all time", "45 minutes", "90 minutes", "1 hours", "3 hours", "24 hours",
            "25 hours", "1 days", "36 hours", "2 days"]  # fmt: skip
 CONDITIONS = [
@@ -77,6 +79,10 @@ def random_events(rng: random.Random) -> list[dict]:
         add("group", anonymousId="crm", groupId=account, traits=traits)
     for child, parent in (("acc_2", "acc_1"), ("acc_4", "acc_2"), ("acc_5", "acc_4")):
         add("group", anonymousId="crm", groupId=child, traits={"parent_account_id": parent})
+    # acc_3 moves around the tree, and at times closes a cycle (acc_1 under acc_5)
+    for _ in range(4):
+        add("group", anonymousId="crm", groupId=rng.choice(["acc_3", "acc_1"]),
+            traits={"parent_account_id": rng.choice(["acc_1", "acc_5", "acc_3", ""])})  # fmt: skip
     for user in USERS:
         for account in rng.sample(ACCOUNTS, rng.choice([1, 1, 2])):
             add("group", userId=user, groupId=account, traits={})
@@ -85,21 +91,22 @@ def random_events(rng: random.Random) -> list[dict]:
                       "role": rng.choice(["Admin", "User"])}  # fmt: skip
             add("identify", userId=user, traits=traits)
     for _ in range(900):
-        user = rng.choice(USERS)
+        # (some events are anonymous: they belong to no user, so to no account)
+        who = {"userId": rng.choice(USERS)} if rng.random() < 0.95 else {"anonymousId": "anon"}
         context = {"groupId": rng.choice(ACCOUNTS)} if rng.random() < 0.4 else {}
         kind = rng.random()
         if kind < 0.35:
-            add("track", userId=user, event="Logged In", context=context)
+            add("track", **who, event="Logged In", context=context)
         elif kind < 0.65:
-            add("track", userId=user, event="Feature Used", context=context,
+            add("track", **who, event="Feature Used", context=context,
                 properties={"feature": rng.choice(FEATURES)})  # fmt: skip
         elif kind < 0.85:
             score = rng.choice(SCORES)
-            properties = {} if score is None else {"score": score}
-            add("track", userId=user, event="NPS Survey Submitted", context=context,
+            properties = {} if score == "MISSING" else {"score": score}
+            add("track", **who, event="NPS Survey Submitted", context=context,
                 properties=properties)  # fmt: skip
         else:
-            add("page", userId=user, name="Docs", context=context,
+            add("page", **who, name="Docs", context=context,
                 properties={"path": rng.choice(["/", "/docs", "/pricing"])})  # fmt: skip
     return events
 
@@ -193,7 +200,8 @@ WINDOWS_COMPARED = [
 
 def differences(con, catalog, landing: Path, traits: list, audiences: list) -> tuple[int, list]:
     """Cells compared and differences found: the stored tables of each window against the
-    direct computation, and at each window's last hour against the references."""
+    direct computation, and at each window's last hour against the references (the
+    hierarchy's are asserted)."""
     cells, found = 0, []
     events = read_events(landing)
     for start, end in WINDOWS_COMPARED:
@@ -202,6 +210,7 @@ def differences(con, catalog, landing: Path, traits: list, audiences: list) -> t
             checked, wrong = check(con, catalog, start, end)
             cells, found = cells + checked, found + wrong
         hour = end - timedelta(hours=1)
+        assert_snapshot_matches_reference(con, events, hour)
         snap = snapshot(events, hour)
         for trait in traits:
             expected = trait_values(events, hour, trait, snap)

@@ -109,12 +109,17 @@ def rows(con, sql, hour):
 @pytest.mark.parametrize("hour", HOURS)
 def test_snapshots_match_reference(warehouse, hour):
     path, events = warehouse
-    expected = snapshot(events, hour)
     with connect(path, read_only=True) as con:
-        users = rows(con, "SELECT * FROM users WHERE snapshot_hour = $hour", hour)
-        accounts = rows(con, "SELECT * FROM accounts WHERE snapshot_hour = $hour", hour)
-        members = rows(con, "SELECT * FROM account_memberships WHERE snapshot_hour = $hour", hour)
-        tree = rows(con, "SELECT * FROM account_hierarchy WHERE snapshot_hour = $hour", hour)
+        assert_snapshot_matches_reference(con, events, hour)
+
+
+def assert_snapshot_matches_reference(con, events: list[dict], hour: datetime) -> None:
+    """The four hierarchy tables of `hour` equal `reference.snapshot` of the events."""
+    expected = snapshot(events, hour)
+    users = rows(con, "SELECT * FROM users WHERE snapshot_hour = $hour", hour)
+    accounts = rows(con, "SELECT * FROM accounts WHERE snapshot_hour = $hour", hour)
+    members = rows(con, "SELECT * FROM account_memberships WHERE snapshot_hour = $hour", hour)
+    tree = rows(con, "SELECT * FROM account_hierarchy WHERE snapshot_hour = $hour", hour)
     assert {
         u["user_id"]: (u["first_seen_at"], u["last_seen_at"], json.loads(u["traits"]))
         for u in users
