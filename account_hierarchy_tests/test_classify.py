@@ -133,6 +133,36 @@ def test_timestamps_to_the_minute_are_accepted(con, landing):
     assert rows == [("a", datetime(2026, 10, 1, 10, 5)), ("b", datetime(2026, 10, 1, 10, 5))]
 
 
+# Timestamp texts and the UTC moments they stand for: `Z` texts take a faster cast than the
+# others, and both casts must agree with these.
+TIMESTAMP_FORMS = [
+    ("2026-10-01T10:05:00Z", datetime(2026, 10, 1, 10, 5)),
+    ("2026-10-01T10:05:00.123456789Z", datetime(2026, 10, 1, 10, 5, 0, 123456)),
+    ("2026-10-01 10:05:00Z", datetime(2026, 10, 1, 10, 5)),
+    ("2026-10-01T10:05:00", datetime(2026, 10, 1, 10, 5)),
+    ("2026-10-01T10:05:00+0530", datetime(2026, 10, 1, 4, 35)),
+    ("2026-10-01T10:05:00.5-08", datetime(2026, 10, 1, 18, 5, 0, 500000)),
+    ("2026-10-01T23:05:00+14:00", datetime(2026, 10, 1, 9, 5)),
+    ("2026-10-01T10:05:00 America/New_York", datetime(2026, 10, 1, 14, 5)),
+    ("2026-10-01T10:05:00 UTC", datetime(2026, 10, 1, 10, 5)),
+    ("2026-10-01T10:05Z", datetime(2026, 10, 1, 10, 5)),
+    ("2026-10-01T10:05:00+02:00Z", None),
+    ("2026-10-01T10:05:00 EST Z", None),
+    ("2026-10-01T10:05:00ZZ", None),
+]
+
+
+@pytest.mark.parametrize(("text", "moment"), TIMESTAMP_FORMS)
+def test_timestamp_forms(con, landing, text, moment):
+    events, reasons = ingest_one(
+        con, landing, message("m", timestamp=text, receivedAt="2026-10-01T12:00:00Z")
+    )
+    if moment is None:
+        assert (events, reasons) == ([], [f'unparseable timestamp "{text}"'])
+    else:
+        assert (reasons, events[0][7]) == ([], moment)
+
+
 def test_timestamp_falls_back_to_original_timestamp_then_received_at(con, landing):
     no_timestamp = {k: v for k, v in message("a").items() if k != "timestamp"}
     write_lines(
