@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,6 +16,11 @@ from account_hierarchy.traits.compute import build_traits
 from account_hierarchy.warehouse import connect
 
 PARTITIONS_START = datetime(2024, 1, 1)
+
+
+def random_seeds(default: str) -> list[int]:
+    """The seeds of the randomised tests: `AH_RANDOM_SEEDS` (comma-separated), else `default`."""
+    return [int(seed) for seed in os.environ.get("AH_RANDOM_SEEDS", default).split(",")]
 
 
 def message(message_id: str, timestamp: str = "2026-10-01T10:05:00.000Z", **fields: object) -> dict:
