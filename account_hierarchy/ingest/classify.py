@@ -77,8 +77,9 @@ MINUTES_ONLY = r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2})(Z|[+-]\d{2}(:?\d{2})?)$"
 
 
 def _moment(column: str) -> str:
-    """ISO-8601 text as a UTC timestamp; times given to the minute (`10:05Z`) are accepted too
-    (the rewrite only runs for the rare texts the plain casts reject).
+    """ISO-8601 text as a UTC timestamp; times given to the minute (`10:05Z`) and RFC 3339's
+    lower-case `t` and `z` are accepted too (the rewrite only runs for the rare texts the plain
+    casts reject).
 
     Text ending in `Z` (UTC, as Segment's libraries write it) takes the plain TIMESTAMP cast,
     six times faster than the TIMESTAMPTZ cast and equal to it on such text; any other text
@@ -87,7 +88,7 @@ def _moment(column: str) -> str:
         f"CASE WHEN suffix({column}, 'Z') THEN try_cast({column} AS TIMESTAMP) "
         f"ELSE try_cast({column} AS TIMESTAMPTZ)::TIMESTAMP END"
     )
-    with_seconds = f"regexp_replace({column}, '{MINUTES_ONLY}', '\\1:00\\2')"
+    with_seconds = f"regexp_replace(upper({column}), '{MINUTES_ONLY}', '\\1:00\\2')"
     return f"coalesce({plain}, try_cast({with_seconds} AS TIMESTAMPTZ)::TIMESTAMP)"
 
 
