@@ -114,11 +114,21 @@ def test_verify_fails_on_a_wrong_tile(work_dir, tmp_path):
         con.execute("UPDATE trait_tiles SET user__user_logins_past_7_days__n = "
                     "user__user_logins_past_7_days__n + 1")  # fmt: skip
     command = [sys.executable, "-m", "benchmarks.verify", "--events", str(EVENTS),
-               "--work-dir", str(tmp_path), "--format", "jsonl"]  # fmt: skip
+               "--work-dir", str(tmp_path), "--format", "jsonl",
+               "--windows", "an ordinary hour,the hour ending the day"]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 1
     rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert {row["window"] for row in rows} == {"an ordinary hour", "the hour ending the day"}
     wrong = {(row["window"], row["reference"]) for row in rows if row["differing"]}
     assert ("an ordinary hour", "traits: direct from the events") in wrong
     assert ("an ordinary hour", "traits: pandas, last hour, 1 in k accounts") in wrong
     assert "user_logins_past_7_days: stored" in done.stderr
+
+
+def test_verify_names_the_windows_it_knows(work_dir):
+    command = [sys.executable, "-m", "benchmarks.verify", "--events", str(EVENTS),
+               "--work-dir", str(work_dir), "--windows", "an odd hour"]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "unknown window(s) 'an odd hour'; choose from '3 hours across midnight'" in done.stderr

@@ -73,9 +73,11 @@ def print_rows(rows: list[dict[str, Any]], output_format: str = "table") -> None
         print(tabulate(rows, headers="keys", floatfmt=",.2f", intfmt=","))
 
 
-def figure_arguments(description: str, events: int, **options: int | Path) -> argparse.Namespace:
+def figure_arguments(
+    description: str, events: int, **options: int | Path | str
+) -> argparse.Namespace:
     """The options every figure command takes (its scale, work folder and output format),
-    plus the figure's own `options` (integers or paths) with their defaults."""
+    plus the figure's own `options` (integers, paths or text) with their defaults."""
     parser = argparse.ArgumentParser(description=description)
     for name, default in options.items():
         parser.add_argument(f"--{name}", type=type(default), default=default)

@@ -16,10 +16,10 @@ with the cells compared and how many differ (numbers within 1e-9 relative); any 
 makes the command exit with status 1 after printing the table and the first differences.
 
     python -m benchmarks.verify [--events 10000000] [--definitions data/definitions]
-                                [--format jsonl]
+                                [--windows "an ordinary hour,..."] [--format jsonl]
 
 `--definitions` verifies other traits and audiences (your own) on the scale's sample events;
-their tiles are built on the way.
+their tiles are built on the way. `--windows` verifies only the windows named (comma-separated).
 """
 
 import math
@@ -68,15 +68,20 @@ def windows(last_hour: datetime) -> list[tuple[str, datetime, datetime]]:
     ]
 
 
-def measure(scale: Scale, definitions: Path = DEFINITIONS) -> tuple[list[dict], list[str]]:
+def measure(
+    scale: Scale, definitions: Path = DEFINITIONS, only: list[str] | None = None
+) -> tuple[list[dict], list[str]]:
     """Rows (window, reference, cells compared, differing, seconds) and the first differences
-    found, for the traits and audiences of the `definitions` folder."""
+    found, for the traits and audiences of the `definitions` folder, in every window or
+    those named in `only`."""
     catalog = load_catalog(definitions)
     rows: list[dict] = []
     examples: list[str] = []
     with connect(scale.ingested()) as con:
         all_tiles(con, catalog)
         for what, start, end in windows(scale.last_hour):
+            if only and what not in only:
+                continue
             hierarchy_snapshots(con, start, end)
             last = end - timedelta(hours=1)
             checks = (
@@ -255,8 +260,14 @@ def _missing(value: Any) -> bool:
 
 
 def main() -> None:
-    args = figure_arguments(__doc__, 10_000_000, definitions=DEFINITIONS)
-    rows, examples = measure(Scale(args.events, args.work_dir), args.definitions)
+    args = figure_arguments(__doc__, 10_000_000, definitions=DEFINITIONS, windows="")
+    scale = Scale(args.events, args.work_dir)
+    only = [name.strip() for name in args.windows.split(",") if name.strip()]
+    known = [what for what, _, _ in windows(scale.last_hour)]
+    if unknown := [name for name in only if name not in known]:
+        sys.exit(f"unknown window(s) {', '.join(map(repr, unknown))}; choose from "
+                 f"{', '.join(map(repr, known))}")  # fmt: skip
+    rows, examples = measure(scale, args.definitions, only)
     print_rows(rows, args.format)
     if examples:
         print("\n".join(["", "first differences:", *examples]), file=sys.stderr)
