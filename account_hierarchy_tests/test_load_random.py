@@ -10,8 +10,9 @@ line is quarantined, and every other line is a duplicate of a loaded copy. `AH_R
 
 import gzip
 import json
+import os
 import random
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -39,7 +40,9 @@ def random_line(rng: random.Random, ids: list[str]) -> dict | str:
 
 def land(rng: random.Random, landing, ids: list[str], names: list[str], files: int) -> None:
     """Write `files` random files, and sometimes land one of them again under another name
-    (indexed after it, in the same run or a later one, so that it is the copy)."""
+    (indexed after it, in the same run or a later one, so that it is the copy). Files are
+    dated in the last hour: a file of dirty lines only has its lines in that hour."""
+    written = (FIRST + timedelta(hours=HOURS) - timedelta(seconds=1)).replace(tzinfo=UTC)
     for _ in range(files):
         name = f"f{len(names)}.ndjson" + (".gz" if rng.random() < 0.3 else "")
         lines = [random_line(rng, ids) for _ in range(rng.randrange(1, 40))]
@@ -50,6 +53,8 @@ def land(rng: random.Random, landing, ids: list[str], names: list[str], files: i
         copy = f"re{len(names)}-{original}"  # (after the original, in path order)
         (landing / copy).write_bytes((landing / original).read_bytes())
         names.append(copy)
+    for name in names:
+        os.utime(landing / name, (written.timestamp(), written.timestamp()))
 
 
 def ingest_randomly(rng: random.Random, con, landing) -> None:
