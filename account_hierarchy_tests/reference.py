@@ -33,9 +33,14 @@ def read_lines(landing: Path) -> list[str]:
     lines = []
     for path in sorted(landing.rglob("*")):
         if path.name.endswith((".ndjson", ".ndjson.gz")):
-            data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-            lines.extend(data.decode().splitlines())
+            lines.extend(file_lines(path))
     return lines
+
+
+def file_lines(path: Path) -> list[str]:
+    """The lines of one landing file (gzip-compressed when its name ends in `.gz`)."""
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    return data.decode().splitlines()
 
 
 def read_events(landing: Path) -> list[dict]:

@@ -22,6 +22,7 @@ from account_hierarchy_tests.reference import read_events, snapshot
 from account_hierarchy_tests.reference_audiences import ReferenceAudiences
 from account_hierarchy_tests.reference_traits import trait_values
 from account_hierarchy_tests.test_hierarchy import assert_snapshot_matches_reference
+from account_hierarchy_tests.test_traits import stored
 from benchmarks.verify import direct_audiences, direct_traits, same
 
 START = datetime(2026, 10, 1)
@@ -214,7 +215,7 @@ def differences(con, catalog, landing: Path, traits: list, audiences: list) -> t
         snap = snapshot(events, hour)
         for trait in traits:
             expected = trait_values(events, hour, trait, snap)
-            values = stored_traits(con, trait, hour)
+            values = stored(con, trait["entity"], hour, trait["name"])
             cells += len(expected)
             found += [f"{trait['name']} {hour} {key}: stored {values.get(key)!r}, reference "
                       f"{value!r}" for key, value in expected.items()
@@ -230,13 +231,6 @@ def differences(con, catalog, landing: Path, traits: list, audiences: list) -> t
                 found.append(f"{name} {hour}: stored {sorted(members)}, reference "
                              f"{sorted(reference.members(name))}")  # fmt: skip
     return cells, found
-
-
-def stored_traits(con, trait: dict, hour: datetime) -> dict:
-    table, key = ("account_traits", "account_id") if trait["entity"] == "account" else (
-        "user_traits", "user_id")  # fmt: skip
-    query = f'SELECT {key}, "{trait["name"]}" FROM {table} WHERE snapshot_hour = $hour'
-    return dict(con.execute(query, {"hour": hour}).fetchall())
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -8,7 +8,6 @@ line is quarantined, and every other line is a duplicate of a loaded copy. `AH_R
 (comma-separated) chooses the seeds.
 """
 
-import gzip
 import json
 import os
 import random
@@ -18,6 +17,7 @@ import pytest
 
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy_tests.conftest import PARTITIONS_START, message, random_seeds, write_lines
+from account_hierarchy_tests.reference import file_lines, is_valid
 
 SEEDS = random_seeds("1,2,3")
 FIRST = datetime(2026, 10, 1, 8)
@@ -72,22 +72,15 @@ def ingest_randomly(rng: random.Random, con, landing) -> None:
 
 
 def expected_lines(landing, names: list[str]) -> tuple[dict, set, set]:
-    """From the files themselves: each valid message's copies, the dirty lines, and every
-    line (as `file:line`)."""
+    """From the files themselves, read by the plain-Python reference: each valid message's
+    copies, the dirty lines, and every line (as `file:line`)."""
     copies, dirty, every = {}, set(), set()
     for name in names:
-        raw = (landing / name).read_bytes()
-        if name.endswith(".gz"):
-            raw = gzip.decompress(raw)
-        for number, text in enumerate(raw.decode().splitlines(), start=1):
+        for number, text in enumerate(file_lines(landing / name), start=1):
             label = f"{name}:{number}"
             every.add(label)
-            try:
-                line = json.loads(text)
-            except json.JSONDecodeError:
-                line = None
-            if isinstance(line, dict) and line.get("type") == "track":
-                copies.setdefault(line["messageId"], set()).add(label)
+            if is_valid(text):
+                copies.setdefault(json.loads(text)["messageId"], set()).add(label)
             else:
                 dirty.add(label)
     return copies, dirty, every
