@@ -201,12 +201,12 @@ def test_trait_changed_twice_within_an_hour_keeps_the_last(warehouse):
     ]
 
 
-def test_trait_objects_built_a_few_hours_at_a_time_are_the_same(warehouse, monkeypatch):
+def test_trait_objects_built_a_share_of_the_users_at_a_time_are_the_same(warehouse, monkeypatch):
     path, _ = warehouse
     start, end = datetime(2026, 10, 1, 9), datetime(2026, 10, 1, 13)
     con = connect(path)
     whole = con.execute("SELECT * FROM users ORDER BY ALL").fetchall()
-    monkeypatch.setattr(as_of, "GRID_ROWS_PER_BATCH", 1)  # one hour per batch
+    monkeypatch.setattr(as_of, "OBJECT_ROWS_PER_BATCH", 2)  # several shares
     build_users(con, start, end)
     assert con.execute("SELECT * FROM users ORDER BY ALL").fetchall() == whole
     con.close()

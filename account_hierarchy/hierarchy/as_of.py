@@ -7,7 +7,7 @@ each hour's aggregate of a key holds from that hour until the key's next one (a 
 expanded to the snapshot hours of the window it covers.
 """
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import duckdb
 
@@ -18,7 +18,7 @@ from account_hierarchy.hierarchy.tiles import (
 )
 from account_hierarchy.partitions import day_of
 
-GRID_ROWS_PER_BATCH = 5_000_000
+OBJECT_ROWS_PER_BATCH = 5_000_000
 # The hour of an event for per-hour aggregates: every hour before the window `[$start, $end)`
 # becomes the hour just before it, as no snapshot of the window tells those hours apart.
 BEFORE_WINDOW = "greatest(event_hour, CAST($start AS TIMESTAMP) - INTERVAL 1 HOUR)"
@@ -120,39 +120,51 @@ def latest_traits(
         """,
         {"start": start, "end": end},
     )
+    # An entity's object changes only where one of its keys does: it is built once per
+    # segment between two such hours (not once per hour), then repeated for the segment's hours.
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE {target}_segments AS
+        SELECT entity_id, first_hour,
+               lead(first_hour, 1, CAST($end AS TIMESTAMP))
+                   OVER (PARTITION BY entity_id ORDER BY first_hour) AS until_hour
+        FROM (SELECT DISTINCT entity_id, first_hour FROM {target}_spans
+              WHERE first_hour < until_hour)
+        """,
+        {"end": end},
+    )
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE {target} (snapshot_hour TIMESTAMP, entity_id VARCHAR, "
         "traits JSON)"
     )
-    # The JSON objects are built a few hours at a time: their list aggregation cannot spill
-    # to disk, so each batch stays within about `GRID_ROWS_PER_BATCH` (entity, key) rows.
-    (keys,) = con.execute(
-        f"SELECT count(*) FROM {target}_spans WHERE until_hour = $end", {"end": end}
+    # The objects are built for a share of the entities at a time: their list aggregation
+    # cannot spill to disk, so each share stays within about `OBJECT_ROWS_PER_BATCH`
+    # (segment, key) rows.
+    (rows,) = con.execute(
+        f"SELECT count(*) FROM {target}_segments AS g JOIN {target}_spans AS s "
+        "ON s.entity_id = g.entity_id AND s.first_hour <= g.first_hour "
+        "AND g.first_hour < s.until_hour"
     ).fetchone()
-    step = timedelta(hours=max(1, GRID_ROWS_PER_BATCH // max(keys, 1)))
-    batch_start = start
-    while batch_start < end:
-        batch_end = min(batch_start + step, end)
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE {target}_values AS
-            SELECT {SPAN_HOURS} AS snapshot_hour, entity_id, key, value
-            FROM {target}_spans
-            WHERE first_hour < $end AND until_hour > $start AND first_hour < until_hour
-            """,
-            {"start": batch_start, "end": batch_end},
-        )
+    shares = max(1, -(-rows // OBJECT_ROWS_PER_BATCH))
+    for share in range(shares):
         con.execute(
             f"""
             INSERT INTO {target}
-            SELECT snapshot_hour, entity_id,
-                   -- (sorting each entity's small list is 2x faster than ORDER BY in
-                   -- the aggregate)
-                   ('{{' || array_to_string(list_transform(list_sort(list(
-                       {{'key': key, 'entry': to_json(key) || ':' || value}}
-                   )), field -> field.entry), ',') || '}}')::JSON
-            FROM {target}_values
-            GROUP BY snapshot_hour, entity_id
-            """
+            SELECT {SPAN_HOURS} AS snapshot_hour, entity_id, traits
+            FROM (
+                SELECT g.entity_id, g.first_hour, g.until_hour,
+                       -- (sorting each entity's small list is 2x faster than ORDER BY in
+                       -- the aggregate)
+                       ('{{' || array_to_string(list_transform(list_sort(list(
+                           {{'key': s.key, 'entry': to_json(s.key) || ':' || s.value}}
+                       )), field -> field.entry), ',') || '}}')::JSON AS traits
+                FROM {target}_segments AS g
+                JOIN {target}_spans AS s
+                  ON s.entity_id = g.entity_id AND s.first_hour <= g.first_hour
+                 AND g.first_hour < s.until_hour
+                WHERE hash(g.entity_id) % $shares = $share
+                GROUP BY g.entity_id, g.first_hour, g.until_hour
+            )
+            """,
+            {"start": start, "end": end, "shares": shares, "share": share},
         )
-        batch_start = batch_end
