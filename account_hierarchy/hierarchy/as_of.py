@@ -140,11 +140,11 @@ def latest_traits(
     # The objects are built for a share of the entities at a time: their list aggregation
     # cannot spill to disk, so each share stays within about `OBJECT_ROWS_PER_BATCH`
     # (segment, key) rows.
-    (rows,) = con.execute(
-        f"SELECT count(*) FROM {target}_segments AS g JOIN {target}_spans AS s "
-        "ON s.entity_id = g.entity_id AND s.first_hour <= g.first_hour "
-        "AND g.first_hour < s.until_hour"
-    ).fetchone()
+    keys_of_segments = (
+        f"{target}_segments AS g JOIN {target}_spans AS s ON s.entity_id = g.entity_id "
+        "AND s.first_hour <= g.first_hour AND g.first_hour < s.until_hour"
+    )
+    (rows,) = con.execute(f"SELECT count(*) FROM {keys_of_segments}").fetchone()
     shares = max(1, -(-rows // OBJECT_ROWS_PER_BATCH))
     for share in range(shares):
         con.execute(
@@ -158,10 +158,7 @@ def latest_traits(
                        ('{{' || array_to_string(list_transform(list_sort(list(
                            {{'key': s.key, 'entry': to_json(s.key) || ':' || s.value}}
                        )), field -> field.entry), ',') || '}}')::JSON AS traits
-                FROM {target}_segments AS g
-                JOIN {target}_spans AS s
-                  ON s.entity_id = g.entity_id AND s.first_hour <= g.first_hour
-                 AND g.first_hour < s.until_hour
+                FROM {keys_of_segments}
                 WHERE hash(g.entity_id) % $shares = $share
                 GROUP BY g.entity_id, g.first_hour, g.until_hour
             )
