@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from account_hierarchy.catalog.loader import load_catalog
+from benchmarks.common import peak_rss_mib, timed
 from benchmarks.pipeline import all_tiles
 from benchmarks.scale import DEFINITIONS
 
@@ -132,3 +133,15 @@ def test_verify_names_the_windows_it_knows(work_dir):
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 1
     assert "unknown window(s) 'an odd hour'; choose from '3 hours across midnight'" in done.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak reset is Linux's")
+def test_each_timed_figure_reports_its_own_peak_memory():
+    def allocate() -> None:
+        block = bytearray(b"x") * (300 * 2**20)  # (filled, so its pages are resident)
+        del block
+
+    timed(allocate)
+    with_block = peak_rss_mib()
+    timed(lambda: None)
+    assert with_block - peak_rss_mib() > 250

@@ -17,7 +17,7 @@ from pathlib import Path
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import DEFAULT_START, generate_sample
 from account_hierarchy.warehouse import connect
-from benchmarks.common import peak_rss_mib
+from benchmarks.common import peak_rss_mib, reset_peak_rss
 
 DAYS = 30
 ACTIVITY = 1.5
@@ -63,6 +63,7 @@ class Scale:
         if marker.exists():
             return json.loads(marker.read_text())
         shutil.rmtree(self.landing, ignore_errors=True)
+        reset_peak_rss()
         started = time.perf_counter()
         summary = generate_sample(
             self.landing, accounts=self.accounts, users=self.users, days=DAYS,
@@ -95,7 +96,3 @@ class Scale:
                     ingest_window(con, self.landing, *window, EVERYTHING[0])
             scratch.rename(self.warehouse)
         return self.warehouse
-
-
-def _largest_child_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
