@@ -19,8 +19,10 @@ run: $(BIN)/.installed
 	$(BIN)/account-hierarchy sample --if-empty
 	$(BIN)/dg dev
 
+# The suite's tests run on TEST_WORKERS processes (pytest-xdist); 1 runs them in this one.
+TEST_WORKERS ?= 2
 test: $(BIN)/.installed lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
