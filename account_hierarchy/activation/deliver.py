@@ -6,9 +6,12 @@
    accepted (`destination_state`).
 3. Send the messages in batches under 500 KB; a message over 32 KB is recorded as failed
    (`oversized`) and not sent, without blocking the rest.
-4. After each accepted batch, in one transaction, log its messages and commit the new state of
-   the items whose messages have all been accepted. A crash loses nothing (uncommitted items
-   are owed again) and duplicates nothing but message ids (which are deterministic).
+4. Before each batch is sent, its items are recorded as in flight (`destination_in_flight`).
+   After each accepted batch, in one transaction, log its messages and commit the new state of
+   the items whose messages have all been accepted (no longer in flight). A crash loses
+   nothing and duplicates nothing but message ids (which are deterministic): an item still in
+   flight is owed again, even if the snapshot has gone back to the last accepted value, since
+   the destination may have applied what was sent (a lost response, a crash before the commit).
 """
 
 import json
@@ -32,6 +35,11 @@ STATE_SCHEMA = pa.schema(
      ("destination", "kind", "name", "entity_type", "entity_id", "value")]
     + [("keep", pa.bool_())]
 )  # fmt: skip
+KEY_SCHEMA = pa.schema(
+    [(name, pa.string()) for name in ("destination", "kind", "name", "entity_id")]
+)
+_SAME_KEY = ("f.destination = i.destination AND f.kind = i.kind AND f.name = i.name "
+             "AND f.entity_id = i.entity_id")  # fmt: skip
 LOG_SCHEMA = pa.schema([("message_id", pa.string()), ("call", pa.string()),
                         ("entity_id", pa.string())])  # fmt: skip
 
@@ -106,6 +114,8 @@ def sync(
         _commit(con, destination, hour, [], oversized, outcome, 0, status="oversized")
     for number, batch in enumerate(batches_of(sendable), start=1):
         report.batches += 1
+        sending = {id(owner[m["messageId"]]): owner[m["messageId"]] for m in batch}
+        _mark_in_flight(con, destination, hour, list(sending.values()))
         try:
             outcome = sender.send(batch)
         except DestinationUnavailableError as error:
@@ -125,6 +135,33 @@ def sync(
         _commit(con, destination, hour, done, batch, outcome, number)
         report.committed_items += len(done)
     return report
+
+
+def _mark_in_flight(
+    con: duckdb.DuckDBPyConnection, destination: Destination, hour: datetime, items: list[Item]
+) -> None:
+    """Record `items` as sent but not confirmed, before their messages leave."""
+    keys = pa.Table.from_pylist(
+        [{"destination": destination.name, "kind": item.kind, "name": item.name,
+          "entity_id": item.entity_id} for item in items],
+        schema=KEY_SCHEMA,
+    )  # fmt: skip
+    con.begin()
+    try:
+        con.register("sending_items", keys)
+        con.execute(
+            f"DELETE FROM destination_in_flight AS f USING sending_items AS i WHERE {_SAME_KEY}"
+        )
+        con.execute(
+            "INSERT INTO destination_in_flight SELECT destination, kind, name, entity_id, $h "
+            "FROM sending_items",
+            {"h": hour},
+        )
+        con.unregister("sending_items")
+    except BaseException:
+        con.rollback()
+        raise
+    con.commit()
 
 
 def _commit(
@@ -157,11 +194,8 @@ def _commit(
     con.begin()
     try:
         con.register("settled_items", states)
-        con.execute(
-            "DELETE FROM destination_state AS s USING settled_items AS i "
-            "WHERE s.destination = i.destination AND s.kind = i.kind AND s.name = i.name "
-            "AND s.entity_id = i.entity_id"
-        )
+        for table in ("destination_state", "destination_in_flight"):
+            con.execute(f"DELETE FROM {table} AS f USING settled_items AS i WHERE {_SAME_KEY}")
         con.execute(
             "INSERT INTO destination_state SELECT destination, kind, name, entity_type, "
             "entity_id, value::JSON, $h FROM settled_items WHERE keep",

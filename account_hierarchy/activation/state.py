@@ -1,4 +1,5 @@
-"""What each destination has accepted (`destination_state`) and what was sent (`delivery_log`)."""
+"""What each destination has accepted (`destination_state`), what was sent and not confirmed
+yet (`destination_in_flight`), and what was sent (`delivery_log`)."""
 
 import duckdb
 
@@ -11,6 +12,13 @@ CREATE TABLE IF NOT EXISTS destination_state (
     entity_id VARCHAR NOT NULL,
     value JSON,                     -- true for audience members, the value for traits
     accepted_hour TIMESTAMP NOT NULL  -- one row per destination, kind, name and entity_id
+);
+CREATE TABLE IF NOT EXISTS destination_in_flight (
+    destination VARCHAR NOT NULL,
+    kind VARCHAR NOT NULL,
+    name VARCHAR NOT NULL,
+    entity_id VARCHAR NOT NULL,
+    snapshot_hour TIMESTAMP NOT NULL  -- the snapshot whose change was being sent
 );
 CREATE TABLE IF NOT EXISTS delivery_log (
     destination VARCHAR NOT NULL,
@@ -33,12 +41,25 @@ def ensure_state_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(STATE_DDL)
 
 
+# What a destination holds for a change that was sent but never confirmed: it may have applied
+# it or not. Not JSON, so it equals no value: such a change is always owed again.
+UNCONFIRMED = "<sent, not confirmed>"
+
+
 def accepted_state(
     con: duckdb.DuckDBPyConnection, destination: str
 ) -> dict[tuple[str, str, str], str]:
-    """(kind, name, entity_id) -> accepted value (JSON text) for one destination."""
+    """(kind, name, entity_id) -> accepted value (JSON text) for one destination, or
+    `UNCONFIRMED` for a change that was sent without being confirmed (a failed or rejected
+    batch, a lost response, a crash before the commit). Even if the snapshot has since gone
+    back to the last accepted value, the destination may hold the unconfirmed one."""
     rows = con.execute(
         "SELECT kind, name, entity_id, value FROM destination_state WHERE destination = $d",
         {"d": destination},
     ).fetchall()
-    return {(kind, name, entity_id): value for kind, name, entity_id, value in rows}
+    accepted = {(kind, name, entity_id): value for kind, name, entity_id, value in rows}
+    in_flight = con.execute(
+        "SELECT kind, name, entity_id FROM destination_in_flight WHERE destination = $d",
+        {"d": destination},
+    ).fetchall()
+    return accepted | dict.fromkeys(in_flight, UNCONFIRMED)

@@ -38,7 +38,13 @@ CREATE TABLE IF NOT EXISTS audience_memberships (
     entity_type VARCHAR NOT NULL,
     entity_id VARCHAR NOT NULL,
     reason JSON NOT NULL
-)
+);
+-- Every hour an audience was evaluated, empty ones included (they have no membership rows).
+CREATE TABLE IF NOT EXISTS audience_hours (
+    audience VARCHAR NOT NULL,
+    snapshot_hour TIMESTAMP NOT NULL,
+    members BIGINT NOT NULL
+);
 """
 
 
@@ -195,6 +201,15 @@ def build_audience(
         {"name": name, "start": start, "end": end},
     )
     con.execute("INSERT INTO audience_memberships SELECT * FROM new_memberships")
+    con.execute(
+        "DELETE FROM audience_hours WHERE audience = $name AND snapshot_hour >= $start "
+        "AND snapshot_hour < $end",
+        {"name": name, "start": start, "end": end},
+    )
+    con.executemany(
+        "INSERT INTO audience_hours VALUES ($1, $2, $3)",
+        [(name, hour, size) for hour, size in report.sizes.items()],
+    )
     now = {
         entity_id
         for (entity_id,) in con.execute(
