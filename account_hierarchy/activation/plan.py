@@ -51,7 +51,7 @@ def newest_hour(con: duckdb.DuckDBPyConnection, catalog: Catalog, destination: D
     """The newest snapshot hour every input of the destination has."""
     hours = []
     # An audience can be empty at its newest hours, which then have no membership rows: the
-    # hours it was evaluated are in `audience_hours` (written by the DuckDB engine).
+    # hours it was evaluated are in `audience_hours` (older warehouses may lack it).
     evaluated = "audience_hours" if _has_table(con, "audience_hours") else "audience_memberships"
     for audience in destination.audiences:
         hours.append(con.execute(

@@ -38,13 +38,15 @@ CREATE TABLE IF NOT EXISTS audience_memberships (
     entity_type VARCHAR NOT NULL,
     entity_id VARCHAR NOT NULL,
     reason JSON NOT NULL
-);
--- Every hour an audience was evaluated, empty ones included (they have no membership rows).
+)
+"""
+# Every hour an audience was evaluated for, empty ones included (they have no membership rows).
+HOURS_DDL = """
 CREATE TABLE IF NOT EXISTS audience_hours (
     audience VARCHAR NOT NULL,
     snapshot_hour TIMESTAMP NOT NULL,
     members BIGINT NOT NULL
-);
+)
 """
 
 
@@ -201,15 +203,7 @@ def build_audience(
         {"name": name, "start": start, "end": end},
     )
     con.execute("INSERT INTO audience_memberships SELECT * FROM new_memberships")
-    con.execute(
-        "DELETE FROM audience_hours WHERE audience = $name AND snapshot_hour >= $start "
-        "AND snapshot_hour < $end",
-        {"name": name, "start": start, "end": end},
-    )
-    con.executemany(
-        "INSERT INTO audience_hours VALUES ($1, $2, $3)",
-        [(name, hour, size) for hour, size in report.sizes.items()],
-    )
+    record_audience_hours(con, name, start, end, report.sizes)
     now = {
         entity_id
         for (entity_id,) in con.execute(
@@ -225,6 +219,27 @@ def build_audience(
     )
     report.entered, report.exited = len(now - before), len(before - now)
     return report
+
+
+def record_audience_hours(
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    start: datetime,
+    end: datetime,
+    sizes: dict[datetime, int],
+) -> None:
+    """Replace the audience's rows of `[start, end)` in `audience_hours` with `sizes` (its
+    member count at every hour it was evaluated for, empty hours included)."""
+    con.execute(HOURS_DDL)
+    con.execute(
+        "DELETE FROM audience_hours WHERE audience = $name AND snapshot_hour >= $start "
+        "AND snapshot_hour < $end",
+        {"name": name, "start": start, "end": end},
+    )
+    con.executemany(
+        "INSERT INTO audience_hours VALUES ($1, $2, $3)",
+        [(name, hour, size) for hour, size in sizes.items()],
+    )
 
 
 def _members_query(

@@ -11,7 +11,11 @@ from pathlib import Path
 
 import duckdb
 
-from account_hierarchy.audiences.memberships import AudienceReport, changes_at
+from account_hierarchy.audiences.memberships import (
+    AudienceReport,
+    changes_at,
+    record_audience_hours,
+)
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.ingest.load import IngestReport
 from account_hierarchy.spark import lake
@@ -57,6 +61,7 @@ def audience(
     """One audience on Spark; the report `audiences.memberships.build_audience` gives."""
     report, members = build_audience_on_spark(spark_session(), catalog, name, start, end)
     lake.attach_views(con, [MEMBERSHIPS])
+    record_audience_hours(con, name, start, end, report.sizes)
     report.entered, report.exited = changes_at(
         con, catalog, name, members, end - timedelta(hours=1)
     )
