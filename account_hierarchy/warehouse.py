@@ -104,6 +104,18 @@ def open_warehouse(path: Path, *, read_only: bool = False) -> Iterator[duckdb.Du
 
 
 @contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """The statements run inside are committed together, or none of them on any error."""
+    con.begin()
+    try:
+        yield
+    except BaseException:
+        con.rollback()
+        raise
+    con.commit()
+
+
+@contextmanager
 def in_memory(threads: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """A private in-memory DuckDB in UTC, for work done away from the warehouse (checking a
     landing file, a Spark task's share of a stage), on `threads` threads (default: all)."""

@@ -24,8 +24,10 @@ import pyarrow as pa
 from account_hierarchy.activation.plan import Item, newest_hour, plan
 from account_hierarchy.activation.state import ensure_state_tables
 from account_hierarchy.activation.transport import DestinationUnavailableError, Outcome
+from account_hierarchy.audiences.memberships import ensure_audience_hours
 from account_hierarchy.catalog.destination_models import Destination
 from account_hierarchy.catalog.loader import Catalog
+from account_hierarchy.warehouse import transaction
 
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_BATCH_BYTES = 500 * 1024
@@ -90,6 +92,7 @@ def sync(
 ) -> SyncReport:
     """Deliver everything the destination is owed at the newest snapshot hour."""
     ensure_state_tables(con)
+    ensure_audience_hours(con)
     report = SyncReport()
     hour = newest_hour(con, catalog, destination)
     items = plan(con, catalog, destination, hour)
@@ -146,8 +149,7 @@ def _mark_in_flight(
           "entity_id": item.entity_id} for item in items],
         schema=KEY_SCHEMA,
     )  # fmt: skip
-    con.begin()
-    try:
+    with transaction(con):
         con.register("sending_items", keys)
         con.execute(
             f"DELETE FROM destination_in_flight AS f USING sending_items AS i WHERE {_SAME_KEY}"
@@ -158,10 +160,6 @@ def _mark_in_flight(
             {"h": hour},
         )
         con.unregister("sending_items")
-    except BaseException:
-        con.rollback()
-        raise
-    con.commit()
 
 
 def _commit(
@@ -191,8 +189,7 @@ def _commit(
         schema=LOG_SCHEMA,
     )  # fmt: skip
     outcome = outcome or Outcome(True, None, "", 0)
-    con.begin()
-    try:
+    with transaction(con):
         con.register("settled_items", states)
         for table in ("destination_state", "destination_in_flight"):
             con.execute(f"DELETE FROM {table} AS f USING settled_items AS i WHERE {_SAME_KEY}")
@@ -211,7 +208,3 @@ def _commit(
         )  # fmt: skip
         con.unregister("settled_items")
         con.unregister("sent_messages")
-    except BaseException:
-        con.rollback()
-        raise
-    con.commit()

@@ -50,12 +50,13 @@ class NothingToSyncError(LookupError):
 def newest_hour(con: duckdb.DuckDBPyConnection, catalog: Catalog, destination: Destination):
     """The newest snapshot hour every input of the destination has."""
     hours = []
-    # An audience can be empty at its newest hours, which then have no membership rows: the
-    # hours it was evaluated are in `audience_hours` (older warehouses may lack it).
-    evaluated = "audience_hours" if _has_table(con, "audience_hours") else "audience_memberships"
+    # An audience can be empty at its newest hours, which have no membership rows: the hours
+    # it was evaluated for are in `audience_hours` (the memberships cover hours built before
+    # that table existed).
     for audience in destination.audiences:
         hours.append(con.execute(
-            f"SELECT greatest((SELECT max(snapshot_hour) FROM {evaluated} WHERE audience = $a), "
+            "SELECT greatest("
+            "(SELECT max(snapshot_hour) FROM audience_hours WHERE audience = $a), "
             "(SELECT max(snapshot_hour) FROM audience_memberships WHERE audience = $a))",
             {"a": audience},
         ).fetchone()[0])  # fmt: skip
@@ -67,13 +68,6 @@ def newest_hour(con: duckdb.DuckDBPyConnection, catalog: Catalog, destination: D
             "materialized yet"
         )
     return min(hours)
-
-
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = $t AND NOT temporary",
-        {"t": name},
-    ).fetchone()[0])  # fmt: skip
 
 
 def _trait_entities(catalog: Catalog, destination: Destination) -> set[str]:

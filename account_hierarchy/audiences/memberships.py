@@ -50,6 +50,12 @@ CREATE TABLE IF NOT EXISTS audience_hours (
 """
 
 
+def ensure_audience_hours(con: duckdb.DuckDBPyConnection) -> None:
+    """Create `audience_hours` if it does not exist yet (with the Spark engine,
+    `audience_memberships` is a view of the lake, so it is left to the audience stages)."""
+    con.execute(HOURS_DDL)
+
+
 @dataclass
 class AudienceReport:
     """Sizes per hour, and who entered and exited at the window's last hour."""
@@ -230,7 +236,7 @@ def record_audience_hours(
 ) -> None:
     """Replace the audience's rows of `[start, end)` in `audience_hours` with `sizes` (its
     member count at every hour it was evaluated for, empty hours included)."""
-    con.execute(HOURS_DDL)
+    ensure_audience_hours(con)
     con.execute(
         "DELETE FROM audience_hours WHERE audience = $name AND snapshot_hour >= $start "
         "AND snapshot_hour < $end",

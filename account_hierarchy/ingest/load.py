@@ -38,7 +38,12 @@ from account_hierarchy.ingest.landing import (
     list_landing_files,
     read_landing_file,
 )
-from account_hierarchy.warehouse import EVENT_HOUR_VERSIONS_SQL, ensure_ingest_tables, in_memory
+from account_hierarchy.warehouse import (
+    EVENT_HOUR_VERSIONS_SQL,
+    ensure_ingest_tables,
+    in_memory,
+    transaction,
+)
 
 STAGING_DDL = """
 CREATE OR REPLACE TEMP TABLE window_lines (
@@ -145,16 +150,11 @@ def commit_in_one_transaction(
     con: duckdb.DuckDBPyConnection, script: str, start: datetime, end: datetime
 ) -> None:
     """Run the statements of `script` (with the window as `$start`, `$end`) all or none."""
-    con.begin()
-    try:
+    with transaction(con):
         for statement in script.split(";"):
             if statement.strip():
                 params = {"start": start, "end": end} if "$" in statement else None
                 con.execute(statement, params)
-    except BaseException:
-        con.rollback()
-        raise
-    con.commit()
 
 
 def read_in_batches(
