@@ -2,12 +2,15 @@
 
 import json
 import os
+from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from account_hierarchy import sensors
+from account_hierarchy.definitions import defs
 from account_hierarchy.ingest.assets import raw_events
+from account_hierarchy.jobs import RANGE_END_TAG, RANGE_START_TAG
 from account_hierarchy.resources import LandingFolder, Warehouse
 from account_hierarchy.sensors import landing_files_sensor
 from account_hierarchy_tests.conftest import message, write_lines
@@ -86,3 +89,25 @@ def test_many_files_are_read_only_once(instance, landing_env, monkeypatch):
     write_lines(landing_env / "new.ndjson", [message("n", "2026-10-01T11:05:00Z")])
     (_,), _ = evaluate(instance, cursor)
     assert len(reads) == 301  # only the new file is read
+
+
+PLANNED_ONCE = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+
+
+def test_a_range_run_records_its_planned_materializations_once_per_asset(instance, monkeypatch):
+    """The sensor's first run over the sample covers 720 hours: Dagster would write one planned
+    event per asset and hour (26,640, minutes of SQLite writes, and run monitoring fails a run
+    not started within its timeout). `make` starts Dagster with the setting that records the
+    range once per asset instead."""
+    assert f"export {PLANNED_ONCE}" in (Path(__file__).parent.parent / "Makefile").read_text()
+    monkeypatch.setenv(PLANNED_ONCE, "1")
+    job = defs.resolve_job_def("pipeline_job")
+    run = instance.create_run_for_job(job_def=job, tags={
+        RANGE_START_TAG: "2026-10-01-00:00", RANGE_END_TAG: "2026-10-02-23:00"})  # fmt: skip
+    planned = instance.get_records_for_run(
+        run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, limit=10_000
+    ).records
+    assets = {record.event_log_entry.dagster_event.asset_key for record in planned}
+    assert len(planned) == len(assets) == len(job.asset_layer.executable_asset_keys)
+    subset = planned[0].event_log_entry.dagster_event.event_specific_data.partitions_subset
+    assert len(subset.get_partition_keys()) == 48
