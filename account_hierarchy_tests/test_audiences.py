@@ -96,6 +96,17 @@ def test_stored_reasons_equal_reasons_of_fetched_rows(sample):
     assert compared > 0
 
 
+def test_no_rows_have_no_reasons(sample):
+    """An audience nobody qualifies for (a preview of an hour long after the last events)
+    fetches an empty frame, whose list columns pandas types as floats: no reasons, no error."""
+    con, catalog, _ = sample
+    for located in catalog.audiences:
+        evaluator = Evaluator(ibis.duckdb.from_connection(con), catalog, SAMPLE_HOURS[-1])
+        evaluated = evaluator.audience(located.audience.name)
+        nobody = evaluated.table.filter(ibis.literal(False)).execute()
+        assert reason_texts(evaluated, nobody) == [], located.audience.name
+
+
 def test_preview_agrees_with_materialization(sample):
     con, catalog, _ = sample
     hour = SAMPLE_HOURS[-1]

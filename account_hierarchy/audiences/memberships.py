@@ -126,6 +126,8 @@ def _strftime(column: exp.Expression, pattern: str) -> exp.Expression:
 def reason_texts(evaluated: Evaluated, frame: pd.DataFrame) -> list[str]:
     """The reasons (JSON text) of rows of `evaluated.table` fetched as a frame (from Spark, or
     a preview), in the frame's order: `reason_expression` run in a private DuckDB."""
+    if frame.empty:  # (pandas types an empty list column as floats, which Arrow rejects)
+        return []
     schema = evaluated.table.schema()
     rows = pa.Table.from_pandas(
         frame[list(schema.names)], schema=schema.to_pyarrow(), preserve_index=False
