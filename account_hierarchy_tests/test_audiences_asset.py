@@ -86,5 +86,9 @@ def test_members_preview_explain_commands(materialized, monkeypatch):
     assert "[yes] logins_past_30_days < 10" in why.output
     early = runner.invoke(main, ["preview", "at_risk_accounts", "--as-of", "2026-10-01T05"])
     assert early.exit_code == 1 and "account_traits has no snapshot for" in early.output
+    not_built = runner.invoke(main, ["members", "at_risk_accounts", "--as-of", "2026-10-02T05"])
+    assert not_built.exit_code == 1
+    assert "'at_risk_accounts' was not materialized for 2026-10-02 05:00 UTC" in not_built.output
+    assert "not materialized" in runner.invoke(main, ["members", "nope"]).output
     unknown = runner.invoke(main, ["explain", "nope", "x"])
     assert unknown.exit_code == 1 and "No audience 'nope'" in unknown.output

@@ -18,20 +18,33 @@ SAMPLE_SIZE = 10
 
 
 def members(con: duckdb.DuckDBPyConnection, audience: str, hour: datetime) -> list[dict]:
-    """The stored members of an audience at a snapshot hour, with their reasons."""
-    try:
-        rows = con.execute(
-            "SELECT entity_id, entity_type, reason FROM audience_memberships "
-            "WHERE audience = $name AND snapshot_hour = $hour ORDER BY entity_id",
-            {"name": audience, "hour": hour},
-        ).fetchall()
-    except duckdb.CatalogException:
-        rows = []
+    """The stored members of an audience at a snapshot hour, with their reasons. An audience
+    not materialized for that hour (or never) is an error, not an empty audience."""
+    params = {"name": audience, "hour": hour}
+    rows = _rows_or_none(
+        con,
+        "SELECT entity_id, entity_type, reason FROM audience_memberships "
+        "WHERE audience = $name AND snapshot_hour = $hour ORDER BY entity_id",
+        params,
+    )
+    evaluated = "SELECT 1 FROM audience_hours WHERE audience = $name AND snapshot_hour = $hour"
+    if not rows and not _rows_or_none(con, evaluated, params):
+        raise NotInSnapshotError(
+            f"Audience {audience!r} was not materialized for {hour:%Y-%m-%d %H:00} UTC."
+        )
     return [
         {"entity_id": entity_id, "entity_type": entity_type, "audience": audience,
          "snapshot_hour": hour, "reason": json.loads(reason)}
         for entity_id, entity_type, reason in rows
     ]  # fmt: skip
+
+
+def _rows_or_none(con: duckdb.DuckDBPyConnection, query: str, params: dict) -> list[tuple]:
+    """The query's rows; none when its table does not exist yet."""
+    try:
+        return con.execute(query, params).fetchall()
+    except duckdb.CatalogException:
+        return []
 
 
 def _evaluator(con, catalog: Catalog, hour: datetime) -> Evaluator:
