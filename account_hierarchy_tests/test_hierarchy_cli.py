@@ -98,6 +98,10 @@ def test_unknown_entity_and_bad_hour_give_clear_errors(warehouse):
     missing = run("show", "account", "NOPE")
     assert missing.exit_code == 1
     assert "account 'NOPE' is not in the snapshot of 2026-10-01 11:00:00" in missing.output
+    parent_only = run("show", "account", "NOWHERE")
+    assert parent_only.exit_code == 1
+    assert ("account 'NOWHERE' has sent no group call by the snapshot of 2026-10-01 11:00:00; "
+            "it is named as the parent of LOST.") in parent_only.output  # fmt: skip
     bad = run("tree", "--as-of", "yesterday")
     assert bad.exit_code == 2
     assert "is not an hour" in bad.output

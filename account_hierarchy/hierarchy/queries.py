@@ -50,8 +50,6 @@ def account_profile(
     con: duckdb.DuckDBPyConnection, account_id: str, hour: datetime
 ) -> dict[str, Any]:
     """An account as of `hour`: traits, parent chain (nearest first), children and users."""
-    account = _entity(con, "accounts", "account_id", account_id, hour)
-    tree = _entity(con, "account_hierarchy", "account_id", account_id, hour)
     params = {"hour": hour, "id": account_id}
     children = _rows(
         con,
@@ -59,6 +57,17 @@ def account_profile(
         "AND parent_account_id = $id ORDER BY account_id",
         params,
     )
+    try:
+        account = _entity(con, "accounts", "account_id", account_id, hour)
+    except NotInSnapshotError:
+        if not children:
+            raise
+        named_by = ", ".join(child["account_id"] for child in children)
+        raise NotInSnapshotError(
+            f"account {account_id!r} has sent no group call by the snapshot of {hour}; it is "
+            f"named as the parent of {named_by}."
+        ) from None
+    tree = _entity(con, "account_hierarchy", "account_id", account_id, hour)
     users = _rows(
         con,
         "SELECT m.user_id, u.traits, m.first_associated_at, m.last_associated_at "
