@@ -221,6 +221,21 @@ def test_audience_problems_are_named(tmp_path, audience, message):
     assert all(str(tmp_path / "a.yaml") in problem for problem in problems)
 
 
+def test_an_invalid_definition_is_reported_once_not_again_where_it_is_used(tmp_path):
+    """A trait or audience that fails validation is one problem: the audiences and
+    destinations that name it do not add 'unknown' problems."""
+    text = AUDIENCES.replace("window: 30 days", "window: thirty days") + (
+        "  - name: quieter\n    entity: account\n    where: {audience: quiet, logins: 1}\n"
+        "  - name: reach\n    entity: account\n    where: {audience: quieter}\n"
+        "destinations:\n  - name: out\n    type: jsonl\n    folder: out\n"
+        "    audiences: [quieter]\n    traits: [logins]\n"
+    )
+    problems = problems_of(tmp_path, text)
+    assert len(problems) == 2, problems
+    assert "(logins).window: window 'thirty days'" in problems[0]
+    assert "audiences[1] (quieter)" in problems[1]
+
+
 def test_audience_reference_cycles_are_named(tmp_path):
     text = (
         AUDIENCES

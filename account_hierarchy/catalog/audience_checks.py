@@ -58,9 +58,13 @@ def referenced_audiences(audience: Audience) -> set[str]:
 
 
 def check_audience(
-    audience: Audience, trait_columns: dict[str, set[str]], entities: dict[str, str]
+    audience: Audience,
+    trait_columns: dict[str, set[str]],
+    entities: dict[str, str],
+    invalid_names: set[str] | frozenset[str] = frozenset(),
 ) -> list[str]:
-    """Problems with one audience; `entities` maps every audience name to its entity."""
+    """Problems with one audience; `entities` maps every audience name to its entity. Names
+    in `invalid_names` (definitions already reported invalid) are not reported unknown."""
     problems = []
     for condition, entity in walk(audience.where, audience.entity):
         kind = type(condition)
@@ -68,7 +72,8 @@ def check_audience(
             problems.append(f"{ACCOUNT_ONLY[kind]} only applies to account conditions")
         if entity == "account" and kind in USER_ONLY:
             problems.append(f"`{USER_ONLY[kind]}` only applies to user conditions")
-        if isinstance(condition, TraitTest) and condition.trait not in trait_columns[entity]:
+        known = trait_columns[entity] | invalid_names
+        if isinstance(condition, TraitTest) and condition.trait not in known:
             problems.append(unknown_name(f"{entity} trait", condition.trait,
                                          sorted(trait_columns[entity])))  # fmt: skip
         wanted = None
@@ -76,7 +81,7 @@ def check_audience(
             wanted, name = entity, condition.audience
         elif isinstance(condition, AccountAudienceReference):
             wanted, name = "account", condition.in_account_audience
-        if wanted is not None:
+        if wanted is not None and name not in invalid_names:
             if name not in entities:
                 problems.append(unknown_name("audience", name, sorted(entities)))
             elif entities[name] != wanted:

@@ -87,6 +87,8 @@ class Catalog:
     traits: list[LocatedTrait] = field(default_factory=list)
     audiences: list[LocatedAudience] = field(default_factory=list)
     destinations: list[LocatedDestination] = field(default_factory=list)
+    # Names of definitions reported invalid: references to them are not reported again.
+    invalid_names: set[str] = field(default_factory=set)
 
     def audience(self, name: str) -> Audience:
         """The audience called `name` (KeyError if there is none)."""
@@ -144,6 +146,8 @@ def _load_file(path: Path, catalog: Catalog) -> list[str]:
             try:
                 parsed = adapter.validate_python(entry)
             except ValidationError as error:
+                if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+                    catalog.invalid_names.add(entry["name"])
                 problems += [
                     _describe(path, tree, document, {**p, "loc": (section, index, *p["loc"])})
                     for p in error.errors()
@@ -267,7 +271,8 @@ def _check_audiences(catalog: Catalog) -> list[str]:
     columns = {entity: set(catalog.trait_columns(entity)) for entity in ("account", "user")}
     for located in catalog.audiences:
         where = f"{located.file}:{located.line}: audience {located.audience.name}"
-        for problem in check_audience(located.audience, columns, entities):
+        for problem in check_audience(located.audience, columns, entities,
+                                      catalog.invalid_names):  # fmt: skip
             problems.append(f"{where}: {problem}")
     references = {a.audience.name: referenced_audiences(a.audience) for a in catalog.audiences}
     cycle = find_cycle(references)
@@ -290,10 +295,10 @@ def _check_destinations(catalog: Catalog) -> list[str]:
             problems.append(f"{where}: name already used")
         names.add(destination.name)
         for name in destination.audiences:
-            if name not in audiences:
+            if name not in audiences and name not in catalog.invalid_names:
                 problems.append(f"{where}.audiences: {unknown_name('audience', name, audiences)}")
         for name in destination.traits:
-            if name not in traits:
+            if name not in traits and name not in catalog.invalid_names:
                 problems.append(f"{where}.traits: {unknown_name('trait', name, traits)}")
         for name in destination.output_columns:
             if not NAME.match(name):
