@@ -51,11 +51,14 @@ def group_call(mid: str, at: str, account: str, user: str | None, **traits: obje
     return message | {"traits": traits}
 
 
-def write_lines(path: Path, lines: list[dict | str], *, gz: bool = False) -> Path:
-    """Write dicts as JSON and strings verbatim, one per line."""
+def write_lines(
+    path: Path, lines: list[dict | str], *, gz: bool = False, bom: bool = False
+) -> Path:
+    """Write dicts as JSON and strings verbatim, one per line (after a UTF-8 byte order mark
+    with `bom`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join((json.dumps(line) if isinstance(line, dict) else line) + "\n" for line in lines)
-    data = text.encode()
+    data = ("\ufeff" if bom else "").encode() + text.encode()
     path.write_bytes(gzip.compress(data) if gz else data)
     return path
 

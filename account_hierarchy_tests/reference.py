@@ -38,9 +38,10 @@ def read_lines(landing: Path) -> list[str]:
 
 
 def file_lines(path: Path) -> list[str]:
-    """The lines of one landing file (gzip-compressed when its name ends in `.gz`)."""
+    """The lines of one landing file (gzip-compressed when its name ends in `.gz`; a byte order
+    mark at its start is not part of its first line)."""
     data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    return data.decode().splitlines()
+    return data.decode("utf-8-sig").splitlines()
 
 
 def read_events(landing: Path) -> list[dict]:

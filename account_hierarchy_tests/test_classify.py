@@ -240,3 +240,20 @@ def test_crlf_missing_final_newline_gzip_and_bad_utf8(con, landing):
         "SELECT event_hour FROM quarantined_lines WHERE source_file = 'broken.ndjson.gz'"
     ).fetchone()
     assert hour == datetime(2026, 10, 1, 6)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_line(con, landing):
+    bom = b"\xef\xbb\xbf"
+    (landing / "bom.ndjson").write_bytes(bom + json.dumps(message("a")).encode() + b"\n")
+    (landing / "bom-bad-utf8.ndjson").write_bytes(
+        bom + json.dumps(message("b")).encode() + b"\n" + b'{"x": "\xff"}\n'
+    )
+    (landing / "inner.ndjson").write_bytes(json.dumps(message("c")).encode() + b"\n" + bom + b"\n")
+    ingest_window(con, landing, *DAY, PARTITIONS_START)
+    loaded = con.execute("SELECT message_id, source_line FROM raw_events ORDER BY 1").fetchall()
+    assert loaded == [("a", 1), ("b", 1), ("c", 1)]
+    quarantined = con.execute(
+        "SELECT source_file, source_line, reason FROM quarantined_lines ORDER BY 1"
+    ).fetchall()
+    assert quarantined == [("bom-bad-utf8.ndjson", 2, "line is not valid UTF-8"),
+                           ("inner.ndjson", 2, "invalid JSON")]  # fmt: skip

@@ -46,7 +46,7 @@ def land(rng: random.Random, landing, ids: list[str], names: list[str], files: i
     for _ in range(files):
         name = f"f{len(names)}.ndjson" + (".gz" if rng.random() < 0.3 else "")
         lines = [random_line(rng, ids) for _ in range(rng.randrange(1, 40))]
-        write_lines(landing / name, lines, gz=name.endswith(".gz"))
+        write_lines(landing / name, lines, gz=name.endswith(".gz"), bom=rng.random() < 0.2)
         names.append(name)
     if rng.random() < 0.7:
         original = rng.choice(names)

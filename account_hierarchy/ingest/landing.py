@@ -20,6 +20,7 @@ from account_hierarchy.ingest.classify import LINE_SCHEMA
 
 LANDING_SUFFIXES = (".ndjson", ".jsonl", ".json")
 BATCH_ROWS = 8192
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -81,13 +82,15 @@ def read_landing_file(landing_dir: Path, file: LandingFile) -> FileContent:
 def split_lines(data: bytes) -> pa.Table:
     """Split bytes into lines numbered from 1, without copying the text.
 
-    Each string keeps its trailing newline (stripped later, in SQL). Lines that are not valid
-    UTF-8 are replaced by their decoded text with replacement characters and flagged.
+    Each string keeps its trailing newline (stripped later, in SQL). A UTF-8 byte order mark
+    at the start is not part of the first line. Lines that are not valid UTF-8 are replaced by
+    their decoded text with replacement characters and flagged.
     """
     ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n")) + 1
     if data and not data.endswith(b"\n"):
         ends = np.append(ends, len(data))
-    offsets = np.concatenate([[0], ends]).astype(np.int64)
+    first = len(UTF8_BOM) if data.startswith(UTF8_BOM) else 0
+    offsets = np.concatenate([[first], ends]).astype(np.int64)
     count = len(ends)
     lines = pa.LargeStringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(data))
     utf8_error = np.zeros(count, dtype=bool)
