@@ -91,6 +91,39 @@ def test_many_files_are_read_only_once(instance, landing_env, monkeypatch):
     assert len(reads) == 301  # only the new file is read
 
 
+def test_files_beyond_the_read_budget_wait_for_the_next_evaluations(
+    instance, landing_env, monkeypatch
+):
+    """An evaluation reads new files for a bounded time (at least one file), so that it ends
+    within Dagster's sensor timeout; the next evaluations read the rest, one run each."""
+    for hour in (10, 11, 12):
+        write_lines(
+            landing_env / f"f{hour}.ndjson", [message(f"m{hour}", f"2026-10-01T{hour}:05Z")]
+        )
+    monkeypatch.setattr(sensors, "READ_BUDGET_SECONDS", 0.0)
+    ranges, cursor = [], None
+    for _ in range(3):
+        (request,), cursor = evaluate(instance, cursor)
+        ranges.append((request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]))
+    assert ranges == [("2026-10-01-10:00", "2026-10-01-10:00"),
+                      ("2026-10-01-11:00", "2026-10-01-11:00"),
+                      ("2026-10-01-12:00", "2026-10-01-12:00")]  # fmt: skip
+    assert evaluate(instance, cursor)[0] == []
+
+
+def test_a_late_file_recomputes_the_hours_of_runs_not_finished(instance, landing_env):
+    """A run still queued (or in progress) will write snapshots after the late file's hour:
+    the late file's run, queued after it, recomputes them too."""
+    write_lines(landing_env / "a.ndjson", [message("m1", "2026-10-01T20:05:00Z")])
+    (request,), cursor = evaluate(instance)
+    instance.create_run_for_job(defs.resolve_job_def("pipeline_job"), tags=request.tags,
+                                status=dg.DagsterRunStatus.STARTED)  # fmt: skip
+    write_lines(landing_env / "late.ndjson", [message("m0", "2026-10-01T08:30:00Z")])
+    (late,), _ = evaluate(instance, cursor)
+    assert (late.tags[RANGE_START_TAG], late.tags[RANGE_END_TAG]) == (
+        "2026-10-01-08:00", "2026-10-01-20:00")  # fmt: skip
+
+
 PLANNED_ONCE = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
 
 
