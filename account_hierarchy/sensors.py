@@ -5,9 +5,9 @@ every content hash. A file is handled when it is new or its content changed; a f
 content was already handled (the same file landed twice, under any name) is not. Each
 evaluation asks for at most one run, covering in one single-run backfill every hour from the
 earliest hour the new files touch to the latest hour already materialized (or the latest hour
-they touch), or to the last hour of a run of the job still queued or in progress: snapshots as
-of an hour depend on every earlier event, so a late file for an old hour recomputes that hour
-and every later snapshot, raw events included.
+they touch), or to the last hour of a run still queued or in progress: snapshots as of an hour
+depend on every earlier event, so a late file for an old hour recomputes that hour and every
+later snapshot, raw events included.
 
 An evaluation must finish within Dagster's sensor timeout (60 s by default), so it reads new
 files for at most `READ_BUDGET_SECONDS`; the files left are handled by the next evaluations,
@@ -90,9 +90,9 @@ def landing_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
 
 
 def unfinished_range_ends(instance: dg.DagsterInstance) -> list[str]:
-    """The last hour (partition key; keys sort in time order) of each run of the job queued
-    or in progress: a late file must recompute those snapshots too, and its run is queued
-    after theirs."""
-    runs = instance.get_runs(dg.RunsFilter(job_name=pipeline_job.name, statuses=UNFINISHED))
+    """The last hour (partition key; keys sort in time order) of each run queued or in
+    progress, of the job or of a backfill launched from the UI (`__ASSET_JOB`): a late file
+    must recompute those snapshots too, and its run is queued after theirs."""
+    runs = instance.get_runs(dg.RunsFilter(statuses=UNFINISHED))
     ends = [run.tags.get(RANGE_END_TAG) or run.tags.get("dagster/partition") for run in runs]
     return [end for end in ends if end]

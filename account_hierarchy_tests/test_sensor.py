@@ -111,12 +111,14 @@ def test_files_beyond_the_read_budget_wait_for_the_next_evaluations(
     assert evaluate(instance, cursor)[0] == []
 
 
-def test_a_late_file_recomputes_the_hours_of_runs_not_finished(instance, landing_env):
-    """A run still queued (or in progress) will write snapshots after the late file's hour:
-    the late file's run, queued after it, recomputes them too."""
+@pytest.mark.parametrize("job", ["pipeline_job", "__ASSET_JOB"])
+def test_a_late_file_recomputes_the_hours_of_runs_not_finished(instance, landing_env, job):
+    """A run still queued (or in progress), of the job or of a backfill launched from the UI,
+    will write snapshots after the late file's hour: the late file's run, queued after it,
+    recomputes them too."""
     write_lines(landing_env / "a.ndjson", [message("m1", "2026-10-01T20:05:00Z")])
     (request,), cursor = evaluate(instance)
-    instance.create_run_for_job(defs.resolve_job_def("pipeline_job"), tags=request.tags,
+    instance.create_run_for_job(defs.resolve_job_def(job), tags=request.tags,
                                 status=dg.DagsterRunStatus.STARTED)  # fmt: skip
     write_lines(landing_env / "late.ndjson", [message("m0", "2026-10-01T08:30:00Z")])
     (late,), _ = evaluate(instance, cursor)
