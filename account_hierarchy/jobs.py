@@ -10,3 +10,4 @@ pipeline_job = dg.define_asset_job(
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+PARTITION_TAG = "dagster/partition"  # (a run of one hour, such as the hourly schedule's)

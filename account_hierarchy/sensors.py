@@ -23,7 +23,7 @@ import dagster as dg
 from account_hierarchy import settings
 from account_hierarchy.ingest.landing import list_landing_files
 from account_hierarchy.ingest.load import hours_of_file
-from account_hierarchy.jobs import RANGE_END_TAG, RANGE_START_TAG, pipeline_job
+from account_hierarchy.jobs import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG, pipeline_job
 from account_hierarchy.partitions import HOURLY, partitions_start
 
 PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"
@@ -94,5 +94,5 @@ def unfinished_range_ends(instance: dg.DagsterInstance) -> list[str]:
     progress, of the job or of a backfill launched from the UI (`__ASSET_JOB`): a late file
     must recompute those snapshots too, and its run is queued after theirs."""
     runs = instance.get_runs(dg.RunsFilter(statuses=UNFINISHED))
-    ends = [run.tags.get(RANGE_END_TAG) or run.tags.get("dagster/partition") for run in runs]
+    ends = [run.tags.get(RANGE_END_TAG) or run.tags.get(PARTITION_TAG) for run in runs]
     return [end for end in ends if end]

@@ -21,14 +21,14 @@ def members(con: duckdb.DuckDBPyConnection, audience: str, hour: datetime) -> li
     """The stored members of an audience at a snapshot hour, with their reasons. An audience
     not materialized for that hour (or never) is an error, not an empty audience."""
     params = {"name": audience, "hour": hour}
-    rows = _rows_or_none(
+    rows = _rows_if_table_exists(
         con,
         "SELECT entity_id, entity_type, reason FROM audience_memberships "
         "WHERE audience = $name AND snapshot_hour = $hour ORDER BY entity_id",
         params,
     )
     evaluated = "SELECT 1 FROM audience_hours WHERE audience = $name AND snapshot_hour = $hour"
-    if not rows and not _rows_or_none(con, evaluated, params):
+    if not rows and not _rows_if_table_exists(con, evaluated, params):
         raise NotInSnapshotError(
             f"Audience {audience!r} was not materialized for {hour:%Y-%m-%d %H:00} UTC."
         )
@@ -39,8 +39,8 @@ def members(con: duckdb.DuckDBPyConnection, audience: str, hour: datetime) -> li
     ]  # fmt: skip
 
 
-def _rows_or_none(con: duckdb.DuckDBPyConnection, query: str, params: dict) -> list[tuple]:
-    """The query's rows; none when its table does not exist yet."""
+def _rows_if_table_exists(con: duckdb.DuckDBPyConnection, query: str, params: dict) -> list[tuple]:
+    """The query's rows; no rows when its table does not exist yet."""
     try:
         return con.execute(query, params).fetchall()
     except duckdb.CatalogException:

@@ -1,7 +1,7 @@
 """Checks of audience definitions against the rest of the catalog: each condition in a place
 where it makes sense, references to traits and audiences that exist, and no reference cycle."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 
 from account_hierarchy.catalog.audience_models import (
     AccountAudienceReference,
@@ -61,7 +61,7 @@ def check_audience(
     audience: Audience,
     trait_columns: dict[str, set[str]],
     entities: dict[str, str],
-    invalid_names: set[str] | frozenset[str] = frozenset(),
+    invalid_names: Set[str] = frozenset(),
 ) -> list[str]:
     """Problems with one audience; `entities` maps every audience name to its entity. Names
     in `invalid_names` (definitions already reported invalid) are not reported unknown."""
@@ -72,8 +72,8 @@ def check_audience(
             problems.append(f"{ACCOUNT_ONLY[kind]} only applies to account conditions")
         if entity == "account" and kind in USER_ONLY:
             problems.append(f"`{USER_ONLY[kind]}` only applies to user conditions")
-        known = trait_columns[entity] | invalid_names
-        if isinstance(condition, TraitTest) and condition.trait not in known:
+        if (isinstance(condition, TraitTest) and condition.trait not in trait_columns[entity]
+                and condition.trait not in invalid_names):  # fmt: skip
             problems.append(unknown_name(f"{entity} trait", condition.trait,
                                          sorted(trait_columns[entity])))  # fmt: skip
         wanted = None
