@@ -215,6 +215,48 @@ def test_quarantined_lines_without_a_time_take_their_neighbours_hour(con, landin
     ]
 
 
+def test_quarantined_lines_with_a_usable_time_take_its_hour(con, landing):
+    """Whatever else a line broke, a usable event time decides its hour; a time before the
+    first partition or too far after receipt is not usable, so `receivedAt` decides."""
+    write_lines(
+        landing / "f.ndjson",
+        [
+            message("a", "2026-10-01T10:05:00Z"),
+            message("trak", "2026-10-01T05:00:00Z", type="trak"),
+            message("ctx", "2026-10-01T03:59:59Z", receivedAt="2026-10-01T04:00:01Z", context=1),
+            message("big", "2026-10-01T06:00:00Z", properties={"blob": "x" * 33_000}),
+            message("early", "2023-12-31T23:00:00Z", receivedAt="2026-10-01T07:30:00Z"),
+            message("ahead", "2026-10-03T10:00:00Z", receivedAt="2026-10-01T08:00:00Z"),
+        ],
+    )
+    ingest_window(con, landing, *DAY, PARTITIONS_START)
+    rows = con.execute(
+        "SELECT source_line, hour(event_hour) FROM quarantined_lines ORDER BY 1"
+    ).fetchall()
+    assert rows == [(2, 5), (3, 3), (4, 6), (5, 7), (6, 8)]
+
+
+def test_numeric_ids_are_stored_as_text(con, landing):
+    write_lines(
+        landing / "f.ndjson",
+        [
+            message("a", userId=42, context={"groupId": 7}),
+            message("b", userId=1.5, anonymousId=1e3),
+            message("c", userId=18446744073709551616, type="group", event=None, groupId=-3),
+        ],
+    )
+    ingest_window(con, landing, *DAY, PARTITIONS_START)
+    rows = con.execute(
+        "SELECT message_id, user_id, anonymous_id, group_id, context_group_id FROM raw_events "
+        "ORDER BY 1"
+    ).fetchall()
+    assert rows == [
+        ("a", "42", None, None, "7"),
+        ("b", "1.5", "1000.0", None, None),
+        ("c", "18446744073709551616", None, "-3", None),
+    ]
+
+
 def test_crlf_missing_final_newline_gzip_and_bad_utf8(con, landing):
     (landing / "crlf.ndjson").write_bytes(
         (json.dumps(message("a")) + "\r\n" + json.dumps(message("b"))).encode()

@@ -7,6 +7,8 @@ on two cores. Every line leaves with an `event_hour`, the hourly partition it be
 - a line with a usable event time belongs to the hour of that time: `timestamp`, or when the
   field is absent `originalTimestamp`, then `receivedAt` (a present but unparseable
   `timestamp` is quarantined, never replaced by a fallback);
+- so does a quarantined line whose event time is usable (parsed, not before the first
+  partition, not more than 24 hours after it was received), whatever else it broke;
 - a quarantined line without a usable event time belongs to the hour of its `receivedAt`, else
   to the hour of the nearest earlier line of the same file that has one, else of the nearest
   later one, else to the hour the file was written (its modification time).
@@ -117,8 +119,7 @@ WITH trimmed AS (
 ), parsed AS (
     SELECT *, strlen(text) AS n_bytes,
            -- (json_valid first: an error inside try() makes DuckDB redo a vector row by row)
-           CASE WHEN strlen(text) <= $max_bytes AND json_valid(text)
-                THEN json_type(text, $paths) END AS types
+           CASE WHEN json_valid(text) THEN json_type(text, $paths) END AS types
     FROM trimmed
 ), typed AS (
     SELECT source_file, source_line, utf8_error, file_written_at, text, n_bytes,
@@ -144,6 +145,12 @@ WITH trimmed AS (
         m.properties AS properties,
         m.traits AS traits
     FROM typed
+), timed AS (
+    SELECT *,
+        event_time >= CAST($partitions_start AS TIMESTAMP)
+            AND event_time <= coalesce(received_at, file_written_at)
+                              + to_hours(CAST($max_skew_hours AS BIGINT)) AS usable_time
+    FROM fields
 ), checked AS (
     SELECT *,
         CASE
@@ -181,18 +188,17 @@ WITH trimmed AS (
             WHEN event_time < CAST($partitions_start AS TIMESTAMP)
                 THEN format('timestamp {{}} is before the first partition {{}}',
                             time_text, CAST($partitions_start AS TIMESTAMP))
-            WHEN event_time > coalesce(received_at, file_written_at)
-                              + to_hours(CAST($max_skew_hours AS BIGINT))
+            WHEN NOT usable_time
                 THEN format('timestamp {{}} is more than {{}} hours after it was received',
                             time_text, $max_skew_hours)
         END AS reason
-    FROM fields
+    FROM timed
 )
 SELECT
     source_file,
     source_line,
     reason,
-    CASE WHEN reason IS NULL THEN date_trunc('hour', event_time)
+    CASE WHEN reason IS NULL OR usable_time THEN date_trunc('hour', event_time)
          WHEN received_at >= CAST($partitions_start AS TIMESTAMP)
              THEN date_trunc('hour', received_at) END AS event_hour,
     greatest(date_trunc('hour', file_written_at), CAST($partitions_start AS TIMESTAMP))

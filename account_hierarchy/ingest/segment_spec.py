@@ -10,8 +10,9 @@ MAX_MESSAGE_ID_CHARS = 100
 # A `timestamp` more than this far after `receivedAt` is a client clock error, not an event.
 MAX_FUTURE_SKEW_HOURS = 24
 
-# JSON value types accepted for id fields: numbers are turned into strings, as Segment does.
-ID_JSON_TYPES = ("VARCHAR", "BIGINT", "UBIGINT")
+# JSON value types accepted for id fields: numbers (integers or not) are turned into strings,
+# as Segment does, written as Python writes them (`1e3` becomes "1000.0").
+ID_JSON_TYPES = ("VARCHAR", "BIGINT", "UBIGINT", "DOUBLE")
 
 # When `timestamp` is absent the event time falls back to these fields, in this order.
 TIMESTAMP_FALLBACKS = ("originalTimestamp", "receivedAt")
