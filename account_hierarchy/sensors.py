@@ -1,13 +1,17 @@
-"""The landing sensor: new or rewritten landing files start a run of the whole chain.
+"""The landing sensor: new, rewritten or removed landing files start a run of the whole chain.
 
-Its cursor remembers, per file, the size, modification time and content hash it handled, and
-every content hash. A file is handled when it is new or its content changed; a file whose
-content was already handled (the same file landed twice, under any name) is not. Each
-evaluation asks for at most one run, covering in one single-run backfill every hour from the
-earliest hour the new files touch to the latest hour already materialized (or the latest hour
-they touch), or to the last hour of a run still queued or in progress: snapshots as of an hour
-depend on every earlier event, so a late file for an old hour recomputes that hour and every
-later snapshot, raw events included.
+Its cursor remembers, per file, the size, modification time and content hash it handled and
+the earliest hour that content touched. A file is handled when it is new, when its content
+changed (its old content's hours are recomputed too: its stale events must go) or when it was
+removed. New content equal to another file's in the folder (the same file landed twice, under
+any name) touches no hour: ingestion counts its lines as duplicates.
+
+Each evaluation asks for at most one run, covering in one single-run backfill every hour from
+the earliest hour the changes touch to the latest hour already materialized (or the latest
+hour they touch), or to the last hour of a run still queued or in progress: snapshots as of an
+hour depend on every earlier event, so a late file for an old hour recomputes that hour and
+every later snapshot, raw events included. Hours not complete yet (not partitions yet) wait in
+the cursor until a later evaluation finds them complete.
 
 An evaluation must finish within Dagster's sensor timeout (60 s by default), so it reads new
 files for at most `READ_BUDGET_SECONDS`; the files left are handled by the next evaluations,
@@ -17,6 +21,7 @@ one run each (a month of 10M events takes about a minute to read).
 import hashlib
 import json
 import time
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -26,67 +31,98 @@ from account_hierarchy.ingest.load import hours_of_file
 from account_hierarchy.jobs import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG, pipeline_job
 from account_hierarchy.partitions import HOURLY, partitions_start
 
-PARTITION_KEY_FORMAT = "%Y-%m-%d-%H:%M"
 READ_BUDGET_SECONDS = 20.0
 UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
               dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]  # fmt: skip
 
 
-def changed_files(cursor: dict) -> tuple[list[tuple[str, str]], set, dict]:
-    """(path, content hash) of files to handle, the hours they touch, and the new cursor.
-    New files are read until `READ_BUDGET_SECONDS` have passed (at least one); the cursor
-    leaves the others new."""
+def _hour_text(hour: datetime) -> str:
+    return hour.isoformat()
+
+
+def changed_files(cursor: dict) -> tuple[list[list[str]], set[datetime], dict]:
+    """The changes to handle ([path, new content hash or "removed"]), the hours they touch,
+    and the new cursor's files. New or changed files are read until `READ_BUDGET_SECONDS`
+    have passed (at least one); the cursor leaves the others for the next evaluations."""
     landing = settings.landing_dir()
-    files = cursor.get("files", {})
-    seen_hashes = set(cursor.get("hashes", []))
-    to_handle, hours = [], set()
+    handled = cursor.get("files", {})
+    listed = list_landing_files(landing)
+    present = {file.path for file in listed}
+    unchanged = {file.path for file in listed
+                 if handled.get(file.path, [])[:2] == [file.size, file.mtime_ns]}  # fmt: skip
+    held_hashes = {handled[path][2] for path in unchanged}
+    files = {path: handled[path] for path in unchanged}
+    changes, hours = [], set()
+    for path, entry in handled.items():
+        if path not in present:
+            changes.append([path, "removed"])
+            hours |= _earliest_hour(entry)
     deadline, read = time.monotonic() + READ_BUDGET_SECONDS, 0
-    for file in list_landing_files(landing):
-        known = files.get(file.path)
-        if known and known[:2] == [file.size, file.mtime_ns]:
+    for file in listed:
+        if file.path in unchanged:
             continue
+        known = handled.get(file.path)
         if read and time.monotonic() > deadline:
-            break
+            if known:
+                files[file.path] = known
+            continue
         read += 1
         content_hash, file_hours = hours_of_file(landing, file, partitions_start())
-        files[file.path] = [file.size, file.mtime_ns, content_hash]
-        if content_hash in seen_hashes:
+        earliest = _hour_text(min(file_hours)) if file_hours else None
+        files[file.path] = [file.size, file.mtime_ns, content_hash, earliest]
+        if known and known[2] == content_hash:
             continue
-        seen_hashes.add(content_hash)
-        to_handle.append((file.path, content_hash))
-        hours |= file_hours
-    return to_handle, hours, {"files": files, "hashes": sorted(seen_hashes)}
+        changes.append([file.path, content_hash])
+        if known:
+            hours |= _earliest_hour(known)
+        if content_hash not in held_hashes:
+            held_hashes.add(content_hash)
+            hours |= file_hours
+    return changes, hours, files
+
+
+def _earliest_hour(entry: list) -> set[datetime]:
+    """The earliest hour a handled file's content touched (none for a cursor written before
+    the cursor kept it)."""
+    return {datetime.fromisoformat(entry[3])} if len(entry) > 3 and entry[3] else set()
+
+
+def _partition_key(hour: datetime) -> str:
+    return HOURLY.get_partition_key_for_timestamp(hour.replace(tzinfo=UTC).timestamp())
 
 
 @dg.sensor(
     job=pipeline_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Runs the whole chain for the hours that new landing files touch.",
+    description="Runs the whole chain for the hours that new, rewritten or removed landing "
+    "files touch.",
 )
 def landing_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    """New landing files -> one run over the hours they touch (and later snapshots)."""
-    to_handle, hours, cursor = changed_files(json.loads(context.cursor or "{}"))
-    if not to_handle or not hours:
-        return dg.SensorResult(skip_reason="No new landing content.", cursor=json.dumps(cursor))
+    """Landing changes -> one run over the hours they touch (and later snapshots)."""
+    previous = json.loads(context.cursor or "{}")
+    changes, hours, files = changed_files(previous)
+    hours |= {datetime.fromisoformat(hour) for hour in previous.get("pending", [])}
     keys = HOURLY.get_partition_keys(dynamic_partitions_store=context.instance)
-    known = [
-        HOURLY.get_partition_key_for_timestamp(hour.timestamp())
-        for hour in hours
-        if hour.timestamp() < HOURLY.end_time_for_partition_key(keys[-1]).timestamp()
-    ]
-    if not known:
-        return dg.SensorResult(skip_reason="The new files touch only hours not complete yet.",
-                               cursor=json.dumps(cursor))  # fmt: skip
+    complete_until = HOURLY.end_time_for_partition_key(keys[-1]) if keys else None
+    complete = sorted(
+        hour for hour in hours if complete_until and hour.replace(tzinfo=UTC) < complete_until
+    )
+    pending = sorted(_hour_text(hour) for hour in hours if hour not in complete)
+    cursor = json.dumps({"files": files, "pending": pending})
+    if not complete:
+        reason = "The changes touch only hours not complete yet." if hours else None
+        return dg.SensorResult(skip_reason=reason or "No new landing content.", cursor=cursor)
+    known = [_partition_key(hour) for hour in complete]
     materialized = context.instance.get_materialized_partitions(dg.AssetKey("raw_events"))
     last = max([*known, *(materialized or []), *unfinished_range_ends(context.instance)])
-    run_key = hashlib.sha256(json.dumps(sorted(to_handle)).encode()).hexdigest()[:20]
+    run_key = hashlib.sha256(json.dumps([previous, changes, known]).encode()).hexdigest()[:20]
     request = dg.RunRequest(
         run_key=run_key,
         tags={RANGE_START_TAG: min(known), RANGE_END_TAG: last,
-              "account_hierarchy/files": str(len(to_handle))},
+              "account_hierarchy/files": str(len(changes))},
     )  # fmt: skip
-    return dg.SensorResult(run_requests=[request], cursor=json.dumps(cursor))
+    return dg.SensorResult(run_requests=[request], cursor=cursor)
 
 
 def unfinished_range_ends(instance: dg.DagsterInstance) -> list[str]:

@@ -2,6 +2,8 @@
 
 import json
 import os
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -36,7 +38,7 @@ def evaluate(instance, cursor=None):
 
 def test_no_files_no_run(instance, landing_env):
     requests, cursor = evaluate(instance)
-    assert requests == [] and json.loads(cursor) == {"files": {}, "hashes": []}
+    assert requests == [] and json.loads(cursor) == {"files": {}, "pending": []}
 
 
 def test_new_files_give_one_run_over_the_hours_they_touch(instance, landing_env):
@@ -61,7 +63,71 @@ def test_same_content_twice_is_not_handled_again_new_content_is(instance, landin
     assert touched == []
     write_lines(path, [message("m1", "2026-10-01T10:05:00Z"), message("m3", "2026-10-01T11:00Z")])
     (rewritten,), cursor = evaluate(instance, cursor)
-    assert rewritten.tags["dagster/asset_partition_range_end"] == "2026-10-01-11:00"
+    assert span(rewritten) == ("2026-10-01-10:00", "2026-10-01-11:00")
+
+
+def span(request: dg.RunRequest) -> tuple[str, str]:
+    return request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]
+
+
+def test_a_rewritten_file_recomputes_the_hours_of_its_old_content(instance, landing_env):
+    """The old content's events must leave their hours, even when the new content is later
+    (or equals content handled before: a file changed and changed back)."""
+    lines = [message("m1", "2026-10-01T10:05:00Z"), message("m2", "2026-10-01T15:05:00Z")]
+    path = write_lines(landing_env / "a.ndjson", lines)
+    _, cursor = evaluate(instance)
+    original = path.read_bytes()
+    write_lines(path, [message("m2", "2026-10-01T15:05:00Z"), message("m3", "2026-10-01T15:10Z")])
+    (rewritten,), cursor = evaluate(instance, cursor)
+    assert span(rewritten) == ("2026-10-01-10:00", "2026-10-01-15:00")
+    path.write_bytes(original)
+    (reverted,), cursor = evaluate(instance, cursor)
+    assert span(reverted) == ("2026-10-01-10:00", "2026-10-01-15:00")
+    assert reverted.run_key != rewritten.run_key
+
+
+def test_a_removed_file_recomputes_its_hours_and_may_land_again(instance, landing_env):
+    path = write_lines(landing_env / "a.ndjson", [message("m1", "2026-10-01T12:05:00Z")])
+    write_lines(landing_env / "b.ndjson", [message("m2", "2026-10-01T10:05:00Z")])
+    (first,), cursor = evaluate(instance)
+    content = path.read_bytes()
+    path.unlink()
+    (removed,), cursor = evaluate(instance, cursor)
+    assert span(removed) == ("2026-10-01-12:00", "2026-10-01-12:00")
+    assert "a.ndjson" not in json.loads(cursor)["files"]
+    path.write_bytes(content)
+    (landed_again,), cursor = evaluate(instance, cursor)
+    assert span(landed_again) == ("2026-10-01-12:00", "2026-10-01-12:00")
+    assert len({first.run_key, removed.run_key, landed_again.run_key}) == 3
+
+
+def test_hours_not_complete_yet_wait_in_the_cursor(instance, landing_env):
+    write_lines(landing_env / "a.ndjson", [message("m1", "2026-10-01T10:05:00Z"),
+                                           message("m2", "2026-10-01T11:10:00Z")])  # fmt: skip
+    with dg.partition_loading_context(effective_dt=datetime(2026, 10, 1, 11, 30, tzinfo=UTC)):
+        (request,), cursor = evaluate(instance)
+        assert span(request) == ("2026-10-01-10:00", "2026-10-01-10:00")
+        assert evaluate(instance, cursor)[0] == []
+    with dg.partition_loading_context(effective_dt=datetime(2026, 10, 1, 12, 30, tzinfo=UTC)):
+        (waited,), cursor = evaluate(instance, cursor)
+        assert span(waited) == ("2026-10-01-11:00", "2026-10-01-11:00")
+        assert evaluate(instance, cursor)[0] == []
+
+
+@pytest.fixture
+def tokyo_time(monkeypatch):
+    """The process's local time zone is not UTC."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_hours_do_not_depend_on_the_local_time_zone(instance, landing_env, tokyo_time):
+    write_lines(landing_env / "a.ndjson", [message("m1", "2026-10-01T10:05:00Z")])
+    (request,), _ = evaluate(instance)
+    assert span(request) == ("2026-10-01-10:00", "2026-10-01-10:00")
 
 
 def test_a_late_file_recomputes_up_to_the_latest_materialized_hour(instance, landing_env, tmp_path):
