@@ -4,6 +4,7 @@ from datetime import datetime
 
 import pytest
 
+from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.hierarchy.trait_columns import column_type, infer_trait_columns
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy_tests.conftest import PARTITIONS_START, write_lines
@@ -58,3 +59,29 @@ def test_infer_trait_columns_skips_odd_and_clashing_keys(con, landing):
         "employees": "BIGINT",
         "when": "VARCHAR",
     }
+
+
+def test_columns_retyped_and_added_in_one_transaction_commit(con, landing):
+    """An hourly run whose traits retype several columns and add others (one transaction, as
+    the hierarchy asset builds it) commits, and the columns hold every stored row's value."""
+
+    def identify(message_id, hour, traits):
+        return {"type": "identify", "messageId": message_id, "userId": "u1", "traits": traits,
+                "timestamp": f"2026-10-01T{hour}:00:00Z"}  # fmt: skip
+
+    later = {"age": 30.5, "seats": "x", "role": "Admin", "vip": True}
+    write_lines(landing / "a.ndjson", [identify("i1", 10, {"age": 30, "seats": 1}),
+                                       identify("i2", 11, later)])  # fmt: skip
+    for hour in (10, 11):  # the columns are typed from the events loaded so far
+        window = (datetime(2026, 10, 1, hour), datetime(2026, 10, 1, hour + 1))
+        ingest_window(con, landing, *window, PARTITIONS_START)
+        con.begin()
+        build_snapshots(con, *window, "parent_account_id")
+        con.commit()
+    types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                             "WHERE table_name = 'users'").fetchall())  # fmt: skip
+    assert [types[key] for key in ("age", "seats", "role", "vip")] == [
+        "DOUBLE", "JSON", "VARCHAR", "BOOLEAN"]  # fmt: skip
+    rows = con.execute("SELECT hour(snapshot_hour), age, seats, role, vip FROM users "
+                       "ORDER BY 1").fetchall()  # fmt: skip
+    assert rows == [(10, 30.0, "1", None, None), (11, 30.5, '"x"', "Admin", True)]

@@ -117,7 +117,11 @@ def typed_select(columns: dict[str, str], source: str = "traits") -> list[exp.Ex
 
 
 def sync_table_columns(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, str]) -> None:
-    """Add missing trait columns to `table` and rebuild those whose type changed, from `traits`."""
+    """Add missing trait columns to `table` and retype those whose type changed, from `traits`.
+
+    Within one transaction DuckDB commits several column changes of a table only when no
+    column is updated between them: retyped columns are converted by their `ALTER`, and the
+    new ones are all filled by one `UPDATE` at the end."""
     existing = dict(
         con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
@@ -125,14 +129,19 @@ def sync_table_columns(con: duckdb.DuckDBPyConnection, table: str, columns: dict
             {"table": table},
         ).fetchall()
     )
+    added = []
     for key, kind in columns.items():
         if existing.get(key) == kind:
             continue
         identifier = exp.to_identifier(key, quoted=True)
         quoted = identifier.sql("duckdb")
         if key in existing:
-            con.execute(f"ALTER TABLE {table} DROP COLUMN {quoted}")
-        con.execute(f"ALTER TABLE {table} ADD COLUMN {quoted} {kind}")
-        assignment = exp.EQ(this=exp.column(identifier), expression=extract(key, kind))
-        update = exp.Update(this=exp.to_table(table), expressions=[assignment])
-        con.execute(update.sql("duckdb"))
+            using = extract(key, kind).sql("duckdb")
+            con.execute(
+                f"ALTER TABLE {table} ALTER COLUMN {quoted} SET DATA TYPE {kind} USING {using}"
+            )
+        else:
+            con.execute(f"ALTER TABLE {table} ADD COLUMN {quoted} {kind}")
+            added.append(exp.EQ(this=exp.column(identifier), expression=extract(key, kind)))
+    if added:
+        con.execute(exp.Update(this=exp.to_table(table), expressions=added).sql("duckdb"))
