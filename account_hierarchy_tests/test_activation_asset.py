@@ -30,7 +30,8 @@ def test_activation_assets_in_the_graph():
     assert dg.AssetKey(["destinations", "crm_outbox"]) in graph.get_all_asset_keys()
 
 
-def test_materialize_and_dry_run(tmp_path, monkeypatch):
+def sample_definitions(tmp_path: Path) -> Path:
+    """The sample definitions, their JSONL destination writing under `tmp_path`."""
     folder = tmp_path / "defs"
     folder.mkdir()
     for path in SAMPLE.glob("*.yaml"):
@@ -38,6 +39,29 @@ def test_materialize_and_dry_run(tmp_path, monkeypatch):
         for destination in document.get("destinations", []):
             destination["folder"] = str(tmp_path / "outbox")
         (folder / path.name).write_text(yaml.safe_dump(document))
+    return folder
+
+
+def test_a_run_before_any_event_succeeds_with_nothing_to_deliver(tmp_path, monkeypatch):
+    """The schedule's runs while the landing folder is still empty: no entity, no message."""
+    folder = sample_definitions(tmp_path)
+    catalog = load_catalog(folder)
+    monkeypatch.setenv("AH_WAREHOUSE", str(tmp_path / "wh.duckdb"))
+    monkeypatch.setenv("AH_DEFINITIONS_DIR", str(folder))
+    resources = {"warehouse": Warehouse(database=str(tmp_path / "wh.duckdb")),
+                 "landing": LandingFolder(path=str(tmp_path / "landing"))}  # fmt: skip
+    assets = [raw_events, hierarchy_snapshots, build_trait_assets(catalog),
+              *build_audience_assets(catalog), *build_activation_assets(catalog)]  # fmt: skip
+    result = dg.materialize(assets, resources=resources, partition_key="2026-10-01-10:00")
+    assert result.success
+    (delivered,) = [e.event_specific_data.materialization.metadata
+                    for e in result.get_asset_materialization_events()
+                    if e.asset_key == dg.AssetKey(["destinations", "crm_outbox"])]  # fmt: skip
+    assert (delivered["snapshot_hour"].value, delivered["messages"].value) == ("none yet", 0)
+
+
+def test_materialize_and_dry_run(tmp_path, monkeypatch):
+    folder = sample_definitions(tmp_path)
     catalog = load_catalog(folder)
     generate_sample(tmp_path / "landing", seed=4, accounts=25, users=120, days=1)
     resources = {

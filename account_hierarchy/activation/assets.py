@@ -4,8 +4,9 @@ per destination, built from the definitions."""
 import dagster as dg
 
 from account_hierarchy import settings
-from account_hierarchy.activation.deliver import sync
+from account_hierarchy.activation.deliver import SyncReport, sync
 from account_hierarchy.activation.diffs import build_diffs, synced
+from account_hierarchy.activation.plan import NothingToSyncError
 from account_hierarchy.activation.schemas import validate_diffs
 from account_hierarchy.activation.transport import DestinationUnavailableError, sender_for
 from account_hierarchy.audiences.assets import audience_key
@@ -121,10 +122,17 @@ def build_destination_asset(located: LocatedDestination, catalog: Catalog):
                 report = sync(con, catalog, destination, sender_for(destination))
             except DestinationUnavailableError as error:
                 raise dg.Failure(description=str(error)) from None
+            except NothingToSyncError as error:
+                # No entity exists yet (an empty landing folder, hours before the first
+                # event): there is nothing to deliver, which is no failure.
+                context.log.info(str(error))
+                report = SyncReport()
         context.log.info(f"{destination.name}: {report}")
         return dg.MaterializeResult(
             metadata={
-                "snapshot_hour": report.snapshot_hour.isoformat(),
+                "snapshot_hour": report.snapshot_hour.isoformat()
+                if report.snapshot_hour
+                else "none yet",
                 "items": report.items,
                 "messages": report.messages,
                 "accepted": report.accepted,
