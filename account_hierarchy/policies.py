@@ -5,8 +5,8 @@ from datetime import timedelta
 import dagster as dg
 
 # A failing step (a transient DuckDB or file system error, a destination briefly down) is
-# retried twice, 10 s then 20 s later; crashed run workers are retried by the instance
-# (`run_retries` in dagster_home/dagster.yaml).
+# retried twice, 10 s then 30 s later (Dagster's exponential backoff); crashed run workers are
+# retried by the instance (`run_retries` in dagster_home/dagster.yaml).
 TRANSIENT_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
 
 # Audiences are meant to be at most an hour behind: warn after 2 hours, fail after 3.

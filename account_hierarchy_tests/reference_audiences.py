@@ -1,6 +1,6 @@
 """An independent, plain-Python evaluation of audience definitions, for the tests."""
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from account_hierarchy_tests.reference import moment
 from account_hierarchy_tests.reference_traits import matches, number, trait_values, window
@@ -89,7 +89,8 @@ class ReferenceAudiences:
         if value is None:
             return False
         if operator in ("within_last", "not_within_last"):
-            when = datetime.fromisoformat(str(value).replace("Z", "+00:00")).replace(tzinfo=None)
+            when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            when = when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
             since = self.as_of - window(operand)
             return (since <= when < self.as_of) if operator == "within_last" else when < since
         if isinstance(value, list):

@@ -17,9 +17,7 @@ def window(text: str) -> timedelta | None:
 
 
 def lookup(message: dict, path: str):
-    source = message.get("properties")
-    if source is None:
-        source = message.get("traits")
+    source = message.get("traits" if message["type"] in ("identify", "group") else "properties")
     for key in path.split("."):
         if not isinstance(source, dict) or key not in source:
             return None

@@ -45,13 +45,16 @@ def events():
 
 def definitions(url: str, **retry) -> dict:
     return {
+        # (`last_feature` is null for every account: an output column without a value)
         "traits": [{"name": "logins", "entity": "user", "type": "event_counter",
-                    "event": "Logged In"}],
+                    "event": "Logged In"},
+                   {"name": "last_feature", "entity": "account", "type": "last_value",
+                    "event": "Feature Used", "property": "feature"}],
         "audiences": [{"name": "free_accounts", "entity": "account",
                        "where": {"custom_trait": "plan", "equals": "free"}}],
         "destinations": [{"name": "crm", "type": "http", "url": url,
                           "write_key_env": "TEST_WRITE_KEY", "audiences": ["free_accounts"],
-                          "traits": ["logins"], "output_columns": ["industry"],
+                          "traits": ["logins"], "output_columns": ["industry", "last_feature"],
                           "retry": {"max_seconds": 2, "initial_backoff_seconds": 0.01,
                                     "max_backoff_seconds": 0.05, "timeout_seconds": 2} | retry}],
     }  # fmt: skip
@@ -191,9 +194,11 @@ def test_500s_then_429_then_success_delivers_each_message_once(world):
 def test_unreachable_server_fails_the_run_and_the_next_run_delivers(world, httpserver):
     con, build, _ = world
     catalog, destination = build(H10, url="http://127.0.0.1:9", max_seconds=0.2)
-    with pytest.raises(DestinationUnavailableError, match="giving up"):
+    with pytest.raises(DestinationUnavailableError, match="giving up") as failure:
         sync(con, catalog, destination, sender_for(destination))
     assert con.execute("SELECT count(*) FROM destination_state").fetchone()[0] == 0
+    logged = con.execute("SELECT DISTINCT status, attempts FROM delivery_log").fetchall()
+    assert logged == [("failed", failure.value.attempts)] and failure.value.attempts >= 1
     receiver = Receiver()
     httpserver.expect_request("/v1/batch", method="POST").respond_with_handler(receiver)
     catalog, destination = build(H10)
@@ -219,6 +224,35 @@ def test_crash_after_sending_resends_the_same_message_ids_only(world):
     first, second = receiver.batches
     assert [m["messageId"] for m in first] == [m["messageId"] for m in second]
     assert sync(con, catalog, destination, sender_for(destination)).messages == 0
+
+
+def test_a_change_resent_at_a_later_hour_keeps_its_message_ids(world):
+    """A crash after sending at 10:00; the next sync runs at 11:00. Changes still the same go
+    again with the ids (and bodies) they went with, so the receiver drops them; the changes
+    of 11:00 get new ones."""
+    con, build, server = world
+    receiver = Receiver()
+    server.expect_request("/v1/batch", method="POST").respond_with_handler(receiver)
+    catalog, destination = build(H10)
+    real = sender_for(destination)
+
+    class CrashAfterSending:
+        def send(self, batch):
+            real.send(batch)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sync(con, catalog, destination, CrashAfterSending())
+    catalog, destination = build(H11)
+    sync(con, catalog, destination, sender_for(destination))
+    first, second = receiver.batches
+    by_id = {m["messageId"]: m for m in first}
+    repeated = [m for m in second if m["messageId"] in by_id]
+    assert all(m == by_id[m["messageId"]] for m in repeated)
+    # u2's logins (still 0) and u1's (0) went unchanged; ACME left and GLOBEX entered at 11:00
+    assert calls(repeated) >= {("identify", "u2", '{"logins": 0}')}
+    assert calls(second) - calls(repeated) >= {("group", "GLOBEX", '{"free_accounts": true}')}
+    assert not calls(repeated) & calls([m for m in second if m["messageId"] not in by_id])
 
 
 def test_rejected_batches_are_recorded_and_owed_again(world):
@@ -270,12 +304,14 @@ def test_oversized_messages_are_recorded_not_sent_and_do_not_block(world):
     assert all(m["type"] != "group" for m in receiver.messages)
 
 
-def test_batches_stay_under_the_size_limit():
-    messages = [{"messageId": str(i), "blob": "x" * 20_000} for i in range(60)]
+@pytest.mark.parametrize(("count", "blob"), [(60, 20_000), (5_000, 100)])
+def test_batches_stay_under_the_size_limit(count, blob):
+    """Big messages, and many small ones (the separators between them count too)."""
+    messages = [{"messageId": str(i), "blob": "x" * blob} for i in range(count)]
     batches = batches_of(messages)
-    assert len(batches) > 1 and sum(len(b) for b in batches) == 60
-    assert all(len(json.dumps({"batch": b, "sentAt": "2026-10-01T00:00:00Z"})) < MAX_BATCH_BYTES
-               for b in batches)  # fmt: skip
+    assert len(batches) > 1 and sum(len(b) for b in batches) == count
+    assert all(len(json.dumps({"batch": b, "sentAt": "2026-10-01T00:00:00.000Z"}))
+               < MAX_BATCH_BYTES for b in batches)  # fmt: skip
 
 
 KILLED_SYNC = """

@@ -306,6 +306,105 @@ def test_edge_audiences(edge, name):
     assert stored_members(con, name, EDGE_HOUR) == EXPECTED[name] == reference.members(name)
 
 
+# Custom traits are read from each entity's traits as sent, whatever type their column has:
+# `band` is text in one account and a number in another (a JSON column), `renewal` looks like
+# a date (a TIMESTAMP column), `Plan Tier` is no identifier and `user_count` clashes with a
+# column of the accounts table (neither has a column of its own).
+TYPED_EVENTS = [
+    {
+        "type": "group",
+        "messageId": "g1",
+        "groupId": "ONE",
+        "userId": "u1",
+        "timestamp": "2026-10-01T08:00:00Z",
+        "traits": {
+            "band": "gold",
+            "Plan Tier": "gold",
+            "user_count": 99,
+            "renewal": "2026-09-30",
+            "tags": ["alpha", "beta"],
+            "renewed_at": "2026-10-01T10:30:00+02:00",
+        },
+    },
+    {
+        "type": "group",
+        "messageId": "g2",
+        "groupId": "TWO",
+        "anonymousId": "crm",
+        "timestamp": "2026-10-01T08:00:00Z",
+        "traits": {"band": 2, "tags": "alphabet", "renewed_at": "2026-10-01T06:30:00Z"},
+    },
+    {
+        "type": "track",
+        "event": "Renewed",
+        "messageId": "t1",
+        "userId": "u1",
+        "timestamp": "2026-10-01T08:10:00Z",
+        "properties": {"at": "2026-10-01T10:30:00+02:00"},
+    },
+]
+TYPED_DEFINITIONS = {
+    "traits": [{"name": "last_renewal", "entity": "user", "type": "last_value",
+                "event": "Renewed", "property": "at"}],
+    "audiences": [
+        {"name": "band_gold", "entity": "account",
+         "where": {"custom_trait": "band", "equals": "gold"}},
+        {"name": "band_not_gold", "entity": "account",
+         "where": {"custom_trait": "band", "not_equals": "gold"}},
+        {"name": "band_in", "entity": "account",
+         "where": {"custom_trait": "band", "in": ["gold", 2]}},
+        {"name": "band_over_1", "entity": "account", "where": {"custom_trait": "band", "gt": 1}},
+        {"name": "plan_tier_gold", "entity": "account",
+         "where": {"custom_trait": "Plan Tier", "equals": "gold"}},
+        {"name": "sent_user_count", "entity": "account",
+         "where": {"custom_trait": "user_count", "equals": 99}},
+        {"name": "renewal_day", "entity": "account",
+         "where": {"custom_trait": "renewal", "equals": "2026-09-30"}},
+        {"name": "tagged_alp", "entity": "account",
+         "where": {"custom_trait": "tags", "contains": "alp"}},
+        {"name": "tagged_alpha", "entity": "account",
+         "where": {"custom_trait": "tags", "contains": "alpha"}},
+        {"name": "renewed_lately", "entity": "account",
+         "where": {"custom_trait": "renewed_at", "within_last": "1 hours"}},
+        {"name": "renewal_in_last_hour", "entity": "user",
+         "where": {"trait": "last_renewal", "within_last": "1 hours"}},
+    ],
+}  # fmt: skip
+TYPED_EXPECTED = {
+    "band_gold": {"ONE"},
+    "band_not_gold": {"TWO"},
+    "band_in": {"ONE", "TWO"},
+    "band_over_1": {"TWO"},
+    "plan_tier_gold": {"ONE"},
+    "sent_user_count": {"ONE"},
+    "renewal_day": {"ONE"},
+    "tagged_alp": {"TWO"},  # an element of a list, a substring of text
+    "tagged_alpha": {"ONE", "TWO"},
+    "renewed_lately": {"ONE"},  # 08:30 UTC; TWO's 06:30 is older than [08:00, 09:00)
+    "renewal_in_last_hour": {"u1"},  # 08:30 UTC (10:30 where it was sent)
+}
+
+
+def test_custom_traits_are_tested_as_sent(tmp_path):
+    write_lines(tmp_path / "landing" / "a.ndjson", TYPED_EVENTS)
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "d.yaml").write_text(yaml.safe_dump(TYPED_DEFINITIONS))
+    con = connect(tmp_path / "wh.duckdb")
+    ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 2),
+                  PARTITIONS_START)  # fmt: skip
+    catalog = load_catalog(tmp_path / "definitions")
+    hour = datetime(2026, 10, 1, 8)
+    build_hour(con, catalog, hour)
+    events = read_events(tmp_path / "landing")
+    reference = ReferenceAudiences(
+        events, hour, snapshot(events, hour), *TYPED_DEFINITIONS.values()
+    )
+    for name, expected in TYPED_EXPECTED.items():
+        assert stored_members(con, name, hour) == expected == reference.members(name), name
+        assert preview(con, catalog, name, hour)["members"] == len(expected), name
+    con.close()
+
+
 def test_explain_lists_users_of_a_quantified_condition(edge):
     con, catalog, _ = edge
     result = explain(con, catalog, "two_admins", "HALF", EDGE_HOUR)

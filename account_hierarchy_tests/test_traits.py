@@ -359,3 +359,56 @@ def test_sample_sql_trait_counts_active_users(sample_warehouse):
     expected = trait_values(events, hour, trait, snap)  # every account, 0 when none
     assert stored(con, "account", hour, "active_users_past_month") == expected
     assert any(expected.values())
+
+
+NULLS_AND_SOURCES_EVENTS = [
+    {"type": "identify", "messageId": "m1", "userId": "u1", "traits": {"plan": None},
+     "timestamp": "2026-10-01T10:10:00Z"},
+    track("m2", "2026-10-01T10:20:00Z", "u1", "Feature Used", feature=None),
+    {"type": "identify", "messageId": "m3", "userId": "u2", "traits": {"plan": "pro"},
+     "properties": {}, "timestamp": "2026-10-01T10:30:00Z"},
+    {"type": "track", "messageId": "m4", "userId": "u3", "event": "Feature Used",
+     "traits": {"feature": "from_traits"}, "timestamp": "2026-10-01T10:40:00Z"},
+]  # fmt: skip
+NULLS_AND_SOURCES_TRAITS = [
+    {"name": "plan_contains_l", "entity": "user", "type": "event_counter",
+     "where": [{"property": "plan", "contains": "l"}]},
+    {"name": "plan_in_null", "entity": "user", "type": "event_counter",
+     "where": [{"property": "plan", "in": ["null"]}]},
+    {"name": "plan_missing", "entity": "user", "type": "event_counter", "event_type": "identify",
+     "where": [{"property": "plan", "exists": False}]},
+    {"name": "feature_contains_u", "entity": "user", "type": "event_counter",
+     "event": "Feature Used", "where": [{"property": "feature", "contains": "u"}]},
+    {"name": "last_plan", "entity": "user", "type": "last_value", "event_type": "identify",
+     "property": "plan"},
+    {"name": "last_feature", "entity": "user", "type": "last_value", "event": "Feature Used",
+     "property": "feature"},
+]  # fmt: skip
+
+
+def test_null_properties_and_where_properties_are_read(tmp_path):
+    """A JSON null is a missing property for every operator; identify and group calls are
+    read from `traits` (even with a `properties` object), the others from `properties`."""
+    write_lines(tmp_path / "landing" / "a.ndjson", NULLS_AND_SOURCES_EVENTS)
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "t.yaml").write_text(
+        yaml.safe_dump({"traits": NULLS_AND_SOURCES_TRAITS})
+    )
+    con = connect(tmp_path / "wh.duckdb")
+    day = (datetime(2026, 10, 1), datetime(2026, 10, 2))
+    ingest_window(con, tmp_path / "landing", *day, PARTITIONS_START)
+    hour = datetime(2026, 10, 1, 10)
+    build_all(con, tmp_path / "landing", hour, hour + timedelta(hours=1), tmp_path / "definitions")
+    events = read_events(tmp_path / "landing")
+    expected = {
+        "plan_contains_l": {"u1": 0, "u2": 0, "u3": 0},
+        "plan_in_null": {"u1": 0, "u2": 0, "u3": 0},
+        "plan_missing": {"u1": 1, "u2": 0, "u3": 0},
+        "feature_contains_u": {"u1": 0, "u2": 0, "u3": 0},
+        "last_plan": {"u1": None, "u2": "pro", "u3": None},
+        "last_feature": {"u1": None, "u2": None, "u3": None},
+    }
+    for trait in NULLS_AND_SOURCES_TRAITS:
+        reference = trait_values(events, hour, trait, snapshot(events, hour))
+        assert stored(con, "user", hour, trait["name"]) == expected[trait["name"]] == reference
+    con.close()

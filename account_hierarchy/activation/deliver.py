@@ -40,6 +40,9 @@ STATE_SCHEMA = pa.schema(
 KEY_SCHEMA = pa.schema(
     [(name, pa.string()) for name in ("destination", "kind", "name", "entity_id")]
 )
+IN_FLIGHT_SCHEMA = KEY_SCHEMA.append(pa.field("snapshot_hour", pa.timestamp("us"))).append(
+    pa.field("sent", pa.string())
+)
 _SAME_KEY = ("f.destination = i.destination AND f.kind = i.kind AND f.name = i.name "
              "AND f.entity_id = i.entity_id")  # fmt: skip
 LOG_SCHEMA = pa.schema([("message_id", pa.string()), ("call", pa.string()),
@@ -71,7 +74,7 @@ def batches_of(messages: list[dict]) -> list[list[dict]]:
     current: list[dict] = []
     size = ENVELOPE_BYTES
     for message in messages:
-        message_size = _size(message) + 1
+        message_size = _size(message) + len(", ")  # (the body's separator between messages)
         if current and size + message_size > MAX_BATCH_BYTES:
             result.append(current)
             current, size = [], ENVELOPE_BYTES
@@ -118,11 +121,11 @@ def sync(
     for number, batch in enumerate(batches_of(sendable), start=1):
         report.batches += 1
         sending = {id(owner[m["messageId"]]): owner[m["messageId"]] for m in batch}
-        _mark_in_flight(con, destination, hour, list(sending.values()))
+        _mark_in_flight(con, destination, list(sending.values()))
         try:
             outcome = sender.send(batch)
         except DestinationUnavailableError as error:
-            failed = Outcome(False, None, str(error), 0)
+            failed = Outcome(False, None, str(error), error.attempts)
             _commit(con, destination, hour, [], batch, failed, number, status="failed")
             raise
         done = []
@@ -141,24 +144,22 @@ def sync(
 
 
 def _mark_in_flight(
-    con: duckdb.DuckDBPyConnection, destination: Destination, hour: datetime, items: list[Item]
+    con: duckdb.DuckDBPyConnection, destination: Destination, items: list[Item]
 ) -> None:
-    """Record `items` as sent but not confirmed, before their messages leave."""
+    """Record `items` as sent but not confirmed (the change and the hour its messages were
+    made for), before their messages leave."""
     keys = pa.Table.from_pylist(
         [{"destination": destination.name, "kind": item.kind, "name": item.name,
-          "entity_id": item.entity_id} for item in items],
-        schema=KEY_SCHEMA,
+          "entity_id": item.entity_id, "snapshot_hour": item.message_hour, "sent": item.change}
+         for item in items],
+        schema=IN_FLIGHT_SCHEMA,
     )  # fmt: skip
     with transaction(con):
         con.register("sending_items", keys)
         con.execute(
             f"DELETE FROM destination_in_flight AS f USING sending_items AS i WHERE {_SAME_KEY}"
         )
-        con.execute(
-            "INSERT INTO destination_in_flight SELECT destination, kind, name, entity_id, $h "
-            "FROM sending_items",
-            {"h": hour},
-        )
+        con.execute("INSERT INTO destination_in_flight BY NAME SELECT * FROM sending_items")
         con.unregister("sending_items")
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import duckdb
 
-from account_hierarchy.activation.state import accepted_state
+from account_hierarchy.activation.state import accepted_state, in_flight_changes
 from account_hierarchy.catalog.destination_models import Destination
 from account_hierarchy.catalog.loader import Catalog
 
@@ -41,6 +41,12 @@ class Item:
     transition: str  # entered, exited or changed
     value: Any
     messages: list[dict] = field(default_factory=list)
+    message_hour: datetime | None = None  # the snapshot hour its messages are made for
+
+    @property
+    def change(self) -> str:
+        """The change itself, as JSON text (what a re-send must repeat)."""
+        return json.dumps([self.transition, self.value], sort_keys=True)
 
 
 class NothingToSyncError(LookupError):
@@ -94,8 +100,12 @@ def plan(
     for key in sorted(accepted.keys() - desired.keys()):
         items.append(_item(catalog, key, "changed" if key[0] == "trait" else "exited", None))
     outputs = _output_columns(con, catalog, destination, hour)
+    in_flight = in_flight_changes(con, destination.name)
     for item in items:
-        item.messages = _messages(destination, item, hour, outputs)
+        sent, sent_for = in_flight.get((item.kind, item.name, item.entity_id), (None, None))
+        # (the same change sent before without confirmation goes again as it went then)
+        item.message_hour = sent_for if sent == item.change else hour
+        item.messages = _messages(destination, item, outputs)
     return items
 
 
@@ -166,13 +176,14 @@ def _output_columns(con, catalog: Catalog, destination: Destination, hour) -> di
             f'SELECT account_id, to_json("{column}") FROM account_traits WHERE snapshot_hour = $h',
             {"h": hour},
         ).fetchall():
-            rows.setdefault(account_id, {})[column] = json.loads(value)
+            rows.setdefault(account_id, {})[column] = None if value is None else json.loads(value)
     return rows
 
 
-def _messages(destination: Destination, item: Item, hour, outputs) -> list[dict]:
+def _messages(destination: Destination, item: Item, outputs) -> list[dict]:
     calls = set(destination.calls)
     names = destination.event_names
+    hour = item.message_hour
     as_of = (hour + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     flag = item.transition != "exited"
     value = flag if item.kind != "trait" else item.value

@@ -1,6 +1,8 @@
 """What each destination has accepted (`destination_state`), what was sent and not confirmed
 yet (`destination_in_flight`), and what was sent (`delivery_log`)."""
 
+from datetime import datetime
+
 import duckdb
 
 STATE_DDL = """
@@ -18,8 +20,10 @@ CREATE TABLE IF NOT EXISTS destination_in_flight (
     kind VARCHAR NOT NULL,
     name VARCHAR NOT NULL,
     entity_id VARCHAR NOT NULL,
-    snapshot_hour TIMESTAMP NOT NULL  -- the snapshot whose change was being sent
+    snapshot_hour TIMESTAMP NOT NULL, -- the snapshot whose change was sent (in its messages)
+    sent VARCHAR                      -- the change sent: [transition, value] as JSON
 );
+ALTER TABLE destination_in_flight ADD COLUMN IF NOT EXISTS sent VARCHAR;
 CREATE TABLE IF NOT EXISTS delivery_log (
     destination VARCHAR NOT NULL,
     message_id VARCHAR NOT NULL,
@@ -63,3 +67,17 @@ def accepted_state(
         {"d": destination},
     ).fetchall()
     return accepted | dict.fromkeys(in_flight, UNCONFIRMED)
+
+
+def in_flight_changes(
+    con: duckdb.DuckDBPyConnection, destination: str
+) -> dict[tuple[str, str, str], tuple[str | None, datetime]]:
+    """(kind, name, entity_id) -> the change sent without confirmation (`sent`) and the
+    snapshot hour its messages were made for: sending the same change again repeats them,
+    message ids included, so that the destination drops what it already applied."""
+    rows = con.execute(
+        "SELECT kind, name, entity_id, sent, snapshot_hour FROM destination_in_flight "
+        "WHERE destination = $d",
+        {"d": destination},
+    ).fetchall()
+    return {(kind, name, entity_id): (sent, hour) for kind, name, entity_id, sent, hour in rows}

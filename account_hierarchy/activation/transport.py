@@ -33,7 +33,12 @@ class Outcome:
 
 
 class DestinationUnavailableError(RuntimeError):
-    """The destination could not be reached (or kept failing) within the retry budget."""
+    """The destination could not be reached (or kept failing) within the retry budget, after
+    `attempts` attempts."""
+
+    def __init__(self, message: str, attempts: int = 0):
+        super().__init__(message)
+        self.attempts = attempts
 
 
 class HttpSender:
@@ -63,7 +68,8 @@ class HttpSender:
             if self.clock() + wait > deadline:
                 raise DestinationUnavailableError(
                     f"{self.endpoint}: {problem} after {attempt} attempts; giving up after "
-                    f"{self.retry.max_seconds:g} s (the next run sends what is owed)"
+                    f"{self.retry.max_seconds:g} s (the next run sends what is owed)",
+                    attempt,
                 )
             self.sleep(wait)
 

@@ -14,10 +14,12 @@ result says which conditions held and with which values. Rules:
 - `in_account_audience` / `account` hold when any of the user's accounts qualifies.
 """
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import ibis
+import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 import pandas as pd
 
@@ -62,7 +64,6 @@ from account_hierarchy.traits.tiles import (
 
 ENTITY_TABLES = {"account": ("accounts", "account_traits", "account_id"),
                  "user": ("users", "user_traits", "user_id")}  # fmt: skip
-HIERARCHY_COLUMNS = {"snapshot_hour", "traits"}
 
 
 class NotComputedError(LookupError):
@@ -129,17 +130,16 @@ class Evaluator:
         return table.filter(table.snapshot_hour == self.hour_value)
 
     def base(self, entity: str, with_traits: bool = False) -> ir.Table:
-        """Every entity of the hour with its custom traits (`custom__x`) and, if asked, its
-        traits (`trait__x`)."""
+        """Every entity of the hour with its custom traits (`custom_traits`, JSON) and, if
+        asked, its traits (`trait__x`)."""
         key = f"{entity}:{with_traits}"
         if key not in self._tables:
             entities, traits, id_column = ENTITY_TABLES[entity]
             custom = self._at(entities)
-            custom = custom.select(
-                entity_id=custom[id_column],
-                **{f"custom__{c}": custom[c] for c in custom.columns
-                   if c not in HIERARCHY_COLUMNS | {id_column}},
-            )  # fmt: skip
+            custom_traits = custom.traits
+            if not custom_traits.type().is_json():  # (engines without a JSON type: text)
+                custom_traits = custom_traits.cast("json")
+            custom = custom.select(entity_id=custom[id_column], custom_traits=custom_traits)
             if with_traits:
                 values = self._at(traits)
                 values = values.select(
@@ -171,6 +171,10 @@ class Evaluator:
             isinstance(c, TraitTest) and e == entity for c, e in walk(condition, entity)
         )
         base = self.base(entity, with_traits=uses_traits)
+        custom = {c.custom_trait for c, e in walk(condition, entity)
+                  if e == entity and isinstance(c, CustomTraitTest)}  # fmt: skip
+        base = base.mutate(**{column: value for key in sorted(custom)
+                              for column, value in _custom_columns(base, key).items()})  # fmt: skip
         # A trait no entity has yet is a column of nulls, tested like any null value (a null
         # literal would not be: Ibis rewrites `null == x` as `x IS NULL`).
         names = {_value_column(c) for c, e in walk(condition, entity) if e == entity}
@@ -212,7 +216,9 @@ class Evaluator:
         if isinstance(condition, TraitTest | CustomTraitTest):
             value = base[_value_column(condition)]
             columns[f"{leaf.id}_value"] = value
-            columns[f"{leaf.id}_held"] = self._test(value, condition)
+            json_text = (base[f"custom_json__{condition.custom_trait}"]
+                         if isinstance(condition, CustomTraitTest) else None)  # fmt: skip
+            columns[f"{leaf.id}_held"] = self._test(value, condition, json_text)
         else:
             extra.append(self._part(condition, leaf))
         return ibis._[f"{leaf.id}_held"]
@@ -309,7 +315,11 @@ class Evaluator:
                f"{leaf.id}_users": total},
         )  # fmt: skip
 
-    def _test(self, value: ir.Value, test: ValueTest) -> ir.BooleanValue:
+    def _test(
+        self, value: ir.Value, test: ValueTest, json_text: ir.StringValue | None = None
+    ) -> ir.BooleanValue:
+        """Whether `value` passes `test`; `json_text` is a custom trait's value as JSON, for
+        `contains` to test the elements of a list."""
         operator, operand = test.operator
         if operator == "is_null":
             return value.isnull() if operand else value.notnull()
@@ -320,8 +330,9 @@ class Evaluator:
         numeric = not is_list and not value.type().is_temporal()
         number = value.try_cast("float64") if numeric else None
         if operator in ("within_last", "not_within_last"):
-            moment = value if value.type().is_timestamp() else value.cast("string").try_cast(
-                "timestamp")  # fmt: skip
+            moment = value
+            if not value.type().is_timestamp():  # (text: an offset is converted to UTC)
+                moment = text.try_cast(dt.Timestamp(timezone="UTC")).cast(dt.Timestamp())
             since = self.as_of - window_interval(parse_window(operand))
             if operator == "within_last":
                 return (moment >= since) & (moment < self.as_of)
@@ -330,6 +341,12 @@ class Evaluator:
             if operator == "contains":
                 return value.contains(operand)
             return ibis.literal(False)
+        if operator == "contains" and json_text is not None:
+            return ibis.ifelse(
+                json_text.startswith("["),
+                _json_list_holds(json_text, operand),
+                text.contains(str(operand)),
+            )
         if operator in ("equals", "not_equals"):
             if isinstance(operand, bool):
                 same = text.lower() == ("true" if operand else "false")
@@ -353,6 +370,32 @@ class Evaluator:
             return ibis.literal(False)
         return {"gt": number > operand, "gte": number >= operand, "lt": number < operand,
                 "lte": number <= operand}[operator]  # fmt: skip
+
+
+def _custom_columns(base: ir.Table, key: str) -> dict[str, ir.Value]:
+    """A custom trait read from the entities' `custom_traits`: `custom__<key>` as text
+    (strings unquoted; numbers, booleans, lists and objects as their JSON) and
+    `custom_json__<key>` as JSON text; both null for an absent key or a JSON null. A dotted
+    name reads a nested key (`address.city`)."""
+    value = base.custom_traits[key]
+    as_json = value.cast("string")
+    absent = as_json.isnull() | (as_json == "null")
+    return {
+        f"custom__{key}": ibis.ifelse(absent, ibis.null("string"),
+                                      ibis.coalesce(value.str, as_json)),
+        f"custom_json__{key}": ibis.ifelse(absent, ibis.null("string"), as_json),
+    }  # fmt: skip
+
+
+def _json_list_holds(json_text: ir.StringValue, element) -> ir.BooleanValue:
+    """Whether a JSON list (compact text, as the engines write it) has `element`."""
+    item = json.dumps(element, ensure_ascii=False, separators=(",", ":"))
+    return (
+        (json_text == f"[{item}]")
+        | json_text.startswith(f"[{item},")
+        | json_text.endswith(f",{item}]")
+        | json_text.contains(f",{item},")
+    )
 
 
 def _value_column(condition) -> str | None:

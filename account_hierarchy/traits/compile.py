@@ -87,8 +87,10 @@ def with_properties(events: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
         | {condition.property for t in traits for condition in t.where}
     )
     columns = {}
+    # (identify and group calls carry their values in `traits`, the others in `properties`)
+    source = ibis.ifelse(events.type.isin(["identify", "group"]), events.traits, events.properties)
     for path in paths:
-        value = ibis.coalesce(events.properties, events.traits)
+        value = source
         for key in path.split("."):
             value = value[key]
         text, number, present = (property_column(path, k) for k in ("text", "number", "present"))
@@ -125,9 +127,9 @@ def _condition(events: ir.Table, condition: PropertyCondition) -> ir.BooleanValu
             matched |= text.isin(strings)
         if numbers:
             matched |= number.isin(numbers)
-        return matched.fill_null(False)
+        return (matched & present).fill_null(False)
     if operator == "contains":
-        return text.contains(operand).fill_null(False)
+        return (text.contains(operand) & present).fill_null(False)
     compare = {"gt": number > operand, "gte": number >= operand, "lt": number < operand,
                "lte": number <= operand}  # fmt: skip
     return compare[operator].fill_null(False)
