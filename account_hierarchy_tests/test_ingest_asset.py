@@ -36,6 +36,14 @@ def test_definitions_load_with_the_ingest_graph():
     assert repository.get_job("pipeline_job").partitions_def is not None
 
 
+def test_every_asset_has_a_group_a_description_kinds_and_owners():
+    graph = defs.get_repository_def().asset_graph
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert node.group_name and node.description and node.kinds and node.owners, key
+        assert node.backfill_policy == dg.BackfillPolicy.single_run(), key
+
+
 def test_materialize_one_partition_reports_counts_and_checks(tmp_path, landing):
     write_lines(
         landing / "a.ndjson",

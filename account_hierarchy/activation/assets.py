@@ -11,7 +11,7 @@ from account_hierarchy.activation.schemas import validate_diffs
 from account_hierarchy.activation.transport import DestinationUnavailableError, sender_for
 from account_hierarchy.audiences.assets import audience_key
 from account_hierarchy.catalog.loader import Catalog, LocatedDestination
-from account_hierarchy.metadata import markdown_preview
+from account_hierarchy.metadata import markdown_preview, table_schema
 from account_hierarchy.partitions import HOURLY, window_of
 from account_hierarchy.policies import TRANSIENT_RETRY
 from account_hierarchy.resources import Warehouse
@@ -75,6 +75,7 @@ def build_diffs_asset(catalog: Catalog) -> dg.AssetsDefinition:
             problems = recheck_stored(
                 con, "activation_diffs", start, end, lambda rows: validate_diffs(con, rows)
             )
+            schema = table_schema(con, "activation_diffs")
         return dg.MaterializeResult(
             check_results=[
                 dg.AssetCheckResult(
@@ -86,6 +87,7 @@ def build_diffs_asset(catalog: Catalog) -> dg.AssetsDefinition:
             metadata={
                 "dagster/row_count": sum(counts.values()),
                 **counts,
+                "dagster/column_schema": schema,
                 "preview": dg.MetadataValue.md(markdown_preview(preview)),
             },
         )

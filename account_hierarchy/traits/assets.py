@@ -39,6 +39,7 @@ def build_trait_assets(catalog: Catalog) -> dg.AssetsDefinition:
                 description=trait.description or f"{trait.type} trait of {trait.entity}s.",
                 group_name="traits",
                 kinds={settings.engine(), "sql" if trait.type == "sql" else "ibis"},
+                owners=["team:data-engineering"],
                 tags={"stage": "traits", "entity": trait.entity, "trait_type": trait.type},
                 metadata={"definition": dg.MetadataValue.md(_definition_markdown(located))},
             )
