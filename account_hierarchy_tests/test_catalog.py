@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from account_hierarchy.catalog.loader import DefinitionError, load_catalog
 from account_hierarchy.cli import main
-from account_hierarchy.traits.sql_traits import SqlTraitError, parse_trait_sql
+from account_hierarchy.traits.sql_traits import SqlTraitError, against_views, parse_trait_sql
 
 GOOD = """
 traits:
@@ -142,11 +142,23 @@ def test_sql_trait_errors_suggest_the_closest_view(tmp_path):
         ("SELECT account_id, 1 AS n FROM raw_events", "did you mean 'events'"),
         ("SELEC account_id", "read-only SELECT"),
         ("SELECT account_id, (1 AS n FROM accounts", "does not parse"),
+        ("SELECT account_id, current_setting('threads') AS n FROM accounts", "or settings"),
+        (
+            "WITH events AS (SELECT * FROM events) SELECT account_id, 1 AS n FROM events",
+            "a CTE is named 'events'",
+        ),
+        ("SELECT account_id, 1 AS snapshot_hour FROM accounts", "named 'snapshot_hour'"),
     ],
 )
 def test_sql_traits_must_be_one_read_only_query(sql, message):
     with pytest.raises(SqlTraitError, match=message):
         parse_trait_sql(sql, "account")
+
+
+def test_view_names_are_not_case_sensitive():
+    query, values = parse_trait_sql("SELECT account_id, 1 AS n FROM ACCOUNTS", "account")
+    assert values == ["n"]
+    assert "sql_trait_view_accounts" in against_views(query)
 
 
 def test_validate_command_and_code_location_give_the_same_message(tmp_path, monkeypatch):

@@ -25,7 +25,10 @@ from sqlglot.errors import ParseError
 
 VIEWS = ("events", "users", "accounts", "account_memberships", "account_hierarchy", "snapshot")
 VIEW_PREFIX = "sql_trait_view_"
-FORBIDDEN_FUNCTION_PREFIXES = ("read_", "parquet_", "sniff_", "glob", "getenv", "query")
+FORBIDDEN_FUNCTION_PREFIXES = ("read_", "parquet_", "sniff_", "glob", "getenv", "query",
+                               "current_setting", "getvariable", "duckdb_")  # fmt: skip
+# Columns of the trait tables besides the traits: no value column may take their names.
+RESERVED_COLUMNS = ("snapshot_hour", "account_id", "user_id")
 ID_COLUMNS = {"account": "account_id", "user": "user_id"}
 WRITE_NODES = (
     exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter, exp.Command, exp.Set,
@@ -52,16 +55,22 @@ def parse_trait_sql(sql: str, entity: str) -> tuple[exp.Expression, list[str]]:
     return query, _value_columns(query, entity)
 
 
+def _cte_names(query: exp.Expression) -> set[str]:
+    return {cte.alias_or_name.lower() for cte in query.find_all(exp.CTE)}
+
+
 def _check_sources(query: exp.Expression) -> None:
-    ctes = {cte.alias_or_name for cte in query.find_all(exp.CTE)}
+    ctes = _cte_names(query)
+    for name in sorted(ctes & set(VIEWS)):
+        raise SqlTraitError(f"a CTE is named {name!r}, like a view: give it another name")
     for table in query.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier):
             raise SqlTraitError(f"reads {table.sql('duckdb')}: only the snapshot views can be read")
-        name = table.name
+        name = table.name.lower()  # (names are not case-sensitive)
         if table.args.get("db") or table.args.get("catalog"):
             raise SqlTraitError(f"reads {table.sql('duckdb')}: name views without a schema")
         if name not in VIEWS and name not in ctes:
-            raise SqlTraitError(unknown_name("view", name, VIEWS))
+            raise SqlTraitError(unknown_name("view", table.name, VIEWS))
     for function in query.find_all(exp.Func):
         name = function.name if isinstance(function, exp.Anonymous) else function.sql_name()
         if name.lower().startswith(FORBIDDEN_FUNCTION_PREFIXES):
@@ -78,6 +87,9 @@ def _value_columns(query: exp.Query, entity: str) -> list[str]:
     if id_column not in names:
         raise SqlTraitError(f"must return the {id_column} column (returns {', '.join(names)})")
     values = [name for name in names if name != id_column]
+    for name in values:
+        if name.lower() in RESERVED_COLUMNS:
+            raise SqlTraitError(f"returns a value column named {name!r}: the name is taken")
     if not values:
         raise SqlTraitError(f"must return at least one value column besides {id_column}")
     if len(set(names)) != len(names):
@@ -124,12 +136,13 @@ def create_snapshot_views(con: duckdb.DuckDBPyConnection, hour: datetime) -> Non
 def against_views(query: exp.Expression, dialect: str = "duckdb") -> str:
     """The query's SQL in `dialect` (SQL traits are written in DuckDB's), with every view name
     pointed at the snapshot views."""
-    ctes = {cte.alias_or_name for cte in query.find_all(exp.CTE)}
+    ctes = _cte_names(query)
 
     def rename(node: exp.Expression) -> exp.Expression:
-        if isinstance(node, exp.Table) and node.name in VIEWS and node.name not in ctes:
+        name = node.name.lower() if isinstance(node, exp.Table) else None
+        if name in VIEWS and name not in ctes:
             renamed = node.copy()
-            renamed.set("this", exp.to_identifier(VIEW_PREFIX + node.name))
+            renamed.set("this", exp.to_identifier(VIEW_PREFIX + name))
             if not node.alias:
                 renamed.set("alias", exp.TableAlias(this=exp.to_identifier(node.name)))
             return renamed
