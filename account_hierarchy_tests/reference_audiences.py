@@ -66,7 +66,8 @@ class ReferenceAudiences:
                     "window": condition.get("window", "all time")}  # fmt: skip
             times = sum(1 for e in self.events if e.get("userId") == entity_id
                         and moment(e) < self.as_of and matches(e, spec, self.as_of))  # fmt: skip
-            return times >= condition.get("at_least", 1) and (
+            at_least = condition.get("at_least", 0 if "at_most" in condition else 1)
+            return times >= at_least and (
                 condition.get("at_most") is None or times <= condition["at_most"]
             )
         users = self.users_of(entity_id)

@@ -242,6 +242,8 @@ EDGE_DEFINITIONS = {
         {"name": "active_or_unknown_role", "entity": "user",
          "where": {"or": [{"trait": "logins", "gte": 1},
                           {"custom_trait": "role", "is_null": True}]}},
+        {"name": "never_logged_in", "entity": "user",
+         "where": {"performed": "Logged In", "at_most": 0}},  # (at_least is then 0)
         # `tier` is a trait no call ever set: every account's value is null.
         {"name": "gold_tier", "entity": "account",
          "where": {"custom_trait": "tier", "equals": "gold"}},
@@ -286,6 +288,7 @@ EXPECTED = {
     "admins_of_admin_accounts": {"u1", "u2"},
     "users_of_trials": {"u2", "u3"},
     "active_or_unknown_role": {"u3", "u4"},
+    "never_logged_in": {"u1", "u2", "u4"},
     "gold_tier": set(),
     "tier_not_gold": set(),  # like any null value: `not_equals` does not hold either
     "not_gold_tier": {"FULL", "HALF", "EMPTY", "SOLO"},

@@ -108,7 +108,9 @@ class Quantified(Strict):
 
 
 class Performed(Strict):
-    """(User conditions) the user did a matching event at least (and at most) so many times."""
+    """(User conditions) the user did a matching event at least (and at most) so many times:
+    `at_least` is 1 by default, 0 when only `at_most` is given ("at most 2 times" includes
+    never)."""
 
     performed: str
     event_type: Literal["track", "page", "screen", "identify", "group"] | None = None
@@ -118,6 +120,19 @@ class Performed(Strict):
     at_most: int | None = Field(default=None, ge=0)
 
     _window = field_validator("window")(lambda value: (parse_window(value), value)[1])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _at_least_zero_with_only_at_most(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "at_most" in data and "at_least" not in data:
+            return data | {"at_least": 0}
+        return data
+
+    @model_validator(mode="after")
+    def _counts_in_order(self) -> "Performed":
+        if self.at_most is not None and self.at_most < self.at_least:
+            raise ValueError(f"at_most {self.at_most} is below at_least {self.at_least}")
+        return self
 
 
 class And(Strict):
