@@ -255,6 +255,32 @@ def test_a_change_resent_at_a_later_hour_keeps_its_message_ids(world):
     assert not calls(repeated) & calls([m for m in second if m["messageId"] not in by_id])
 
 
+def test_an_audience_removed_from_the_definitions_sends_its_exits(world, tmp_path):
+    """What the destination holds of an audience no longer defined is taken back, with the
+    calls it was sent with (a group call for the account, not a user's)."""
+    con, build, server = world
+    receiver = Receiver()
+    server.expect_request("/v1/batch", method="POST").respond_with_handler(receiver)
+    catalog, destination = build(H10)
+    sync(con, catalog, destination, sender_for(destination))
+    document = yaml.safe_load((tmp_path / "defs" / "d.yaml").read_text())
+    document["audiences"] = []
+    document["destinations"][0]["audiences"] = []
+    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(document))
+    catalog = load_catalog(tmp_path / "defs")
+    first = len(receiver.messages)
+    sync(con, catalog, catalog.destinations[0].destination, sender_for(destination))
+    assert calls(receiver.messages[first:]) == {
+        ("group", "ACME", '{"free_accounts": false}'),
+        ("identify", "u1", '{"free_accounts": false}'),
+        ("identify", "u2", '{"free_accounts": false}'),
+        ("track", "u1", "Audience Exited", '{"audience_key": "free_accounts", '
+         '"free_accounts": false}'),
+        ("track", "u2", "Audience Exited", '{"audience_key": "free_accounts", '
+         '"free_accounts": false}'),
+    }  # fmt: skip
+
+
 def test_rejected_batches_are_recorded_and_owed_again(world):
     con, build, server = world
     receiver = Receiver([(400, {})])

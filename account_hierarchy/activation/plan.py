@@ -97,8 +97,14 @@ def plan(
         if accepted.get(key) != value:
             transition = "changed" if key[0] == "trait" else "entered"
             items.append(_item(catalog, key, transition, json.loads(value)))
+    # (what the destination holds but should not: the entity type it was sent as decides the
+    # call, even for an audience or trait since removed from the definitions)
+    sent_as = dict(con.execute(
+        "SELECT (kind, name, entity_id), entity_type FROM destination_state WHERE destination = $d",
+        {"d": destination.name}).fetchall())  # fmt: skip
     for key in sorted(accepted.keys() - desired.keys()):
-        items.append(_item(catalog, key, "changed" if key[0] == "trait" else "exited", None))
+        transition = "changed" if key[0] == "trait" else "exited"
+        items.append(_item(catalog, key, transition, None, sent_as.get(key)))
     outputs = _output_columns(con, catalog, destination, hour)
     in_flight = in_flight_changes(con, destination.name)
     for item in items:
@@ -109,14 +115,23 @@ def plan(
     return items
 
 
-def _item(catalog: Catalog, key: tuple[str, str, str], transition: str, value: Any) -> Item:
+def _item(
+    catalog: Catalog,
+    key: tuple[str, str, str],
+    transition: str,
+    value: Any,
+    entity_type: str | None = None,
+) -> Item:
+    """The change of `key`; its entity type is the one it was sent as, if given, else the
+    definitions'."""
     kind, name, entity_id = key
-    if kind == "audience":
-        entity_type = catalog.audience(name).entity
-    elif kind == "audience_user":
-        entity_type = "user"
-    else:
-        entity_type = "account" if name in catalog.trait_columns("account") else "user"
+    if entity_type is None:
+        if kind == "audience":
+            entity_type = catalog.audience(name).entity
+        elif kind == "audience_user":
+            entity_type = "user"
+        else:
+            entity_type = "account" if name in catalog.trait_columns("account") else "user"
     return Item(kind, name, entity_type, entity_id, transition, value)
 
 
