@@ -22,9 +22,18 @@ def naive_utc(moment: datetime) -> datetime:
 
 
 def window_of(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
-    """The run's partition time window `[start, end)` in naive UTC; a range for backfills."""
+    """The run's partition time window `[start, end)` in naive UTC; a range for backfills
+    (a range whose first hour is after its last is refused)."""
     window = context.partition_time_window
-    return naive_utc(window.start), naive_utc(window.end)
+    start, end = naive_utc(window.start), naive_utc(window.end)
+    if start >= end:
+        keys = context.partition_key_range
+        raise dg.Failure(
+            f"partition range {keys.start}...{keys.end} ends before it starts: give the earlier "
+            "hour first",
+            allow_retries=False,
+        )
+    return start, end
 
 
 def day_of(moment: datetime) -> datetime:

@@ -103,3 +103,15 @@ def test_range_in_one_run_equals_hour_by_hour(tmp_path, landing):
             query = f"SELECT * FROM {table} ORDER BY ALL"
             assert one.execute(query).fetchall() == many.execute(query).fetchall()
         assert one.execute("SELECT count(*) FROM raw_events").fetchone()[0] == 24
+
+
+def test_a_range_ending_before_it_starts_fails_at_once_and_clearly(tmp_path, landing):
+    reversed_range = {"dagster/asset_partition_range_start": "2026-10-01-05:00",
+                      "dagster/asset_partition_range_end": "2026-10-01-00:00"}  # fmt: skip
+    result = dg.materialize([raw_events], resources=resources(tmp_path, landing),
+                            tags=reversed_range, raise_on_error=False)  # fmt: skip
+    assert not result.success
+    (failure,) = [event for event in result.all_events if event.is_step_failure]
+    assert "2026-10-01-05:00...2026-10-01-00:00 ends before it starts" in str(
+        failure.step_failure_data.error
+    )
