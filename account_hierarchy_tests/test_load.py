@@ -7,6 +7,7 @@ import pytest
 
 from account_hierarchy.ingest import load
 from account_hierarchy.ingest.events_schema import validate_events
+from account_hierarchy.ingest.landing import list_landing_files
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.validation import FrameValidationError, recheck_stored
 from account_hierarchy.warehouse import connect
@@ -189,3 +190,14 @@ def test_stored_rows_are_rechecked_against_the_model(con, two_hours):
     con.execute("UPDATE raw_events SET type = 'bogus' WHERE message_id = 'm2'")
     problems = check()
     assert "rule 'type is a Segment message type' broken by 1 row(s): a.ndjson:2:m2" in problems
+
+
+def test_only_landing_files_outside_hidden_folders_are_read(tmp_path):
+    """Files being written (a dot-name, or any file in a dot-folder) and other suffixes wait."""
+    landing = tmp_path / "landing"
+    for relative in ("a.ndjson", "sub/b.jsonl.gz", "c.json", ".d.ndjson", ".tmp/e.ndjson",
+                     "sub/.writing/f.ndjson", "notes.txt", "g.ndjson.bak"):  # fmt: skip
+        (landing / relative).parent.mkdir(parents=True, exist_ok=True)
+        (landing / relative).write_text("")
+    assert [file.path for file in list_landing_files(landing)] == [
+        "a.ndjson", "c.json", "sub/b.jsonl.gz"]  # fmt: skip

@@ -2,7 +2,8 @@
 
 Landing files are newline-delimited JSON, plain or gzip-compressed, anywhere under the landing
 folder: names ending in `.ndjson`, `.jsonl` or `.json`, optionally followed by `.gz`. Files
-whose name starts with a dot (temporary files of a writer still at work) are ignored.
+whose name starts with a dot, or inside a folder whose name does (temporary files of a writer
+still at work), are ignored.
 """
 
 import gzip
@@ -46,12 +47,12 @@ class FileContent:
     error: str | None = None
 
 
-def is_landing_file(path: Path) -> bool:
-    """True for NDJSON file names we ingest (see the module docstring)."""
-    name = path.name
-    if name.startswith("."):
+def is_landing_file(relative: Path) -> bool:
+    """True for NDJSON file names we ingest, given a path relative to the landing folder (see
+    the module docstring)."""
+    if any(part.startswith(".") for part in relative.parts):
         return False
-    return name.removesuffix(".gz").endswith(LANDING_SUFFIXES)
+    return relative.name.removesuffix(".gz").endswith(LANDING_SUFFIXES)
 
 
 def list_landing_files(landing_dir: Path) -> list[LandingFile]:
@@ -60,7 +61,7 @@ def list_landing_files(landing_dir: Path) -> list[LandingFile]:
         return []
     files = []
     for path in landing_dir.rglob("*"):
-        if path.is_file() and is_landing_file(path):
+        if path.is_file() and is_landing_file(path.relative_to(landing_dir)):
             stat = path.stat()
             relative = path.relative_to(landing_dir).as_posix()
             files.append(LandingFile(relative, stat.st_size, stat.st_mtime_ns))
