@@ -5,7 +5,7 @@ small per-hour rows instead of every event's JSON.
 Each family of tiles has its own hours table (`tile_hour`, `events`, `checksum`,
 `fingerprint`) recording the version of each hour its tiles were built from.
 `refresh_tile_family` compares it with `raw_event_hours` (kept by ingestion: each hour's event
-count and a checksum of its messageIds) and rebuilds exactly the hours whose events changed;
+count and a checksum of its events' contents) and rebuilds exactly the hours whose events changed;
 when the family's queries change (`fingerprint`), it rebuilds every hour.
 
 A family's queries select the events of the hours listed in the temp table

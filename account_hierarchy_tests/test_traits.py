@@ -412,3 +412,30 @@ def test_null_properties_and_where_properties_are_read(tmp_path):
         reference = trait_values(events, hour, trait, snapshot(events, hour))
         assert stored(con, "user", hour, trait["name"]) == expected[trait["name"]] == reference
     con.close()
+
+
+def test_an_event_rewritten_in_place_is_recomputed(tmp_path):
+    """A landing file rewritten under the same messageIds: the hour's tiles (traits and the
+    hierarchy's custom traits) follow the new content."""
+    landing = tmp_path / "landing"
+
+    def land(score: float, plan: str) -> None:
+        write_lines(landing / "a.ndjson", [
+            group_call("g1", "2026-10-01T10:05:00Z", "ACME", "u1", plan=plan),
+            track("t1", "2026-10-01T10:10:00Z", "u1", "Scored", score=score),
+        ])  # fmt: skip
+
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [
+        {"name": "total", "entity": "account", "type": "aggregation", "function": "sum",
+         "event": "Scored", "property": "score"}]}))  # fmt: skip
+    con = connect(tmp_path / "wh.duckdb")
+    hour = datetime(2026, 10, 1, 10)
+    for score, plan in ((0.05, "free"), (50, "pro")):
+        land(score, plan)
+        ingest_window(con, landing, hour, hour + timedelta(hours=1), PARTITIONS_START)
+        build_all(con, landing, hour, hour + timedelta(hours=1), tmp_path / "definitions")
+    assert stored(con, "account", hour, "total") == {"ACME": 50}
+    (plan,) = con.execute("SELECT plan FROM accounts WHERE account_id = 'ACME'").fetchone()
+    assert plan == "pro"
+    con.close()

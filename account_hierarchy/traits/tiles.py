@@ -35,7 +35,7 @@ value), the day partials (`build_day_partials`), and each hour of the day rolls 
 and its hour tiles.
 
 Tiles are a cache of `raw_events` kept by `refresh_tiles` (see `tile_cache.py`): an hour is
-rebuilt when its events changed (their count or a checksum of their messageIds) and all hours
+rebuilt when its events changed (their count or a checksum of their contents) and all hours
 are rebuilt when the tiled definitions change (a fingerprint of the compiled tile query); a
 day is rebuilt when one of its hours is.
 """
