@@ -439,3 +439,26 @@ def test_an_event_rewritten_in_place_is_recomputed(tmp_path):
     (plan,) = con.execute("SELECT plan FROM accounts WHERE account_id = 'ACME'").fetchone()
     assert plan == "pro"
     con.close()
+
+
+def test_a_sql_trait_whose_type_widens_keeps_the_stored_hours(tmp_path):
+    """Hourly runs: the trait's values are integers at 10:00 and a decimal at 11:00; the column
+    becomes DOUBLE and 10:00 keeps its value (as one run over both hours gives)."""
+    write_lines(tmp_path / "landing" / "a.ndjson", [
+        {"type": "identify", "messageId": "i1", "userId": "u1", "traits": {"age": 30},
+         "timestamp": "2026-10-01T10:00:00Z"},
+        {"type": "identify", "messageId": "i2", "userId": "u1", "traits": {"age": 30.5},
+         "timestamp": "2026-10-01T11:00:00Z"},
+    ])  # fmt: skip
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [
+        {"name": "sql_age", "entity": "user", "type": "sql",
+         "sql": "SELECT user_id, age AS age_col FROM users WHERE age IS NOT NULL"}]}))  # fmt: skip
+    con = connect(tmp_path / "wh.duckdb")
+    for hour in (datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11)):
+        window = (hour, hour + timedelta(hours=1))
+        ingest_window(con, tmp_path / "landing", *window, PARTITIONS_START)
+        build_all(con, tmp_path / "landing", *window, tmp_path / "definitions")
+    rows = con.execute("SELECT hour(snapshot_hour), age_col FROM user_traits ORDER BY 1").fetchall()
+    assert rows == [(10, 30.0), (11, 30.5)]
+    con.close()

@@ -286,7 +286,9 @@ def sql_trait_rows(raw: ir.Table, trait: SqlTrait, values: list[str], hour: date
 
 
 def _align_columns(con: duckdb.DuckDBPyConnection, table: str, staged: str) -> None:
-    """Give `table` exactly the columns of `staged` (adding, retyping or dropping)."""
+    """Give `table` the columns of `staged` (adding or dropping them). A column whose type
+    differs (a SQL trait's values of this run, say, are decimals where earlier hours' were
+    integers) takes a type holding both, and the stored hours keep their values."""
     wanted = _column_types(con, staged)
     con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM {staged} WITH NO DATA")
     existing = _column_types(con, table)
@@ -295,10 +297,27 @@ def _align_columns(con: duckdb.DuckDBPyConnection, table: str, staged: str) -> N
         if name not in existing:
             con.execute(f"ALTER TABLE {table} ADD COLUMN {quoted} {kind}")
         elif existing[name] != kind:
-            con.execute(f"ALTER TABLE {table} DROP COLUMN {quoted}")
-            con.execute(f"ALTER TABLE {table} ADD COLUMN {quoted} {kind}")
+            common = _common_type(con, table, quoted, existing[name], kind)
+            if common != existing[name]:
+                con.execute(f"ALTER TABLE {table} ALTER COLUMN {quoted} SET DATA TYPE {common} "
+                            f"USING TRY_CAST({quoted} AS {common})")  # fmt: skip
     for name in existing.keys() - wanted.keys():
         con.execute(f'ALTER TABLE {table} DROP COLUMN "{name}"')
+
+
+def _common_type(
+    con: duckdb.DuckDBPyConnection, table: str, quoted: str, stored: str, new: str
+) -> str:
+    """The type DuckDB unites `stored` and `new` in (BIGINT and DOUBLE: DOUBLE), if every
+    stored value converts to it; else VARCHAR, which holds any value."""
+    (common,) = con.execute(
+        f"SELECT typeof(x) FROM (SELECT NULL::{stored} AS x UNION ALL SELECT NULL::{new}) LIMIT 1"
+    ).fetchone()
+    (lost,) = con.execute(
+        f"SELECT count(*) FROM {table} WHERE {quoted} IS NOT NULL "
+        f"AND TRY_CAST({quoted} AS {common}) IS NULL"
+    ).fetchone()
+    return "VARCHAR" if lost else common
 
 
 def _column_types(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:
