@@ -3,6 +3,7 @@
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 import yaml
 
@@ -11,6 +12,7 @@ from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
 from account_hierarchy.traits.compute import build_traits
+from account_hierarchy.traits.profile import profile_column
 from account_hierarchy.warehouse import connect
 from account_hierarchy_tests.conftest import PARTITIONS_START, group_call, write_lines
 from account_hierarchy_tests.reference import read_events, snapshot
@@ -462,3 +464,12 @@ def test_a_sql_trait_whose_type_widens_keeps_the_stored_hours(tmp_path):
     rows = con.execute("SELECT hour(snapshot_hour), age_col FROM user_traits ORDER BY 1").fetchall()
     assert rows == [(10, 30.0), (11, 30.5)]
     con.close()
+
+
+def test_a_list_of_numbers_is_profiled_as_a_list():
+    """Its most common elements, not number statistics (which fail on a list)."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT TIMESTAMP '2026-10-01 10:00' AS snapshot_hour, "
+                "[1, 1, NULL]::INTEGER[] AS v")  # fmt: skip
+    profile = profile_column(con, "t", "v", datetime(2026, 10, 1, 10))
+    assert "min" not in profile and "| 1 | 2 |" in profile["top_values"].value

@@ -35,7 +35,7 @@ def profile_column(
         params,
     ).fetchone()
     metadata: dict = {"entities": entities, "fill_rate": float(fill_rate)}
-    if kind.startswith(NUMERIC_TYPES):
+    if kind.startswith(NUMERIC_TYPES) and not kind.endswith("[]"):
         low, mean, median, high = con.execute(
             f"SELECT min({quoted}), avg({quoted}), median({quoted}), max({quoted}) {where}",
             params,
