@@ -1,6 +1,7 @@
 """An independent, plain-Python computation of computed traits, for the tests."""
 
 import json
+import math
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -32,14 +33,14 @@ def text(value) -> str | None:
 
 
 def number(value) -> float | None:
+    """A finite number, from a number or a numeric string (NaN and infinities are none)."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int | float):
-        return float(value)
     try:
-        return float(value)
-    except (TypeError, ValueError):
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if math.isfinite(number) else None
 
 
 def condition_holds(message: dict, condition: dict) -> bool:

@@ -1,5 +1,6 @@
 """Trait values match an independent computation, on edge cases and on the sample."""
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -473,3 +474,29 @@ def test_a_list_of_numbers_is_profiled_as_a_list():
                 "[1, 1, NULL]::INTEGER[] AS v")  # fmt: skip
     profile = profile_column(con, "t", "v", datetime(2026, 10, 1, 10))
     assert "min" not in profile and "| 1 | 2 |" in profile["top_values"].value
+
+
+def test_nan_and_infinity_are_no_numbers(tmp_path):
+    """Neither a bare NaN (which ingestion accepts) nor the strings "NaN" and "Infinity" count
+    in an aggregation, as other values that are not numbers do not."""
+    (tmp_path / "landing").mkdir()
+    (tmp_path / "landing" / "a.ndjson").write_text(
+        '{"type":"track","event":"Scored","messageId":"n1","userId":"u1",'
+        '"timestamp":"2026-10-01T10:01:00Z","properties":{"score":NaN}}\n'
+        + "\n".join(
+            json.dumps(track(f"n{i}", "2026-10-01T10:02:00Z", "u1", "Scored", score=v))
+            for i, v in ((2, "NaN"), (3, "Infinity"), (4, 2), (5, "-inf"))
+        )
+    )
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [
+        {"name": f"{function}_score", "entity": "user", "type": "aggregation",
+         "function": function, "event": "Scored", "property": "score"}
+        for function in ("sum", "avg", "min", "max")]}))  # fmt: skip
+    con = connect(tmp_path / "wh.duckdb")
+    hour = datetime(2026, 10, 1, 10)
+    ingest_window(con, tmp_path / "landing", hour, hour + timedelta(hours=1), PARTITIONS_START)
+    build_all(con, tmp_path / "landing", hour, hour + timedelta(hours=1), tmp_path / "definitions")
+    for function in ("sum", "avg", "min", "max"):
+        assert stored(con, "user", hour, f"{function}_score") == {"u1": 2}, function
+    con.close()

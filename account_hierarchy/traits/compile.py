@@ -95,7 +95,10 @@ def with_properties(events: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
             value = value[key]
         text, number, present = (property_column(path, k) for k in ("text", "number", "present"))
         columns[text] = ibis.coalesce(value.str, value.cast("string"))
-        columns[number] = ibis.coalesce(value.float, value.str.try_cast("float64"))
+        read = ibis.coalesce(value.float, value.str.try_cast("float64"))
+        # (NaN and infinities, which the casts accept, are no numbers: `x - x` is 0 for all
+        # others, in every engine)
+        columns[number] = ibis.ifelse((read - read) == 0, read, ibis.null("float64"))
         columns[present] = value.notnull() & (value.cast("string") != "null")
     return events.mutate(**columns) if columns else events
 
