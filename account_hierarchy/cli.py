@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 import duckdb
+import ibis.common.exceptions
 
 from account_hierarchy import settings
 from account_hierarchy.activation.deliver import sync
@@ -68,6 +69,14 @@ def _reading() -> Iterator[duckdb.DuckDBPyConnection]:
             yield con
     except (NotInSnapshotError, NotComputedError, WarehouseBusyError) as error:
         raise click.ClickException(str(error)) from error
+    except (duckdb.CatalogException, ibis.common.exceptions.TableNotFound) as error:
+        raise click.ClickException(
+            f"{_first_line(error)}: the warehouse has no such table yet; materialize it first."
+        ) from error
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0]
 
 
 @click.group()
@@ -239,7 +248,7 @@ def traits(entity: str, entity_id: str | None, as_of: datetime | None, output_fo
 def members(audience: str, as_of: datetime | None, output_format: str) -> None:
     """The members of a materialized audience at a snapshot hour."""
     with _reading() as con:
-        hour = as_of or latest_snapshot_hour(con, ("audience_memberships",))
+        hour = as_of or audience_queries.newest_member_hour(con, audience)
         rows = audience_queries.members(con, audience, hour)
     if output_format == "jsonl":
         emit(rows, output_format)
@@ -269,7 +278,9 @@ def preview(audience: str, as_of: datetime | None, output_format: str) -> None:
     """Evaluate an audience (as defined now, materialized or not) without writing anything."""
     catalog = _load_catalog()
     with _reading() as con:
-        hour = as_of or latest_snapshot_hour(con)
+        if audience not in {a.audience.name for a in catalog.audiences}:
+            raise click.ClickException(f"No audience {audience!r} in {catalog.folder}.")
+        hour = as_of or audience_queries.newest_evaluable_hour(con, catalog, audience)
         result = audience_queries.preview(con, catalog, audience, hour)
     if output_format == "jsonl":
         emit([result], output_format)
@@ -295,7 +306,7 @@ def explain(audience: str, entity_id: str, as_of: datetime | None, output_format
     if audience not in {a.audience.name for a in catalog.audiences}:
         raise click.ClickException(f"No audience {audience!r} in {catalog.folder}.")
     with _reading() as con:
-        hour = as_of or latest_snapshot_hour(con)
+        hour = as_of or audience_queries.newest_evaluable_hour(con, catalog, audience)
         result = audience_queries.explain(con, catalog, audience, entity_id, hour)
     if output_format == "jsonl":
         emit([result], output_format)
@@ -325,12 +336,19 @@ def sync_command(destination: str, dry_run: bool, output_format: str) -> None:
                    if d.destination.name == destination), None)  # fmt: skip
     if chosen is None:
         raise click.ClickException(f"No destination {destination!r} in {catalog.folder}.")
+    path = settings.warehouse_path()
+    if not path.exists():
+        raise click.ClickException(f"No warehouse at {path}: materialize some assets first.")
     try:
-        with open_warehouse(settings.warehouse_path()) as con:
+        with open_warehouse(path) as con:
             sender = None if dry_run else sender_for(chosen)
             report = sync(con, catalog, chosen, sender, dry_run=dry_run)
     except (NothingToSyncError, DestinationUnavailableError, WarehouseBusyError) as error:
         raise click.ClickException(str(error)) from None
+    except duckdb.CatalogException as error:
+        raise click.ClickException(
+            f"{_first_line(error)}: materialize the destination's audiences and traits first."
+        ) from None
     if dry_run and output_format == "jsonl":
         emit(report.planned, output_format)
         return

@@ -13,8 +13,14 @@ import yaml
 
 from account_hierarchy.audiences.evaluate import Evaluator, NotComputedError
 from account_hierarchy.audiences.memberships import build_audience, reason_texts
-from account_hierarchy.audiences.queries import explain, preview
+from account_hierarchy.audiences.queries import (
+    explain,
+    newest_evaluable_hour,
+    newest_member_hour,
+    preview,
+)
 from account_hierarchy.catalog.loader import load_catalog
+from account_hierarchy.hierarchy.queries import NotInSnapshotError
 from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
@@ -545,3 +551,29 @@ def test_performed_conditions_read_day_partials_across_midnight(tmp_path):
             now, before = (references[hour].members(name) for hour in (midnight, before_midnight))
             assert (report.entered, report.exited) == (len(now - before), len(before - now))
         assert found > 0
+
+
+def test_default_hours_are_the_audiences_own(edge):
+    con, catalog, _ = edge
+    assert newest_member_hour(con, "any_admin") == EDGE_HOUR
+    assert newest_evaluable_hour(con, catalog, "any_admin") == EDGE_HOUR
+    with pytest.raises(NotInSnapshotError, match="'nope' has not been materialized"):
+        newest_member_hour(con, "nope")
+
+
+def test_preview_with_a_new_trait_not_materialized_yet(edge, tmp_path):
+    """A trait just added: audiences using it are refused clearly, the others still work."""
+    con, _, _ = edge
+    definitions = {
+        "traits": [*EDGE_DEFINITIONS["traits"],
+                   {"name": "new_logins", "entity": "user", "type": "event_counter",
+                    "event": "Logged In", "window": "1 days"}],
+        "audiences": [*EDGE_DEFINITIONS["audiences"],
+                      {"name": "uses_new", "entity": "user",
+                       "where": {"trait": "new_logins", "gte": 1}}],
+    }  # fmt: skip
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(definitions))
+    catalog = load_catalog(tmp_path)
+    with pytest.raises(NotComputedError, match="trait 'new_logins' has not been materialized"):
+        preview(con, catalog, "uses_new", EDGE_HOUR)
+    assert preview(con, catalog, "active_or_unknown_role", EDGE_HOUR)["members"] == 2

@@ -281,3 +281,13 @@ def test_user_audience_cannot_be_used_as_account_audience(tmp_path):
     )
     (problem,) = problems_of(tmp_path, text)
     assert "audience 'u' is a user audience; an account audience is needed here" in problem
+
+
+def test_a_missing_folder_and_a_file_not_in_utf8_are_problems(tmp_path, monkeypatch):
+    with pytest.raises(DefinitionError, match="no such folder of definitions"):
+        load_catalog(tmp_path / "nowhere")
+    monkeypatch.setenv("AH_DEFINITIONS_DIR", str(tmp_path / "nowhere"))
+    assert CliRunner().invoke(main, ["validate"]).exit_code == 1
+    (tmp_path / "latin.yaml").write_bytes("traits: []  # caf\xe9\n".encode("latin-1"))
+    (problem,) = problems_of(tmp_path, GOOD)
+    assert problem.endswith("latin.yaml: not UTF-8 text (byte 17): save it as UTF-8")

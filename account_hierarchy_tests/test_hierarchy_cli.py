@@ -1,7 +1,8 @@
 """`show account`, `show user` and `tree` read the snapshots, as tables or JSON lines."""
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from click.testing import CliRunner
@@ -10,6 +11,7 @@ from account_hierarchy.cli import main
 from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.hours import parse_hour
 from account_hierarchy.ingest.load import ingest_window
+from account_hierarchy.output import emit
 from account_hierarchy.warehouse import connect
 from account_hierarchy_tests.conftest import PARTITIONS_START, group_call, write_lines
 
@@ -112,3 +114,35 @@ def test_unknown_entity_and_bad_hour_give_clear_errors(warehouse):
 )
 def test_parse_hour(text):
     assert parse_hour(text) == datetime(2026, 10, 1, 10)
+
+
+@pytest.mark.parametrize("text", ["2026-10-01T10:99", "2026-13-01T10", "2026-02-30T10",
+                                  "2026-10-01T24", "2026-10-01T10:00:61"])  # fmt: skip
+def test_impossible_hours_are_refused_naming_the_text(text):
+    with pytest.raises(ValueError, match=f"'{text}' is not an hour"):
+        parse_hour(text)
+
+
+def test_as_of_on_a_warehouse_with_raw_events_only_is_a_clear_error(tmp_path, landing, monkeypatch):
+    write_lines(landing / "a.ndjson", [group_call("g1", "2026-10-01T10:00:00Z", "HQ", "u1")])
+    path = tmp_path / "raw.duckdb"
+    with connect(path) as con:
+        ingest_window(con, landing, START, END, PARTITIONS_START)
+    monkeypatch.setenv("AH_WAREHOUSE", str(path))
+    for args in (("show", "account", "HQ"), ("tree",), ("traits", "account")):
+        result = run(*args, "--as-of", "2026-10-01T10")
+        assert result.exit_code == 1 and "Traceback" not in result.output, args
+        assert "materialize it first" in result.output, args
+
+
+def test_sync_without_a_warehouse_creates_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("AH_WAREHOUSE", str(tmp_path / "none" / "wh.duckdb"))
+    result = run("sync", "crm_outbox", "--dry-run")
+    assert result.exit_code == 1 and "No warehouse at" in result.output
+    assert not (tmp_path / "none").exists()
+
+
+def test_jsonl_prints_decimals_and_durations_as_numbers(capsys):
+
+    emit([{"a": Decimal("1.50"), "b": timedelta(minutes=2)}], "jsonl")
+    assert json.loads(capsys.readouterr().out) == {"a": 1.5, "b": 120.0}

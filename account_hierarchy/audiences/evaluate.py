@@ -142,9 +142,9 @@ class Evaluator:
             custom = custom.select(entity_id=custom[id_column], custom_traits=custom_traits)
             if with_traits:
                 values = self._at(traits)
+                stored = [c for c in self.catalog.trait_columns(entity) if c in values.columns]
                 values = values.select(
-                    trait_entity=values[id_column],
-                    **{f"trait__{c}": values[c] for c in self.catalog.trait_columns(entity)},
+                    trait_entity=values[id_column], **{f"trait__{c}": values[c] for c in stored}
                 )
                 custom = custom.left_join(values, custom.entity_id == values.trait_entity).drop(
                     "trait_entity"
@@ -175,6 +175,15 @@ class Evaluator:
                   if e == entity and isinstance(c, CustomTraitTest)}  # fmt: skip
         base = base.mutate(**{column: value for key in sorted(custom)
                               for column, value in _custom_columns(base, key).items()})  # fmt: skip
+        unmaterialized = sorted(
+            c.trait for c, e in walk(condition, entity)
+            if e == entity and isinstance(c, TraitTest) and _value_column(c) not in base.columns
+        )  # fmt: skip
+        if unmaterialized:
+            raise NotComputedError(
+                f"trait {unmaterialized[0]!r} has not been materialized yet (a new definition?): "
+                "materialize the traits first."
+            )
         # A trait no entity has yet is a column of nulls, tested like any null value (a null
         # literal would not be: Ibis rewrites `null == x` as `x IS NULL`).
         names = {_value_column(c) for c, e in walk(condition, entity) if e == entity}

@@ -39,6 +39,33 @@ def members(con: duckdb.DuckDBPyConnection, audience: str, hour: datetime) -> li
     ]  # fmt: skip
 
 
+def newest_member_hour(con: duckdb.DuckDBPyConnection, audience: str) -> datetime:
+    """The newest hour the audience was materialized for."""
+    params = {"name": audience}
+    hours = _rows_if_table_exists(
+        con,
+        "SELECT max(snapshot_hour) FROM (SELECT snapshot_hour FROM audience_hours "
+        "WHERE audience = $name UNION ALL SELECT snapshot_hour FROM audience_memberships "
+        "WHERE audience = $name)",
+        params,
+    )
+    if not hours or hours[0][0] is None:
+        raise NotInSnapshotError(f"Audience {audience!r} has not been materialized yet.")
+    return hours[0][0]
+
+
+def newest_evaluable_hour(con: duckdb.DuckDBPyConnection, catalog: Catalog, audience: str):
+    """The newest hour every snapshot table the audience reads has (for a preview of it)."""
+    evaluated = _evaluator(con, catalog, datetime(2000, 1, 1)).audience(audience)
+    newest = []
+    for table in sorted(evaluated.tables):
+        rows = _rows_if_table_exists(con, f"SELECT max(snapshot_hour) FROM {table}", {})
+        if not rows or rows[0][0] is None:
+            raise NotInSnapshotError(f"{table} has no snapshot yet: materialize it first.")
+        newest.append(rows[0][0])
+    return min(newest)
+
+
 def _rows_if_table_exists(con: duckdb.DuckDBPyConnection, query: str, params: dict) -> list[tuple]:
     """The query's rows; no rows when its table does not exist yet."""
     try:

@@ -108,6 +108,8 @@ class Catalog:
 
 def load_catalog(folder: Path) -> Catalog:
     """Read and validate every `*.yaml` / `*.yml` file under `folder` (sorted by path)."""
+    if not folder.is_dir():
+        raise DefinitionError(folder, [f"{folder}: no such folder of definitions"])
     catalog = Catalog(folder)
     problems: list[str] = []
     files = sorted(p for p in folder.rglob("*") if p.suffix in DEFINITION_SUFFIXES)
@@ -120,7 +122,10 @@ def load_catalog(folder: Path) -> Catalog:
 
 
 def _load_file(path: Path, catalog: Catalog) -> list[str]:
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        return [f"{path}: not UTF-8 text (byte {error.start}): save it as UTF-8"]
     try:
         document = yaml.safe_load(text)
         tree = yaml.compose(text)
