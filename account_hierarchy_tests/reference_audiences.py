@@ -51,7 +51,10 @@ class ReferenceAudiences:
             return self.test(self._values[name].get(entity_id), condition)
         if "custom_trait" in condition:
             table = self.snap["accounts"] if entity == "account" else self.snap["users"]
-            return self.test(table[entity_id]["traits"].get(condition["custom_trait"]), condition)
+            value = table[entity_id]["traits"]
+            for key in condition["custom_trait"].split("."):  # (a dotted name: nested keys)
+                value = value.get(key) if isinstance(value, dict) else None
+            return self.test(value, condition)
         if "audience" in condition:
             return entity_id in self.members(condition["audience"])
         if "in_account_audience" in condition:
@@ -99,7 +102,11 @@ class ReferenceAudiences:
         numeric = number(value)
         if operator in ("equals", "not_equals"):
             if isinstance(operand, bool):
-                same = str(value).lower() == str(operand).lower()
+                same = (
+                    value is operand
+                    if isinstance(value, bool)
+                    else str(value) == str(operand).lower()
+                )
             elif isinstance(operand, int | float):
                 same = numeric == float(operand)
             else:

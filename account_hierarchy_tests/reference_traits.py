@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -32,9 +33,15 @@ def text(value) -> str | None:
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
+NUMBER_TEXT = re.compile(r"\s*[-+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+)?\s*")
+
+
 def number(value) -> float | None:
-    """A finite number, from a number or a numeric string (NaN and infinities are none)."""
+    """A finite number, from a number or a string in decimal notation (`" 7 "`, `1e3`; not
+    `5d`, `1_000`, `NaN` or `Infinity`)."""
     if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str) and not NUMBER_TEXT.fullmatch(value):
         return None
     try:
         number = float(value)

@@ -333,6 +333,14 @@ TYPED_EVENTS = [
             "renewal": "2026-09-30",
             "tags": ["alpha", "beta"],
             "renewed_at": "2026-10-01T10:30:00+02:00",
+            "a:b": "colon",
+            "$k": "dollar",
+            "Industry": "Retail",
+            "industry": "Software",
+            "address": {"city": "Paris"},
+            "duration": "5d",
+            "big": "1_000",
+            "flag": "TRUE",
         },
     },
     {
@@ -341,7 +349,16 @@ TYPED_EVENTS = [
         "groupId": "TWO",
         "anonymousId": "crm",
         "timestamp": "2026-10-01T08:00:00Z",
-        "traits": {"band": 2, "tags": "alphabet", "renewed_at": "2026-10-01T06:30:00Z"},
+        "traits": {
+            "band": 2,
+            "tags": "alphabet",
+            "renewed_at": "2026-10-01T06:30:00Z",
+            "k": "dollar",
+            "a": {"b": "colon"},
+            "score": "NaN",
+            "flag": True,
+            "duration": " 7 ",
+        },
     },
     {
         "type": "track",
@@ -375,6 +392,20 @@ TYPED_DEFINITIONS = {
          "where": {"custom_trait": "tags", "contains": "alpha"}},
         {"name": "renewed_lately", "entity": "account",
          "where": {"custom_trait": "renewed_at", "within_last": "1 hours"}},
+        {"name": "colon_key", "entity": "account",
+         "where": {"custom_trait": "a:b", "equals": "colon"}},
+        {"name": "dollar_key", "entity": "account",
+         "where": {"custom_trait": "$k", "equals": "dollar"}},
+        {"name": "both_cases", "entity": "account",
+         "where": {"and": [{"custom_trait": "industry", "equals": "Software"},
+                           {"custom_trait": "Industry", "equals": "Retail"}]}},
+        {"name": "in_paris", "entity": "account",
+         "where": {"custom_trait": "address.city", "equals": "Paris"}},
+        {"name": "long_duration", "entity": "account",
+         "where": {"custom_trait": "duration", "gt": 3}},
+        {"name": "big_number", "entity": "account", "where": {"custom_trait": "big", "gte": 1000}},
+        {"name": "huge_score", "entity": "account", "where": {"custom_trait": "score", "gt": 100}},
+        {"name": "flagged", "entity": "account", "where": {"custom_trait": "flag", "equals": True}},
         {"name": "renewal_in_last_hour", "entity": "user",
          "where": {"trait": "last_renewal", "within_last": "1 hours"}},
     ],
@@ -390,6 +421,14 @@ TYPED_EXPECTED = {
     "tagged_alp": {"TWO"},  # an element of a list, a substring of text
     "tagged_alpha": {"ONE", "TWO"},
     "renewed_lately": {"ONE"},  # 08:30 UTC; TWO's 06:30 is older than [08:00, 09:00)
+    "colon_key": {"ONE"},  # not TWO's nested a.b
+    "dollar_key": {"ONE"},  # not TWO's k
+    "both_cases": {"ONE"},
+    "in_paris": {"ONE"},
+    "long_duration": {"TWO"},  # " 7 " is a number, "5d" is not
+    "big_number": set(),  # "1_000" is not a number
+    "huge_score": set(),  # nor is "NaN"
+    "flagged": {"TWO"},  # the boolean true; the string "TRUE" is text
     "renewal_in_last_hour": {"u1"},  # 08:30 UTC (10:30 where it was sent)
 }
 

@@ -109,18 +109,20 @@ def engines(tmp_path_factory, spark):
 @pytest.fixture(scope="module")
 def edge_cases(tmp_path_factory, spark):
     """The edge cases of the trait and audience tests (numeric strings, nested and missing
-    properties, windows, context attribution, child roll-ups, quantifiers) on both engines."""
+    properties, windows, context attribution, child roll-ups, quantifiers, custom traits of
+    mixed types, odd keys and times with offsets) on both engines."""
     root = tmp_path_factory.mktemp("edge_engines")
     write_lines(root / "landing" / "traits.ndjson", trait_cases.EDGE_EVENTS)
     write_lines(root / "landing" / "audiences.ndjson", audience_cases.EDGE_EVENTS)
+    write_lines(root / "landing" / "typed.ndjson", audience_cases.TYPED_EVENTS)
     (root / "definitions").mkdir()
-    audiences = audience_cases.EDGE_DEFINITIONS
-    definitions = {"traits": trait_cases.EDGE_TRAITS + audiences.get("traits", []),
-                   "audiences": audiences["audiences"]}  # fmt: skip
+    audiences, typed = audience_cases.EDGE_DEFINITIONS, audience_cases.TYPED_DEFINITIONS
+    definitions = {"traits": trait_cases.EDGE_TRAITS + audiences["traits"] + typed["traits"],
+                   "audiences": audiences["audiences"] + typed["audiences"]}  # fmt: skip
     (root / "definitions" / "defs.yaml").write_text(yaml.safe_dump(definitions))
     catalog = load_catalog(root / "definitions")
-    # The hours of both edge tests: one on 2026-09-25, then three in a row (one window).
-    hours = sorted({*trait_cases.EDGE_HOURS, audience_cases.EDGE_HOUR})
+    # The hours of the edge tests: one on 2026-09-25, then four in a row (one window).
+    hours = sorted({*trait_cases.EDGE_HOURS, audience_cases.EDGE_HOUR, datetime(2026, 10, 1, 8)})
     one_hour = timedelta(hours=1)
     windows = [(hours[0], hours[0] + one_hour), (hours[1], hours[-1] + one_hour)]
     assert hours[1:] == hours_of(*windows[1])

@@ -14,6 +14,7 @@ result says which conditions held and with which values. Rules:
 - `in_account_audience` / `account` hold when any of the user's accounts qualifies.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -45,6 +46,7 @@ from account_hierarchy.traits.compile import (
     HOUR,
     Snapshot,
     aggregate,
+    as_number,
     attributed_events,
     json_properties,
     timestamp,
@@ -173,8 +175,9 @@ class Evaluator:
         base = self.base(entity, with_traits=uses_traits)
         custom = {c.custom_trait for c, e in walk(condition, entity)
                   if e == entity and isinstance(c, CustomTraitTest)}  # fmt: skip
-        base = base.mutate(**{column: value for key in sorted(custom)
-                              for column, value in _custom_columns(base, key).items()})  # fmt: skip
+        quoted_paths = self.backend.name == "duckdb"
+        base = base.mutate(**{column: value for key in sorted(custom) for column, value
+                              in _custom_columns(base, key, quoted_paths).items()})  # fmt: skip
         unmaterialized = sorted(
             c.trait for c, e in walk(condition, entity)
             if e == entity and isinstance(c, TraitTest) and _value_column(c) not in base.columns
@@ -225,7 +228,7 @@ class Evaluator:
         if isinstance(condition, TraitTest | CustomTraitTest):
             value = base[_value_column(condition)]
             columns[f"{leaf.id}_value"] = value
-            json_text = (base[f"custom_json__{condition.custom_trait}"]
+            json_text = (base[_custom_column("json", condition.custom_trait)]
                          if isinstance(condition, CustomTraitTest) else None)  # fmt: skip
             columns[f"{leaf.id}_held"] = self._test(value, condition, json_text)
         else:
@@ -247,7 +250,8 @@ class Evaluator:
             )
             return rows.group_by(rows.user_id.name("part_entity")).aggregate(
                 **{held: rows.member.any(), f"{leaf.id}_accounts":
-                   rows.account_id.collect(where=rows.member).sort()}
+                   ibis.coalesce(rows.account_id.collect(where=rows.member).sort(),
+                                 ibis.literal([], type="array<string>"))}
             )  # fmt: skip
         if isinstance(condition, Performed):
             return self._performed(condition, leaf)
@@ -337,10 +341,14 @@ class Evaluator:
         is_list = value.type().is_array()
         text = value.cast("string") if not is_list else None
         numeric = not is_list and not value.type().is_temporal()
-        number = value.try_cast("float64") if numeric else None
+        number = None
+        if numeric:
+            number = as_number(text) if value.type().is_string() else value.try_cast("float64")
         if operator in ("within_last", "not_within_last"):
             moment = value
-            if not value.type().is_timestamp():  # (text: an offset is converted to UTC)
+            if not value.type().is_timestamp() and self.backend.name == "pyspark":
+                moment = utc_moment(text)
+            elif not value.type().is_timestamp():  # (text: an offset is converted to UTC)
                 moment = text.try_cast(dt.Timestamp(timezone="UTC")).cast(dt.Timestamp())
             since = self.as_of - window_interval(parse_window(operand))
             if operator == "within_last":
@@ -358,7 +366,7 @@ class Evaluator:
             )
         if operator in ("equals", "not_equals"):
             if isinstance(operand, bool):
-                same = text.lower() == ("true" if operand else "false")
+                same = text == ("true" if operand else "false")
             elif isinstance(operand, int | float) and number is not None:
                 same = number == float(operand)
             else:
@@ -381,19 +389,35 @@ class Evaluator:
                 "lte": number <= operand}[operator]  # fmt: skip
 
 
-def _custom_columns(base: ir.Table, key: str) -> dict[str, ir.Value]:
-    """A custom trait read from the entities' `custom_traits`: `custom__<key>` as text
-    (strings unquoted; numbers, booleans, lists and objects as their JSON) and
-    `custom_json__<key>` as JSON text; both null for an absent key or a JSON null. A dotted
-    name reads a nested key (`address.city`)."""
-    value = base.custom_traits[key]
+@ibis.udf.scalar.builtin
+def utc_moment(value: str) -> datetime:
+    """(Spark, `spark/session.py`) text naming a moment, with or without an offset, in UTC."""
+
+
+def _custom_columns(base: ir.Table, key: str, quoted_paths: bool) -> dict[str, ir.Value]:
+    """A custom trait read from the entities' `custom_traits`: as text (strings unquoted;
+    numbers, booleans, lists and objects as their JSON) and as JSON text, both null for an
+    absent key or a JSON null. A dotted name reads a nested key (`address.city`). DuckDB gets
+    a quoted JSONPath (any key but quotes: `a:b`, `$k`), other engines one key at a time."""
+    if quoted_paths:
+        value = base.custom_traits["$" + "".join(f'."{part}"' for part in key.split("."))]
+    else:
+        value = base.custom_traits
+        for part in key.split("."):
+            value = value[part]
     as_json = value.cast("string")
     absent = as_json.isnull() | (as_json == "null")
     return {
-        f"custom__{key}": ibis.ifelse(absent, ibis.null("string"),
-                                      ibis.coalesce(value.str, as_json)),
-        f"custom_json__{key}": ibis.ifelse(absent, ibis.null("string"), as_json),
+        _custom_column("text", key): ibis.ifelse(absent, ibis.null("string"),
+                                                 ibis.coalesce(value.str, as_json)),
+        _custom_column("json", key): ibis.ifelse(absent, ibis.null("string"), as_json),
     }  # fmt: skip
+
+
+def _custom_column(kind: str, key: str) -> str:
+    """The column of a custom trait read as `text` or `json` (named by a digest: keys may
+    differ only in case, which column names may not)."""
+    return f"custom_{kind}__{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
 
 def _json_list_holds(json_text: ir.StringValue, element) -> ir.BooleanValue:
@@ -412,7 +436,7 @@ def _value_column(condition) -> str | None:
     if isinstance(condition, TraitTest):
         return f"trait__{condition.trait}"
     if isinstance(condition, CustomTraitTest):
-        return f"custom__{condition.custom_trait}"
+        return _custom_column("text", condition.custom_trait)
     return None
 
 

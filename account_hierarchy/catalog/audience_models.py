@@ -60,7 +60,16 @@ class CustomTraitTest(ValueTest):
     """A trait sent in group (account) or identify (user) calls, e.g.
     `{custom_trait: industry, equals: Software}`."""
 
-    custom_trait: str
+    custom_trait: str = Field(min_length=1)
+
+    @field_validator("custom_trait")
+    @classmethod
+    def _no_quotes(cls, name: str) -> str:
+        if any(quote in name for quote in "'\"\\"):
+            raise ValueError(
+                f"custom_trait {name!r}: names with quotes or backslashes cannot be read"
+            )
+        return name
 
 
 class AudienceReference(Strict):

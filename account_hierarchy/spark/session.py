@@ -16,7 +16,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
 from account_hierarchy import settings
-from account_hierarchy.traits.compile import AS_OF, HOUR
+from account_hierarchy.traits.compile import AS_OF, HOUR, NUMBER_TEXT
 
 _COMMON_CONFIG = {
     "spark.sql.session.timeZone": "UTC",
@@ -70,9 +70,13 @@ def spark_backend(session: SparkSession) -> ibis.BaseBackend:
 # unquoted, numbers, booleans and objects as their JSON) and unwraps it with these functions.
 # Ibis ships them as Python functions; these native ones give the warehouse's answers (a
 # string's text, a number from a number or numeric string) without leaving the JVM.
+# `utc_moment` reads text with an offset as the UTC moment it names (the session's TIMESTAMP is
+# TIMESTAMP_NTZ, whose cast would drop the offset).
 _JSON_FUNCTIONS = {
     "unwrap_json_str": "STRING RETURN value",
-    "unwrap_json_float": "DOUBLE RETURN try_cast(value AS DOUBLE)",
+    "unwrap_json_float": f"DOUBLE RETURN CASE WHEN value RLIKE '{NUMBER_TEXT}' "
+    "THEN try_cast(value AS DOUBLE) END",
+    "utc_moment": "TIMESTAMP_NTZ RETURN CAST(try_cast(value AS TIMESTAMP_LTZ) AS TIMESTAMP_NTZ)",
 }
 
 

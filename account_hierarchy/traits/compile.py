@@ -79,6 +79,17 @@ def json_properties(events: ir.Table) -> ir.Table:
     return events.mutate(**as_json) if as_json else events
 
 
+# Text that reads as a number: decimal notation, an exponent, spaces around (as every engine
+# reads it; `5d`, `1_000`, `NaN` and `Infinity`, which some engines' casts accept, are text).
+# (no backslashes: the pattern also goes into Spark SQL text, see `spark/session.py`)
+NUMBER_TEXT = r"^[ \t]*[-+]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?[ \t]*$"
+
+
+def as_number(text: ir.StringValue) -> ir.FloatingValue:
+    """`text` as a number when it is one (`NUMBER_TEXT`), else null."""
+    return ibis.ifelse(text.re_search(NUMBER_TEXT), text.try_cast("float64"), ibis.null("float64"))
+
+
 def with_properties(events: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
     """The events with every property the traits read extracted once, as text, as a number and
     whether it is present, so that no trait parses the JSON again."""
@@ -95,9 +106,8 @@ def with_properties(events: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
             value = value[key]
         text, number, present = (property_column(path, k) for k in ("text", "number", "present"))
         columns[text] = ibis.coalesce(value.str, value.cast("string"))
-        read = ibis.coalesce(value.float, value.str.try_cast("float64"))
-        # (NaN and infinities, which the casts accept, are no numbers: `x - x` is 0 for all
-        # others, in every engine)
+        read = ibis.coalesce(value.float, as_number(value.str))
+        # (a JSON NaN or infinity is no number: `x - x` is 0 for all others, in every engine)
         columns[number] = ibis.ifelse((read - read) == 0, read, ibis.null("float64"))
         columns[present] = value.notnull() & (value.cast("string") != "null")
     return events.mutate(**columns) if columns else events
