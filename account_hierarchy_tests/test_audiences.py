@@ -596,7 +596,7 @@ def test_default_hours_are_the_audiences_own(edge):
     con, catalog, _ = edge
     assert newest_member_hour(con, "any_admin") == EDGE_HOUR
     assert newest_evaluable_hour(con, catalog, "any_admin") == EDGE_HOUR
-    with pytest.raises(NotInSnapshotError, match="'nope' has not been materialized"):
+    with pytest.raises(NotInSnapshotError, match="'nope' was not materialized for any hour"):
         newest_member_hour(con, "nope")
 
 

@@ -50,7 +50,7 @@ def newest_member_hour(con: duckdb.DuckDBPyConnection, audience: str) -> datetim
         params,
     )
     if not hours or hours[0][0] is None:
-        raise NotInSnapshotError(f"Audience {audience!r} has not been materialized yet.")
+        raise NotInSnapshotError(f"Audience {audience!r} was not materialized for any hour yet.")
     return hours[0][0]
 
 
