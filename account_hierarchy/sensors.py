@@ -70,21 +70,24 @@ def changed_files(cursor: dict) -> tuple[list[list[str]], set[datetime], dict]:
         content_hash, file_hours = hours_of_file(landing, file, partitions_start())
         earliest = _hour_text(min(file_hours)) if file_hours else None
         files[file.path] = [file.size, file.mtime_ns, content_hash, earliest]
-        if known and known[2] == content_hash:
-            continue
+        same_content = known is not None and known[2] == content_hash
+        if same_content and known[3:] == [earliest]:
+            continue  # only touched (lines without a time of their own may follow the mtime)
         changes.append([file.path, content_hash])
         if known:
             hours |= _earliest_hour(known)
-        if content_hash not in held_hashes:
+        if same_content or content_hash not in held_hashes:
             held_hashes.add(content_hash)
             hours |= file_hours
     return changes, hours, files
 
 
 def _earliest_hour(entry: list) -> set[datetime]:
-    """The earliest hour a handled file's content touched (none for a cursor written before
-    the cursor kept it)."""
-    return {datetime.fromisoformat(entry[3])} if len(entry) > 3 and entry[3] else set()
+    """The earliest hour a handled file's content touched (for a cursor written before the
+    cursor kept it, the first partition: any hour may hold its events)."""
+    if len(entry) < 4:
+        return {partitions_start()}
+    return {datetime.fromisoformat(entry[3])} if entry[3] else set()
 
 
 def _partition_key(hour: datetime) -> str:
@@ -103,26 +106,32 @@ def landing_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
     previous = json.loads(context.cursor or "{}")
     changes, hours, files = changed_files(previous)
     hours |= {datetime.fromisoformat(hour) for hour in previous.get("pending", [])}
+    hours = {max(hour, partitions_start()) for hour in hours}  # (the start may have moved)
+    requests = previous.get("requests", 0)
     keys = HOURLY.get_partition_keys(dynamic_partitions_store=context.instance)
     complete_until = HOURLY.end_time_for_partition_key(keys[-1]) if keys else None
     complete = sorted(
         hour for hour in hours if complete_until and hour.replace(tzinfo=UTC) < complete_until
     )
     pending = sorted(_hour_text(hour) for hour in hours if hour not in complete)
-    cursor = json.dumps({"files": files, "pending": pending})
+    cursor = {"files": files, "pending": pending, "requests": requests}
     if not complete:
         reason = "The changes touch only hours not complete yet." if hours else None
-        return dg.SensorResult(skip_reason=reason or "No new landing content.", cursor=cursor)
+        return dg.SensorResult(skip_reason=reason or "No new landing content.",
+                               cursor=json.dumps(cursor))  # fmt: skip
     known = [_partition_key(hour) for hour in complete]
     materialized = context.instance.get_materialized_partitions(dg.AssetKey("raw_events"))
     last = max([*known, *(materialized or []), *unfinished_range_ends(context.instance)])
-    run_key = hashlib.sha256(json.dumps([previous, changes, known]).encode()).hexdigest()[:20]
+    # (the count of requests so far: a later state may repeat an earlier one, its key may not)
+    run_key = hashlib.sha256(json.dumps([requests, changes, known]).encode()).hexdigest()[:20]
     request = dg.RunRequest(
         run_key=run_key,
         tags={RANGE_START_TAG: min(known), RANGE_END_TAG: last,
               "account_hierarchy/files": str(len(changes))},
     )  # fmt: skip
-    return dg.SensorResult(run_requests=[request], cursor=cursor)
+    return dg.SensorResult(
+        run_requests=[request], cursor=json.dumps(cursor | {"requests": requests + 1})
+    )
 
 
 def unfinished_range_ends(instance: dg.DagsterInstance) -> list[str]:

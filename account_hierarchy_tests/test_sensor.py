@@ -13,6 +13,7 @@ from account_hierarchy import sensors
 from account_hierarchy.definitions import defs
 from account_hierarchy.ingest.assets import raw_events
 from account_hierarchy.jobs import RANGE_END_TAG, RANGE_START_TAG
+from account_hierarchy.partitions import partitions_start
 from account_hierarchy.resources import LandingFolder, Warehouse
 from account_hierarchy.sensors import landing_files_sensor
 from account_hierarchy_tests.conftest import message, write_lines
@@ -38,7 +39,7 @@ def evaluate(instance, cursor=None):
 
 def test_no_files_no_run(instance, landing_env):
     requests, cursor = evaluate(instance)
-    assert requests == [] and json.loads(cursor) == {"files": {}, "pending": []}
+    assert requests == [] and json.loads(cursor) == {"files": {}, "pending": [], "requests": 0}
 
 
 def test_new_files_give_one_run_over_the_hours_they_touch(instance, landing_env):
@@ -99,6 +100,49 @@ def test_a_removed_file_recomputes_its_hours_and_may_land_again(instance, landin
     (landed_again,), cursor = evaluate(instance, cursor)
     assert span(landed_again) == ("2026-10-01-12:00", "2026-10-01-12:00")
     assert len({first.run_key, removed.run_key, landed_again.run_key}) == 3
+
+
+def test_a_state_seen_before_gets_a_new_run_key(instance, landing_env):
+    """Removing a file and landing it again returns the cursor to an earlier state: the run
+    must not be skipped as a repeat of the first one (Dagster skips a run key it has seen)."""
+    write_lines(landing_env / "b.ndjson", [message("m2", "2026-10-01T10:05:00Z")])
+    _, cursor = evaluate(instance)
+    path = write_lines(landing_env / "a.ndjson", [message("m1", "2026-10-01T12:05:00Z")])
+    (landed,), cursor = evaluate(instance, cursor)
+    content, written = path.read_bytes(), path.stat().st_mtime_ns
+    path.unlink()
+    (removed,), cursor = evaluate(instance, cursor)
+    path.write_bytes(content)
+    os.utime(path, ns=(written, written))
+    (again,), _ = evaluate(instance, cursor)
+    assert len({landed.run_key, removed.run_key, again.run_key}) == 3
+    assert span(again) == span(landed)
+
+
+def test_a_cursor_without_earliest_hours_recomputes_from_the_first_partition(instance, landing_env):
+    """A cursor written before it kept each file's earliest hour: a removed file's events may
+    be in any hour."""
+    path = write_lines(landing_env / "a.ndjson", [message("m1", "2026-10-01T12:05:00Z")])
+    _, cursor = evaluate(instance)
+    old = json.loads(cursor)
+    old["files"] = {name: entry[:3] for name, entry in old["files"].items()}
+    path.unlink()
+    (removed,), _ = evaluate(instance, json.dumps(old))
+    assert span(removed)[0] == f"{partitions_start():%Y-%m-%d-%H:%M}"
+
+
+def test_a_touched_file_whose_lines_follow_its_mtime_moves_them(instance, landing_env):
+    """Lines without a time of their own belong to the file's mtime hour: touching the file
+    moves them, from one hour to another, both recomputed."""
+    path = write_lines(landing_env / "q.ndjson", ["junk", "more junk"])
+    at = datetime(2026, 10, 1, 9, 30, tzinfo=UTC).timestamp()
+    os.utime(path, (at, at))
+    (first,), cursor = evaluate(instance)
+    assert span(first) == ("2026-10-01-09:00", "2026-10-01-09:00")
+    at = datetime(2026, 10, 1, 11, 30, tzinfo=UTC).timestamp()
+    os.utime(path, (at, at))
+    (moved,), _ = evaluate(instance, cursor)
+    assert span(moved) == ("2026-10-01-09:00", "2026-10-01-11:00")
 
 
 def test_hours_not_complete_yet_wait_in_the_cursor(instance, landing_env):
