@@ -40,9 +40,10 @@ STATE_SCHEMA = pa.schema(
 KEY_SCHEMA = pa.schema(
     [(name, pa.string()) for name in ("destination", "kind", "name", "entity_id")]
 )
-IN_FLIGHT_SCHEMA = KEY_SCHEMA.append(pa.field("snapshot_hour", pa.timestamp("us"))).append(
-    pa.field("sent", pa.string())
-)
+IN_FLIGHT_SCHEMA = pa.schema(
+    [*KEY_SCHEMA, pa.field("snapshot_hour", pa.timestamp("us")),
+     pa.field("sent", pa.string()), pa.field("entity_type", pa.string())]
+)  # fmt: skip
 _SAME_KEY = ("f.destination = i.destination AND f.kind = i.kind AND f.name = i.name "
              "AND f.entity_id = i.entity_id")  # fmt: skip
 LOG_SCHEMA = pa.schema([("message_id", pa.string()), ("call", pa.string()),
@@ -150,7 +151,8 @@ def _mark_in_flight(
     made for), before their messages leave."""
     keys = pa.Table.from_pylist(
         [{"destination": destination.name, "kind": item.kind, "name": item.name,
-          "entity_id": item.entity_id, "snapshot_hour": item.message_hour, "sent": item.change}
+          "entity_id": item.entity_id, "snapshot_hour": item.message_hour, "sent": item.change,
+          "entity_type": item.entity_type}
          for item in items],
         schema=IN_FLIGHT_SCHEMA,
     )  # fmt: skip

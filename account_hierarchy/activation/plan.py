@@ -42,11 +42,7 @@ class Item:
     value: Any
     messages: list[dict] = field(default_factory=list)
     message_hour: datetime | None = None  # the snapshot hour its messages are made for
-
-    @property
-    def change(self) -> str:
-        """The change itself, as JSON text (what a re-send must repeat)."""
-        return json.dumps([self.transition, self.value], sort_keys=True)
+    change: str = ""  # what its messages say, ids and times aside (what a re-send repeats)
 
 
 class NothingToSyncError(LookupError):
@@ -99,19 +95,29 @@ def plan(
             items.append(_item(catalog, key, transition, json.loads(value)))
     # (what the destination holds but should not: the entity type it was sent as decides the
     # call, even for an audience or trait since removed from the definitions)
-    sent_as = dict(con.execute(
-        "SELECT (kind, name, entity_id), entity_type FROM destination_state WHERE destination = $d",
-        {"d": destination.name}).fetchall())  # fmt: skip
+    in_flight = in_flight_changes(con, destination.name)
+    sent_as = {key: entity_type for key, (_, _, entity_type) in in_flight.items()} | dict(
+        con.execute(
+            "SELECT (kind, name, entity_id), entity_type FROM destination_state "
+            "WHERE destination = $d",
+            {"d": destination.name},
+        ).fetchall()
+    )
     for key in sorted(accepted.keys() - desired.keys()):
         transition = "changed" if key[0] == "trait" else "exited"
         items.append(_item(catalog, key, transition, None, sent_as.get(key)))
     outputs = _output_columns(con, catalog, destination, hour)
-    in_flight = in_flight_changes(con, destination.name)
     for item in items:
-        sent, sent_for = in_flight.get((item.kind, item.name, item.entity_id), (None, None))
-        # (the same change sent before without confirmation goes again as it went then)
-        item.message_hour = sent_for if sent == item.change else hour
+        item.message_hour = hour
         item.messages = _messages(destination, item, outputs)
+        item.change = json.dumps([{k: v for k, v in message.items()
+                                   if k not in ("messageId", "timestamp")}
+                                  for message in item.messages], sort_keys=True)  # fmt: skip
+        sent, sent_for, _ = in_flight.get((item.kind, item.name, item.entity_id), (None,) * 3)
+        if sent == item.change and sent_for != hour:
+            # (the same messages sent before without confirmation go again as they went)
+            item.message_hour = sent_for
+            item.messages = _messages(destination, item, outputs)
     return items
 
 
@@ -203,10 +209,11 @@ def _messages(destination: Destination, item: Item, outputs) -> list[dict]:
     flag = item.transition != "exited"
     value = flag if item.kind != "trait" else item.value
 
-    def message(call: str, body: dict, user: str = "") -> dict:
+    def message(call: str, body: dict) -> dict:
+        # (the id names the change, the message's own content and the snapshot hour)
         identity = message_id(destination.name, item.kind, item.name, item.entity_id,
-                              item.transition, json.dumps(item.value, sort_keys=True),
-                              hour.isoformat(), call, user)  # fmt: skip
+                              item.transition, call, json.dumps(body, sort_keys=True),
+                              hour.isoformat())  # fmt: skip
         return {"messageId": identity, "type": call, "timestamp": as_of,
                 "context": {"library": LIBRARY}, **body}  # fmt: skip
 

@@ -21,9 +21,11 @@ CREATE TABLE IF NOT EXISTS destination_in_flight (
     name VARCHAR NOT NULL,
     entity_id VARCHAR NOT NULL,
     snapshot_hour TIMESTAMP NOT NULL, -- the snapshot whose change was sent (in its messages)
-    sent VARCHAR                      -- the change sent: [transition, value] as JSON
+    sent VARCHAR,                     -- what the messages said, ids and times aside (JSON)
+    entity_type VARCHAR               -- account or user, as sent
 );
 ALTER TABLE destination_in_flight ADD COLUMN IF NOT EXISTS sent VARCHAR;
+ALTER TABLE destination_in_flight ADD COLUMN IF NOT EXISTS entity_type VARCHAR;
 CREATE TABLE IF NOT EXISTS delivery_log (
     destination VARCHAR NOT NULL,
     message_id VARCHAR NOT NULL,
@@ -71,13 +73,15 @@ def accepted_state(
 
 def in_flight_changes(
     con: duckdb.DuckDBPyConnection, destination: str
-) -> dict[tuple[str, str, str], tuple[str | None, datetime]]:
-    """(kind, name, entity_id) -> the change sent without confirmation (`sent`) and the
-    snapshot hour its messages were made for: sending the same change again repeats them,
-    message ids included, so that the destination drops what it already applied."""
+) -> dict[tuple[str, str, str], tuple[str | None, datetime, str | None]]:
+    """(kind, name, entity_id) -> what was sent without confirmation (`sent`), the snapshot
+    hour its messages were made for and the entity type they were about: sending the same
+    messages again repeats them, ids included, so that the destination drops what it already
+    applied."""
     rows = con.execute(
-        "SELECT kind, name, entity_id, sent, snapshot_hour FROM destination_in_flight "
-        "WHERE destination = $d",
+        "SELECT kind, name, entity_id, sent, snapshot_hour, entity_type "
+        "FROM destination_in_flight WHERE destination = $d",
         {"d": destination},
     ).fetchall()
-    return {(kind, name, entity_id): (sent, hour) for kind, name, entity_id, sent, hour in rows}
+    return {(kind, name, entity_id): (sent, hour, entity_type)
+            for kind, name, entity_id, sent, hour, entity_type in rows}  # fmt: skip
