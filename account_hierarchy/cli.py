@@ -355,8 +355,14 @@ def sync_command(destination: str, dry_run: bool, output_format: str) -> None:
     if dry_run:
         emit([_message_line(m) for m in report.planned], output_format)
         click.echo(
-            f"\n{report.messages} messages for {report.items} changes would be sent "
-            f"(snapshot {report.snapshot_hour:%Y-%m-%d %H:00} UTC); nothing was sent."
+            f"\n{len(report.planned)} messages for {report.items} changes would be sent "
+            f"(snapshot {report.snapshot_hour:%Y-%m-%d %H:00} UTC)"
+            + (
+                f", {report.oversized} more are over 32 KB and would not be"
+                if report.oversized
+                else ""
+            )
+            + "; nothing was sent."
         )
         return
     summary = {key: value for key, value in vars(report).items() if key != "planned"}

@@ -368,8 +368,10 @@ def test_oversized_messages_are_recorded_not_sent_and_do_not_block(world):
         "UPDATE accounts SET traits = json_object('plan', 'free', 'industry', repeat('x', 40000))"
         " WHERE account_id = 'ACME'"
     )
+    dry = sync(con, catalog, destination, None, dry_run=True)
     report = sync(con, catalog, destination, sender_for(destination))
     assert report.oversized == 1 and report.accepted == 10
+    assert (dry.oversized, len(dry.planned)) == (1, 10)  # a dry run lists what goes out
     (reason,) = con.execute(
         "SELECT response FROM delivery_log WHERE status = 'oversized'").fetchone()  # fmt: skip
     assert "over 32768 bytes" in reason

@@ -104,19 +104,19 @@ def sync(
     owner = {m["messageId"]: item for item in items for m in item.messages}
     messages = [m for item in items for m in item.messages]
     report.messages = len(messages)
+    sendable = []
+    oversized = []
+    for message in messages:
+        (oversized if _size(message) > MAX_MESSAGE_BYTES else sendable).append(message)
+    report.oversized = len(oversized)
     if dry_run:
-        report.planned = messages
+        report.planned = sendable
         return report
     pending = {id(item): len(item.messages) for item in items}
     # Items with no message (their calls are not wanted) are settled at once.
     _commit(con, destination, hour, [i for i in items if not i.messages], [], None, 0)
     report.committed_items += sum(1 for item in items if not item.messages)
-    sendable = []
-    oversized = []
-    for message in messages:
-        (oversized if _size(message) > MAX_MESSAGE_BYTES else sendable).append(message)
     if oversized:
-        report.oversized = len(oversized)
         outcome = Outcome(False, None, f"message over {MAX_MESSAGE_BYTES} bytes: not sent", 0)
         _commit(con, destination, hour, [], oversized, outcome, 0, status="oversized")
     for number, batch in enumerate(batches_of(sendable), start=1):
