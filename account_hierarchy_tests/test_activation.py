@@ -206,20 +206,28 @@ def test_unreachable_server_fails_the_run_and_the_next_run_delivers(world, https
     assert report.accepted == 11 == len(receiver.messages)
 
 
+class CrashAfterSending:
+    """Sends for real, then the process dies before committing what was accepted."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def send(self, batch):
+        self.real.send(batch)
+        raise KeyboardInterrupt
+
+
+def sync_then_crash(con, catalog, destination) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        sync(con, catalog, destination, CrashAfterSending(sender_for(destination)))
+
+
 def test_crash_after_sending_resends_the_same_message_ids_only(world):
     con, build, server = world
     receiver = Receiver()
     server.expect_request("/v1/batch", method="POST").respond_with_handler(receiver)
     catalog, destination = build(H10)
-    real = sender_for(destination)
-
-    class CrashAfterSending:
-        def send(self, batch):
-            real.send(batch)
-            raise KeyboardInterrupt  # the process dies before committing what was accepted
-
-    with pytest.raises(KeyboardInterrupt):
-        sync(con, catalog, destination, CrashAfterSending())
+    sync_then_crash(con, catalog, destination)
     sync(con, catalog, destination, sender_for(destination))
     first, second = receiver.batches
     assert [m["messageId"] for m in first] == [m["messageId"] for m in second]
@@ -234,15 +242,7 @@ def test_a_change_resent_at_a_later_hour_keeps_its_message_ids(world):
     receiver = Receiver()
     server.expect_request("/v1/batch", method="POST").respond_with_handler(receiver)
     catalog, destination = build(H10)
-    real = sender_for(destination)
-
-    class CrashAfterSending:
-        def send(self, batch):
-            real.send(batch)
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        sync(con, catalog, destination, CrashAfterSending())
+    sync_then_crash(con, catalog, destination)
     catalog, destination = build(H11)
     sync(con, catalog, destination, sender_for(destination))
     first, second = receiver.batches
@@ -263,15 +263,7 @@ def test_a_resent_change_whose_content_changed_gets_new_ids(world, tmp_path):
     receiver = Receiver()
     server.expect_request("/v1/batch", method="POST").respond_with_handler(receiver)
     catalog, destination = build(H10)
-    real = sender_for(destination)
-
-    class CrashAfterSending:
-        def send(self, batch):
-            real.send(batch)
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        sync(con, catalog, destination, CrashAfterSending())
+    sync_then_crash(con, catalog, destination)
     late = group_call("g9", "2026-10-01T10:30:00Z", "ACME", "u1", industry="Retail")
     write_lines(tmp_path / "landing" / "late.ndjson", [late])
     ingest_window(con, tmp_path / "landing", H10, H11, PARTITIONS_START)
@@ -295,18 +287,10 @@ def test_an_audience_removed_from_the_definitions_sends_its_exits(world, tmp_pat
     receiver = Receiver()
     server.expect_request("/v1/batch", method="POST").respond_with_handler(receiver)
     catalog, destination = build(H10)
-    real = sender_for(destination)
-
-    class CrashAfterSending:
-        def send(self, batch):
-            real.send(batch)
-            raise KeyboardInterrupt
-
     if confirmed:
-        sync(con, catalog, destination, real)
+        sync(con, catalog, destination, sender_for(destination))
     else:
-        with pytest.raises(KeyboardInterrupt):
-            sync(con, catalog, destination, CrashAfterSending())
+        sync_then_crash(con, catalog, destination)
     document = yaml.safe_load((tmp_path / "defs" / "d.yaml").read_text())
     document["audiences"] = []
     document["destinations"][0]["audiences"] = []
