@@ -169,29 +169,19 @@ class Evaluator:
         """Any condition tree (e.g. an edited audience) on `entity` for this hour."""
         leaves: list[Leaf] = []
         extra: list[ir.Table] = []
-        uses_traits = any(
-            isinstance(c, TraitTest) and e == entity for c, e in walk(condition, entity)
-        )
-        base = self.base(entity, with_traits=uses_traits)
-        custom = {c.custom_trait for c, e in walk(condition, entity)
-                  if e == entity and isinstance(c, CustomTraitTest)}  # fmt: skip
+        own = [c for c, e in walk(condition, entity) if e == entity]
+        trait_tests = [c for c in own if isinstance(c, TraitTest)]
+        base = self.base(entity, with_traits=bool(trait_tests))
+        for test in trait_tests:
+            if _value_column(test) not in base.columns:
+                raise NotComputedError(
+                    f"trait {test.trait!r} has not been materialized yet (a new definition?): "
+                    "materialize the traits first."
+                )
+        custom = sorted({c.custom_trait for c in own if isinstance(c, CustomTraitTest)})
         quoted_paths = self.backend.name == "duckdb"
-        base = base.mutate(**{column: value for key in sorted(custom) for column, value
+        base = base.mutate(**{column: value for key in custom for column, value
                               in _custom_columns(base, key, quoted_paths).items()})  # fmt: skip
-        unmaterialized = sorted(
-            c.trait for c, e in walk(condition, entity)
-            if e == entity and isinstance(c, TraitTest) and _value_column(c) not in base.columns
-        )  # fmt: skip
-        if unmaterialized:
-            raise NotComputedError(
-                f"trait {unmaterialized[0]!r} has not been materialized yet (a new definition?): "
-                "materialize the traits first."
-            )
-        # A trait no entity has yet is a column of nulls, tested like any null value (a null
-        # literal would not be: Ibis rewrites `null == x` as `x IS NULL`).
-        names = {_value_column(c) for c, e in walk(condition, entity) if e == entity}
-        unset = {name: ibis.null("string") for name in sorted(names - set(base.columns) - {None})}
-        base = base.mutate(**unset) if unset else base
         columns: dict[str, ir.Value] = {}
         member = self._compile(condition, entity, base, columns, extra, leaves)
         table = base.mutate(**columns) if columns else base
