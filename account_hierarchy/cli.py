@@ -16,7 +16,7 @@ from account_hierarchy.activation.plan import NothingToSyncError
 from account_hierarchy.activation.transport import DestinationUnavailableError, sender_for
 from account_hierarchy.audiences import queries as audience_queries
 from account_hierarchy.audiences.evaluate import NotComputedError
-from account_hierarchy.catalog.loader import DefinitionError, load_catalog
+from account_hierarchy.catalog.loader import Catalog, DefinitionError, load_catalog
 from account_hierarchy.hierarchy.queries import (
     NotInSnapshotError,
     account_profile,
@@ -61,11 +61,8 @@ as_of_option = click.option(
 @contextmanager
 def _reading() -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only warehouse connection; clear errors instead of tracebacks."""
-    path = settings.warehouse_path()
-    if not path.exists():
-        raise click.ClickException(f"No warehouse at {path}: materialize some assets first.")
     try:
-        with open_warehouse(path, read_only=True) as con:
+        with open_warehouse(_existing_warehouse(), read_only=True) as con:
             yield con
     except (NotInSnapshotError, NotComputedError, WarehouseBusyError) as error:
         raise click.ClickException(str(error)) from error
@@ -73,6 +70,18 @@ def _reading() -> Iterator[duckdb.DuckDBPyConnection]:
         raise click.ClickException(
             f"{_first_line(error)}: the warehouse has no such table yet; materialize it first."
         ) from error
+
+
+def _existing_warehouse() -> Path:
+    path = settings.warehouse_path()
+    if not path.exists():
+        raise click.ClickException(f"No warehouse at {path}: materialize some assets first.")
+    return path
+
+
+def _check_audience_defined(catalog: Catalog, audience: str) -> None:
+    if audience not in {a.audience.name for a in catalog.audiences}:
+        raise click.ClickException(f"No audience {audience!r} in {catalog.folder}.")
 
 
 def _first_line(error: Exception) -> str:
@@ -277,9 +286,8 @@ def _load_catalog():
 def preview(audience: str, as_of: datetime | None, output_format: str) -> None:
     """Evaluate an audience (as defined now, materialized or not) without writing anything."""
     catalog = _load_catalog()
+    _check_audience_defined(catalog, audience)
     with _reading() as con:
-        if audience not in {a.audience.name for a in catalog.audiences}:
-            raise click.ClickException(f"No audience {audience!r} in {catalog.folder}.")
         hour = as_of or audience_queries.newest_evaluable_hour(con, catalog, audience)
         result = audience_queries.preview(con, catalog, audience, hour)
     if output_format == "jsonl":
@@ -303,8 +311,7 @@ def preview(audience: str, as_of: datetime | None, output_format: str) -> None:
 def explain(audience: str, entity_id: str, as_of: datetime | None, output_format: str) -> None:
     """Why an account (user) is or is not in an audience, condition by condition."""
     catalog = _load_catalog()
-    if audience not in {a.audience.name for a in catalog.audiences}:
-        raise click.ClickException(f"No audience {audience!r} in {catalog.folder}.")
+    _check_audience_defined(catalog, audience)
     with _reading() as con:
         hour = as_of or audience_queries.newest_evaluable_hour(con, catalog, audience)
         result = audience_queries.explain(con, catalog, audience, entity_id, hour)
@@ -336,9 +343,7 @@ def sync_command(destination: str, dry_run: bool, output_format: str) -> None:
                    if d.destination.name == destination), None)  # fmt: skip
     if chosen is None:
         raise click.ClickException(f"No destination {destination!r} in {catalog.folder}.")
-    path = settings.warehouse_path()
-    if not path.exists():
-        raise click.ClickException(f"No warehouse at {path}: materialize some assets first.")
+    path = _existing_warehouse()
     try:
         with open_warehouse(path) as con:
             sender = None if dry_run else sender_for(chosen)

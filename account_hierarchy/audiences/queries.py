@@ -12,7 +12,7 @@ from account_hierarchy.audiences.evaluate import Evaluator, require_snapshots
 from account_hierarchy.audiences.memberships import reason_texts
 from account_hierarchy.catalog.audience_models import Quantified
 from account_hierarchy.catalog.loader import Catalog
-from account_hierarchy.hierarchy.queries import NotInSnapshotError
+from account_hierarchy.hierarchy.queries import NotInSnapshotError, latest_snapshot_hour
 
 SAMPLE_SIZE = 10
 
@@ -54,16 +54,12 @@ def newest_member_hour(con: duckdb.DuckDBPyConnection, audience: str) -> datetim
     return hours[0][0]
 
 
-def newest_evaluable_hour(con: duckdb.DuckDBPyConnection, catalog: Catalog, audience: str):
+def newest_evaluable_hour(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, audience: str
+) -> datetime:
     """The newest hour every snapshot table the audience reads has (for a preview of it)."""
     evaluated = _evaluator(con, catalog, datetime(2000, 1, 1)).audience(audience)
-    newest = []
-    for table in sorted(evaluated.tables):
-        rows = _rows_if_table_exists(con, f"SELECT max(snapshot_hour) FROM {table}", {})
-        if not rows or rows[0][0] is None:
-            raise NotInSnapshotError(f"{table} has no snapshot yet: materialize it first.")
-        newest.append(rows[0][0])
-    return min(newest)
+    return min(latest_snapshot_hour(con, (table,)) for table in sorted(evaluated.tables))
 
 
 def _rows_if_table_exists(con: duckdb.DuckDBPyConnection, query: str, params: dict) -> list[tuple]:
