@@ -106,7 +106,8 @@ def landing_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
     previous = json.loads(context.cursor or "{}")
     changes, hours, files = changed_files(previous)
     hours |= {datetime.fromisoformat(hour) for hour in previous.get("pending", [])}
-    hours = {max(hour, partitions_start()) for hour in hours}  # (the start may have moved)
+    first = partitions_start()
+    hours = {max(hour, first) for hour in hours}  # (the start may have moved)
     requests = previous.get("requests", 0)
     keys = HOURLY.get_partition_keys(dynamic_partitions_store=context.instance)
     complete_until = HOURLY.end_time_for_partition_key(keys[-1]) if keys else None

@@ -61,8 +61,8 @@ def _cte_names(query: exp.Expression) -> set[str]:
 
 def _check_sources(query: exp.Expression) -> None:
     ctes = _cte_names(query)
-    for name in sorted(ctes & set(VIEWS)):
-        raise SqlTraitError(f"a CTE is named {name!r}, like a view: give it another name")
+    if clashes := sorted(ctes & set(VIEWS)):
+        raise SqlTraitError(f"a CTE is named {clashes[0]!r}, like a view: give it another name")
     for table in query.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier):
             raise SqlTraitError(f"reads {table.sql('duckdb')}: only the snapshot views can be read")
