@@ -27,6 +27,17 @@ RANGE = ("2026-10-01-10:00", "2026-10-01-11:00")
 
 LOCATIONS = "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
 RUNS = """{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }"""
+SCHEDULES = """
+query($location: String!) {
+  schedulesOrError(repositorySelector: {repositoryLocationName: $location,
+                                        repositoryName: "__repository__"}) {
+    ... on Schedules { results { name scheduleState { id status } } }
+  }
+}"""
+STOP_SCHEDULE = """
+mutation($id: String!) {
+  stopRunningSchedule(id: $id) { __typename ... on PythonError { message } }
+}"""
 LAUNCH = """
 mutation($tags: [ExecutionTag!], $location: String!) {
   launchRun(executionParams: {
@@ -104,6 +115,7 @@ def dagster(tmp_path):
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise AssertionError((tmp_path / "dagster.log").read_text()[-3000:]) from None
                 time.sleep(1)
+        stop_schedules(graphql)
         yield graphql, landing, tmp_path, env
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -111,6 +123,19 @@ def dagster(tmp_path):
             server.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
+
+
+def stop_schedules(graphql) -> None:
+    """Stops the schedules, which are running by default, so that a schedule tick falling
+    inside the test (the hourly one at five past any hour) adds no run of its own."""
+    (location,) = graphql(LOCATIONS)["workspaceOrError"]["locationEntries"]
+    schedules = graphql(SCHEDULES, {"location": location["name"]})["schedulesOrError"]["results"]
+    assert schedules, "the code location defines schedules"
+    for schedule in schedules:
+        stopped = graphql(STOP_SCHEDULE, {"id": schedule["scheduleState"]["id"]})
+        assert stopped["stopRunningSchedule"]["__typename"] == "ScheduleStateResult", stopped
+    schedules = graphql(SCHEDULES, {"location": location["name"]})["schedulesOrError"]["results"]
+    assert {s["scheduleState"]["status"] for s in schedules} == {"STOPPED"}
 
 
 def wait_for_runs(graphql, done, seconds: float = 420) -> list[dict]:
