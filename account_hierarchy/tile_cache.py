@@ -119,10 +119,13 @@ def _rebuild_stale(
     """Rebuild the tiles of the hours before `before` whose events or queries changed; return
     how many."""
     tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    (outdated,) = con.execute(
-        f"SELECT count(*) FROM {hours_table} WHERE fingerprint <> $f", {"f": fingerprint}
+    # (with no hour recorded, the tables may still have the columns of earlier queries)
+    (outdated, recorded) = con.execute(
+        f"SELECT count(*) FILTER (fingerprint <> $f), count(*) FROM {hours_table}",
+        {"f": fingerprint},
     ).fetchone()
-    if outdated or any(query and table not in tables for table, query in queries.items()):
+    missing = any(query and table not in tables for table, query in queries.items())
+    if outdated or missing or not recorded:
         for table, query in queries.items():
             con.execute(f"DROP TABLE IF EXISTS {table}")
             if query is not None:

@@ -300,3 +300,18 @@ def test_tile_queries_are_the_same_in_every_process():
         for seed in ("1", "2", "3")
     }  # fmt: skip
     assert len(outputs) == 1
+
+
+def test_a_trait_added_before_any_day_was_tiled_gets_its_tile_columns(landing, tmp_path):
+    con = connect(tmp_path / "wh.duckdb")
+    ingest_window(con, landing / "landing", START, START + timedelta(days=2), PARTITIONS_START)
+    snapshots(con, datetime(2026, 10, 1, 10), datetime(2026, 10, 2, 2))
+    build_traits(con, definitions(tmp_path / "before", []),
+                 datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11))  # fmt: skip
+    assert con.execute("SELECT count(*) FROM trait_tile_days").fetchone() == (0,)
+    # The added traits' tile columns: in the hour tiles, and in the day tiles of the next day.
+    added = definitions(tmp_path / "after", DAY_WINDOW_TRAITS)
+    for start in (datetime(2026, 10, 1, 11), datetime(2026, 10, 2, 1)):
+        tiled, direct = both_ways(con, added, start, start + timedelta(hours=1))
+        for left, right in zip(tiled, direct, strict=True):
+            assert_same(left, right)
