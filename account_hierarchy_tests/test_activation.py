@@ -22,6 +22,7 @@ from account_hierarchy_tests.conftest import (
     PARTITIONS_START,
     build_hour,
     group_call,
+    message,
     write_lines,
 )
 
@@ -410,3 +411,63 @@ def test_a_killed_process_loses_nothing_and_duplicates_only_message_ids(world, t
         assert sync(again, catalog, destination, sender_for(destination)).messages == 0
     first, second = receiver.batches
     assert sorted(m["messageId"] for m in first) == sorted(m["messageId"] for m in second)
+
+
+def test_account_traits_reach_the_accounts_users_and_values_json_cannot_carry_are_none(tmp_path):
+    at = "2026-10-01T10:{:02d}:00Z".format
+    write_lines(tmp_path / "landing" / "a.ndjson", [
+        # (1e999 is valid JSON, read as an infinity)
+        '{"type": "group", "messageId": "g1", "groupId": "ACME", "userId": "u1", '
+        f'"timestamp": "{at(0)}", "traits": {{"plan": "free", "big": 1e999}}}}',
+        group_call("g2", at(1), "ACME", "u2"),
+        group_call("g3", at(2), "GLOBEX", "u2"), group_call("g4", at(3), "GLOBEX", "u3"),
+        message("t1", at(10), userId="u1", event="Logged In"),
+        message("t2", at(11), userId="u3", event="Logged In"),
+        message("t3", at(12), userId="u3", event="Logged In"),
+    ])  # fmt: skip
+    (tmp_path / "defs").mkdir()
+    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump({
+        "traits": [{"name": "account_logins", "entity": "account", "type": "event_counter",
+                    "event": "Logged In"},
+                   {"name": "weird", "entity": "account", "type": "sql",
+                    "sql": "SELECT account_id, 'nan'::DOUBLE AS weird FROM accounts"}],
+        "audiences": [{"name": "free_accounts", "entity": "account",
+                       "where": {"custom_trait": "plan", "equals": "free"}}],
+        "destinations": [{"name": "box", "type": "jsonl", "folder": str(tmp_path / "out"),
+                          "audiences": ["free_accounts"], "traits": ["account_logins", "weird"],
+                          "output_columns": ["big", "weird"]}],
+    }))  # fmt: skip
+    catalog = load_catalog(tmp_path / "defs")
+    destination = catalog.destinations[0].destination
+    con = connect(tmp_path / "wh.duckdb")
+    ingest_window(con, tmp_path / "landing", H10, H11, PARTITIONS_START)
+    build_hour(con, catalog, H10)
+
+    entered = '{"audience_key": "free_accounts", "free_accounts": true}'
+    expected = {
+        ("group", "ACME", '{"free_accounts": true}'),
+        ("identify", "u1", '{"free_accounts": true}'),
+        ("identify", "u2", '{"free_accounts": true}'),
+        ("track", "u1", "Audience Entered", entered),
+        ("track", "u2", "Audience Entered", entered),
+        ("group", "ACME", '{"account_logins": 1}'),
+        ("group", "GLOBEX", '{"account_logins": 2}'),
+    }
+    # each user of an account gets its value; u2, of both, gets ACME's (the first by id)
+    for user, logins in (("u1", 1), ("u2", 1), ("u3", 2)):
+        expected.add(("identify", user, f'{{"account_logins": {logins}}}'))
+        properties = f'{{"account_logins": {logins}, "trait_key": "account_logins"}}'
+        expected.add(("track", user, "Trait Computed", properties))
+    assert calls(sync(con, catalog, destination, None, dry_run=True).planned) == expected
+    sync(con, catalog, destination, sender_for(destination))
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    sent = [json.loads(line, parse_constant=refuse)
+            for path in (tmp_path / "out").glob("*.jsonl") for line in path.open()]  # fmt: skip
+    assert calls(sent) == expected
+    build_diffs(con, catalog, H10, H11)
+    assert con.execute("SELECT count(*) FROM activation_diffs WHERE name = 'weird'").fetchone() == (
+        0,
+    )

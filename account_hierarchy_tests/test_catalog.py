@@ -291,3 +291,33 @@ def test_a_missing_folder_and_a_file_not_in_utf8_are_problems(tmp_path, monkeypa
     (tmp_path / "latin.yaml").write_bytes("traits: []  # caf\xe9\n".encode("latin-1"))
     (problem,) = problems_of(tmp_path, GOOD)
     assert problem.endswith("latin.yaml: not UTF-8 text (byte 17): save it as UTF-8")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ("type: jsonl, folder: out, audiences: [quiet], output_columns: [quiet]",
+         "'quiet' is also an audience of the destination"),
+        ("type: jsonl, folder: out, traits: [both]", "'both' is both an account and a user trait"),
+        ("type: jsonl, folder: out, audiences: [quiet], calls: []", "calls"),
+        ("type: jsonl, folder: out, audiences: [quiet], event_names: {entered: ''}",
+         "event_names.entered"),
+        ("type: jsonl, folder: out, audiences: [quiet], url: 'http://x'",
+         "url: not a setting of jsonl destinations"),
+        ("type: jsonl, folder: out, audiences: [quiet], retry: {max_seconds: 5}",
+         "retry: not a setting of jsonl destinations"),
+        ("type: http, url: 'http://x', write_key_env: KEY, folder: out, audiences: [quiet]",
+         "folder: not a setting of http destinations"),
+        ("type: http, url: 'http://', write_key_env: KEY, audiences: [quiet]", "name a host"),
+    ],
+)  # fmt: skip
+def test_destination_problems_are_named(tmp_path, settings, message):
+    # (a user trait, and an account SQL trait's value column, named `both`)
+    both = ("  - name: both\n    entity: user\n    type: event_counter\n    event: A\n"
+            "  - name: both_sql\n    entity: account\n    type: sql\n"
+            "    sql: SELECT account_id, 7 AS both FROM accounts\n")  # fmt: skip
+    text = AUDIENCES.replace("audiences:\n", both + "audiences:\n", 1)
+    text += f"destinations:\n  - {{name: out, {settings}}}\n"
+    problems = problems_of(tmp_path, text)
+    assert len(problems) == 1 and message in problems[0], problems
+    assert "destination" in problems[0] and str(tmp_path / "a.yaml") in problems[0]

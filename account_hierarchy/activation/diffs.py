@@ -8,6 +8,7 @@ either engine; the old and new values are stored as JSON text.
 """
 
 import json
+import math
 from datetime import date, datetime
 from typing import Any
 
@@ -104,10 +105,12 @@ def plain(value: Any, integer: bool = False) -> Any:
     integer (an engine may hand over a nullable integer column as floats)."""
     if isinstance(value, np.ndarray | list | tuple):
         return [plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and np.isnan(value):
-        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # (NaN and infinities, which JSON cannot carry)
     if value is pd.NaT or value is pd.NA:
         return None
     if isinstance(value, datetime | date | pd.Timestamp):
@@ -129,6 +132,14 @@ def diff_rows(kind: str, name: str, query: ir.Table, found: pd.DataFrame, hour) 
     """One hour's changes of a synced audience or trait as rows of `activation_diffs`."""
     integer = query.schema()["after"].is_integer()
     found = found.sort_values("entity_id")
+    # (object columns keep None as null when frames are concatenated)
+    found["old_value"] = pd.Series([json_text(v, integer) for v in found.before], dtype=object,
+                                   index=found.index)  # fmt: skip
+    found["new_value"] = pd.Series([json_text(v, integer) for v in found.after], dtype=object,
+                                   index=found.index)  # fmt: skip
+    # (a change JSON cannot tell apart, such as from null to NaN, is none)
+    pairs = zip(found.old_value, found.new_value, strict=True)
+    found = found.loc[np.array([old != new for old, new in pairs], dtype=bool)]
     return pd.DataFrame(
         {
             "snapshot_hour": pd.Series([hour] * len(found), dtype="datetime64[us]"),
@@ -137,9 +148,8 @@ def diff_rows(kind: str, name: str, query: ir.Table, found: pd.DataFrame, hour) 
             "entity_type": found.entity_type.astype(str).to_numpy(),
             "entity_id": found.entity_id.astype(str).to_numpy(),
             "change": found.change.astype(str).to_numpy(),
-            # (object columns keep None as null when frames are concatenated)
-            "old_value": pd.Series([json_text(v, integer) for v in found.before], dtype=object),
-            "new_value": pd.Series([json_text(v, integer) for v in found.after], dtype=object),
+            "old_value": found.old_value.to_numpy(),
+            "new_value": found.new_value.to_numpy(),
         },
         columns=DIFF_COLUMNS,
     )

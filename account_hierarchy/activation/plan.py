@@ -5,8 +5,12 @@ has accepted, as items (one change of one entity) each with its Segment messages
   destination's output columns (those with a value) on entering;
 - a user of such an account, or of a user audience, enters (exits) it: identify
   `{audience: true (false)}` and track `Audience Entered` (`Audience Exited`);
-- an account trait changes: group `{trait: value}`;
+- an account trait changes: group `{trait: value}`, and for each user of the account, identify
+  `{trait: value}` and track `Trait Computed` (a user of several accounts gets the value of the
+  first of them, by account id, that has one);
 - a user trait changes: identify `{trait: value}` and track `Trait Computed`.
+
+Values JSON cannot carry (NaN, infinities) travel as null: a trait with such a value has none.
 
 Only the calls a destination asks for are built. Message ids are UUIDs derived from the
 destination, audience or trait, entity, transition, value, snapshot hour, call and user, so a
@@ -21,6 +25,7 @@ from typing import Any
 
 import duckdb
 
+from account_hierarchy.activation.diffs import plain
 from account_hierarchy.activation.state import accepted_state, in_flight_changes
 from account_hierarchy.catalog.destination_models import Destination
 from account_hierarchy.catalog.loader import Catalog
@@ -28,6 +33,9 @@ from account_hierarchy.catalog.loader import Catalog
 NAMESPACE = uuid.UUID("6f1c1e5e-4a55-4d0e-9d0c-6163636f756e")
 LIBRARY = {"name": "account_hierarchy", "version": "0.1.0"}
 ACCOUNT_SENDER = "account_hierarchy"  # the anonymousId of group calls about whole accounts
+# Item kinds: audience, audience_user (a user of an account audience's member), trait and
+# trait_user (a user of an account with a synced account trait).
+TRAIT_KINDS = ("trait", "trait_user")
 
 
 @dataclass
@@ -91,7 +99,7 @@ def plan(
     items = []
     for key, value in sorted(desired.items()):
         if accepted.get(key) != value:
-            transition = "changed" if key[0] == "trait" else "entered"
+            transition = "changed" if key[0] in TRAIT_KINDS else "entered"
             items.append(_item(catalog, key, transition, json.loads(value)))
     # (what the destination holds but should not: the entity type it was sent as decides the
     # call, even for an audience or trait since removed from the definitions)
@@ -104,7 +112,7 @@ def plan(
         ).fetchall()
     )
     for key in sorted(accepted.keys() - desired.keys()):
-        transition = "changed" if key[0] == "trait" else "exited"
+        transition = "changed" if key[0] in TRAIT_KINDS else "exited"
         items.append(_item(catalog, key, transition, None, sent_as.get(key)))
     outputs = _output_columns(con, catalog, destination, hour)
     for item in items:
@@ -134,7 +142,7 @@ def _item(
     if entity_type is None:
         if kind == "audience":
             entity_type = catalog.audience(name).entity
-        elif kind == "audience_user":
+        elif kind in ("audience_user", "trait_user"):
             entity_type = "user"
         else:
             entity_type = "account" if name in catalog.trait_columns("account") else "user"
@@ -171,13 +179,32 @@ def _desired(con, catalog: Catalog, destination: Destination, hour) -> dict[tupl
                 f'WHERE snapshot_hour = $h AND "{trait}" IS NOT NULL',
                 {"h": hour},
             ).fetchall()
-            for entity_id, value in values:
-                desired[("trait", trait, entity_id)] = _canonical(value)
+            keyed = [(("trait", trait, entity_id), value) for entity_id, value in values]
+            if entity == "account":
+                keyed += [(("trait_user", trait, user_id), value) for user_id, value in
+                          _users_account_values(con, trait, hour)]  # fmt: skip
+            for key, value in keyed:
+                if (canonical := _canonical(value)) is not None:
+                    desired[key] = canonical
     return desired
 
 
-def _canonical(value_json: str) -> str:
-    return json.dumps(json.loads(value_json), sort_keys=True)
+def _users_account_values(con, trait: str, hour) -> list[tuple[str, str]]:
+    """(user id, the account trait's value as JSON) for every user of an account with a value:
+    for a user of several accounts, the value of the first of them by account id."""
+    return con.execute(
+        f'SELECT m.user_id, arg_min(to_json(t."{trait}"), m.account_id) '
+        "FROM account_memberships AS m JOIN account_traits AS t "
+        "ON t.account_id = m.account_id AND t.snapshot_hour = m.snapshot_hour "
+        f'WHERE m.snapshot_hour = $h AND t."{trait}" IS NOT NULL GROUP BY m.user_id',
+        {"h": hour},
+    ).fetchall()
+
+
+def _canonical(value_json: str) -> str | None:
+    """The value as canonical JSON text; None if nothing of it JSON can carry is left."""
+    value = plain(json.loads(value_json))
+    return None if value is None else json.dumps(value, sort_keys=True)
 
 
 def _output_columns(con, catalog: Catalog, destination: Destination, hour) -> dict[str, dict]:
@@ -191,13 +218,15 @@ def _output_columns(con, catalog: Catalog, destination: Destination, hour) -> di
         "SELECT account_id, traits FROM accounts WHERE snapshot_hour = $h", {"h": hour}
     ).fetchall():
         values = json.loads(traits)
-        rows[account_id] = {c: values.get(c) for c in custom}
+        rows[account_id] = {c: plain(values.get(c)) for c in custom}
     for column in computed:
         for account_id, value in con.execute(
             f'SELECT account_id, to_json("{column}") FROM account_traits WHERE snapshot_hour = $h',
             {"h": hour},
         ).fetchall():
-            rows.setdefault(account_id, {})[column] = None if value is None else json.loads(value)
+            rows.setdefault(account_id, {})[column] = (
+                None if value is None else plain(json.loads(value))
+            )
     return rows
 
 
@@ -207,7 +236,7 @@ def _messages(destination: Destination, item: Item, outputs) -> list[dict]:
     hour = item.message_hour
     as_of = (hour + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     flag = item.transition != "exited"
-    value = flag if item.kind != "trait" else item.value
+    value = item.value if item.kind in TRAIT_KINDS else flag
 
     def message(call: str, body: dict) -> dict:
         # (the id names the change, the message's own content and the snapshot hour)
@@ -238,7 +267,7 @@ def _messages(destination: Destination, item: Item, outputs) -> list[dict]:
             messages.append(message("identify", {"userId": item.entity_id,
                                                  "traits": {item.name: value}}))  # fmt: skip
         if "track" in calls:
-            if item.kind == "trait":
+            if item.kind in TRAIT_KINDS:
                 event, key = names.trait_computed, "trait_key"
             else:
                 event, key = (names.entered if flag else names.exited), "audience_key"

@@ -2,6 +2,7 @@
 
 import re
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
@@ -14,9 +15,9 @@ CALLS = ("group", "identify", "track")
 class EventNames(Strict):
     """Track event names (Segment's defaults unless renamed)."""
 
-    entered: str = "Audience Entered"
-    exited: str = "Audience Exited"
-    trait_computed: str = "Trait Computed"
+    entered: str = Field(default="Audience Entered", min_length=1)
+    exited: str = Field(default="Audience Exited", min_length=1)
+    trait_computed: str = Field(default="Trait Computed", min_length=1)
 
 
 class RetrySettings(Strict):
@@ -37,7 +38,9 @@ class Destination(Strict):
     audiences: list[str] = Field(default_factory=list)
     traits: list[str] = Field(default_factory=list)
     output_columns: list[str] = Field(default_factory=list)
-    calls: list[Literal["group", "identify", "track"]] = Field(default_factory=lambda: [*CALLS])
+    calls: list[Literal["group", "identify", "track"]] = Field(
+        default_factory=lambda: [*CALLS], min_length=1
+    )
     event_names: EventNames = Field(default_factory=EventNames)
     url: str | None = None
     write_key_env: str | None = None
@@ -57,10 +60,16 @@ class Destination(Strict):
     def _type_settings(self) -> "Destination":
         if self.type == "http" and not (self.url and self.write_key_env):
             raise ValueError("an http destination needs `url` and `write_key_env`")
-        if self.type == "http" and not self.url.startswith(("http://", "https://")):
-            raise ValueError(f"url {self.url!r} must start with http:// or https://")
+        if self.type == "http" and not (
+            self.url.startswith(("http://", "https://")) and urlsplit(self.url).hostname
+        ):
+            raise ValueError(f"url {self.url!r} must be http:// or https:// and name a host")
         if self.type == "jsonl" and not self.folder:
             raise ValueError("a jsonl destination needs `folder`")
+        given = self.model_fields_set
+        foreign = {"http": ["folder"], "jsonl": ["url", "write_key_env", "retry"]}[self.type]
+        if unused := [name for name in foreign if name in given]:
+            raise ValueError(f"{', '.join(unused)}: not a setting of {self.type} destinations")
         if not self.audiences and not self.traits:
             raise ValueError("a destination needs at least one audience or trait to send")
         return self

@@ -305,7 +305,15 @@ def _check_destinations(catalog: Catalog) -> list[str]:
         for name in destination.traits:
             if name not in traits and name not in catalog.invalid_names:
                 problems.append(f"{where}.traits: {unknown_name('trait', name, traits)}")
+            elif name in catalog.trait_columns("account") and name in catalog.trait_columns("user"):
+                problems.append(f"{where}.traits: {name!r} is both an account and a user trait; "
+                                "rename one of them to send it")  # fmt: skip
         for name in destination.output_columns:
             if not NAME.match(name):
                 problems.append(f"{where}.output_columns: {name!r} is not a trait name")
+            elif name in destination.audiences:
+                problems.append(
+                    f"{where}.output_columns: {name!r} is also an audience of the destination, "
+                    "whose group calls carry it as true or false"
+                )
     return problems
