@@ -1,12 +1,15 @@
 """Printing rows for people (an aligned table) or for machines (`--format jsonl`)."""
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import click
+import numpy as np
+import pandas as pd
 from tabulate import tabulate
 
 FORMATS = ("table", "jsonl")
@@ -21,17 +24,26 @@ format_option = click.option(
 )
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A value as plain JSON-able Python: times as ISO text, decimals as floats, durations as
+    seconds, NumPy scalars and arrays as Python ones, and NaN, infinities (which JSON cannot
+    carry) and pandas' missing values as null."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, Decimal):
+        value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, datetime | date):
         return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [plain(item) for item in value]
     return value
 
 
@@ -40,7 +52,7 @@ def emit(rows: Iterable[Mapping[str, Any]], output_format: str) -> None:
     rows = list(rows)
     if output_format == "jsonl":
         for row in rows:
-            click.echo(json.dumps({key: _plain(value) for key, value in row.items()}))
+            click.echo(json.dumps({key: plain(value) for key, value in row.items()}))
         return
     if not rows:
         click.echo("(no rows)")
@@ -52,12 +64,12 @@ def emit_record(record: Mapping[str, Any], output_format: str) -> None:
     """Print one nested record: one JSON line, or for people its plain fields as `name: value`
     lines, then each mapping (e.g. traits) and list of rows as a titled table."""
     if output_format == "jsonl":
-        click.echo(json.dumps(_plain(record)))
+        click.echo(json.dumps(plain(record)))
         return
     nested = {key: value for key, value in record.items() if isinstance(value, Mapping | list)}
     for key, value in record.items():
         if key not in nested:
-            click.echo(f"{key}: {_plain(value)}")
+            click.echo(f"{key}: {plain(value)}")
     for key, value in nested.items():
         click.echo(f"\n{key}:")
         if isinstance(value, Mapping):

@@ -53,8 +53,12 @@ def partitions_start() -> str:
 
 
 def parent_trait() -> str:
-    """The group trait naming an account's parent account (`AH_PARENT_TRAIT`)."""
-    return os.environ.get(PARENT_TRAIT_ENV, DEFAULT_PARENT_TRAIT)
+    """The group trait naming an account's parent account (`AH_PARENT_TRAIT`): a top-level
+    key, taken as it is (`$` and `.` are no path syntax)."""
+    name = os.environ.get(PARENT_TRAIT_ENV, DEFAULT_PARENT_TRAIT)
+    if not name or '"' in name:
+        raise ValueError(f"{PARENT_TRAIT_ENV}={name!r}: expected a trait name without quotes")
+    return name
 
 
 def duckdb_config() -> dict[str, str]:

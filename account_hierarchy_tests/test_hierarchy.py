@@ -210,3 +210,33 @@ def test_trait_objects_built_a_share_of_the_users_at_a_time_are_the_same(warehou
     build_users(con, start, end)
     assert con.execute("SELECT * FROM users ORDER BY ALL").fetchall() == whole
     con.close()
+
+
+@pytest.mark.parametrize("parent_trait", ["parent_account_id", "$parent"])
+def test_parents_by_numeric_id_and_a_key_given_twice(tmp_path, monkeypatch, parent_trait):
+    """A numeric parent id is the text ingestion makes of the same numeric groupId; of a key
+    given twice in one call the first value counts; the parent trait is a key, not a path."""
+    at = "2026-10-01T10:00:00Z"
+    lines = [
+        {"type": "group", "messageId": "p", "anonymousId": "crm", "groupId": 1e16,
+         "timestamp": at},
+        f'{{"type": "group", "messageId": "c", "anonymousId": "crm", "groupId": "child", '
+        f'"timestamp": "{at}", "traits": {{"{parent_trait}": 1e16, "parent": "WRONG", '
+        '"plan": "first", "plan": "second"}}',
+    ]  # fmt: skip
+    write_lines(tmp_path / "landing" / "a.ndjson", lines)
+    monkeypatch.setenv("AH_PARENT_TRAIT", parent_trait)
+    path = tmp_path / "wh.duckdb"
+    resources = {"landing": LandingFolder(path=str(tmp_path / "landing")),
+                 "warehouse": Warehouse(database=str(path))}  # fmt: skip
+    result = dg.materialize([raw_events, hierarchy_snapshots], resources=resources,
+                            partition_key="2026-10-01-10:00")  # fmt: skip
+    assert result.success
+    with connect(path, read_only=True) as con:
+        rows = con.execute(
+            "SELECT a.account_id, a.parent_account_id, a.plan, a.traits ->> 'plan', "
+            "h.ultimate_parent_id, h.parent_missing FROM accounts AS a "
+            "JOIN account_hierarchy AS h USING (snapshot_hour, account_id) ORDER BY 1"
+        ).fetchall()
+    assert rows == [("1e+16", None, None, None, "1e+16", False),
+                    ("child", "1e+16", "first", "first", "1e+16", False)]  # fmt: skip

@@ -142,7 +142,11 @@ def test_sync_without_a_warehouse_creates_none(tmp_path, monkeypatch):
     assert not (tmp_path / "none").exists()
 
 
-def test_jsonl_prints_decimals_and_durations_as_numbers(capsys):
+def test_jsonl_prints_decimals_and_durations_as_numbers_and_nan_as_null(capsys):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
 
-    emit([{"a": Decimal("1.50"), "b": timedelta(minutes=2)}], "jsonl")
-    assert json.loads(capsys.readouterr().out) == {"a": 1.5, "b": 120.0}
+    emit([{"a": Decimal("1.50"), "b": timedelta(minutes=2), "c": float("nan"),
+           "d": {"e": [float("inf"), 1]}}], "jsonl")  # fmt: skip
+    assert json.loads(capsys.readouterr().out, parse_constant=refuse) == {
+        "a": 1.5, "b": 120.0, "c": None, "d": {"e": [None, 1]}}  # fmt: skip

@@ -4,9 +4,11 @@ from datetime import datetime
 
 import pytest
 
+from account_hierarchy.hierarchy import trait_columns
 from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.hierarchy.trait_columns import column_type, infer_trait_columns
 from account_hierarchy.ingest.load import ingest_window
+from account_hierarchy.warehouse import connect
 from account_hierarchy_tests.conftest import PARTITIONS_START, write_lines
 
 
@@ -85,3 +87,33 @@ def test_columns_retyped_and_added_in_one_transaction_commit(con, landing):
     rows = con.execute("SELECT hour(snapshot_hour), age, seats, role, vip FROM users "
                        "ORDER BY 1").fetchall()  # fmt: skip
     assert rows == [(10, 30.0, "1", None, None), (11, 30.5, '"x"', "Admin", True)]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "limit"),
+    [
+        ({"email": "a@x.com"}, {"Email": "b@x.com"}, 200),  # (a new key sorting first clashes)
+        ({"k1": 1, "k2": 2}, {"a0": 3}, 2),  # (a new key takes a place under the limit)
+    ],
+)
+def test_hourly_runs_give_the_columns_a_range_run_gives(tmp_path, monkeypatch, first, second,
+                                                        limit):  # fmt: skip
+    monkeypatch.setattr(trait_columns, "MAX_TRAIT_COLUMNS", limit)
+    landing = tmp_path / "landing"
+    write_lines(landing / "a.ndjson", [
+        {"type": "identify", "messageId": f"i{hour}", "userId": f"u{hour}", "traits": traits,
+         "timestamp": f"2026-10-01T{hour}:00:00Z"}
+        for hour, traits in ((10, first), (11, second))])  # fmt: skip
+    tables = []
+    for windows in ([(10, 11), (11, 12)], [(10, 12)]):
+        con = connect(tmp_path / f"{len(windows)}.duckdb")
+        for start, end in windows:
+            window = (datetime(2026, 10, 1, start), datetime(2026, 10, 1, end))
+            ingest_window(con, landing, *window, PARTITIONS_START)
+            con.begin()
+            build_snapshots(con, *window, "parent_account_id")
+            con.commit()
+        # (the same columns, in the order they were added)
+        rows = con.execute("SELECT * FROM users ORDER BY ALL").df().to_dict("records")
+        tables.append([{key: row[key] for key in sorted(row)} for row in rows])
+    assert tables[0] == tables[1]

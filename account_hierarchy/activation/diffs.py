@@ -8,9 +8,7 @@ either engine; the old and new values are stored as JSON text.
 """
 
 import json
-import math
-from datetime import date, datetime
-from typing import Any
+from datetime import datetime
 
 import duckdb
 import ibis
@@ -20,6 +18,7 @@ import pandas as pd
 
 from account_hierarchy.activation.schemas import validate_diffs
 from account_hierarchy.catalog.loader import Catalog
+from account_hierarchy.output import plain
 from account_hierarchy.partitions import hours_of
 from account_hierarchy.traits.compile import HOUR, compile_hourly, hourly_params
 
@@ -100,31 +99,13 @@ def change_queries(backend, catalog: Catalog) -> dict[tuple[str, str], ir.Table]
     return queries
 
 
-def plain(value: Any, integer: bool = False) -> Any:
-    """A value from a result frame as plain JSON-able Python; from an `integer` column, an
-    integer (an engine may hand over a nullable integer column as floats)."""
-    if isinstance(value, np.ndarray | list | tuple):
-        return [plain(item) for item in value]
-    if isinstance(value, dict):
-        return {key: plain(item) for key, item in value.items()}
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None  # (NaN and infinities, which JSON cannot carry)
-    if value is pd.NaT or value is pd.NA:
-        return None
-    if isinstance(value, datetime | date | pd.Timestamp):
-        return value.isoformat()
-    if integer and isinstance(value, float):
-        return int(value)
-    return value
-
-
 def json_text(value, integer: bool) -> str | None:
     """A value as compact JSON text (None for null); `integer` columns give integers."""
-    value = plain(value, integer)
+    value = plain(value)
     if value is None:
         return None
+    if integer and isinstance(value, float):  # (an engine may give nullable integers as floats)
+        value = int(value)
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 

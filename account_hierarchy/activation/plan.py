@@ -25,10 +25,10 @@ from typing import Any
 
 import duckdb
 
-from account_hierarchy.activation.diffs import plain
 from account_hierarchy.activation.state import accepted_state, in_flight_changes
 from account_hierarchy.catalog.destination_models import Destination
 from account_hierarchy.catalog.loader import Catalog
+from account_hierarchy.output import plain
 
 NAMESPACE = uuid.UUID("6f1c1e5e-4a55-4d0e-9d0c-6163636f756e")
 LIBRARY = {"name": "account_hierarchy", "version": "0.1.0"}

@@ -100,8 +100,9 @@ def build_accounts(
         CREATE OR REPLACE TEMP TABLE account_base AS
         SELECT seen.snapshot_hour, seen.account_id, seen.first_at AS first_seen_at,
                seen.last_at AS last_seen_at, coalesce(members.user_count, 0) AS user_count,
-               nullif(trim(json_extract_string(t.traits, $parent_trait)), '')
-                   AS parent_account_id,
+               -- (text as ingestion makes ids of any JSON value: 1e16 as 1e+16)
+               nullif(trim(json_transform(json_extract(t.traits, $parent_path), '"VARCHAR"')),
+                      '') AS parent_account_id,
                coalesce(t.traits, '{}'::JSON) AS traits
         FROM account_seen AS seen
         LEFT JOIN account_trait_values AS t
@@ -112,7 +113,7 @@ def build_accounts(
                    GROUP BY ALL) AS members
           ON members.snapshot_hour = seen.snapshot_hour AND members.account_id = seen.account_id
         """,
-        _params(start, end) | {"parent_trait": parent_trait},
+        _params(start, end) | {"parent_path": f'$."{parent_trait}"'},
     )
     if trait_columns is None:
         trait_columns = infer_trait_columns(con, "group", ACCOUNT_COLUMNS)
@@ -158,7 +159,7 @@ def _write_entities(
     select = exp.select(*fixed_columns, *typed_select(trait_columns)).from_(base)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {base}_typed AS {select.sql('duckdb')}")
     validate_entities(con, table, f"{base}_typed", trait_columns)
-    sync_table_columns(con, table, trait_columns)
+    sync_table_columns(con, table, trait_columns, fixed_columns)
     return _replace_window(con, table, f"{base}_typed", start, end)
 
 

@@ -58,7 +58,8 @@ FROM (SELECT * FROM {STALE_EVENTS_SQL} WHERE type IN ('identify', 'group')) AS e
 VALUES_SQL = f"""
 SELECT e.type AS message_type, e.event_hour AS tile_hour,
        CASE e.type WHEN 'identify' THEN e.user_id ELSE e.group_id END AS entity_id,
-       field.key, arg_max(field.value, (e.timestamp, e.message_id)) AS value
+       -- (of a key given twice in one call, the first value, as everywhere else)
+       field.key, arg_max(field.value, (e.timestamp, e.message_id, -field.id)) AS value
 {_FIELDS}
 WHERE CASE e.type WHEN 'identify' THEN e.user_id ELSE e.group_id END IS NOT NULL
 GROUP BY ALL

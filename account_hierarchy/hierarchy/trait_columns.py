@@ -7,7 +7,7 @@ every value it ever had in the events:
 
 | values | column type |
 | --- | --- |
-| integers | BIGINT |
+| integers | BIGINT (an integer beyond its range is null there, kept in `traits`) |
 | numbers (some not integers) | DOUBLE |
 | true / false | BOOLEAN |
 | strings that all read as ISO-8601 timestamps | TIMESTAMP (UTC) |
@@ -16,9 +16,12 @@ every value it ever had in the events:
 
 Null values do not count. A key gets a column when it is a plain identifier (letters, digits,
 underscores, not starting with a digit), does not clash (ignoring case) with the table's own
-columns or an earlier key, and the table has fewer than `MAX_TRAIT_COLUMNS` trait columns;
-every other key lives in `traits` only. Typed columns are a projection of `traits`, so when a
-key's type widens the column is rebuilt from `traits` for every stored row.
+columns or an earlier key (in sorted order, over every key ever seen), and the table has fewer
+than `MAX_TRAIT_COLUMNS` trait columns; every other key lives in `traits` only. Typed columns
+are a projection of `traits`, so when a key's type widens the column is rebuilt from `traits`
+for every stored row, and a key that loses its column to a new one (an earlier key clashing
+with it, or one taking its place under the limit) has its column dropped: the columns depend
+only on the keys in the events, not on the order of the runs that brought them.
 """
 
 import re
@@ -116,12 +119,19 @@ def typed_select(columns: dict[str, str], source: str = "traits") -> list[exp.Ex
     ]
 
 
-def sync_table_columns(con: duckdb.DuckDBPyConnection, table: str, columns: dict[str, str]) -> None:
-    """Add missing trait columns to `table` and retype those whose type changed, from `traits`.
+def sync_table_columns(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: dict[str, str],
+    own_columns: Iterable[str],
+) -> None:
+    """Give `table` exactly the trait `columns` beside its `own_columns`: drop the trait columns
+    no longer chosen (a key that lost its column to a case clash or the column limit), retype
+    those whose type changed and add the missing ones, from `traits`.
 
     Within one transaction DuckDB commits several column changes of a table only when no
-    column is updated between them: retyped columns are converted by their `ALTER`, and the
-    new ones are all filled by one `UPDATE` at the end."""
+    column is updated between them: dropped columns go first, retyped columns are converted by
+    their `ALTER`, and the new ones are all filled by one `UPDATE` at the end."""
     existing = dict(
         con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
@@ -129,6 +139,10 @@ def sync_table_columns(con: duckdb.DuckDBPyConnection, table: str, columns: dict
             {"table": table},
         ).fetchall()
     )
+    for name in existing.keys() - columns.keys() - set(own_columns):
+        quoted = exp.to_identifier(name, quoted=True).sql("duckdb")
+        con.execute(f"ALTER TABLE {table} DROP COLUMN {quoted}")
+        del existing[name]
     added = []
     for key, kind in columns.items():
         if existing.get(key) == kind:
