@@ -616,3 +616,30 @@ def test_preview_with_a_new_trait_not_materialized_yet(edge, tmp_path):
     with pytest.raises(NotComputedError, match="trait 'new_logins' has not been materialized"):
         preview(con, catalog, "uses_new", EDGE_HOUR)
     assert preview(con, catalog, "active_or_unknown_role", EDGE_HOUR)["members"] == 2
+
+
+def test_the_default_hour_of_a_preview_skips_tables_built_without_rows(tmp_path):
+    """Accounts only from anonymous CRM calls: `account_memberships` is built but empty, and
+    holds for every hour; the preview takes the newest hour of the tables that have rows."""
+    at = "2026-10-01T08:00:00Z"
+    write_lines(tmp_path / "landing" / "a.ndjson", [
+        {"type": "group", "messageId": "g1", "groupId": "E1", "anonymousId": "crm",
+         "timestamp": at, "traits": {"industry": "Software"}},
+        {"type": "identify", "messageId": "i1", "userId": "lonely", "timestamp": at,
+         "traits": {"role": "Admin"}},
+    ])  # fmt: skip
+    (tmp_path / "defs").mkdir()
+    admins = {"custom_trait": "role", "equals": "Admin"}
+    audience = {"name": "no_admins", "entity": "account",
+                "where": {"users": "none", "where": admins}}  # fmt: skip
+    (tmp_path / "defs" / "a.yaml").write_text(yaml.safe_dump({"audiences": [audience]}))
+    catalog = load_catalog(tmp_path / "defs")
+    con = connect(tmp_path / "wh.duckdb")
+    start = datetime(2026, 10, 1, 8)
+    ingest_window(con, tmp_path / "landing", start, start + timedelta(hours=2), PARTITIONS_START)
+    for hour in (start, start + timedelta(hours=1)):
+        build_hour(con, catalog, hour)
+    assert con.execute("SELECT count(*) FROM account_memberships").fetchone() == (0,)
+    newest = newest_evaluable_hour(con, catalog, "no_admins")
+    assert newest == start + timedelta(hours=1)
+    assert preview(con, catalog, "no_admins", newest)["members"] == 1

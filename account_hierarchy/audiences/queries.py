@@ -57,9 +57,20 @@ def newest_member_hour(con: duckdb.DuckDBPyConnection, audience: str) -> datetim
 def newest_evaluable_hour(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, audience: str
 ) -> datetime:
-    """The newest hour every snapshot table the audience reads has (for a preview of it)."""
+    """The newest hour every snapshot table the audience reads has (for a preview of it). A
+    table built but still without rows (no membership yet, say) holds for any hour, as
+    `require_snapshots` has it, and does not count."""
     evaluated = _evaluator(con, catalog, datetime(2000, 1, 1)).audience(audience)
-    return min(latest_snapshot_hour(con, (table,)) for table in sorted(evaluated.tables))
+    tables = sorted(evaluated.tables)
+    existing = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    newest = []
+    for table in tables:
+        if table in existing and not con.execute(f"FROM {table} LIMIT 1").fetchall():
+            continue  # (built, without rows yet)
+        newest.append(latest_snapshot_hour(con, (table,)))
+    if not newest:
+        raise NotInSnapshotError(f"No snapshot in {', '.join(tables)} yet: materialize them.")
+    return min(newest)
 
 
 def _rows_if_table_exists(con: duckdb.DuckDBPyConnection, query: str, params: dict) -> list[tuple]:
