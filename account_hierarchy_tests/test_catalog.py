@@ -224,6 +224,13 @@ def test_audiences_load(tmp_path):
         ("{trait: logins}", "give exactly one operator"),
         ("{colour: red}", "a condition needs one of the keys"),
         ("{users: all, at_least: 2, where: {trait: user_logins, gt: 0}}", "give one quantifier"),
+        (
+            "{at_least: 100000000000000000000, where: {trait: user_logins, gt: 0}}",
+            "less than or equal to 9223372036854775807",
+        ),
+        ("{at_least: true, where: {trait: user_logins, gt: 0}}", "valid integer"),
+        ("{at_least_percent: true, where: {trait: user_logins, gt: 0}}", "valid number"),
+        ("{users: any, where: {performed: A, at_most: 100000000000000000000}}", "less than"),
     ],
 )
 def test_audience_problems_are_named(tmp_path, audience, message):

@@ -17,7 +17,15 @@ Operators: `equals`, `not_equals`, `gt`, `gte`, `lt`, `lte`, `in`, `contains`, `
 
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import (
+    Discriminator,
+    Field,
+    StrictFloat,
+    StrictInt,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from account_hierarchy.catalog.models import (
     OPERATORS,
@@ -29,6 +37,7 @@ from account_hierarchy.catalog.models import (
 from account_hierarchy.catalog.windows import ALL_TIME, parse_window
 
 TEST_OPERATORS = (*OPERATORS, "is_null", "within_last", "not_within_last")
+MAX_COUNT = 2**63 - 1  # (counts are compared as BIGINT: a greater one could never hold anyway)
 CONDITION_KEYS = ("and", "or", "not", "trait", "custom_trait", "audience", "users",
                   "at_least_percent", "performed", "in_account_audience", "account")  # fmt: skip
 
@@ -95,8 +104,8 @@ class Quantified(Strict):
     `users: any` (default), `all` or `none`, or `at_least: N`, or `at_least_percent: P`."""
 
     users: Literal["any", "all", "none"] | None = None
-    at_least: int | None = Field(default=None, ge=1)
-    at_least_percent: float | None = Field(default=None, gt=0, le=100)
+    at_least: StrictInt | None = Field(default=None, ge=1, le=MAX_COUNT)
+    at_least_percent: StrictFloat | None = Field(default=None, gt=0, le=100)
     where: "Condition"
 
     @model_validator(mode="after")
@@ -125,8 +134,8 @@ class Performed(Strict):
     event_type: Literal["track", "page", "screen", "identify", "group"] | None = None
     where: list[PropertyCondition] = Field(default_factory=list)
     window: str = ALL_TIME
-    at_least: int = Field(default=1, ge=0)
-    at_most: int | None = Field(default=None, ge=0)
+    at_least: StrictInt = Field(default=1, ge=0, le=MAX_COUNT)
+    at_most: StrictInt | None = Field(default=None, ge=0, le=MAX_COUNT)
 
     _window = field_validator("window")(lambda value: (parse_window(value), value)[1])
 
