@@ -471,3 +471,31 @@ def test_account_traits_reach_the_accounts_users_and_values_json_cannot_carry_ar
     assert con.execute("SELECT count(*) FROM activation_diffs WHERE name = 'weird'").fetchone() == (
         0,
     )
+
+
+def test_calls_added_to_a_destination_send_what_it_holds_in_those_calls(tmp_path):
+    write_lines(tmp_path / "landing" / "a.ndjson", events()[:3])
+    con = connect(tmp_path / "wh.duckdb")
+    ingest_window(con, tmp_path / "landing", H10, H11, PARTITIONS_START)
+    (tmp_path / "defs").mkdir()
+
+    def destination_with(calls):
+        box = {"name": "box", "type": "jsonl", "folder": str(tmp_path / "out"),
+               "audiences": ["free_accounts"], "calls": calls}  # fmt: skip
+        document = definitions("http://unused") | {"destinations": [box]}
+        (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(document))
+        catalog = load_catalog(tmp_path / "defs")
+        return catalog, catalog.destinations[0].destination
+
+    catalog, destination = destination_with(["track"])
+    build_hour(con, catalog, H10)
+    sync(con, catalog, destination, sender_for(destination))
+    catalog, destination = destination_with(["group", "identify", "track"])
+    planned = sync(con, catalog, destination, None, dry_run=True).planned
+    assert calls(planned) == {
+        ("group", "ACME", '{"free_accounts": true}'),
+        ("identify", "u1", '{"free_accounts": true}'),
+        ("identify", "u2", '{"free_accounts": true}'),
+    }  # (the track calls went already)
+    sync(con, catalog, destination, sender_for(destination))
+    assert sync(con, catalog, destination, sender_for(destination)).messages == 0

@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from account_hierarchy.activation.plan import Item, newest_hour, plan
-from account_hierarchy.activation.state import ensure_state_tables
+from account_hierarchy.activation.state import ensure_state_tables, record_synced_calls
 from account_hierarchy.activation.transport import DestinationUnavailableError, Outcome
 from account_hierarchy.audiences.memberships import ensure_audience_hours
 from account_hierarchy.catalog.destination_models import Destination
@@ -141,6 +141,8 @@ def sync(
             report.rejected += len(batch)
         _commit(con, destination, hour, done, batch, outcome, number)
         report.committed_items += len(done)
+    # (what was not accepted stays in flight, owed again in every call)
+    record_synced_calls(con, destination.name, destination.calls)
     return report
 
 

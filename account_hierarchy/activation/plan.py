@@ -12,7 +12,8 @@ has accepted, as items (one change of one entity) each with its Segment messages
 
 Values JSON cannot carry (NaN, infinities) travel as null: a trait with such a value has none.
 
-Only the calls a destination asks for are built. Message ids are UUIDs derived from the
+Only the calls a destination asks for are built; calls it asks for since its last sync carry
+again what it already holds. Message ids are UUIDs derived from the
 destination, audience or trait, entity, transition, value, snapshot hour, call and user, so a
 re-send is a duplicate the receiver drops.
 """
@@ -25,8 +26,8 @@ from typing import Any
 
 import duckdb
 
-from account_hierarchy.activation.state import accepted_state, in_flight_changes
-from account_hierarchy.catalog.destination_models import Destination
+from account_hierarchy.activation.state import accepted_state, in_flight_changes, synced_calls
+from account_hierarchy.catalog.destination_models import CALLS, Destination
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.output import plain
 
@@ -51,6 +52,7 @@ class Item:
     messages: list[dict] = field(default_factory=list)
     message_hour: datetime | None = None  # the snapshot hour its messages are made for
     change: str = ""  # what its messages say, ids and times aside (what a re-send repeats)
+    only_calls: set[str] = field(default_factory=lambda: set(CALLS))  # the calls it is sent in
 
 
 class NothingToSyncError(LookupError):
@@ -96,11 +98,16 @@ def plan(
     """Every item owed to the destination at snapshot `hour`."""
     accepted = accepted_state(con, destination.name)
     desired = _desired(con, catalog, destination, hour)
+    # (calls the destination asks for since its last complete sync: what it holds goes again,
+    # in those calls only)
+    added_calls = set(destination.calls) - (synced_calls(con, destination.name) or set(CALLS))
     items = []
     for key, value in sorted(desired.items()):
-        if accepted.get(key) != value:
+        if accepted.get(key) != value or added_calls:
             transition = "changed" if key[0] in TRAIT_KINDS else "entered"
-            items.append(_item(catalog, key, transition, json.loads(value)))
+            item = _item(catalog, key, transition, json.loads(value))
+            item.only_calls = set(CALLS) if accepted.get(key) != value else added_calls
+            items.append(item)
     # (what the destination holds but should not: the entity type it was sent as decides the
     # call, even for an audience or trait since removed from the definitions)
     in_flight = in_flight_changes(con, destination.name)
@@ -118,6 +125,8 @@ def plan(
     for item in items:
         item.message_hour = hour
         item.messages = _messages(destination, item, outputs)
+        if not item.messages and item.only_calls != set(CALLS):
+            continue  # (none of the added calls is about it)
         item.change = json.dumps([{k: v for k, v in message.items()
                                    if k not in ("messageId", "timestamp")}
                                   for message in item.messages], sort_keys=True)  # fmt: skip
@@ -126,7 +135,7 @@ def plan(
             # (the same messages sent before without confirmation go again as they went)
             item.message_hour = sent_for
             item.messages = _messages(destination, item, outputs)
-    return items
+    return [item for item in items if item.messages or item.only_calls == set(CALLS)]
 
 
 def _item(
@@ -231,7 +240,7 @@ def _output_columns(con, catalog: Catalog, destination: Destination, hour) -> di
 
 
 def _messages(destination: Destination, item: Item, outputs) -> list[dict]:
-    calls = set(destination.calls)
+    calls = set(destination.calls) & item.only_calls
     names = destination.event_names
     hour = item.message_hour
     as_of = (hour + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")

@@ -1,6 +1,8 @@
 """What each destination has accepted (`destination_state`), what was sent and not confirmed
-yet (`destination_in_flight`), and what was sent (`delivery_log`)."""
+yet (`destination_in_flight`), the calls it wanted when it last took everything it was owed
+(`destination_calls`), and what was sent (`delivery_log`)."""
 
+import json
 from datetime import datetime
 
 import duckdb
@@ -26,6 +28,10 @@ CREATE TABLE IF NOT EXISTS destination_in_flight (
 );
 ALTER TABLE destination_in_flight ADD COLUMN IF NOT EXISTS sent VARCHAR;
 ALTER TABLE destination_in_flight ADD COLUMN IF NOT EXISTS entity_type VARCHAR;
+CREATE TABLE IF NOT EXISTS destination_calls (
+    destination VARCHAR PRIMARY KEY,
+    calls VARCHAR NOT NULL            -- the calls it wanted at its last complete sync (JSON)
+);
 CREATE TABLE IF NOT EXISTS delivery_log (
     destination VARCHAR NOT NULL,
     message_id VARCHAR NOT NULL,
@@ -85,3 +91,19 @@ def in_flight_changes(
     ).fetchall()
     return {(kind, name, entity_id): (sent, hour, entity_type)
             for kind, name, entity_id, sent, hour, entity_type in rows}  # fmt: skip
+
+
+def synced_calls(con: duckdb.DuckDBPyConnection, destination: str) -> set[str] | None:
+    """The calls the destination wanted at its last complete sync (None before any)."""
+    row = con.execute(
+        "SELECT calls FROM destination_calls WHERE destination = $d", {"d": destination}
+    ).fetchone()
+    return None if row is None else set(json.loads(row[0]))
+
+
+def record_synced_calls(con: duckdb.DuckDBPyConnection, destination: str, calls: list[str]) -> None:
+    """Record the calls of a sync that delivered everything owed."""
+    con.execute(
+        "INSERT OR REPLACE INTO destination_calls VALUES ($d, $c)",
+        {"d": destination, "c": json.dumps(sorted(calls))},
+    )
