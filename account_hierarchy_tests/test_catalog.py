@@ -148,11 +148,36 @@ def test_sql_trait_errors_suggest_the_closest_view(tmp_path):
             "a CTE is named 'events'",
         ),
         ("SELECT account_id, 1 AS snapshot_hour FROM accounts", "named 'snapshot_hour'"),
+        ("SELECT account_id, 1 AS entity_id FROM accounts", "named 'entity_id'"),
+        # (inside its own body, or before it, a CTE's name reads the table)
+        (
+            "WITH raw_events AS (SELECT * FROM raw_events) SELECT account_id, 1 AS n "
+            "FROM raw_events",
+            "unknown view 'raw_events'",
+        ),
+        (
+            "WITH a AS (SELECT * FROM b), b AS (SELECT * FROM accounts) "
+            "SELECT account_id, 1 AS n FROM a",
+            "unknown view 'b'",
+        ),
     ],
 )
 def test_sql_traits_must_be_one_read_only_query(sql, message):
     with pytest.raises(SqlTraitError, match=message):
         parse_trait_sql(sql, "account")
+
+
+@pytest.mark.parametrize("name", ["account_id", "snapshot_hour", "entity_id", "entity_id_right"])
+def test_trait_names_the_tables_use_are_refused(tmp_path, name):
+    problems = problems_of(tmp_path, GOOD.replace("name: logins", f"name: {name}"))
+    assert problems == [f"{tmp_path / 'a.yaml'}:3: trait {name}: column {name!r} is a name the "
+                        "trait tables use"]  # fmt: skip
+
+
+def test_ctes_in_scope_are_read_as_ctes():
+    sql = ("WITH a AS (SELECT account_id FROM accounts), b AS (SELECT account_id FROM a) "
+           "SELECT account_id, 1 AS n FROM b")  # fmt: skip
+    assert parse_trait_sql(sql, "account")[1] == ["n"]
 
 
 def test_view_names_are_not_case_sensitive():

@@ -23,7 +23,12 @@ from account_hierarchy.catalog.audience_checks import (
 from account_hierarchy.catalog.audience_models import Audience
 from account_hierarchy.catalog.destination_models import Destination
 from account_hierarchy.catalog.models import NAME, SqlTrait, Trait
-from account_hierarchy.traits.sql_traits import SqlTraitError, parse_trait_sql, unknown_name
+from account_hierarchy.traits.sql_traits import (
+    RESERVED_COLUMNS,
+    SqlTraitError,
+    parse_trait_sql,
+    unknown_name,
+)
 
 DEFINITION_SUFFIXES = (".yaml", ".yml")
 SECTIONS = {
@@ -255,6 +260,8 @@ def _check_columns(catalog: Catalog) -> list[str]:
                 where = f"{located.file}:{located.line}: trait {located.trait.name}"
                 if not NAME.match(column):
                     problems.append(f"{where}: column {column!r} must be a lower-case name")
+                elif column in RESERVED_COLUMNS:
+                    problems.append(f"{where}: column {column!r} is a name the trait tables use")
                 elif column in owners and owners[column] is not located:
                     problems.append(
                         f"{where}: column {column!r} is also produced by trait "

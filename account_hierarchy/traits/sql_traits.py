@@ -22,13 +22,15 @@ import duckdb
 import sqlglot
 import sqlglot.expressions as exp
 from sqlglot.errors import ParseError
+from sqlglot.optimizer.scope import traverse_scope
 
 VIEWS = ("events", "users", "accounts", "account_memberships", "account_hierarchy", "snapshot")
 VIEW_PREFIX = "sql_trait_view_"
 FORBIDDEN_FUNCTION_PREFIXES = ("read_", "parquet_", "sniff_", "glob", "getenv", "query",
                                "current_setting", "getvariable", "duckdb_")  # fmt: skip
 # Columns of the trait tables besides the traits: no value column may take their names.
-RESERVED_COLUMNS = ("snapshot_hour", "account_id", "user_id")
+# Column names the trait tables and their queries use themselves.
+RESERVED_COLUMNS = ("snapshot_hour", "account_id", "user_id", "entity_id", "entity_id_right")
 ID_COLUMNS = {"account": "account_id", "user": "user_id"}
 WRITE_NODES = (
     exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter, exp.Command, exp.Set,
@@ -63,13 +65,17 @@ def _check_sources(query: exp.Expression) -> None:
     ctes = _cte_names(query)
     if clashes := sorted(ctes & set(VIEWS)):
         raise SqlTraitError(f"a CTE is named {clashes[0]!r}, like a view: give it another name")
+    # (a name is a CTE's only where the CTE is in scope: inside its own body, or before it,
+    # the same name reads the table)
+    tables = {id(source) for scope in traverse_scope(query)
+              for source in scope.sources.values() if isinstance(source, exp.Table)}  # fmt: skip
     for table in query.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier):
             raise SqlTraitError(f"reads {table.sql('duckdb')}: only the snapshot views can be read")
         name = table.name.lower()  # (names are not case-sensitive)
         if table.args.get("db") or table.args.get("catalog"):
             raise SqlTraitError(f"reads {table.sql('duckdb')}: name views without a schema")
-        if name not in VIEWS and name not in ctes:
+        if name not in VIEWS and (name not in ctes or id(table) in tables):
             raise SqlTraitError(unknown_name("view", table.name, VIEWS))
     for function in query.find_all(exp.Func):
         name = function.name if isinstance(function, exp.Anonymous) else function.sql_name()
