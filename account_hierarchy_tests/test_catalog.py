@@ -353,3 +353,10 @@ def test_destination_problems_are_named(tmp_path, settings, message):
     problems = problems_of(tmp_path, text)
     assert len(problems) == 1 and message in problems[0], problems
     assert "destination" in problems[0] and str(tmp_path / "a.yaml") in problems[0]
+
+
+@pytest.mark.parametrize("window", ["999999999 days", "9999999999 days", "36501 days"])
+def test_windows_over_a_century_are_named(tmp_path, window):
+    problems = problems_of(tmp_path, GOOD.replace("window: 30 days", f"window: {window}"))
+    assert problems == [f"{tmp_path / 'a.yaml'}:7: traits[0] (logins).window: window "
+                        f"'{window}' is over 36500 days: use 'all time'"]  # fmt: skip
