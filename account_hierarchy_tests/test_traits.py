@@ -467,6 +467,26 @@ def test_a_sql_trait_whose_type_widens_keeps_the_stored_hours(tmp_path):
     con.close()
 
 
+@pytest.mark.parametrize("first_many", [True, False])
+def test_a_trait_turned_from_a_list_to_a_value_or_back_keeps_both_as_json(tmp_path, first_many):
+    write_lines(tmp_path / "landing" / "a.ndjson", [
+        group_call("g1", "2026-10-01T10:00:00Z", "ACME", "u1"),
+    ])  # fmt: skip
+    (tmp_path / "definitions").mkdir()
+    con = connect(tmp_path / "wh.duckdb")
+    for hour, many in ((10, first_many), (11, not first_many)):
+        trait = {"name": "who", "entity": "account", "type": "sql", "many": many,
+                 "sql": "SELECT account_id, user_id AS who FROM account_memberships"}  # fmt: skip
+        (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [trait]}))
+        window = (datetime(2026, 10, 1, hour), datetime(2026, 10, 1, hour + 1))
+        ingest_window(con, tmp_path / "landing", *window, PARTITIONS_START)
+        build_all(con, tmp_path / "landing", *window, tmp_path / "definitions")
+    rows = con.execute("SELECT hour(snapshot_hour), who FROM account_traits ORDER BY 1").fetchall()
+    values = {10: '["u1"]' if first_many else '"u1"', 11: '"u1"' if first_many else '["u1"]'}
+    assert rows == list(values.items())
+    con.close()
+
+
 def test_a_list_of_numbers_is_profiled_as_a_list():
     """Its most common elements, not number statistics (which fail on a list)."""
     con = duckdb.connect()

@@ -288,7 +288,8 @@ def sql_trait_rows(raw: ir.Table, trait: SqlTrait, values: list[str], hour: date
 def _align_columns(con: duckdb.DuckDBPyConnection, table: str, staged: str) -> None:
     """Give `table` the columns of `staged` (adding or dropping them). A column whose type
     differs (a SQL trait's values of this run, say, are decimals where earlier hours' were
-    integers) takes a type holding both, and the stored hours keep their values."""
+    integers) takes a type holding both, and the stored hours keep their values; `staged` is
+    converted to it too."""
     wanted = _column_types(con, staged)
     con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM {staged} WITH NO DATA")
     existing = _column_types(con, table)
@@ -298,9 +299,15 @@ def _align_columns(con: duckdb.DuckDBPyConnection, table: str, staged: str) -> N
             con.execute(f"ALTER TABLE {table} ADD COLUMN {quoted} {kind}")
         elif existing[name] != kind:
             common = _common_type(con, table, quoted, existing[name], kind)
-            if common != existing[name]:
-                con.execute(f"ALTER TABLE {table} ALTER COLUMN {quoted} SET DATA TYPE {common} "
-                            f"USING TRY_CAST({quoted} AS {common})")  # fmt: skip
+            for target, was in ((table, existing[name]), (staged, kind)):
+                if was == common:
+                    continue
+                # (to JSON, a value is converted; a cast would parse text as JSON)
+                using = (
+                    f"to_json({quoted})" if common == "JSON" else f"TRY_CAST({quoted} AS {common})"
+                )
+                con.execute(f"ALTER TABLE {target} ALTER COLUMN {quoted} SET DATA TYPE {common} "
+                            f"USING {using}")  # fmt: skip
     for name in existing.keys() - wanted.keys():
         con.execute(f'ALTER TABLE {table} DROP COLUMN "{name}"')
 
@@ -309,7 +316,10 @@ def _common_type(
     con: duckdb.DuckDBPyConnection, table: str, quoted: str, stored: str, new: str
 ) -> str:
     """The type DuckDB unites `stored` and `new` in (BIGINT and DOUBLE: DOUBLE), if every
-    stored value converts to it; else VARCHAR, which holds any value."""
+    stored value converts to it; else VARCHAR, which holds any value. A list and anything
+    else (or a JSON value and anything else): JSON, which holds both."""
+    if "JSON" in (stored, new) or stored.endswith("[]") or new.endswith("[]"):
+        return "JSON"
     (common,) = con.execute(
         f"SELECT typeof(x) FROM (SELECT NULL::{stored} AS x UNION ALL SELECT NULL::{new}) LIMIT 1"
     ).fetchone()
