@@ -520,3 +520,22 @@ def test_nan_and_infinity_are_no_numbers(tmp_path):
     for function in ("sum", "avg", "min", "max"):
         assert stored(con, "user", hour, f"{function}_score") == {"u1": 2}, function
     con.close()
+
+
+def test_sixty_value_traits_of_different_events_compute(tmp_path):
+    """Each selection is a part of its own, joined to the entities: as many parts as traits."""
+    write_lines(tmp_path / "landing" / "a.ndjson", [
+        group_call("g1", "2026-10-01T10:00:00Z", "ACME", "u1"),
+        track("t1", "2026-10-01T10:10:00Z", "u1", "E7", p="x"),
+    ])  # fmt: skip
+    (tmp_path / "definitions").mkdir()
+    traits = [{"name": f"t{i}", "entity": "account", "type": "unique_list", "event": f"E{i}",
+               "property": "p"} for i in range(60)]  # fmt: skip
+    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": traits}))
+    con = connect(tmp_path / "wh.duckdb")
+    window = (datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11))
+    ingest_window(con, tmp_path / "landing", *window, PARTITIONS_START)
+    build_all(con, tmp_path / "landing", *window, tmp_path / "definitions")
+    assert stored(con, "account", window[0], "t7") == {"ACME": ["x"]}
+    assert stored(con, "account", window[0], "t8") == {"ACME": []}
+    con.close()

@@ -168,17 +168,22 @@ def entity_rows(backend, catalog: Catalog, entity: str, tiled: list[ComputedTrai
     snapshot = _snapshot(backend)
     id_column = ENTITY_ID[entity]
     entities = _at(backend.table(ENTITY_TABLES[entity]))
-    rows = entities.select(entity_id=entities[id_column])
     classes: dict[tuple, list[ComputedTrait]] = defaultdict(list)
+    parts = []
     for located in catalog.traits_of(entity):
         if isinstance(located.trait, SqlTrait):
-            result = backend.table(f"sql_trait_{located.trait.name}")
-            rows = rows.left_join(result, "entity_id").drop("entity_id_right")
+            parts.append(backend.table(f"sql_trait_{located.trait.name}"))
         else:
             classes[attribution_class(located.trait)].append(located.trait)
     for key, traits in classes.items():
-        for part in _class_parts(backend, snapshot, key, traits, tiled):
-            rows = rows.left_join(part, "entity_id").drop("entity_id_right")
+        parts += _class_parts(backend, snapshot, key, traits, tiled)
+    # (one chain of joins, each part on its own key, is one SELECT however many parts there
+    # are; a projection after each join would nest them as deep as there are parts)
+    rows = entities.select(entity_id=entities[id_column])
+    for number, part in enumerate(parts):
+        key = f"_part_key_{number}"  # (no trait name starts with _)
+        part = part.rename({key: "entity_id"})
+        rows = rows.left_join(part, rows.entity_id == part[key])
     fills = {}
     for located in catalog.traits_of(entity):
         if not isinstance(located.trait, SqlTrait):
