@@ -134,6 +134,11 @@ def test_sql_trait_errors_suggest_the_closest_view(tmp_path):
         ("DROP TABLE events", "read-only SELECT"),
         ("INSERT INTO accounts SELECT * FROM accounts", "read-only SELECT"),
         ("SELECT * FROM accounts", "list the result columns"),
+        ("SELECT a.* FROM accounts AS a", "list the result columns"),
+        (
+            "SELECT account_id, count(*) FROM accounts GROUP BY 1",
+            r"name the result column COUNT\(\*\)",
+        ),
         ("SELECT account_id FROM accounts", "at least one value column"),
         ("SELECT user_id, 1 AS n FROM users", "must return the account_id column"),
         ("SELECT account_id, 1 AS n FROM read_csv('x.csv')", "only the snapshot views"),

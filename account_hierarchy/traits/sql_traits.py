@@ -87,8 +87,12 @@ def _value_columns(query: exp.Query, entity: str) -> list[str]:
     id_column = ID_COLUMNS[entity]
     names = []
     for projection in query.selects:
-        if isinstance(projection, exp.Star) or projection.find(exp.Star) is projection.this:
+        if isinstance(projection, exp.Star) or (
+            isinstance(projection, exp.Column) and isinstance(projection.this, exp.Star)
+        ):
             raise SqlTraitError("list the result columns explicitly instead of *")
+        if not isinstance(projection, exp.Alias | exp.Column):
+            raise SqlTraitError(f"name the result column {projection.sql('duckdb')} (… AS name)")
         names.append(projection.alias_or_name)
     if id_column not in names:
         raise SqlTraitError(f"must return the {id_column} column (returns {', '.join(names)})")
