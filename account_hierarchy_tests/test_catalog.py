@@ -301,7 +301,18 @@ def test_audience_reference_cycles_are_named(tmp_path):
 """
     )
     (problem,) = problems_of(tmp_path, text)
-    assert problem.endswith("audiences refer to each other in a cycle: a -> b -> a")
+    assert problem == (f"{tmp_path / 'a.yaml'}:18: audience a: audiences refer to each other in "
+                       "a cycle: a -> b -> a")  # fmt: skip
+
+
+def test_a_name_used_twice_says_where_it_was_first(tmp_path):
+    text = AUDIENCES + "  - name: quiet\n    entity: user\n    where: {trait: user_logins, gt: 1}\n"
+    text += "destinations:\n" + "  - {name: out, type: jsonl, folder: o, audiences: [quiet]}\n" * 2
+    problems = problems_of(tmp_path, text)
+    assert problems == [
+        f"{tmp_path / 'a.yaml'}:17: audience quiet: name already used at {tmp_path / 'a.yaml'}:14",
+        f"{tmp_path / 'a.yaml'}:22: destination out: name already used at {tmp_path / 'a.yaml'}:21",
+    ]
 
 
 def test_user_audience_cannot_be_used_as_account_audience(tmp_path):

@@ -275,10 +275,13 @@ def _check_audiences(catalog: Catalog) -> list[str]:
     """Audience names unique, conditions in place, references known, no reference cycle."""
     problems = []
     entities: dict[str, str] = {}
+    first: dict[str, LocatedAudience] = {}
     for located in catalog.audiences:
         name = located.audience.name
-        if name in entities:
-            problems.append(f"{located.file}:{located.line}: audience {name}: name already used")
+        if name in first:
+            problems.append(f"{located.file}:{located.line}: audience {name}: name already used "
+                            f"at {first[name].file}:{first[name].line}")  # fmt: skip
+        first.setdefault(name, located)
         entities.setdefault(name, located.audience.entity)
     columns = {entity: set(catalog.trait_columns(entity)) for entity in ("account", "user")}
     for located in catalog.audiences:
@@ -289,23 +292,25 @@ def _check_audiences(catalog: Catalog) -> list[str]:
     references = {a.audience.name: referenced_audiences(a.audience) for a in catalog.audiences}
     cycle = find_cycle(references)
     if cycle:
-        problems.append(f"{catalog.folder}: audiences refer to each other in a cycle: "
-                        + " -> ".join(cycle))  # fmt: skip
+        start = first[cycle[0]]
+        problems.append(f"{start.file}:{start.line}: audience {cycle[0]}: audiences refer to "
+                        "each other in a cycle: " + " -> ".join(cycle))  # fmt: skip
     return problems
 
 
 def _check_destinations(catalog: Catalog) -> list[str]:
     """Destination names unique; audiences, traits and output columns they name exist."""
     problems = []
-    names: set[str] = set()
+    names: dict[str, LocatedDestination] = {}
     audiences = [a.audience.name for a in catalog.audiences]
     traits = sorted({**catalog.trait_columns("account"), **catalog.trait_columns("user")})
     for located in catalog.destinations:
         destination = located.destination
         where = f"{located.file}:{located.line}: destination {destination.name}"
         if destination.name in names:
-            problems.append(f"{where}: name already used")
-        names.add(destination.name)
+            earlier = names[destination.name]
+            problems.append(f"{where}: name already used at {earlier.file}:{earlier.line}")
+        names.setdefault(destination.name, located)
         for name in destination.audiences:
             if name not in audiences and name not in catalog.invalid_names:
                 problems.append(f"{where}.audiences: {unknown_name('audience', name, audiences)}")
