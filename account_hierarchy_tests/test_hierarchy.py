@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 import dagster as dg
 import pytest
 
-from account_hierarchy.hierarchy import as_of
+from account_hierarchy.hierarchy import as_of, checks
 from account_hierarchy.hierarchy.assets import hierarchy_snapshots
 from account_hierarchy.hierarchy.entities import build_users
 from account_hierarchy.ingest.assets import raw_events
@@ -240,3 +240,31 @@ def test_parents_by_numeric_id_and_a_key_given_twice(tmp_path, monkeypatch, pare
         ).fetchall()
     assert rows == [("1e+16", None, None, None, "1e+16", False),
                     ("child", "1e+16", "first", "first", "1e+16", False)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("corruption", "problem"),
+    [
+        # an A/B cycle whose flags were lost (each row still looks like a root of itself)
+        ("UPDATE account_hierarchy SET in_cycle = false WHERE account_id IN ('X', 'Y')",
+         "does not follow from its parent"),
+        ("UPDATE account_hierarchy SET parent_missing = false WHERE account_id = 'ORPHAN'",
+         "parent missing but not flagged so"),
+        ("UPDATE account_hierarchy SET depth = 5 WHERE account_id = 'C'",
+         "does not follow from its parent"),
+        ("DELETE FROM account_hierarchy WHERE account_id = 'C'", "no hierarchy row"),
+        ("UPDATE account_hierarchy SET in_cycle = true, depth = 0, path = [account_id], "
+         "ultimate_parent_id = account_id WHERE account_id = 'C'",
+         "flagged in a cycle its parent is not in"),
+    ],
+)  # fmt: skip
+def test_the_hierarchy_check_finds_rows_that_do_not_follow_their_parents(
+    warehouse, corruption, problem
+):
+    path, _ = warehouse
+    window = (HOURS[0] - timedelta(hours=1), HOURS[-1] + timedelta(hours=1))
+    with connect(path) as con:
+        assert checks.hierarchy_not_following_parents(con, *window).count == 0
+        con.execute(corruption)
+        finding = checks.hierarchy_not_following_parents(con, *window)
+    assert finding.count > 0 and any(problem in example for example in finding.examples)

@@ -70,6 +70,13 @@ CHECK_SPECS = [
     ),
     _check(
         "account_hierarchy",
+        "follows_parents",
+        "Each account's row follows from its parent's row of the same hour (depth one more, "
+        "same root, path extended; cycle members and missing parents flagged), checked one link "
+        "at a time; every account of `accounts` has a row.",
+    ),
+    _check(
+        "account_hierarchy",
         "no_parent_cycles",
         "No account's parents lead back to itself (cycle members are reported).",
         blocking=False,
@@ -117,6 +124,9 @@ def hierarchy_snapshots(
             caches, counts = _build_on_duckdb(con, start, end)
         cycles = checks.flagged_accounts(con, "in_cycle", start, end)
         missing = checks.flagged_accounts(con, "parent_missing", start, end)
+        last_hour = end - timedelta(hours=1)
+        last_cycles, last_missing = (checks.flagged_accounts(con, flag, last_hour, end).count
+                                     for flag in ("in_cycle", "parent_missing"))  # fmt: skip
         (max_depth,) = con.execute(
             "SELECT coalesce(max(depth), 0) FROM account_hierarchy "
             "WHERE snapshot_hour >= $start AND snapshot_hour < $end",
@@ -136,8 +146,8 @@ def hierarchy_snapshots(
             }
             if table == "account_hierarchy":
                 metadata |= {
-                    "cycle_members": cycles.count,
-                    "missing_parents": missing.count,
+                    "cycle_members": last_cycles,  # (at the last hour)
+                    "missing_parents": last_missing,
                     "max_depth": max_depth,
                 }
             yield dg.MaterializeResult(asset_key=table, metadata=metadata)
@@ -160,6 +170,11 @@ def hierarchy_snapshots(
             "account_hierarchy",
             "no_unflagged_self_ancestors",
             checks.unflagged_self_ancestors(con, start, end),
+        )
+        yield _result(
+            "account_hierarchy",
+            "follows_parents",
+            checks.hierarchy_not_following_parents(con, start, end),
         )
     yield _result("account_hierarchy", "no_parent_cycles", cycles, dg.AssetCheckSeverity.WARN)
     yield _result("account_hierarchy", "parents_known", missing, dg.AssetCheckSeverity.WARN)

@@ -68,17 +68,76 @@ def unflagged_self_ancestors(con: duckdb.DuckDBPyConnection, start, end) -> Find
     )
 
 
+def hierarchy_not_following_parents(con: duckdb.DuckDBPyConnection, start, end) -> Finding:
+    """Rows of `account_hierarchy` that do not follow from their parent's row of the same hour
+    (checked one link at a time, without the walk that built them), and accounts of `accounts`
+    without a row. A cycle member is flagged, a root of itself, and its parent is a flagged
+    member too; a missing parent (no account) is flagged and the root above its child; any
+    other account is one deeper than its parent, under the same root, its path the parent's
+    and itself. So an unflagged cycle (whose depths would each be one more than the next) or
+    an unflagged missing parent cannot pass."""
+    return _find(
+        con,
+        f"""
+        WITH rows AS (
+            SELECT h.*, a.account_id IS NOT NULL AS is_account,
+                   a.parent_account_id AS account_parent, p.account_id IS NOT NULL AS has_parent,
+                   p.in_cycle AS parent_in_cycle, p.depth AS parent_depth,
+                   p.ultimate_parent_id AS parent_root, p.path AS parent_path
+            FROM account_hierarchy AS h
+            LEFT JOIN accounts AS a USING (snapshot_hour, account_id)
+            LEFT JOIN account_hierarchy AS p
+              ON p.snapshot_hour = h.snapshot_hour AND p.account_id = h.parent_account_id
+            WHERE h.{WINDOW_FILTER}
+        ), judged AS (
+            SELECT snapshot_hour, account_id, CASE
+                WHEN NOT is_account THEN 'not in accounts'
+                WHEN parent_account_id IS DISTINCT FROM account_parent
+                    THEN 'parent differs from accounts'
+                WHEN in_cycle AND NOT (has_parent AND parent_in_cycle AND depth = 0
+                                       AND ultimate_parent_id = account_id
+                                       AND path = [account_id] AND NOT parent_missing)
+                    THEN 'flagged in a cycle its parent is not in'
+                WHEN in_cycle THEN NULL
+                WHEN parent_account_id IS NULL AND NOT (depth = 0 AND ultimate_parent_id =
+                        account_id AND path = [account_id] AND NOT parent_missing)
+                    THEN 'a root that is not its own'
+                WHEN parent_account_id IS NULL THEN NULL
+                WHEN NOT has_parent AND NOT (parent_missing AND depth = 1
+                        AND ultimate_parent_id = parent_account_id
+                        AND path = [parent_account_id, account_id])
+                    THEN 'parent missing but not flagged so'
+                WHEN NOT has_parent THEN NULL
+                WHEN parent_missing OR depth IS DISTINCT FROM parent_depth + 1
+                     OR ultimate_parent_id IS DISTINCT FROM parent_root
+                     OR path IS DISTINCT FROM list_append(parent_path, account_id)
+                    THEN 'does not follow from its parent'
+            END AS problem
+            FROM rows
+        )
+        SELECT snapshot_hour, account_id, problem FROM judged WHERE problem IS NOT NULL
+        UNION ALL
+        SELECT snapshot_hour, account_id, 'no hierarchy row' FROM accounts AS a
+        WHERE a.{WINDOW_FILTER} AND NOT EXISTS (
+            SELECT 1 FROM account_hierarchy AS h
+            WHERE h.snapshot_hour = a.snapshot_hour AND h.account_id = a.account_id)
+        ORDER BY ALL
+        """,
+        start,
+        end,
+    )
+
+
 def flagged_accounts(con: duckdb.DuckDBPyConnection, flag: str, start, end) -> Finding:
-    """Accounts with a hierarchy flag (`in_cycle` or `parent_missing`) at the window's last
-    hour, with their parent."""
+    """Accounts with a hierarchy flag (`in_cycle` or `parent_missing`) at any hour of the
+    window, with the hour and their parent."""
     if flag not in ("in_cycle", "parent_missing"):
         raise ValueError(flag)
     return _find(
         con,
         f"""
-        SELECT account_id, parent_account_id FROM account_hierarchy
-        WHERE {flag} AND snapshot_hour = (SELECT max(snapshot_hour) FROM account_hierarchy
-                                          WHERE {WINDOW_FILTER})
+        SELECT snapshot_hour, account_id, parent_account_id FROM account_hierarchy
+        WHERE {flag} AND {WINDOW_FILTER}
         ORDER BY ALL
         """,
         start,
