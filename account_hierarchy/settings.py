@@ -6,6 +6,7 @@ through the Makefile).
 
 import os
 import re
+from datetime import datetime
 from pathlib import Path
 
 LANDING_DIR_ENV = "AH_LANDING_DIR"
@@ -32,6 +33,10 @@ DEFAULT_LAKE_DIR = "data/lake"
 DEFAULT_SPARK_MASTER = "local[*]"
 
 
+class SettingError(ValueError):
+    """An environment variable with a value that cannot be used (the message names it)."""
+
+
 def landing_dir() -> Path:
     """Folder where Segment NDJSON files land (`AH_LANDING_DIR`)."""
     return Path(os.environ.get(LANDING_DIR_ENV, DEFAULT_LANDING_DIR))
@@ -48,8 +53,18 @@ def definitions_dir() -> Path:
 
 
 def partitions_start() -> str:
-    """First hour of the hourly partitions (`AH_PARTITIONS_START`, format YYYY-MM-DD-HH:MM)."""
-    return os.environ.get(PARTITIONS_START_ENV, DEFAULT_PARTITIONS_START)
+    """First hour of the hourly partitions (`AH_PARTITIONS_START`, format YYYY-MM-DD-HH:00,
+    UTC)."""
+    text = os.environ.get(PARTITIONS_START_ENV, DEFAULT_PARTITIONS_START)
+    try:
+        moment = datetime.strptime(text, "%Y-%m-%d-%H:%M")
+    except ValueError:
+        moment = None
+    if moment is None or moment.minute:
+        raise SettingError(
+            f"{PARTITIONS_START_ENV}={text!r}: expected an hour like 2024-01-01-00:00"
+        )
+    return text
 
 
 def parent_trait() -> str:
@@ -57,7 +72,7 @@ def parent_trait() -> str:
     key, taken as it is (`$` and `.` are no path syntax)."""
     name = os.environ.get(PARENT_TRAIT_ENV, DEFAULT_PARENT_TRAIT)
     if not name or '"' in name:
-        raise ValueError(f"{PARENT_TRAIT_ENV}={name!r}: expected a trait name without quotes")
+        raise SettingError(f"{PARENT_TRAIT_ENV}={name!r}: expected a trait name without quotes")
     return name
 
 
@@ -66,7 +81,7 @@ def duckdb_config() -> dict[str, str]:
     (`AH_DUCKDB_MEMORY_LIMIT`, e.g. `4GB` or `500MB`)."""
     limit = os.environ.get(MEMORY_LIMIT_ENV, DEFAULT_MEMORY_LIMIT)
     if not re.fullmatch(r"\s*\d+(\.\d+)?\s*[KMGT]i?B\s*", limit, re.IGNORECASE):
-        raise ValueError(f"{MEMORY_LIMIT_ENV}={limit!r}: expected an amount like 4GB or 500MB")
+        raise SettingError(f"{MEMORY_LIMIT_ENV}={limit!r}: expected an amount like 4GB or 500MB")
     return {"memory_limit": limit}
 
 
@@ -74,7 +89,7 @@ def engine() -> str:
     """The engine that computes the tables (`AH_ENGINE`: `duckdb`, the default, or `spark`)."""
     name = os.environ.get(ENGINE_ENV, "duckdb").strip().lower()
     if name not in ENGINES:
-        raise ValueError(f"{ENGINE_ENV}={name!r}: expected one of {', '.join(ENGINES)}")
+        raise SettingError(f"{ENGINE_ENV}={name!r}: expected one of {', '.join(ENGINES)}")
     return name
 
 

@@ -1,5 +1,9 @@
 """Warehouse connections follow the settings."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from account_hierarchy.warehouse import connect
@@ -17,3 +21,23 @@ def test_a_malformed_memory_limit_names_the_setting(tmp_path, monkeypatch):
     monkeypatch.setenv("AH_DUCKDB_MEMORY_LIMIT", "lots")
     with pytest.raises(ValueError, match="AH_DUCKDB_MEMORY_LIMIT='lots'"):
         connect(tmp_path / "wh.duckdb")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("AH_PARTITIONS_START", "2026-10-01", "expected an hour like 2024-01-01-00:00"),
+        ("AH_PARTITIONS_START", "2026-10-01-00:30", "expected an hour like 2024-01-01-00:00"),
+        ("AH_DUCKDB_MEMORY_LIMIT", "lots", "expected an amount like 4GB or 500MB"),
+    ],
+)
+def test_a_setting_that_cannot_be_used_is_one_line_from_the_console_script(
+    tmp_path, variable, value, message
+):
+    connect(tmp_path / "wh.duckdb").close()
+    environment = {**os.environ, "AH_WAREHOUSE": str(tmp_path / "wh.duckdb"), variable: value}
+    script = "from account_hierarchy.console import main; main()"
+    done = subprocess.run([sys.executable, "-c", script, "show", "account", "x"],
+                          env=environment, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr == f"Error: {variable}={value!r}: {message}\n"
