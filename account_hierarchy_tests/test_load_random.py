@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from account_hierarchy.ingest.load import ingest_window
+from account_hierarchy.ingest.load import STORED_LINES_SQL, ingest_window
 from account_hierarchy_tests.conftest import PARTITIONS_START, message, random_seeds, write_lines
 from account_hierarchy_tests.reference import file_lines, is_valid
 
@@ -69,6 +69,8 @@ def ingest_randomly(rng: random.Random, con, landing) -> None:
     for start, end in windows:
         report = ingest_window(con, landing, start, end, PARTITIONS_START)
         assert report.lines_read == report.loaded + report.quarantined + report.duplicates
+        indexed, stored = con.execute(STORED_LINES_SQL, {"start": start, "end": end}).fetchone()
+        assert indexed == stored > 0 or indexed == stored == report.lines_read == 0
 
 
 def expected_lines(landing, names: list[str]) -> tuple[dict, set, set]:

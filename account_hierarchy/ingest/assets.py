@@ -4,7 +4,7 @@ import dagster as dg
 
 from account_hierarchy import settings
 from account_hierarchy.ingest.events_schema import validate_events
-from account_hierarchy.ingest.load import IngestReport, ingest_window
+from account_hierarchy.ingest.load import STORED_LINES_SQL, IngestReport, ingest_window
 from account_hierarchy.metadata import markdown_preview, table_schema
 from account_hierarchy.partitions import HOURLY, partitions_start, window_of
 from account_hierarchy.policies import TRANSIENT_RETRY
@@ -30,7 +30,9 @@ MESSAGE_IDS_UNIQUE = "message_ids_unique"
             LINES_ACCOUNTED_FOR,
             asset="raw_events",
             blocking=True,
-            description="Lines read = loaded + quarantined + duplicates.",
+            description="Lines read = loaded + quarantined + duplicates, in the run and in the "
+            "stored tables (the lines the file index places in the run's hours = the rows "
+            "stored for them).",
         ),
         dg.AssetCheckSpec(
             MATCHES_SCHEMA,
@@ -70,6 +72,7 @@ def raw_events(
             "SELECT count(*) FROM (SELECT message_id FROM raw_events GROUP BY message_id "
             "HAVING count(*) > 1)"
         ).fetchone()
+        indexed, stored = con.execute(STORED_LINES_SQL, {"start": start, "end": end}).fetchone()
         schema = table_schema(con, "raw_events")
         problems = recheck_stored(
             con, "raw_events", start, end, lambda rows: validate_events(con, rows), "event_hour"
@@ -84,10 +87,13 @@ def raw_events(
         check_results=[
             dg.AssetCheckResult(
                 check_name=LINES_ACCOUNTED_FOR,
-                passed=report.lines_read == report.loaded + report.quarantined + report.duplicates,
+                passed=report.lines_read == report.loaded + report.quarantined + report.duplicates
+                and indexed == stored,
                 metadata={
                     "lines_read": report.lines_read,
                     "accounted_for": report.loaded + report.quarantined + report.duplicates,
+                    "lines_indexed_in_window": indexed,
+                    "rows_stored_in_window": stored,
                 },
             ),
             dg.AssetCheckResult(

@@ -328,6 +328,16 @@ REPORT_QUERIES = (
     "SELECT reason, count(*) FROM window_quarantine GROUP BY reason ORDER BY 2 DESC, 1",
 )
 
+# The window's lines by the file index (the hours of every file's lines) and as stored: loaded,
+# quarantined or duplicates. Every line of every indexed file has one hour, and one stored row.
+STORED_LINES_SQL = """
+SELECT (SELECT coalesce(sum(line_count), 0) FROM landing_file_hours
+        WHERE event_hour >= $start AND event_hour < $end),
+       (SELECT count(*) FROM raw_events WHERE event_hour >= $start AND event_hour < $end)
+       + (SELECT count(*) FROM quarantined_lines WHERE event_hour >= $start AND event_hour < $end)
+       + (SELECT count(*) FROM duplicate_lines WHERE event_hour >= $start AND event_hour < $end)
+"""
+
 # The file index's writes (from `present_files`, `staged_files`, `staged_file_hours` and
 # `file_index`), in the run's transaction.
 INDEX_COMMIT_SQL = """
