@@ -113,7 +113,6 @@ def diff_rows(kind: str, name: str, query: ir.Table, found: pd.DataFrame, hour) 
     """One hour's changes of a synced audience or trait as rows of `activation_diffs`."""
     integer = query.schema()["after"].is_integer()
     found = found.sort_values("entity_id")
-    # (object columns keep None as null when frames are concatenated)
     found["old_value"] = pd.Series([json_text(v, integer) for v in found.before], dtype=object,
                                    index=found.index)  # fmt: skip
     found["new_value"] = pd.Series([json_text(v, integer) for v in found.after], dtype=object,
@@ -129,8 +128,9 @@ def diff_rows(kind: str, name: str, query: ir.Table, found: pd.DataFrame, hour) 
             "entity_type": found.entity_type.astype(str).to_numpy(),
             "entity_id": found.entity_id.astype(str).to_numpy(),
             "change": found.change.astype(str).to_numpy(),
-            "old_value": found.old_value.to_numpy(),
-            "new_value": found.new_value.to_numpy(),
+            # (object columns keep None as null, in this frame and when frames are concatenated)
+            "old_value": pd.Series(found.old_value.to_numpy(), dtype=object),
+            "new_value": pd.Series(found.new_value.to_numpy(), dtype=object),
         },
         columns=DIFF_COLUMNS,
     )
