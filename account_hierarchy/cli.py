@@ -321,15 +321,25 @@ def explain(audience: str, entity_id: str, as_of: datetime | None, output_format
     verdict = "is a member" if result["member"] else "is not a member"
     click.echo(f"{result['entity_type']} {entity_id} {verdict} of {audience} as of "
                f"{hour:%Y-%m-%d %H:00} UTC\ncondition: {result['condition']}")  # fmt: skip
-    for condition in result["conditions"]:
+    _echo_conditions(result["conditions"], "  ")
+
+
+def _echo_conditions(conditions: list[dict], indent: str) -> None:
+    """Each condition with whether it held and its values; the users that satisfied a
+    quantified one; each account an `account:` condition checked, with its own conditions."""
+    for condition in conditions:
         mark = "yes" if condition["held"] else "no "
-        details = {k: v for k, v in condition.items()
-                   if k not in ("condition", "held", "satisfying_users")}  # fmt: skip
+        details = {k: v for k, v in condition.items() if k not in
+                   ("condition", "held", "satisfying_users", "accounts_checked")}  # fmt: skip
         shown = ", ".join(f"{key}: {value}" for key, value in details.items())
-        click.echo(f"  [{mark}] {condition['condition']}" + (f"  ({shown})" if shown else ""))
+        click.echo(f"{indent}[{mark}] {condition['condition']}" + (f"  ({shown})" if shown else ""))
         if "satisfying_users" in condition:
             users = condition["satisfying_users"]
-            click.echo(f"        users satisfying it: {', '.join(users) if users else 'none'}")
+            click.echo(f"{indent}      users satisfying it: {', '.join(users) or 'none'}")
+        for account in condition.get("accounts_checked", []):
+            verdict = "satisfies it" if account["held"] else "does not satisfy it"
+            click.echo(f"{indent}      account {account['account_id']} {verdict}:")
+            _echo_conditions(account["conditions"], indent + "        ")
 
 
 @main.command("sync")

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from account_hierarchy.audiences.evaluate import Evaluator, NotComputedError
 from account_hierarchy.audiences.memberships import build_audience, reason_texts
@@ -20,6 +21,7 @@ from account_hierarchy.audiences.queries import (
     preview,
 )
 from account_hierarchy.catalog.loader import load_catalog
+from account_hierarchy.cli import main
 from account_hierarchy.hierarchy.queries import NotInSnapshotError
 from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.ingest.load import ingest_window
@@ -643,3 +645,45 @@ def test_the_default_hour_of_a_preview_skips_tables_built_without_rows(tmp_path)
     newest = newest_evaluable_hour(con, catalog, "no_admins")
     assert newest == start + timedelta(hours=1)
     assert preview(con, catalog, "no_admins", newest)["members"] == 1
+
+
+def test_explain_goes_inside_account_conditions(tmp_path, monkeypatch):
+    at = "2026-10-01T10:00:00Z"
+    write_lines(tmp_path / "landing" / "a.ndjson", [
+        {"type": "group", "messageId": f"g{n}", "groupId": account, "userId": user,
+         "timestamp": at, "traits": {"industry": "Software"}}
+        for n, (account, user) in enumerate([("A1", "u1"), ("A2", "u2"), ("A2", "u3")])
+    ] + [
+        {"type": "identify", "messageId": f"i{user}", "userId": user, "timestamp": at,
+         "traits": {"role": role}}
+        for user, role in (("u1", "Admin"), ("u2", "Viewer"), ("u3", "Admin"))
+    ])  # fmt: skip
+    account_condition = {"and": [
+        {"custom_trait": "industry", "equals": "Software"},
+        {"users": "all", "where": {"custom_trait": "role", "equals": "Admin"}}]}  # fmt: skip
+    audience = {"name": "admin_shops", "entity": "user", "where": {"account": account_condition}}
+    (tmp_path / "defs").mkdir()
+    (tmp_path / "defs" / "a.yaml").write_text(yaml.safe_dump({"audiences": [audience]}))
+    catalog = load_catalog(tmp_path / "defs")
+    con = connect(tmp_path / "wh.duckdb")
+    hour = datetime(2026, 10, 1, 10)
+    ingest_window(con, tmp_path / "landing", hour, hour + timedelta(hours=1), PARTITIONS_START)
+    build_hour(con, catalog, hour)
+
+    (checked,) = explain(con, catalog, "admin_shops", "u2", hour)["conditions"]
+    assert checked["held"] is False
+    (account,) = checked["accounts_checked"]
+    assert (account["account_id"], account["held"]) == ("A2", False)
+    industry, all_admins = account["conditions"]
+    assert industry["held"] and not all_admins["held"]
+    assert all_admins["satisfying_users"] == ["u3"]
+    (checked,) = explain(con, catalog, "admin_shops", "u1", hour)["conditions"]
+    assert [(a["account_id"], a["held"]) for a in checked["accounts_checked"]] == [("A1", True)]
+    con.close()
+
+    monkeypatch.setenv("AH_WAREHOUSE", str(tmp_path / "wh.duckdb"))
+    monkeypatch.setenv("AH_DEFINITIONS_DIR", str(tmp_path / "defs"))
+    shown = CliRunner().invoke(main, ["explain", "admin_shops", "u2"])
+    assert shown.exit_code == 0, shown.output
+    assert "account A2 does not satisfy it:" in shown.output
+    assert "users satisfying it: u3" in shown.output

@@ -10,7 +10,7 @@ import ibis
 from account_hierarchy.audiences.describe import describe
 from account_hierarchy.audiences.evaluate import Evaluator, require_snapshots
 from account_hierarchy.audiences.memberships import reason_texts
-from account_hierarchy.catalog.audience_models import Quantified
+from account_hierarchy.catalog.audience_models import AnyAccount, Quantified
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.hierarchy.queries import NotInSnapshotError, latest_snapshot_hour
 
@@ -142,10 +142,7 @@ def explain(
         raise NotInSnapshotError(
             f"{definition.entity} {entity_id!r} is not in the snapshot of {hour}."
         )
-    (reason,) = [json.loads(text) for text in reason_texts(evaluated, row)]
-    for leaf, entry in zip(evaluated.leaves, reason["conditions"], strict=True):
-        if isinstance(leaf.condition, Quantified):
-            entry["satisfying_users"] = _satisfying_users(evaluator, leaf, entity_id)
+    (reason,) = _reasons(evaluator, evaluated, row)
     return {
         "audience": audience,
         "entity_type": definition.entity,
@@ -155,6 +152,37 @@ def explain(
         "condition": describe(definition.where),
         **reason,
     }
+
+
+def _reasons(evaluator: Evaluator, evaluated, rows) -> list[dict[str, Any]]:
+    """The reasons of `rows` of an evaluated condition, each quantified condition with the
+    users that satisfied it, and each `account:` condition with the reasons of every account
+    of the user (the same, one level down)."""
+    reasons = [json.loads(text) for text in reason_texts(evaluated, rows)]
+    for entity_id, reason in zip(rows.entity_id, reasons, strict=True):
+        for leaf, entry in zip(evaluated.leaves, reason["conditions"], strict=True):
+            if isinstance(leaf.condition, Quantified):
+                entry["satisfying_users"] = _satisfying_users(evaluator, leaf, entity_id)
+            elif isinstance(leaf.condition, AnyAccount):
+                entry["accounts_checked"] = _accounts_checked(evaluator, leaf, entity_id)
+    return reasons
+
+
+def _accounts_checked(evaluator: Evaluator, leaf, user_id: str) -> list[dict[str, Any]]:
+    """For an `account:` condition, each of the user's accounts: whether it satisfies the
+    account condition, and why."""
+    accounts = evaluator.evaluate(leaf.id, "account", leaf.condition.account)
+    members = evaluator.memberships()
+    mine = members.filter(members.user_id == user_id).select(account=members.account_id)
+    table = accounts.table
+    rows = table.join(mine, table.entity_id == mine.account).drop("account").execute()
+    rows = rows.sort_values("entity_id")
+    return [
+        {"account_id": str(account_id), "held": bool(held), **reason}
+        for account_id, held, reason in zip(
+            rows.entity_id, rows.member, _reasons(evaluator, accounts, rows), strict=True
+        )
+    ]
 
 
 def _satisfying_users(evaluator: Evaluator, leaf, account_id: str) -> list[str]:
