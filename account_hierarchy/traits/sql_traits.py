@@ -110,7 +110,10 @@ def _value_columns(query: exp.Query, entity: str) -> list[str]:
 def unknown_name(kind: str, name: str, known: tuple[str, ...] | list[str]) -> str:
     """`unknown view 'acounts'; did you mean 'accounts'?` (or the list of known names)."""
     close = difflib.get_close_matches(name, list(known), n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known))}"
+    if close:
+        hint = f"did you mean {close[0]!r}?"
+    else:
+        hint = f"known: {', '.join(sorted(known))}" if known else f"no {kind} is defined"
     return f"unknown {kind} {name!r}; {hint}"
 
 
