@@ -1,5 +1,6 @@
 """Windows are loaded exactly once: duplicates dropped and counted, re-runs change nothing."""
 
+import os
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -7,7 +8,7 @@ import pytest
 
 from account_hierarchy.ingest import load
 from account_hierarchy.ingest.events_schema import validate_events
-from account_hierarchy.ingest.landing import list_landing_files
+from account_hierarchy.ingest.landing import LandingFileNameError, list_landing_files
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.validation import FrameValidationError, recheck_stored
 from account_hierarchy.warehouse import connect
@@ -201,3 +202,34 @@ def test_only_landing_files_outside_hidden_folders_are_read(tmp_path):
         (landing / relative).write_text("")
     assert [file.path for file in list_landing_files(landing)] == [
         "a.ndjson", "c.json", "sub/b.jsonl.gz"]  # fmt: skip
+
+
+@pytest.mark.parametrize("moved", ["rewritten", "removed and landed again"])
+@pytest.mark.parametrize("order", [[(H11, H12), (H10, H11)], [(H10, H11), (H11, H12)]])
+def test_a_message_moved_to_another_hour_is_loaded_once_whatever_the_order(
+    con, landing, moved, order
+):
+    """M lands in hour 10 and is loaded there; then its file is rewritten (or removed, and M
+    lands again in another file) with M in hour 11. Its stale row in hour 10 is no copy to
+    keep, and after both hours are loaded again M is in `raw_events` once, at 11."""
+    write_lines(landing / "a.ndjson", [message("M", "2026-10-01T10:05:00Z"),
+                                       message("N", "2026-10-01T10:06:00Z")])  # fmt: skip
+    ingest(con, landing, H10, H11)
+    if moved == "removed and landed again":
+        (landing / "a.ndjson").unlink()
+    write_lines(landing / ("a.ndjson" if moved == "rewritten" else "b.ndjson"),
+                [message("M", "2026-10-01T11:05:00Z"),
+                 message("N", "2026-10-01T10:06:00Z")])  # fmt: skip
+    for start, end in order:
+        ingest(con, landing, start, end)
+    rows = con.execute("SELECT message_id, hour(event_hour) FROM raw_events ORDER BY 1").fetchall()
+    assert rows == [("M", 11), ("N", 10)]
+    assert con.execute("SELECT count(*) FROM duplicate_lines").fetchone() == (0,)
+
+
+def test_a_landing_file_name_that_is_not_utf8_is_named(tmp_path):
+    (tmp_path / "ok.ndjson").write_text("")
+    with open(os.path.join(os.fsencode(tmp_path), b"caf\xe9.ndjson"), "w") as file:
+        file.write("{}\n")
+    with pytest.raises(LandingFileNameError, match=r"caf\\xe9.ndjson: its name is not UTF-8"):
+        list_landing_files(tmp_path)

@@ -9,6 +9,7 @@ still at work), are ignored.
 import gzip
 import hashlib
 import itertools
+import os
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,6 +48,10 @@ class FileContent:
     error: str | None = None
 
 
+class LandingFileNameError(ValueError):
+    """A landing file whose name cannot be stored (not UTF-8)."""
+
+
 def is_landing_file(relative: Path) -> bool:
     """True for NDJSON file names we ingest, given a path relative to the landing folder (see
     the module docstring)."""
@@ -64,6 +69,14 @@ def list_landing_files(landing_dir: Path) -> list[LandingFile]:
         if path.is_file() and is_landing_file(path.relative_to(landing_dir)):
             stat = path.stat()
             relative = path.relative_to(landing_dir).as_posix()
+            try:
+                relative.encode()
+            except UnicodeEncodeError:
+                shown = os.fsencode(path).decode(errors="backslashreplace")
+                raise LandingFileNameError(
+                    f"landing file {shown}: its name is not UTF-8; rename it (no landing file "
+                    "is read until then)"
+                ) from None
             files.append(LandingFile(relative, stat.st_size, stat.st_mtime_ns))
     return sorted(files, key=lambda file: file.path)
 

@@ -243,7 +243,8 @@ GROUP BY ALL;
 
 # The window's lines sorted into events, quarantine and duplicates: named queries in DuckDB's
 # dialect, each kept as a table (or view) of its name that the later ones read. Their inputs are
-# `window_lines`, `landing_files`, `present_files`, `staged_files` and `raw_events`. The Spark
+# `window_lines`, `landing_files`, `landing_file_hours`, `present_files`, `staged_files` and
+# `raw_events`. The Spark
 # engine runs the same queries, transpiled (`spark/ingest.py`).
 SORT_WINDOW_QUERIES = {
     "file_index": """
@@ -265,11 +266,20 @@ SORT_WINDOW_QUERIES = {
          AND (original.seq, original.path) < (copy.seq, copy.path)
         GROUP BY copy.path
     """,
+    # (a copy loaded in another hour counts while its file is as it was then: still present,
+    # not changed in this run, with lines in that hour, and the line is not one of this
+    # window's, which a rewritten file may have moved here)
     "loaded_elsewhere": """
         SELECT e.message_id, first(e.source_file || ':' || e.source_line) AS copy
         FROM raw_events AS e
         SEMI JOIN (SELECT message_id FROM window_lines WHERE reason IS NULL) AS w
             ON e.message_id = w.message_id
+        SEMI JOIN file_index AS f ON f.path = e.source_file
+        SEMI JOIN landing_file_hours AS h
+            ON h.path = e.source_file AND h.event_hour = e.event_hour
+        ANTI JOIN staged_files AS s ON s.path = e.source_file
+        ANTI JOIN window_lines AS l
+            ON l.source_file = e.source_file AND l.source_line = e.source_line
         WHERE e.event_hour < $start OR e.event_hour >= $end
         GROUP BY e.message_id
     """,

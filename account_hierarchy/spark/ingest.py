@@ -242,10 +242,15 @@ def _register_inputs(
     staged_files: pa.Table,
     lake_dir: str | None,
 ) -> None:
-    """The sorting queries' other inputs as temp views: the file index, the files present and
-    staged, and the lake's `raw_events` (empty before the first load)."""
+    """The sorting queries' other inputs as temp views: the file index (files and their
+    hours), the files present and staged, and the lake's `raw_events` (empty before the first
+    load)."""
     index = con.execute("SELECT path, content_hash, size, mtime_ns, seq FROM landing_files")
     session.createDataFrame(index.df(), INDEX_SCHEMA).createOrReplaceTempView("landing_files")
+    hours = con.execute("SELECT path, event_hour FROM landing_file_hours").fetchall()
+    session.createDataFrame(hours, "path STRING, event_hour TIMESTAMP").createOrReplaceTempView(
+        "landing_file_hours"
+    )
     paths = [(file.path,) for file in present]
     session.createDataFrame(paths, "path STRING").createOrReplaceTempView("present_files")
     staged = staged_files.select(["path", "content_hash"]).to_pylist()
