@@ -106,6 +106,19 @@ def engines(tmp_path_factory, spark):
     return root / "wh.duckdb", lake_dir, catalog
 
 
+# A list trait of numbers, tested with `contains` and a text operand (DuckDB casts it; Spark
+# compares no text to numbers).
+LIST_TRAITS = {
+    "traits": [{"name": "depths", "entity": "user", "type": "sql", "many": True,
+                "sql": "SELECT m.user_id, h.depth AS depths FROM account_memberships AS m "
+                       "JOIN account_hierarchy AS h USING (account_id)"}],
+    "audiences": [{"name": "at_depth_zero", "entity": "user",
+                   "where": {"trait": "depths", "contains": "0"}},
+                  {"name": "at_depth_x", "entity": "user",
+                   "where": {"trait": "depths", "contains": "x"}}],
+}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def edge_cases(tmp_path_factory, spark):
     """The edge cases of the trait and audience tests (numeric strings, nested and missing
@@ -117,8 +130,10 @@ def edge_cases(tmp_path_factory, spark):
     write_lines(root / "landing" / "typed.ndjson", audience_cases.TYPED_EVENTS)
     (root / "definitions").mkdir()
     audiences, typed = audience_cases.EDGE_DEFINITIONS, audience_cases.TYPED_DEFINITIONS
-    definitions = {"traits": trait_cases.EDGE_TRAITS + audiences["traits"] + typed["traits"],
-                   "audiences": audiences["audiences"] + typed["audiences"]}  # fmt: skip
+    definitions = {"traits": trait_cases.EDGE_TRAITS + audiences["traits"] + typed["traits"]
+                             + LIST_TRAITS["traits"],
+                   "audiences": audiences["audiences"] + typed["audiences"]
+                                + LIST_TRAITS["audiences"]}  # fmt: skip
     (root / "definitions" / "defs.yaml").write_text(yaml.safe_dump(definitions))
     catalog = load_catalog(root / "definitions")
     # The hours of the edge tests: one on 2026-09-25, then four in a row (one window).
@@ -169,6 +184,9 @@ def test_edge_cases_are_identical_on_both_engines(edge_cases, table):
     on_spark, on_duckdb = both_engines(warehouse, lake_dir, table, columns)
     assert len(on_spark[2]) > 0
     assert on_spark == on_duckdb
+    if table == "audience_memberships":
+        audiences = {row[1] for row in on_spark[2]}
+        assert "at_depth_zero" in audiences and "at_depth_x" not in audiences
 
 
 def test_the_lake_holds_one_folder_per_hour(engines):

@@ -346,7 +346,9 @@ class Evaluator:
             return moment < since
         if is_list:
             if operator == "contains":
-                return value.contains(operand)
+                # (the operand as the list's element type: Spark compares no text to numbers)
+                element = ibis.literal(operand).try_cast(value.type().value_type)
+                return value.contains(element)
             return ibis.literal(False)
         if operator == "contains" and json_text is not None:
             return ibis.ifelse(
