@@ -125,8 +125,6 @@ def plan(
     for item in items:
         item.message_hour = hour
         item.messages = _messages(destination, item, outputs)
-        if not item.messages and item.only_calls != set(CALLS):
-            continue  # (none of the added calls is about it)
         item.change = json.dumps([{k: v for k, v in message.items()
                                    if k not in ("messageId", "timestamp")}
                                   for message in item.messages], sort_keys=True)  # fmt: skip
@@ -135,6 +133,7 @@ def plan(
             # (the same messages sent before without confirmation go again as they went)
             item.message_hour = sent_for
             item.messages = _messages(destination, item, outputs)
+    # (an item sent again for added calls that none of them is about is no item)
     return [item for item in items if item.messages or item.only_calls == set(CALLS)]
 
 
