@@ -103,10 +103,11 @@ def plan(
     added_calls = set(destination.calls) - (synced_calls(con, destination.name) or set(CALLS))
     items = []
     for key, value in sorted(desired.items()):
-        if accepted.get(key) != value or added_calls:
+        changed = accepted.get(key) != value
+        if changed or added_calls:
             transition = "changed" if key[0] in TRAIT_KINDS else "entered"
             item = _item(catalog, key, transition, json.loads(value))
-            item.only_calls = set(CALLS) if accepted.get(key) != value else added_calls
+            item.only_calls = set(CALLS) if changed else added_calls
             items.append(item)
     # (what the destination holds but should not: the entity type it was sent as decides the
     # call, even for an audience or trait since removed from the definitions)

@@ -66,18 +66,20 @@ def list_landing_files(landing_dir: Path) -> list[LandingFile]:
         return []
     files = []
     for path in landing_dir.rglob("*"):
-        if path.is_file() and is_landing_file(path.relative_to(landing_dir)):
-            stat = path.stat()
-            relative = path.relative_to(landing_dir).as_posix()
-            try:
-                relative.encode()
-            except UnicodeEncodeError:
-                shown = os.fsencode(path).decode(errors="backslashreplace")
-                raise LandingFileNameError(
-                    f"landing file {shown}: its name is not UTF-8; rename it (no landing file "
-                    "is read until then)"
-                ) from None
-            files.append(LandingFile(relative, stat.st_size, stat.st_mtime_ns))
+        relative = path.relative_to(landing_dir)
+        if not (path.is_file() and is_landing_file(relative)):
+            continue
+        name = relative.as_posix()
+        try:
+            name.encode()
+        except UnicodeEncodeError:
+            shown = os.fsencode(path).decode(errors="backslashreplace")
+            raise LandingFileNameError(
+                f"landing file {shown}: its name is not UTF-8; rename it (no landing file is "
+                "read until then)"
+            ) from None
+        stat = path.stat()
+        files.append(LandingFile(name, stat.st_size, stat.st_mtime_ns))
     return sorted(files, key=lambda file: file.path)
 
 

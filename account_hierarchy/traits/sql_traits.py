@@ -28,8 +28,8 @@ VIEWS = ("events", "users", "accounts", "account_memberships", "account_hierarch
 VIEW_PREFIX = "sql_trait_view_"
 FORBIDDEN_FUNCTION_PREFIXES = ("read_", "parquet_", "sniff_", "glob", "getenv", "query",
                                "current_setting", "getvariable", "duckdb_")  # fmt: skip
-# Columns of the trait tables besides the traits: no value column may take their names.
-# Column names the trait tables and their queries use themselves.
+# Column names the trait tables and their queries use themselves: no trait column may take
+# them.
 RESERVED_COLUMNS = ("snapshot_hour", "account_id", "user_id", "entity_id", "entity_id_right")
 ID_COLUMNS = {"account": "account_id", "user": "user_id"}
 WRITE_NODES = (
