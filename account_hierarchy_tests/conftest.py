@@ -44,6 +44,16 @@ def build_hour(con, catalog, hour: datetime) -> None:
         build_audience(con, catalog, located.audience.name, *window)
 
 
+def strict_json(text: str):
+    """JSON as the standard has it: `NaN` and `Infinity`, which Python's reader accepts, are
+    an error."""
+
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
 def group_call(mid: str, at: str, account: str, user: str | None, **traits: object) -> dict:
     """A group call of `user` (anonymous when None) for `account` with traits."""
     message = {"type": "group", "messageId": mid, "groupId": account, "timestamp": at}

@@ -23,6 +23,7 @@ from account_hierarchy_tests.conftest import (
     build_hour,
     group_call,
     message,
+    strict_json,
     write_lines,
 )
 
@@ -461,10 +462,7 @@ def test_account_traits_reach_the_accounts_users_and_values_json_cannot_carry_ar
     assert calls(sync(con, catalog, destination, None, dry_run=True).planned) == expected
     sync(con, catalog, destination, sender_for(destination))
 
-    def refuse(constant):
-        raise ValueError(f"{constant} is not JSON")
-
-    sent = [json.loads(line, parse_constant=refuse)
+    sent = [strict_json(line)
             for path in (tmp_path / "out").glob("*.jsonl") for line in path.open()]  # fmt: skip
     assert calls(sent) == expected
     build_diffs(con, catalog, H10, H11)

@@ -13,7 +13,12 @@ from account_hierarchy.hours import parse_hour
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.output import emit
 from account_hierarchy.warehouse import connect
-from account_hierarchy_tests.conftest import PARTITIONS_START, group_call, write_lines
+from account_hierarchy_tests.conftest import (
+    PARTITIONS_START,
+    group_call,
+    strict_json,
+    write_lines,
+)
 
 START, END = datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 12)
 
@@ -143,10 +148,7 @@ def test_sync_without_a_warehouse_creates_none(tmp_path, monkeypatch):
 
 
 def test_jsonl_prints_decimals_and_durations_as_numbers_and_nan_as_null(capsys):
-    def refuse(constant):
-        raise ValueError(f"{constant} is not JSON")
-
     emit([{"a": Decimal("1.50"), "b": timedelta(minutes=2), "c": float("nan"),
            "d": {"e": [float("inf"), 1]}}], "jsonl")  # fmt: skip
-    assert json.loads(capsys.readouterr().out, parse_constant=refuse) == {
+    assert strict_json(capsys.readouterr().out) == {
         "a": 1.5, "b": 120.0, "c": None, "d": {"e": [None, 1]}}  # fmt: skip
