@@ -1,6 +1,6 @@
 """The `account-hierarchy` command line."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -39,7 +39,9 @@ class HourParam(click.ParamType):
 
     name = "HOUR"
 
-    def convert(self, value, param, ctx) -> datetime:
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
         if isinstance(value, datetime):
             return value
         try:
@@ -181,7 +183,12 @@ def show_user(user_id: str, as_of: datetime | None, output_format: str) -> None:
     _show(user_profile, user_id, as_of, output_format)
 
 
-def _show(profile, entity_id: str, as_of: datetime | None, output_format: str) -> None:
+def _show(
+    profile: Callable[[duckdb.DuckDBPyConnection, str, datetime], dict],
+    entity_id: str,
+    as_of: datetime | None,
+    output_format: str,
+) -> None:
     with _reading() as con:
         record = profile(con, entity_id, as_of or latest_snapshot_hour(con))
     emit_record(record, output_format)
@@ -272,7 +279,7 @@ def _member_line(row: dict) -> dict:
             "conditions held": "; ".join(held)}  # fmt: skip
 
 
-def _load_catalog():
+def _load_catalog() -> Catalog:
     try:
         return load_catalog(settings.definitions_dir())
     except DefinitionError as error:

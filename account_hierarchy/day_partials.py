@@ -69,7 +69,9 @@ def build_day_partials_job(catalog: Catalog) -> dg.JobDefinition:
         description="Builds the day partials the day's hourly runs read (hierarchy and traits).",
         tags={"kind": "duckdb"},
     )
-    def prepare(context: dg.OpExecutionContext, config: DayConfig, warehouse: Warehouse):
+    def prepare(
+        context: dg.OpExecutionContext, config: DayConfig, warehouse: Warehouse
+    ) -> dg.Output[None]:
         if settings.on_spark():
             context.log.info("The Spark engine keeps no day partials: nothing to prepare.")
             return dg.Output(None, metadata={"engine": "spark"})

@@ -1,5 +1,7 @@
 """Helpers that turn warehouse facts into Dagster metadata (column schemas, previews)."""
 
+from datetime import datetime
+
 import dagster as dg
 import duckdb
 import pandas as pd
@@ -23,7 +25,7 @@ def markdown_preview(frame: pd.DataFrame) -> str:
 
 
 def last_hour_preview(
-    con: duckdb.DuckDBPyConnection, table: str, hour, hidden: tuple[str, ...] = ()
+    con: duckdb.DuckDBPyConnection, table: str, hour: datetime, hidden: tuple[str, ...] = ()
 ) -> dg.MetadataValue:
     """The first rows of a snapshot table at `hour` (the run's last hour), as markdown."""
     exclude = f" EXCLUDE ({', '.join(hidden)})" if hidden else ""

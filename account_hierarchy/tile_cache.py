@@ -47,20 +47,20 @@ STALE_EVENTS_SQL = (
 )
 
 
-def _stale_hours(backend) -> ir.Table:
+def _stale_hours(backend: ibis.BaseBackend) -> ir.Table:
     """The temp table of the hours (days) being rebuilt, created empty if need be."""
     backend.raw_sql(f"CREATE TEMP TABLE IF NOT EXISTS {STALE_HOURS} (tile_hour TIMESTAMP)")
     return backend.table(STALE_HOURS)
 
 
-def stale_events(backend) -> ir.Table:
+def stale_events(backend: ibis.BaseBackend) -> ir.Table:
     """`raw_events` of the hours being rebuilt, for a family's tile queries in Ibis."""
     stale = _stale_hours(backend)
     events = backend.table("raw_events")
     return events.semi_join(stale, events.event_hour == stale.tile_hour)
 
 
-def stale_days(backend, hour_tiles: str) -> ir.Table:
+def stale_days(backend: ibis.BaseBackend, hour_tiles: str) -> ir.Table:
     """The rows of the hour tiles `hour_tiles` in the days being rebuilt, for the queries of a
     family of day tiles."""
     days = _stale_hours(backend)

@@ -8,7 +8,9 @@ boolean expression over the table. The same expression finds the offending rows 
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
+import duckdb
 import ibis
 import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
@@ -38,7 +40,7 @@ class TableRule:
 def unique(*keys: str) -> TableRule:
     """One row per combination of `keys`."""
 
-    def repeated(t):
+    def repeated(t: ir.Table) -> ir.Table:
         counts = t.group_by(list(keys)).aggregate(copies=t.count())
         return counts.filter(counts.copies > 1)
 
@@ -159,16 +161,16 @@ def _describe(case: dict, rules: dict, table: ir.Table, row_label: Sequence[str]
     return f"rule '{check}' broken by {count} row(s): {', '.join(labels)}{more}"
 
 
-def ibis_table(con, name: str) -> ir.Table:
+def ibis_table(con: duckdb.DuckDBPyConnection, name: str) -> ir.Table:
     """An Ibis view of a table on an open DuckDB connection."""
     return ibis.duckdb.from_connection(con).table(name)
 
 
 def recheck_stored(
-    con,
+    con: duckdb.DuckDBPyConnection,
     table: str,
-    start,
-    end,
+    start: datetime,
+    end: datetime,
     validate: Callable[[str], None],
     time_column: str = "snapshot_hour",
     extra: dict[str, str] | None = None,

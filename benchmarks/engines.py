@@ -17,7 +17,9 @@ included.
 """
 
 import shutil
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+import duckdb
 
 from account_hierarchy.activation.diffs import build_diffs
 from account_hierarchy.audiences.memberships import build_audience
@@ -38,7 +40,9 @@ from benchmarks.scale import DEFINITIONS, EVERYTHING, Scale
 PARENT_TRAIT = "parent_account_id"
 
 
-def later_stages_on_duckdb(con, catalog: Catalog, start, end) -> None:
+def later_stages_on_duckdb(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime
+) -> None:
     """Traits (from the events), audiences and diffs of the window in the warehouse."""
     build_traits(con, catalog, start, end, use_tiles=False)
     for located in catalog.audiences:
@@ -46,7 +50,7 @@ def later_stages_on_duckdb(con, catalog: Catalog, start, end) -> None:
     build_diffs(con, catalog, start, end)
 
 
-def later_stages_on_spark(catalog: Catalog, start, end, lake_dir: str) -> None:
+def later_stages_on_spark(catalog: Catalog, start: datetime, end: datetime, lake_dir: str) -> None:
     """The same on Spark, over the lake."""
     session = spark_session()
     build_traits_on_spark(session, catalog, start, end, lake_dir)

@@ -6,10 +6,10 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 
-from account_hierarchy.catalog.models import ComputedTrait
+from account_hierarchy.catalog.models import ComputedTrait, PropertyCondition
 
 
-def _lookup(source, path: str):
+def _lookup(source: object, path: str) -> object:
     for key in path.split("."):
         if not isinstance(source, dict) or key not in source:
             return None
@@ -17,7 +17,7 @@ def _lookup(source, path: str):
     return source
 
 
-def _text(value):
+def _text(value: object) -> str | None:
     if value is None:
         return None
     return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
@@ -45,7 +45,7 @@ def _mask(events: pd.DataFrame, trait: ComputedTrait, as_of: datetime) -> pd.Ser
     return mask
 
 
-def _holds(values: pd.Series, condition) -> pd.Series:
+def _holds(values: pd.Series, condition: PropertyCondition) -> pd.Series:
     """Where a `where` condition holds for the property values (None when missing): text
     compares as JSON text (a string as itself), numbers as numbers (numeric strings count);
     a missing property satisfies no condition but `exists: false`."""

@@ -15,7 +15,9 @@ events per second.
     python -m benchmarks.snapshot [--events 10000000] [--format jsonl]
 """
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+
+import duckdb
 
 from account_hierarchy.catalog.loader import load_catalog
 from account_hierarchy.day_partials import prepare_day_partials
@@ -77,7 +79,7 @@ def measure(scale: Scale) -> list[dict]:
     return [*rows, *snapshots, baseline]
 
 
-def _new_hour(con, hour) -> None:
+def _new_hour(con: duckdb.DuckDBPyConnection, hour: datetime) -> None:
     """Make `hour` look new to the tile caches: its tiles are built again, and its day's day
     tiles too when a run needs them (one ending the day)."""
     for hours_table in (TILE_HOURS, HIERARCHY_TILE_HOURS):

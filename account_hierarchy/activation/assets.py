@@ -95,7 +95,7 @@ def build_diffs_asset(catalog: Catalog) -> dg.AssetsDefinition:
     return activation_diffs
 
 
-def build_destination_asset(located: LocatedDestination, catalog: Catalog):
+def build_destination_asset(located: LocatedDestination, catalog: Catalog) -> dg.AssetsDefinition:
     """The delivery asset of one destination."""
     destination = located.destination
     deps = [dg.AssetKey("activation_diffs")]

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from account_hierarchy.activation.plan import Item, newest_hour, plan
 from account_hierarchy.activation.state import ensure_state_tables, record_synced_calls
-from account_hierarchy.activation.transport import DestinationUnavailableError, Outcome
+from account_hierarchy.activation.transport import DestinationUnavailableError, Outcome, Sender
 from account_hierarchy.audiences.memberships import ensure_audience_hours
 from account_hierarchy.catalog.destination_models import Destination
 from account_hierarchy.catalog.loader import Catalog
@@ -90,7 +90,7 @@ def sync(
     con: duckdb.DuckDBPyConnection,
     catalog: Catalog,
     destination: Destination,
-    sender,
+    sender: Sender | None,
     *,
     dry_run: bool = False,
 ) -> SyncReport:

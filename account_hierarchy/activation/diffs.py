@@ -50,7 +50,7 @@ def synced(catalog: Catalog) -> tuple[list[str], dict[str, str]]:
     return audiences, traits
 
 
-def audience_changes(backend, audience: str) -> ir.Table:
+def audience_changes(backend: ibis.BaseBackend, audience: str) -> ir.Table:
     """Who entered (`before` false, `after` true) or exited the audience at `HOUR`."""
     members = backend.table("audience_memberships")
     members = members.filter(members.audience == audience)
@@ -69,7 +69,7 @@ def audience_changes(backend, audience: str) -> ir.Table:
     )
 
 
-def trait_changes(backend, trait: str, entity: str) -> ir.Table:
+def trait_changes(backend: ibis.BaseBackend, trait: str, entity: str) -> ir.Table:
     """The entities whose trait value at `HOUR` differs from the previous hour's."""
     table = backend.table(f"{entity}_traits")
     id_column = f"{entity}_id"
@@ -90,7 +90,7 @@ def trait_changes(backend, trait: str, entity: str) -> ir.Table:
     )
 
 
-def change_queries(backend, catalog: Catalog) -> dict[tuple[str, str], ir.Table]:
+def change_queries(backend: ibis.BaseBackend, catalog: Catalog) -> dict[tuple[str, str], ir.Table]:
     """Per synced (kind, name), the query of its changes at `HOUR`."""
     audiences, traits = synced(catalog)
     queries = {("audience", name): audience_changes(backend, name) for name in audiences}
@@ -99,7 +99,7 @@ def change_queries(backend, catalog: Catalog) -> dict[tuple[str, str], ir.Table]
     return queries
 
 
-def json_text(value, integer: bool) -> str | None:
+def json_text(value: object, integer: bool) -> str | None:
     """A value as compact JSON text (None for null); `integer` columns give integers."""
     value = plain(value)
     if value is None:
@@ -109,7 +109,9 @@ def json_text(value, integer: bool) -> str | None:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def diff_rows(kind: str, name: str, query: ir.Table, found: pd.DataFrame, hour) -> pd.DataFrame:
+def diff_rows(
+    kind: str, name: str, query: ir.Table, found: pd.DataFrame, hour: datetime
+) -> pd.DataFrame:
     """One hour's changes of a synced audience or trait as rows of `activation_diffs`."""
     integer = query.schema()["after"].is_integer()
     found = found.sort_values("entity_id")

@@ -59,7 +59,9 @@ class NothingToSyncError(LookupError):
     """The snapshots a destination needs have not been materialized yet."""
 
 
-def newest_hour(con: duckdb.DuckDBPyConnection, catalog: Catalog, destination: Destination):
+def newest_hour(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, destination: Destination
+) -> datetime:
     """The newest snapshot hour every input of the destination has."""
     hours = []
     # An audience can be empty at its newest hours, which have no membership rows: the hours
@@ -158,7 +160,9 @@ def _item(
     return Item(kind, name, entity_type, entity_id, transition, value)
 
 
-def _desired(con, catalog: Catalog, destination: Destination, hour) -> dict[tuple, str]:
+def _desired(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, destination: Destination, hour: datetime
+) -> dict[tuple, str]:
     """(kind, name, entity_id) -> value (JSON text) the destination should hold at `hour`."""
     desired: dict[tuple, str] = {}
     true = json.dumps(True)
@@ -198,7 +202,9 @@ def _desired(con, catalog: Catalog, destination: Destination, hour) -> dict[tupl
     return desired
 
 
-def _users_account_values(con, trait: str, hour) -> list[tuple[str, str]]:
+def _users_account_values(
+    con: duckdb.DuckDBPyConnection, trait: str, hour: datetime
+) -> list[tuple[str, str]]:
     """(user id, the account trait's value as JSON) for every user of an account with a value:
     for a user of several accounts, the value of the first of them by account id."""
     return con.execute(
@@ -216,7 +222,9 @@ def _canonical(value_json: str) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True)
 
 
-def _output_columns(con, catalog: Catalog, destination: Destination, hour) -> dict[str, dict]:
+def _output_columns(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, destination: Destination, hour: datetime
+) -> dict[str, dict]:
     """Account id -> the destination's output columns (custom or computed account traits)."""
     if not destination.output_columns:
         return {}
@@ -239,7 +247,7 @@ def _output_columns(con, catalog: Catalog, destination: Destination, hour) -> di
     return rows
 
 
-def _messages(destination: Destination, item: Item, outputs) -> list[dict]:
+def _messages(destination: Destination, item: Item, outputs: dict[str, dict]) -> list[dict]:
     calls = set(destination.calls) & item.only_calls
     names = destination.event_names
     hour = item.message_hour

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import requests
 
@@ -30,6 +31,12 @@ class Outcome:
     code: int | None
     response: str
     attempts: int
+
+
+class Sender(Protocol):
+    """Sends one batch of messages to a destination."""
+
+    def send(self, batch: list[dict]) -> Outcome: ...
 
 
 class DestinationUnavailableError(RuntimeError):
@@ -120,7 +127,7 @@ class JsonlSender:
         return Outcome(True, None, str(path), 1)
 
 
-def sender_for(destination: Destination):
+def sender_for(destination: Destination) -> Sender:
     """The sender of a destination (reading an HTTP write key from its environment variable)."""
     if destination.type == "jsonl":
         return JsonlSender(Path(destination.folder))

@@ -5,6 +5,7 @@ from account_hierarchy.catalog.audience_models import (
     And,
     AnyAccount,
     AudienceReference,
+    Condition,
     CustomTraitTest,
     Not,
     Or,
@@ -32,7 +33,7 @@ def describe_test(name: str, test: Comparison) -> str:
     return f"{name} {SYMBOLS[operator]} {shown}"
 
 
-def describe(condition) -> str:
+def describe(condition: Condition) -> str:
     """The whole condition tree as one line."""
     if isinstance(condition, And):
         return "(" + " and ".join(describe(c) for c in condition.and_) + ")"

@@ -31,6 +31,7 @@ from account_hierarchy.catalog.audience_models import (
     And,
     AnyAccount,
     AudienceReference,
+    Condition,
     CustomTraitTest,
     Not,
     Or,
@@ -40,6 +41,7 @@ from account_hierarchy.catalog.audience_models import (
     ValueTest,
 )
 from account_hierarchy.catalog.loader import Catalog
+from account_hierarchy.catalog.models import EventCounter
 from account_hierarchy.catalog.windows import parse_window
 from account_hierarchy.traits.compile import (
     AS_OF,
@@ -99,7 +101,7 @@ class Evaluator:
 
     def __init__(
         self,
-        backend,
+        backend: ibis.BaseBackend,
         catalog: Catalog,
         hour: datetime | None = None,
         *,
@@ -165,7 +167,7 @@ class Evaluator:
         definition = self.catalog.audience(name)
         return self.evaluate(definition.name, definition.entity, definition.where)
 
-    def evaluate(self, name: str, entity: str, condition) -> Evaluated:
+    def evaluate(self, name: str, entity: str, condition: Condition) -> Evaluated:
         """Any condition tree (e.g. an edited audience) on `entity` for this hour."""
         leaves: list[Leaf] = []
         extra: list[ir.Table] = []
@@ -194,14 +196,22 @@ class Evaluator:
                                           if c.startswith(f"{leaf.id}_")]  # fmt: skip
         return Evaluated(name, entity, table.select(*keep), leaves, set(self._used))
 
-    def _leaf(self, condition, entity: str, leaves: list[Leaf]) -> Leaf:
+    def _leaf(self, condition: Condition, entity: str, leaves: list[Leaf]) -> Leaf:
         self._counter += 1
         label = describe(condition)
         leaf = Leaf(f"c{self._counter}", label, condition, entity)
         leaves.append(leaf)
         return leaf
 
-    def _compile(self, condition, entity, base, columns, extra, leaves):
+    def _compile(
+        self,
+        condition: Condition,
+        entity: str,
+        base: ir.Table,
+        columns: dict[str, ir.Value],
+        extra: list[ir.Table],
+        leaves: list[Leaf],
+    ) -> ibis.Deferred:
         """A deferred boolean over the result table; fills `columns` / `extra` for the leaves."""
         if isinstance(condition, And | Or):
             parts = [
@@ -225,7 +235,7 @@ class Evaluator:
             extra.append(self._part(condition, leaf))
         return ibis._[f"{leaf.id}_held"]
 
-    def _part(self, condition, leaf: Leaf) -> ir.Table:
+    def _part(self, condition: Condition, leaf: Leaf) -> ir.Table:
         """A table `part_entity`, `<leaf>_held` (and values) for a leaf needing other rows."""
         held, key = f"{leaf.id}_held", "part_entity"
         if isinstance(condition, AudienceReference):
@@ -275,7 +285,7 @@ class Evaluator:
             part_entity=rows.entity_id, **{f"{leaf.id}_held": held, f"{leaf.id}_value": times}
         )
 
-    def _tiles_hold(self, counter) -> bool:
+    def _tiles_hold(self, counter: EventCounter) -> bool:
         """Whether the trait tiles have the counter's column and every event up to
         `window_end` (the traits stage keeps them; `build_audience` refreshes them first)."""
         if not self.use_tiles:
@@ -412,7 +422,7 @@ def _custom_column(kind: str, key: str) -> str:
     return f"custom_{kind}__{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
 
-def _json_list_holds(json_text: ir.StringValue, element) -> ir.BooleanValue:
+def _json_list_holds(json_text: ir.StringValue, element: object) -> ir.BooleanValue:
     """Whether a JSON list (compact text, as the engines write it) has `element`."""
     item = json.dumps(element, ensure_ascii=False, separators=(",", ":"))
     return (
@@ -423,7 +433,7 @@ def _json_list_holds(json_text: ir.StringValue, element) -> ir.BooleanValue:
     )
 
 
-def _value_column(condition) -> str | None:
+def _value_column(condition: Condition) -> str | None:
     """The column of the entity rows a trait or custom trait test reads (None for others)."""
     if isinstance(condition, TraitTest):
         return f"trait__{condition.trait}"
@@ -432,7 +442,9 @@ def _value_column(condition) -> str | None:
     return None
 
 
-def require_snapshots(backend, evaluated: Evaluated, start: datetime, end: datetime) -> None:
+def require_snapshots(
+    backend: ibis.BaseBackend, evaluated: Evaluated, start: datetime, end: datetime
+) -> None:
     """Fail clearly when a table an evaluation reads lacks a snapshot hour of `[start, end)`
     (on any Ibis backend). An hour before the first event that gives the table rows is rightly
     empty (no users before the first event with a userId, ...), and needs no rows."""
@@ -455,7 +467,9 @@ def require_snapshots(backend, evaluated: Evaluated, start: datetime, end: datet
             )
 
 
-def _hours_before_rows(backend, table: str, start: datetime, end: datetime) -> int:
+def _hours_before_rows(
+    backend: ibis.BaseBackend, table: str, start: datetime, end: datetime
+) -> int:
     """How many hours of `[start, end)` come before the hour of the first event that gives
     `table` a row (all of them when no event does)."""
     events = backend.table("raw_events")

@@ -251,7 +251,11 @@ def record_audience_hours(
 
 
 def _members_query(
-    backend, catalog: Catalog, name: str, window_end: datetime, day_partials: bool = False
+    backend: ibis.BaseBackend,
+    catalog: Catalog,
+    name: str,
+    window_end: datetime,
+    day_partials: bool = False,
 ) -> tuple[Evaluated, str]:
     """The audience evaluated for the hour parameter, and its members' query compiled (see
     `Evaluator` for `window_end` and `day_partials`)."""
@@ -272,7 +276,10 @@ def changes_at(
 
 
 def _members_at(
-    con, evaluated: Evaluated, members_sql: Callable[[], str], hour: datetime
+    con: duckdb.DuckDBPyConnection,
+    evaluated: Evaluated,
+    members_sql: Callable[[], str],
+    hour: datetime,
 ) -> set[str]:
     """Members at `hour`: stored if that hour was materialized, else evaluated with the
     query `members_sql()` gives (none if that hour has no snapshot to evaluate)."""

@@ -6,9 +6,10 @@ from typing import Any
 
 import duckdb
 import ibis
+import pandas as pd
 
 from account_hierarchy.audiences.describe import describe
-from account_hierarchy.audiences.evaluate import Evaluator, require_snapshots
+from account_hierarchy.audiences.evaluate import Evaluated, Evaluator, Leaf, require_snapshots
 from account_hierarchy.audiences.memberships import reason_texts
 from account_hierarchy.catalog.audience_models import AnyAccount, Quantified
 from account_hierarchy.catalog.loader import Catalog
@@ -81,7 +82,7 @@ def _rows_if_table_exists(con: duckdb.DuckDBPyConnection, query: str, params: di
         return []
 
 
-def _evaluator(con, catalog: Catalog, hour: datetime) -> Evaluator:
+def _evaluator(con: duckdb.DuckDBPyConnection, catalog: Catalog, hour: datetime) -> Evaluator:
     return Evaluator(ibis.duckdb.from_connection(con), catalog, hour)
 
 
@@ -154,7 +155,9 @@ def explain(
     }
 
 
-def _reasons(evaluator: Evaluator, evaluated, rows) -> list[dict[str, Any]]:
+def _reasons(
+    evaluator: Evaluator, evaluated: Evaluated, rows: pd.DataFrame
+) -> list[dict[str, Any]]:
     """The reasons of `rows` of an evaluated condition, each quantified condition with the
     users that satisfied it, and each `account:` condition with the reasons of every account
     of the user (the same, one level down)."""
@@ -168,7 +171,7 @@ def _reasons(evaluator: Evaluator, evaluated, rows) -> list[dict[str, Any]]:
     return reasons
 
 
-def _accounts_checked(evaluator: Evaluator, leaf, user_id: str) -> list[dict[str, Any]]:
+def _accounts_checked(evaluator: Evaluator, leaf: Leaf, user_id: str) -> list[dict[str, Any]]:
     """For an `account:` condition, each of the user's accounts: whether it satisfies the
     account condition, and why."""
     accounts = evaluator.evaluate(leaf.id, "account", leaf.condition.account)
@@ -185,7 +188,7 @@ def _accounts_checked(evaluator: Evaluator, leaf, user_id: str) -> list[dict[str
     ]
 
 
-def _satisfying_users(evaluator: Evaluator, leaf, account_id: str) -> list[str]:
+def _satisfying_users(evaluator: Evaluator, leaf: Leaf, account_id: str) -> list[str]:
     users = evaluator.evaluate(leaf.id, "user", leaf.condition.where).table
     members = evaluator.memberships()
     rows = members.filter(members.account_id == account_id).join(

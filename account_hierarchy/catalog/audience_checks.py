@@ -9,6 +9,7 @@ from account_hierarchy.catalog.audience_models import (
     AnyAccount,
     Audience,
     AudienceReference,
+    Condition,
     Not,
     Or,
     Performed,
@@ -25,7 +26,7 @@ USER_ONLY = {
 }
 
 
-def children(condition) -> Iterator[tuple[object, str]]:
+def children(condition: Condition) -> Iterator[tuple[Condition, str | None]]:
     """The direct sub-conditions and the entity (`account` / `user`) they are about."""
     if isinstance(condition, And):
         yield from ((child, None) for child in condition.and_)
@@ -39,7 +40,7 @@ def children(condition) -> Iterator[tuple[object, str]]:
         yield condition.account, "account"
 
 
-def walk(condition, entity: str) -> Iterator[tuple[object, str]]:
+def walk(condition: Condition, entity: str) -> Iterator[tuple[Condition, str]]:
     """Every condition of a tree, with the entity it is evaluated on."""
     yield condition, entity
     for child, child_entity in children(condition):

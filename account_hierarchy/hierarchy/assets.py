@@ -2,9 +2,10 @@
 built together in one op (one DuckDB connection) for a partition or a range of hours."""
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
+import duckdb
 
 from account_hierarchy import settings
 from account_hierarchy.hierarchy import checks
@@ -180,7 +181,9 @@ def hierarchy_snapshots(
     yield _result("account_hierarchy", "parents_known", missing, dg.AssetCheckSeverity.WARN)
 
 
-def _build_on_duckdb(con, start, end) -> tuple[dict[str, int], dict[str, int]]:
+def _build_on_duckdb(
+    con: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+) -> tuple[dict[str, int], dict[str, int]]:
     """The four tables built in the warehouse in one transaction: what the tile caches did
     (hour tiles and day partials rebuilt, as metadata), and each table's row count."""
     con.begin()

@@ -22,7 +22,11 @@ def _find(con: duckdb.DuckDBPyConnection, sql: str, start: datetime, end: dateti
 
 
 def repeated_ids(
-    con: duckdb.DuckDBPyConnection, table: str, keys: tuple[str, ...], start, end
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    keys: tuple[str, ...],
+    start: datetime,
+    end: datetime,
 ) -> Finding:
     """Key combinations that appear more than once in a snapshot hour."""
     key_list = ", ".join(("snapshot_hour", *keys))
@@ -34,7 +38,7 @@ def repeated_ids(
     )
 
 
-def dangling_memberships(con: duckdb.DuckDBPyConnection, start, end) -> Finding:
+def dangling_memberships(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> Finding:
     """Memberships whose user or account is not in `users` / `accounts` for the same hour."""
     return _find(
         con,
@@ -53,7 +57,9 @@ def dangling_memberships(con: duckdb.DuckDBPyConnection, start, end) -> Finding:
     )
 
 
-def unflagged_self_ancestors(con: duckdb.DuckDBPyConnection, start, end) -> Finding:
+def unflagged_self_ancestors(
+    con: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+) -> Finding:
     """Accounts that are their own ancestor without being flagged as cycle members."""
     return _find(
         con,
@@ -68,7 +74,9 @@ def unflagged_self_ancestors(con: duckdb.DuckDBPyConnection, start, end) -> Find
     )
 
 
-def hierarchy_not_following_parents(con: duckdb.DuckDBPyConnection, start, end) -> Finding:
+def hierarchy_not_following_parents(
+    con: duckdb.DuckDBPyConnection, start: datetime, end: datetime
+) -> Finding:
     """Rows of `account_hierarchy` that do not follow from their parent's row of the same hour
     (checked one link at a time, without the walk that built them), and accounts of `accounts`
     without a row. A cycle member is flagged, a root of itself, and its parent is a flagged
@@ -128,7 +136,9 @@ def hierarchy_not_following_parents(con: duckdb.DuckDBPyConnection, start, end) 
     )
 
 
-def flagged_accounts(con: duckdb.DuckDBPyConnection, flag: str, start, end) -> Finding:
+def flagged_accounts(
+    con: duckdb.DuckDBPyConnection, flag: str, start: datetime, end: datetime
+) -> Finding:
     """Accounts with a hierarchy flag (`in_cycle` or `parent_missing`) at any hour of the
     window, with the hour and their parent."""
     if flag not in ("in_cycle", "parent_missing"):

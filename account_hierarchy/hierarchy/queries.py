@@ -31,7 +31,9 @@ def latest_snapshot_hour(
     return hour
 
 
-def _entity(con, table: str, id_column: str, entity_id: str, hour: datetime) -> dict[str, Any]:
+def _entity(
+    con: duckdb.DuckDBPyConnection, table: str, id_column: str, entity_id: str, hour: datetime
+) -> dict[str, Any]:
     rows = _rows(
         con,
         f"SELECT * FROM {table} WHERE snapshot_hour = $hour AND {id_column} = $id",

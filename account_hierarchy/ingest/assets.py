@@ -1,5 +1,7 @@
 """Dagster wiring of the ingest stage: the hourly `raw_events` asset."""
 
+from datetime import datetime
+
 import dagster as dg
 
 from account_hierarchy import settings
@@ -110,7 +112,7 @@ def raw_events(
     )
 
 
-def _metadata(report: IngestReport, start, end) -> dict:
+def _metadata(report: IngestReport, start: datetime, end: datetime) -> dict:
     reasons = "\n".join(
         f"| {reason} | {count} |" for reason, count in report.quarantine_reasons.items()
     )

@@ -236,7 +236,9 @@ def _build_entities(
         build_accounts(con, start, end, parent_trait, trait_columns)
 
 
-def _build_tree(start: datetime, end: datetime, con: duckdb.DuckDBPyConnection, rows: pa.Table):
+def _build_tree(
+    start: datetime, end: datetime, con: duckdb.DuckDBPyConnection, rows: pa.Table
+) -> None:
     """Build `account_hierarchy` in the task's DuckDB from its accounts' parents."""
     con.register("task_accounts", rows)
     con.execute("CREATE TABLE accounts AS SELECT * FROM task_accounts")

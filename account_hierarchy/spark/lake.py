@@ -156,12 +156,16 @@ def _scan(table: str, lake: str | None) -> str:
     )
 
 
-def read_with_duckdb(con: duckdb.DuckDBPyConnection, table: str, lake: str | None = None):
+def read_with_duckdb(
+    con: duckdb.DuckDBPyConnection, table: str, lake: str | None = None
+) -> duckdb.DuckDBPyRelation:
     """A lake table as a DuckDB relation (without the hour partition column)."""
     return con.sql(_scan(table, lake))
 
 
-def attach_views(con: duckdb.DuckDBPyConnection, tables: list[str], lake: str | None = None):
+def attach_views(
+    con: duckdb.DuckDBPyConnection, tables: list[str], lake: str | None = None
+) -> None:
     """Make lake tables readable in the warehouse as views of the same names, so that the
     metadata, checks, CLI and delivery read what the Spark engine wrote."""
     for table in tables:

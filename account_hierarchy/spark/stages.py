@@ -48,7 +48,9 @@ def hierarchy(
     return counts
 
 
-def traits(con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime):
+def traits(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime
+) -> dict[str, dict]:
     """Both trait tables on Spark; the report `traits.compute.build_traits` gives."""
     report = build_traits_on_spark(spark_session(), catalog, start, end)
     lake.attach_views(con, list(TRAIT_TABLES.values()))
@@ -68,7 +70,9 @@ def audience(
     return report
 
 
-def diffs(con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime):
+def diffs(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime
+) -> dict[str, int]:
     """Activation diffs on Spark; the counts `activation.diffs.build_diffs` gives."""
     counts = build_diffs_on_spark(spark_session(), catalog, start, end)
     lake.attach_views(con, [DIFFS])

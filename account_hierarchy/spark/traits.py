@@ -8,6 +8,7 @@ engine's cache); SQL traits run in Spark's dialect, transpiled from DuckDB's by 
 from datetime import datetime, timedelta
 from functools import reduce
 
+import ibis
 from pyspark.sql import DataFrame, SparkSession
 
 from account_hierarchy.catalog.loader import Catalog
@@ -65,7 +66,9 @@ def build_traits_on_spark(
     return report
 
 
-def _sql_trait(session: SparkSession, backend, trait: SqlTrait, hour: datetime) -> None:
+def _sql_trait(
+    session: SparkSession, backend: ibis.BaseBackend, trait: SqlTrait, hour: datetime
+) -> None:
     """Run a SQL trait for one hour into the temp view `sql_trait_<name>`, by `entity_id`."""
     query, values = parse_trait_sql(trait.sql, trait.entity)
     for name, view in snapshot_views(hour).items():

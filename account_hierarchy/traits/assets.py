@@ -3,9 +3,10 @@
 distribution in the metadata), all computed in one op for a partition or a range of hours."""
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
+import duckdb
 import yaml
 
 from account_hierarchy import settings
@@ -126,7 +127,14 @@ def build_trait_assets(catalog: Catalog) -> dg.AssetsDefinition:
     return trait_snapshots
 
 
-def _table_results(con, entity: str, table: str, report: dict, start, end):
+def _table_results(
+    con: duckdb.DuckDBPyConnection,
+    entity: str,
+    table: str,
+    report: dict,
+    start: datetime,
+    end: datetime,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     id_column = "account_id" if entity == "account" else "user_id"
     yield dg.MaterializeResult(
         asset_key=table,

@@ -155,7 +155,7 @@ AS_OF = ibis.param("timestamp")
 _SENTINELS = {"hour": datetime(1901, 2, 3, 4, 5, 6), "as_of": datetime(1901, 2, 3, 5, 5, 6)}
 
 
-def compile_hourly(backend, expr: ir.Expr) -> str:
+def compile_hourly(backend: ibis.BaseBackend, expr: ir.Expr) -> str:
     """DuckDB SQL for an expression over `HOUR` / `AS_OF`, with `$hour` and `$as_of`
     placeholders to bind when running it. Compiled with unlikely sentinel moments, whose
     literals are then swapped for placeholders in the SQL syntax tree.
@@ -213,14 +213,18 @@ def window_interval(length: timedelta) -> ir.IntervalValue:
     return ibis.interval(seconds=int(length.total_seconds()))
 
 
-def in_window(moment: ir.TimestampValue, trait: ComputedTrait, as_of) -> ir.BooleanValue:
+def in_window(
+    moment: ir.TimestampValue, trait: ComputedTrait, as_of: datetime | ir.TimestampValue
+) -> ir.BooleanValue:
     """Whether a moment before `as_of` lies inside the trait's window."""
     if trait.window_length is None:
         return ibis.literal(True)
     return moment >= timestamp(as_of) - window_interval(trait.window_length)
 
 
-def matches(events: ir.Table, trait: ComputedTrait, as_of) -> ir.BooleanValue:
+def matches(
+    events: ir.Table, trait: ComputedTrait, as_of: datetime | ir.TimestampValue
+) -> ir.BooleanValue:
     """Whether an event counts for the trait (type, name, conditions, window)."""
     return selects(events, trait) & in_window(events.timestamp, trait, as_of)
 
@@ -268,7 +272,9 @@ def attribute(rows: ir.Table, snapshot: Snapshot, key: tuple) -> ir.Table:
     return joined.select(*columns, "entity_id")
 
 
-def aggregate(events: ir.Table, traits: list[ComputedTrait], as_of) -> ir.Table:
+def aggregate(
+    events: ir.Table, traits: list[ComputedTrait], as_of: datetime | ir.TimestampValue
+) -> ir.Table:
     """One row per entity with a column per trait (most-frequent traits excepted)."""
     events = with_properties(events, traits)
     order = ibis.struct({"timestamp": events.timestamp, "message_id": events.message_id})
@@ -298,7 +304,9 @@ def aggregate(events: ir.Table, traits: list[ComputedTrait], as_of) -> ir.Table:
     return events.group_by("entity_id").aggregate(**columns) if columns else None
 
 
-def most_frequent(events: ir.Table, trait: MostFrequent, as_of) -> ir.Table:
+def most_frequent(
+    events: ir.Table, trait: MostFrequent, as_of: datetime | ir.TimestampValue
+) -> ir.Table:
     """One row per entity: the trait's most frequent value (ties: the smallest value)."""
     events = with_properties(events, [trait])
     present = events[property_column(trait.property, "present")]

@@ -125,7 +125,7 @@ def build_traits(
     return report
 
 
-def _snapshot(backend) -> Snapshot:
+def _snapshot(backend: ibis.BaseBackend) -> Snapshot:
     return Snapshot(
         events=json_properties(backend.table("raw_events")),
         memberships=_at(backend.table("account_memberships")),
@@ -161,7 +161,9 @@ def day_partial_traits(catalog: Catalog) -> list[ComputedTrait]:
     return [trait for trait in tiled_traits(catalog) if combines_by_day(trait)]
 
 
-def entity_rows(backend, catalog: Catalog, entity: str, tiled: list[ComputedTrait]) -> ir.Table:
+def entity_rows(
+    backend: ibis.BaseBackend, catalog: Catalog, entity: str, tiled: list[ComputedTrait]
+) -> ir.Table:
     """One entity's trait rows for the hour `HOUR` (a parameter), on any Ibis backend: SQL
     traits are read from the tables `sql_trait_<name>` the caller made for the hour, and
     tiled traits that combine by day from the day partials of the hour's day."""
@@ -200,7 +202,11 @@ def entity_rows(backend, catalog: Catalog, entity: str, tiled: list[ComputedTrai
 
 
 def _class_parts(
-    backend, snapshot: Snapshot, key: tuple, traits: list[ComputedTrait], tiled: list
+    backend: ibis.BaseBackend,
+    snapshot: Snapshot,
+    key: tuple,
+    traits: list[ComputedTrait],
+    tiled: list,
 ) -> list[ir.Table]:
     """Tables by `entity_id` holding the columns of `traits` (all of one attribution class):
     rolled up from tiles for the `tiled` ones (value traits with the same selection and
@@ -231,7 +237,7 @@ def _class_parts(
 
 
 def compiled_traits(
-    backend,
+    backend: ibis.BaseBackend,
     catalog: Catalog,
     entity: str,
     hour: datetime,

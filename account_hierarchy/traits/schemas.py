@@ -8,6 +8,7 @@ import pandera.ibis as pa
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.catalog.models import (
     Aggregation,
+    ComputedTrait,
     EventCounter,
     FirstValue,
     LastValue,
@@ -23,7 +24,7 @@ ID_COLUMNS = {"account": "account_id", "user": "user_id"}
 COUNTS = (EventCounter, UniqueUsers, UniqueListCount)
 
 
-def _column(trait) -> pa.Column:
+def _column(trait: ComputedTrait) -> pa.Column:
     if isinstance(trait, COUNTS):
         return pa.Column(dt.int64)
     if isinstance(trait, Aggregation):

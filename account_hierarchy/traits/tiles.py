@@ -41,12 +41,14 @@ day is rebuilt when one of its hours is.
 """
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import duckdb
 import ibis
 import ibis.expr.types as ir
+from ibis.expr.types.groupby import GroupedTable
 
 from account_hierarchy.catalog.audience_checks import walk
 from account_hierarchy.catalog.audience_models import Audience, Performed
@@ -171,7 +173,9 @@ def first_or_last(
     return row.max(where=where) if isinstance(trait, LastValue) else row.min(where=where)
 
 
-def _aggregate(grouped, columns: dict[str, ir.Scalar], picked: list[tuple]) -> ir.Table:
+def _aggregate(
+    grouped: GroupedTable, columns: dict[str, ir.Scalar], picked: list[tuple]
+) -> ir.Table:
     """`grouped` aggregated to `columns` and to the parts (`value`, `at`, `id`) of each
     (first / last value trait, picked row) of `picked`."""
     rows = {tile_column(trait, "row"): row for trait, row in picked}
@@ -214,7 +218,9 @@ def value_tile_rows(events: ir.Table, traits: list[ValueTrait]) -> ir.Table:
     return ibis.union(*parts)
 
 
-def rollup(tiles: ir.Table, traits: list[ComputedTrait], as_of) -> ir.Table | None:
+def rollup(
+    tiles: ir.Table, traits: list[ComputedTrait], as_of: datetime | ir.TimestampValue
+) -> ir.Table | None:
     """One row per entity (`entity_id` of the attributed tiles of `tiles_as_of`) with a column
     per trait (value traits excepted)."""
     columns = {}
@@ -252,7 +258,9 @@ def _total(counts: ir.IntegerColumn, where: ir.BooleanValue) -> ir.IntegerScalar
     return counts.sum(where=where).cast("decimal(38, 0)").cast("int64")
 
 
-def rollup_values(value_tiles: ir.Table, traits: list[ValueTrait], as_of) -> ir.Table:
+def rollup_values(
+    value_tiles: ir.Table, traits: list[ValueTrait], as_of: datetime | ir.TimestampValue
+) -> ir.Table:
     """One row per entity with a column per value trait (most frequent value, ties: the
     smallest; the sorted distinct values; or how many there are); the traits share their
     `value_selection` and window, so one pass serves them all."""
@@ -278,7 +286,12 @@ def day_tile_rows(tiles: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
     return _combined(tiles, traits, _by_day(tiles, ()))
 
 
-def _combined(tiles: ir.Table, traits: list[ComputedTrait], grouped, in_window=None) -> ir.Table:
+def _combined(
+    tiles: ir.Table,
+    traits: list[ComputedTrait],
+    grouped: GroupedTable,
+    in_window: Callable[[ComputedTrait], ir.BooleanValue] | None = None,
+) -> ir.Table:
     """The tiles of `traits` combined per group of `grouped` (a grouping of `tiles`) into one
     row with the same partial columns; with `in_window`, each trait combines only the tiles
     `in_window(trait)` selects."""
@@ -317,7 +330,7 @@ def day_value_tile_rows(value_tiles: ir.Table) -> ir.Table:
     return grouped.aggregate(times=_total(value_tiles.times, ibis.literal(True)))
 
 
-def _by_day(tiles: ir.Table, before: tuple, after: tuple = ()):
+def _by_day(tiles: ir.Table, before: tuple, after: tuple = ()) -> GroupedTable:
     return tiles.group_by(
         *before,
         tile_hour=tiles.tile_hour.truncate("D"),
@@ -328,8 +341,8 @@ def _by_day(tiles: ir.Table, before: tuple, after: tuple = ()):
 
 
 def tiles_as_of(
-    backend,
-    as_of,
+    backend: ibis.BaseBackend,
+    as_of: datetime | ir.TimestampValue,
     traits: list[ComputedTrait],
     values_of: ValueTrait | None = None,
     day_partials: bool = False,
@@ -377,7 +390,9 @@ def tile_parts(trait: ComputedTrait) -> list[str]:
     return ["value", "at", "id"]
 
 
-def tile_in_window(tiles: ir.Table, trait: ComputedTrait, as_of) -> ir.BooleanValue:
+def tile_in_window(
+    tiles: ir.Table, trait: ComputedTrait, as_of: datetime | ir.TimestampValue
+) -> ir.BooleanValue:
     """Whether a tile of `tiles_as_of` counts for `trait`: it lies inside the trait's window,
     and it is an hour tile only where its day's tile is not (`as_of`'s day, and the day the
     window starts in when it starts after that day's first hour)."""
