@@ -1,5 +1,6 @@
 """An independent, plain-Python evaluation of audience definitions, for the tests."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from account_hierarchy_tests.reference import moment
@@ -98,7 +99,7 @@ class ReferenceAudiences:
             since = self.as_of - window(operand)
             return (since <= when < self.as_of) if operator == "within_last" else when < since
         if isinstance(value, list):
-            return operator == "contains" and operand in value
+            return operator == "contains" and any(same_element(e, operand) for e in value)
         numeric = number(value)
         if operator in ("equals", "not_equals"):
             if isinstance(operand, bool):
@@ -123,3 +124,19 @@ class ReferenceAudiences:
             return False
         return {"gt": numeric > operand, "gte": numeric >= operand, "lt": numeric < operand,
                 "lte": numeric <= operand}[operator]  # fmt: skip
+
+
+def same_element(element, operand) -> bool:
+    """Whether a list element equals a `contains` operand: a boolean its text (`true`), a
+    number another by value (text in decimal notation counts), text the same text or, for a
+    number, its plain forms (`7`, `7.0`)."""
+    text = json.dumps(operand) if isinstance(operand, bool) else str(operand)
+    if isinstance(element, bool):
+        return json.dumps(element) == text
+    wanted = None if isinstance(operand, bool) else number(operand)
+    if isinstance(element, int | float):
+        return wanted is not None and float(element) == wanted
+    plain = set()
+    if wanted is not None:
+        plain = {repr(wanted)} | ({str(int(wanted))} if wanted.is_integer() else set())
+    return element == text or element in plain

@@ -343,6 +343,7 @@ TYPED_EVENTS = [
             "duration": "5d",
             "big": "1_000",
             "flag": "TRUE",
+            "codes": [1, 2.5, True, "7.0", "x"],
         },
     },
     {
@@ -360,6 +361,7 @@ TYPED_EVENTS = [
             "score": "NaN",
             "flag": True,
             "duration": " 7 ",
+            "codes": ["1", 2, "true"],
         },
     },
     {
@@ -408,6 +410,16 @@ TYPED_DEFINITIONS = {
         {"name": "big_number", "entity": "account", "where": {"custom_trait": "big", "gte": 1000}},
         {"name": "huge_score", "entity": "account", "where": {"custom_trait": "score", "gt": 100}},
         {"name": "flagged", "entity": "account", "where": {"custom_trait": "flag", "equals": True}},
+        {"name": "code_1", "entity": "account", "where": {"custom_trait": "codes", "contains": 1}},
+        {"name": "code_1_text", "entity": "account",
+         "where": {"custom_trait": "codes", "contains": "1.0"}},
+        {"name": "code_2_5", "entity": "account",
+         "where": {"custom_trait": "codes", "contains": 2.5}},
+        {"name": "code_7", "entity": "account", "where": {"custom_trait": "codes", "contains": 7}},
+        {"name": "code_true", "entity": "account",
+         "where": {"custom_trait": "codes", "contains": True}},
+        {"name": "code_x", "entity": "account",
+         "where": {"custom_trait": "codes", "contains": "x"}},
         {"name": "renewal_in_last_hour", "entity": "user",
          "where": {"trait": "last_renewal", "within_last": "1 hours"}},
     ],
@@ -432,6 +444,13 @@ TYPED_EXPECTED = {
     "huge_score": set(),  # nor is "NaN"
     "flagged": {"TWO"},  # the boolean true; the string "TRUE" is text
     "renewal_in_last_hour": {"u1"},  # 08:30 UTC (10:30 where it was sent)
+    # A list's elements equal to the operand: numbers by value, text in decimal notation too.
+    "code_1": {"ONE", "TWO"},
+    "code_1_text": {"ONE", "TWO"},
+    "code_2_5": {"ONE"},
+    "code_7": {"ONE"},
+    "code_true": {"ONE", "TWO"},  # the boolean, and the text `true`
+    "code_x": {"ONE"},
 }
 
 
@@ -584,14 +603,42 @@ def test_performed_conditions_read_day_partials_across_midnight(tmp_path):
             # The hour before midnight, not stored, is evaluated for who entered and exited:
             # on its own day, so without the partials of the run's day.
             midnight, before_midnight = datetime(2026, 10, 3), datetime(2026, 10, 2, 23)
-            con.execute(
-                "DELETE FROM audience_memberships WHERE audience = $n AND snapshot_hour = $h",
-                {"n": name, "h": before_midnight},
-            )
+            for table in ("audience_memberships", "audience_hours"):
+                con.execute(
+                    f"DELETE FROM {table} WHERE audience = $n AND snapshot_hour = $h",
+                    {"n": name, "h": before_midnight},
+                )
             report = build_audience(con, catalog, name, midnight, midnight + timedelta(hours=1))
             now, before = (references[hour].members(name) for hour in (midnight, before_midnight))
             assert (report.entered, report.exited) == (len(now - before), len(before - now))
         assert found > 0
+
+
+def test_entered_counts_against_a_stored_hour_without_members(tmp_path):
+    """An hour stored with no members is that hour's membership, even when the definition
+    has changed since: not evaluated again with the new one."""
+    write_lines(tmp_path / "landing" / "a.ndjson", EDGE_EVENTS)
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 2),
+                      PARTITIONS_START)  # fmt: skip
+        catalogs = []
+        for number, where in enumerate(
+            [{"custom_trait": "tier", "equals": "gold"},
+             {"not": {"custom_trait": "tier", "equals": "gold"}}]
+        ):  # fmt: skip
+            folder = tmp_path / f"definitions{number}"
+            folder.mkdir()
+            audience = {"name": "x", "entity": "account", "where": where}
+            (folder / "d.yaml").write_text(yaml.safe_dump({"audiences": [audience]}))
+            catalogs.append(load_catalog(folder))
+        build_hour(con, catalogs[0], EDGE_HOUR)
+        assert stored_members(con, "x", EDGE_HOUR) == set()
+        later = EDGE_HOUR + timedelta(hours=1)
+        build_snapshots(con, later, later + timedelta(hours=1), "parent_account_id")
+        build_traits(con, catalogs[1], later, later + timedelta(hours=1))
+        report = build_audience(con, catalogs[1], "x", later, later + timedelta(hours=1))
+        assert stored_members(con, "x", later) == {"FULL", "HALF", "EMPTY", "SOLO"}
+        assert (report.entered, report.exited) == (4, 0)
 
 
 def test_default_hours_are_the_audiences_own(edge):

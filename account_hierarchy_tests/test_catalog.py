@@ -270,6 +270,41 @@ def test_audience_problems_are_named(tmp_path, audience, message):
     assert all(str(tmp_path / "a.yaml") in problem for problem in problems)
 
 
+LIST_TRAITS = """
+traits:
+  - {name: features, entity: account, type: unique_list, event: Feature Used, property: name}
+  - name: plans
+    entity: user
+    type: sql
+    many: true
+    sql: SELECT m.user_id, a.plan FROM account_memberships m JOIN accounts a USING (account_id)
+audiences:
+"""
+
+
+@pytest.mark.parametrize(
+    ("entity", "condition"),
+    [
+        ("account", "{trait: features, within_last: 2 days}"),
+        ("user", "{trait: plan, not_within_last: 2 days}"),
+        ("user", "{account: {trait: features, within_last: 1 day}}"),
+    ],
+)
+def test_a_relative_time_on_a_list_trait_is_refused(tmp_path, entity, condition):
+    text = LIST_TRAITS + f"  - {{name: recent, entity: {entity}, where: {condition}}}\n"
+    (problem,) = problems_of(tmp_path, text)
+    assert "tests a time; trait" in problem and "is a list" in problem, problem
+    allowed = (
+        LIST_TRAITS + "  - {name: has_a, entity: account, where: {trait: features, contains: a}}\n"
+    )
+    assert load_catalog(_write(tmp_path, allowed)).audience("has_a")
+
+
+def _write(folder: Path, text: str) -> Path:
+    (folder / "a.yaml").write_text(text)
+    return folder
+
+
 def test_an_invalid_definition_is_reported_once_not_again_where_it_is_used(tmp_path):
     """A trait or audience that fails validation is one problem: the audiences and
     destinations that name it do not add 'unknown' problems."""

@@ -16,6 +16,8 @@ result says which conditions held and with which values. Rules:
 
 import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -41,11 +43,12 @@ from account_hierarchy.catalog.audience_models import (
     ValueTest,
 )
 from account_hierarchy.catalog.loader import Catalog
-from account_hierarchy.catalog.models import EventCounter
+from account_hierarchy.catalog.models import EventCounter, Scalar
 from account_hierarchy.catalog.windows import parse_window
 from account_hierarchy.traits.compile import (
     AS_OF,
     HOUR,
+    NUMBER_TEXT,
     Snapshot,
     aggregate,
     as_number,
@@ -344,6 +347,15 @@ class Evaluator:
         number = None
         if numeric:
             number = as_number(text) if value.type().is_string() else value.try_cast("float64")
+        if is_list:
+            if operator == "contains" and value.type().value_type.is_string():
+                texts = sorted(_element_texts(operand))
+                return value.map(lambda element: element.isin(texts)).anys()
+            if operator == "contains":
+                # (the operand as the list's element type: Spark compares no text to numbers)
+                element = ibis.literal(operand).try_cast(value.type().value_type)
+                return value.contains(element)
+            return ibis.literal(False)
         if operator in ("within_last", "not_within_last"):
             moment = value
             if not value.type().is_timestamp() and self.backend.name == "pyspark":
@@ -354,17 +366,11 @@ class Evaluator:
             if operator == "within_last":
                 return (moment >= since) & (moment < self.as_of)
             return moment < since
-        if is_list:
-            if operator == "contains":
-                # (the operand as the list's element type: Spark compares no text to numbers)
-                element = ibis.literal(operand).try_cast(value.type().value_type)
-                return value.contains(element)
-            return ibis.literal(False)
         if operator == "contains" and json_text is not None:
             return ibis.ifelse(
                 json_text.startswith("["),
                 _json_list_holds(json_text, operand),
-                text.contains(str(operand)),
+                text.contains(_text_of(operand)),
             )
         if operator in ("equals", "not_equals"):
             if isinstance(operand, bool):
@@ -422,15 +428,45 @@ def _custom_column(kind: str, key: str) -> str:
     return f"custom_{kind}__{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
 
-def _json_list_holds(json_text: ir.StringValue, element: object) -> ir.BooleanValue:
-    """Whether a JSON list (compact text, as the engines write it) has `element`."""
-    item = json.dumps(element, ensure_ascii=False, separators=(",", ":"))
-    return (
-        (json_text == f"[{item}]")
-        | json_text.startswith(f"[{item},")
-        | json_text.endswith(f",{item}]")
-        | json_text.contains(f",{item},")
-    )
+def _json_list_holds(json_text: ir.StringValue, element: Scalar) -> ir.BooleanValue:
+    """Whether a JSON list (compact text, as the engines write it) has an element equal to
+    `element`: one of `_element_texts` as a JSON string, or the number or boolean itself."""
+    texts = _element_texts(element)
+    items = {json.dumps(text, ensure_ascii=False) for text in texts} | _number_texts(element)
+    items |= texts & {"true", "false"}
+    held = ibis.literal(False)
+    for item in sorted(items):
+        held |= (
+            (json_text == f"[{item}]")
+            | json_text.startswith(f"[{item},")
+            | json_text.endswith(f",{item}]")
+            | json_text.contains(f",{item},")
+        )
+    return held
+
+
+def _element_texts(element: Scalar) -> set[str]:
+    """The texts equal to a `contains` operand: its text, and a number's plain forms."""
+    return {_text_of(element)} | _number_texts(element)
+
+
+def _number_texts(operand: Scalar) -> set[str]:
+    """A number (or text in decimal notation, which reads as one) written plainly, with and
+    without `.0` when whole (`7`, `7.0`); nothing for other operands."""
+    if isinstance(operand, bool) or (
+        isinstance(operand, str) and not re.fullmatch(NUMBER_TEXT, operand)
+    ):
+        return set()
+    number = float(operand)
+    if not math.isfinite(number):
+        return set()
+    whole = {str(int(number))} if number.is_integer() else set()
+    return {repr(number)} | whole | ({str(operand)} if isinstance(operand, int) else set())
+
+
+def _text_of(operand: Scalar) -> str:
+    """An operand as the text of a value (`true` / `false` for booleans)."""
+    return json.dumps(operand) if isinstance(operand, bool) else str(operand)
 
 
 def _value_column(condition: Condition) -> str | None:

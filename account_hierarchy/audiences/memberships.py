@@ -281,14 +281,19 @@ def _members_at(
     members_sql: Callable[[], str],
     hour: datetime,
 ) -> set[str]:
-    """Members at `hour`: stored if that hour was materialized, else evaluated with the
-    query `members_sql()` gives (none if that hour has no snapshot to evaluate)."""
+    """Members at `hour`: stored if that hour was materialized (an empty one is only in
+    `audience_hours`), else evaluated with the query `members_sql()` gives (none if that
+    hour has no snapshot to evaluate)."""
     stored = con.execute(
         "SELECT entity_id FROM audience_memberships WHERE audience = $name "
         "AND snapshot_hour = $hour",
         {"name": evaluated.name, "hour": hour},
     ).fetchall()
-    if stored:
+    evaluated_then = con.execute(
+        "SELECT count(*) FROM audience_hours WHERE audience = $name AND snapshot_hour = $hour",
+        {"name": evaluated.name, "hour": hour},
+    ).fetchone()[0]
+    if stored or evaluated_then:
         return {entity_id for (entity_id,) in stored}
     try:
         backend = ibis.duckdb.from_connection(con)

@@ -31,6 +31,7 @@ from account_hierarchy.catalog.models import (
     OPERATORS,
     Comparison,
     PropertyCondition,
+    Scalar,
     Strict,
     check_name,
 )
@@ -47,6 +48,7 @@ class ValueTest(Comparison):
 
     OPERATORS: ClassVar[tuple[str, ...]] = TEST_OPERATORS
 
+    contains: Scalar | None = None  # (text, or an element of a list, which may be a number)
     is_null: bool | None = None
     within_last: str | None = None
     not_within_last: str | None = None

@@ -22,7 +22,7 @@ from account_hierarchy.catalog.audience_checks import (
 )
 from account_hierarchy.catalog.audience_models import Audience
 from account_hierarchy.catalog.destination_models import Destination
-from account_hierarchy.catalog.models import NAME, SqlTrait, Trait
+from account_hierarchy.catalog.models import NAME, SqlTrait, Trait, UniqueList
 from account_hierarchy.traits.sql_traits import (
     RESERVED_COLUMNS,
     SqlTraitError,
@@ -284,9 +284,13 @@ def _check_audiences(catalog: Catalog) -> list[str]:
         first.setdefault(name, located)
         entities.setdefault(name, located.audience.entity)
     columns = {entity: set(catalog.trait_columns(entity)) for entity in ("account", "user")}
+    lists = {entity: {column for column, located in catalog.trait_columns(entity).items()
+                      if isinstance(located.trait, UniqueList)
+                      or (isinstance(located.trait, SqlTrait) and located.trait.many)}
+             for entity in ("account", "user")}  # fmt: skip
     for located in catalog.audiences:
         where = f"{located.file}:{located.line}: audience {located.audience.name}"
-        for problem in check_audience(located.audience, columns, entities,
+        for problem in check_audience(located.audience, columns, lists, entities,
                                       catalog.invalid_names):  # fmt: skip
             problems.append(f"{where}: {problem}")
     references = {a.audience.name: referenced_audiences(a.audience) for a in catalog.audiences}
