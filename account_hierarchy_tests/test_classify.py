@@ -165,6 +165,33 @@ def test_timestamp_forms(con, landing, text, moment):
         assert (reasons, events[0][7]) == ([], moment)
 
 
+def test_a_zone_name_does_not_carry_to_the_times_after_it(con, landing):
+    """Text without a zone is UTC whatever lines come before it (DuckDB's TIMESTAMPTZ cast
+    would apply the last zone name it read to it)."""
+    texts = {
+        "a": ("2026-10-01T10:05:00 America/New_York", datetime(2026, 10, 1, 14, 5)),
+        "b": ("2026-10-01T10:05:00", datetime(2026, 10, 1, 10, 5)),
+        "c": ("2026-10-01 10:05:00.000", datetime(2026, 10, 1, 10, 5)),
+        "d": ("2026-10-01T10:05:00 EST", datetime(2026, 10, 1, 15, 5)),
+        "e": ("2026-10-01t10:05:00", datetime(2026, 10, 1, 10, 5)),
+        "f": ("2026-10-01T10:05:00+02:00", datetime(2026, 10, 1, 8, 5)),
+        "g": ("2026-10-01T10:05:00", datetime(2026, 10, 1, 10, 5)),
+    }
+    lines = [
+        message(mid, timestamp=text, receivedAt="2026-10-01T09:00:00 Asia/Tokyo")
+        for mid, (text, _) in texts.items()
+    ]
+    lines.append(message("h", timestamp="2026-10-01T23:00:00Z", receivedAt="2026-10-01T00:00:00"))
+    write_lines(landing / "f.ndjson", lines)
+    ingest_window(con, landing, *DAY, PARTITIONS_START)
+    rows = con.execute("SELECT message_id, timestamp, received_at FROM raw_events").fetchall()
+    assert {mid: at for mid, at, _ in rows} == {
+        **{mid: moment for mid, (_, moment) in texts.items()},
+        "h": datetime(2026, 10, 1, 23),  # 23 hours after its zoneless receipt: loaded
+    }
+    assert {at for mid, _, at in rows if mid != "h"} == {datetime(2026, 10, 1, 0)}
+
+
 def test_timestamp_falls_back_to_original_timestamp_then_received_at(con, landing):
     no_timestamp = {k: v for k, v in message("a").items() if k != "timestamp"}
     write_lines(

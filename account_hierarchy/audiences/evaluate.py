@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import ibis
-import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 import pandas as pd
 
@@ -45,6 +44,7 @@ from account_hierarchy.catalog.audience_models import (
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.catalog.models import EventCounter, Scalar
 from account_hierarchy.catalog.windows import parse_window
+from account_hierarchy.moments import utc_value
 from account_hierarchy.traits.compile import (
     AS_OF,
     HOUR,
@@ -361,7 +361,7 @@ class Evaluator:
             if not value.type().is_timestamp() and self.backend.name == "pyspark":
                 moment = utc_moment(text)
             elif not value.type().is_timestamp():  # (text: an offset is converted to UTC)
-                moment = text.try_cast(dt.Timestamp(timezone="UTC")).cast(dt.Timestamp())
+                moment = utc_value(text)
             since = self.as_of - window_interval(parse_window(operand))
             if operator == "within_last":
                 return (moment >= since) & (moment < self.as_of)

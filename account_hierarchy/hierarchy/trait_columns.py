@@ -34,6 +34,7 @@ from account_hierarchy.hierarchy.tiles import (
     CUSTOM_TRAIT_KEY_TILES,
     refresh_hierarchy_tiles,
 )
+from account_hierarchy.moments import utc_expression
 
 MAX_TRAIT_COLUMNS = 200
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -106,8 +107,7 @@ def extract(key: str, column_type_name: str, source: str = "traits") -> exp.Expr
     if column_type_name == "JSON":
         return value
     if column_type_name == "TIMESTAMP":
-        moment = exp.TryCast(this=text, to=exp.DataType.build("TIMESTAMPTZ"))
-        return exp.cast(moment, "TIMESTAMP")
+        return utc_expression(text)
     return exp.TryCast(this=value, to=exp.DataType.build(column_type_name))
 
 

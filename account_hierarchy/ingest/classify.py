@@ -30,6 +30,7 @@ from account_hierarchy.ingest.segment_spec import (
     MAX_MESSAGE_ID_CHARS,
     MESSAGE_TYPES,
 )
+from account_hierarchy.moments import utc_sql
 
 LINE_SCHEMA = pa.schema(
     [("source_line", pa.int64()), ("line", pa.large_string()), ("utf8_error", pa.bool_())]
@@ -79,19 +80,11 @@ MINUTES_ONLY = r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2})(Z|[+-]\d{2}(:?\d{2})?)$"
 
 
 def _moment(column: str) -> str:
-    """ISO-8601 text as a UTC timestamp; times given to the minute (`10:05Z`) and RFC 3339's
-    lower-case `t` and `z` are accepted too (the rewrite only runs for the rare texts the plain
-    casts reject).
-
-    Text ending in `Z` (UTC, as Segment's libraries write it) takes the plain TIMESTAMP cast,
-    six times faster than the TIMESTAMPTZ cast and equal to it on such text; any other text
-    (an offset such as `+02:00`, a zone name) takes the TIMESTAMPTZ cast, which applies it."""
-    plain = (
-        f"CASE WHEN suffix({column}, 'Z') THEN try_cast({column} AS TIMESTAMP) "
-        f"ELSE try_cast({column} AS TIMESTAMPTZ)::TIMESTAMP END"
-    )
+    """ISO-8601 text as a UTC timestamp (`moments.utc_sql`); times given to the minute
+    (`10:05Z`) and RFC 3339's lower-case `t` and `z` are accepted too (the rewrite only runs
+    for the rare texts the plain casts reject)."""
     with_seconds = f"regexp_replace(upper({column}), '{MINUTES_ONLY}', '\\1:00\\2')"
-    return f"coalesce({plain}, try_cast({with_seconds} AS TIMESTAMPTZ)::TIMESTAMP)"
+    return f"coalesce({utc_sql(column)}, try_cast({with_seconds} AS TIMESTAMPTZ)::TIMESTAMP)"
 
 
 def _in_list(constants: tuple[str, ...]) -> str:
