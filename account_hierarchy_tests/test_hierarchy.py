@@ -212,7 +212,7 @@ def test_trait_objects_built_a_share_of_the_users_at_a_time_are_the_same(warehou
     con.close()
 
 
-@pytest.mark.parametrize("parent_trait", ["parent_account_id", "$parent"])
+@pytest.mark.parametrize("parent_trait", ["parent_account_id", "$parent", "*", "a/b~c"])
 def test_parents_by_numeric_id_and_a_key_given_twice(tmp_path, monkeypatch, parent_trait):
     """A numeric parent id is the text ingestion makes of the same numeric groupId; of a key
     given twice in one call the first value counts; the parent trait is a key, not a path."""
@@ -222,7 +222,7 @@ def test_parents_by_numeric_id_and_a_key_given_twice(tmp_path, monkeypatch, pare
          "timestamp": at},
         f'{{"type": "group", "messageId": "c", "anonymousId": "crm", "groupId": "child", '
         f'"timestamp": "{at}", "traits": {{"{parent_trait}": 1e16, "parent": "WRONG", '
-        '"plan": "first", "plan": "second"}}',
+        '"plan": "first", "plan": "second", "seats": 3, "seats": "many"}}',
     ]  # fmt: skip
     write_lines(tmp_path / "landing" / "a.ndjson", lines)
     monkeypatch.setenv("AH_PARENT_TRAIT", parent_trait)
@@ -234,12 +234,17 @@ def test_parents_by_numeric_id_and_a_key_given_twice(tmp_path, monkeypatch, pare
     assert result.success
     with connect(path, read_only=True) as con:
         rows = con.execute(
-            "SELECT a.account_id, a.parent_account_id, a.plan, a.traits ->> 'plan', "
+            "SELECT a.account_id, a.parent_account_id, a.plan, a.traits ->> 'plan', a.seats, "
             "h.ultimate_parent_id, h.parent_missing FROM accounts AS a "
             "JOIN account_hierarchy AS h USING (snapshot_hour, account_id) ORDER BY 1"
         ).fetchall()
-    assert rows == [("1e+16", None, None, None, "1e+16", False),
-                    ("child", "1e+16", "first", "first", "1e+16", False)]  # fmt: skip
+        seats_type = con.execute(
+            "SELECT data_type FROM information_schema.columns "
+            "WHERE table_name = 'accounts' AND column_name = 'seats'"
+        )
+        assert seats_type.fetchone() == ("BIGINT",)  # (the ignored "many" types nothing)
+    assert rows == [("1e+16", None, None, None, None, "1e+16", False),
+                    ("child", "1e+16", "first", "first", 3, "1e+16", False)]  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -117,3 +117,29 @@ def test_hourly_runs_give_the_columns_a_range_run_gives(tmp_path, monkeypatch, f
         rows = con.execute("SELECT * FROM users ORDER BY ALL").df().to_dict("records")
         tables.append([{key: row[key] for key in sorted(row)} for row in rows])
     assert tables[0] == tables[1]
+
+
+def test_columns_are_typed_by_the_values_kept(con, landing):
+    """Anonymous identify calls type no column (their traits are nobody's), and integers
+    beyond 64 bits (DuckDB's JSON reader types them DOUBLE) keep a column BIGINT, null there."""
+
+    def identify(message_id, traits, user="u1"):
+        who = {"userId": user} if user else {"anonymousId": "visitor"}
+        return {"type": "identify", "messageId": message_id, "traits": traits,
+                "timestamp": "2026-10-01T10:00:00Z"} | who  # fmt: skip
+
+    write_lines(
+        landing / "a.ndjson",
+        [
+            identify("i1", {"plan": "pro", "age": 30, "n": 12345678901234567890123}),
+            identify("i2", {"n": 9007199254740993, "m": -9223372036854775809}, user="u2"),
+            identify("i3", {"plan": 5, "age": "thirty", "only_anon": True}, user=None),
+        ],
+    )
+    window = (datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11))
+    ingest_window(con, landing, *window, PARTITIONS_START)
+    assert infer_trait_columns(con, "identify", ("user_id", "traits")) == {
+        "age": "BIGINT", "m": "BIGINT", "n": "BIGINT", "plan": "VARCHAR"}  # fmt: skip
+    build_snapshots(con, *window, "parent_account_id")
+    rows = con.execute("SELECT user_id, plan, age, n, m FROM users ORDER BY 1").fetchall()
+    assert rows == [("u1", "pro", 30, None, None), ("u2", None, None, 9007199254740993, None)]

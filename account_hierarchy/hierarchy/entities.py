@@ -113,7 +113,7 @@ def build_accounts(
                    GROUP BY ALL) AS members
           ON members.snapshot_hour = seen.snapshot_hour AND members.account_id = seen.account_id
         """,
-        _params(start, end) | {"parent_path": f'$."{parent_trait}"'},
+        _params(start, end) | {"parent_path": json_pointer(parent_trait)},
     )
     if trait_columns is None:
         trait_columns = infer_trait_columns(con, "group", ACCOUNT_COLUMNS)
@@ -173,3 +173,9 @@ def _replace_window(
     con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {rows} ORDER BY snapshot_hour")
     (count,) = con.execute(f"SELECT count(*) FROM {rows}").fetchone()
     return count
+
+
+def json_pointer(key: str) -> str:
+    """A JSON Pointer (RFC 6901) to a top-level key, taken literally (a JSONPath would read
+    `*` as a wildcard)."""
+    return "/" + key.replace("~", "~0").replace("/", "~1")

@@ -65,13 +65,23 @@ WHERE CASE e.type WHEN 'identify' THEN e.user_id ELSE e.group_id END IS NOT NULL
 GROUP BY ALL
 """
 
+# The JSON types of the values `VALUES_SQL` keeps (an entity's calls, the first value of a key
+# given twice); an integer beyond 64 bits, which DuckDB types DOUBLE, is an integer.
 KEY_TYPES_SQL = f"""
-SELECT e.type AS message_type, e.event_hour AS tile_hour, field.key,
-       list(DISTINCT field.type) FILTER (WHERE field.type <> 'NULL') AS json_types,
-       bool_and(regexp_matches(field.value ->> '$', '{_ISO_TIMESTAMP}')
-                AND try_cast(field.value ->> '$' AS TIMESTAMPTZ) IS NOT NULL)
-           FILTER (WHERE field.type = 'VARCHAR') AS all_timestamps
-{_FIELDS}
+SELECT message_type, tile_hour, key,
+       list(DISTINCT json_type) FILTER (WHERE json_type <> 'NULL') AS json_types,
+       bool_and(regexp_matches(text, '{_ISO_TIMESTAMP}')
+                AND try_cast(text AS TIMESTAMPTZ) IS NOT NULL)
+           FILTER (WHERE json_type = 'VARCHAR') AS all_timestamps
+FROM (
+    SELECT e.type AS message_type, e.event_hour AS tile_hour, field.key,
+           CASE WHEN field.type = 'DOUBLE' AND regexp_matches(field.value::VARCHAR, '^-?[0-9]+$')
+                THEN 'BIGINT' ELSE field.type END AS json_type,
+           field.value ->> '$' AS text
+    {_FIELDS}
+    WHERE CASE e.type WHEN 'identify' THEN e.user_id ELSE e.group_id END IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY e.message_id, field.key ORDER BY field.id) = 1
+)
 GROUP BY ALL
 """
 
