@@ -14,6 +14,7 @@ from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
 from account_hierarchy.traits.compute import build_traits
 from account_hierarchy.traits.profile import profile_column
+from account_hierarchy.traits.queries import trait_rows
 from account_hierarchy.warehouse import connect
 from account_hierarchy_tests.conftest import PARTITIONS_START, group_call, write_lines
 from account_hierarchy_tests.reference import read_events, snapshot
@@ -444,6 +445,26 @@ def test_an_event_rewritten_in_place_is_recomputed(tmp_path):
     con.close()
 
 
+@pytest.mark.parametrize("many", [False, True])
+def test_a_sql_trait_may_give_ids_as_numbers(tmp_path, many):
+    """Ids are text: a numeric id column names the entity whose id is that number's text."""
+    write_lines(tmp_path / "landing" / "a.ndjson", [
+        group_call("g1", "2026-10-01T10:00:00Z", 42, "u1"),
+        group_call("g2", "2026-10-01T10:00:00Z", "ACME", "u1"),
+    ])  # fmt: skip
+    (tmp_path / "definitions").mkdir()
+    trait = {"name": "answer", "entity": "account", "type": "sql", "many": many,
+             "sql": "SELECT 42 AS account_id, 'yes' AS answer"}  # fmt: skip
+    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [trait]}))
+    hour = datetime(2026, 10, 1, 10)
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", hour, hour + timedelta(hours=1), PARTITIONS_START)
+        build_all(con, tmp_path / "landing", hour, hour + timedelta(hours=1),
+                  tmp_path / "definitions")  # fmt: skip
+        rows = con.execute("SELECT account_id, answer FROM account_traits ORDER BY 1").fetchall()
+    assert rows == [("42", ["yes"] if many else "yes"), ("ACME", None)]
+
+
 def test_a_sql_trait_whose_type_widens_keeps_the_stored_hours(tmp_path):
     """Hourly runs: the trait's values are integers at 10:00 and a decimal at 11:00; the column
     becomes DOUBLE and 10:00 keeps its value (as one run over both hours gives)."""
@@ -484,6 +505,10 @@ def test_a_trait_turned_from_a_list_to_a_value_or_back_keeps_both_as_json(tmp_pa
     rows = con.execute("SELECT hour(snapshot_hour), who FROM account_traits ORDER BY 1").fetchall()
     values = {10: '["u1"]' if first_many else '"u1"', 11: '"u1"' if first_many else '["u1"]'}
     assert rows == list(values.items())
+    # The CLI reads the JSON column as the values it holds, not as text.
+    for hour, text in values.items():
+        (row,) = trait_rows(con, "account", datetime(2026, 10, 1, hour))
+        assert row["who"] == json.loads(text)
     con.close()
 
 

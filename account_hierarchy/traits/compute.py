@@ -277,9 +277,11 @@ def _sql_trait(con: duckdb.DuckDBPyConnection, trait: SqlTrait, hour: datetime) 
 def sql_trait_rows(raw: ir.Table, trait: SqlTrait, values: list[str], hour: datetime) -> ir.Table:
     """A SQL trait's result for one hour by `entity_id`: rows without an id left out, and with
     `many` each value column as the sorted list of the entity's distinct values. Without
-    `many`, an entity with several rows is an error."""
+    `many`, an entity with several rows is an error. Ids are text (`SELECT 1 AS account_id`
+    names the account `1`)."""
     id_column = ENTITY_ID[trait.entity]
-    rows = raw.filter(raw[id_column].notnull())
+    rows = raw.mutate(**{id_column: raw[id_column].cast("string")})
+    rows = rows.filter(rows[id_column].notnull())
     if trait.many:
         return rows.group_by(entity_id=rows[id_column]).aggregate(
             **{value: rows[value].collect(distinct=True).sort() for value in values}

@@ -1,5 +1,6 @@
-"""Reading trait values for the CLI."""
+"""Reading trait values for the CLI (JSON columns as the values they hold)."""
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +23,12 @@ def trait_rows(
         params["id"] = entity_id
     cursor = con.execute(f"{query} ORDER BY {id_column}", params)
     names = [column[0] for column in cursor.description]
-    rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    json_columns = {name for name, kind, *_ in cursor.description if str(kind) == "JSON"}
+    rows = [
+        {name: json.loads(value) if name in json_columns and value is not None else value
+         for name, value in zip(names, row, strict=True)}
+        for row in cursor.fetchall()
+    ]  # fmt: skip
     if not rows:
         what = f"{entity} {entity_id!r}" if entity_id else f"any {entity}"
         raise NotInSnapshotError(f"No traits of {what} in the snapshot of {hour}.")
