@@ -6,15 +6,21 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
+import requests
 import yaml
 from werkzeug import Request, Response
 
 from account_hierarchy.activation.deliver import MAX_BATCH_BYTES, batches_of, sync
 from account_hierarchy.activation.diffs import build_diffs
-from account_hierarchy.activation.transport import DestinationUnavailableError, sender_for
+from account_hierarchy.activation.transport import (
+    DestinationUnavailableError,
+    _retry_after,
+    sender_for,
+)
 from account_hierarchy.catalog.loader import load_catalog
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.warehouse import connect
@@ -191,6 +197,21 @@ def test_500s_then_429_then_success_delivers_each_message_once(world):
     assert len(receiver.authorizations) == 4
     (attempts,) = con.execute("SELECT DISTINCT attempts FROM delivery_log").fetchone()
     assert attempts == 4
+
+
+@pytest.mark.parametrize(
+    ("header", "low", "high"),
+    [("2.5", 2.5, 2.5), ("in a while", 9, 9), ("-3", 0, 0), ("DATE+30", 28, 30),
+     ("DATE-30", 0, 0)],
+)  # fmt: skip
+def test_retry_after_is_seconds_or_an_http_date(header, low, high):
+    """A 429's `Retry-After`: seconds, or an HTTP date (RFC 9110); else the backoff (9 here)."""
+    if header.startswith("DATE"):
+        moment = datetime.now(UTC) + timedelta(seconds=int(header[4:]))
+        header = format_datetime(moment, usegmt=True)
+    response = requests.Response()
+    response.headers["Retry-After"] = header
+    assert low <= _retry_after(response, 9) <= high
 
 
 def test_unreachable_server_fails_the_run_and_the_next_run_delivers(world, httpserver):

@@ -382,6 +382,8 @@ def test_a_missing_folder_and_a_file_not_in_utf8_are_problems(tmp_path, monkeypa
         ("type: jsonl, folder: out, audiences: [quiet], output_columns: [quiet]",
          "'quiet' is also an audience of the destination"),
         ("type: jsonl, folder: out, traits: [both]", "'both' is both an account and a user trait"),
+        ("type: jsonl, folder: out, audiences: [quiet], traits: [quiet]",
+         "'quiet' is also an audience of the destination: both would be the same key"),
         ("type: jsonl, folder: out, audiences: [quiet], calls: []", "calls"),
         ("type: jsonl, folder: out, audiences: [quiet], event_names: {entered: ''}",
          "event_names.entered"),
@@ -395,8 +397,10 @@ def test_a_missing_folder_and_a_file_not_in_utf8_are_problems(tmp_path, monkeypa
     ],
 )  # fmt: skip
 def test_destination_problems_are_named(tmp_path, settings, message):
-    # (a user trait, and an account SQL trait's value column, named `both`)
+    # (a user trait, and an account SQL trait's value column, named `both`; a trait named
+    # like the audience `quiet`)
     both = ("  - name: both\n    entity: user\n    type: event_counter\n    event: A\n"
+            "  - name: quiet\n    entity: user\n    type: event_counter\n    event: B\n"
             "  - name: both_sql\n    entity: account\n    type: sql\n"
             "    sql: SELECT account_id, 7 AS both FROM accounts\n")  # fmt: skip
     text = AUDIENCES.replace("audiences:\n", both + "audiences:\n", 1)

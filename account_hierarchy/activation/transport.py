@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -102,10 +103,19 @@ class HttpSender:
 
 
 def _retry_after(response: requests.Response, fallback: float) -> float:
+    """The seconds a 429's `Retry-After` asks for: a number of seconds or an HTTP date."""
+    value = response.headers.get("Retry-After", "").strip()
     try:
-        return max(0.0, float(response.headers.get("Retry-After", "")))
+        return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return fallback
+    if moment.tzinfo is None:  # (HTTP dates are GMT)
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
 
 
 class JsonlSender:

@@ -324,6 +324,9 @@ def _check_destinations(catalog: Catalog) -> list[str]:
             elif name in catalog.trait_columns("account") and name in catalog.trait_columns("user"):
                 problems.append(f"{where}.traits: {name!r} is both an account and a user trait; "
                                 "rename one of them to send it")  # fmt: skip
+            elif name in destination.audiences:
+                problems.append(f"{where}.traits: {name!r} is also an audience of the "
+                                "destination: both would be the same key of its calls")  # fmt: skip
         for name in destination.output_columns:
             if not NAME.match(name):
                 problems.append(f"{where}.output_columns: {name!r} is not a trait name")
