@@ -16,11 +16,14 @@ from werkzeug import Request, Response
 
 from account_hierarchy.activation.deliver import MAX_BATCH_BYTES, batches_of, sync
 from account_hierarchy.activation.diffs import build_diffs
+from account_hierarchy.activation.state import Held, ensure_state_tables, held_state
 from account_hierarchy.activation.transport import (
     DestinationUnavailableError,
+    Outcome,
     _retry_after,
     sender_for,
 )
+from account_hierarchy.catalog.destination_models import CALLS
 from account_hierarchy.catalog.loader import load_catalog
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.warehouse import connect
@@ -492,10 +495,22 @@ def test_account_traits_reach_the_accounts_users_and_values_json_cannot_carry_ar
     )
 
 
-def test_calls_added_to_a_destination_send_what_it_holds_in_those_calls(tmp_path):
-    write_lines(tmp_path / "landing" / "a.ndjson", events()[:3])
-    con = connect(tmp_path / "wh.duckdb")
-    ingest_window(con, tmp_path / "landing", H10, H11, PARTITIONS_START)
+class Recorder:
+    """A sender keeping what it was given; rejecting every batch while `rejecting`."""
+
+    def __init__(self):
+        self.rejecting = False
+        self.messages: list[dict] = []
+
+    def send(self, batch: list[dict]) -> Outcome:
+        self.messages += batch
+        return Outcome(not self.rejecting, 400 if self.rejecting else 200, "", 1)
+
+
+@pytest.fixture
+def box(tmp_path):
+    """A warehouse (call `load` with the events of the hours 10 and 11), and the definitions
+    of a destination with the given calls (catalog and destination)."""
     (tmp_path / "defs").mkdir()
 
     def destination_with(calls):
@@ -506,6 +521,19 @@ def test_calls_added_to_a_destination_send_what_it_holds_in_those_calls(tmp_path
         catalog = load_catalog(tmp_path / "defs")
         return catalog, catalog.destinations[0].destination
 
+    with connect(tmp_path / "wh.duckdb") as con:
+
+        def load(lines: list[dict]) -> None:
+            write_lines(tmp_path / "landing" / "a.ndjson", lines)
+            ingest_window(con, tmp_path / "landing", H10, H11 + timedelta(hours=1),
+                          PARTITIONS_START)  # fmt: skip
+
+        yield con, destination_with, load
+
+
+def test_calls_added_to_a_destination_send_what_it_holds_in_those_calls(box):
+    con, destination_with, load = box
+    load(events()[:3])
     catalog, destination = destination_with(["track"])
     build_hour(con, catalog, H10)
     sync(con, catalog, destination, sender_for(destination))
@@ -518,3 +546,74 @@ def test_calls_added_to_a_destination_send_what_it_holds_in_those_calls(tmp_path
     }  # (the track calls went already)
     sync(con, catalog, destination, sender_for(destination))
     assert sync(con, catalog, destination, sender_for(destination)).messages == 0
+
+
+def test_added_calls_rejected_once_go_again_as_they_went(box):
+    """The added calls' messages, rejected at a later hour, are owed again as they went (same
+    ids), in the added calls only: the track calls, which went already, do not go again."""
+    con, destination_with, load = box
+    load(events()[:3])  # (nothing changes at 11:00)
+    catalog, destination = destination_with(["track"])
+    build_hour(con, catalog, H10)
+    sync(con, catalog, destination, Recorder())
+    catalog, destination = destination_with(["group", "identify", "track"])
+    build_hour(con, catalog, H11)
+    recorder = Recorder()
+    recorder.rejecting = True
+    sync(con, catalog, destination, recorder)
+    rejected = recorder.messages
+    assert {m["type"] for m in rejected} == {"group", "identify"}
+    recorder.rejecting, recorder.messages = False, []
+    sync(con, catalog, destination, recorder)
+    assert recorder.messages == rejected
+    assert sync(con, catalog, destination, recorder).messages == 0
+
+
+def test_calls_removed_then_added_again_carry_what_changed_meanwhile(box):
+    """Changes made while a call was not wanted reach it when it is wanted again."""
+    con, destination_with, load = box
+    load(events())
+    catalog, destination = destination_with(["group", "identify", "track"])
+    build_hour(con, catalog, H10)
+    sync(con, catalog, destination, Recorder())
+    catalog, destination = destination_with(["track"])
+    build_hour(con, catalog, H11)
+    recorder = Recorder()
+    sync(con, catalog, destination, recorder)
+    assert {m["type"] for m in recorder.messages} == {"track"}
+    catalog, destination = destination_with(["group", "identify", "track"])
+    recorder.messages = []
+    sync(con, catalog, destination, recorder)
+    assert calls(recorder.messages) == {
+        ("group", "ACME", '{"free_accounts": false}'),
+        ("identify", "u1", '{"free_accounts": false}'),
+        ("identify", "u2", '{"free_accounts": false}'),
+        ("group", "GLOBEX", '{"free_accounts": true}'),
+        ("identify", "u3", '{"free_accounts": true}'),
+    }
+    assert sync(con, catalog, destination, recorder).messages == 0
+    assert con.execute("SELECT count(*) FROM destination_state WHERE value IS NULL").fetchone() == (
+        0,
+    )
+
+
+def test_state_of_a_warehouse_keeping_one_list_of_calls_per_destination_is_migrated(tmp_path):
+    with connect(tmp_path / "wh.duckdb") as con:
+        con.execute(
+            "CREATE TABLE destination_state (destination VARCHAR, kind VARCHAR, name VARCHAR, "
+            "entity_type VARCHAR, entity_id VARCHAR, value JSON, accepted_hour TIMESTAMP)"
+        )
+        con.execute("CREATE TABLE destination_calls (destination VARCHAR, calls VARCHAR)")
+        con.execute("INSERT INTO destination_calls VALUES ('box', '[\"track\"]')")
+        for destination in ("box", "crm"):
+            con.execute(
+                "INSERT INTO destination_state VALUES "
+                "($d, 'audience', 'a', 'account', 'ACME', 'true', '2026-10-01 10:00')",
+                {"d": destination},
+            )
+        ensure_state_tables(con)
+        assert held_state(con, "box") == {("audience", "a", "ACME"): Held("true", {"track"})}
+        assert held_state(con, "crm")[("audience", "a", "ACME")].calls == set(CALLS)
+        assert con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'destination_calls'"
+        ).fetchone() == (0,)

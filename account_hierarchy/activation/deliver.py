@@ -22,10 +22,10 @@ import duckdb
 import pyarrow as pa
 
 from account_hierarchy.activation.plan import Item, newest_hour, plan
-from account_hierarchy.activation.state import ensure_state_tables, record_synced_calls
+from account_hierarchy.activation.state import ensure_state_tables
 from account_hierarchy.activation.transport import DestinationUnavailableError, Outcome, Sender
 from account_hierarchy.audiences.memberships import ensure_audience_hours
-from account_hierarchy.catalog.destination_models import Destination
+from account_hierarchy.catalog.destination_models import CALLS, Destination
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.warehouse import transaction
 
@@ -34,7 +34,7 @@ MAX_BATCH_BYTES = 500 * 1024
 ENVELOPE_BYTES = 200  # {"batch": [...], "sentAt": "..."} around the messages
 STATE_SCHEMA = pa.schema(
     [(name, pa.string()) for name in
-     ("destination", "kind", "name", "entity_type", "entity_id", "value")]
+     ("destination", "kind", "name", "entity_type", "entity_id", "value", "calls")]
     + [("keep", pa.bool_())]
 )  # fmt: skip
 KEY_SCHEMA = pa.schema(
@@ -141,8 +141,7 @@ def sync(
             report.rejected += len(batch)
         _commit(con, destination, hour, done, batch, outcome, number)
         report.committed_items += len(done)
-    # (what was not accepted stays in flight, owed again in every call)
-    record_synced_calls(con, destination.name, destination.calls)
+    # (what was not accepted stays in flight, owed again)
     return report
 
 
@@ -180,11 +179,14 @@ def _commit(
     """In one transaction: log the batch's messages and store the items' accepted state."""
     if not items and not batch:
         return
+    # (no value held in any call is no row)
     states = pa.Table.from_pylist(
         [{"destination": destination.name, "kind": item.kind, "name": item.name,
           "entity_type": item.entity_type, "entity_id": item.entity_id,
-          "value": json.dumps(item.value, sort_keys=True), "keep": item.transition != "exited"
-          and item.value is not None} for item in items],
+          "value": None if item.value is None else json.dumps(item.value, sort_keys=True),
+          "calls": json.dumps(sorted(item.holds_calls)),
+          "keep": item.value is not None or not item.holds_calls >= set(CALLS)}
+         for item in items],
         schema=STATE_SCHEMA,
     )  # fmt: skip
     sent_at = datetime.now(UTC).replace(tzinfo=None)
@@ -200,7 +202,7 @@ def _commit(
             con.execute(f"DELETE FROM {table} AS f USING settled_items AS i WHERE {_SAME_KEY}")
         con.execute(
             "INSERT INTO destination_state SELECT destination, kind, name, entity_type, "
-            "entity_id, value::JSON, $h FROM settled_items WHERE keep",
+            "entity_id, value::JSON, $h, calls FROM settled_items WHERE keep",
             {"h": hour},
         )
         con.register("sent_messages", logs)

@@ -12,10 +12,10 @@ has accepted, as items (one change of one entity) each with its Segment messages
 
 Values JSON cannot carry (NaN, infinities) travel as null: a trait with such a value has none.
 
-Only the calls a destination asks for are built; calls it asks for since its last sync carry
-again what it already holds. Message ids are UUIDs derived from the
-destination, audience or trait, entity, transition, value, snapshot hour, call and user, so a
-re-send is a duplicate the receiver drops.
+Only the calls a destination asks for are built; a value it holds goes again in the calls it
+asks for that have not carried it (added since, or removed and added again). Message ids are
+UUIDs derived from the destination, audience or trait, entity, transition, value, snapshot
+hour, call and user, so a re-send is a duplicate the receiver drops.
 """
 
 import json
@@ -26,7 +26,7 @@ from typing import Any
 
 import duckdb
 
-from account_hierarchy.activation.state import accepted_state, in_flight_changes, synced_calls
+from account_hierarchy.activation.state import NOTHING, held_state, in_flight_changes
 from account_hierarchy.catalog.destination_models import CALLS, Destination
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.output import plain
@@ -53,6 +53,7 @@ class Item:
     message_hour: datetime | None = None  # the snapshot hour its messages are made for
     change: str = ""  # what its messages say, ids and times aside (what a re-send repeats)
     only_calls: set[str] = field(default_factory=lambda: set(CALLS))  # the calls it is sent in
+    holds_calls: set[str] = field(default_factory=set)  # the calls holding it once accepted
 
 
 class NothingToSyncError(LookupError):
@@ -97,23 +98,15 @@ def message_id(*parts: object) -> str:
 def plan(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, destination: Destination, hour: datetime
 ) -> list[Item]:
-    """Every item owed to the destination at snapshot `hour`."""
-    accepted = accepted_state(con, destination.name)
-    desired = _desired(con, catalog, destination, hour)
-    # (calls the destination asks for since its last complete sync: what it holds goes again,
-    # in those calls only)
-    added_calls = set(destination.calls) - (synced_calls(con, destination.name) or set(CALLS))
-    items = []
-    for key, value in sorted(desired.items()):
-        changed = accepted.get(key) != value
-        if changed or added_calls:
-            transition = "changed" if key[0] in TRAIT_KINDS else "entered"
-            item = _item(catalog, key, transition, json.loads(value))
-            item.only_calls = set(CALLS) if changed else added_calls
-            items.append(item)
-    # (what the destination holds but should not: the entity type it was sent as decides the
-    # call, even for an audience or trait since removed from the definitions)
+    """Every item owed to the destination at snapshot `hour`: each change, in every call it
+    wants, and each value it holds that some of the calls it wants do not carry yet (calls
+    added, or removed and added again), in those calls only."""
+    held = held_state(con, destination.name)
     in_flight = in_flight_changes(con, destination.name)
+    desired = _desired(con, catalog, destination, hour)
+    wanted = set(destination.calls)
+    # (the entity type it was sent as decides the call of what the destination should no
+    # longer hold, even for an audience or trait since removed from the definitions)
     sent_as = {key: entity_type for key, (_, _, entity_type) in in_flight.items()} | dict(
         con.execute(
             "SELECT (kind, name, entity_id), entity_type FROM destination_state "
@@ -121,23 +114,51 @@ def plan(
             {"d": destination.name},
         ).fetchall()
     )
-    for key in sorted(accepted.keys() - desired.keys()):
-        transition = "changed" if key[0] in TRAIT_KINDS else "exited"
-        items.append(_item(catalog, key, transition, None, sent_as.get(key)))
+    items = []
+    for key in sorted(desired.keys() | held.keys() | in_flight.keys()):
+        want, has = desired.get(key), held.get(key, NOTHING)
+        missing = wanted - has.calls
+        if key not in in_flight and has.value == want and not missing:
+            continue
+        if want is None:
+            transition = "changed" if key[0] in TRAIT_KINDS else "exited"
+            item = _item(catalog, key, transition, None, sent_as.get(key))
+        else:
+            transition = "changed" if key[0] in TRAIT_KINDS else "entered"
+            item = _item(catalog, key, transition, json.loads(want))
+        if has.value == want:  # (the value it holds, owed in the calls missing it)
+            item.only_calls, item.holds_calls = missing, has.calls | wanted
+        else:
+            item.only_calls, item.holds_calls = set(CALLS), wanted
+        items.append(item)
     outputs = _output_columns(con, catalog, destination, hour)
     for item in items:
-        item.message_hour = hour
-        item.messages = _messages(destination, item, outputs)
-        item.change = json.dumps([{k: v for k, v in message.items()
-                                   if k not in ("messageId", "timestamp")}
-                                  for message in item.messages], sort_keys=True)  # fmt: skip
-        sent, sent_for, _ = in_flight.get((item.kind, item.name, item.entity_id), (None,) * 3)
+        key = (item.kind, item.name, item.entity_id)
+        resend = key in in_flight and item.only_calls != set(CALLS)
+        if key in in_flight and not resend:
+            item.only_calls, item.holds_calls = set(CALLS), wanted
+        _prepare(destination, item, outputs, hour)
+        sent, sent_for, _ = in_flight.get(key, (None,) * 3)
+        if resend and item.change != sent:
+            # (unconfirmed and not what was sent: the destination may hold anything)
+            item.only_calls, item.holds_calls = set(CALLS), wanted
+            _prepare(destination, item, outputs, hour)
         if sent == item.change and sent_for != hour:
             # (the same messages sent before without confirmation go again as they went)
-            item.message_hour = sent_for
-            item.messages = _messages(destination, item, outputs)
-    # (an item sent again for added calls that none of them is about is no item)
+            _prepare(destination, item, outputs, sent_for)
+    # (an item owed only in calls none of whose messages are about it is no item)
     return [item for item in items if item.messages or item.only_calls == set(CALLS)]
+
+
+def _prepare(
+    destination: Destination, item: Item, outputs: dict[str, dict], hour: datetime
+) -> None:
+    """Make the item's messages for snapshot `hour`, and what they say (`change`)."""
+    item.message_hour = hour
+    item.messages = _messages(destination, item, outputs)
+    item.change = json.dumps([{k: v for k, v in message.items()
+                               if k not in ("messageId", "timestamp")}
+                              for message in item.messages], sort_keys=True)  # fmt: skip
 
 
 def _item(

@@ -1,11 +1,13 @@
-"""What each destination has accepted (`destination_state`), what was sent and not confirmed
-yet (`destination_in_flight`), the calls it wanted when it last took everything it was owed
-(`destination_calls`), and what was sent (`delivery_log`)."""
+"""What each destination has accepted, and in which calls (`destination_state`), what was sent
+and not confirmed yet (`destination_in_flight`), and what was sent (`delivery_log`)."""
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
+
+from account_hierarchy.catalog.destination_models import CALLS
 
 STATE_DDL = """
 CREATE TABLE IF NOT EXISTS destination_state (
@@ -14,9 +16,12 @@ CREATE TABLE IF NOT EXISTS destination_state (
     name VARCHAR NOT NULL,          -- audience or trait name
     entity_type VARCHAR NOT NULL,
     entity_id VARCHAR NOT NULL,
-    value JSON,                     -- true for audience members, the value for traits
-    accepted_hour TIMESTAMP NOT NULL  -- one row per destination, kind, name and entity_id
+    value JSON,                     -- true for audience members, the value for traits;
+                                    -- NULL: none (an exit some calls have not carried)
+    accepted_hour TIMESTAMP NOT NULL, -- one row per destination, kind, name and entity_id
+    calls VARCHAR                   -- the calls holding `value` (JSON list; NULL: all three)
 );
+ALTER TABLE destination_state ADD COLUMN IF NOT EXISTS calls VARCHAR;
 CREATE TABLE IF NOT EXISTS destination_in_flight (
     destination VARCHAR NOT NULL,
     kind VARCHAR NOT NULL,
@@ -28,10 +33,6 @@ CREATE TABLE IF NOT EXISTS destination_in_flight (
 );
 ALTER TABLE destination_in_flight ADD COLUMN IF NOT EXISTS sent VARCHAR;
 ALTER TABLE destination_in_flight ADD COLUMN IF NOT EXISTS entity_type VARCHAR;
-CREATE TABLE IF NOT EXISTS destination_calls (
-    destination VARCHAR PRIMARY KEY,
-    calls VARCHAR NOT NULL            -- the calls it wanted at its last complete sync (JSON)
-);
 CREATE TABLE IF NOT EXISTS delivery_log (
     destination VARCHAR NOT NULL,
     message_id VARCHAR NOT NULL,
@@ -49,32 +50,46 @@ CREATE TABLE IF NOT EXISTS delivery_log (
 
 
 def ensure_state_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the delivery tables if they do not exist yet."""
+    """Create the delivery tables if they do not exist yet (a warehouse that kept one list of
+    calls per destination, `destination_calls`, gets it on each of its states)."""
     con.execute(STATE_DDL)
+    legacy = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'destination_calls'"
+    ).fetchone()[0]
+    if legacy:
+        con.execute(
+            "UPDATE destination_state AS s SET calls = c.calls FROM destination_calls AS c "
+            "WHERE s.calls IS NULL AND c.destination = s.destination"
+        )
+        con.execute("DROP TABLE destination_calls")
 
 
-# What a destination holds for a change that was sent but never confirmed: it may have applied
-# it or not. Not JSON, so it equals no value: such a change is always owed again.
-UNCONFIRMED = "<sent, not confirmed>"
+@dataclass(frozen=True)
+class Held:
+    """What a destination holds for one change key: the value it accepted (JSON text; None:
+    none) and the calls that carried it."""
+
+    value: str | None
+    calls: frozenset[str]
 
 
-def accepted_state(
+NOTHING = Held(None, frozenset(CALLS))  # (a key never sent: no call holds anything)
+
+
+def held_state(
     con: duckdb.DuckDBPyConnection, destination: str
-) -> dict[tuple[str, str, str], str]:
-    """(kind, name, entity_id) -> accepted value (JSON text) for one destination, or
-    `UNCONFIRMED` for a change that was sent without being confirmed (a failed or rejected
-    batch, a lost response, a crash before the commit). Even if the snapshot has since gone
-    back to the last accepted value, the destination may hold the unconfirmed one."""
+) -> dict[tuple[str, str, str], Held]:
+    """(kind, name, entity_id) -> what the destination accepted, for one destination."""
     rows = con.execute(
-        "SELECT kind, name, entity_id, value FROM destination_state WHERE destination = $d",
+        "SELECT kind, name, entity_id, value, calls FROM destination_state WHERE destination = $d",
         {"d": destination},
     ).fetchall()
-    accepted = {(kind, name, entity_id): value for kind, name, entity_id, value in rows}
-    in_flight = con.execute(
-        "SELECT kind, name, entity_id FROM destination_in_flight WHERE destination = $d",
-        {"d": destination},
-    ).fetchall()
-    return accepted | dict.fromkeys(in_flight, UNCONFIRMED)
+    return {
+        (kind, name, entity_id): Held(
+            value, frozenset(json.loads(calls)) if calls else NOTHING.calls
+        )
+        for kind, name, entity_id, value, calls in rows
+    }
 
 
 def in_flight_changes(
@@ -91,19 +106,3 @@ def in_flight_changes(
     ).fetchall()
     return {(kind, name, entity_id): (sent, hour, entity_type)
             for kind, name, entity_id, sent, hour, entity_type in rows}  # fmt: skip
-
-
-def synced_calls(con: duckdb.DuckDBPyConnection, destination: str) -> set[str] | None:
-    """The calls the destination wanted at its last complete sync (None before any)."""
-    row = con.execute(
-        "SELECT calls FROM destination_calls WHERE destination = $d", {"d": destination}
-    ).fetchone()
-    return None if row is None else set(json.loads(row[0]))
-
-
-def record_synced_calls(con: duckdb.DuckDBPyConnection, destination: str, calls: list[str]) -> None:
-    """Record the calls of a sync that delivered everything owed."""
-    con.execute(
-        "INSERT OR REPLACE INTO destination_calls VALUES ($d, $c)",
-        {"d": destination, "c": json.dumps(sorted(calls))},
-    )
