@@ -16,6 +16,7 @@ from werkzeug import Request, Response
 
 from account_hierarchy.activation.deliver import MAX_BATCH_BYTES, batches_of, sync
 from account_hierarchy.activation.diffs import build_diffs
+from account_hierarchy.activation.plan import NothingToSyncError
 from account_hierarchy.activation.state import Held, ensure_state_tables, held_state
 from account_hierarchy.activation.transport import (
     DestinationUnavailableError,
@@ -23,6 +24,7 @@ from account_hierarchy.activation.transport import (
     _retry_after,
     sender_for,
 )
+from account_hierarchy.audiences.memberships import build_audience
 from account_hierarchy.catalog.destination_models import CALLS
 from account_hierarchy.catalog.loader import load_catalog
 from account_hierarchy.ingest.load import ingest_window
@@ -617,3 +619,36 @@ def test_state_of_a_warehouse_keeping_one_list_of_calls_per_destination_is_migra
         assert con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'destination_calls'"
         ).fetchone() == (0,)
+
+
+def test_an_input_built_only_for_older_hours_does_not_take_the_sync_back(box, tmp_path):
+    """A destination given a new audience backfilled for older hours only waits for it: the
+    older snapshot would send it changes its newer one has undone."""
+    con, destination_with, load = box
+    load(events())
+    catalog, destination = destination_with(["group", "identify", "track"])
+    build_hour(con, catalog, H10)
+    build_hour(con, catalog, H11)
+    sync(con, catalog, destination, Recorder())
+    document = yaml.safe_load((tmp_path / "defs" / "d.yaml").read_text())
+    document["audiences"].append({"name": "pro_accounts", "entity": "account",
+                                  "where": {"custom_trait": "plan", "equals": "pro"}})  # fmt: skip
+    document["destinations"][0]["audiences"].append("pro_accounts")
+    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(document))
+    catalog = load_catalog(tmp_path / "defs")
+    destination = catalog.destinations[0].destination
+    build_audience(con, catalog, "pro_accounts", H10, H11)
+    recorder = Recorder()
+    with pytest.raises(
+        NothingToSyncError, match="audience pro_accounts reach only 2026-10-01 10:00"
+    ):
+        sync(con, catalog, destination, recorder)
+    assert recorder.messages == []
+    build_audience(con, catalog, "pro_accounts", H11, H11 + timedelta(hours=1))
+    sync(con, catalog, destination, recorder)
+    entered = '{"audience_key": "pro_accounts", "pro_accounts": true}'
+    assert calls(recorder.messages) == {
+        ("group", "ACME", '{"pro_accounts": true}'),
+        *(("identify", user, '{"pro_accounts": true}') for user in ("u1", "u2")),
+        *(("track", user, "Audience Entered", entered) for user in ("u1", "u2")),
+    }  # (GLOBEX was pro at 10:00 only)

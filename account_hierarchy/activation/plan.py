@@ -63,26 +63,43 @@ class NothingToSyncError(LookupError):
 def newest_hour(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, destination: Destination
 ) -> datetime:
-    """The newest snapshot hour every input of the destination has."""
-    hours = []
+    """The newest snapshot hour every input of the destination has; never one older than the
+    snapshot the destination already holds (going back would send it old changes)."""
+    hours = {}
     # An audience can be empty at its newest hours, which have no membership rows: the hours
     # it was evaluated for are in `audience_hours` (the memberships cover hours built before
     # that table existed).
     for audience in destination.audiences:
-        hours.append(con.execute(
+        hours[f"audience {audience}"] = con.execute(
             "SELECT greatest("
             "(SELECT max(snapshot_hour) FROM audience_hours WHERE audience = $a), "
             "(SELECT max(snapshot_hour) FROM audience_memberships WHERE audience = $a))",
             {"a": audience},
-        ).fetchone()[0])  # fmt: skip
+        ).fetchone()[0]  # fmt: skip
     for entity in _trait_entities(catalog, destination):
-        hours.append(con.execute(f"SELECT max(snapshot_hour) FROM {entity}_traits").fetchone()[0])
-    if not hours or any(hour is None for hour in hours):
+        hours[f"{entity} traits"] = con.execute(
+            f"SELECT max(snapshot_hour) FROM {entity}_traits"
+        ).fetchone()[0]
+    if not hours or None in hours.values():
         raise NothingToSyncError(
             f"destination {destination.name}: its audiences and traits have not been "
             "materialized yet"
         )
-    return min(hours)
+    newest = min(hours.values())
+    (held,) = con.execute(
+        "SELECT greatest("
+        "(SELECT max(accepted_hour) FROM destination_state WHERE destination = $d), "
+        "(SELECT max(snapshot_hour) FROM destination_in_flight WHERE destination = $d))",
+        {"d": destination.name},
+    ).fetchone()
+    if held is not None and newest < held:
+        behind = ", ".join(name for name, hour in hours.items() if hour < held)
+        raise NothingToSyncError(
+            f"destination {destination.name}: it holds the snapshot of {held:%Y-%m-%d %H:00}, "
+            f"and {behind} reach only {newest:%Y-%m-%d %H:00}: materialize them up to "
+            f"{held:%Y-%m-%d %H:00} (an older snapshot would send it old changes)"
+        )
+    return newest
 
 
 def _trait_entities(catalog: Catalog, destination: Destination) -> set[str]:
