@@ -23,11 +23,18 @@ def naive_utc(moment: datetime) -> datetime:
 
 def window_of(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
     """The run's partition time window `[start, end)` in naive UTC; a range for backfills
-    (a range whose first hour is after its last is refused)."""
+    (a range whose first hour is after its last, or a key not on the hour, is refused)."""
+    keys = context.partition_key_range
+    for key in (keys.start, keys.end):
+        # (Dagster takes any time in range, `20:45`, for the hour after it)
+        if datetime.strptime(key, HOURLY.fmt).minute != 0:
+            raise dg.Failure(
+                f"partition {key} is not an hour: give keys on the hour, like 2026-10-01-10:00",
+                allow_retries=False,
+            )
     window = context.partition_time_window
     start, end = naive_utc(window.start), naive_utc(window.end)
     if start >= end:
-        keys = context.partition_key_range
         raise dg.Failure(
             f"partition range {keys.start}...{keys.end} ends before it starts: give the earlier "
             "hour first",

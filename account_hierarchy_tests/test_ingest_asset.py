@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from account_hierarchy.definitions import defs
 from account_hierarchy.ingest.assets import (
@@ -105,13 +106,22 @@ def test_range_in_one_run_equals_hour_by_hour(tmp_path, landing):
         assert one.execute("SELECT count(*) FROM raw_events").fetchone()[0] == 24
 
 
-def test_a_range_ending_before_it_starts_fails_at_once_and_clearly(tmp_path, landing):
-    reversed_range = {"dagster/asset_partition_range_start": "2026-10-01-05:00",
-                      "dagster/asset_partition_range_end": "2026-10-01-00:00"}  # fmt: skip
+@pytest.mark.parametrize(
+    ("start", "end", "message"),
+    [
+        ("2026-10-01-05:00", "2026-10-01-00:00",
+         "2026-10-01-05:00...2026-10-01-00:00 ends before it starts"),
+        ("2026-10-01-00:30", "2026-10-01-02:00", "partition 2026-10-01-00:30 is not an hour"),
+        ("2026-10-01-00:00", "2026-10-01-02:45", "partition 2026-10-01-02:45 is not an hour"),
+    ],
+)  # fmt: skip
+def test_a_range_that_is_no_run_of_hours_fails_at_once_and_clearly(
+    tmp_path, landing, start, end, message
+):
+    keys = {"dagster/asset_partition_range_start": start,
+            "dagster/asset_partition_range_end": end}  # fmt: skip
     result = dg.materialize([raw_events], resources=resources(tmp_path, landing),
-                            tags=reversed_range, raise_on_error=False)  # fmt: skip
+                            tags=keys, raise_on_error=False)  # fmt: skip
     assert not result.success
     (failure,) = [event for event in result.all_events if event.is_step_failure]
-    assert "2026-10-01-05:00...2026-10-01-00:00 ends before it starts" in str(
-        failure.step_failure_data.error
-    )
+    assert message in str(failure.step_failure_data.error)
