@@ -106,16 +106,20 @@ def engines(tmp_path_factory, spark):
     return root / "wh.duckdb", lake_dir, catalog
 
 
-# A list trait of numbers, tested with `contains` and a text operand (DuckDB casts it; Spark
-# compares no text to numbers).
+# List traits of numbers and of text, tested with `contains` (a text operand for numbers:
+# DuckDB casts it; Spark compares no text to numbers).
 LIST_TRAITS = {
     "traits": [{"name": "depths", "entity": "user", "type": "sql", "many": True,
                 "sql": "SELECT m.user_id, h.depth AS depths FROM account_memberships AS m "
-                       "JOIN account_hierarchy AS h USING (account_id)"}],
+                       "JOIN account_hierarchy AS h USING (account_id)"},
+               {"name": "account_ids", "entity": "user", "type": "sql", "many": True,
+                "sql": "SELECT user_id, account_id AS account_ids FROM account_memberships"}],
     "audiences": [{"name": "at_depth_zero", "entity": "user",
                    "where": {"trait": "depths", "contains": "0"}},
                   {"name": "at_depth_x", "entity": "user",
-                   "where": {"trait": "depths", "contains": "x"}}],
+                   "where": {"trait": "depths", "contains": "x"}},
+                  {"name": "of_full", "entity": "user",
+                   "where": {"trait": "account_ids", "contains": "FULL"}}],
 }  # fmt: skip
 
 
