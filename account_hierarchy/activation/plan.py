@@ -151,13 +151,11 @@ def plan(
     outputs = _output_columns(con, catalog, destination, hour)
     for item in items:
         key = (item.kind, item.name, item.entity_id)
-        resend = key in in_flight and item.only_calls != set(CALLS)
-        if key in in_flight and not resend:
-            item.only_calls, item.holds_calls = set(CALLS), wanted
         _prepare(destination, item, outputs, hour)
         sent, sent_for, _ = in_flight.get(key, (None,) * 3)
-        if resend and item.change != sent:
-            # (unconfirmed and not what was sent: the destination may hold anything)
+        if key in in_flight and item.only_calls != set(CALLS) and item.change != sent:
+            # (a held value sent without confirmation, and not as these messages: the
+            # destination may hold anything, so it goes in every call)
             item.only_calls, item.holds_calls = set(CALLS), wanted
             _prepare(destination, item, outputs, hour)
         if sent == item.change and sent_for != hour:
