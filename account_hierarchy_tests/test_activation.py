@@ -652,3 +652,23 @@ def test_an_input_built_only_for_older_hours_does_not_take_the_sync_back(box, tm
         *(("identify", user, '{"pro_accounts": true}') for user in ("u1", "u2")),
         *(("track", user, "Audience Entered", entered) for user in ("u1", "u2")),
     }  # (GLOBEX was pro at 10:00 only)
+
+
+def test_an_account_trait_no_account_has_yet_does_not_hold_up_the_audiences(tmp_path):
+    write_lines(tmp_path / "landing" / "a.ndjson", [message("i1", "2026-10-01T10:05:00Z",
+                type="identify", traits={"role": "Admin"})])  # fmt: skip
+    admins = {"name": "admins", "entity": "user",
+              "where": {"custom_trait": "role", "equals": "Admin"}}  # fmt: skip
+    box = {"name": "box", "type": "jsonl", "folder": str(tmp_path / "out"),
+           "audiences": ["admins"], "traits": ["last_feature"]}  # fmt: skip
+    document = definitions("http://unused") | {"audiences": [admins], "destinations": [box]}
+    (tmp_path / "defs").mkdir()
+    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(document))
+    catalog = load_catalog(tmp_path / "defs")
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", H10, H11, PARTITIONS_START)
+        build_hour(con, catalog, H10)
+        recorder = Recorder()
+        report = sync(con, catalog, catalog.destinations[0].destination, recorder)
+    assert report.snapshot_hour == H10
+    assert ("identify", "user_1", '{"admins": true}') in calls(recorder.messages)

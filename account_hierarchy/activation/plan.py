@@ -76,10 +76,16 @@ def newest_hour(
             "(SELECT max(snapshot_hour) FROM audience_memberships WHERE audience = $a))",
             {"a": audience},
         ).fetchone()[0]  # fmt: skip
-    for entity in _trait_entities(catalog, destination):
-        hours[f"{entity} traits"] = con.execute(
+    traits = {
+        f"{entity} traits": con.execute(
             f"SELECT max(snapshot_hour) FROM {entity}_traits"
         ).fetchone()[0]
+        for entity in _trait_entities(catalog, destination)
+    }
+    # (a trait table without rows, no account having sent a group call yet, say, holds
+    # nothing to send and waits for nothing, unless nothing else has rows either)
+    hours |= {name: hour for name, hour in traits.items()
+              if hour is not None or not any([*hours.values(), *traits.values()])}  # fmt: skip
     if not hours or None in hours.values():
         raise NothingToSyncError(
             f"destination {destination.name}: its audiences and traits have not been "
