@@ -57,7 +57,9 @@ def test_a_run_before_any_event_succeeds_with_nothing_to_deliver(tmp_path, monke
     (delivered,) = [e.event_specific_data.materialization.metadata
                     for e in result.get_asset_materialization_events()
                     if e.asset_key == dg.AssetKey(["destinations", "crm_outbox"])]  # fmt: skip
-    assert (delivered["snapshot_hour"].value, delivered["messages"].value) == ("none yet", 0)
+    # (its audiences were evaluated, empty, and its trait tables have no rows to wait for)
+    assert (delivered["snapshot_hour"].value, delivered["messages"].value) == (
+        "2026-10-01T10:00:00", 0)  # fmt: skip
 
 
 def test_materialize_and_dry_run(tmp_path, monkeypatch):
