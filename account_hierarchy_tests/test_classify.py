@@ -176,20 +176,23 @@ def test_a_zone_name_does_not_carry_to_the_times_after_it(con, landing):
         "e": ("2026-10-01t10:05:00", datetime(2026, 10, 1, 10, 5)),
         "f": ("2026-10-01T10:05:00+02:00", datetime(2026, 10, 1, 8, 5)),
         "g": ("2026-10-01T10:05:00", datetime(2026, 10, 1, 10, 5)),
+        "h": ("2026-10-01 10:05:00 America/New_York", datetime(2026, 10, 1, 14, 5)),
+        "i": ("2026/10/01 10:05:00", datetime(2026, 10, 1, 10, 5)),
+        "j": ("2026-10-01  10:05:00", datetime(2026, 10, 1, 10, 5)),
     }
     lines = [
         message(mid, timestamp=text, receivedAt="2026-10-01T09:00:00 Asia/Tokyo")
         for mid, (text, _) in texts.items()
     ]
-    lines.append(message("h", timestamp="2026-10-01T23:00:00Z", receivedAt="2026-10-01T00:00:00"))
+    lines.append(message("k", timestamp="2026-10-01T23:00:00Z", receivedAt="2026/10/01 00:00:00"))
     write_lines(landing / "f.ndjson", lines)
     ingest_window(con, landing, *DAY, PARTITIONS_START)
     rows = con.execute("SELECT message_id, timestamp, received_at FROM raw_events").fetchall()
     assert {mid: at for mid, at, _ in rows} == {
         **{mid: moment for mid, (_, moment) in texts.items()},
-        "h": datetime(2026, 10, 1, 23),  # 23 hours after its zoneless receipt: loaded
+        "k": datetime(2026, 10, 1, 23),  # 23 hours after its zoneless receipt: loaded
     }
-    assert {at for mid, _, at in rows if mid != "h"} == {datetime(2026, 10, 1, 0)}
+    assert {at for mid, _, at in rows if mid != "k"} == {datetime(2026, 10, 1, 0)}
 
 
 def test_timestamp_falls_back_to_original_timestamp_then_received_at(con, landing):

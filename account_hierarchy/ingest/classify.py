@@ -76,17 +76,6 @@ _STRUCTURE = {
 }
 
 
-MINUTES_ONLY = r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2})(Z|[+-]\d{2}(:?\d{2})?)$"
-
-
-def _moment(column: str) -> str:
-    """ISO-8601 text as a UTC timestamp (`moments.utc_sql`); times given to the minute
-    (`10:05Z`) and RFC 3339's lower-case `t` and `z` are accepted too (the rewrite only runs
-    for the rare texts the plain casts reject)."""
-    with_seconds = f"regexp_replace(upper({column}), '{MINUTES_ONLY}', '\\1:00\\2')"
-    return f"coalesce({utc_sql(column)}, try_cast({with_seconds} AS TIMESTAMPTZ)::TIMESTAMP)"
-
-
 def _in_list(constants: tuple[str, ...]) -> str:
     """Our own constants as a SQL IN list (a literal list is checked much faster than a
     bound list parameter)."""
@@ -132,9 +121,9 @@ WITH trimmed AS (
         CASE WHEN {_present("timestamp")} THEN m.timestamp
              WHEN {_present("original_timestamp")} THEN m.originalTimestamp
              ELSE m.receivedAt END AS time_text,
-        {_moment("time_text")} AS event_time,
+        {utc_sql("time_text")} AS event_time,
         m.receivedAt AS received_text,
-        {_moment("received_text")} AS received_at,
+        {utc_sql("received_text")} AS received_at,
         m.properties AS properties,
         m.traits AS traits
     FROM typed
