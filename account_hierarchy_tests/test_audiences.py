@@ -662,6 +662,53 @@ def test_a_custom_time_without_a_zone_is_utc_after_one_with_a_zone_name(tmp_path
         assert stored_members(con, "recent", datetime(2026, 10, 1, 8)) == {"A", "B", "E", "F"}
 
 
+def test_lists_pass_contains_with_equal_elements_only(tmp_path):
+    """A list (a custom trait's or a typed SQL trait's) contains an element equal to the
+    operand, however the engine writes the number; any other operator on it is false."""
+    write_lines(tmp_path / "landing" / "a.ndjson", [
+        person("p1", "u1", v=[-0.0, 1e20, 1.5e-7, "\u001f"]),
+        person("p2", "u2", v=["a", "b"]),
+        person("p3", "u3", v="a"),
+        *({"type": "track", "event": "N", "userId": user, "messageId": f"n{user}",
+           "timestamp": "2026-10-01T08:40:00Z", "properties": {"n": n, "b": b}}
+          for user, n, b in (("u1", 8, False), ("u2", 1, True))),
+    ])  # fmt: skip
+    sql = (
+        "SELECT user_id, CAST(json_extract(properties, '$.n') AS BIGINT) AS nums, "
+        "CAST(json_extract(properties, '$.b') AS BOOLEAN) AS bools FROM events"
+    )
+    cases = {
+        "zero": ({"custom_trait": "v", "contains": 0}, {"u1"}),
+        "big": ({"custom_trait": "v", "contains": 1e20}, {"u1"}),
+        "small": ({"custom_trait": "v", "contains": 1.5e-7}, {"u1"}),
+        "control": ({"custom_trait": "v", "contains": "\u001f"}, {"u1"}),
+        "a": ({"custom_trait": "v", "contains": "a"}, {"u2", "u3"}),
+        "not_x": ({"custom_trait": "v", "not_equals": "x"}, {"u3"}),
+        "empty_text": ({"custom_trait": "v", "in": ['["a","b"]', "a"]}, {"u3"}),
+        "nums_7_5": ({"trait": "nums", "contains": 7.5}, set()),
+        "nums_8": ({"trait": "nums", "contains": "8"}, {"u1"}),
+        "nums_true": ({"trait": "nums", "contains": True}, set()),
+        "bools_1": ({"trait": "bools", "contains": 1}, set()),
+        "bools_yes": ({"trait": "bools", "contains": "yes"}, set()),
+        "bools_true": ({"trait": "bools", "contains": True}, {"u2"}),
+        "bools_false": ({"trait": "bools", "contains": "false"}, {"u1"}),
+    }
+    definitions = {
+        "traits": [{"name": "lists", "entity": "user", "type": "sql", "many": True, "sql": sql}],
+        "audiences": [{"name": name, "entity": "user", "where": where}
+                      for name, (where, _) in cases.items()],
+    }  # fmt: skip
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "d.yaml").write_text(yaml.safe_dump(definitions))
+    hour = datetime(2026, 10, 1, 8)
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 2),
+                      PARTITIONS_START)  # fmt: skip
+        build_hour(con, load_catalog(tmp_path / "definitions"), hour)
+        found = {name: stored_members(con, name, hour) for name in cases}
+    assert found == {name: expected for name, (_, expected) in cases.items()}
+
+
 def test_default_hours_are_the_audiences_own(edge):
     con, catalog, _ = edge
     assert newest_member_hour(con, "any_admin") == EDGE_HOUR

@@ -334,28 +334,33 @@ class Evaluator:
     def _test(
         self, value: ir.Value, test: ValueTest, json_text: ir.StringValue | None = None
     ) -> ir.BooleanValue:
-        """Whether `value` passes `test`; `json_text` is a custom trait's value as JSON, for
-        `contains` to test the elements of a list."""
+        """Whether `value` passes `test`; `json_text` is a custom trait's value as JSON (a
+        list, like a list trait, passes `contains` only, which tests its elements)."""
         operator, operand = test.operator
         if operator == "is_null":
             return value.isnull() if operand else value.notnull()
         if operator == "exists":
             return value.notnull() if operand else value.isnull()
-        is_list = value.type().is_array()
-        text = value.cast("string") if not is_list else None
-        numeric = not is_list and not value.type().is_temporal()
+        if value.type().is_array():
+            return _list_holds(value, operand) if operator == "contains" else ibis.literal(False)
+        held = self._value_test(value, operator, operand, json_text)
+        if json_text is None or operator == "contains":
+            return held
+        # (a custom trait holding a list passes `contains` only, like a list trait)
+        return held & ~json_text.startswith("[").fill_null(False)
+
+    def _value_test(
+        self,
+        value: ir.Value,
+        operator: str,
+        operand: Scalar | list[Scalar] | str,
+        json_text: ir.StringValue | None,
+    ) -> ir.BooleanValue:
+        """`_test` of a value that is no list trait (a custom trait's may hold a list)."""
+        text = value.cast("string")
         number = None
-        if numeric:
+        if not value.type().is_temporal():
             number = as_number(text) if value.type().is_string() else value.try_cast("float64")
-        if is_list:
-            if operator == "contains" and value.type().value_type.is_string():
-                texts = sorted(_element_texts(operand))
-                return value.map(lambda element: element.isin(texts)).anys()
-            if operator == "contains":
-                # (the operand as the list's element type: Spark compares no text to numbers)
-                element = ibis.literal(operand).try_cast(value.type().value_type)
-                return value.contains(element)
-            return ibis.literal(False)
         if operator in ("within_last", "not_within_last"):
             moment = value
             if not value.type().is_timestamp() and self.backend.name == "pyspark":
@@ -390,7 +395,7 @@ class Evaluator:
                 held |= number.isin(numbers)
             return held
         if operator == "contains":
-            return text.contains(str(operand))
+            return text.contains(_text_of(operand))
         if number is None:
             return ibis.literal(False)
         return {"gt": number > operand, "gte": number >= operand, "lt": number < operand,
@@ -428,12 +433,35 @@ def _custom_column(kind: str, key: str) -> str:
     return f"custom_{kind}__{hashlib.sha1(key.encode()).hexdigest()[:12]}"
 
 
+def _list_holds(values: ir.ArrayValue, element: Scalar) -> ir.BooleanValue:
+    """Whether a list trait has an element equal to `element`: text as `_element_texts`, a
+    number by value, a boolean as itself (or its text)."""
+    kind = values.type().value_type
+    if kind.is_boolean():
+        wanted = (
+            element
+            if isinstance(element, bool)
+            else {"true": True, "false": False}.get(element if isinstance(element, str) else "")
+        )
+        return ibis.literal(False) if wanted is None else values.contains(wanted)
+    if kind.is_numeric():
+        number = _number_of(element)
+        if number is None:
+            return ibis.literal(False)
+        return values.map(lambda item: item.cast("float64") == number).anys()
+    texts = sorted(_element_texts(element))
+    return values.map(lambda item: item.cast("string").isin(texts)).anys()
+
+
 def _json_list_holds(json_text: ir.StringValue, element: Scalar) -> ir.BooleanValue:
     """Whether a JSON list (compact text, as the engines write it) has an element equal to
     `element`: one of `_element_texts` as a JSON string, or the number or boolean itself."""
     texts = _element_texts(element)
-    items = {json.dumps(text, ensure_ascii=False) for text in texts} | _number_texts(element)
-    items |= texts & {"true", "false"}
+    strings = {json.dumps(text, ensure_ascii=False) for text in texts}
+    # (DuckDB writes control characters' escapes in upper case)
+    strings |= {re.sub(r"\\u00([0-9a-f]{2})", lambda m: "\\u00" + m[1].upper(), string)
+                for string in strings}  # fmt: skip
+    items = strings | _number_texts(element) | (texts & {"true", "false"})
     held = ibis.literal(False)
     for item in sorted(items):
         held |= (
@@ -450,18 +478,33 @@ def _element_texts(element: Scalar) -> set[str]:
     return {_text_of(element)} | _number_texts(element)
 
 
-def _number_texts(operand: Scalar) -> set[str]:
-    """A number (or text in decimal notation, which reads as one) written plainly, with and
-    without `.0` when whole (`7`, `7.0`); nothing for other operands."""
+def _number_of(operand: Scalar) -> float | None:
+    """A finite number, from a number or text in decimal notation (not from a boolean)."""
     if isinstance(operand, bool) or (
         isinstance(operand, str) and not re.fullmatch(NUMBER_TEXT, operand)
     ):
-        return set()
+        return None
     number = float(operand)
-    if not math.isfinite(number):
+    return number if math.isfinite(number) else None
+
+
+def _number_texts(operand: Scalar) -> set[str]:
+    """The ways Python and the engines write a number (or text in decimal notation): `7`,
+    `7.0`, `1e+20`, `100000000000000000000.0`, `1.5e-07`, `1.5e-7`, `-0.0`, ...; nothing for
+    other operands."""
+    number = _number_of(operand)
+    if number is None:
         return set()
-    whole = {str(int(number))} if number.is_integer() else set()
-    return {repr(number)} | whole | ({str(operand)} if isinstance(operand, int) else set())
+    texts = {repr(number)}
+    if number.is_integer():
+        texts |= {str(int(number)), f"{int(number)}.0"}
+    if number == 0:
+        texts |= {"0", "0.0", "-0", "-0.0"}
+    if isinstance(operand, int):
+        texts.add(str(operand))
+    # (exponents with and without `+` and leading zeros)
+    texts |= {re.sub(r"e([+-]?)0*(\d)", r"e\1\2", text) for text in texts}
+    return texts | {text.replace("e+", "e") for text in texts}
 
 
 def _text_of(operand: Scalar) -> str:

@@ -8,7 +8,14 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from account_hierarchy.catalog.windows import ALL_TIME, parse_window
 
@@ -16,7 +23,16 @@ NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 PROPERTY_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
 EVENT_TYPES = ("track", "page", "screen", "identify", "group")
 OPERATORS = ("equals", "not_equals", "gt", "gte", "lt", "lte", "in", "contains", "exists")
-Scalar = str | int | float | bool
+
+
+def _scalar(value: object) -> object:
+    """One message for an operand of another type (not one per member of the union)."""
+    if not isinstance(value, str | int | float):  # (a boolean is an int)
+        raise ValueError("must be text, a number or true / false")
+    return value
+
+
+Scalar = Annotated[str | int | float | bool, BeforeValidator(_scalar)]
 
 
 def check_name(value: str) -> str:
