@@ -672,3 +672,26 @@ def test_an_account_trait_no_account_has_yet_does_not_hold_up_the_audiences(tmp_
         report = sync(con, catalog, catalog.destinations[0].destination, recorder)
     assert report.snapshot_hour == H10
     assert ("identify", "user_1", '{"admins": true}') in calls(recorder.messages)
+
+
+def test_a_sync_that_sent_exits_only_still_holds_its_hour(box, tmp_path):
+    """The destination holds the snapshot of its last sync even when that sync sent only exits
+    (which leave no state) or nothing: a new input built for an older hour waits."""
+    con, destination_with, load = box
+    load([*events()[:3], group_call("g4", "2026-10-01T11:00:00Z", "ACME", "u1", plan="pro")])
+    catalog, destination = destination_with(["group", "identify", "track"])
+    build_hour(con, catalog, H10)
+    sync(con, catalog, destination, Recorder())
+    build_hour(con, catalog, H11)
+    recorder = Recorder()
+    sync(con, catalog, destination, recorder)  # (ACME leaves: exits only)
+    assert recorder.messages and {m.get("event") for m in recorder.messages} >= {"Audience Exited"}
+    document = yaml.safe_load((tmp_path / "defs" / "d.yaml").read_text())
+    document["audiences"].append({"name": "pro_accounts", "entity": "account",
+                                  "where": {"custom_trait": "plan", "equals": "pro"}})  # fmt: skip
+    document["destinations"][0]["audiences"].append("pro_accounts")
+    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(document))
+    catalog = load_catalog(tmp_path / "defs")
+    build_audience(con, catalog, "pro_accounts", H10, H11)
+    with pytest.raises(NothingToSyncError, match="audience pro_accounts reach only"):
+        sync(con, catalog, catalog.destinations[0].destination, recorder)

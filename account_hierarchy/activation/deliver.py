@@ -22,7 +22,7 @@ import duckdb
 import pyarrow as pa
 
 from account_hierarchy.activation.plan import Item, newest_hour, plan
-from account_hierarchy.activation.state import ensure_state_tables
+from account_hierarchy.activation.state import ensure_state_tables, record_synced_hour
 from account_hierarchy.activation.transport import DestinationUnavailableError, Outcome, Sender
 from account_hierarchy.audiences.memberships import ensure_audience_hours
 from account_hierarchy.catalog.destination_models import CALLS, Destination
@@ -112,6 +112,7 @@ def sync(
     if dry_run:
         report.planned = sendable
         return report
+    record_synced_hour(con, destination.name, hour)
     pending = {id(item): len(item.messages) for item in items}
     # Items with no message (their calls are not wanted) are settled at once.
     _commit(con, destination, hour, [i for i in items if not i.messages], [], None, 0)

@@ -26,7 +26,7 @@ from typing import Any
 
 import duckdb
 
-from account_hierarchy.activation.state import NOTHING, held_state, in_flight_changes
+from account_hierarchy.activation.state import NOTHING, held_state, in_flight_changes, synced_hour
 from account_hierarchy.catalog.destination_models import CALLS, Destination
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.output import plain
@@ -92,12 +92,7 @@ def newest_hour(
             "materialized yet"
         )
     newest = min(hours.values())
-    (held,) = con.execute(
-        "SELECT greatest("
-        "(SELECT max(accepted_hour) FROM destination_state WHERE destination = $d), "
-        "(SELECT max(snapshot_hour) FROM destination_in_flight WHERE destination = $d))",
-        {"d": destination.name},
-    ).fetchone()
+    held = synced_hour(con, destination.name)
     if held is not None and newest < held:
         behind = ", ".join(name for name, hour in hours.items() if hour < held)
         raise NothingToSyncError(

@@ -1,5 +1,6 @@
-"""What each destination has accepted, and in which calls (`destination_state`), what was sent
-and not confirmed yet (`destination_in_flight`), and what was sent (`delivery_log`)."""
+"""What each destination has accepted, and in which calls (`destination_state`), the newest
+snapshot it was synced to (`destination_snapshots`), what was sent and not confirmed yet
+(`destination_in_flight`), and what was sent (`delivery_log`)."""
 
 import json
 from dataclasses import dataclass
@@ -22,6 +23,10 @@ CREATE TABLE IF NOT EXISTS destination_state (
     calls VARCHAR                   -- the calls holding `value` (JSON list; NULL: all three)
 );
 ALTER TABLE destination_state ADD COLUMN IF NOT EXISTS calls VARCHAR;
+CREATE TABLE IF NOT EXISTS destination_snapshots (
+    destination VARCHAR PRIMARY KEY,
+    snapshot_hour TIMESTAMP NOT NULL  -- the newest snapshot a sync of it was made for
+);
 CREATE TABLE IF NOT EXISTS destination_in_flight (
     destination VARCHAR NOT NULL,
     kind VARCHAR NOT NULL,
@@ -106,3 +111,24 @@ def in_flight_changes(
     ).fetchall()
     return {(kind, name, entity_id): (sent, hour, entity_type)
             for kind, name, entity_id, sent, hour, entity_type in rows}  # fmt: skip
+
+
+def synced_hour(con: duckdb.DuckDBPyConnection, destination: str) -> datetime | None:
+    """The newest snapshot hour a sync of the destination was made for (None before any; for
+    warehouses from before `destination_snapshots`, the newest its state and sends name)."""
+    return con.execute(
+        "SELECT greatest("
+        "(SELECT max(snapshot_hour) FROM destination_snapshots WHERE destination = $d), "
+        "(SELECT max(accepted_hour) FROM destination_state WHERE destination = $d), "
+        "(SELECT max(snapshot_hour) FROM destination_in_flight WHERE destination = $d))",
+        {"d": destination},
+    ).fetchone()[0]
+
+
+def record_synced_hour(con: duckdb.DuckDBPyConnection, destination: str, hour: datetime) -> None:
+    """Record that a sync of the destination is made for snapshot `hour` (before it sends)."""
+    con.execute(
+        "INSERT INTO destination_snapshots VALUES ($d, $h) ON CONFLICT (destination) "
+        "DO UPDATE SET snapshot_hour = greatest(snapshot_hour, excluded.snapshot_hour)",
+        {"d": destination, "h": hour},
+    )
