@@ -695,3 +695,48 @@ def test_a_sync_that_sent_exits_only_still_holds_its_hour(box, tmp_path):
     build_audience(con, catalog, "pro_accounts", H10, H11)
     with pytest.raises(NothingToSyncError, match="audience pro_accounts reach only"):
         sync(con, catalog, catalog.destinations[0].destination, recorder)
+
+
+def test_unconfirmed_messages_go_again_as_they_went_when_calls_are_removed(box):
+    """A lost answer, then a call removed: the calls still wanted repeat their messages, ids
+    and all, so the destination drops what it already applied."""
+    con, destination_with, load = box
+    load(events()[:3])
+    catalog, destination = destination_with(["group", "identify", "track"])
+    build_hour(con, catalog, H10)
+    applied = Recorder()
+
+    class AppliedThenLost:
+        def send(self, batch: list[dict]) -> Outcome:
+            applied.send(batch)
+            raise DestinationUnavailableError("the answer was lost", attempts=1)
+
+    with pytest.raises(DestinationUnavailableError):
+        sync(con, catalog, destination, AppliedThenLost())
+    catalog, destination = destination_with(["track"])
+    build_hour(con, catalog, H11)
+    again = Recorder()
+    sync(con, catalog, destination, again)
+    tracks = [m for m in applied.messages if m["type"] == "track"]
+    assert tracks and again.messages == tracks
+
+
+def test_unconfirmed_messages_recorded_as_contents_only_go_again_as_they_went(box):
+    """In-flight rows from before messages were kept whole (their contents only) still give
+    the same messages again, made for the hour they were made for."""
+    con, destination_with, load = box
+    load(events()[:3])
+    catalog, destination = destination_with(["group", "identify", "track"])
+    build_hour(con, catalog, H10)
+    rejected = Recorder()
+    rejected.rejecting = True
+    sync(con, catalog, destination, rejected)
+    for (sent,) in con.execute("SELECT DISTINCT sent FROM destination_in_flight").fetchall():
+        contents = [{k: v for k, v in m.items() if k not in ("messageId", "timestamp")}
+                    for m in json.loads(sent)]  # fmt: skip
+        con.execute("UPDATE destination_in_flight SET sent = $c WHERE sent = $s",
+                    {"c": json.dumps(contents, sort_keys=True), "s": sent})  # fmt: skip
+    build_hour(con, catalog, H11)
+    again = Recorder()
+    sync(con, catalog, destination, again)
+    assert sorted(again.messages, key=str) == sorted(rejected.messages, key=str)

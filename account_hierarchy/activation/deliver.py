@@ -149,12 +149,12 @@ def sync(
 def _mark_in_flight(
     con: duckdb.DuckDBPyConnection, destination: Destination, items: list[Item]
 ) -> None:
-    """Record `items` as sent but not confirmed (the change and the hour its messages were
-    made for), before their messages leave."""
+    """Record `items` as sent but not confirmed (their messages and the hour they were made
+    for), before their messages leave."""
     keys = pa.Table.from_pylist(
         [{"destination": destination.name, "kind": item.kind, "name": item.name,
-          "entity_id": item.entity_id, "snapshot_hour": item.message_hour, "sent": item.change,
-          "entity_type": item.entity_type}
+          "entity_id": item.entity_id, "snapshot_hour": item.message_hour,
+          "sent": json.dumps(item.messages), "entity_type": item.entity_type}
          for item in items],
         schema=IN_FLIGHT_SCHEMA,
     )  # fmt: skip

@@ -51,7 +51,6 @@ class Item:
     value: Any
     messages: list[dict] = field(default_factory=list)
     message_hour: datetime | None = None  # the snapshot hour its messages are made for
-    change: str = ""  # what its messages say, ids and times aside (what a re-send repeats)
     only_calls: set[str] = field(default_factory=lambda: set(CALLS))  # the calls it is sent in
     holds_calls: set[str] = field(default_factory=set)  # the calls holding it once accepted
 
@@ -151,17 +150,21 @@ def plan(
         items.append(item)
     outputs = _output_columns(con, catalog, destination, hour)
     for item in items:
-        key = (item.kind, item.name, item.entity_id)
         _prepare(destination, item, outputs, hour)
-        sent, sent_for, _ = in_flight.get(key, (None,) * 3)
-        if key in in_flight and item.only_calls != set(CALLS) and item.change != sent:
-            # (a held value sent without confirmation, and not as these messages: the
-            # destination may hold anything, so it goes in every call)
+        key = (item.kind, item.name, item.entity_id)
+        if key not in in_flight:
+            continue
+        # (sent without confirmation: what goes again goes as it went, ids and all)
+        sent, sent_for, _ = in_flight[key]
+        previous = _sent_messages(destination, item, outputs, sent, sent_for)
+        if item.only_calls != set(CALLS) and not (
+            item.messages and all(_content(m) in previous for m in item.messages)
+        ):
+            # (a held value whose unconfirmed messages were other: the destination may hold
+            # anything, so it goes in every call)
             item.only_calls, item.holds_calls = set(CALLS), wanted
             _prepare(destination, item, outputs, hour)
-        if sent == item.change and sent_for != hour:
-            # (the same messages sent before without confirmation go again as they went)
-            _prepare(destination, item, outputs, sent_for)
+        item.messages = [previous.get(_content(m), m) for m in item.messages]
     # (an item owed only in calls none of whose messages are about it is no item)
     return [item for item in items if item.messages or item.only_calls == set(CALLS)]
 
@@ -169,12 +172,34 @@ def plan(
 def _prepare(
     destination: Destination, item: Item, outputs: dict[str, dict], hour: datetime
 ) -> None:
-    """Make the item's messages for snapshot `hour`, and what they say (`change`)."""
+    """Make the item's messages for snapshot `hour`."""
     item.message_hour = hour
     item.messages = _messages(destination, item, outputs)
-    item.change = json.dumps([{k: v for k, v in message.items()
-                               if k not in ("messageId", "timestamp")}
-                              for message in item.messages], sort_keys=True)  # fmt: skip
+
+
+def _content(message: dict) -> str:
+    """What a message says, its id and time aside (JSON text)."""
+    return json.dumps(
+        {k: v for k, v in message.items() if k not in ("messageId", "timestamp")}, sort_keys=True
+    )
+
+
+def _sent_messages(
+    destination: Destination,
+    item: Item,
+    outputs: dict[str, dict],
+    sent: str | None,
+    sent_for: datetime,
+) -> dict[str, dict]:
+    """The item's unconfirmed messages by content: as recorded (`sent`), or, recorded before
+    the messages were kept whole, as made again for their snapshot hour `sent_for`."""
+    recorded = json.loads(sent) if sent else []
+    if all("messageId" in message for message in recorded):
+        return {_content(message): message for message in recorded}
+    contents = {json.dumps(message, sort_keys=True) for message in recorded}
+    again = Item(**{**vars(item), "messages": []})
+    _prepare(destination, again, outputs, sent_for)
+    return {_content(m): m for m in again.messages if _content(m) in contents}
 
 
 def _item(

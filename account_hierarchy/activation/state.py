@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS destination_in_flight (
     name VARCHAR NOT NULL,
     entity_id VARCHAR NOT NULL,
     snapshot_hour TIMESTAMP NOT NULL, -- the snapshot whose change was sent (in its messages)
-    sent VARCHAR,                     -- what the messages said, ids and times aside (JSON)
+    sent VARCHAR,                     -- the messages sent (JSON; from before: their contents)
     entity_type VARCHAR               -- account or user, as sent
 );
 ALTER TABLE destination_in_flight ADD COLUMN IF NOT EXISTS sent VARCHAR;
