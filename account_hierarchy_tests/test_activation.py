@@ -594,9 +594,9 @@ def test_calls_removed_then_added_again_carry_what_changed_meanwhile(box):
         ("identify", "u3", '{"free_accounts": true}'),
     }
     assert sync(con, catalog, destination, recorder).messages == 0
-    assert con.execute("SELECT count(*) FROM destination_state WHERE value IS NULL").fetchone() == (
-        0,
-    )
+    # (the exits now carried by every call)
+    exits = con.execute("SELECT DISTINCT calls FROM destination_state WHERE value IS NULL")
+    assert exits.fetchall() == [('["group", "identify", "track"]',)]
 
 
 def test_state_of_a_warehouse_keeping_one_list_of_calls_per_destination_is_migrated(tmp_path):
@@ -740,3 +740,27 @@ def test_unconfirmed_messages_recorded_as_contents_only_go_again_as_they_went(bo
     again = Recorder()
     sync(con, catalog, destination, again)
     assert sorted(again.messages, key=str) == sorted(rejected.messages, key=str)
+
+
+def test_entering_again_within_the_same_hour_is_a_new_message(box, tmp_path):
+    """An audience taken off a destination and given back within one snapshot hour: its
+    exits, then its entries again, each with new ids (the receiver drops repeated ids)."""
+    con, destination_with, load = box
+    load(events()[:3])
+    catalog, destination = destination_with(["group", "identify", "track"])
+    build_hour(con, catalog, H10)
+    first = Recorder()
+    sync(con, catalog, destination, first)
+    document = yaml.safe_load((tmp_path / "defs" / "d.yaml").read_text())
+    document["destinations"][0] |= {"audiences": [], "traits": ["logins"]}
+    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(document))
+    catalog = load_catalog(tmp_path / "defs")
+    exits = Recorder()
+    sync(con, catalog, catalog.destinations[0].destination, exits)
+    assert "Audience Exited" in {m.get("event") for m in exits.messages}
+    catalog, destination = destination_with(["group", "identify", "track"])
+    again = Recorder()
+    sync(con, catalog, destination, again)
+    entries = [m for m in again.messages if "free_accounts" in json.dumps(m)]
+    assert calls(entries) == calls(first.messages)
+    assert not {m["messageId"] for m in entries} & {m["messageId"] for m in first.messages}

@@ -25,7 +25,7 @@ from account_hierarchy.activation.plan import Item, newest_hour, plan
 from account_hierarchy.activation.state import ensure_state_tables, record_synced_hour
 from account_hierarchy.activation.transport import DestinationUnavailableError, Outcome, Sender
 from account_hierarchy.audiences.memberships import ensure_audience_hours
-from account_hierarchy.catalog.destination_models import CALLS, Destination
+from account_hierarchy.catalog.destination_models import Destination
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.warehouse import transaction
 
@@ -35,7 +35,7 @@ ENVELOPE_BYTES = 200  # {"batch": [...], "sentAt": "..."} around the messages
 STATE_SCHEMA = pa.schema(
     [(name, pa.string()) for name in
      ("destination", "kind", "name", "entity_type", "entity_id", "value", "calls")]
-    + [("keep", pa.bool_())]
+    + [("version", pa.int64())]
 )  # fmt: skip
 KEY_SCHEMA = pa.schema(
     [(name, pa.string()) for name in ("destination", "kind", "name", "entity_id")]
@@ -180,13 +180,12 @@ def _commit(
     """In one transaction: log the batch's messages and store the items' accepted state."""
     if not items and not batch:
         return
-    # (no value held in any call is no row)
+    # (an exit stays as a row without value, keeping the key's count of changes)
     states = pa.Table.from_pylist(
         [{"destination": destination.name, "kind": item.kind, "name": item.name,
           "entity_type": item.entity_type, "entity_id": item.entity_id,
           "value": None if item.value is None else json.dumps(item.value, sort_keys=True),
-          "calls": json.dumps(sorted(item.holds_calls)),
-          "keep": item.value is not None or not item.holds_calls >= set(CALLS)}
+          "calls": json.dumps(sorted(item.holds_calls)), "version": item.version}
          for item in items],
         schema=STATE_SCHEMA,
     )  # fmt: skip
@@ -203,7 +202,7 @@ def _commit(
             con.execute(f"DELETE FROM {table} AS f USING settled_items AS i WHERE {_SAME_KEY}")
         con.execute(
             "INSERT INTO destination_state SELECT destination, kind, name, entity_type, "
-            "entity_id, value::JSON, $h, calls FROM settled_items WHERE keep",
+            "entity_id, value::JSON, $h, calls, version FROM settled_items",
             {"h": hour},
         )
         con.register("sent_messages", logs)

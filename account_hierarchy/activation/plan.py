@@ -53,6 +53,7 @@ class Item:
     message_hour: datetime | None = None  # the snapshot hour its messages are made for
     only_calls: set[str] = field(default_factory=lambda: set(CALLS))  # the calls it is sent in
     holds_calls: set[str] = field(default_factory=set)  # the calls holding it once accepted
+    version: int = 1  # which change of its key it is (1 for the first)
 
 
 class NothingToSyncError(LookupError):
@@ -145,8 +146,10 @@ def plan(
             item = _item(catalog, key, transition, json.loads(want))
         if has.value == want:  # (the value it holds, owed in the calls missing it)
             item.only_calls, item.holds_calls = missing, has.calls | wanted
+            item.version = max(has.version, 1)
         else:
             item.only_calls, item.holds_calls = set(CALLS), wanted
+            item.version = has.version + 1
         items.append(item)
     outputs = _output_columns(con, catalog, destination, hour)
     for item in items:
@@ -319,9 +322,12 @@ def _messages(destination: Destination, item: Item, outputs: dict[str, dict]) ->
 
     def message(call: str, body: dict) -> dict:
         # (the id names the change, the message's own content and the snapshot hour)
+        # (and, from a key's second change on, which change it is: entering again within
+        # the same hour is a new message)
+        again = (f"change {item.version}",) if item.version > 1 else ()
         identity = message_id(destination.name, item.kind, item.name, item.entity_id,
                               item.transition, call, json.dumps(body, sort_keys=True),
-                              hour.isoformat())  # fmt: skip
+                              hour.isoformat(), *again)  # fmt: skip
         return {"messageId": identity, "type": call, "timestamp": as_of,
                 "context": {"library": LIBRARY}, **body}  # fmt: skip
 

@@ -18,11 +18,13 @@ CREATE TABLE IF NOT EXISTS destination_state (
     entity_type VARCHAR NOT NULL,
     entity_id VARCHAR NOT NULL,
     value JSON,                     -- true for audience members, the value for traits;
-                                    -- NULL: none (an exit some calls have not carried)
+                                    -- NULL: none (an exit)
     accepted_hour TIMESTAMP NOT NULL, -- one row per destination, kind, name and entity_id
-    calls VARCHAR                   -- the calls holding `value` (JSON list; NULL: all three)
+    calls VARCHAR,                  -- the calls holding `value` (JSON list; NULL: all three)
+    version BIGINT                  -- how many changes of the key it accepted (NULL: from before)
 );
 ALTER TABLE destination_state ADD COLUMN IF NOT EXISTS calls VARCHAR;
+ALTER TABLE destination_state ADD COLUMN IF NOT EXISTS version BIGINT;
 CREATE TABLE IF NOT EXISTS destination_snapshots (
     destination VARCHAR PRIMARY KEY,
     snapshot_hour TIMESTAMP NOT NULL  -- the newest snapshot a sync of it was made for
@@ -72,10 +74,11 @@ def ensure_state_tables(con: duckdb.DuckDBPyConnection) -> None:
 @dataclass(frozen=True)
 class Held:
     """What a destination holds for one change key: the value it accepted (JSON text; None:
-    none) and the calls that carried it."""
+    none, an exit), the calls that carried it, and how many changes of the key it accepted."""
 
     value: str | None
     calls: frozenset[str]
+    version: int = 0  # how many changes of the key it accepted
 
 
 NOTHING = Held(None, frozenset(CALLS))  # (a key never sent: no call holds anything)
@@ -86,14 +89,15 @@ def held_state(
 ) -> dict[tuple[str, str, str], Held]:
     """(kind, name, entity_id) -> what the destination accepted, for one destination."""
     rows = con.execute(
-        "SELECT kind, name, entity_id, value, calls FROM destination_state WHERE destination = $d",
+        "SELECT kind, name, entity_id, value, calls, coalesce(version, 0) "
+        "FROM destination_state WHERE destination = $d",
         {"d": destination},
     ).fetchall()
     return {
         (kind, name, entity_id): Held(
-            value, frozenset(json.loads(calls)) if calls else NOTHING.calls
+            value, frozenset(json.loads(calls)) if calls else NOTHING.calls, version
         )
-        for kind, name, entity_id, value, calls in rows
+        for kind, name, entity_id, value, calls, version in rows
     }
 
 
