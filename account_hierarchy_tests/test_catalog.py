@@ -253,6 +253,10 @@ def test_audiences_load(tmp_path):
         ("{users: all, where: {trait: logins, gt: 0}}", "unknown user trait 'logins'"),
         ("{trait: logins}", "give exactly one operator"),
         ("{custom_trait: x, contains: [1, 2]}", "where.contains: must be text, a number or true"),
+        (
+            "{custom_trait: a..b, exists: true}",
+            "a dot separates nested keys, and none may be empty",
+        ),
         ("{colour: red}", "a condition needs one of the keys"),
         ("{users: all, at_least: 2, where: {trait: user_logins, gt: 0}}", "give one quantifier"),
         (

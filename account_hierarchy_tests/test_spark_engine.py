@@ -113,7 +113,9 @@ LIST_TRAITS = {
                 "sql": "SELECT m.user_id, h.depth AS depths FROM account_memberships AS m "
                        "JOIN account_hierarchy AS h USING (account_id)"},
                {"name": "account_ids", "entity": "user", "type": "sql", "many": True,
-                "sql": "SELECT user_id, account_id AS account_ids FROM account_memberships"}],
+                "sql": "SELECT user_id, account_id AS account_ids FROM account_memberships"},
+               {"name": "only_nulls", "entity": "user", "type": "sql", "many": True,
+                "sql": "SELECT user_id, CAST(NULL AS VARCHAR) AS only_nulls FROM users"}],
     "audiences": [{"name": "at_depth_zero", "entity": "user",
                    "where": {"trait": "depths", "contains": "0"}},
                   {"name": "at_depth_x", "entity": "user",

@@ -5,14 +5,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import ibis
 import pytest
 import yaml
 
 from account_hierarchy.catalog.loader import load_catalog
+from account_hierarchy.catalog.models import SqlTrait
 from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
-from account_hierarchy.traits.compute import build_traits
+from account_hierarchy.traits.compute import build_traits, sql_trait_rows
 from account_hierarchy.traits.profile import profile_column
 from account_hierarchy.traits.queries import trait_rows
 from account_hierarchy.warehouse import connect
@@ -463,6 +465,17 @@ def test_a_sql_trait_may_give_ids_as_numbers(tmp_path, many):
                   tmp_path / "definitions")  # fmt: skip
         rows = con.execute("SELECT account_id, answer FROM account_traits ORDER BY 1").fetchall()
     assert rows == [("42", ["yes"] if many else "yes"), ("ACME", None)]
+
+
+def test_a_many_sql_trait_of_only_nulls_has_no_value():
+    """Like an entity without rows, not an empty list (the engines would differ)."""
+    backend = ibis.duckdb.connect()
+    raw = ibis.memtable({"user_id": ["u1", "u1", "u2"], "v": [None, None, "a"]},
+                        schema={"user_id": "string", "v": "string"})  # fmt: skip
+    trait = SqlTrait(type="sql", name="v", entity="user", sql="SELECT 1", many=True)
+    rows = backend.execute(sql_trait_rows(raw, trait, ["v"], datetime(2026, 10, 1)))
+    assert dict(zip(rows.entity_id, rows.v.map(lambda v: None if v is None else list(v)),
+                    strict=True)) == {"u1": None, "u2": ["a"]}  # fmt: skip
 
 
 def test_a_sql_trait_whose_type_widens_keeps_the_stored_hours(tmp_path):

@@ -75,10 +75,14 @@ class CustomTraitTest(ValueTest):
 
     @field_validator("custom_trait")
     @classmethod
-    def _no_quotes(cls, name: str) -> str:
+    def _readable(cls, name: str) -> str:
         if any(quote in name for quote in "'\"\\"):
             raise ValueError(
                 f"custom_trait {name!r}: names with quotes or backslashes cannot be read"
+            )
+        if "" in name.split("."):
+            raise ValueError(
+                f"custom_trait {name!r}: a dot separates nested keys, and none may be empty"
             )
         return name
 

@@ -283,9 +283,12 @@ def sql_trait_rows(raw: ir.Table, trait: SqlTrait, values: list[str], hour: date
     rows = raw.mutate(**{id_column: raw[id_column].cast("string")})
     rows = rows.filter(rows[id_column].notnull())
     if trait.many:
-        return rows.group_by(entity_id=rows[id_column]).aggregate(
+        lists = rows.group_by(entity_id=rows[id_column]).aggregate(
             **{value: rows[value].collect(distinct=True).sort() for value in values}
         )
+        # (only nulls is no value, as no row is: Spark would collect an empty list)
+        return lists.mutate(**{value: ibis.ifelse(lists[value].length() > 0, lists[value], None)
+                               for value in values})  # fmt: skip
     counts = rows.group_by(id_column).aggregate(times=rows.count())
     repeated = counts.filter(counts.times > 1).order_by(id_column).limit(1).execute()
     if len(repeated):
