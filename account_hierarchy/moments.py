@@ -19,7 +19,7 @@ ZONELESS = (
     r"([Tt ]+[0-9]{1,2}(:[0-9]{1,2}(:[0-9]{1,2}([.][0-9]*)?)?)?)?\s*$"
 )
 # A time to the minute with a zone (`10:05Z`, `10:05+02:00`), which the casts reject.
-MINUTES_ONLY = r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2})(Z|[+-]\d{2}(:?\d{2})?)$"
+MINUTES_ONLY = r"^([0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2})(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
 _WITH_SECONDS = r"\1:00\2"
 _PLACEHOLDER = "moment_text"
 

@@ -94,7 +94,7 @@ class ReferenceAudiences:
         if value is None:
             return False
         if operator in ("within_last", "not_within_last"):
-            when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+            when = datetime.fromisoformat(str(value).upper().replace("Z", "+00:00"))
             when = when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when
             since = self.as_of - window(operand)
             return (since <= when < self.as_of) if operator == "within_last" else when < since

@@ -344,6 +344,7 @@ TYPED_EVENTS = [
             "big": "1_000",
             "flag": "TRUE",
             "codes": [1, 2.5, True, "7.0", "x"],
+            "seen_at": "2026-10-01t08:20z",
         },
     },
     {
@@ -362,6 +363,7 @@ TYPED_EVENTS = [
             "flag": True,
             "duration": " 7 ",
             "codes": ["1", 2, "true"],
+            "seen_at": "2026-10-01T08:40+01:00",
         },
     },
     {
@@ -420,6 +422,8 @@ TYPED_DEFINITIONS = {
          "where": {"custom_trait": "codes", "contains": True}},
         {"name": "code_x", "entity": "account",
          "where": {"custom_trait": "codes", "contains": "x"}},
+        {"name": "seen_lately", "entity": "account",
+         "where": {"custom_trait": "seen_at", "within_last": "1 hour"}},
         {"name": "renewal_in_last_hour", "entity": "user",
          "where": {"trait": "last_renewal", "within_last": "1 hours"}},
     ],
@@ -451,6 +455,7 @@ TYPED_EXPECTED = {
     "code_7": {"ONE"},
     "code_true": {"ONE", "TWO"},  # the boolean, and the text `true`
     "code_x": {"ONE"},
+    "seen_lately": {"ONE"},  # 08:20 UTC (RFC 3339's lower case, to the minute); TWO's 07:40
 }
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
 from account_hierarchy import settings
+from account_hierarchy.moments import MINUTES_ONLY
 from account_hierarchy.traits.compile import AS_OF, HOUR, NUMBER_TEXT
 
 _COMMON_CONFIG = {
@@ -71,12 +72,16 @@ def spark_backend(session: SparkSession) -> ibis.BaseBackend:
 # Ibis ships them as Python functions; these native ones give the warehouse's answers (a
 # string's text, a number from a number or numeric string) without leaving the JVM.
 # `utc_moment` reads text with an offset as the UTC moment it names (the session's TIMESTAMP is
-# TIMESTAMP_NTZ, whose cast would drop the offset).
+# TIMESTAMP_NTZ, whose cast would drop the offset), RFC 3339's lower-case `t` and `z` and times
+# to the minute too (as `moments.utc_sql` does on DuckDB).
 _JSON_FUNCTIONS = {
     "unwrap_json_str": "STRING RETURN value",
     "unwrap_json_float": f"DOUBLE RETURN CASE WHEN value RLIKE '{NUMBER_TEXT}' "
     "THEN try_cast(value AS DOUBLE) END",
-    "utc_moment": "TIMESTAMP_NTZ RETURN CAST(try_cast(value AS TIMESTAMP_LTZ) AS TIMESTAMP_NTZ)",
+    "utc_moment": "TIMESTAMP_NTZ RETURN CAST(coalesce(try_cast(value AS TIMESTAMP_LTZ), "
+    "try_cast(upper(value) AS TIMESTAMP_LTZ), "
+    f"try_cast(regexp_replace(upper(value), '{MINUTES_ONLY}', '$1:00$2') AS TIMESTAMP_LTZ)) "
+    "AS TIMESTAMP_NTZ)",
 }
 
 
