@@ -8,6 +8,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
 import requests
@@ -614,11 +615,23 @@ def test_state_of_a_warehouse_keeping_one_list_of_calls_per_destination_is_migra
                 {"d": destination},
             )
         ensure_state_tables(con)
-        assert held_state(con, "box") == {("audience", "a", "ACME"): Held("true", {"track"})}
+        assert held_state(con, "box") == {
+            ("audience", "a", "ACME"): Held("true", {"track"}, 0, "account")
+        }
         assert held_state(con, "crm")[("audience", "a", "ACME")].calls == set(CALLS)
         assert con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'destination_calls'"
         ).fetchone() == (0,)
+
+
+def with_pro_accounts(folder: Path):
+    """The box's definitions with a new audience `pro_accounts` the destination receives."""
+    document = yaml.safe_load((folder / "d.yaml").read_text())
+    document["audiences"].append({"name": "pro_accounts", "entity": "account",
+                                  "where": {"custom_trait": "plan", "equals": "pro"}})  # fmt: skip
+    document["destinations"][0]["audiences"].append("pro_accounts")
+    (folder / "d.yaml").write_text(yaml.safe_dump(document))
+    return load_catalog(folder)
 
 
 def test_an_input_built_only_for_older_hours_does_not_take_the_sync_back(box, tmp_path):
@@ -630,12 +643,7 @@ def test_an_input_built_only_for_older_hours_does_not_take_the_sync_back(box, tm
     build_hour(con, catalog, H10)
     build_hour(con, catalog, H11)
     sync(con, catalog, destination, Recorder())
-    document = yaml.safe_load((tmp_path / "defs" / "d.yaml").read_text())
-    document["audiences"].append({"name": "pro_accounts", "entity": "account",
-                                  "where": {"custom_trait": "plan", "equals": "pro"}})  # fmt: skip
-    document["destinations"][0]["audiences"].append("pro_accounts")
-    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(document))
-    catalog = load_catalog(tmp_path / "defs")
+    catalog = with_pro_accounts(tmp_path / "defs")
     destination = catalog.destinations[0].destination
     build_audience(con, catalog, "pro_accounts", H10, H11)
     recorder = Recorder()
@@ -676,7 +684,7 @@ def test_an_account_trait_no_account_has_yet_does_not_hold_up_the_audiences(tmp_
 
 def test_a_sync_that_sent_exits_only_still_holds_its_hour(box, tmp_path):
     """The destination holds the snapshot of its last sync even when that sync sent only exits
-    (which leave no state) or nothing: a new input built for an older hour waits."""
+    or nothing: a new input built for an older hour waits."""
     con, destination_with, load = box
     load([*events()[:3], group_call("g4", "2026-10-01T11:00:00Z", "ACME", "u1", plan="pro")])
     catalog, destination = destination_with(["group", "identify", "track"])
@@ -686,12 +694,7 @@ def test_a_sync_that_sent_exits_only_still_holds_its_hour(box, tmp_path):
     recorder = Recorder()
     sync(con, catalog, destination, recorder)  # (ACME leaves: exits only)
     assert recorder.messages and {m.get("event") for m in recorder.messages} >= {"Audience Exited"}
-    document = yaml.safe_load((tmp_path / "defs" / "d.yaml").read_text())
-    document["audiences"].append({"name": "pro_accounts", "entity": "account",
-                                  "where": {"custom_trait": "plan", "equals": "pro"}})  # fmt: skip
-    document["destinations"][0]["audiences"].append("pro_accounts")
-    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(document))
-    catalog = load_catalog(tmp_path / "defs")
+    catalog = with_pro_accounts(tmp_path / "defs")
     build_audience(con, catalog, "pro_accounts", H10, H11)
     with pytest.raises(NothingToSyncError, match="audience pro_accounts reach only"):
         sync(con, catalog, catalog.destinations[0].destination, recorder)

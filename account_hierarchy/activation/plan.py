@@ -15,12 +15,13 @@ Values JSON cannot carry (NaN, infinities) travel as null: a trait with such a v
 Only the calls a destination asks for are built; a value it holds goes again in the calls it
 asks for that have not carried it (added since, or removed and added again). Message ids are
 UUIDs derived from the destination, audience or trait, entity, transition, value, snapshot
-hour, call and user, so a re-send is a duplicate the receiver drops.
+hour, call and user (and, from a key's second change on, which change it is), so a re-send is
+a duplicate the receiver drops and a new change never is.
 """
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -84,8 +85,9 @@ def newest_hour(
     }
     # (a trait table without rows, no account having sent a group call yet, say, holds
     # nothing to send and waits for nothing, unless nothing else has rows either)
-    hours |= {name: hour for name, hour in traits.items()
-              if hour is not None or not any([*hours.values(), *traits.values()])}  # fmt: skip
+    if any([*hours.values(), *traits.values()]):
+        traits = {name: hour for name, hour in traits.items() if hour is not None}
+    hours |= traits
     if not hours or None in hours.values():
         raise NothingToSyncError(
             f"destination {destination.name}: its audiences and traits have not been "
@@ -125,13 +127,9 @@ def plan(
     wanted = set(destination.calls)
     # (the entity type it was sent as decides the call of what the destination should no
     # longer hold, even for an audience or trait since removed from the definitions)
-    sent_as = {key: entity_type for key, (_, _, entity_type) in in_flight.items()} | dict(
-        con.execute(
-            "SELECT (kind, name, entity_id), entity_type FROM destination_state "
-            "WHERE destination = $d",
-            {"d": destination.name},
-        ).fetchall()
-    )
+    sent_as = {key: entity_type for key, (_, _, entity_type) in in_flight.items()} | {
+        key: has.entity_type for key, has in held.items()
+    }
     items = []
     for key in sorted(desired.keys() | held.keys() | in_flight.keys()):
         want, has = desired.get(key), held.get(key, NOTHING)
@@ -200,7 +198,7 @@ def _sent_messages(
     if all("messageId" in message for message in recorded):
         return {_content(message): message for message in recorded}
     contents = {json.dumps(message, sort_keys=True) for message in recorded}
-    again = Item(**{**vars(item), "messages": []})
+    again = replace(item, messages=[])
     _prepare(destination, again, outputs, sent_for)
     return {_content(m): m for m in again.messages if _content(m) in contents}
 
@@ -321,9 +319,8 @@ def _messages(destination: Destination, item: Item, outputs: dict[str, dict]) ->
     value = item.value if item.kind in TRAIT_KINDS else flag
 
     def message(call: str, body: dict) -> dict:
-        # (the id names the change, the message's own content and the snapshot hour)
-        # (and, from a key's second change on, which change it is: entering again within
-        # the same hour is a new message)
+        # (the id names the change, the message's own content and the snapshot hour, and from
+        # a key's second change on which change it is: entering again within the hour is new)
         again = (f"change {item.version}",) if item.version > 1 else ()
         identity = message_id(destination.name, item.kind, item.name, item.entity_id,
                               item.transition, call, json.dumps(body, sort_keys=True),

@@ -74,11 +74,13 @@ def ensure_state_tables(con: duckdb.DuckDBPyConnection) -> None:
 @dataclass(frozen=True)
 class Held:
     """What a destination holds for one change key: the value it accepted (JSON text; None:
-    none, an exit), the calls that carried it, and how many changes of the key it accepted."""
+    none, an exit), the calls that carried it, how many changes of the key it accepted, and
+    the entity type it was sent as."""
 
     value: str | None
     calls: frozenset[str]
     version: int = 0  # how many changes of the key it accepted
+    entity_type: str | None = None  # account or user, as sent
 
 
 NOTHING = Held(None, frozenset(CALLS))  # (a key never sent: no call holds anything)
@@ -89,15 +91,15 @@ def held_state(
 ) -> dict[tuple[str, str, str], Held]:
     """(kind, name, entity_id) -> what the destination accepted, for one destination."""
     rows = con.execute(
-        "SELECT kind, name, entity_id, value, calls, coalesce(version, 0) "
+        "SELECT kind, name, entity_id, value, calls, coalesce(version, 0), entity_type "
         "FROM destination_state WHERE destination = $d",
         {"d": destination},
     ).fetchall()
     return {
         (kind, name, entity_id): Held(
-            value, frozenset(json.loads(calls)) if calls else NOTHING.calls, version
+            value, frozenset(json.loads(calls)) if calls else NOTHING.calls, version, entity_type
         )
-        for kind, name, entity_id, value, calls, version in rows
+        for kind, name, entity_id, value, calls, version, entity_type in rows
     }
 
 

@@ -379,7 +379,7 @@ class Evaluator:
             )
         if operator in ("equals", "not_equals"):
             if isinstance(operand, bool):
-                same = text == ("true" if operand else "false")
+                same = text == _text_of(operand)
             elif isinstance(operand, int | float) and number is not None:
                 same = number == float(operand)
             else:
@@ -387,7 +387,7 @@ class Evaluator:
             same = same.fill_null(False)  # (a text that is not a number differs from one)
             return same if operator == "equals" else value.notnull() & ~same
         if operator == "in":
-            strings = [str(v).lower() if isinstance(v, bool) else str(v) for v in operand]
+            strings = [_text_of(v) for v in operand]
             held = text.isin(strings)
             numbers = [float(v) for v in operand if isinstance(v, int | float)
                        and not isinstance(v, bool)]  # fmt: skip
@@ -438,11 +438,7 @@ def _list_holds(values: ir.ArrayValue, element: Scalar) -> ir.BooleanValue:
     number by value, a boolean as itself (or its text)."""
     kind = values.type().value_type
     if kind.is_boolean():
-        wanted = (
-            element
-            if isinstance(element, bool)
-            else {"true": True, "false": False}.get(element if isinstance(element, str) else "")
-        )
+        wanted = {"true": True, "false": False}.get(_text_of(element))
         return ibis.literal(False) if wanted is None else values.contains(wanted)
     if kind.is_numeric():
         number = _number_of(element)
