@@ -1,6 +1,7 @@
 """Hierarchy snapshots match an independent computation, hour by hour, on edge cases."""
 
 import json
+import random
 from datetime import datetime, timedelta
 
 import dagster as dg
@@ -9,11 +10,13 @@ import pytest
 from account_hierarchy.hierarchy import as_of, checks
 from account_hierarchy.hierarchy.assets import hierarchy_snapshots
 from account_hierarchy.hierarchy.entities import build_users
+from account_hierarchy.hierarchy.tables import ensure_hierarchy_tables
+from account_hierarchy.hierarchy.tree import build_hierarchy
 from account_hierarchy.ingest.assets import raw_events
 from account_hierarchy.resources import LandingFolder, Warehouse
 from account_hierarchy.warehouse import connect
 from account_hierarchy_tests.conftest import write_lines
-from account_hierarchy_tests.reference import read_events, snapshot
+from account_hierarchy_tests.reference import _place, read_events, snapshot
 
 HOURS = [datetime(2026, 10, 1, hour) for hour in range(10, 14)]
 
@@ -273,3 +276,48 @@ def test_the_hierarchy_check_finds_rows_that_do_not_follow_their_parents(
         con.execute(corruption)
         finding = checks.hierarchy_not_following_parents(con, *window)
     assert finding.count > 0 and any(problem in example for example in finding.examples)
+
+
+def _random_parents(rng: random.Random, size: int) -> dict[str, str | None]:
+    """Accounts a0.. with random parents: roots, ghosts, self-parents, cycles and the trees
+    and tails leading into them."""
+    accounts = [f"a{index}" for index in range(size)]
+    return {
+        account: rng.choice([None, f"ghost{rng.randrange(3)}", account, *rng.sample(accounts, 3)])
+        for account in accounts
+    }
+
+
+def test_paths_follow_the_parents_in_random_graphs_and_a_deep_chain(tmp_path):
+    rng = random.Random(7)
+    deep = {f"d{index}": f"d{index - 1}" if index else None for index in range(600)}
+    tail = {f"t{index}": f"t{index + 1}" for index in range(300)} | {"t300": "c1"}
+    deep |= tail | {"c0": "c1", "c1": "c2", "c2": "c0"}  # a 300-long tail into a cycle
+    graphs = {hour: _random_parents(rng, 40) for hour in HOURS[:3]} | {HOURS[3]: deep}
+    with connect(tmp_path / "wh.duckdb") as con:
+        ensure_hierarchy_tables(con)
+        edges = [(h, a, p) for h, parents in graphs.items() for a, p in parents.items()]
+        con.execute(
+            "INSERT INTO accounts SELECT e.h, e.a, e.h, e.h, 0, e.p, '{}' "
+            "FROM (SELECT unnest($edges, recursive := true)) AS e",
+            {"edges": [{"h": h, "a": a, "p": p} for h, a, p in edges]},
+        )
+        build_hierarchy(con, HOURS[0], HOURS[-1] + timedelta(hours=1))
+        rows = con.execute(
+            "SELECT snapshot_hour, account_id, ultimate_parent_id, depth, path, in_cycle, "
+            "parent_missing FROM account_hierarchy"
+        ).fetchall()
+    built = {(hour, account): rest for hour, account, *rest in rows}
+    expected = {}
+    for hour, parents in graphs.items():
+        for account, parent in parents.items():
+            place = _place(account, {a: {"parent": p} for a, p in parents.items()})
+            missing = parent is not None and parent not in parents
+            expected[hour, account] = [
+                place["ultimate"],
+                place["depth"],
+                place["path"],
+                place["cycle"],
+                missing,
+            ]
+    assert built == expected

@@ -11,6 +11,11 @@ The parent of an account is its `parent_account_id` in `accounts`. Following par
 
 Depth counts the ancestors (a root has depth 0); `path` lists account ids from the ultimate parent
 down to the account. Depth is not limited; the walk never loops.
+
+Paths are built top-down, one level at a time, so each account is one row however deep the
+tree: from the roots (no parent, or a missing one) down; what that leaves out hangs off a
+cycle. Its cycle members are found by pointer jumping (each account's ancestor 2, 4, 8, ...
+steps up lands in the cycle after a logarithmic number of joins), and become roots too.
 """
 
 from datetime import datetime
@@ -20,45 +25,86 @@ import duckdb
 from account_hierarchy.hierarchy.schemas import validate_entities
 from account_hierarchy.hierarchy.tables import ensure_hierarchy_tables
 
+# Each account of the window with its parent; roots are where the walk upwards ends.
+EDGES_SQL = """
+CREATE OR REPLACE TEMP TABLE hierarchy_edges AS
+SELECT a.snapshot_hour, a.account_id, a.parent_account_id AS parent,
+       a.parent_account_id IS NOT NULL AND known.account_id IS NULL AS parent_missing,
+       a.parent_account_id IS NULL OR known.account_id IS NULL AS is_root,
+       false AS in_cycle
+FROM accounts AS a
+LEFT JOIN accounts AS known
+    ON known.snapshot_hour = a.snapshot_hour AND known.account_id = a.parent_account_id
+WHERE a.snapshot_hour >= $start AND a.snapshot_hour < $end
+"""
+# Paths from the roots not descended from yet, down through every account that is no root.
+DESCEND_SQL = """
+INSERT INTO hierarchy_paths
+WITH RECURSIVE down(snapshot_hour, account_id, path) AS (
+    SELECT snapshot_hour, account_id,
+           CASE WHEN parent_missing THEN [parent, account_id] ELSE [account_id] END
+    FROM hierarchy_edges AS e
+    WHERE is_root AND NOT EXISTS (
+        SELECT 1 FROM hierarchy_paths AS p
+        WHERE p.snapshot_hour = e.snapshot_hour AND p.account_id = e.account_id)
+    UNION ALL
+    SELECT e.snapshot_hour, e.account_id, list_append(d.path, e.account_id)
+    FROM down AS d
+    JOIN hierarchy_edges AS e ON e.snapshot_hour = d.snapshot_hour AND e.parent = d.account_id
+    WHERE NOT e.is_root
+)
+SELECT * FROM down
+"""
+# The accounts no root leads to, each with its parent (which is one of them too).
+UNREACHED_SQL = """
+CREATE OR REPLACE TEMP TABLE hierarchy_jumps AS
+SELECT snapshot_hour, account_id, parent AS ancestor FROM hierarchy_edges AS e
+WHERE NOT EXISTS (SELECT 1 FROM hierarchy_paths AS p
+                  WHERE p.snapshot_hour = e.snapshot_hour AND p.account_id = e.account_id)
+"""
+# Each ancestor twice as far up.
+JUMP_SQL = """
+CREATE OR REPLACE TEMP TABLE hierarchy_jumps AS
+SELECT j.snapshot_hour, j.account_id, up.ancestor
+FROM hierarchy_jumps AS j
+JOIN hierarchy_jumps AS up ON up.snapshot_hour = j.snapshot_hour AND up.account_id = j.ancestor
+"""
+# Once far enough up, every ancestor is in a cycle, and every cycle member is someone's.
+CYCLES_SQL = """
+UPDATE hierarchy_edges AS e SET is_root = true, in_cycle = true
+FROM (SELECT DISTINCT snapshot_hour, ancestor FROM hierarchy_jumps) AS cycle
+WHERE e.snapshot_hour = cycle.snapshot_hour AND e.account_id = cycle.ancestor
+"""
 HIERARCHY_SQL = """
 CREATE OR REPLACE TEMP TABLE hierarchy_rows AS
-WITH RECURSIVE edges AS (
-    SELECT snapshot_hour, account_id, parent_account_id AS parent
-    FROM accounts WHERE snapshot_hour >= $start AND snapshot_hour < $end
-), walk(snapshot_hour, account_id, current_id, path, closed) AS (
-    SELECT snapshot_hour, account_id, account_id, [account_id], false FROM edges
-    UNION ALL
-    SELECT w.snapshot_hour, w.account_id, e.parent, list_append(w.path, e.parent),
-           list_contains(w.path, e.parent)
-    FROM walk AS w
-    JOIN edges AS e ON e.snapshot_hour = w.snapshot_hour AND e.account_id = w.current_id
-    WHERE e.parent IS NOT NULL AND NOT w.closed
-), full_walk AS (
-    SELECT snapshot_hour, account_id, arg_max(path, len(path)) AS path,
-           bool_or(closed) AS closed
-    FROM walk GROUP BY ALL
-), shaped AS (
-    SELECT snapshot_hour, account_id,
-           closed AND path[-1] = account_id AS in_cycle,
-           CASE WHEN closed AND path[-1] = account_id THEN [account_id]
-                WHEN closed THEN list_reverse(path[:list_position(path, path[-1])])
-                ELSE list_reverse(path) END AS path
-    FROM full_walk
-)
-SELECT s.snapshot_hour, s.account_id, e.parent AS parent_account_id,
-       s.path[1] AS ultimate_parent_id, CAST(len(s.path) - 1 AS INTEGER) AS depth, s.path,
-       s.in_cycle,
-       e.parent IS NOT NULL AND known.account_id IS NULL AS parent_missing
-FROM shaped AS s
-JOIN edges AS e USING (snapshot_hour, account_id)
-LEFT JOIN edges AS known ON known.snapshot_hour = e.snapshot_hour AND known.account_id = e.parent
+SELECT p.snapshot_hour, p.account_id, e.parent AS parent_account_id,
+       p.path[1] AS ultimate_parent_id, CAST(len(p.path) - 1 AS INTEGER) AS depth, p.path,
+       e.in_cycle, e.parent_missing
+FROM hierarchy_paths AS p JOIN hierarchy_edges AS e USING (snapshot_hour, account_id)
 """
 
 
 def build_hierarchy(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> int:
     """Write `account_hierarchy` for the snapshot hours in `[start, end)` from `accounts`."""
     ensure_hierarchy_tables(con)
-    con.execute(HIERARCHY_SQL, {"start": start, "end": end})
+    con.execute(EDGES_SQL, {"start": start, "end": end})
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE hierarchy_paths "
+        "(snapshot_hour TIMESTAMP, account_id VARCHAR, path VARCHAR[])"
+    )
+    con.execute(DESCEND_SQL)
+    con.execute(UNREACHED_SQL)
+    (unreached,) = con.execute(
+        "SELECT coalesce(max(n), 0) FROM "
+        "(SELECT count(*) AS n FROM hierarchy_jumps GROUP BY snapshot_hour)"
+    ).fetchone()
+    if unreached:
+        # A tail leading into a cycle is shorter than the hour's unreached accounts.
+        for _ in range((unreached - 1).bit_length()):
+            con.execute(JUMP_SQL)
+        con.execute(CYCLES_SQL)
+        con.execute(DESCEND_SQL)
+    con.execute(HIERARCHY_SQL)
     validate_entities(con, "account_hierarchy", "hierarchy_rows")
     con.execute(
         "DELETE FROM account_hierarchy WHERE snapshot_hour >= $start AND snapshot_hour < $end",
