@@ -1,11 +1,13 @@
 """Printing rows for people (an aligned table) or for machines (`--format jsonl`)."""
 
+import base64
 import json
 import math
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 import click
 import numpy as np
@@ -26,8 +28,8 @@ format_option = click.option(
 
 def plain(value: Any) -> Any:
     """A value as plain JSON-able Python: times as ISO text, decimals as floats, durations as
-    seconds, NumPy scalars and arrays as Python ones, and NaN, infinities (which JSON cannot
-    carry) and pandas' missing values as null."""
+    seconds, UUIDs as text, bytes as base64 text, NumPy scalars and arrays as Python ones, and
+    NaN, infinities (which JSON cannot carry) and pandas' missing values as null."""
     if isinstance(value, np.generic):
         value = value.item()
     if value is pd.NaT or value is pd.NA:
@@ -36,8 +38,12 @@ def plain(value: Any) -> Any:
         value = float(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, datetime | date):
+    if isinstance(value, datetime | date | time):
         return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode("ascii")
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, Mapping):

@@ -1,0 +1,30 @@
+"""`--format jsonl` prints every value DuckDB can give a SQL trait as plain JSON."""
+
+import json
+
+import duckdb
+
+from account_hierarchy.output import emit
+
+VALUES_SQL = r"""
+SELECT TIME '10:05:30' AS at, '8d1e4b0c-2f7a-4c59-9a0e-6d1f1c2b3a4d'::UUID AS id,
+       '\x41\xAA'::BLOB AS raw, 2.50::DECIMAL(5, 2) AS price, 'nan'::DOUBLE AS ratio,
+       INTERVAL 90 MINUTE AS took
+"""
+EXPECTED = {
+    "at": "10:05:30",
+    "id": "8d1e4b0c-2f7a-4c59-9a0e-6d1f1c2b3a4d",
+    "raw": "Qao=",
+    "price": 2.5,
+    "ratio": None,
+    "took": 5400.0,
+}
+
+
+def test_jsonl_prints_times_uuids_and_bytes_from_rows_and_frames(capsys):
+    relation = duckdb.sql(VALUES_SQL)
+    as_tuple = dict(zip(relation.columns, relation.fetchone(), strict=True))
+    as_frame = duckdb.sql(VALUES_SQL).df().to_dict("records")[0]
+    emit([as_tuple, as_frame], "jsonl")
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line) for line in lines] == [EXPECTED, EXPECTED]
