@@ -444,9 +444,9 @@ def test_a_killed_process_loses_nothing_and_duplicates_only_message_ids(world, t
 def test_account_traits_reach_the_accounts_users_and_values_json_cannot_carry_are_none(tmp_path):
     at = "2026-10-01T10:{:02d}:00Z".format
     write_lines(tmp_path / "landing" / "a.ndjson", [
-        # (1e999 is valid JSON, read as an infinity)
+        # (1e999 is valid JSON, read as an infinity; DuckDB also reads -inf)
         '{"type": "group", "messageId": "g1", "groupId": "ACME", "userId": "u1", '
-        f'"timestamp": "{at(0)}", "traits": {{"plan": "free", "big": 1e999}}}}',
+        f'"timestamp": "{at(0)}", "traits": {{"plan": "free", "big": 1e999, "low": -inf}}}}',
         group_call("g2", at(1), "ACME", "u2"),
         group_call("g3", at(2), "GLOBEX", "u2"), group_call("g4", at(3), "GLOBEX", "u3"),
         message("t1", at(10), userId="u1", event="Logged In"),
@@ -463,7 +463,7 @@ def test_account_traits_reach_the_accounts_users_and_values_json_cannot_carry_ar
                        "where": {"custom_trait": "plan", "equals": "free"}}],
         "destinations": [{"name": "box", "type": "jsonl", "folder": str(tmp_path / "out"),
                           "audiences": ["free_accounts"], "traits": ["account_logins", "weird"],
-                          "output_columns": ["big", "weird"]}],
+                          "output_columns": ["big", "low", "weird"]}],
     }))  # fmt: skip
     catalog = load_catalog(tmp_path / "defs")
     destination = catalog.destinations[0].destination

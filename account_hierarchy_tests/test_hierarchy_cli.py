@@ -152,3 +152,18 @@ def test_jsonl_prints_decimals_and_durations_as_numbers_and_nan_as_null(capsys):
            "d": {"e": [float("inf"), 1]}}], "jsonl")  # fmt: skip
     assert strict_json(capsys.readouterr().out) == {
         "a": 1.5, "b": 120.0, "c": None, "d": {"e": [None, 1]}}  # fmt: skip
+
+
+def test_show_reads_traits_with_non_finite_numbers(tmp_path, landing, monkeypatch):
+    traits = '{"score": nan, "low": -INF, "note": "nan inf"}'
+    write_lines(landing / "a.ndjson", [
+        f'{{"type": "group", "messageId": "g1", "groupId": "A", "userId": "u1", '
+        f'"timestamp": "2026-10-01T10:00:00Z", "traits": {traits}}}',
+    ])  # fmt: skip
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, landing, START, END, PARTITIONS_START)
+        build_snapshots(con, START, END, "parent_account_id")
+    monkeypatch.setenv("AH_WAREHOUSE", str(tmp_path / "wh.duckdb"))
+    result = run("show", "account", "A", "--format", "jsonl")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["traits"] == {"score": None, "low": None, "note": "nan inf"}

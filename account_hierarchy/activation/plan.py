@@ -30,6 +30,7 @@ import duckdb
 from account_hierarchy.activation.state import NOTHING, held_state, in_flight_changes, synced_hour
 from account_hierarchy.catalog.destination_models import CALLS, Destination
 from account_hierarchy.catalog.loader import Catalog
+from account_hierarchy.json_text import parse_json
 from account_hierarchy.output import plain
 
 NAMESPACE = uuid.UUID("6f1c1e5e-4a55-4d0e-9d0c-6163636f756e")
@@ -141,7 +142,7 @@ def plan(
             item = _item(catalog, key, transition, None, sent_as.get(key))
         else:
             transition = "changed" if key[0] in TRAIT_KINDS else "entered"
-            item = _item(catalog, key, transition, json.loads(want))
+            item = _item(catalog, key, transition, parse_json(want))
         if has.value == want:  # (the value it holds, owed in the calls missing it)
             item.only_calls, item.holds_calls = missing, has.calls | wanted
             item.version = max(has.version, 1)
@@ -281,7 +282,7 @@ def _users_account_values(
 
 def _canonical(value_json: str) -> str | None:
     """The value as canonical JSON text; None if nothing of it JSON can carry is left."""
-    value = plain(json.loads(value_json))
+    value = plain(parse_json(value_json))
     return None if value is None else json.dumps(value, sort_keys=True)
 
 
@@ -297,7 +298,7 @@ def _output_columns(
     for account_id, traits in con.execute(
         "SELECT account_id, traits FROM accounts WHERE snapshot_hour = $h", {"h": hour}
     ).fetchall():
-        values = json.loads(traits)
+        values = parse_json(traits)
         rows[account_id] = {c: plain(values.get(c)) for c in custom}
     for column in computed:
         for account_id, value in con.execute(
@@ -305,7 +306,7 @@ def _output_columns(
             {"h": hour},
         ).fetchall():
             rows.setdefault(account_id, {})[column] = (
-                None if value is None else plain(json.loads(value))
+                None if value is None else plain(parse_json(value))
             )
     return rows
 

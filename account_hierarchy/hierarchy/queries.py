@@ -1,10 +1,11 @@
 """Reading the hierarchy snapshots: profiles of an account or a user, and the account tree."""
 
-import json
 from datetime import datetime
 from typing import Any
 
 import duckdb
+
+from account_hierarchy.json_text import parse_json
 
 
 class NotInSnapshotError(LookupError):
@@ -45,7 +46,7 @@ def _entity(
 
 
 def _traits(row: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(row["traits"])
+    return parse_json(row["traits"])
 
 
 def account_profile(

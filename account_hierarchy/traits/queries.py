@@ -1,12 +1,12 @@
 """Reading trait values for the CLI (JSON columns as the values they hold)."""
 
-import json
 from datetime import datetime
 from typing import Any
 
 import duckdb
 
 from account_hierarchy.hierarchy.queries import NotInSnapshotError
+from account_hierarchy.json_text import parse_json
 from account_hierarchy.traits.compute import TRAIT_TABLES
 from account_hierarchy.traits.schemas import ID_COLUMNS
 
@@ -25,7 +25,7 @@ def trait_rows(
     names = [column[0] for column in cursor.description]
     json_columns = {name for name, kind, *_ in cursor.description if str(kind) == "JSON"}
     rows = [
-        {name: json.loads(value) if name in json_columns and value is not None else value
+        {name: parse_json(value) if name in json_columns and value is not None else value
          for name, value in zip(names, row, strict=True)}
         for row in cursor.fetchall()
     ]  # fmt: skip
