@@ -501,6 +501,44 @@ def test_a_sql_trait_whose_type_widens_keeps_the_stored_hours(tmp_path):
     con.close()
 
 
+@pytest.mark.parametrize(
+    ("before", "after", "column_type", "values"),
+    [
+        ({"type": "first_value", "property": "x"}, {"type": "event_counter"}, "BIGINT", [2, 3]),
+        ({"type": "unique_list", "property": "x"}, {"type": "unique_list_count", "property": "x"},
+         "BIGINT", [1, 1]),
+        ({"type": "aggregation", "function": "sum", "property": "n"}, {"type": "event_counter"},
+         "BIGINT", [2, 3]),
+        ({"type": "event_counter"}, {"type": "last_value", "property": "x"}, "VARCHAR",
+         ["hello", "hello"]),
+    ],
+)  # fmt: skip
+def test_a_computed_trait_redefined_under_its_name_takes_its_new_type(
+    tmp_path, before, after, column_type, values
+):
+    """Its column follows the definition; re-runs and later hours validate. A stored hour not
+    run again keeps its old value where it converts (it is stale: run it again)."""
+    write_lines(tmp_path / "landing" / "a.ndjson", [
+        track(f"t{hour}", f"2026-10-01T{hour}:10:00Z", "u1", "E", x="hello", n=2.5)
+        for hour in (10, 11, 12)
+    ])  # fmt: skip
+    (tmp_path / "definitions").mkdir()
+    con = connect(tmp_path / "wh.duckdb")
+    for definition, hours in ((before, (10, 11)), (after, (11, 12))):
+        trait = {"name": "x_trait", "entity": "user", "event": "E"} | definition
+        (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [trait]}))
+        for hour in hours:
+            window = (datetime(2026, 10, 1, hour), datetime(2026, 10, 1, hour + 1))
+            ingest_window(con, tmp_path / "landing", *window, PARTITIONS_START)
+            build_all(con, tmp_path / "landing", *window, tmp_path / "definitions")
+    types = dict(con.execute("SELECT column_name, data_type FROM information_schema.columns "
+                             "WHERE table_name = 'user_traits'").fetchall())  # fmt: skip
+    assert types["x_trait"] == column_type
+    rows = con.execute("SELECT hour(snapshot_hour), x_trait FROM user_traits ORDER BY 1").fetchall()
+    assert rows[1:] == list(zip((11, 12), values, strict=True))
+    con.close()
+
+
 @pytest.mark.parametrize("first_many", [True, False])
 def test_a_trait_turned_from_a_list_to_a_value_or_back_keeps_both_as_json(tmp_path, first_many):
     write_lines(tmp_path / "landing" / "a.ndjson", [

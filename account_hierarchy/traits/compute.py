@@ -111,11 +111,14 @@ def build_traits(
     for entity, table in TRAIT_TABLES.items():
         started, staged = time.perf_counter(), f"{table}_staged"
         validate_traits(con, staged, entity, catalog)
-        _align_columns(con, table, staged)
-        con.execute(
-            f"DELETE FROM {table} WHERE snapshot_hour >= $start AND snapshot_hour < $end",
-            {"start": start, "end": end},
-        )
+        if _column_types(con, table):
+            con.execute(
+                f"DELETE FROM {table} WHERE snapshot_hour >= $start AND snapshot_hour < $end",
+                {"start": start, "end": end},
+            )
+        computed = {located.trait.name for located in catalog.traits_of(entity)
+                    if not isinstance(located.trait, SqlTrait)}  # fmt: skip
+        _align_columns(con, table, staged, computed)
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {staged} ORDER BY 1, 2")
         (count,) = con.execute(f"SELECT count(*) FROM {staged}").fetchone()
         compiled = compiled_traits(backend, catalog, entity, hours[-1], tiled) if describe else {}
@@ -301,10 +304,14 @@ def sql_trait_rows(raw: ir.Table, trait: SqlTrait, values: list[str], hour: date
     return rows.select(entity_id=rows[id_column], **{value: rows[value] for value in values})
 
 
-def _align_columns(con: duckdb.DuckDBPyConnection, table: str, staged: str) -> None:
-    """Give `table` the columns of `staged` (adding or dropping them). A column whose type
-    differs (a SQL trait's values of this run, say, are decimals where earlier hours' were
-    integers) takes a type holding both, and the stored hours keep their values; `staged` is
+def _align_columns(
+    con: duckdb.DuckDBPyConnection, table: str, staged: str, computed: set[str]
+) -> None:
+    """Give `table` (without the rows `staged` replaces) the columns of `staged`, adding or
+    dropping them. A column whose type differs takes, for a computed trait, the type its
+    definition gives (it changed: stored values convert where they can, else are null);
+    for a SQL trait (its values of this run, say, are decimals where earlier hours' were
+    integers), a type holding both, and the stored hours keep their values; `staged` is
     converted to it too."""
     wanted = _column_types(con, staged)
     con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM {staged} WITH NO DATA")
@@ -314,7 +321,9 @@ def _align_columns(con: duckdb.DuckDBPyConnection, table: str, staged: str) -> N
         if name not in existing:
             con.execute(f"ALTER TABLE {table} ADD COLUMN {quoted} {kind}")
         elif existing[name] != kind:
-            common = _common_type(con, table, quoted, existing[name], kind)
+            common = (
+                kind if name in computed else _common_type(con, table, quoted, existing[name], kind)
+            )
             for target, was in ((table, existing[name]), (staged, kind)):
                 if was == common:
                     continue
