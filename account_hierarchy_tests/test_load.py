@@ -233,3 +233,14 @@ def test_a_landing_file_name_that_is_not_utf8_is_named(tmp_path):
         file.write("{}\n")
     with pytest.raises(LandingFileNameError, match=r"caf\\xe9.ndjson: its name is not UTF-8"):
         list_landing_files(tmp_path)
+
+
+def test_a_file_only_touched_keeps_its_copies_loaded_in_other_hours(con, landing):
+    first = write_lines(landing / "a.ndjson", [message("M", "2026-10-01T10:05:00Z")])
+    write_lines(landing / "b.ndjson", [message("M", "2026-10-01T11:05:00Z")])
+    ingest(con, landing, H10, H12)
+    stored = snapshot(con)
+    os.utime(first, ns=(first.stat().st_mtime_ns + 10**9,) * 2)
+    report = ingest(con, landing, H11, H12)
+    assert (report.files_indexed, report.loaded, report.duplicates) == (1, 0, 1)
+    assert snapshot(con) == stored

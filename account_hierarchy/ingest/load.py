@@ -266,8 +266,14 @@ SORT_WINDOW_QUERIES = {
          AND (original.seq, original.path) < (copy.seq, copy.path)
         GROUP BY copy.path
     """,
+    # Files indexed again with other bytes than before (a file only touched keeps its hash).
+    "rewritten_files": """
+        SELECT staged.path
+        FROM staged_files AS staged JOIN landing_files AS known USING (path)
+        WHERE staged.content_hash <> known.content_hash
+    """,
     # (a copy loaded in another hour counts while its file is as it was then: still present,
-    # not changed in this run, with lines in that hour, and the line is not one of this
+    # not rewritten in this run, with lines in that hour, and the line is not one of this
     # window's, which a rewritten file may have moved here)
     "loaded_elsewhere": """
         SELECT e.message_id, first(e.source_file || ':' || e.source_line) AS copy
@@ -277,7 +283,7 @@ SORT_WINDOW_QUERIES = {
         SEMI JOIN file_index AS f ON f.path = e.source_file
         SEMI JOIN landing_file_hours AS h
             ON h.path = e.source_file AND h.event_hour = e.event_hour
-        ANTI JOIN staged_files AS s ON s.path = e.source_file
+        ANTI JOIN rewritten_files AS r ON r.path = e.source_file
         ANTI JOIN window_lines AS l
             ON l.source_file = e.source_file AND l.source_line = e.source_line
         WHERE e.event_hour < $start OR e.event_hour >= $end
