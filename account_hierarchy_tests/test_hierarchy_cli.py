@@ -109,6 +109,10 @@ def test_unknown_entity_and_bad_hour_give_clear_errors(warehouse):
     assert parent_only.exit_code == 1
     assert ("account 'NOWHERE' has sent no group call by the snapshot of 2026-10-01 11:00:00; "
             "it is named as the parent of LOST.") in parent_only.output  # fmt: skip
+    unbuilt = run("show", "user", "u1", "--as-of", "2026-10-05T03")
+    assert unbuilt.exit_code == 1
+    assert ("No users in the snapshot of 2026-10-05 03:00:00 (is that hour materialized?); "
+            "the newest snapshot with users is 2026-10-01 11:00:00.") in unbuilt.output  # fmt: skip
     bad = run("tree", "--as-of", "yesterday")
     assert bad.exit_code == 2
     assert "is not an hour" in bad.output

@@ -40,9 +40,19 @@ def _entity(
         f"SELECT * FROM {table} WHERE snapshot_hour = $hour AND {id_column} = $id",
         {"hour": hour, "id": entity_id},
     )
-    if not rows:
-        raise NotInSnapshotError(f"{table[:-1]} {entity_id!r} is not in the snapshot of {hour}.")
-    return rows[0]
+    if rows:
+        return rows[0]
+    (hour_built,) = con.execute(
+        f"SELECT count(*) > 0 FROM (FROM {table} WHERE snapshot_hour = $hour LIMIT 1)",
+        {"hour": hour},
+    ).fetchone()
+    if not hour_built:
+        newest = latest_snapshot_hour(con, (table,))
+        raise NotInSnapshotError(
+            f"No {table} in the snapshot of {hour} (is that hour materialized?); the newest "
+            f"snapshot with {table} is {newest}."
+        )
+    raise NotInSnapshotError(f"{table[:-1]} {entity_id!r} is not in the snapshot of {hour}.")
 
 
 def _traits(row: dict[str, Any]) -> dict[str, Any]:
