@@ -17,6 +17,7 @@ from account_hierarchy.sample.generator import generate_sample
 from account_hierarchy.traits.compute import build_traits, sql_trait_rows
 from account_hierarchy.traits.profile import profile_column
 from account_hierarchy.traits.queries import trait_rows
+from account_hierarchy.traits.sql_traits import SqlTraitError
 from account_hierarchy.warehouse import connect
 from account_hierarchy_tests.conftest import PARTITIONS_START, group_call, write_lines
 from account_hierarchy_tests.reference import read_events, snapshot
@@ -615,3 +616,23 @@ def test_sixty_value_traits_of_different_events_compute(tmp_path):
     assert stored(con, "account", window[0], "t7") == {"ACME": ["x"]}
     assert stored(con, "account", window[0], "t8") == {"ACME": []}
     con.close()
+
+
+def test_a_sql_trait_naming_a_column_no_table_has_fails_naming_the_trait_and_file(tmp_path):
+    write_lines(
+        tmp_path / "landing" / "a.ndjson", [group_call("g1", "2026-10-01T10:00:00Z", "A", "u1")]
+    )
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [
+        {"name": "s1", "entity": "account", "type": "sql",
+         "sql": "SELECT account_id, count(DISTINCT usr_id) AS s1 FROM account_memberships "
+                "GROUP BY account_id"}]}))  # fmt: skip
+    window = (datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11))
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", *window, PARTITIONS_START)
+        with pytest.raises(SqlTraitError) as raised:
+            build_all(con, tmp_path / "landing", *window, tmp_path / "definitions")
+    assert str(raised.value).startswith(
+        f"{tmp_path / 'definitions' / 't.yaml'}:2: SQL trait s1 failed at 2026-10-01 10:00:00: "
+    )
+    assert "usr_id" in str(raised.value)

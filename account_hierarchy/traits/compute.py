@@ -16,7 +16,7 @@ import duckdb
 import ibis
 import ibis.expr.types as ir
 
-from account_hierarchy.catalog.loader import Catalog
+from account_hierarchy.catalog.loader import Catalog, LocatedTrait
 from account_hierarchy.catalog.models import ComputedTrait, MostFrequent, SqlTrait
 from account_hierarchy.partitions import day_of, hours_of
 from account_hierarchy.traits.compile import (
@@ -36,6 +36,7 @@ from account_hierarchy.traits.compile import (
 )
 from account_hierarchy.traits.schemas import validate_traits
 from account_hierarchy.traits.sql_traits import (
+    SqlTraitError,
     against_views,
     create_snapshot_views,
     parse_trait_sql,
@@ -97,7 +98,7 @@ def build_traits(
             started = time.perf_counter()
             for located in catalog.traits_of(entity):
                 if isinstance(located.trait, SqlTrait):
-                    _sql_trait(con, located.trait, hour)
+                    _sql_trait(con, located, hour)
             sql_seconds[entity] += time.perf_counter() - started
             if entity not in queries:  # (the SQL traits' result tables must exist to build it)
                 rows = entity_rows(backend, catalog, entity, tiled)
@@ -266,12 +267,19 @@ def _at(table: ir.Table) -> ir.Table:
     return table.filter(table.snapshot_hour == HOUR)
 
 
-def _sql_trait(con: duckdb.DuckDBPyConnection, trait: SqlTrait, hour: datetime) -> None:
-    """Run a SQL trait for one hour into the temp table `sql_trait_<name>`, by `entity_id`."""
+def _sql_trait(con: duckdb.DuckDBPyConnection, located: LocatedTrait, hour: datetime) -> None:
+    """Run a SQL trait for one hour into the temp table `sql_trait_<name>`, by `entity_id`;
+    DuckDB's error (a column that no table has, say) names the trait and its file."""
+    trait = located.trait
     query, values = parse_trait_sql(trait.sql, trait.entity)
     create_snapshot_views(con, hour)
     result = f"sql_trait_{trait.name}"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {result}_raw AS {against_views(query)}")
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {result}_raw AS {against_views(query)}")
+    except duckdb.Error as error:
+        raise SqlTraitError(
+            f"{located.file}:{located.line}: SQL trait {trait.name} failed at {hour}: {error}"
+        ) from None
     backend = ibis.duckdb.from_connection(con)
     rows = sql_trait_rows(backend.table(f"{result}_raw"), trait, values, hour)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {result} AS {backend.compile(rows)}")
