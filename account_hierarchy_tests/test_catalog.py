@@ -97,6 +97,32 @@ def test_duplicate_names_across_files_and_bad_options(tmp_path):
     assert any("unique_users traits are for entity: account" in p for p in problems)
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("where: [{property: score, gt: true}]", "where[0].gt: Input should be a valid number"),
+        ('where: [{property: score, gt: "1"}]', "where[0].gt: Input should be a valid number"),
+        ('where: [{property: score, exists: "no"}]', "exists: Input should be a valid boolean"),
+        (
+            'include_child_accounts: "off"',
+            "include_child_accounts: Input should be a valid boolean",
+        ),
+        ("event_type: identify", "identify calls have no event name for `event` to match"),
+        ("window: 7 days", "'window' given twice in one mapping (first at line 7)"),
+    ],
+)
+def test_values_are_not_coerced_and_keys_not_repeated(tmp_path, extra, message):
+    (problem,) = problems_of(tmp_path, GOOD + f"    {extra}\n")
+    assert problem.startswith(str(tmp_path / "a.yaml"))
+    assert message in problem
+
+
+def test_a_performed_condition_on_calls_without_a_name_is_refused(tmp_path):
+    text = "audiences:\n  - {name: a, entity: user, where: {performed: X, event_type: group}}\n"
+    (problem,) = problems_of(tmp_path, text)
+    assert "group calls have no event name for `performed` to match" in problem
+
+
 def test_duplicate_trait_names(tmp_path):
     problems = problems_of(tmp_path, GOOD, GOOD)
     assert problems == [

@@ -33,6 +33,7 @@ from account_hierarchy.catalog.models import (
     PropertyCondition,
     Scalar,
     Strict,
+    check_event_name,
     check_name,
 )
 from account_hierarchy.catalog.windows import ALL_TIME, parse_window
@@ -151,6 +152,11 @@ class Performed(Strict):
         if isinstance(data, dict) and "at_most" in data and "at_least" not in data:
             return data | {"at_least": 0}
         return data
+
+    @model_validator(mode="after")
+    def _event_has_a_name(self) -> "Performed":
+        check_event_name(self.event_type, self.performed, "performed")
+        return self
 
     @model_validator(mode="after")
     def _counts_in_order(self) -> "Performed":

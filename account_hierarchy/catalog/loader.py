@@ -142,7 +142,7 @@ def _load_file(path: Path, catalog: Catalog) -> list[str]:
         return []
     if not isinstance(document, dict):
         return [f"{path}:1: expected a mapping with a `traits:` list at the top"]
-    problems = []
+    problems = _repeated_keys(path, tree)
     for key in sorted(set(document) - set(SECTIONS)):
         problems.append(
             f"{path}:{_line(tree, (key,))}: unknown section {key!r}; expected {', '.join(SECTIONS)}"
@@ -209,6 +209,27 @@ def _get(document: Any, location: list) -> Any:
         except (KeyError, IndexError, TypeError):
             return None
     return document
+
+
+def _repeated_keys(path: Path, node: yaml.Node) -> list[str]:
+    """A key given twice in one mapping (YAML loaders keep the last value without a word)."""
+    problems = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                line = key.start_mark.line + 1
+                if key.value in seen:
+                    problems.append(
+                        f"{path}:{line}: {key.value!r} given twice in one mapping "
+                        f"(first at line {seen[key.value]})"
+                    )
+                seen.setdefault(key.value, line)
+            problems += _repeated_keys(path, value)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            problems += _repeated_keys(path, item)
+    return problems
 
 
 def _line(tree: yaml.Node | None, location: tuple) -> int:

@@ -45,10 +45,17 @@ def check_name(value: str) -> str:
     return value
 
 
-class Strict(BaseModel):
-    """Base of every definition model: unknown keys are errors."""
+def check_event_name(event_type: str | None, event: str | None, field: str) -> None:
+    """Only track, page and screen calls have a name for `field` to match."""
+    if event is not None and event_type in ("identify", "group"):
+        raise ValueError(f"{event_type} calls have no event name for `{field}` to match")
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+class Strict(BaseModel):
+    """Base of every definition model: unknown keys are errors, and values are not coerced
+    (`"1"` is no number, `"no"` no boolean)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
 
 class Comparison(Strict):
@@ -124,6 +131,11 @@ class TraitBase(Strict):
     def _window(cls, value: str) -> str:
         parse_window(value)
         return value
+
+    @model_validator(mode="after")
+    def _event_has_a_name(self) -> "TraitBase":
+        check_event_name(self.event_type, self.event, "event")
+        return self
 
     @model_validator(mode="after")
     def _account_options(self) -> "TraitBase":
