@@ -392,13 +392,17 @@ def test_oversized_messages_are_recorded_not_sent_and_do_not_block(world):
 
 
 @pytest.mark.parametrize(("count", "blob"), [(60, 20_000), (5_000, 100)])
-def test_batches_stay_under_the_size_limit(count, blob):
-    """Big messages, and many small ones (the separators between them count too)."""
+def test_batches_stay_under_the_size_limit_and_never_split_an_item(count, blob):
+    """Big messages, and many small ones (the separators between them count too), two to an
+    item (an identify and a track call) or one."""
     messages = [{"messageId": str(i), "blob": "x" * blob} for i in range(count)]
-    batches = batches_of(messages)
-    assert len(batches) > 1 and sum(len(b) for b in batches) == count
+    items = [messages[i : i + 2] for i in range(0, count, 3)] + [[m] for m in messages[2::3]]
+    batches = batches_of(items)
+    assert len(batches) > 1 and sum(len(b) for b in batches) == sum(map(len, items))
     assert all(len(json.dumps({"batch": b, "sentAt": "2026-10-01T00:00:00.000Z"}))
                < MAX_BATCH_BYTES for b in batches)  # fmt: skip
+    batch_of = {m["messageId"]: number for number, b in enumerate(batches) for m in b}
+    assert all(len({batch_of[m["messageId"]] for m in item}) == 1 for item in items)
 
 
 KILLED_SYNC = """
@@ -761,6 +765,38 @@ def test_entering_again_within_the_same_hour_is_a_new_message(box, tmp_path):
     exits = Recorder()
     sync(con, catalog, catalog.destinations[0].destination, exits)
     assert "Audience Exited" in {m.get("event") for m in exits.messages}
+    catalog, destination = destination_with(["group", "identify", "track"])
+    again = Recorder()
+    sync(con, catalog, destination, again)
+    entries = [m for m in again.messages if "free_accounts" in json.dumps(m)]
+    assert calls(entries) == calls(first.messages)
+    assert not {m["messageId"] for m in entries} & {m["messageId"] for m in first.messages}
+
+
+def test_going_back_to_the_held_value_after_an_unconfirmed_change_is_a_new_message(box, tmp_path):
+    """Entered and confirmed; the exit sent but its answer lost (the destination may have
+    applied it); then the audience is wanted again within the hour: the entries go again
+    under new ids, or a destination that applied the exit would drop them as repeats."""
+    con, destination_with, load = box
+    load(events()[:3])
+    catalog, destination = destination_with(["group", "identify", "track"])
+    build_hour(con, catalog, H10)
+    first = Recorder()
+    sync(con, catalog, destination, first)
+    document = yaml.safe_load((tmp_path / "defs" / "d.yaml").read_text())
+    document["destinations"][0] |= {"audiences": [], "traits": ["logins"]}
+    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(document))
+    catalog = load_catalog(tmp_path / "defs")
+    applied = Recorder()
+
+    class AppliedThenLost:
+        def send(self, batch: list[dict]) -> Outcome:
+            applied.send(batch)
+            raise DestinationUnavailableError("the answer was lost", attempts=1)
+
+    with pytest.raises(DestinationUnavailableError):
+        sync(con, catalog, catalog.destinations[0].destination, AppliedThenLost())
+    assert "Audience Exited" in {m.get("event") for m in applied.messages}
     catalog, destination = destination_with(["group", "identify", "track"])
     again = Recorder()
     sync(con, catalog, destination, again)

@@ -69,18 +69,21 @@ def _size(message: dict) -> int:
     return len(json.dumps(message).encode())
 
 
-def batches_of(messages: list[dict]) -> list[list[dict]]:
-    """Consecutive messages grouped into batches under the batch size limit."""
+def batches_of(groups: list[list[dict]]) -> list[list[dict]]:
+    """Consecutive groups of messages (an item's, at most two of at most 32 KB each) in
+    batches under the batch size limit, a group never split: the destination accepts or
+    refuses an item's messages together, so an unconfirmed item is one that went whole."""
     result: list[list[dict]] = []
     current: list[dict] = []
     size = ENVELOPE_BYTES
-    for message in messages:
-        message_size = _size(message) + len(", ")  # (the body's separator between messages)
-        if current and size + message_size > MAX_BATCH_BYTES:
+    for group in groups:
+        # (the body's separator between messages counts too)
+        group_size = sum(_size(message) + len(", ") for message in group)
+        if current and size + group_size > MAX_BATCH_BYTES:
             result.append(current)
             current, size = [], ENVELOPE_BYTES
-        current.append(message)
-        size += message_size
+        current.extend(group)
+        size += group_size
     if current:
         result.append(current)
     return result
@@ -104,10 +107,9 @@ def sync(
     owner = {m["messageId"]: item for item in items for m in item.messages}
     messages = [m for item in items for m in item.messages]
     report.messages = len(messages)
-    sendable = []
-    oversized = []
-    for message in messages:
-        (oversized if _size(message) > MAX_MESSAGE_BYTES else sendable).append(message)
+    groups = [[m for m in item.messages if _size(m) <= MAX_MESSAGE_BYTES] for item in items]
+    sendable = [message for group in groups for message in group]
+    oversized = [m for m in messages if _size(m) > MAX_MESSAGE_BYTES]
     report.oversized = len(oversized)
     if dry_run:
         report.planned = sendable
@@ -120,7 +122,7 @@ def sync(
     if oversized:
         outcome = Outcome(False, None, f"message over {MAX_MESSAGE_BYTES} bytes: not sent", 0)
         _commit(con, destination, hour, [], oversized, outcome, 0, status="oversized")
-    for number, batch in enumerate(batches_of(sendable), start=1):
+    for number, batch in enumerate(batches_of(groups), start=1):
         report.batches += 1
         sending = {id(owner[m["messageId"]]): owner[m["messageId"]] for m in batch}
         _mark_in_flight(con, destination, list(sending.values()))

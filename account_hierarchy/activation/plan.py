@@ -163,8 +163,10 @@ def plan(
             item.messages and all(_content(m) in previous for m in item.messages)
         ):
             # (a held value whose unconfirmed messages were other: the destination may hold
-            # anything, so it goes in every call)
+            # anything, so it goes in every call, as a change of its own: under the ids it
+            # first went with, a destination that took the other change would drop it)
             item.only_calls, item.holds_calls = set(CALLS), wanted
+            item.version = held.get(key, NOTHING).version + 1
             _prepare(destination, item, outputs, hour)
         item.messages = [previous.get(_content(m), m) for m in item.messages]
     # (an item owed only in calls none of whose messages are about it is no item)
