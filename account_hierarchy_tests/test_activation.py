@@ -356,6 +356,21 @@ def test_rejected_batches_are_recorded_and_owed_again(world):
     assert sync(con, catalog, destination, sender_for(destination)).accepted == 11
 
 
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_not_acceptance(world, status):
+    """requests would follow it (a 303 as a GET without the batch) and report that answer."""
+    con, build, server = world
+    receiver = Receiver([(status, {"Location": "/moved/v1/batch"})])
+    server.expect_request("/v1/batch", method="POST").respond_with_handler(receiver)
+    server.expect_request("/moved/v1/batch").respond_with_data("{}", status=200)
+    catalog, destination = build(H10)
+    report = sync(con, catalog, destination, sender_for(destination))
+    assert (report.accepted, report.rejected, report.committed_items) == (0, 11, 0)
+    (response,) = con.execute("SELECT DISTINCT response FROM delivery_log").fetchone()
+    assert response.startswith("redirected to /moved/v1/batch: not delivered")
+    assert sync(con, catalog, destination, sender_for(destination)).accepted == 11
+
+
 def test_backfilled_old_hours_do_not_replay_stale_transitions(world):
     con, build, server = world
     receiver = Receiver()

@@ -87,9 +87,11 @@ class HttpSender:
                       self.retry.initial_backoff_seconds * 2 ** (attempt - 1))  # fmt: skip
         backoff *= random.uniform(0.5, 1.0)
         try:
+            # (a redirect is not followed: requests would follow it as a GET without the body,
+            # and take that answer as the batch's)
             response = requests.post(
                 self.endpoint, json=body, auth=(self.write_key, ""),
-                timeout=self.retry.timeout_seconds,
+                timeout=self.retry.timeout_seconds, allow_redirects=False,
             )  # fmt: skip
         except (requests.ConnectionError, requests.Timeout) as error:
             return backoff, f"{type(error).__name__}"
@@ -98,6 +100,9 @@ class HttpSender:
             return _retry_after(response, backoff), "429 Too Many Requests"
         if response.status_code >= 500:
             return backoff, f"HTTP {response.status_code}"
+        if response.is_redirect:
+            text = (f"redirected to {response.headers.get('Location')}: not delivered; set the "
+                    "destination's url to where it points")  # fmt: skip
         accepted = 200 <= response.status_code < 300
         return Outcome(accepted, response.status_code, text, attempt), ""
 
