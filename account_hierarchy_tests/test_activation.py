@@ -818,3 +818,28 @@ def test_going_back_to_the_held_value_after_an_unconfirmed_change_is_a_new_messa
     entries = [m for m in again.messages if "free_accounts" in json.dumps(m)]
     assert calls(entries) == calls(first.messages)
     assert not {m["messageId"] for m in entries} & {m["messageId"] for m in first.messages}
+
+
+def test_a_user_gets_the_first_account_value_json_can_carry(tmp_path):
+    """u1's first account (by id) has NaN, its second a number: u1 gets the number."""
+    write_lines(tmp_path / "landing" / "a.ndjson", [
+        group_call("g1", "2026-10-01T10:00:00Z", "A0", "u1"),
+        group_call("g2", "2026-10-01T10:01:00Z", "A1", "u1"),
+    ])  # fmt: skip
+    (tmp_path / "defs").mkdir()
+    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump({
+        "traits": [{"name": "score", "entity": "account", "type": "sql",
+                    "sql": "SELECT account_id, CASE account_id WHEN 'A0' THEN 'nan'::DOUBLE "
+                           "ELSE 5.0 END AS score FROM accounts"}],
+        "destinations": [{"name": "box", "type": "jsonl", "folder": str(tmp_path / "out"),
+                          "traits": ["score"], "calls": ["group", "identify"]}],
+    }))  # fmt: skip
+    catalog = load_catalog(tmp_path / "defs")
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", H10, H11, PARTITIONS_START)
+        build_hour(con, catalog, H10)
+        planned = sync(con, catalog, catalog.destinations[0].destination, None, dry_run=True)
+    assert calls(planned.planned) == {
+        ("group", "A1", '{"score": 5.0}'),
+        ("identify", "u1", '{"score": 5.0}'),
+    }

@@ -272,14 +272,21 @@ def _users_account_values(
     con: duckdb.DuckDBPyConnection, trait: str, hour: datetime
 ) -> list[tuple[str, str]]:
     """(user id, the account trait's value as JSON) for every user of an account with a value:
-    for a user of several accounts, the value of the first of them by account id."""
-    return con.execute(
-        f'SELECT m.user_id, arg_min(to_json(t."{trait}"), m.account_id) '
+    for a user of several accounts, the value of the first of them by account id (a value
+    JSON cannot carry, NaN say, is none)."""
+    rows = con.execute(
+        f'SELECT m.user_id, to_json(t."{trait}") '
         "FROM account_memberships AS m JOIN account_traits AS t "
         "ON t.account_id = m.account_id AND t.snapshot_hour = m.snapshot_hour "
-        f'WHERE m.snapshot_hour = $h AND t."{trait}" IS NOT NULL GROUP BY m.user_id',
+        f'WHERE m.snapshot_hour = $h AND t."{trait}" IS NOT NULL '
+        "ORDER BY m.user_id, m.account_id",
         {"h": hour},
     ).fetchall()
+    values: dict[str, str] = {}
+    for user_id, value in rows:
+        if user_id not in values and _canonical(value) is not None:
+            values[user_id] = value
+    return list(values.items())
 
 
 def _canonical(value_json: str) -> str | None:
