@@ -244,3 +244,21 @@ def test_a_file_only_touched_keeps_its_copies_loaded_in_other_hours(con, landing
     report = ingest(con, landing, H11, H12)
     assert (report.files_indexed, report.loaded, report.duplicates) == (1, 0, 1)
     assert snapshot(con) == stored
+
+
+def test_a_range_keeps_the_copies_its_hours_loaded_in_order_keep(tmp_path):
+    """M in hour 12 in the first file, and in hour 10 in the second: the copy in the earlier
+    hour is kept, whether the hours are loaded as one range or one by one."""
+    landing = tmp_path / "landing"
+    write_lines(landing / "a.ndjson", [message("M", "2026-10-01T12:05:00Z", userId="uA")])
+    write_lines(landing / "b.ndjson", [message("M", "2026-10-01T10:05:00Z", userId="uB")])
+    stored = []
+    for windows in ([(H10, H12 + HOUR)], [(H10, H11), (H11, H12), (H12, H12 + HOUR)]):
+        with connect(tmp_path / f"{len(windows)}.duckdb") as con:
+            for start, end in windows:
+                ingest(con, landing, start, end)
+            stored.append(snapshot(con))
+            ingest(con, landing, H10, H12 + HOUR)  # (and the range again changes nothing)
+            assert snapshot(con) == stored[-1]
+    assert stored[0] == stored[1]
+    assert [row[:3] for row in stored[0]["raw_events"]] == [("M", "track", "uB")]

@@ -11,7 +11,8 @@
    - a file whose bytes equal those of a file indexed before it (a re-delivery under another
      name) is a duplicate file: all its lines are duplicates of that file's lines;
    - a valid message is a duplicate when its `messageId` was already loaded in another hour,
-     or appears earlier in this window (in file index order, then path, then line);
+     or appears earlier in this window (in an earlier hour, then in file index order, then
+     path, then line), so that a range gives what its hours loaded one by one give;
 4. validate the events with pandera, then replace the window's rows in `raw_events`,
    `raw_event_hours` (each hour's version, for the hourly tiles), `quarantined_lines` and
    `duplicate_lines` in one transaction.
@@ -307,7 +308,8 @@ SORT_WINDOW_QUERIES = {
         SEMI JOIN contested_messages AS c ON c.message_id = w.message_id
         ANTI JOIN duplicate_files AS d ON w.source_file = d.path
         WHERE w.reason IS NULL
-        WINDOW copies AS (PARTITION BY w.message_id ORDER BY f.seq, w.source_file, w.source_line)
+        WINDOW copies AS (PARTITION BY w.message_id
+                          ORDER BY w.event_hour, f.seq, w.source_file, w.source_line)
     """,
     "window_duplicates": """
         SELECT w.source_file, w.source_line, w.message_id,
