@@ -843,3 +843,30 @@ def test_a_user_gets_the_first_account_value_json_can_carry(tmp_path):
         ("group", "A1", '{"score": 5.0}'),
         ("identify", "u1", '{"score": 5.0}'),
     }
+
+
+def test_trait_values_are_sent_as_the_diffs_record_them(tmp_path):
+    """Times as ISO text, durations as seconds: the same JSON in the calls and the diffs."""
+    write_lines(tmp_path / "landing" / "a.ndjson", [
+        group_call("g1", "2026-10-01T10:00:00Z", "A0", "u1"),
+    ])  # fmt: skip
+    (tmp_path / "defs").mkdir()
+    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump({
+        "traits": [{"name": "seen", "entity": "account", "type": "sql",
+                    "sql": "SELECT account_id, TIMESTAMP '2026-10-01 10:00:00' AS seen, "
+                           "INTERVAL 3 DAY AS took FROM accounts"}],
+        "destinations": [{"name": "box", "type": "jsonl", "folder": str(tmp_path / "out"),
+                          "traits": ["seen", "took"], "calls": ["group"]}],
+    }))  # fmt: skip
+    catalog = load_catalog(tmp_path / "defs")
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", H10, H11, PARTITIONS_START)
+        build_hour(con, catalog, H10)
+        planned = sync(con, catalog, catalog.destinations[0].destination, None, dry_run=True)
+        build_diffs(con, catalog, H10, H11)
+        diffs = dict(con.execute("SELECT name, new_value FROM activation_diffs").fetchall())
+    assert calls(planned.planned) == {
+        ("group", "A0", '{"seen": "2026-10-01T10:00:00"}'),
+        ("group", "A0", '{"took": 259200.0}'),
+    }
+    assert diffs == {"seen": '"2026-10-01T10:00:00"', "took": "259200.0"}

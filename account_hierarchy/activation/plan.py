@@ -253,46 +253,52 @@ def _desired(
         for trait in destination.traits:
             if trait not in catalog.trait_columns(entity):
                 continue
-            values = con.execute(
-                f'SELECT {entity}_id, to_json("{trait}") FROM {entity}_traits '
+            values = _values(
+                con,
+                f'SELECT {entity}_id, "{trait}" FROM {entity}_traits '
                 f'WHERE snapshot_hour = $h AND "{trait}" IS NOT NULL',
                 {"h": hour},
-            ).fetchall()
+            )
             keyed = [(("trait", trait, entity_id), value) for entity_id, value in values]
             if entity == "account":
                 keyed += [(("trait_user", trait, user_id), value) for user_id, value in
                           _users_account_values(con, trait, hour)]  # fmt: skip
             for key, value in keyed:
-                if (canonical := _canonical(value)) is not None:
-                    desired[key] = canonical
+                if value is not None:
+                    desired[key] = json.dumps(value, sort_keys=True)
     return desired
 
 
 def _users_account_values(
     con: duckdb.DuckDBPyConnection, trait: str, hour: datetime
 ) -> list[tuple[str, str]]:
-    """(user id, the account trait's value as JSON) for every user of an account with a value:
-    for a user of several accounts, the value of the first of them by account id (a value
-    JSON cannot carry, NaN say, is none)."""
-    rows = con.execute(
-        f'SELECT m.user_id, to_json(t."{trait}") '
+    """(user id, the account trait's value) for every user of an account with a value: for a
+    user of several accounts, the value of the first of them by account id (a value JSON
+    cannot carry, NaN say, is none)."""
+    rows = _values(
+        con,
+        f'SELECT m.user_id, t."{trait}" '
         "FROM account_memberships AS m JOIN account_traits AS t "
         "ON t.account_id = m.account_id AND t.snapshot_hour = m.snapshot_hour "
         f'WHERE m.snapshot_hour = $h AND t."{trait}" IS NOT NULL '
         "ORDER BY m.user_id, m.account_id",
         {"h": hour},
-    ).fetchall()
-    values: dict[str, str] = {}
+    )
+    values: dict[str, Any] = {}
     for user_id, value in rows:
-        if user_id not in values and _canonical(value) is not None:
+        if user_id not in values and value is not None:
             values[user_id] = value
     return list(values.items())
 
 
-def _canonical(value_json: str) -> str | None:
-    """The value as canonical JSON text; None if nothing of it JSON can carry is left."""
-    value = plain(parse_json(value_json))
-    return None if value is None else json.dumps(value, sort_keys=True)
+def _values(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> list[tuple[str, Any]]:
+    """(id, value) rows of `sql` (an id column, then a trait column), each value as plain
+    JSON-able Python, as the diffs have it (`output.plain`: times as ISO text, a JSON column's
+    values as the values it holds; None where nothing JSON can carry is left)."""
+    cursor = con.execute(sql, params)
+    is_json = str(cursor.description[1][1]) == "JSON"
+    return [(entity_id, plain(parse_json(value) if is_json and value is not None else value))
+            for entity_id, value in cursor.fetchall()]  # fmt: skip
 
 
 def _output_columns(
@@ -310,13 +316,12 @@ def _output_columns(
         values = parse_json(traits)
         rows[account_id] = {c: plain(values.get(c)) for c in custom}
     for column in computed:
-        for account_id, value in con.execute(
-            f'SELECT account_id, to_json("{column}") FROM account_traits WHERE snapshot_hour = $h',
+        for account_id, value in _values(
+            con,
+            f'SELECT account_id, "{column}" FROM account_traits WHERE snapshot_hour = $h',
             {"h": hour},
-        ).fetchall():
-            rows.setdefault(account_id, {})[column] = (
-                None if value is None else plain(parse_json(value))
-            )
+        ):
+            rows.setdefault(account_id, {})[column] = value
     return rows
 
 
