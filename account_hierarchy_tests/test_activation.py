@@ -2,10 +2,13 @@
 an unreachable server, a crash between sending and committing, oversized messages."""
 
 import base64
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -870,3 +873,70 @@ def test_trait_values_are_sent_as_the_diffs_record_them(tmp_path):
         ("group", "A0", '{"took": 259200.0}'),
     }
     assert diffs == {"seen": '"2026-10-01T10:00:00"', "took": "259200.0"}
+
+
+class Applier:
+    """A receiver applying each message once (repeated ids dropped), in arrival order; with
+    `lose`, it applies a batch and then the answer is lost."""
+
+    def __init__(self):
+        self.seen: set[str] = set()
+        self.holds: dict[tuple[str, str], dict] = {}
+        self.lose = False
+
+    def send(self, batch: list[dict]) -> Outcome:
+        for sent in batch:
+            if sent["type"] in ("group", "identify") and sent["messageId"] not in self.seen:
+                entity = sent.get("groupId") or sent["userId"]
+                self.holds.setdefault((sent["type"], entity), {}).update(sent["traits"])
+            self.seen.add(sent["messageId"])
+        if self.lose:
+            raise DestinationUnavailableError("the answer was lost", attempts=1)
+        return Outcome(True, 200, "", 1)
+
+
+def test_changes_back_and_forth_within_an_hour_while_unconfirmed_end_as_the_snapshot(box, tmp_path):
+    """Taken off the destination (answer lost), given back (lost), taken off again: every
+    change goes under ids never used, so the receiver ends without the audience."""
+    con, destination_with, load = box
+    load(events()[:3])
+    catalog, destination = destination_with(["group", "identify", "track"])
+    build_hour(con, catalog, H10)
+    receiver = Applier()
+    sync(con, catalog, destination, receiver)
+    document = yaml.safe_load((tmp_path / "defs" / "d.yaml").read_text())
+    document["destinations"][0] |= {"audiences": [], "traits": ["logins"]}
+    for audiences, lost in ((["free_accounts"], False), ([], True), (["free_accounts"], True),
+                            ([], False)):  # fmt: skip
+        document["destinations"][0]["audiences"] = audiences
+        (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(document))
+        catalog = load_catalog(tmp_path / "defs")
+        receiver.lose = lost
+        with contextlib.suppress(DestinationUnavailableError):
+            sync(con, catalog, catalog.destinations[0].destination, receiver)
+    assert {entity: traits.get("free_accounts") for entity, traits in receiver.holds.items()} == {
+        ("group", "ACME"): False, ("identify", "u1"): False, ("identify", "u2"): False,
+        ("identify", "u3"): None,
+    }  # fmt: skip
+
+
+def test_an_answer_cut_off_is_retried_then_fails_the_run_cleanly(world):
+    """A 200 whose body ends early (the connection closed mid-answer) is no acceptance."""
+    con, build, _ = world
+    with socket.create_server(("127.0.0.1", 0)) as server:
+
+        def answer_cut_off() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    connection, _ = server.accept()
+                    with connection:
+                        connection.recv(1 << 20)
+                        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{}")
+
+        threading.Thread(target=answer_cut_off, daemon=True).start()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        catalog, destination = build(H10, url=url, max_seconds=0.3)
+        with pytest.raises(DestinationUnavailableError, match="ChunkedEncodingError"):
+            sync(con, catalog, destination, sender_for(destination))
+    assert con.execute("SELECT DISTINCT status FROM delivery_log").fetchall() == [("failed",)]
+    assert con.execute("SELECT count(*) FROM destination_state").fetchone() == (0,)

@@ -42,7 +42,8 @@ KEY_SCHEMA = pa.schema(
 )
 IN_FLIGHT_SCHEMA = pa.schema(
     [*KEY_SCHEMA, pa.field("snapshot_hour", pa.timestamp("us")),
-     pa.field("sent", pa.string()), pa.field("entity_type", pa.string())]
+     pa.field("sent", pa.string()), pa.field("entity_type", pa.string()),
+     pa.field("version", pa.int64())]
 )  # fmt: skip
 _SAME_KEY = ("f.destination = i.destination AND f.kind = i.kind AND f.name = i.name "
              "AND f.entity_id = i.entity_id")  # fmt: skip
@@ -156,7 +157,8 @@ def _mark_in_flight(
     keys = pa.Table.from_pylist(
         [{"destination": destination.name, "kind": item.kind, "name": item.name,
           "entity_id": item.entity_id, "snapshot_hour": item.message_hour,
-          "sent": json.dumps(item.messages), "entity_type": item.entity_type}
+          "sent": json.dumps(item.messages), "entity_type": item.entity_type,
+          "version": item.version}
          for item in items],
         schema=IN_FLIGHT_SCHEMA,
     )  # fmt: skip

@@ -27,7 +27,14 @@ from typing import Any
 
 import duckdb
 
-from account_hierarchy.activation.state import NOTHING, held_state, in_flight_changes, synced_hour
+from account_hierarchy.activation.state import (
+    NOTHING,
+    Held,
+    InFlight,
+    held_state,
+    in_flight_changes,
+    synced_hour,
+)
 from account_hierarchy.catalog.destination_models import CALLS, Destination
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.json_text import parse_json
@@ -128,7 +135,7 @@ def plan(
     wanted = set(destination.calls)
     # (the entity type it was sent as decides the call of what the destination should no
     # longer hold, even for an audience or trait since removed from the definitions)
-    sent_as = {key: entity_type for key, (_, _, entity_type) in in_flight.items()} | {
+    sent_as = {key: flight.entity_type for key, flight in in_flight.items()} | {
         key: has.entity_type for key, has in held.items()
     }
     items = []
@@ -148,7 +155,7 @@ def plan(
             item.version = max(has.version, 1)
         else:
             item.only_calls, item.holds_calls = set(CALLS), wanted
-            item.version = has.version + 1
+            item.version = _next_version(key, held, in_flight)
         items.append(item)
     outputs = _output_columns(con, catalog, destination, hour)
     for item in items:
@@ -157,8 +164,8 @@ def plan(
         if key not in in_flight:
             continue
         # (sent without confirmation: what goes again goes as it went, ids and all)
-        sent, sent_for, _ = in_flight[key]
-        previous = _sent_messages(destination, item, outputs, sent, sent_for)
+        flight = in_flight[key]
+        previous = _sent_messages(destination, item, outputs, flight)
         if item.only_calls != set(CALLS) and not (
             item.messages and all(_content(m) in previous for m in item.messages)
         ):
@@ -166,11 +173,20 @@ def plan(
             # anything, so it goes in every call, as a change of its own: under the ids it
             # first went with, a destination that took the other change would drop it)
             item.only_calls, item.holds_calls = set(CALLS), wanted
-            item.version = held.get(key, NOTHING).version + 1
+            item.version = _next_version(key, held, in_flight)
             _prepare(destination, item, outputs, hour)
         item.messages = [previous.get(_content(m), m) for m in item.messages]
     # (an item owed only in calls none of whose messages are about it is no item)
     return [item for item in items if item.messages or item.only_calls == set(CALLS)]
+
+
+def _next_version(
+    key: tuple[str, str, str], held: dict[tuple, Held], in_flight: dict[tuple, InFlight]
+) -> int:
+    """The number of a new change of `key`: after every change the destination accepted and
+    the one it may have (unconfirmed), so that its ids were never used."""
+    flight = in_flight.get(key)
+    return max(held.get(key, NOTHING).version, flight.version if flight else 0) + 1
 
 
 def _prepare(
@@ -189,20 +205,16 @@ def _content(message: dict) -> str:
 
 
 def _sent_messages(
-    destination: Destination,
-    item: Item,
-    outputs: dict[str, dict],
-    sent: str | None,
-    sent_for: datetime,
+    destination: Destination, item: Item, outputs: dict[str, dict], flight: InFlight
 ) -> dict[str, dict]:
-    """The item's unconfirmed messages by content: as recorded (`sent`), or, recorded before
-    the messages were kept whole, as made again for their snapshot hour `sent_for`."""
-    recorded = json.loads(sent) if sent else []
+    """The item's unconfirmed messages by content: as recorded, or, recorded before the
+    messages were kept whole, as made again for their snapshot hour (and change)."""
+    recorded = json.loads(flight.sent) if flight.sent else []
     if all("messageId" in message for message in recorded):
         return {_content(message): message for message in recorded}
     contents = {json.dumps(message, sort_keys=True) for message in recorded}
-    again = replace(item, messages=[])
-    _prepare(destination, again, outputs, sent_for)
+    again = replace(item, messages=[], version=flight.version or item.version)
+    _prepare(destination, again, outputs, flight.sent_for)
     return {_content(m): m for m in again.messages if _content(m) in contents}
 
 

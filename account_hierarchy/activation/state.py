@@ -36,10 +36,12 @@ CREATE TABLE IF NOT EXISTS destination_in_flight (
     entity_id VARCHAR NOT NULL,
     snapshot_hour TIMESTAMP NOT NULL, -- the snapshot whose change was sent (in its messages)
     sent VARCHAR,                     -- the messages sent (JSON; from before: their contents)
-    entity_type VARCHAR               -- account or user, as sent
+    entity_type VARCHAR,              -- account or user, as sent
+    version BIGINT                    -- which change of the key they carried (NULL: from before)
 );
 ALTER TABLE destination_in_flight ADD COLUMN IF NOT EXISTS sent VARCHAR;
 ALTER TABLE destination_in_flight ADD COLUMN IF NOT EXISTS entity_type VARCHAR;
+ALTER TABLE destination_in_flight ADD COLUMN IF NOT EXISTS version BIGINT;
 CREATE TABLE IF NOT EXISTS delivery_log (
     destination VARCHAR NOT NULL,
     message_id VARCHAR NOT NULL,
@@ -103,20 +105,29 @@ def held_state(
     }
 
 
+@dataclass(frozen=True)
+class InFlight:
+    """A change sent without confirmation: its messages (`sent`, JSON), the snapshot hour they
+    were made for, the entity type they were about and which change of the key it was.
+    Sending the same messages again repeats them, ids included, so that the destination drops
+    what it already applied; any other change of the key comes after it."""
+
+    sent: str | None
+    sent_for: datetime
+    entity_type: str | None
+    version: int
+
+
 def in_flight_changes(
     con: duckdb.DuckDBPyConnection, destination: str
-) -> dict[tuple[str, str, str], tuple[str | None, datetime, str | None]]:
-    """(kind, name, entity_id) -> what was sent without confirmation (`sent`), the snapshot
-    hour its messages were made for and the entity type they were about: sending the same
-    messages again repeats them, ids included, so that the destination drops what it already
-    applied."""
+) -> dict[tuple[str, str, str], InFlight]:
+    """(kind, name, entity_id) -> the change sent without confirmation."""
     rows = con.execute(
-        "SELECT kind, name, entity_id, sent, snapshot_hour, entity_type "
+        "SELECT kind, name, entity_id, sent, snapshot_hour, entity_type, coalesce(version, 0) "
         "FROM destination_in_flight WHERE destination = $d",
         {"d": destination},
     ).fetchall()
-    return {(kind, name, entity_id): (sent, hour, entity_type)
-            for kind, name, entity_id, sent, hour, entity_type in rows}  # fmt: skip
+    return {(kind, name, entity_id): InFlight(*rest) for kind, name, entity_id, *rest in rows}
 
 
 def synced_hour(con: duckdb.DuckDBPyConnection, destination: str) -> datetime | None:

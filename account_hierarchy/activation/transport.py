@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 import requests
+from requests.exceptions import ChunkedEncodingError
 
 from account_hierarchy.catalog.destination_models import Destination, RetrySettings
 
@@ -93,7 +94,8 @@ class HttpSender:
                 self.endpoint, json=body, auth=(self.write_key, ""),
                 timeout=self.retry.timeout_seconds, allow_redirects=False,
             )  # fmt: skip
-        except (requests.ConnectionError, requests.Timeout) as error:
+        except (requests.ConnectionError, requests.Timeout, ChunkedEncodingError) as error:
+            # (an answer cut off is no answer: the batch may or may not have been applied)
             return backoff, f"{type(error).__name__}"
         text = response.text[:500]
         if response.status_code == 429:
