@@ -262,3 +262,23 @@ def test_a_range_keeps_the_copies_its_hours_loaded_in_order_keep(tmp_path):
             assert snapshot(con) == stored[-1]
     assert stored[0] == stored[1]
     assert [row[:3] for row in stored[0]["raw_events"]] == [("M", "track", "uB")]
+
+
+def test_a_late_earlier_copy_stays_a_duplicate_in_a_range_as_hour_by_hour(tmp_path):
+    """M is loaded at 11; then a file lands with M at 9: the copy loaded before stays, whether
+    the hours are loaded again as one range or one by one."""
+    landing = tmp_path / "landing"
+    write_lines(landing / "a.ndjson", [message("M", "2026-10-01T11:05:00Z", userId="uA")])
+    hours = [H10 - HOUR, H10, H11, H12]
+    stored = []
+    for windows in ([(hours[0], H12 + HOUR)], [(hour, hour + HOUR) for hour in hours]):
+        with connect(tmp_path / f"{len(windows)}.duckdb") as con:
+            for start, end in windows:
+                ingest(con, landing, start, end)
+            write_lines(landing / "b.ndjson", [message("M", "2026-10-01T09:05:00Z", userId="uB")])
+            for start, end in windows:
+                ingest(con, landing, start, end)
+            stored.append(snapshot(con))
+            (landing / "b.ndjson").unlink()
+    assert stored[0] == stored[1]
+    assert [row[:3] for row in stored[0]["raw_events"]] == [("M", "track", "uA")]

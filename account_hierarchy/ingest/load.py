@@ -11,8 +11,9 @@
    - a file whose bytes equal those of a file indexed before it (a re-delivery under another
      name) is a duplicate file: all its lines are duplicates of that file's lines;
    - a valid message is a duplicate when its `messageId` was already loaded in another hour,
-     or appears earlier in this window (in an earlier hour, then in file index order, then
-     path, then line), so that a range gives what its hours loaded one by one give;
+     or appears earlier in this window: after the copy this window loaded before, if any, else
+     in an earlier hour, then in file index order, then path, then line; so a range keeps
+     what its hours loaded one by one, in order, keep;
 4. validate the events with pandera, then replace the window's rows in `raw_events`,
    `raw_event_hours` (each hour's version, for the hourly tiles), `quarantined_lines` and
    `duplicate_lines` in one transaction.
@@ -299,17 +300,29 @@ SORT_WINDOW_QUERIES = {
         UNION
         SELECT message_id FROM loaded_elsewhere
     """,
+    # The contested copies this window loaded before (their file not rewritten since): they
+    # stay, as a copy loaded in another hour does.
+    "stored_copies": """
+        SELECT e.source_file, e.source_line, e.message_id, e.event_hour
+        FROM raw_events AS e
+        SEMI JOIN contested_messages AS c ON c.message_id = e.message_id
+        ANTI JOIN rewritten_files AS r ON r.path = e.source_file
+        WHERE e.event_hour >= $start AND e.event_hour < $end
+    """,
     "window_copies": """
         SELECT w.source_file, w.source_line, w.message_id, w.event_hour,
                row_number() OVER copies AS copy_rank,
                first(w.source_file || ':' || w.source_line) OVER copies AS first_copy
         FROM window_lines AS w
         JOIN file_index AS f ON f.path = w.source_file
+        LEFT JOIN stored_copies AS s
+            ON s.source_file = w.source_file AND s.source_line = w.source_line
+           AND s.message_id = w.message_id AND s.event_hour = w.event_hour
         SEMI JOIN contested_messages AS c ON c.message_id = w.message_id
         ANTI JOIN duplicate_files AS d ON w.source_file = d.path
         WHERE w.reason IS NULL
-        WINDOW copies AS (PARTITION BY w.message_id
-                          ORDER BY w.event_hour, f.seq, w.source_file, w.source_line)
+        WINDOW copies AS (PARTITION BY w.message_id ORDER BY s.message_id IS NULL,
+                          w.event_hour, f.seq, w.source_file, w.source_line)
     """,
     "window_duplicates": """
         SELECT w.source_file, w.source_line, w.message_id,
