@@ -882,14 +882,19 @@ class Applier:
     def __init__(self):
         self.seen: set[str] = set()
         self.holds: dict[tuple[str, str], dict] = {}
+        self.tracks: list[tuple[str, str]] = []
         self.lose = False
 
     def send(self, batch: list[dict]) -> Outcome:
         for sent in batch:
-            if sent["type"] in ("group", "identify") and sent["messageId"] not in self.seen:
+            if sent["messageId"] in self.seen:
+                continue
+            self.seen.add(sent["messageId"])
+            if sent["type"] == "track":
+                self.tracks.append((sent["userId"], sent["event"]))
+            else:
                 entity = sent.get("groupId") or sent["userId"]
                 self.holds.setdefault((sent["type"], entity), {}).update(sent["traits"])
-            self.seen.add(sent["messageId"])
         if self.lose:
             raise DestinationUnavailableError("the answer was lost", attempts=1)
         return Outcome(True, 200, "", 1)
@@ -940,3 +945,26 @@ def test_an_answer_cut_off_is_retried_then_fails_the_run_cleanly(world):
             sync(con, catalog, destination, sender_for(destination))
     assert con.execute("SELECT DISTINCT status FROM delivery_log").fetchall() == [("failed",)]
     assert con.execute("SELECT count(*) FROM destination_state").fetchone() == (0,)
+
+
+def test_a_track_unconfirmed_when_its_call_was_removed_goes_as_it_went_when_it_is_back(box):
+    """Entered, every answer lost (the receiver applied it all); track calls removed, the
+    rest confirmed; track calls back an hour later: the entry's track goes again under its
+    id, and the receiver has one Audience Entered per user."""
+    con, destination_with, load = box
+    load(events()[:3])
+    catalog, destination = destination_with(["group", "identify", "track"])
+    build_hour(con, catalog, H10)
+    receiver = Applier()
+    receiver.lose = True
+    with pytest.raises(DestinationUnavailableError):
+        sync(con, catalog, destination, receiver)
+    receiver.lose = False
+    catalog, destination = destination_with(["group", "identify"])
+    sync(con, catalog, destination, receiver)
+    catalog, destination = destination_with(["group", "identify", "track"])
+    build_hour(con, catalog, H11)
+    sync(con, catalog, destination, receiver)
+    entered = [user for user, event in receiver.tracks if event == "Audience Entered"]
+    assert sorted(entered) == ["u1", "u2"]
+    assert sync(con, catalog, destination, receiver).messages == 0

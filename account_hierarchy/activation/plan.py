@@ -63,6 +63,9 @@ class Item:
     only_calls: set[str] = field(default_factory=lambda: set(CALLS))  # the calls it is sent in
     holds_calls: set[str] = field(default_factory=set)  # the calls holding it once accepted
     version: int = 1  # which change of its key it is (1 for the first)
+    # messages sent without confirmation in calls that will not hold it (a call removed while
+    # they were in flight), kept to go again as they went if that call comes back
+    unconfirmed: list[dict] = field(default_factory=list)
 
 
 class NothingToSyncError(LookupError):
@@ -161,21 +164,25 @@ def plan(
     for item in items:
         _prepare(destination, item, outputs, hour)
         key = (item.kind, item.name, item.entity_id)
-        if key not in in_flight:
-            continue
         # (sent without confirmation: what goes again goes as it went, ids and all)
-        flight = in_flight[key]
-        previous = _sent_messages(destination, item, outputs, flight)
-        if item.only_calls != set(CALLS) and not (
-            item.messages and all(_content(m) in previous for m in item.messages)
-        ):
-            # (a held value whose unconfirmed messages were other: the destination may hold
-            # anything, so it goes in every call, as a change of its own: under the ids it
-            # first went with, a destination that took the other change would drop it)
-            item.only_calls, item.holds_calls = set(CALLS), wanted
-            item.version = _next_version(key, held, in_flight)
-            _prepare(destination, item, outputs, hour)
+        if key in in_flight:
+            previous = _sent_messages(destination, item, outputs, in_flight[key])
+            if item.only_calls != set(CALLS) and not (
+                item.messages and all(_content(m) in previous for m in item.messages)
+            ):
+                # (a held value whose unconfirmed messages were other: the destination may
+                # hold anything, so it goes in every call, as a change of its own: under the
+                # ids it first went with, a destination that took the other change would
+                # drop it)
+                item.only_calls, item.holds_calls = set(CALLS), wanted
+                item.version = _next_version(key, held, in_flight)
+                _prepare(destination, item, outputs, hour)
+        elif item.only_calls != set(CALLS) and (unconfirmed := held.get(key, NOTHING).unconfirmed):
+            previous = {_content(m): m for m in json.loads(unconfirmed)}
+        else:
+            continue
         item.messages = [previous.get(_content(m), m) for m in item.messages]
+        item.unconfirmed = [m for m in previous.values() if m["type"] not in item.holds_calls]
     # (an item owed only in calls none of whose messages are about it is no item)
     return [item for item in items if item.messages or item.only_calls == set(CALLS)]
 

@@ -21,10 +21,13 @@ CREATE TABLE IF NOT EXISTS destination_state (
                                     -- NULL: none (an exit)
     accepted_hour TIMESTAMP NOT NULL, -- one row per destination, kind, name and entity_id
     calls VARCHAR,                  -- the calls holding `value` (JSON list; NULL: all three)
-    version BIGINT                  -- how many changes of the key it accepted (NULL: from before)
+    version BIGINT,                 -- how many changes of the key it accepted (NULL: from before)
+    unconfirmed VARCHAR             -- messages sent without confirmation in calls not holding
+                                    -- `value` (JSON list), to go again as they went
 );
 ALTER TABLE destination_state ADD COLUMN IF NOT EXISTS calls VARCHAR;
 ALTER TABLE destination_state ADD COLUMN IF NOT EXISTS version BIGINT;
+ALTER TABLE destination_state ADD COLUMN IF NOT EXISTS unconfirmed VARCHAR;
 CREATE TABLE IF NOT EXISTS destination_snapshots (
     destination VARCHAR PRIMARY KEY,
     snapshot_hour TIMESTAMP NOT NULL  -- the newest snapshot a sync of it was made for
@@ -76,13 +79,15 @@ def ensure_state_tables(con: duckdb.DuckDBPyConnection) -> None:
 @dataclass(frozen=True)
 class Held:
     """What a destination holds for one change key: the value it accepted (JSON text; None:
-    none, an exit), the calls that carried it, how many changes of the key it accepted, and
-    the entity type it was sent as."""
+    none, an exit), the calls that carried it, how many changes of the key it accepted, the
+    entity type it was sent as, and the messages about it sent without confirmation in calls
+    it was then no longer sent in (JSON; a call removed while they were in flight)."""
 
     value: str | None
     calls: frozenset[str]
     version: int = 0  # how many changes of the key it accepted
     entity_type: str | None = None  # account or user, as sent
+    unconfirmed: str | None = None
 
 
 NOTHING = Held(None, frozenset(CALLS))  # (a key never sent: no call holds anything)
@@ -93,15 +98,19 @@ def held_state(
 ) -> dict[tuple[str, str, str], Held]:
     """(kind, name, entity_id) -> what the destination accepted, for one destination."""
     rows = con.execute(
-        "SELECT kind, name, entity_id, value, calls, coalesce(version, 0), entity_type "
-        "FROM destination_state WHERE destination = $d",
+        "SELECT kind, name, entity_id, value, calls, coalesce(version, 0), entity_type, "
+        "unconfirmed FROM destination_state WHERE destination = $d",
         {"d": destination},
     ).fetchall()
     return {
         (kind, name, entity_id): Held(
-            value, frozenset(json.loads(calls)) if calls else NOTHING.calls, version, entity_type
+            value,
+            frozenset(json.loads(calls)) if calls else NOTHING.calls,
+            version,
+            entity_type,
+            unconfirmed,
         )
-        for kind, name, entity_id, value, calls, version, entity_type in rows
+        for kind, name, entity_id, value, calls, version, entity_type, unconfirmed in rows
     }
 
 
