@@ -18,13 +18,14 @@ import requests
 import yaml
 from werkzeug import Request, Response
 
-from account_hierarchy.activation.deliver import MAX_BATCH_BYTES, batches_of, sync
+from account_hierarchy.activation.deliver import MAX_BATCH_BYTES, SyncReport, batches_of, sync
 from account_hierarchy.activation.diffs import build_diffs
 from account_hierarchy.activation.plan import NothingToSyncError
 from account_hierarchy.activation.state import Held, ensure_state_tables, held_state
 from account_hierarchy.activation.transport import (
     DestinationUnavailableError,
     Outcome,
+    Sender,
     _retry_after,
     sender_for,
 )
@@ -43,6 +44,7 @@ from account_hierarchy_tests.conftest import (
 )
 
 H10, H11 = datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11)
+ALL_CALLS = ["group", "identify", "track"]
 WRITE_KEY = "secret-write-key"
 
 
@@ -532,15 +534,23 @@ class Recorder:
         return Outcome(not self.rejecting, 400 if self.rejecting else 200, "", 1)
 
 
+class AppliedThenLost(Recorder):
+    """Applies each batch, then the answer is lost."""
+
+    def send(self, batch: list[dict]) -> Outcome:
+        super().send(batch)
+        raise DestinationUnavailableError("the answer was lost", attempts=1)
+
+
 @pytest.fixture
 def box(tmp_path):
     """A warehouse (call `load` with the events of the hours 10 and 11), and the definitions
     of a destination with the given calls (catalog and destination)."""
     (tmp_path / "defs").mkdir()
 
-    def destination_with(calls):
+    def destination_with(calls, audiences=("free_accounts",), traits=()):
         box = {"name": "box", "type": "jsonl", "folder": str(tmp_path / "out"),
-               "audiences": ["free_accounts"], "calls": calls}  # fmt: skip
+               "audiences": list(audiences), "traits": list(traits), "calls": calls}  # fmt: skip
         document = definitions("http://unused") | {"destinations": [box]}
         (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(document))
         catalog = load_catalog(tmp_path / "defs")
@@ -562,7 +572,7 @@ def test_calls_added_to_a_destination_send_what_it_holds_in_those_calls(box):
     catalog, destination = destination_with(["track"])
     build_hour(con, catalog, H10)
     sync(con, catalog, destination, sender_for(destination))
-    catalog, destination = destination_with(["group", "identify", "track"])
+    catalog, destination = destination_with(ALL_CALLS)
     planned = sync(con, catalog, destination, None, dry_run=True).planned
     assert calls(planned) == {
         ("group", "ACME", '{"free_accounts": true}'),
@@ -581,7 +591,7 @@ def test_added_calls_rejected_once_go_again_as_they_went(box):
     catalog, destination = destination_with(["track"])
     build_hour(con, catalog, H10)
     sync(con, catalog, destination, Recorder())
-    catalog, destination = destination_with(["group", "identify", "track"])
+    catalog, destination = destination_with(ALL_CALLS)
     build_hour(con, catalog, H11)
     recorder = Recorder()
     recorder.rejecting = True
@@ -598,7 +608,7 @@ def test_calls_removed_then_added_again_carry_what_changed_meanwhile(box):
     """Changes made while a call was not wanted reach it when it is wanted again."""
     con, destination_with, load = box
     load(events())
-    catalog, destination = destination_with(["group", "identify", "track"])
+    catalog, destination = destination_with(ALL_CALLS)
     build_hour(con, catalog, H10)
     sync(con, catalog, destination, Recorder())
     catalog, destination = destination_with(["track"])
@@ -606,7 +616,7 @@ def test_calls_removed_then_added_again_carry_what_changed_meanwhile(box):
     recorder = Recorder()
     sync(con, catalog, destination, recorder)
     assert {m["type"] for m in recorder.messages} == {"track"}
-    catalog, destination = destination_with(["group", "identify", "track"])
+    catalog, destination = destination_with(ALL_CALLS)
     recorder.messages = []
     sync(con, catalog, destination, recorder)
     assert calls(recorder.messages) == {
@@ -661,7 +671,7 @@ def test_an_input_built_only_for_older_hours_does_not_take_the_sync_back(box, tm
     older snapshot would send it changes its newer one has undone."""
     con, destination_with, load = box
     load(events())
-    catalog, destination = destination_with(["group", "identify", "track"])
+    catalog, destination = destination_with(ALL_CALLS)
     build_hour(con, catalog, H10)
     build_hour(con, catalog, H11)
     sync(con, catalog, destination, Recorder())
@@ -684,24 +694,31 @@ def test_an_input_built_only_for_older_hours_does_not_take_the_sync_back(box, tm
     }  # (GLOBEX was pro at 10:00 only)
 
 
-def test_an_account_trait_no_account_has_yet_does_not_hold_up_the_audiences(tmp_path):
-    write_lines(tmp_path / "landing" / "a.ndjson", [message("i1", "2026-10-01T10:05:00Z",
-                type="identify", traits={"role": "Admin"})])  # fmt: skip
-    admins = {"name": "admins", "entity": "user",
-              "where": {"custom_trait": "role", "equals": "Admin"}}  # fmt: skip
-    box = {"name": "box", "type": "jsonl", "folder": str(tmp_path / "out"),
-           "audiences": ["admins"], "traits": ["last_feature"]}  # fmt: skip
-    document = definitions("http://unused") | {"audiences": [admins], "destinations": [box]}
+def dry_run_and_diffs(tmp_path, lines: list[dict], document: dict) -> tuple[SyncReport, dict]:
+    """A dry run of the destination of `document` at hour 10 of `lines`, and the new values
+    the diffs record, by name."""
+    write_lines(tmp_path / "landing" / "a.ndjson", lines)
     (tmp_path / "defs").mkdir()
     (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(document))
     catalog = load_catalog(tmp_path / "defs")
     with connect(tmp_path / "wh.duckdb") as con:
         ingest_window(con, tmp_path / "landing", H10, H11, PARTITIONS_START)
         build_hour(con, catalog, H10)
-        recorder = Recorder()
-        report = sync(con, catalog, catalog.destinations[0].destination, recorder)
+        planned = sync(con, catalog, catalog.destinations[0].destination, None, dry_run=True)
+        build_diffs(con, catalog, H10, H11)
+        diffs = dict(con.execute("SELECT name, new_value FROM activation_diffs").fetchall())
+    return planned, diffs
+
+
+def test_an_account_trait_no_account_has_yet_does_not_hold_up_the_audiences(tmp_path):
+    lines = [message("i1", "2026-10-01T10:05:00Z", type="identify", traits={"role": "Admin"})]
+    admins = {"name": "admins", "entity": "user",
+              "where": {"custom_trait": "role", "equals": "Admin"}}  # fmt: skip
+    box = {"name": "box", "type": "jsonl", "folder": str(tmp_path / "out"),
+           "audiences": ["admins"], "traits": ["last_feature"]}  # fmt: skip
+    document = definitions("http://unused") | {"audiences": [admins], "destinations": [box]}
+    report, _ = dry_run_and_diffs(tmp_path, lines, document)
     assert report.snapshot_hour == H10
-    assert ("identify", "user_1", '{"admins": true}') in calls(recorder.messages)
 
 
 def test_a_sync_that_sent_exits_only_still_holds_its_hour(box, tmp_path):
@@ -709,7 +726,7 @@ def test_a_sync_that_sent_exits_only_still_holds_its_hour(box, tmp_path):
     or nothing: a new input built for an older hour waits."""
     con, destination_with, load = box
     load([*events()[:3], group_call("g4", "2026-10-01T11:00:00Z", "ACME", "u1", plan="pro")])
-    catalog, destination = destination_with(["group", "identify", "track"])
+    catalog, destination = destination_with(ALL_CALLS)
     build_hour(con, catalog, H10)
     sync(con, catalog, destination, Recorder())
     build_hour(con, catalog, H11)
@@ -727,17 +744,11 @@ def test_unconfirmed_messages_go_again_as_they_went_when_calls_are_removed(box):
     and all, so the destination drops what it already applied."""
     con, destination_with, load = box
     load(events()[:3])
-    catalog, destination = destination_with(["group", "identify", "track"])
+    catalog, destination = destination_with(ALL_CALLS)
     build_hour(con, catalog, H10)
-    applied = Recorder()
-
-    class AppliedThenLost:
-        def send(self, batch: list[dict]) -> Outcome:
-            applied.send(batch)
-            raise DestinationUnavailableError("the answer was lost", attempts=1)
-
+    applied = AppliedThenLost()
     with pytest.raises(DestinationUnavailableError):
-        sync(con, catalog, destination, AppliedThenLost())
+        sync(con, catalog, destination, applied)
     catalog, destination = destination_with(["track"])
     build_hour(con, catalog, H11)
     again = Recorder()
@@ -746,16 +757,26 @@ def test_unconfirmed_messages_go_again_as_they_went_when_calls_are_removed(box):
     assert tracks and again.messages == tracks
 
 
+def entered_at_ten(box, sender: Sender) -> Sender:
+    """ACME and its users enter `free_accounts` at 10:00, synced in every call to `sender`
+    (which may lose its answers)."""
+    con, destination_with, load = box
+    load(events()[:3])
+    catalog, destination = destination_with(ALL_CALLS)
+    build_hour(con, catalog, H10)
+    with contextlib.suppress(DestinationUnavailableError):
+        sync(con, catalog, destination, sender)
+    return sender
+
+
 def test_unconfirmed_messages_recorded_as_contents_only_go_again_as_they_went(box):
     """In-flight rows from before messages were kept whole (their contents only) still give
     the same messages again, made for the hour they were made for."""
-    con, destination_with, load = box
-    load(events()[:3])
-    catalog, destination = destination_with(["group", "identify", "track"])
-    build_hour(con, catalog, H10)
+    con, destination_with, _ = box
     rejected = Recorder()
     rejected.rejecting = True
-    sync(con, catalog, destination, rejected)
+    entered_at_ten(box, rejected)
+    catalog, destination = destination_with(ALL_CALLS)
     for (sent,) in con.execute("SELECT DISTINCT sent FROM destination_in_flight").fetchall():
         contents = [{k: v for k, v in m.items() if k not in ("messageId", "timestamp")}
                     for m in json.loads(sent)]  # fmt: skip
@@ -767,55 +788,20 @@ def test_unconfirmed_messages_recorded_as_contents_only_go_again_as_they_went(bo
     assert sorted(again.messages, key=str) == sorted(rejected.messages, key=str)
 
 
-def test_entering_again_within_the_same_hour_is_a_new_message(box, tmp_path):
+@pytest.mark.parametrize("exits_sender", [Recorder, AppliedThenLost])
+def test_entering_again_within_the_same_hour_is_a_new_message(box, exits_sender):
     """An audience taken off a destination and given back within one snapshot hour: its
-    exits, then its entries again, each with new ids (the receiver drops repeated ids)."""
-    con, destination_with, load = box
-    load(events()[:3])
-    catalog, destination = destination_with(["group", "identify", "track"])
-    build_hour(con, catalog, H10)
-    first = Recorder()
-    sync(con, catalog, destination, first)
-    document = yaml.safe_load((tmp_path / "defs" / "d.yaml").read_text())
-    document["destinations"][0] |= {"audiences": [], "traits": ["logins"]}
-    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(document))
-    catalog = load_catalog(tmp_path / "defs")
-    exits = Recorder()
-    sync(con, catalog, catalog.destinations[0].destination, exits)
+    exits, then its entries again, each with new ids (the receiver drops repeated ids), also
+    when the exits' answer was lost (the destination may have applied them, so the entries
+    go as a change of their own)."""
+    con, destination_with, _ = box
+    first = entered_at_ten(box, Recorder())
+    catalog, destination = destination_with(ALL_CALLS, audiences=[], traits=["logins"])
+    exits = exits_sender()
+    with contextlib.suppress(DestinationUnavailableError):
+        sync(con, catalog, destination, exits)
     assert "Audience Exited" in {m.get("event") for m in exits.messages}
-    catalog, destination = destination_with(["group", "identify", "track"])
-    again = Recorder()
-    sync(con, catalog, destination, again)
-    entries = [m for m in again.messages if "free_accounts" in json.dumps(m)]
-    assert calls(entries) == calls(first.messages)
-    assert not {m["messageId"] for m in entries} & {m["messageId"] for m in first.messages}
-
-
-def test_going_back_to_the_held_value_after_an_unconfirmed_change_is_a_new_message(box, tmp_path):
-    """Entered and confirmed; the exit sent but its answer lost (the destination may have
-    applied it); then the audience is wanted again within the hour: the entries go again
-    under new ids, or a destination that applied the exit would drop them as repeats."""
-    con, destination_with, load = box
-    load(events()[:3])
-    catalog, destination = destination_with(["group", "identify", "track"])
-    build_hour(con, catalog, H10)
-    first = Recorder()
-    sync(con, catalog, destination, first)
-    document = yaml.safe_load((tmp_path / "defs" / "d.yaml").read_text())
-    document["destinations"][0] |= {"audiences": [], "traits": ["logins"]}
-    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(document))
-    catalog = load_catalog(tmp_path / "defs")
-    applied = Recorder()
-
-    class AppliedThenLost:
-        def send(self, batch: list[dict]) -> Outcome:
-            applied.send(batch)
-            raise DestinationUnavailableError("the answer was lost", attempts=1)
-
-    with pytest.raises(DestinationUnavailableError):
-        sync(con, catalog, catalog.destinations[0].destination, AppliedThenLost())
-    assert "Audience Exited" in {m.get("event") for m in applied.messages}
-    catalog, destination = destination_with(["group", "identify", "track"])
+    catalog, destination = destination_with(ALL_CALLS)
     again = Recorder()
     sync(con, catalog, destination, again)
     entries = [m for m in again.messages if "free_accounts" in json.dumps(m)]
@@ -825,24 +811,16 @@ def test_going_back_to_the_held_value_after_an_unconfirmed_change_is_a_new_messa
 
 def test_a_user_gets_the_first_account_value_json_can_carry(tmp_path):
     """u1's first account (by id) has NaN, its second a number: u1 gets the number."""
-    write_lines(tmp_path / "landing" / "a.ndjson", [
-        group_call("g1", "2026-10-01T10:00:00Z", "A0", "u1"),
-        group_call("g2", "2026-10-01T10:01:00Z", "A1", "u1"),
-    ])  # fmt: skip
-    (tmp_path / "defs").mkdir()
-    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump({
+    lines = [group_call("g1", "2026-10-01T10:00:00Z", "A0", "u1"),
+             group_call("g2", "2026-10-01T10:01:00Z", "A1", "u1")]  # fmt: skip
+    report, _ = dry_run_and_diffs(tmp_path, lines, {
         "traits": [{"name": "score", "entity": "account", "type": "sql",
                     "sql": "SELECT account_id, CASE account_id WHEN 'A0' THEN 'nan'::DOUBLE "
                            "ELSE 5.0 END AS score FROM accounts"}],
         "destinations": [{"name": "box", "type": "jsonl", "folder": str(tmp_path / "out"),
                           "traits": ["score"], "calls": ["group", "identify"]}],
-    }))  # fmt: skip
-    catalog = load_catalog(tmp_path / "defs")
-    with connect(tmp_path / "wh.duckdb") as con:
-        ingest_window(con, tmp_path / "landing", H10, H11, PARTITIONS_START)
-        build_hour(con, catalog, H10)
-        planned = sync(con, catalog, catalog.destinations[0].destination, None, dry_run=True)
-    assert calls(planned.planned) == {
+    })  # fmt: skip
+    assert calls(report.planned) == {
         ("group", "A1", '{"score": 5.0}'),
         ("identify", "u1", '{"score": 5.0}'),
     }
@@ -850,25 +828,15 @@ def test_a_user_gets_the_first_account_value_json_can_carry(tmp_path):
 
 def test_trait_values_are_sent_as_the_diffs_record_them(tmp_path):
     """Times as ISO text, durations as seconds: the same JSON in the calls and the diffs."""
-    write_lines(tmp_path / "landing" / "a.ndjson", [
-        group_call("g1", "2026-10-01T10:00:00Z", "A0", "u1"),
-    ])  # fmt: skip
-    (tmp_path / "defs").mkdir()
-    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump({
+    lines = [group_call("g1", "2026-10-01T10:00:00Z", "A0", "u1")]
+    report, diffs = dry_run_and_diffs(tmp_path, lines, {
         "traits": [{"name": "seen", "entity": "account", "type": "sql",
                     "sql": "SELECT account_id, TIMESTAMP '2026-10-01 10:00:00' AS seen, "
                            "INTERVAL 3 DAY AS took FROM accounts"}],
         "destinations": [{"name": "box", "type": "jsonl", "folder": str(tmp_path / "out"),
                           "traits": ["seen", "took"], "calls": ["group"]}],
-    }))  # fmt: skip
-    catalog = load_catalog(tmp_path / "defs")
-    with connect(tmp_path / "wh.duckdb") as con:
-        ingest_window(con, tmp_path / "landing", H10, H11, PARTITIONS_START)
-        build_hour(con, catalog, H10)
-        planned = sync(con, catalog, catalog.destinations[0].destination, None, dry_run=True)
-        build_diffs(con, catalog, H10, H11)
-        diffs = dict(con.execute("SELECT name, new_value FROM activation_diffs").fetchall())
-    assert calls(planned.planned) == {
+    })  # fmt: skip
+    assert calls(report.planned) == {
         ("group", "A0", '{"seen": "2026-10-01T10:00:00"}'),
         ("group", "A0", '{"took": 259200.0}'),
     }
@@ -903,22 +871,14 @@ class Applier:
 def test_changes_back_and_forth_within_an_hour_while_unconfirmed_end_as_the_snapshot(box, tmp_path):
     """Taken off the destination (answer lost), given back (lost), taken off again: every
     change goes under ids never used, so the receiver ends without the audience."""
-    con, destination_with, load = box
-    load(events()[:3])
-    catalog, destination = destination_with(["group", "identify", "track"])
-    build_hour(con, catalog, H10)
-    receiver = Applier()
-    sync(con, catalog, destination, receiver)
-    document = yaml.safe_load((tmp_path / "defs" / "d.yaml").read_text())
-    document["destinations"][0] |= {"audiences": [], "traits": ["logins"]}
+    con, destination_with, _ = box
+    receiver = entered_at_ten(box, Applier())
     for audiences, lost in ((["free_accounts"], False), ([], True), (["free_accounts"], True),
                             ([], False)):  # fmt: skip
-        document["destinations"][0]["audiences"] = audiences
-        (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(document))
-        catalog = load_catalog(tmp_path / "defs")
+        catalog, destination = destination_with(ALL_CALLS, audiences, traits=["logins"])
         receiver.lose = lost
         with contextlib.suppress(DestinationUnavailableError):
-            sync(con, catalog, catalog.destinations[0].destination, receiver)
+            sync(con, catalog, destination, receiver)
     assert {entity: traits.get("free_accounts") for entity, traits in receiver.holds.items()} == {
         ("group", "ACME"): False, ("identify", "u1"): False, ("identify", "u2"): False,
         ("identify", "u3"): None,
@@ -951,18 +911,15 @@ def test_a_track_unconfirmed_when_its_call_was_removed_goes_as_it_went_when_it_i
     """Entered, every answer lost (the receiver applied it all); track calls removed, the
     rest confirmed; track calls back an hour later: the entry's track goes again under its
     id, and the receiver has one Audience Entered per user."""
-    con, destination_with, load = box
-    load(events()[:3])
-    catalog, destination = destination_with(["group", "identify", "track"])
-    build_hour(con, catalog, H10)
+    con, destination_with, _ = box
     receiver = Applier()
     receiver.lose = True
-    with pytest.raises(DestinationUnavailableError):
-        sync(con, catalog, destination, receiver)
+    entered_at_ten(box, receiver)
+    assert not con.execute("SELECT count(*) FROM destination_state").fetchone()[0]
     receiver.lose = False
     catalog, destination = destination_with(["group", "identify"])
     sync(con, catalog, destination, receiver)
-    catalog, destination = destination_with(["group", "identify", "track"])
+    catalog, destination = destination_with(ALL_CALLS)
     build_hour(con, catalog, H11)
     sync(con, catalog, destination, receiver)
     entered = [user for user, event in receiver.tracks if event == "Audience Entered"]
