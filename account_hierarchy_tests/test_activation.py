@@ -907,21 +907,40 @@ def test_an_answer_cut_off_is_retried_then_fails_the_run_cleanly(world):
     assert con.execute("SELECT count(*) FROM destination_state").fetchone() == (0,)
 
 
-def test_a_track_unconfirmed_when_its_call_was_removed_goes_as_it_went_when_it_is_back(box):
+@pytest.mark.parametrize("answers_without_track", [[True], [False], [True, True, False]])
+def test_a_track_unconfirmed_when_its_call_was_removed_goes_as_it_went_when_it_is_back(
+    box, answers_without_track
+):
     """Entered, every answer lost (the receiver applied it all); track calls removed, the
-    rest confirmed; track calls back an hour later: the entry's track goes again under its
-    id, and the receiver has one Audience Entered per user."""
+    rest synced, its answers lost or not; track calls back an hour later: the entry's track
+    goes again under its id, and the receiver has one Audience Entered per user."""
     con, destination_with, _ = box
     receiver = Applier()
     receiver.lose = True
     entered_at_ten(box, receiver)
     assert not con.execute("SELECT count(*) FROM destination_state").fetchone()[0]
-    receiver.lose = False
     catalog, destination = destination_with(["group", "identify"])
-    sync(con, catalog, destination, receiver)
+    for lost in answers_without_track:
+        receiver.lose = lost
+        with contextlib.suppress(DestinationUnavailableError):
+            sync(con, catalog, destination, receiver)
+    receiver.lose = False
     catalog, destination = destination_with(ALL_CALLS)
     build_hour(con, catalog, H11)
     sync(con, catalog, destination, receiver)
     entered = [user for user, event in receiver.tracks if event == "Audience Entered"]
     assert sorted(entered) == ["u1", "u2"]
     assert sync(con, catalog, destination, receiver).messages == 0
+
+
+def test_a_track_unconfirmed_goes_as_it_went_after_the_event_names_were_renamed(box, tmp_path):
+    """Its id names the change, not the event's name: the receiver that applied it drops it."""
+    con, _, _ = box
+    receiver = entered_at_ten(box, AppliedThenLost())
+    document = yaml.safe_load((tmp_path / "defs" / "d.yaml").read_text())
+    document["destinations"][0]["event_names"] = {"entered": "Joined", "exited": "Left"}
+    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(document))
+    catalog = load_catalog(tmp_path / "defs")
+    again = Recorder()
+    sync(con, catalog, catalog.destinations[0].destination, again)
+    assert sorted(again.messages, key=str) == sorted(receiver.messages, key=str)

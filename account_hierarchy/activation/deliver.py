@@ -152,12 +152,13 @@ def sync(
 def _mark_in_flight(
     con: duckdb.DuckDBPyConnection, destination: Destination, items: list[Item]
 ) -> None:
-    """Record `items` as sent but not confirmed (their messages and the hour they were made
-    for), before their messages leave."""
+    """Record `items` as sent but not confirmed (their messages, with those still unconfirmed
+    in calls they no longer go in, and the hour they were made for), before their messages
+    leave."""
     keys = pa.Table.from_pylist(
         [{"destination": destination.name, "kind": item.kind, "name": item.name,
           "entity_id": item.entity_id, "snapshot_hour": item.message_hour,
-          "sent": json.dumps(item.messages), "entity_type": item.entity_type,
+          "sent": json.dumps(item.messages + item.unconfirmed), "entity_type": item.entity_type,
           "version": item.version}
          for item in items],
         schema=IN_FLIGHT_SCHEMA,

@@ -165,6 +165,7 @@ def plan(
         _prepare(destination, item, outputs, hour)
         key = (item.kind, item.name, item.entity_id)
         # (sent without confirmation: what goes again goes as it went, ids and all)
+        previous = {}
         if key in in_flight:
             previous = _sent_messages(destination, item, outputs, in_flight[key])
             if item.only_calls != set(CALLS) and not (
@@ -177,10 +178,9 @@ def plan(
                 item.only_calls, item.holds_calls = set(CALLS), wanted
                 item.version = _next_version(key, held, in_flight)
                 _prepare(destination, item, outputs, hour)
-        elif item.only_calls != set(CALLS) and (unconfirmed := held.get(key, NOTHING).unconfirmed):
-            previous = {_content(m): m for m in json.loads(unconfirmed)}
-        else:
-            continue
+        unconfirmed = held.get(key, NOTHING).unconfirmed
+        if item.only_calls != set(CALLS) and unconfirmed:  # (the held value's, in calls off)
+            previous = {_content(m): m for m in json.loads(unconfirmed)} | previous
         item.messages = [previous.get(_content(m), m) for m in item.messages]
         item.unconfirmed = [m for m in previous.values() if m["type"] not in item.holds_calls]
     # (an item owed only in calls none of whose messages are about it is no item)
@@ -205,9 +205,12 @@ def _prepare(
 
 
 def _content(message: dict) -> str:
-    """What a message says, its id and time aside (JSON text)."""
+    """What a message says, its id, time and event name aside (JSON text): a track's
+    properties say which change it is, so one sent under an event name since renamed is the
+    same message."""
     return json.dumps(
-        {k: v for k, v in message.items() if k not in ("messageId", "timestamp")}, sort_keys=True
+        {k: v for k, v in message.items() if k not in ("messageId", "timestamp", "event")},
+        sort_keys=True,
     )
 
 
@@ -219,7 +222,7 @@ def _sent_messages(
     recorded = json.loads(flight.sent) if flight.sent else []
     if all("messageId" in message for message in recorded):
         return {_content(message): message for message in recorded}
-    contents = {json.dumps(message, sort_keys=True) for message in recorded}
+    contents = {_content(message) for message in recorded}
     again = replace(item, messages=[], version=flight.version or item.version)
     _prepare(destination, again, outputs, flight.sent_for)
     return {_content(m): m for m in again.messages if _content(m) in contents}
