@@ -37,7 +37,7 @@ from account_hierarchy.activation.state import (
 )
 from account_hierarchy.catalog.destination_models import CALLS, Destination
 from account_hierarchy.catalog.loader import Catalog
-from account_hierarchy.json_text import parse_json
+from account_hierarchy.json_text import fetch_rows, parse_json
 from account_hierarchy.output import plain
 
 NAMESPACE = uuid.UUID("6f1c1e5e-4a55-4d0e-9d0c-6163636f756e")
@@ -293,7 +293,7 @@ def _desired(
 
 def _users_account_values(
     con: duckdb.DuckDBPyConnection, trait: str, hour: datetime
-) -> list[tuple[str, str]]:
+) -> list[tuple[str, Any]]:
     """(user id, the account trait's value) for every user of an account with a value: for a
     user of several accounts, the value of the first of them by account id (a value JSON
     cannot carry, NaN say, is none)."""
@@ -317,10 +317,7 @@ def _values(con: duckdb.DuckDBPyConnection, sql: str, params: dict) -> list[tupl
     """(id, value) rows of `sql` (an id column, then a trait column), each value as plain
     JSON-able Python, as the diffs have it (`output.plain`: times as ISO text, a JSON column's
     values as the values it holds; None where nothing JSON can carry is left)."""
-    cursor = con.execute(sql, params)
-    is_json = str(cursor.description[1][1]) == "JSON"
-    return [(entity_id, plain(parse_json(value) if is_json and value is not None else value))
-            for entity_id, value in cursor.fetchall()]  # fmt: skip
+    return [(entity_id, plain(value)) for entity_id, value in fetch_rows(con.execute(sql, params))]
 
 
 def _output_columns(

@@ -112,11 +112,11 @@ def build_traits(
     for entity, table in TRAIT_TABLES.items():
         started, staged = time.perf_counter(), f"{table}_staged"
         validate_traits(con, staged, entity, catalog)
-        if _column_types(con, table):
-            con.execute(
-                f"DELETE FROM {table} WHERE snapshot_hour >= $start AND snapshot_hour < $end",
-                {"start": start, "end": end},
-            )
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS FROM {staged} WITH NO DATA")
+        con.execute(
+            f"DELETE FROM {table} WHERE snapshot_hour >= $start AND snapshot_hour < $end",
+            {"start": start, "end": end},
+        )
         computed = {located.trait.name for located in catalog.traits_of(entity)
                     if not isinstance(located.trait, SqlTrait)}  # fmt: skip
         _align_columns(con, table, staged, computed)
@@ -321,9 +321,7 @@ def _align_columns(
     for a SQL trait (its values of this run, say, are decimals where earlier hours' were
     integers), a type holding both, and the stored hours keep their values; `staged` is
     converted to it too."""
-    wanted = _column_types(con, staged)
-    con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM {staged} WITH NO DATA")
-    existing = _column_types(con, table)
+    wanted, existing = _column_types(con, staged), _column_types(con, table)
     for name, kind in wanted.items():
         quoted = f'"{name}"'
         if name not in existing:

@@ -6,7 +6,7 @@ from typing import Any
 import duckdb
 
 from account_hierarchy.hierarchy.queries import NotInSnapshotError
-from account_hierarchy.json_text import parse_json
+from account_hierarchy.json_text import fetch_rows
 from account_hierarchy.traits.compute import TRAIT_TABLES
 from account_hierarchy.traits.schemas import ID_COLUMNS
 
@@ -23,12 +23,7 @@ def trait_rows(
         params["id"] = entity_id
     cursor = con.execute(f"{query} ORDER BY {id_column}", params)
     names = [column[0] for column in cursor.description]
-    json_columns = {name for name, kind, *_ in cursor.description if str(kind) == "JSON"}
-    rows = [
-        {name: parse_json(value) if name in json_columns and value is not None else value
-         for name, value in zip(names, row, strict=True)}
-        for row in cursor.fetchall()
-    ]  # fmt: skip
+    rows = [dict(zip(names, row, strict=True)) for row in fetch_rows(cursor)]
     if not rows:
         what = f"{entity} {entity_id!r}" if entity_id else f"any {entity}"
         raise NotInSnapshotError(f"No traits of {what} in the snapshot of {hour}.")
