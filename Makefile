@@ -23,10 +23,11 @@ run: $(BIN)/.installed
 	$(BIN)/account-hierarchy sample --if-empty
 	$(BIN)/dg dev
 
-# The suite's tests run on TEST_WORKERS processes (pytest-xdist); 1 runs them in this one.
+# The suite's tests run on TEST_WORKERS processes (pytest-xdist), each test file on one of them,
+# so that a file's module fixtures (a Spark session, the engines' runs) are built once.
 TEST_WORKERS ?= 2
 test: $(BIN)/.installed lint
-	$(BIN)/pytest -n $(TEST_WORKERS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -27,7 +27,7 @@ from benchmarks.verify import direct_audiences, direct_traits, same
 
 START = datetime(2026, 10, 1)
 DAYS = 3
-SEEDS = random_seeds("1,2")
+SEEDS = random_seeds("1")
 ACCOUNTS = [f"acc_{n}" for n in range(1, 6)]
 USERS = [f"user_{n}" for n in range(1, 13)]
 FEATURES = ["reports", "export", "import", "report builder"]

@@ -1,22 +1,23 @@
 """The `spark` engine gives the DuckDB engine's answers: traits, audience memberships and
-activation diffs,
-computed from the same definitions on Spark `local[2]` over the lake, equal the warehouse's,
-row for row and type for type (the sample, and the edge cases of the trait and audience
-tests)."""
+activation diffs computed from the same definitions on Spark `local[2]` over the lake equal
+the warehouse's, row for row and type for type. The sample runs through the Dagster assets on
+both engines; the edge cases of the trait and audience tests run through the engines'
+functions."""
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 import yaml
 
 from account_hierarchy import settings
 from account_hierarchy.activation.assets import build_diffs_asset
-from account_hierarchy.activation.diffs import build_diffs
 from account_hierarchy.audiences.assets import build_audience_assets
-from account_hierarchy.audiences.memberships import build_audience
-from account_hierarchy.catalog.loader import load_catalog
+from account_hierarchy.audiences.memberships import build_audience, member_frame
+from account_hierarchy.catalog.loader import Catalog, load_catalog
 from account_hierarchy.hierarchy.assets import hierarchy_snapshots
 from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.ingest.assets import raw_events
@@ -24,9 +25,8 @@ from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.partitions import hours_of
 from account_hierarchy.resources import LandingFolder, Warehouse
 from account_hierarchy.sample.generator import generate_sample
-from account_hierarchy.spark import lake
+from account_hierarchy.spark import audiences, lake
 from account_hierarchy.spark.audiences import build_audience_on_spark
-from account_hierarchy.spark.diffs import build_diffs_on_spark
 from account_hierarchy.spark.session import spark_backend, spark_session
 from account_hierarchy.spark.traits import INPUTS, build_traits_on_spark
 from account_hierarchy.traits.assets import build_trait_assets
@@ -47,27 +47,18 @@ DIFF_COLUMNS = ("snapshot_hour, kind, name, entity_type, entity_id, change, "
                 "old_value::VARCHAR AS old_value, new_value::VARCHAR AS new_value")  # fmt: skip
 
 
+@dataclass
+class Engines:
+    warehouse: Path  # the duckdb engine's
+    lake_dir: str  # the spark engine's
+    catalog: Catalog
+    tables: dict[str, dict[str, list]]  # by engine: every warehouse table's rows
+    kinds: dict[str, set[str]]  # by engine: the kinds of the trait assets
+
+
 @pytest.fixture(scope="module")
 def spark():
     return spark_session("local[2]")
-
-
-def run_both(con, catalog, lake_dir: str, windows, spark) -> None:
-    """Traits, audiences and diffs of each window on both engines (the hierarchy built): the
-    warehouse's in DuckDB, Spark's in the lake, from the warehouse's inputs."""
-    for start, end in windows:
-        build_traits(con, catalog, start, end)
-        for located in catalog.audiences:
-            build_audience(con, catalog, located.audience.name, start, end)
-        for table in INPUTS:
-            lake.export_from_warehouse(
-                con, table, HISTORY_START if table == "raw_events" else start, end, lake_dir
-            )
-        build_diffs(con, catalog, start, end)
-        build_traits_on_spark(spark, catalog, start, end, lake_dir)
-        for located in catalog.audiences:
-            build_audience_on_spark(spark, catalog, located.audience.name, start, end, lake_dir)
-        build_diffs_on_spark(spark, catalog, start, end, lake_dir)
 
 
 def both_engines(warehouse: Path, lake_dir: str, table: str, columns: str = "*"):
@@ -86,24 +77,36 @@ def both_engines(warehouse: Path, lake_dir: str, table: str, columns: str = "*")
 
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory, spark):
-    """The sample: its hierarchy built by the Dagster assets, then three hours of traits and
-    audiences on both engines."""
+    """The sample through the Dagster assets, once with `AH_ENGINE=duckdb` and once with
+    `AH_ENGINE=spark`: events and the hierarchy for its day, then three hours of traits,
+    audiences and diffs. Each engine's warehouse tables, the asset kinds it declared, and where
+    the warehouses and the Spark engine's lake are."""
     root = tmp_path_factory.mktemp("engines")
     generate_sample(root / "landing", seed=11, accounts=30, users=200, days=1)
-    resources = {
-        "warehouse": Warehouse(database=str(root / "wh.duckdb")),
-        "landing": LandingFolder(path=str(root / "landing")),
-    }
-    tags = {
-        "dagster/asset_partition_range_start": "2026-10-01-00:00",
-        "dagster/asset_partition_range_end": "2026-10-01-23:00",
-    }
-    assert dg.materialize([raw_events, hierarchy_snapshots], resources=resources, tags=tags).success
     catalog = load_catalog(SAMPLE_DEFINITIONS)
-    lake_dir = str(root / "lake")
-    with connect(root / "wh.duckdb") as con:
-        run_both(con, catalog, lake_dir, [(START, END)], spark)
-    return root / "wh.duckdb", lake_dir, catalog
+    day = {"dagster/asset_partition_range_start": "2026-10-01-00:00",
+           "dagster/asset_partition_range_end": "2026-10-01-23:00"}  # fmt: skip
+    last = {"dagster/asset_partition_range_start": START.strftime("%Y-%m-%d-%H:%M"),
+            "dagster/asset_partition_range_end": (END - timedelta(hours=1)).strftime(
+                "%Y-%m-%d-%H:%M")}  # fmt: skip
+    tables, kinds = {}, {}
+    for engine in ("duckdb", "spark"):
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv(settings.ENGINE_ENV, engine)
+            env.setenv(settings.LAKE_DIR_ENV, str(root / f"lake_{engine}"))
+            resources = {
+                "warehouse": Warehouse(database=str(root / f"{engine}.duckdb")),
+                "landing": LandingFolder(path=str(root / "landing")),
+            }
+            later = [build_trait_assets(catalog), *build_audience_assets(catalog),
+                     build_diffs_asset(catalog)]  # fmt: skip
+            kinds[engine] = later[0].specs_by_key[dg.AssetKey("user_traits")].kinds
+            assert dg.materialize([raw_events, hierarchy_snapshots], resources=resources,
+                                  tags=day).success  # fmt: skip
+            assert dg.materialize(later, resources=resources, tags=last).success
+        with connect(root / f"{engine}.duckdb", read_only=True) as con:
+            tables[engine] = warehouse_tables(con)
+    return Engines(root / "duckdb.duckdb", str(root / "lake_spark"), catalog, tables, kinds)
 
 
 # List traits of numbers and of text, tested with `contains` (a text operand for numbers:
@@ -146,21 +149,29 @@ def edge_cases(tmp_path_factory, spark):
     hours = sorted({*trait_cases.EDGE_HOURS, audience_cases.EDGE_HOUR, datetime(2026, 10, 1, 8)})
     one_hour = timedelta(hours=1)
     windows = [(hours[0], hours[0] + one_hour), (hours[1], hours[-1] + one_hour)]
-    assert hours[1:] == hours_of(*windows[1])
+    assert hours[1:] == hours_of(*windows[1]) and audience_cases.EDGE_HOUR in hours[1:]
     lake_dir = str(root / "lake")
     with connect(root / "wh.duckdb") as con:
         ingest_window(con, root / "landing", datetime(2026, 9, 1), datetime(2026, 10, 2),
                       PARTITIONS_START)  # fmt: skip
         for start, end in windows:
             build_snapshots(con, start, end, "parent_account_id")
-        run_both(con, catalog, lake_dir, windows, spark)
+            build_traits(con, catalog, start, end)
+            for table in INPUTS:
+                since = HISTORY_START if table == "raw_events" else start
+                lake.export_from_warehouse(con, table, since, end, lake_dir)
+            build_traits_on_spark(spark, catalog, start, end, lake_dir)
+        # The audiences' cases are in the second window: each audience runs there only.
+        for located in catalog.audiences:
+            build_audience(con, catalog, located.audience.name, *windows[1])
+            build_audience_on_spark(spark, catalog, located.audience.name, *windows[1], lake_dir)
     return root / "wh.duckdb", lake_dir, catalog
 
 
 @pytest.mark.parametrize("table", ["account_traits", "user_traits"])
 def test_traits_are_identical_on_both_engines(engines, table):
-    warehouse, lake_dir, catalog = engines
-    on_spark, on_duckdb = both_engines(warehouse, lake_dir, table)
+    catalog = engines.catalog
+    on_spark, on_duckdb = both_engines(engines.warehouse, engines.lake_dir, table)
     entity = table.removesuffix("_traits")
     assert set(on_spark[0]) == {"snapshot_hour", f"{entity}_id", *catalog.trait_columns(entity)}
     assert {row[0] for row in on_spark[2]} == {START + timedelta(hours=h) for h in range(3)}
@@ -168,16 +179,16 @@ def test_traits_are_identical_on_both_engines(engines, table):
 
 
 def test_audience_memberships_are_identical_on_both_engines(engines):
-    warehouse, lake_dir, catalog = engines
-    on_spark, on_duckdb = both_engines(warehouse, lake_dir, "audience_memberships",
-                                       MEMBERSHIP_COLUMNS)  # fmt: skip
-    assert len({row[1] for row in on_spark[2]}) >= len(catalog.audiences) - 2  # some are empty
+    on_spark, on_duckdb = both_engines(engines.warehouse, engines.lake_dir,
+                                       "audience_memberships", MEMBERSHIP_COLUMNS)  # fmt: skip
+    audiences = len(engines.catalog.audiences)
+    assert len({row[1] for row in on_spark[2]}) >= audiences - 2  # some are empty
     assert on_spark == on_duckdb
 
 
 def test_activation_diffs_are_identical_on_both_engines(engines):
-    warehouse, lake_dir, _ = engines
-    on_spark, on_duckdb = both_engines(warehouse, lake_dir, "activation_diffs", DIFF_COLUMNS)
+    on_spark, on_duckdb = both_engines(engines.warehouse, engines.lake_dir, "activation_diffs",
+                                       DIFF_COLUMNS)  # fmt: skip
     assert {(row[1], row[5]) for row in on_spark[2]} >= {("audience", "entered"),
                                                        ("trait", "changed")}  # fmt: skip
     assert on_spark == on_duckdb
@@ -196,24 +207,43 @@ def test_edge_cases_are_identical_on_both_engines(edge_cases, table):
 
 
 def test_the_lake_holds_one_folder_per_hour(engines):
-    _, lake_dir, _ = engines
-    folders = sorted(p.name for p in Path(lake.location("account_traits", lake_dir)).iterdir())
+    traits = Path(lake.location("account_traits", engines.lake_dir))
+    folders = sorted(p.name for p in traits.iterdir())
     assert folders == ["hour=2026-10-01T20", "hour=2026-10-01T21", "hour=2026-10-01T22"]
 
 
-def test_rewriting_a_window_replaces_its_hours(engines, spark):
-    warehouse, lake_dir, catalog = engines
-    build_traits_on_spark(spark, catalog, START, END, lake_dir)
-    on_spark, on_duckdb = both_engines(warehouse, lake_dir, "user_traits")
-    assert on_spark == on_duckdb
+def test_rewriting_an_hour_replaces_its_rows(engines, spark):
+    build_traits_on_spark(spark, engines.catalog, END - timedelta(hours=1), END, engines.lake_dir)
+    on_spark, on_duckdb = both_engines(engines.warehouse, engines.lake_dir, "user_traits")
+    assert on_spark == on_duckdb and {row[0] for row in on_spark[2]} == set(hours_of(START, END))
 
 
 def test_spark_rows_are_validated_with_pandera(engines, spark):
-    _, lake_dir, catalog = engines
-    rows = lake.read(spark, "user_traits", lake_dir)
+    catalog = engines.catalog
+    rows = lake.read(spark, "user_traits", engines.lake_dir)
     rows.unionByName(rows.limit(1)).createOrReplaceTempView("doubled_user_traits")
     with pytest.raises(FrameValidationError, match="one row per snapshot_hour, user_id"):
         validate_trait_rows(spark_backend(spark).table("doubled_user_traits"), "user", catalog)
+
+
+def test_spark_memberships_are_validated_before_they_are_written(engines, spark, monkeypatch):
+    """An audience's rows are validated on the driver, where Spark collected them: rows that
+    break a rule fail the run and leave the lake's rows as they were."""
+
+    def written() -> list:
+        with connect(engines.warehouse, read_only=True) as con:
+            rows = lake.read_with_duckdb(con, "audience_memberships", engines.lake_dir)
+            return rows.select(MEMBERSHIP_COLUMNS).order("ALL").fetchall()
+
+    def doubled(evaluated, rows: pd.DataFrame, hour: datetime) -> pd.DataFrame:
+        return pd.concat([member_frame(evaluated, rows, hour)] * 2)
+
+    before = written()
+    monkeypatch.setattr(audiences, "member_frame", doubled)
+    with pytest.raises(FrameValidationError, match="one row per snapshot_hour, audience"):
+        build_audience_on_spark(spark, engines.catalog, "software_industry", START, END,
+                                engines.lake_dir)  # fmt: skip
+    assert written() == before and any(row[1] == "software_industry" for row in before)
 
 
 def test_engine_setting(monkeypatch):
@@ -226,43 +256,22 @@ def test_engine_setting(monkeypatch):
         settings.engine()
 
 
-def test_the_dagster_assets_on_spark_write_what_duckdb_writes(tmp_path, monkeypatch, spark):
-    """The whole asset graph over three hours with `AH_ENGINE=spark` and with the default:
-    every table the same (Spark's as warehouse views over the lake), and the lake readable."""
-    generate_sample(tmp_path / "landing", seed=5, accounts=20, users=120, days=1)
-    catalog = load_catalog(SAMPLE_DEFINITIONS)
-    day = {"dagster/asset_partition_range_start": "2026-10-01-00:00",
-           "dagster/asset_partition_range_end": "2026-10-01-23:00"}  # fmt: skip
-    last = {"dagster/asset_partition_range_start": "2026-10-01-21:00",
-            "dagster/asset_partition_range_end": "2026-10-01-23:00"}  # fmt: skip
-    tables = {}
-    for engine in ("duckdb", "spark"):
-        monkeypatch.setenv(settings.ENGINE_ENV, engine)
-        monkeypatch.setenv(settings.LAKE_DIR_ENV, str(tmp_path / f"lake_{engine}"))
-        resources = {
-            "warehouse": Warehouse(database=str(tmp_path / f"{engine}.duckdb")),
-            "landing": LandingFolder(path=str(tmp_path / "landing")),
-        }
-        later = [build_trait_assets(catalog), *build_audience_assets(catalog),
-                 build_diffs_asset(catalog)]  # fmt: skip
-        assert later[0].specs_by_key[dg.AssetKey("user_traits")].kinds == {engine}
-        assert dg.materialize([raw_events, hierarchy_snapshots], resources=resources,
-                              tags=day).success  # fmt: skip
-        assert dg.materialize(later, resources=resources, tags=last).success
-        with connect(tmp_path / f"{engine}.duckdb", read_only=True) as con:
-            tables[engine] = warehouse_tables(con)
-    assert not (tmp_path / "lake_duckdb").exists()
+def test_the_dagster_assets_on_spark_write_what_duckdb_writes(engines):
+    """Every warehouse table the same (Spark's as views over the lake), and the lake readable;
+    the duckdb engine writes no lake."""
+    tables = engines.tables
+    assert engines.kinds == {"duckdb": {"duckdb"}, "spark": {"spark"}}
+    assert not (engines.warehouse.parent / "lake_duckdb").exists()
     assert set(tables["spark"]) == set(tables["duckdb"])
     for table in ("account_traits", "user_traits", "audience_memberships", "activation_diffs"):
         assert tables["spark"][table], table
     for table, rows in tables["duckdb"].items():
         assert tables["spark"][table] == rows, table
-    lake_dir = str(tmp_path / "lake_spark")
     published = ("raw_events", "quarantined_lines", "duplicate_lines", "account_hierarchy")
-    with connect(tmp_path / "spark.duckdb", read_only=True) as con:
+    with connect(engines.warehouse, read_only=True) as con:
         for table in published:
-            (rows,) = lake.read_with_duckdb(con, table, lake_dir).aggregate("count(*)").fetchone()
-            assert rows == len(tables["duckdb"][table]) > 0, table
+            found = lake.read_with_duckdb(con, table, engines.lake_dir).aggregate("count(*)")
+            assert found.fetchone()[0] == len(tables["duckdb"][table]) > 0, table
 
 
 def test_a_window_without_rows_leaves_a_readable_table(spark, tmp_path):

@@ -72,7 +72,6 @@ def test_spark_ingestion_loads_what_duckdb_loads(tmp_path: Path, spark):
         write_lines(landing / "late.ndjson", [message("m3", "2026-10-01T10:30:00Z")])
         write_lines(landing / "b.ndjson.gz", [message("m4", "2026-10-01T11:10:00Z")], gz=True)
         (landing / "empty.ndjson").unlink()
-        both(H10, H11)
         both(H10, H12)
         (events,) = lake.read_with_duckdb(con, "raw_events", lake_dir).count("*").fetchone()
         assert events == len(warehouse_tables(on_duckdb)["raw_events"]) == 4

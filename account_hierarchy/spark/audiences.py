@@ -4,6 +4,7 @@ audience's folder of the lake's `audience_memberships`."""
 
 from datetime import datetime, timedelta
 
+import ibis
 import pandas as pd
 from pyspark.sql import SparkSession
 
@@ -24,6 +25,11 @@ MEMBERSHIPS_SCHEMA = (
     "snapshot_hour TIMESTAMP_NTZ, audience STRING, entity_type STRING, entity_id STRING, "
     "reason STRING"
 )
+# The same columns for Ibis, which cannot tell a column's type from no rows.
+MEMBERSHIP_TYPES = ibis.schema(
+    {"snapshot_hour": "timestamp(6)", "audience": "string", "entity_type": "string",
+     "entity_id": "string", "reason": "string"}
+)  # fmt: skip
 
 
 def build_audience_on_spark(
@@ -45,10 +51,11 @@ def build_audience_on_spark(
     members = evaluated.table.filter(evaluated.table.member)
     found = hourly_results(backend, members, hours)
     frames = [member_frame(evaluated, rows, hour) for hour, rows in zip(hours, found, strict=True)]
-    frame = session.createDataFrame(pd.concat(frames, ignore_index=True), schema=MEMBERSHIPS_SCHEMA)
-    lake.write_validated(
-        frame, MEMBERSHIPS, validate_membership_rows, start, end, lake_dir, {"audience": name}
-    )
+    memberships = pd.concat(frames, ignore_index=True)
+    # Spark collected the rows: they are validated here, on the driver.
+    validate_membership_rows(ibis.memtable(memberships, schema=MEMBERSHIP_TYPES))
+    frame = session.createDataFrame(memberships, schema=MEMBERSHIPS_SCHEMA)
+    lake.write(frame, MEMBERSHIPS, start, end, lake_dir, {"audience": name})
     last_hour = {HOUR: end - timedelta(hours=1), AS_OF: end}
     report = AudienceReport(
         sizes={hour: len(rows) for hour, rows in zip(hours, found, strict=True)},
