@@ -1,20 +1,26 @@
 """Validate warehouse frames with pandera, reporting each broken rule with the rows that break it.
 
-Frames are Ibis tables, so pandera's Ibis backend runs the checks inside the engine (DuckDB)
-without pulling rows into pandas. Row-level rules are written as `Rule`s: a name and an Ibis
-boolean expression over the table. The same expression finds the offending rows for the error.
+Frames are Ibis tables, so the checks run inside the engine (DuckDB or Spark) without pulling
+rows into pandas. Row-level rules are written as `Rule`s: a name and an Ibis boolean expression
+over the table; whole-table rules (uniqueness) as `TableRule`s. `validate_table` counts every
+rule's offending rows and every required column's nulls in one query (pandera's Ibis backend
+asks once per check, a job each on Spark), pandera checks the schema with those answers, and
+the same expressions find the offending rows for the error.
 """
 
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import reduce
 
 import duckdb
 import ibis
 import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
+import pandas as pd
 import pandera.ibis as pa
+from ibis import _
 from pandera.errors import SchemaErrors
 
 ROWS_SHOWN = 5
@@ -33,22 +39,17 @@ class TableRule:
     """A rule over the whole table (e.g. uniqueness); `offenders` lists the rows breaking it."""
 
     name: str
-    holds: Callable[[ir.Table], ir.BooleanScalar]
     offenders: Callable[[ir.Table], ir.Table]
 
 
 def unique(*keys: str) -> TableRule:
     """One row per combination of `keys`."""
 
-    def repeated(t: ir.Table) -> ir.Table:
+    def offenders(t: ir.Table) -> ir.Table:
         counts = t.group_by(list(keys)).aggregate(copies=t.count())
-        return counts.filter(counts.copies > 1)
+        return t.semi_join(counts.filter(counts.copies > 1), list(keys))
 
-    return TableRule(
-        f"one row per {', '.join(keys)}",
-        lambda t: repeated(t).count() == 0,
-        lambda t: t.semi_join(repeated(t), list(keys)),
-    )
+    return TableRule(f"one row per {', '.join(keys)}", offenders)
 
 
 class FrameValidationError(ValueError):
@@ -66,10 +67,19 @@ def build_schema(
 
 
 def _check_fn(rule: Rule | TableRule) -> Callable:
-    # Nulls count as passing: nullability is the columns' business.
-    if isinstance(rule, TableRule):
-        return lambda data: rule.holds(data.table)
-    return lambda data: rule.holds(data.table).fill_null(True)
+    return lambda data: _offending(rule, data.table).count() == 0
+
+
+def _breaks(rule: Rule, table: ir.Table) -> ir.BooleanColumn:
+    """Rows breaking a row-level rule (nulls pass: nullability is the columns' business)."""
+    return ~rule.holds(table).fill_null(True)
+
+
+def _offending(rule: Rule | TableRule, table: ir.Table) -> ir.Table:
+    """The rows of `table` that break `rule`."""
+    return (
+        rule.offenders(table) if isinstance(rule, TableRule) else table.filter(_breaks(rule, table))
+    )
 
 
 def validate_table(
@@ -81,19 +91,22 @@ def validate_table(
     """Validate `table`; on failure raise `FrameValidationError` naming each failed rule and up
     to five offending rows, identified by the `row_label` columns.
 
-    Non-nullable columns are checked together in one query (pandera asks once per column,
-    which costs a job per column on Spark); pandera checks the rest."""
+    One query counts the nulls of the non-nullable columns and the rows breaking each rule;
+    pandera then validates the schema (columns, types) with the rules' checks answered by
+    those counts."""
     table = _microsecond_timestamps(table)
-    by_name = {rule.name: rule for rule in rules}
+    required = [name for name, column in schema.columns.items()
+                if not column.nullable and name in table.columns]  # fmt: skip
+    nulls, broken = _count_offenders(table, required, rules)
     cases = [{"check": "not_nullable", "column": column, "failure_case": None}
-             for column in _columns_with_nulls(schema, table)]  # fmt: skip
+             for column in required if nulls[column]]  # fmt: skip
     try:
-        _nulls_allowed(schema).validate(table, lazy=True)
+        _answered(schema, broken).validate(table, lazy=True)
     except SchemaErrors as errors:
         cases += errors.failure_cases.to_dict("records")
     problems = []
     for case in cases:
-        problem = _describe(case, by_name, table, row_label)
+        problem = _describe(case, {rule.name: rule for rule in rules}, table, row_label)
         if problem and problem not in problems:
             problems.append(problem)
     if problems:
@@ -101,32 +114,46 @@ def validate_table(
         raise FrameValidationError("\n".join(lines)) from None
 
 
-def _nulls_allowed(schema: pa.DataFrameSchema) -> pa.DataFrameSchema:
-    """A copy of the schema whose columns may hold nulls (checked beforehand)."""
+def _count_offenders(
+    table: ir.Table, required: list[str], rules: Sequence[Rule | TableRule]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """The nulls of each `required` column and the rows breaking each rule, in one query."""
+    row_rules = [rule for rule in rules if isinstance(rule, Rule)]
+    metrics = {f"c{i}": _missing(table[name]).ifelse(1, 0).sum() for i, name in enumerate(required)}
+    metrics |= {
+        f"r{i}": _breaks(rule, table).ifelse(1, 0).sum() for i, rule in enumerate(row_rules)
+    }
+    parts = [table.aggregate(**metrics)] if metrics else []
+    table_rules = [rule for rule in rules if isinstance(rule, TableRule)]
+    parts += [rule.offenders(table).aggregate(**{f"t{i}": _.count()})
+              for i, rule in enumerate(table_rules)]  # fmt: skip
+    if not parts:
+        return {}, {}
+    (counts,) = reduce(ir.Table.cross_join, parts).execute().to_dict("records")
+    found = {key: 0 if pd.isna(value) else int(value) for key, value in counts.items()}
+    nulls = {name: found[f"c{i}"] for i, name in enumerate(required)}
+    broken = {rule.name: found[f"r{i}"] for i, rule in enumerate(row_rules)}
+    broken |= {rule.name: found[f"t{i}"] for i, rule in enumerate(table_rules)}
+    return nulls, broken
+
+
+def _answered(schema: pa.DataFrameSchema, broken: dict[str, int]) -> pa.DataFrameSchema:
+    """A copy of the schema whose columns may hold nulls (counted beforehand) and whose checks
+    answer with the counts of rows breaking them."""
     columns = {}
     for name, column in schema.columns.items():
         columns[name] = copy.copy(column)
         columns[name].nullable = True
-    relaxed = copy.copy(schema)
-    relaxed.columns = columns
-    return relaxed
+    answered = copy.copy(schema)
+    answered.columns = columns
+    answered.checks = [pa.Check(lambda data, ok=not broken[check.name]: ok, name=check.name)
+                       for check in schema.checks]  # fmt: skip
+    return answered
 
 
 def _missing(column: ir.Column) -> ir.BooleanColumn:
     """Null, or NaN for floating point numbers (as pandera counts them)."""
     return column.isnull() | column.isnan() if column.type().is_floating() else column.isnull()
-
-
-def _columns_with_nulls(schema: pa.DataFrameSchema, table: ir.Table) -> list[str]:
-    """The schema's non-nullable columns that hold a null, found in one aggregation."""
-    required = [name for name, column in schema.columns.items()
-                if not column.nullable and name in table.columns]  # fmt: skip
-    if not required:
-        return []
-    counts = table.aggregate(
-        **{name: _missing(table[name]).ifelse(1, 0).sum() for name in required}
-    ).execute()
-    return [name for name in required if (counts[name].iloc[0] or 0) > 0]
 
 
 def _microsecond_timestamps(table: ir.Table) -> ir.Table:
@@ -143,10 +170,8 @@ def _describe(case: dict, rules: dict, table: ir.Table, row_label: Sequence[str]
     check = str(case["check"])
     column = case["column"]
     rule = rules.get(check)
-    if isinstance(rule, TableRule):
-        offending = rule.offenders(table)
-    elif isinstance(rule, Rule):
-        offending = table.filter(~rule.holds(table).fill_null(True))
+    if rule is not None:
+        offending = _offending(rule, table)
     elif check == "not_nullable" and column in table.columns:
         offending = table.filter(_missing(table[column]))
         check = f"column {column} must not be null"

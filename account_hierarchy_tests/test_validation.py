@@ -3,6 +3,8 @@
 import ibis
 import ibis.expr.datatypes as dt
 import pandera.ibis as pa
+import pytest
+from pandera.errors import SchemaErrors
 
 from account_hierarchy.validation import (
     FrameValidationError,
@@ -20,8 +22,8 @@ SCHEMA = build_schema(
 )
 
 
-def check(rows: dict) -> str | None:
-    table = ibis.duckdb.connect().create_table("scores", ibis.memtable(rows))
+def check(rows: dict, schema: dict | None = None) -> str | None:
+    table = ibis.duckdb.connect().create_table("scores", ibis.memtable(rows, schema=schema))
     try:
         validate_table(SCHEMA, table, RULES, ["id"])
     except FrameValidationError as error:
@@ -48,3 +50,19 @@ def test_rules_and_nulls_are_reported_together():
     assert "rule 'one row per id' broken by 2 row(s)" in message
     assert "rule 'score >= 0' broken by 1 row(s): a" in message
     assert "column id must not be null" in message
+
+
+def test_the_schema_alone_checks_the_same_rules():
+    """pandera on its own (each check its own query) breaks the rules `validate_table` counts
+    in one query."""
+    table = ibis.duckdb.connect().create_table(
+        "scores", ibis.memtable({"id": ["a", "a"], "score": [-1.0, 2.0], "note": ["x", None]})
+    )
+    with pytest.raises(SchemaErrors) as raised:
+        SCHEMA.validate(table, lazy=True)
+    assert set(raised.value.failure_cases["check"]) == {"one row per id", "score >= 0"}
+
+
+def test_an_empty_table_passes():
+    types = {"id": "string", "score": "float64", "note": "string"}
+    assert check({"id": [], "score": [], "note": []}, types) is None
