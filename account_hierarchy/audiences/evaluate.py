@@ -525,21 +525,33 @@ def require_snapshots(
     empty (no users before the first event with a userId, ...), and needs no rows."""
     expected = int((end - start) / timedelta(hours=1))
     existing = set(backend.list_tables())
+    hours = _snapshot_hours(backend, sorted(evaluated.tables & existing), start, end)
     for name in sorted(evaluated.tables):
-        found = 0
-        if name in existing:
-            table = backend.table(name)
-            hours = table.filter(
-                (table.snapshot_hour >= timestamp(start)) & (table.snapshot_hour < timestamp(end))
-            )
-            found = hours.snapshot_hour.nunique().execute()
-            if found < expected and "raw_events" in existing:
-                found += _hours_before_rows(backend, name, start, end)
+        found = hours.get(name, 0)
+        if found < expected and name in existing and "raw_events" in existing:
+            found += _hours_before_rows(backend, name, start, end)
         if found < expected:
             raise NotComputedError(
                 f"{name} has no snapshot for {expected - found} of the {expected} hours from "
                 f"{start} to {end}: materialize it first."
             )
+
+
+def _snapshot_hours(
+    backend: ibis.BaseBackend, tables: list[str], start: datetime, end: datetime
+) -> dict[str, int]:
+    """How many snapshot hours of `[start, end)` each table has, in one query."""
+    counts = []
+    for name in tables:
+        table = backend.table(name)
+        hours = table.filter(
+            (table.snapshot_hour >= timestamp(start)) & (table.snapshot_hour < timestamp(end))
+        )
+        counts.append(hours.aggregate(hours=hours.snapshot_hour.nunique(), name=ibis.literal(name)))
+    if not counts:
+        return {}
+    found = ibis.union(*counts).execute()
+    return dict(zip(found["name"], found["hours"].astype(int), strict=True))
 
 
 def _hours_before_rows(

@@ -55,7 +55,7 @@ def build_audience_on_spark(
     # Spark collected the rows: they are validated here, on the driver.
     validate_membership_rows(ibis.memtable(memberships, schema=MEMBERSHIP_TYPES))
     frame = session.createDataFrame(memberships, schema=MEMBERSHIPS_SCHEMA)
-    lake.write(frame, MEMBERSHIPS, start, end, lake_dir, {"audience": name})
+    lake.write(frame, MEMBERSHIPS, start, end, lake_dir, {"audience": name}, memberships.empty)
     last_hour = {HOUR: end - timedelta(hours=1), AS_OF: end}
     report = AudienceReport(
         sizes={hour: len(rows) for hour, rows in zip(hours, found, strict=True)},

@@ -111,13 +111,15 @@ def write(
     end: datetime,
     lake: str | None = None,
     within: dict[str, str] | None = None,
+    empty: bool | None = None,
 ) -> None:
     """Write `frame` as the table's hours `[start, end)` (of one outer partition `within`,
-    whose columns the files leave out), replacing what those hours held."""
+    whose columns the files leave out), replacing what those hours held. `empty` says whether
+    the frame has no rows, when the caller knows (else Spark is asked: a job)."""
     path = location(table, lake, within)
     _clear_hours(path, start, end)
     frame = frame.drop(*(within or {}))
-    if frame.isEmpty():  # one file without rows keeps the table's columns readable
+    if frame.isEmpty() if empty is None else empty:  # one file without rows keeps the columns
         frame.write.mode("overwrite").parquet(f"{path}/{PARTITION}={partition_value(start)}")
         return
     partitioned = frame.withColumn(PARTITION, F.date_format(hour_column(table), _SPARK_FORMAT))
@@ -141,8 +143,8 @@ def write_validated(
     staged = f"{table}_staged"
     frame.createOrReplaceTempView(staged)
     validate(spark_backend(frame.sparkSession).table(staged))
-    write(frame, table, start, end, lake, within)
     rows = frame.count()
+    write(frame, table, start, end, lake, within, empty=rows == 0)
     frame.unpersist()
     return rows
 
