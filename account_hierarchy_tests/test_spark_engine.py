@@ -38,7 +38,7 @@ from account_hierarchy_tests import test_audiences as audience_cases
 from account_hierarchy_tests import test_traits as trait_cases
 from account_hierarchy_tests.conftest import PARTITIONS_START, warehouse_tables, write_lines
 
-START, END = datetime(2026, 10, 1, 20), datetime(2026, 10, 1, 23)
+START, END = datetime(2026, 10, 1, 20), datetime(2026, 10, 1, 22)
 HISTORY_START = datetime(2000, 1, 1)
 SAMPLE_DEFINITIONS = Path(__file__).parent.parent / "data" / "definitions"
 # The warehouse stores reasons as JSON, the lake as their text.
@@ -78,7 +78,7 @@ def both_engines(warehouse: Path, lake_dir: str, table: str, columns: str = "*")
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory, spark):
     """The sample through the Dagster assets, once with `AH_ENGINE=duckdb` and once with
-    `AH_ENGINE=spark`: events and the hierarchy for its day, then three hours of traits,
+    `AH_ENGINE=spark`: events and the hierarchy for its day, then two hours of traits,
     audiences and diffs. Each engine's warehouse tables, the asset kinds it declared, and where
     the warehouses and the Spark engine's lake are."""
     root = tmp_path_factory.mktemp("engines")
@@ -161,10 +161,11 @@ def edge_cases(tmp_path_factory, spark):
                 since = HISTORY_START if table == "raw_events" else start
                 lake.export_from_warehouse(con, table, since, end, lake_dir)
             build_traits_on_spark(spark, catalog, start, end, lake_dir)
-        # The audiences' cases are in the second window: each audience runs there only.
+        # The audiences' cases are all at one hour: each audience runs for that hour only.
+        edge_hour = (audience_cases.EDGE_HOUR, audience_cases.EDGE_HOUR + one_hour)
         for located in catalog.audiences:
-            build_audience(con, catalog, located.audience.name, *windows[1])
-            build_audience_on_spark(spark, catalog, located.audience.name, *windows[1], lake_dir)
+            build_audience(con, catalog, located.audience.name, *edge_hour)
+            build_audience_on_spark(spark, catalog, located.audience.name, *edge_hour, lake_dir)
     return root / "wh.duckdb", lake_dir, catalog
 
 
@@ -174,7 +175,7 @@ def test_traits_are_identical_on_both_engines(engines, table):
     on_spark, on_duckdb = both_engines(engines.warehouse, engines.lake_dir, table)
     entity = table.removesuffix("_traits")
     assert set(on_spark[0]) == {"snapshot_hour", f"{entity}_id", *catalog.trait_columns(entity)}
-    assert {row[0] for row in on_spark[2]} == {START + timedelta(hours=h) for h in range(3)}
+    assert {row[0] for row in on_spark[2]} == {START + timedelta(hours=h) for h in range(2)}
     assert on_spark == on_duckdb
 
 
@@ -209,7 +210,7 @@ def test_edge_cases_are_identical_on_both_engines(edge_cases, table):
 def test_the_lake_holds_one_folder_per_hour(engines):
     traits = Path(lake.location("account_traits", engines.lake_dir))
     folders = sorted(p.name for p in traits.iterdir())
-    assert folders == ["hour=2026-10-01T20", "hour=2026-10-01T21", "hour=2026-10-01T22"]
+    assert folders == ["hour=2026-10-01T20", "hour=2026-10-01T21"]
 
 
 def test_rewriting_an_hour_replaces_its_rows(engines, spark):

@@ -1,8 +1,8 @@
 """Ingestion and the hierarchy on the `spark` engine give the DuckDB engine's tables.
 
 - Ingestion: the same events, quarantined lines, duplicates, file index and hour versions,
-  through re-sends, copied, changed and removed files, windows run twice and lines of every
-  quarantine reason.
+  through re-sends, copied, changed and removed files, a window over hours loaded before and
+  lines of every quarantine reason.
 - The hierarchy: the same users, accounts, memberships and account tree for the hierarchy
   tests' edge cases (cycles, missing parents, ties, late files), with typed trait columns of
   every type."""
@@ -67,8 +67,8 @@ def test_spark_ingestion_loads_what_duckdb_loads(tmp_path: Path, spark):
 
         both(H10, H11)
         both(H11, H12)
-        both(H10, H12)  # again, as one window: nothing changes
-        # a re-send of m3 in another hour, a changed file and a removed one
+        # a re-send of m3 in another hour, a changed file and a removed one, loaded with the
+        # unchanged files as one window
         write_lines(landing / "late.ndjson", [message("m3", "2026-10-01T10:30:00Z")])
         write_lines(landing / "b.ndjson.gz", [message("m4", "2026-10-01T11:10:00Z")], gz=True)
         (landing / "empty.ndjson").unlink()
