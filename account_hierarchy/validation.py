@@ -98,17 +98,22 @@ def validate_table(
     required = [name for name, column in schema.columns.items()
                 if not column.nullable and name in table.columns]  # fmt: skip
     nulls, broken = _count_offenders(table, required, rules)
-    cases = [{"check": "not_nullable", "column": column, "failure_case": None}
-             for column in required if nulls[column]]  # fmt: skip
+    problems = [_describe(f"column {name} must not be null", table.filter(_missing(table[name])),
+                          nulls[name], row_label)
+                for name in required if nulls[name]]  # fmt: skip
+    by_name = {rule.name: rule for rule in rules}
     try:
         _answered(schema, broken).validate(table, lazy=True)
     except SchemaErrors as errors:
-        cases += errors.failure_cases.to_dict("records")
-    problems = []
-    for case in cases:
-        problem = _describe(case, {rule.name: rule for rule in rules}, table, row_label)
-        if problem and problem not in problems:
-            problems.append(problem)
+        for case in errors.failure_cases.to_dict("records"):
+            rule = by_name.get(str(case["check"]))
+            if rule is None:  # the schema's own checks: columns, types
+                problem = f"{case['column']}: {case['check']} ({case['failure_case']})"
+            else:
+                problem = _describe(rule.name, _offending(rule, table), broken[rule.name],
+                                    row_label)  # fmt: skip
+            if problem not in problems:
+                problems.append(problem)
     if problems:
         lines = [f"{schema.name} failed validation:", *(f"- {p}" for p in problems)]
         raise FrameValidationError("\n".join(lines)) from None
@@ -118,23 +123,21 @@ def _count_offenders(
     table: ir.Table, required: list[str], rules: Sequence[Rule | TableRule]
 ) -> tuple[dict[str, int], dict[str, int]]:
     """The nulls of each `required` column and the rows breaking each rule, in one query."""
-    row_rules = [rule for rule in rules if isinstance(rule, Rule)]
     metrics = {f"c{i}": _missing(table[name]).ifelse(1, 0).sum() for i, name in enumerate(required)}
-    metrics |= {
-        f"r{i}": _breaks(rule, table).ifelse(1, 0).sum() for i, rule in enumerate(row_rules)
-    }
-    parts = [table.aggregate(**metrics)] if metrics else []
-    table_rules = [rule for rule in rules if isinstance(rule, TableRule)]
-    parts += [rule.offenders(table).aggregate(**{f"t{i}": _.count()})
-              for i, rule in enumerate(table_rules)]  # fmt: skip
+    parts = []
+    for i, rule in enumerate(rules):
+        if isinstance(rule, TableRule):
+            parts.append(rule.offenders(table).aggregate(**{f"r{i}": _.count()}))
+        else:
+            metrics[f"r{i}"] = _breaks(rule, table).ifelse(1, 0).sum()
+    if metrics:
+        parts.insert(0, table.aggregate(**metrics))
     if not parts:
         return {}, {}
     (counts,) = reduce(ir.Table.cross_join, parts).execute().to_dict("records")
     found = {key: 0 if pd.isna(value) else int(value) for key, value in counts.items()}
     nulls = {name: found[f"c{i}"] for i, name in enumerate(required)}
-    broken = {rule.name: found[f"r{i}"] for i, rule in enumerate(row_rules)}
-    broken |= {rule.name: found[f"t{i}"] for i, rule in enumerate(table_rules)}
-    return nulls, broken
+    return nulls, {rule.name: found[f"r{i}"] for i, rule in enumerate(rules)}
 
 
 def _answered(schema: pa.DataFrameSchema, broken: dict[str, int]) -> pa.DataFrameSchema:
@@ -164,26 +167,12 @@ def _microsecond_timestamps(table: ir.Table) -> ir.Table:
     return table.cast(loose) if loose else table
 
 
-def _describe(case: dict, rules: dict, table: ir.Table, row_label: Sequence[str]) -> str | None:
-    """What broke and where; None when no row actually breaks it (pandera's Ibis backend
-    reports null checks as failed on empty tables)."""
-    check = str(case["check"])
-    column = case["column"]
-    rule = rules.get(check)
-    if rule is not None:
-        offending = _offending(rule, table)
-    elif check == "not_nullable" and column in table.columns:
-        offending = table.filter(_missing(table[column]))
-        check = f"column {column} must not be null"
-    else:
-        return f"{column}: {check} ({case['failure_case']})"
-    count = offending.count().execute()
-    if count == 0:
-        return None
+def _describe(broken: str, offending: ir.Table, count: int, row_label: Sequence[str]) -> str:
+    """What broke, how often, and the first rows breaking it."""
     sample = offending.select(*row_label).limit(ROWS_SHOWN).execute()
     labels = [":".join(str(value) for value in row) for row in sample.itertuples(index=False)]
     more = f" and {count - len(labels)} more" if count > len(labels) else ""
-    return f"rule '{check}' broken by {count} row(s): {', '.join(labels)}{more}"
+    return f"rule '{broken}' broken by {count} row(s): {', '.join(labels)}{more}"
 
 
 def ibis_table(con: duckdb.DuckDBPyConnection, name: str) -> ir.Table:
