@@ -4,15 +4,16 @@ Frames are Ibis tables, so the checks run inside the engine (DuckDB or Spark) wi
 rows into pandas. Row-level rules are written as `Rule`s: a name and an Ibis boolean expression
 over the table; whole-table rules (uniqueness) as `TableRule`s. `validate_table` counts every
 rule's offending rows and every required column's nulls in one query (pandera's Ibis backend
-asks once per check, a job each on Spark), pandera checks the schema with those answers, and
-the same expressions find the offending rows for the error.
+asks once per check, a job each on Spark), after pandera has checked the columns and their
+types, and the same expressions find the offending rows for the error.
 """
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import reduce
+from typing import NoReturn
 
 import duckdb
 import ibis
@@ -91,32 +92,33 @@ def validate_table(
     """Validate `table`; on failure raise `FrameValidationError` naming each failed rule and up
     to five offending rows, identified by the `row_label` columns.
 
-    One query counts the nulls of the non-nullable columns and the rows breaking each rule;
-    pandera then validates the schema (columns, types) with the rules' checks answered by
-    those counts."""
+    pandera first validates the schema's columns and types (and any check of its own that is
+    not one of `rules`); when they hold, one query counts the nulls of the non-nullable
+    columns and the rows breaking each rule."""
     table = _microsecond_timestamps(table)
+    try:
+        _uncounted(schema, {rule.name for rule in rules}).validate(table, lazy=True)
+    except SchemaErrors as errors:
+        problems = list(dict.fromkeys(
+            f"{case['column']}: {case['check']} ({case['failure_case']})"
+            for case in errors.failure_cases.to_dict("records")
+        ))  # fmt: skip
+        _fail(schema, problems)
     required = [name for name, column in schema.columns.items()
                 if not column.nullable and name in table.columns]  # fmt: skip
     nulls, broken = _count_offenders(table, required, rules)
     problems = [_describe(f"column {name} must not be null", table.filter(_missing(table[name])),
                           nulls[name], row_label)
                 for name in required if nulls[name]]  # fmt: skip
-    by_name = {rule.name: rule for rule in rules}
-    try:
-        _answered(schema, broken).validate(table, lazy=True)
-    except SchemaErrors as errors:
-        for case in errors.failure_cases.to_dict("records"):
-            rule = by_name.get(str(case["check"]))
-            if rule is None:  # the schema's own checks: columns, types
-                problem = f"{case['column']}: {case['check']} ({case['failure_case']})"
-            else:
-                problem = _describe(rule.name, _offending(rule, table), broken[rule.name],
-                                    row_label)  # fmt: skip
-            if problem not in problems:
-                problems.append(problem)
+    problems += [_describe(rule.name, _offending(rule, table), broken[rule.name], row_label)
+                 for rule in rules if broken[rule.name]]  # fmt: skip
     if problems:
-        lines = [f"{schema.name} failed validation:", *(f"- {p}" for p in problems)]
-        raise FrameValidationError("\n".join(lines)) from None
+        _fail(schema, problems)
+
+
+def _fail(schema: pa.DataFrameSchema, problems: list[str]) -> NoReturn:
+    lines = [f"{schema.name} failed validation:", *(f"- {p}" for p in problems)]
+    raise FrameValidationError("\n".join(lines)) from None
 
 
 def _count_offenders(
@@ -140,18 +142,17 @@ def _count_offenders(
     return nulls, {rule.name: found[f"r{i}"] for i, rule in enumerate(rules)}
 
 
-def _answered(schema: pa.DataFrameSchema, broken: dict[str, int]) -> pa.DataFrameSchema:
-    """A copy of the schema whose columns may hold nulls (counted beforehand) and whose checks
-    answer with the counts of rows breaking them."""
+def _uncounted(schema: pa.DataFrameSchema, counted: Collection[str]) -> pa.DataFrameSchema:
+    """A copy of the schema whose columns may hold nulls and without the checks named in
+    `counted` (both counted beforehand)."""
     columns = {}
     for name, column in schema.columns.items():
         columns[name] = copy.copy(column)
         columns[name].nullable = True
-    answered = copy.copy(schema)
-    answered.columns = columns
-    answered.checks = [pa.Check(lambda data, ok=not broken[check.name]: ok, name=check.name)
-                       for check in schema.checks]  # fmt: skip
-    return answered
+    uncounted = copy.copy(schema)
+    uncounted.columns = columns
+    uncounted.checks = [check for check in schema.checks if check.name not in counted]
+    return uncounted
 
 
 def _missing(column: ir.Column) -> ir.BooleanColumn:

@@ -66,3 +66,28 @@ def test_the_schema_alone_checks_the_same_rules():
 def test_an_empty_table_passes():
     types = {"id": "string", "score": "float64", "note": "string"}
     assert check({"id": [], "score": [], "note": []}, types) is None
+
+
+def test_a_column_of_the_wrong_type_is_named():
+    message = check({"id": ["a"], "score": ["high"], "note": ["x"]})
+    assert "score" in message and "dtype" in message
+
+
+def test_rules_and_checks_outside_each_other_are_both_enforced():
+    """A check of the schema that is not one of the rules runs (as pandera runs it), before
+    the rules; a rule the schema lacks is still checked."""
+    extra = Rule("score <= 10", lambda t: t.score <= 10)
+    schema = build_schema("scores", SCHEMA.columns, [RULES[0], extra])
+
+    def message(scores: list[float]) -> str:
+        table = ibis.duckdb.connect().create_table(
+            "scores", ibis.memtable({"id": ["a", "a"], "score": scores, "note": ["x", None]})
+        )
+        with pytest.raises(FrameValidationError) as raised:
+            validate_table(schema, table, RULES, ["id"])
+        return str(raised.value)
+
+    assert "score <= 10" in message([-1.0, 20.0])
+    rules_broken = message([-1.0, 2.0])
+    assert "rule 'score >= 0' broken by 1 row(s): a" in rules_broken
+    assert "rule 'one row per id' broken by 2 row(s)" in rules_broken
