@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 import ibis
 import pandas as pd
+from ibis.backends.pyspark.datatypes import PySparkType
 from pyspark.sql import SparkSession
 
 from account_hierarchy.audiences.evaluate import Evaluator, require_snapshots
@@ -25,11 +26,6 @@ MEMBERSHIPS_SCHEMA = (
     "snapshot_hour TIMESTAMP_NTZ, audience STRING, entity_type STRING, entity_id STRING, "
     "reason STRING"
 )
-# The same columns for Ibis, which cannot tell a column's type from no rows.
-MEMBERSHIP_TYPES = ibis.schema(
-    {"snapshot_hour": "timestamp(6)", "audience": "string", "entity_type": "string",
-     "entity_id": "string", "reason": "string"}
-)  # fmt: skip
 
 
 def build_audience_on_spark(
@@ -52,9 +48,11 @@ def build_audience_on_spark(
     found = hourly_results(backend, members, hours)
     frames = [member_frame(evaluated, rows, hour) for hour, rows in zip(hours, found, strict=True)]
     memberships = pd.concat(frames, ignore_index=True)
-    # Spark collected the rows: they are validated here, on the driver.
-    validate_membership_rows(ibis.memtable(memberships, schema=MEMBERSHIP_TYPES))
     frame = session.createDataFrame(memberships, schema=MEMBERSHIPS_SCHEMA)
+    # Spark collected the rows: they are validated here, on the driver, typed as the frame
+    # (Ibis cannot tell a column's type from no rows).
+    types = ibis.schema(PySparkType.to_ibis(frame.schema).fields)
+    validate_membership_rows(ibis.memtable(memberships, schema=types))
     lake.write(frame, MEMBERSHIPS, start, end, lake_dir, {"audience": name}, memberships.empty)
     last_hour = {HOUR: end - timedelta(hours=1), AS_OF: end}
     report = AudienceReport(
