@@ -632,6 +632,72 @@ def test_calls_removed_then_added_again_carry_what_changed_meanwhile(box):
     assert exits.fetchall() == [('["group", "identify", "track"]',)]
 
 
+def free_pro_free(con, tmp_path) -> None:
+    """Ingest ACME (u1, u2) free at 10:00, upgrading at 11:00, free again at 12:00."""
+    write_lines(tmp_path / "landing" / "a.ndjson", [
+        group_call("g1", "2026-10-01T10:00:00Z", "ACME", "u1", plan="free"),
+        group_call("g2", "2026-10-01T10:00:00Z", "ACME", "u2"),
+        group_call("g3", "2026-10-01T11:00:00Z", "ACME", "u1", plan="pro"),
+        group_call("g4", "2026-10-01T12:00:00Z", "ACME", "u1", plan="free"),
+    ])  # fmt: skip
+    ingest_window(con, tmp_path / "landing", H10, H11 + timedelta(hours=2), PARTITIONS_START)
+
+
+def sync_hours(con, destination_with, calls_wanted: list[str], hours: list[datetime]) -> None:
+    catalog, destination = destination_with(calls_wanted)
+    for hour in hours:
+        build_hour(con, catalog, hour)
+        sync(con, catalog, destination, Recorder())
+
+
+def test_a_change_undone_while_a_call_was_off_is_not_sent_again_in_it(box, tmp_path):
+    """Entered in every call; exited and entered again while track was off: track still holds
+    the entry, so it gets no second Audience Entered when it is back."""
+    con, destination_with, _ = box
+    free_pro_free(con, tmp_path)
+    sync_hours(con, destination_with, ALL_CALLS, [H10])
+    sync_hours(con, destination_with, ["group", "identify"], [H11, H11 + timedelta(hours=1)])
+    catalog, destination = destination_with(ALL_CALLS)
+    assert sync(con, catalog, destination, Recorder()).messages == 0
+    held = held_state(con, "box")[("audience_user", "free_accounts", "u1")]
+    assert (held.value, held.calls, held.left) == ("true", frozenset(CALLS), {})
+
+
+def test_a_call_back_in_the_sync_that_undoes_a_change_is_not_sent_it(box, tmp_path):
+    """Exited while track was off, entered again in the sync that wants track again: the
+    entry goes in the calls that carried the exit, not in track, which holds it still."""
+    con, destination_with, _ = box
+    free_pro_free(con, tmp_path)
+    sync_hours(con, destination_with, ALL_CALLS, [H10])
+    sync_hours(con, destination_with, ["group", "identify"], [H11])
+    catalog, destination = destination_with(ALL_CALLS)
+    build_hour(con, catalog, H11 + timedelta(hours=1))
+    recorder = Recorder()
+    sync(con, catalog, destination, recorder)
+    assert calls(recorder.messages) == {("group", "ACME", '{"free_accounts": true}')} | {
+        ("identify", user, '{"free_accounts": true}') for user in ("u1", "u2")
+    }
+    assert sync(con, catalog, destination, recorder).messages == 0
+
+
+def test_a_call_off_while_an_entity_came_and_went_gets_no_exit(box, tmp_path):
+    """Entered and exited while track was off: track never carried the entry, so it gets no
+    Audience Exited when it is back; a change while it is off that it did carry reaches it."""
+    con, destination_with, _ = box
+    free_pro_free(con, tmp_path)
+    sync_hours(con, destination_with, ["group", "identify"], [H10, H11])
+    catalog, destination = destination_with(ALL_CALLS)
+    assert sync(con, catalog, destination, Recorder()).messages == 0
+    sync_hours(con, destination_with, ["group"], [H11 + timedelta(hours=1)])
+    catalog, destination = destination_with(ALL_CALLS)
+    recorder = Recorder()
+    sync(con, catalog, destination, recorder)
+    assert calls(recorder.messages) == {
+        ("identify", user, '{"free_accounts": true}') for user in ("u1", "u2")
+    } | {("track", user, "Audience Entered", '{"audience_key": "free_accounts", '
+          '"free_accounts": true}') for user in ("u1", "u2")}  # fmt: skip
+
+
 def test_state_of_a_warehouse_keeping_one_list_of_calls_per_destination_is_migrated(tmp_path):
     with connect(tmp_path / "wh.duckdb") as con:
         con.execute(
@@ -648,7 +714,7 @@ def test_state_of_a_warehouse_keeping_one_list_of_calls_per_destination_is_migra
             )
         ensure_state_tables(con)
         assert held_state(con, "box") == {
-            ("audience", "a", "ACME"): Held("true", {"track"}, 0, "account")
+            ("audience", "a", "ACME"): Held("true", {"track"}, 0, "account", left=None)
         }
         assert held_state(con, "crm")[("audience", "a", "ACME")].calls == set(CALLS)
         assert con.execute(

@@ -35,7 +35,7 @@ ENVELOPE_BYTES = 200  # {"batch": [...], "sentAt": "..."} around the messages
 STATE_SCHEMA = pa.schema(
     [(name, pa.string()) for name in
      ("destination", "kind", "name", "entity_type", "entity_id", "value", "calls")]
-    + [("version", pa.int64()), ("unconfirmed", pa.string())]
+    + [("version", pa.int64()), ("unconfirmed", pa.string()), ("left_values", pa.string())]
 )  # fmt: skip
 KEY_SCHEMA = pa.schema(
     [(name, pa.string()) for name in ("destination", "kind", "name", "entity_id")]
@@ -191,7 +191,8 @@ def _commit(
           "entity_type": item.entity_type, "entity_id": item.entity_id,
           "value": None if item.value is None else json.dumps(item.value, sort_keys=True),
           "calls": json.dumps(sorted(item.holds_calls)), "version": item.version,
-          "unconfirmed": json.dumps(item.unconfirmed) if item.unconfirmed else None}
+          "unconfirmed": json.dumps(item.unconfirmed) if item.unconfirmed else None,
+          "left_values": json.dumps(item.left, sort_keys=True)}
          for item in items],
         schema=STATE_SCHEMA,
     )  # fmt: skip
@@ -208,7 +209,8 @@ def _commit(
             con.execute(f"DELETE FROM {table} AS f USING settled_items AS i WHERE {_SAME_KEY}")
         con.execute(
             "INSERT INTO destination_state SELECT destination, kind, name, entity_type, "
-            "entity_id, value::JSON, $h, calls, version, unconfirmed FROM settled_items",
+            "entity_id, value::JSON, $h, calls, version, unconfirmed, left_values "
+            "FROM settled_items",
             {"h": hour},
         )
         con.register("sent_messages", logs)

@@ -29,6 +29,7 @@ import duckdb
 
 from account_hierarchy.activation.state import (
     NOTHING,
+    UNKNOWN,
     Held,
     InFlight,
     held_state,
@@ -61,7 +62,11 @@ class Item:
     messages: list[dict] = field(default_factory=list)
     message_hour: datetime | None = None  # the snapshot hour its messages are made for
     only_calls: set[str] = field(default_factory=lambda: set(CALLS))  # the calls it is sent in
+    is_change: bool = True  # a change of the key's value (else a held value owed in some calls)
     holds_calls: set[str] = field(default_factory=set)  # the calls holding it once accepted
+    # what the calls not holding it hold once it is accepted (call -> value, JSON text): off
+    # when the value changed, they keep the one they had
+    left: dict[str, str] = field(default_factory=dict)
     version: int = 1  # which change of its key it is (1 for the first)
     # messages sent without confirmation in calls that will not hold it (a call removed while
     # they were in flight), kept to go again as they went if that call comes back
@@ -144,7 +149,7 @@ def plan(
     items = []
     for key in sorted(desired.keys() | held.keys() | in_flight.keys()):
         want, has = desired.get(key), held.get(key, NOTHING)
-        missing = wanted - has.calls
+        missing = {call for call in wanted if has.held_in(call) != want}
         if key not in in_flight and has.value == want and not missing:
             continue
         if want is None:
@@ -153,11 +158,13 @@ def plan(
         else:
             transition = "changed" if key[0] in TRAIT_KINDS else "entered"
             item = _item(catalog, key, transition, parse_json(want))
+        unsure = _unsure_calls(has, in_flight.get(key))
         if has.value == want:  # (the value it holds, owed in the calls missing it)
-            item.only_calls, item.holds_calls = missing, has.calls | wanted
+            item.is_change, item.only_calls, item.holds_calls = False, missing, has.calls | wanted
+            item.left = _left(has, item.holds_calls, unsure)
             item.version = max(has.version, 1)
         else:
-            item.only_calls, item.holds_calls = set(CALLS), wanted
+            _change(item, has, want, wanted, unsure)
             item.version = _next_version(key, held, in_flight)
         items.append(item)
     outputs = _output_columns(con, catalog, destination, hour)
@@ -168,23 +175,59 @@ def plan(
         previous = {}
         if key in in_flight:
             previous = _sent_messages(destination, item, outputs, in_flight[key])
-            if item.only_calls != set(CALLS) and not (
+            if not item.is_change and not (
                 item.messages and all(_content(m) in previous for m in item.messages)
             ):
-                # (a held value whose unconfirmed messages were other: the destination may
-                # hold anything, so it goes in every call, as a change of its own: under the
-                # ids it first went with, a destination that took the other change would
-                # drop it)
-                item.only_calls, item.holds_calls = set(CALLS), wanted
+                # (a held value whose unconfirmed messages were other: the calls they went in
+                # may hold anything, so it goes in them, as a change of its own: under the ids
+                # it first went with, a destination that took the other change would drop it)
+                has = held.get(key, NOTHING)
+                _change(item, has, desired.get(key), wanted, _unsure_calls(has, in_flight[key]))
                 item.version = _next_version(key, held, in_flight)
                 _prepare(destination, item, outputs, hour)
         unconfirmed = held.get(key, NOTHING).unconfirmed
-        if item.only_calls != set(CALLS) and unconfirmed:  # (the held value's, in calls off)
+        if unconfirmed:  # (sent in calls since off: the same content goes again as it went)
             previous = {_content(m): m for m in json.loads(unconfirmed)} | previous
         item.messages = [previous.get(_content(m), m) for m in item.messages]
         item.unconfirmed = [m for m in previous.values() if m["type"] not in item.holds_calls]
     # (an item owed only in calls none of whose messages are about it is no item)
-    return [item for item in items if item.messages or item.only_calls == set(CALLS)]
+    return [item for item in items if item.messages or item.is_change]
+
+
+def _change(item: Item, has: Held, want: str | None, wanted: set[str], unsure: set[str]) -> None:
+    """Make `item` a change of its key to `want`: sent in the calls that do not hold `want`
+    already (one off when the change was undone may) and in the `unsure` ones; once accepted,
+    held by every call wanted and by the calls off known to hold `want`, the other calls off
+    keeping what they hold."""
+    item.is_change = True
+    item.only_calls = {call for call in CALLS if call in unsure or has.held_in(call) != want}
+    item.holds_calls = wanted | {call for call in CALLS
+                                 if call not in unsure and has.held_in(call) == want}  # fmt: skip
+    item.left = _left(has, item.holds_calls, unsure)
+
+
+def _left(has: Held, holds: set[str], unsure: set[str]) -> dict[str, str]:
+    """What the calls not in `holds` hold (those holding nothing left out; the `unsure` ones
+    what is not known)."""
+    left = {}
+    for call in sorted(set(CALLS) - holds):
+        value = UNKNOWN if call in unsure else has.held_in(call)
+        if value is not None:
+            left[call] = value
+    return left
+
+
+def _unsure_calls(has: Held, flight: InFlight | None) -> set[str]:
+    """The calls in which messages about the key went without confirmation (every call for
+    messages recorded before they were kept whole)."""
+    messages = json.loads(has.unconfirmed or "[]")
+    if flight:
+        if not flight.sent:
+            return set(CALLS)
+        messages += json.loads(flight.sent)
+    if not all(isinstance(message, dict) and "type" in message for message in messages):
+        return set(CALLS)
+    return {message["type"] for message in messages}
 
 
 def _next_version(

@@ -3,7 +3,7 @@ snapshot it was synced to (`destination_snapshots`), what was sent and not confi
 (`destination_in_flight`), and what was sent (`delivery_log`)."""
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import duckdb
@@ -22,12 +22,17 @@ CREATE TABLE IF NOT EXISTS destination_state (
     accepted_hour TIMESTAMP NOT NULL, -- one row per destination, kind, name and entity_id
     calls VARCHAR,                  -- the calls holding `value` (JSON list; NULL: all three)
     version BIGINT,                 -- how many changes of the key it accepted (NULL: from before)
-    unconfirmed VARCHAR             -- messages sent without confirmation in calls not holding
+    unconfirmed VARCHAR,            -- messages sent without confirmation in calls not holding
                                     -- `value` (JSON list), to go again as they went
+    left_values VARCHAR             -- what calls not holding `value` hold, as they were left
+                                    -- when it changed while they were off (JSON object:
+                                    -- call -> value as JSON text or `unknown`; a call not
+                                    -- named: none; NULL: from before, not known)
 );
 ALTER TABLE destination_state ADD COLUMN IF NOT EXISTS calls VARCHAR;
 ALTER TABLE destination_state ADD COLUMN IF NOT EXISTS version BIGINT;
 ALTER TABLE destination_state ADD COLUMN IF NOT EXISTS unconfirmed VARCHAR;
+ALTER TABLE destination_state ADD COLUMN IF NOT EXISTS left_values VARCHAR;
 CREATE TABLE IF NOT EXISTS destination_snapshots (
     destination VARCHAR PRIMARY KEY,
     snapshot_hour TIMESTAMP NOT NULL  -- the newest snapshot a sync of it was made for
@@ -76,18 +81,31 @@ def ensure_state_tables(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("DROP TABLE destination_calls")
 
 
+# What a call holds when it is not known (no JSON text): it is owed the value whatever it is.
+UNKNOWN = "unknown"
+
+
 @dataclass(frozen=True)
 class Held:
     """What a destination holds for one change key: the value it accepted (JSON text; None:
     none, an exit), the calls that carried it, how many changes of the key it accepted, the
-    entity type it was sent as, and the messages about it sent without confirmation in calls
-    it was then no longer sent in (JSON; a call removed while they were in flight)."""
+    entity type it was sent as, the messages about it sent without confirmation in calls it
+    was then no longer sent in (JSON; a call removed while they were in flight), and the
+    older values other calls still hold (calls that were off when the value changed)."""
 
     value: str | None
     calls: frozenset[str]
     version: int = 0  # how many changes of the key it accepted
     entity_type: str | None = None  # account or user, as sent
     unconfirmed: str | None = None
+    # call -> the value it holds (None: states from before, where it is not known)
+    left: dict[str, str] | None = field(default_factory=dict)
+
+    def held_in(self, call: str) -> str | None:
+        """The value the destination holds for the key in `call` (None: none; `UNKNOWN`)."""
+        if call in self.calls:
+            return self.value
+        return UNKNOWN if self.left is None else self.left.get(call)
 
 
 NOTHING = Held(None, frozenset(CALLS))  # (a key never sent: no call holds anything)
@@ -99,7 +117,7 @@ def held_state(
     """(kind, name, entity_id) -> what the destination accepted, for one destination."""
     rows = con.execute(
         "SELECT kind, name, entity_id, value, calls, coalesce(version, 0), entity_type, "
-        "unconfirmed FROM destination_state WHERE destination = $d",
+        "unconfirmed, left_values FROM destination_state WHERE destination = $d",
         {"d": destination},
     ).fetchall()
     return {
@@ -109,8 +127,9 @@ def held_state(
             version,
             entity_type,
             unconfirmed,
+            None if left is None else json.loads(left),
         )
-        for kind, name, entity_id, value, calls, version, entity_type, unconfirmed in rows
+        for kind, name, entity_id, value, calls, version, entity_type, unconfirmed, left in rows
     }
 
 
