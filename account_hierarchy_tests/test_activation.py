@@ -33,6 +33,7 @@ from account_hierarchy.audiences.memberships import build_audience
 from account_hierarchy.catalog.destination_models import CALLS
 from account_hierarchy.catalog.loader import load_catalog
 from account_hierarchy.ingest.load import ingest_window
+from account_hierarchy.traits.compute import build_traits
 from account_hierarchy.warehouse import connect
 from account_hierarchy_tests.conftest import (
     PARTITIONS_START,
@@ -758,6 +759,32 @@ def test_an_input_built_only_for_older_hours_does_not_take_the_sync_back(box, tm
         *(("identify", user, '{"pro_accounts": true}') for user in ("u1", "u2")),
         *(("track", user, "Audience Entered", entered) for user in ("u1", "u2")),
     }  # (GLOBEX was pro at 10:00 only)
+
+
+def test_a_trait_built_only_for_older_hours_does_not_take_the_sync_back(box, tmp_path):
+    """A destination given a new trait computed for older hours only waits for it, although
+    the trait table's newer hours have its column (without values computed there)."""
+    con, destination_with, load = box
+    load(events())
+    catalog, destination = destination_with(ALL_CALLS, traits=["logins"])
+    build_hour(con, catalog, H10)
+    build_hour(con, catalog, H11)
+    sync(con, catalog, destination, Recorder())
+    document = yaml.safe_load((tmp_path / "defs" / "d.yaml").read_text())
+    document["traits"].append({"name": "all_logins", "entity": "user", "type": "event_counter",
+                               "event": "Logged In"})  # fmt: skip
+    document["destinations"][0]["traits"].append("all_logins")
+    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(document))
+    catalog = load_catalog(tmp_path / "defs")
+    destination = catalog.destinations[0].destination
+    build_traits(con, catalog, H10, H11)
+    recorder = Recorder()
+    with pytest.raises(NothingToSyncError, match="user trait all_logins reach only 2026-10-01 10"):
+        sync(con, catalog, destination, recorder)
+    assert recorder.messages == []
+    build_traits(con, catalog, H11, H11 + timedelta(hours=1))
+    sync(con, catalog, destination, recorder)
+    assert ("identify", "u3", '{"all_logins": 1}') in calls(recorder.messages)
 
 
 def dry_run_and_diffs(tmp_path, lines: list[dict], document: dict) -> tuple[SyncReport, dict]:

@@ -27,6 +27,7 @@ from account_hierarchy.activation.transport import DestinationUnavailableError, 
 from account_hierarchy.audiences.memberships import ensure_audience_hours
 from account_hierarchy.catalog.destination_models import Destination
 from account_hierarchy.catalog.loader import Catalog
+from account_hierarchy.traits.compute import ensure_trait_hours
 from account_hierarchy.warehouse import transaction
 
 MAX_MESSAGE_BYTES = 32 * 1024
@@ -101,6 +102,7 @@ def sync(
     """Deliver everything the destination is owed at the newest snapshot hour."""
     ensure_state_tables(con)
     ensure_audience_hours(con)
+    ensure_trait_hours(con)
     report = SyncReport()
     hour = newest_hour(con, catalog, destination)
     items = plan(con, catalog, destination, hour)

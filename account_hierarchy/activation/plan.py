@@ -103,7 +103,7 @@ def newest_hour(
     # nothing to send and waits for nothing, unless nothing else has rows either)
     if any([*hours.values(), *traits.values()]):
         traits = {name: hour for name, hour in traits.items() if hour is not None}
-    hours |= traits
+    hours |= traits | _trait_hours(con, catalog, destination)
     if not hours or None in hours.values():
         raise NothingToSyncError(
             f"destination {destination.name}: its audiences and traits have not been "
@@ -119,6 +119,25 @@ def newest_hour(
             f"{held:%Y-%m-%d %H:00} (an older snapshot would send it old changes)"
         )
     return newest
+
+
+def _trait_hours(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, destination: Destination
+) -> dict[str, datetime | None]:
+    """The newest hour each trait of the destination was computed for (`trait_hours`), for
+    the entities whose trait tables were built since that table was kept."""
+    hours = {}
+    for entity in _trait_entities(catalog, destination):
+        at = {"e": entity}
+        if not con.execute("SELECT count(*) FROM trait_hours WHERE entity = $e", at).fetchone()[0]:
+            continue
+        for trait in destination.traits:
+            if trait in catalog.trait_columns(entity):
+                hours[f"{entity} trait {trait}"] = con.execute(
+                    "SELECT max(snapshot_hour) FROM trait_hours WHERE entity = $e AND trait = $t",
+                    at | {"t": trait},
+                ).fetchone()[0]
+    return hours
 
 
 def _trait_entities(catalog: Catalog, destination: Destination) -> set[str]:

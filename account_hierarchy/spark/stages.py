@@ -25,7 +25,7 @@ from account_hierarchy.spark.hierarchy import HIERARCHY_TABLES, build_hierarchy_
 from account_hierarchy.spark.ingest import ingest_on_spark
 from account_hierarchy.spark.session import spark_session
 from account_hierarchy.spark.traits import build_traits_on_spark
-from account_hierarchy.traits.compute import TRAIT_TABLES
+from account_hierarchy.traits.compute import TRAIT_TABLES, record_trait_hours
 
 
 def ingest(
@@ -54,6 +54,7 @@ def traits(
     """Both trait tables on Spark; the report `traits.compute.build_traits` gives."""
     report = build_traits_on_spark(spark_session(), catalog, start, end)
     lake.attach_views(con, list(TRAIT_TABLES.values()))
+    record_trait_hours(con, catalog, start, end)
     return report
 
 

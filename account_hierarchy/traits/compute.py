@@ -57,6 +57,15 @@ from account_hierarchy.traits.tiles import (
 
 TRAIT_TABLES = {"account": "account_traits", "user": "user_traits"}
 ENTITY_TABLES = {"account": "accounts", "user": "users"}
+# Every hour each trait column was computed for: a trait added to the definitions and built
+# for older hours only has a column at the newer ones too, but no values computed there.
+TRAIT_HOURS_DDL = """
+CREATE TABLE IF NOT EXISTS trait_hours (
+    entity VARCHAR NOT NULL,
+    trait VARCHAR NOT NULL,         -- a trait column
+    snapshot_hour TIMESTAMP NOT NULL
+)
+"""
 
 
 def build_traits(
@@ -126,7 +135,36 @@ def build_traits(
         report[entity] = {"rows": count, "compiled": compiled,
                           "seconds": seconds[entity] + time.perf_counter() - started,
                           "sql_trait_seconds": sql_seconds[entity]}  # fmt: skip
+    record_trait_hours(con, catalog, start, end)
     return report
+
+
+def ensure_trait_hours(con: duckdb.DuckDBPyConnection) -> None:
+    """Create `trait_hours` if it does not exist yet."""
+    con.execute(TRAIT_HOURS_DDL)
+
+
+def record_trait_hours(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime
+) -> None:
+    """Replace the rows of `[start, end)` in `trait_hours` with every trait column of
+    `catalog` at every hour."""
+    ensure_trait_hours(con)
+    entities, columns = [], []
+    for entity in TRAIT_TABLES:
+        for column in catalog.trait_columns(entity):
+            entities.append(entity)
+            columns.append(column)
+    window = {"start": start, "end": end}
+    con.execute(
+        "DELETE FROM trait_hours WHERE snapshot_hour >= $start AND snapshot_hour < $end", window
+    )
+    con.execute(
+        "INSERT INTO trait_hours SELECT t.entity, t.trait, h.hour "
+        "FROM (SELECT unnest($entities) AS entity, unnest($columns) AS trait) AS t "
+        "CROSS JOIN (SELECT unnest(range($start, $end, INTERVAL 1 HOUR)) AS hour) AS h",
+        {**window, "entities": entities, "columns": columns},
+    )
 
 
 def _snapshot(backend: ibis.BaseBackend) -> Snapshot:
