@@ -126,18 +126,12 @@ def _trait_hours(
 ) -> dict[str, datetime | None]:
     """The newest hour each trait of the destination was computed for (`trait_hours`), for
     the entities whose trait tables were built since that table was kept."""
-    hours = {}
-    for entity in _trait_entities(catalog, destination):
-        at = {"e": entity}
-        if not con.execute("SELECT count(*) FROM trait_hours WHERE entity = $e", at).fetchone()[0]:
-            continue
-        for trait in destination.traits:
-            if trait in catalog.trait_columns(entity):
-                hours[f"{entity} trait {trait}"] = con.execute(
-                    "SELECT max(snapshot_hour) FROM trait_hours WHERE entity = $e AND trait = $t",
-                    at | {"t": trait},
-                ).fetchone()[0]
-    return hours
+    rows = con.execute("SELECT entity, trait, max(snapshot_hour) FROM trait_hours GROUP BY ALL")
+    newest = {(entity, trait): hour for entity, trait, hour in rows.fetchall()}
+    tracked = {entity for entity, _ in newest}
+    return {f"{entity} trait {trait}": newest.get((entity, trait))
+            for entity in sorted(_trait_entities(catalog, destination) & tracked)
+            for trait in destination.traits if trait in catalog.trait_columns(entity)}  # fmt: skip
 
 
 def _trait_entities(catalog: Catalog, destination: Destination) -> set[str]:
