@@ -474,7 +474,7 @@ def test_a_many_sql_trait_of_only_nulls_has_no_value():
     raw = ibis.memtable({"user_id": ["u1", "u1", "u2"], "v": [None, None, "a"]},
                         schema={"user_id": "string", "v": "string"})  # fmt: skip
     trait = SqlTrait(type="sql", name="v", entity="user", sql="SELECT 1", many=True)
-    rows = backend.execute(sql_trait_rows(raw, trait, ["v"], datetime(2026, 10, 1)))
+    rows = backend.execute(sql_trait_rows(raw, trait, ["v"]))
     assert dict(zip(rows.entity_id, rows.v.map(lambda v: None if v is None else list(v)),
                     strict=True)) == {"u1": None, "u2": ["a"]}  # fmt: skip
 
@@ -616,6 +616,29 @@ def test_sixty_value_traits_of_different_events_compute(tmp_path):
     assert stored(con, "account", window[0], "t7") == {"ACME": ["x"]}
     assert stored(con, "account", window[0], "t8") == {"ACME": []}
     con.close()
+
+
+def test_a_sql_trait_giving_an_entity_two_rows_fails_naming_the_trait_file_and_entity(tmp_path):
+    """Without `many`, at the first hour that has such an entity (the run's earlier hours
+    compile the trait's queries and pass)."""
+    write_lines(tmp_path / "landing" / "a.ndjson", [
+        group_call("g1", "2026-10-01T10:00:00Z", "A", "u1"),
+        group_call("g2", "2026-10-01T11:00:00Z", "A", "u2"),
+    ])  # fmt: skip
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [
+        {"name": "member", "entity": "account", "type": "sql",
+         "sql": "SELECT account_id, user_id AS member FROM account_memberships"}]}))  # fmt: skip
+    window = (datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 12))
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", *window, PARTITIONS_START)
+        with pytest.raises(SqlTraitError) as raised:
+            build_all(con, tmp_path / "landing", *window, tmp_path / "definitions")
+    assert str(raised.value) == (
+        f"{tmp_path / 'definitions' / 't.yaml'}:2: SQL trait member returned 2 rows for "
+        "account_id 'A' at 2026-10-01 11:00:00; return one row per account_id, or set "
+        "`many: true` to collect the values as lists"
+    )
 
 
 def test_a_sql_trait_naming_a_column_no_table_has_fails_naming_the_trait_and_file(tmp_path):

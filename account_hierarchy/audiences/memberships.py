@@ -244,9 +244,9 @@ def record_audience_hours(
         "AND snapshot_hour < $end",
         {"name": name, "start": start, "end": end},
     )
-    con.executemany(
-        "INSERT INTO audience_hours VALUES ($1, $2, $3)",
-        [(name, hour, size) for hour, size in sizes.items()],
+    con.execute(
+        "INSERT INTO audience_hours SELECT $name, unnest($hours), unnest($sizes)",
+        {"name": name, "hours": list(sizes), "sizes": list(sizes.values())},
     )
 
 

@@ -11,7 +11,7 @@ from functools import reduce
 import ibis
 from pyspark.sql import DataFrame, SparkSession
 
-from account_hierarchy.catalog.loader import Catalog
+from account_hierarchy.catalog.loader import Catalog, LocatedTrait
 from account_hierarchy.catalog.models import SqlTrait
 from account_hierarchy.partitions import hours_of
 from account_hierarchy.spark import lake
@@ -21,6 +21,9 @@ from account_hierarchy.traits.compute import (
     TRAIT_TABLES,
     compiled_traits,
     entity_rows,
+    repeated_id,
+    repeated_id_message,
+    sql_trait_error,
     sql_trait_rows,
 )
 from account_hierarchy.traits.schemas import validate_trait_rows
@@ -45,14 +48,14 @@ def build_traits_on_spark(
     for entity, table in TRAIT_TABLES.items():
         if not hours:
             continue
-        sql_traits = [t.trait for t in catalog.traits_of(entity) if isinstance(t.trait, SqlTrait)]
-        for trait in sql_traits:  # their result views must exist to build the query
-            _sql_trait(session, backend, trait, hours[0])
+        sql_traits = [t for t in catalog.traits_of(entity) if isinstance(t.trait, SqlTrait)]
+        for located in sql_traits:  # their result views must exist to build the query
+            _sql_trait(session, backend, located, hours[0])
         rows = entity_rows(backend, catalog, entity, tiled=[])
         frames = []
         for index, hour in enumerate(hours):
-            for trait in sql_traits if index else []:
-                _sql_trait(session, backend, trait, hour)
+            for located in sql_traits if index else []:
+                _sql_trait(session, backend, located, hour)
             # Each hour's frame is analysed now, so it keeps this hour's SQL trait views.
             params = {HOUR: hour, AS_OF: hour + timedelta(hours=1)}
             frames.append(spark_frame(backend, rows, params))
@@ -67,13 +70,19 @@ def build_traits_on_spark(
 
 
 def _sql_trait(
-    session: SparkSession, backend: ibis.BaseBackend, trait: SqlTrait, hour: datetime
+    session: SparkSession, backend: ibis.BaseBackend, located: LocatedTrait, hour: datetime
 ) -> None:
-    """Run a SQL trait for one hour into the temp view `sql_trait_<name>`, by `entity_id`."""
+    """Run a SQL trait for one hour into the temp view `sql_trait_<name>`, by `entity_id`; an
+    entity given several rows without `many` is an error naming the trait and its file."""
+    trait = located.trait
     query, values = parse_trait_sql(trait.sql, trait.entity)
     for name, view in snapshot_views(hour).items():
         session.sql(f"CREATE OR REPLACE TEMPORARY VIEW {name} AS {view.sql('spark')}")
     raw = backend.sql(against_views(query, "spark"), dialect="spark")
+    if not trait.many:
+        found = repeated_id(raw, trait).execute()
+        if len(found):
+            raise sql_trait_error(located, repeated_id_message(trait, *found.iloc[0], hour))
     backend.create_view(
-        f"sql_trait_{trait.name}", sql_trait_rows(raw, trait, values, hour), overwrite=True
+        f"sql_trait_{trait.name}", sql_trait_rows(raw, trait, values), overwrite=True
     )

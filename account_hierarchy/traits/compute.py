@@ -99,15 +99,21 @@ def build_traits(
     queries: dict[str, str] = {}
     seconds = dict.fromkeys(TRAIT_TABLES, 0.0)
     sql_seconds = dict.fromkeys(TRAIT_TABLES, 0.0)
+    sql_traits = {entity: [SqlTraitRun(con, located) for located in catalog.traits_of(entity)
+                           if isinstance(located.trait, SqlTrait)]
+                  for entity in TRAIT_TABLES}  # fmt: skip
     for hour in hours:
         if by_day and (hour == hours[0] or hour.hour == 0):
             day = day_of(hour)
             report["day_partials_rebuilt"] += build_day_partials(con, by_day, day)
+        views_cut = False
         for entity, table in TRAIT_TABLES.items():
             started = time.perf_counter()
-            for located in catalog.traits_of(entity):
-                if isinstance(located.trait, SqlTrait):
-                    _sql_trait(con, located, hour)
+            for sql_trait in sql_traits[entity]:
+                if not views_cut:
+                    create_snapshot_views(con, hour)
+                    views_cut = True
+                sql_trait.run(hour)
             sql_seconds[entity] += time.perf_counter() - started
             if entity not in queries:  # (the SQL traits' result tables must exist to build it)
                 rows = entity_rows(backend, catalog, entity, tiled)
@@ -305,32 +311,51 @@ def _at(table: ir.Table) -> ir.Table:
     return table.filter(table.snapshot_hour == HOUR)
 
 
-def _sql_trait(con: duckdb.DuckDBPyConnection, located: LocatedTrait, hour: datetime) -> None:
-    """Run a SQL trait for one hour into the temp table `sql_trait_<name>`, by `entity_id`;
-    DuckDB's error (a column that no table has, say) names the trait and its file."""
-    trait = located.trait
-    query, values = parse_trait_sql(trait.sql, trait.entity)
-    create_snapshot_views(con, hour)
-    result = f"sql_trait_{trait.name}"
-    try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {result}_raw AS {against_views(query)}")
-    except duckdb.Error as error:
-        raise SqlTraitError(
-            f"{located.file}:{located.line}: SQL trait {trait.name} failed at {hour}: {error}"
-        ) from None
-    backend = ibis.duckdb.from_connection(con)
-    rows = sql_trait_rows(backend.table(f"{result}_raw"), trait, values, hour)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {result} AS {backend.compile(rows)}")
+class SqlTraitRun:
+    """A SQL trait prepared for the hours of a run: checked and rendered against the snapshot
+    views once, and the SQL that makes its rows by entity compiled at its first hour."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, located: LocatedTrait) -> None:
+        self.con, self.located, self.trait = con, located, located.trait
+        query, self.values = parse_trait_sql(self.trait.sql, self.trait.entity)
+        self.query_sql = against_views(query)
+        self.table = f"sql_trait_{self.trait.name}"
+        self.raw_table = f"{self.table}_raw"
+        self.rows_sql: str | None = None
+        self.repeated_sql: str | None = None
+
+    def run(self, hour: datetime) -> None:
+        """The trait's rows at `hour` into the temp table `sql_trait_<name>`, by `entity_id`
+        (the snapshot views must be cut at `hour`). DuckDB's error (a column that no table
+        has, say), or an entity given several rows without `many`, names the trait and its
+        file."""
+        try:
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {self.raw_table} AS {self.query_sql}")
+        except duckdb.Error as error:
+            raise sql_trait_error(self.located, f"failed at {hour}: {error}") from None
+        if self.rows_sql is None:  # (the raw table's types are the query's, the same each hour)
+            backend = ibis.duckdb.from_connection(self.con)
+            raw = backend.table(self.raw_table)
+            self.rows_sql = str(backend.compile(sql_trait_rows(raw, self.trait, self.values)))
+            if not self.trait.many:
+                self.repeated_sql = str(backend.compile(repeated_id(raw, self.trait)))
+        if self.repeated_sql and (found := self.con.execute(self.repeated_sql).fetchone()):
+            raise sql_trait_error(self.located, repeated_id_message(self.trait, *found, hour))
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {self.table} AS {self.rows_sql}")
 
 
-def sql_trait_rows(raw: ir.Table, trait: SqlTrait, values: list[str], hour: datetime) -> ir.Table:
-    """A SQL trait's result for one hour by `entity_id`: rows without an id left out, and with
-    `many` each value column as the sorted list of the entity's distinct values. Without
-    `many`, an entity with several rows is an error. Ids are text (`SELECT 1 AS account_id`
-    names the account `1`)."""
+def sql_trait_error(located: LocatedTrait, message: str) -> SqlTraitError:
+    """An error of a SQL trait at run time, naming the trait and where it is defined."""
+    return SqlTraitError(f"{located.file}:{located.line}: SQL trait {located.trait.name} {message}")
+
+
+def sql_trait_rows(raw: ir.Table, trait: SqlTrait, values: list[str]) -> ir.Table:
+    """A SQL trait's result by `entity_id`: rows without an id left out, and with `many` each
+    value column as the sorted list of the entity's distinct values (without `many`, check
+    first that no entity has several rows: `repeated_id`). Ids are text (`SELECT 1 AS
+    account_id` names the account `1`)."""
     id_column = ENTITY_ID[trait.entity]
-    rows = raw.mutate(**{id_column: raw[id_column].cast("string")})
-    rows = rows.filter(rows[id_column].notnull())
+    rows = _with_text_ids(raw, id_column)
     if trait.many:
         lists = rows.group_by(entity_id=rows[id_column]).aggregate(
             **{value: rows[value].collect(distinct=True).sort() for value in values}
@@ -338,16 +363,30 @@ def sql_trait_rows(raw: ir.Table, trait: SqlTrait, values: list[str], hour: date
         # (only nulls is no value, as no row is: Spark would collect an empty list)
         return lists.mutate(**{value: ibis.ifelse(lists[value].length() > 0, lists[value], None)
                                for value in values})  # fmt: skip
-    counts = rows.group_by(id_column).aggregate(times=rows.count())
-    repeated = counts.filter(counts.times > 1).order_by(id_column).limit(1).execute()
-    if len(repeated):
-        entity_id, times = repeated.iloc[0]
-        raise ValueError(
-            f"SQL trait {trait.name} returned {times} rows for {id_column} {entity_id!r} at "
-            f"{hour}; return one row per {id_column}, or set `many: true` to collect the "
-            "values as lists"
-        )
     return rows.select(entity_id=rows[id_column], **{value: rows[value] for value in values})
+
+
+def repeated_id(raw: ir.Table, trait: SqlTrait) -> ir.Table:
+    """The first entity id a SQL trait's result has several rows for, and how many
+    (`times`); no row when every entity has at most one."""
+    id_column = ENTITY_ID[trait.entity]
+    rows = _with_text_ids(raw, id_column)
+    counts = rows.group_by(id_column).aggregate(times=rows.count())
+    return counts.filter(counts.times > 1).order_by(id_column).limit(1)
+
+
+def repeated_id_message(trait: SqlTrait, entity_id: str, times: int, hour: datetime) -> str:
+    """What to say of an entity a SQL trait without `many` gave several rows."""
+    id_column = ENTITY_ID[trait.entity]
+    return (
+        f"returned {times} rows for {id_column} {entity_id!r} at {hour}; return one row per "
+        f"{id_column}, or set `many: true` to collect the values as lists"
+    )
+
+
+def _with_text_ids(raw: ir.Table, id_column: str) -> ir.Table:
+    rows = raw.mutate(**{id_column: raw[id_column].cast("string")})
+    return rows.filter(rows[id_column].notnull())
 
 
 def _align_columns(
