@@ -3,8 +3,8 @@
 
 Every account (user) of the hour's snapshot gets a row, with the natural empty value of a trait
 when nothing matched. Each entity's query (one aggregation per attribution class) is built and
-compiled once per run, then run for every hour with the hour bound as a parameter; SQL traits
-run once per hour against the snapshot views.
+compiled once per run, then run for every hour with the hour bound as a parameter; SQL traits,
+checked and rendered once per run (`SqlTraitRun`), run once per hour against the snapshot views.
 """
 
 import time
