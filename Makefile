@@ -27,7 +27,7 @@ run: $(BIN)/.installed
 # so that a file's module fixtures (a Spark session, the engines' runs) are built once.
 TEST_WORKERS ?= 2
 test: $(BIN)/.installed lint
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

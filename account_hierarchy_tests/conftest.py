@@ -26,6 +26,29 @@ os.environ.setdefault(
 )
 
 
+# The test files that take minutes, longest first. They are collected first, so that the test
+# workers start on them (`make test` keeps the collection order: `--no-loadscope-reorder`)
+# rather than one worker finishing the last of them alone while the other waits.
+LONG_FILES = (
+    "test_spark_engine.py",
+    "test_spark_stages.py",
+    "test_end_to_end_dagster.py",
+    "test_trait_tiles.py",
+    "test_benchmarks.py",
+    "test_fast_paths_random.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the long test files first (the others keep their order)."""
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONG_FILES.index(name) if name in LONG_FILES else len(LONG_FILES)
+
+    items.sort(key=rank)
+
+
 def random_seeds(default: str) -> list[int]:
     """The seeds of the randomised tests: `AH_RANDOM_SEEDS` (comma-separated), else `default`."""
     return [int(seed) for seed in os.environ.get("AH_RANDOM_SEEDS", default).split(",")]
