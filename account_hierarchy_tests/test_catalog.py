@@ -381,6 +381,44 @@ def test_a_name_used_twice_says_where_it_was_first(tmp_path):
     ]
 
 
+def test_a_bad_trait_does_not_hide_the_other_problems(tmp_path):
+    """A trait named twice and one whose SQL is invalid are reported, and so is every problem
+    of the audiences and destinations; an audience naming the invalid trait is not reported."""
+    text = AUDIENCES.replace("audiences:\n", GOOD.removeprefix("\ntraits:\n") + """\
+  - name: broken
+    entity: account
+    type: sql
+    sql: SELECT account_id, 1 AS broken FROM acounts
+audiences:
+""", 1)  # fmt: skip
+    text += "  - {name: on_broken, entity: account, where: {trait: broken, gt: 1}}\n"
+    text += "  - {name: on_nothing, entity: account, where: {trait: nothing, gt: 1}}\n"
+    text += "destinations:\n  - {name: out, type: jsonl, folder: o, audiences: [gone]}\n"
+    problems = [problem.removeprefix(f"{tmp_path / 'a.yaml'}:") for problem in
+                problems_of(tmp_path, text)]  # fmt: skip
+    assert problems == [
+        f"13: trait logins: name already used at {tmp_path / 'a.yaml'}:3",
+        "18: trait broken.sql: unknown view 'acounts'; did you mean 'accounts'?",
+        "27: audience on_nothing: unknown account trait 'nothing'; known: logins",
+        "29: destination out.audiences: unknown audience 'gone'; known: on_broken, on_nothing, "
+        "quiet",
+    ], problems
+
+
+def test_every_problem_of_a_destination_is_reported(tmp_path):
+    text = AUDIENCES + "destinations:\n"
+    text += ("  - {name: web, type: http, url: 'ftp://host', write_key_env: key, "
+             "audiences: [quiet]}\n")  # fmt: skip
+    text += "  - {name: out, type: jsonl, url: 'http://x'}\n"
+    problems = problems_of(tmp_path, text)
+    assert [problem.split(": ", 2)[2] for problem in problems] == [
+        "url 'ftp://host' must be http:// or https:// and name a host",
+        "write_key_env 'key' must be an environment variable name",
+        "a jsonl destination needs `folder`; url: not a setting of jsonl destinations; a "
+        "destination needs at least one audience or trait to send",
+    ], problems
+
+
 def test_user_audience_cannot_be_used_as_account_audience(tmp_path):
     text = (
         AUDIENCES

@@ -56,20 +56,30 @@ class Destination(Strict):
             raise ValueError(f"write_key_env {value!r} must be an environment variable name")
         return value
 
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not (
+            value.startswith(("http://", "https://")) and urlsplit(value).hostname
+        ):
+            raise ValueError(f"url {value!r} must be http:// or https:// and name a host")
+        return value
+
     @model_validator(mode="after")
     def _type_settings(self) -> "Destination":
+        """The settings of its type, none of the other's, and something to send (checked once
+        every setting is valid; every problem in one message)."""
+        problems = []
         if self.type == "http" and not (self.url and self.write_key_env):
-            raise ValueError("an http destination needs `url` and `write_key_env`")
-        if self.type == "http" and not (
-            self.url.startswith(("http://", "https://")) and urlsplit(self.url).hostname
-        ):
-            raise ValueError(f"url {self.url!r} must be http:// or https:// and name a host")
+            problems.append("an http destination needs `url` and `write_key_env`")
         if self.type == "jsonl" and not self.folder:
-            raise ValueError("a jsonl destination needs `folder`")
+            problems.append("a jsonl destination needs `folder`")
         given = self.model_fields_set
         foreign = {"http": ["folder"], "jsonl": ["url", "write_key_env", "retry"]}[self.type]
         if unused := [name for name in foreign if name in given]:
-            raise ValueError(f"{', '.join(unused)}: not a setting of {self.type} destinations")
+            problems.append(f"{', '.join(unused)}: not a setting of {self.type} destinations")
         if not self.audiences and not self.traits:
-            raise ValueError("a destination needs at least one audience or trait to send")
+            problems.append("a destination needs at least one audience or trait to send")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self

@@ -8,7 +8,7 @@ Every problem names the file, the line and the field, e.g.
 and all problems of all files are reported at once.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -249,25 +249,32 @@ def _line(tree: yaml.Node | None, location: tuple) -> int:
 
 
 def _check_catalog(catalog: Catalog) -> list[str]:
-    """Problems across files: SQL traits, duplicate names and trait columns."""
-    problems = []
+    """Problems across files: SQL traits, duplicate names, trait columns, audiences and
+    destinations. A trait whose name is taken or whose SQL is invalid is left out of the
+    checks after its own, its name known invalid (references to it are not reported again),
+    so that every other problem is reported too."""
+    problems, checkable = [], []
     seen_names: dict[str, LocatedTrait] = {}
     for located in catalog.traits:
         trait, where = located.trait, f"{located.file}:{located.line}: trait {located.trait.name}"
+        invalid = []
         if trait.name in seen_names:
             first = seen_names[trait.name]
-            problems.append(f"{where}: name already used at {first.file}:{first.line}")
+            invalid.append(f"{where}: name already used at {first.file}:{first.line}")
         seen_names.setdefault(trait.name, located)
         if isinstance(trait, SqlTrait):
             try:
                 parse_trait_sql(trait.sql, trait.entity)
             except SqlTraitError as error:
-                problems.append(f"{where}.sql: {error}")
-    if problems:
-        return problems
-    problems += _check_columns(catalog)
-    problems += _check_audiences(catalog)
-    problems += _check_destinations(catalog)
+                invalid.append(f"{where}.sql: {error}")
+                catalog.invalid_names.add(trait.name)
+        problems += invalid
+        if not invalid:
+            checkable.append(located)
+    checked = replace(catalog, traits=checkable)
+    problems += _check_columns(checked)
+    problems += _check_audiences(checked)
+    problems += _check_destinations(checked)
     return problems
 
 
