@@ -714,6 +714,41 @@ def test_lists_pass_contains_with_equal_elements_only(tmp_path):
     assert found == {name: expected for name, (_, expected) in cases.items()}
 
 
+def test_a_boolean_trait_is_no_number(tmp_path):
+    """A SQL trait's boolean passes tests of `true` / `false` (or their text), never tests of
+    numbers: `true` is not 1, and differs from it."""
+    write_lines(tmp_path / "landing" / "a.ndjson", [
+        {"type": "track", "event": "N", "userId": user, "messageId": f"n{user}",
+         "timestamp": "2026-10-01T08:40:00Z", "properties": {"b": b}}
+        for user, b in (("u1", False), ("u2", True))
+    ])  # fmt: skip
+    sql = "SELECT user_id, CAST(json_extract(properties, '$.b') AS BOOLEAN) AS flag FROM events"
+    cases = {
+        "equals_1": ({"trait": "flag", "equals": 1}, set()),
+        "gt_0": ({"trait": "flag", "gt": 0}, set()),
+        "lt_1": ({"trait": "flag", "lt": 1}, set()),
+        "in_1": ({"trait": "flag", "in": [1, 0]}, set()),
+        "not_equals_1": ({"trait": "flag", "not_equals": 1}, {"u1", "u2"}),
+        "equals_true": ({"trait": "flag", "equals": True}, {"u2"}),
+        "equals_false_text": ({"trait": "flag", "equals": "false"}, {"u1"}),
+        "in_true": ({"trait": "flag", "in": [True]}, {"u2"}),
+    }
+    definitions = {
+        "traits": [{"name": "flag", "entity": "user", "type": "sql", "sql": sql}],
+        "audiences": [{"name": name, "entity": "user", "where": where}
+                      for name, (where, _) in cases.items()],
+    }  # fmt: skip
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "d.yaml").write_text(yaml.safe_dump(definitions))
+    hour = datetime(2026, 10, 1, 8)
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 2),
+                      PARTITIONS_START)  # fmt: skip
+        build_hour(con, load_catalog(tmp_path / "definitions"), hour)
+        found = {name: stored_members(con, name, hour) for name in cases}
+    assert found == {name: expected for name, (_, expected) in cases.items()}
+
+
 def test_default_hours_are_the_audiences_own(edge):
     con, catalog, _ = edge
     assert newest_member_hour(con, "any_admin") == EDGE_HOUR

@@ -358,8 +358,8 @@ class Evaluator:
     ) -> ir.BooleanValue:
         """`_test` of a value that is no list trait (a custom trait's may hold a list)."""
         text = value.cast("string")
-        number = None
-        if not value.type().is_temporal():
+        number = None  # (a time or a boolean is no number: `true` is not 1)
+        if not (value.type().is_temporal() or value.type().is_boolean()):
             number = as_number(text) if value.type().is_string() else value.try_cast("float64")
         if operator in ("within_last", "not_within_last"):
             moment = value
