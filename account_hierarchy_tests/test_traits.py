@@ -573,6 +573,20 @@ def test_a_list_of_numbers_is_profiled_as_a_list():
     assert "min" not in profile and "| 1 | 2 |" in profile["top_values"].value
 
 
+def test_a_profile_of_numbers_leaves_out_nan_and_keeps_the_median_exact():
+    """A decimal column's median is not rounded to its places; NaN and infinities (which
+    travel as null) are no values."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT TIMESTAMP '2026-10-01 10:00' AS snapshot_hour, "
+                "unnest([1.5, 3.0, NULL])::DECIMAL(21, 1) AS v, "
+                "unnest(['NaN', '4', 'inf'])::DOUBLE AS w")  # fmt: skip
+    hour = datetime(2026, 10, 1, 10)
+    decimals, doubles = profile_column(con, "t", "v", hour), profile_column(con, "t", "w", hour)
+    assert decimals["median"].value == 2.25 and decimals["fill_rate"] == 2 / 3
+    assert doubles["fill_rate"] == 1 / 3
+    assert [doubles[key].value for key in ("min", "mean", "median", "max")] == [4.0] * 4
+
+
 def test_nan_and_infinity_are_no_numbers(tmp_path):
     """Neither a bare NaN (which ingestion accepts) nor the strings "NaN" and "Infinity" count
     in an aggregation, as other values that are not numbers do not."""

@@ -13,7 +13,8 @@ def profile_column(
     con: duckdb.DuckDBPyConnection, table: str, column: str, hour: datetime | None
 ) -> dict:
     """`fill_rate` (share of entities whose value is not null, zero or empty) and, for numbers,
-    min / mean / median / max, else the most common values."""
+    min / mean / median / max (as doubles, NaN and infinities being no values, as they travel
+    as null), else the most common values."""
     if hour is None:
         return {}
     quoted = exp.to_identifier(column, quoted=True).sql("duckdb")
@@ -24,10 +25,11 @@ def profile_column(
     ).fetchone()[0]
     params = {"hour": hour}
     where = f"FROM {table} WHERE snapshot_hour = $hour"
+    number = f"CASE WHEN isfinite({quoted}::DOUBLE) THEN {quoted}::DOUBLE END"
     if kind.endswith("[]"):
         filled = f"len({quoted}) > 0"
     elif kind.startswith(NUMERIC_TYPES):
-        filled = f"coalesce({quoted} <> 0, false)"
+        filled = f"coalesce({number} <> 0, false)"
     else:
         filled = f"{quoted} IS NOT NULL"
     entities, fill_rate = con.execute(
@@ -37,7 +39,7 @@ def profile_column(
     metadata: dict = {"entities": entities, "fill_rate": float(fill_rate)}
     if kind.startswith(NUMERIC_TYPES) and not kind.endswith("[]"):
         low, mean, median, high = con.execute(
-            f"SELECT min({quoted}), avg({quoted}), median({quoted}), max({quoted}) {where}",
+            f"SELECT min({number}), avg({number}), median({number}), max({number}) {where}",
             params,
         ).fetchone()
         for name, value in (("min", low), ("mean", mean), ("median", median), ("max", high)):
