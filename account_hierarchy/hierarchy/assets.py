@@ -200,10 +200,16 @@ def _result(
     finding: checks.Finding,
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
 ) -> dg.AssetCheckResult:
+    description = None
+    if finding.count:
+        shown = len(finding.examples)
+        description = (f"{finding.count} offending rows in the window, the first {shown} in "
+                       f"`examples` ({', '.join(finding.columns)})")  # fmt: skip
     return dg.AssetCheckResult(
         asset_key=asset,
         check_name=name,
         passed=finding.count == 0,
         severity=severity,
+        description=description,
         metadata={"offending": finding.count, "examples": "\n".join(finding.examples) or "none"},
     )

@@ -8,17 +8,24 @@ import duckdb
 WINDOW_FILTER = "snapshot_hour >= $start AND snapshot_hour < $end"
 
 
+EXAMPLES_SHOWN = 10
+
+
 @dataclass(frozen=True)
 class Finding:
-    """How many rows break a rule, with a few examples."""
+    """How many rows break a rule, with the first few (`columns` names their values)."""
 
     count: int
     examples: list[str]
+    columns: tuple[str, ...] = ()
 
 
 def _find(con: duckdb.DuckDBPyConnection, sql: str, start: datetime, end: datetime) -> Finding:
-    rows = con.execute(sql, {"start": start, "end": end}).fetchall()
-    return Finding(len(rows), [" ".join(str(value) for value in row) for row in rows[:10]])
+    found = con.execute(sql, {"start": start, "end": end})
+    columns = tuple(column[0] for column in found.description)
+    rows = found.fetchall()
+    examples = [" ".join(str(value) for value in row) for row in rows[:EXAMPLES_SHOWN]]
+    return Finding(len(rows), examples, columns)
 
 
 def repeated_ids(
