@@ -749,6 +749,59 @@ def test_a_boolean_trait_is_no_number(tmp_path):
     assert found == {name: expected for name, (_, expected) in cases.items()}
 
 
+def test_json_nan_and_other_types_of_sql_traits(tmp_path):
+    """A SQL trait's JSON is tested as a custom trait's (a string as its text, a list by its
+    elements); NaN is no number; preview and explain give the reasons a materialization
+    stores, whatever the types."""
+    write_lines(tmp_path / "landing" / "a.ndjson", [
+        {"type": "identify", "userId": "u1", "messageId": "i1",
+         "timestamp": "2026-10-01T08:40:00Z", "traits": {}},
+    ])  # fmt: skip
+    sql = ("SELECT user_id, '\"abc\"'::JSON AS j_text, '[1, \"x\"]'::JSON AS j_list, "
+           "'nan'::DOUBLE AS d_nan, INTERVAL 3 DAY AS span, "
+           "'12345678-1234-5678-1234-567812345678'::UUID AS id FROM users")  # fmt: skip
+    cases = {
+        "text_equals": ({"trait": "j_text", "equals": "abc"}, {"u1"}),
+        "text_contains": ({"trait": "j_text", "contains": "b"}, {"u1"}),
+        "list_contains_1": ({"trait": "j_list", "contains": 1}, {"u1"}),
+        "list_contains_part": ({"trait": "j_list", "contains": ", "}, set()),
+        "list_equals": ({"trait": "j_list", "equals": '[1,"x"]'}, set()),
+        "list_not_equals": ({"trait": "j_list", "not_equals": "zzz"}, set()),
+        "nan_gt_0": ({"trait": "d_nan", "gt": 0}, set()),
+        "nan_gte_huge": ({"trait": "d_nan", "gte": 1e308}, set()),
+        "nan_not_5": ({"trait": "d_nan", "not_equals": 5}, {"u1"}),
+        "span": ({"trait": "span", "equals": "3 days"}, {"u1"}),
+        "id": ({"trait": "id", "equals": "12345678-1234-5678-1234-567812345678"}, {"u1"}),
+    }
+    definitions = {
+        "traits": [{"name": "typed", "entity": "user", "type": "sql", "sql": sql}],
+        "audiences": [{"name": name, "entity": "user", "where": where}
+                      for name, (where, _) in cases.items()],
+    }  # fmt: skip
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "d.yaml").write_text(yaml.safe_dump(definitions))
+    hour = datetime(2026, 10, 1, 8)
+    catalog = load_catalog(tmp_path / "definitions")
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 2),
+                      PARTITIONS_START)  # fmt: skip
+        build_hour(con, catalog, hour)
+        found = {name: stored_members(con, name, hour) for name in cases}
+        assert found == {name: expected for name, (_, expected) in cases.items()}
+        for name in cases:
+            stored = con.execute(
+                "SELECT reason::VARCHAR FROM audience_memberships WHERE audience = $n",
+                {"n": name},
+            ).fetchall()
+            why = explain(con, catalog, name, "u1", hour)
+            assert why["member"] == bool(stored), name
+            sample = preview(con, catalog, name, hour)["sample"]
+            if stored:
+                (sample_reason,) = sample
+                assert json.loads(stored[0][0]) == {"conditions": why["conditions"]}, name
+                assert sample_reason == {"entity_id": "u1", "conditions": why["conditions"]}
+
+
 def test_default_hours_are_the_audiences_own(edge):
     con, catalog, _ = edge
     assert newest_member_hour(con, "any_admin") == EDGE_HOUR

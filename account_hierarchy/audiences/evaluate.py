@@ -231,8 +231,11 @@ class Evaluator:
         if isinstance(condition, TraitTest | CustomTraitTest):
             value = base[_value_column(condition)]
             columns[f"{leaf.id}_value"] = value
-            json_text = (base[_custom_column("json", condition.custom_trait)]
-                         if isinstance(condition, CustomTraitTest) else None)  # fmt: skip
+            json_text = None
+            if isinstance(condition, CustomTraitTest):
+                json_text = base[_custom_column("json", condition.custom_trait)]
+            elif value.type().is_json():  # (a SQL trait's JSON: read as a custom trait is)
+                value, json_text = _json_text_and_json(value)
             columns[f"{leaf.id}_held"] = self._test(value, condition, json_text)
         else:
             extra.append(self._part(condition, leaf))
@@ -358,9 +361,11 @@ class Evaluator:
     ) -> ir.BooleanValue:
         """`_test` of a value that is no list trait (a custom trait's may hold a list)."""
         text = value.cast("string")
-        number = None  # (a time or a boolean is no number: `true` is not 1)
+        number = None  # (a time or a boolean is no number: `true` is not 1; nor is NaN)
         if not (value.type().is_temporal() or value.type().is_boolean()):
             number = as_number(text) if value.type().is_string() else value.try_cast("float64")
+        if value.type().is_floating():
+            number = ibis.ifelse(value.isnan(), ibis.null("float64"), number)
         if operator in ("within_last", "not_within_last"):
             moment = value
             if not value.type().is_timestamp() and self.backend.name == "pyspark":
@@ -418,13 +423,17 @@ def _custom_columns(base: ir.Table, key: str, quoted_paths: bool) -> dict[str, i
         value = base.custom_traits
         for part in key.split("."):
             value = value[part]
+    text, as_json = _json_text_and_json(value)
+    return {_custom_column("text", key): text, _custom_column("json", key): as_json}
+
+
+def _json_text_and_json(value: ir.JSONValue) -> tuple[ir.StringValue, ir.StringValue]:
+    """A JSON value as text (strings unquoted; numbers, booleans, lists and objects as their
+    JSON) and as JSON text, both null for SQL's NULL or a JSON null."""
     as_json = value.cast("string")
     absent = as_json.isnull() | (as_json == "null")
-    return {
-        _custom_column("text", key): ibis.ifelse(absent, ibis.null("string"),
-                                                 ibis.coalesce(value.str, as_json)),
-        _custom_column("json", key): ibis.ifelse(absent, ibis.null("string"), as_json),
-    }  # fmt: skip
+    text = ibis.ifelse(absent, ibis.null("string"), ibis.coalesce(value.str, as_json))
+    return text, ibis.ifelse(absent, ibis.null("string"), as_json)
 
 
 def _custom_column(kind: str, key: str) -> str:

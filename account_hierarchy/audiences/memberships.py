@@ -123,15 +123,17 @@ def _strftime(column: exp.Expression, pattern: str) -> exp.Expression:
     return exp.Anonymous(this="strftime", expressions=[column, exp.Literal.string(pattern)])
 
 
-def reason_texts(evaluated: Evaluated, frame: pd.DataFrame) -> list[str]:
-    """The reasons (JSON text) of rows of `evaluated.table` fetched as a frame (from Spark, or
-    a preview), in the frame's order: `reason_expression` run in a private DuckDB."""
-    if frame.empty:  # (pandas types an empty list column as floats, which Arrow rejects)
+def reason_texts(evaluated: Evaluated, rows: pd.DataFrame | pa.Table) -> list[str]:
+    """The reasons (JSON text) of rows of `evaluated.table` fetched from Spark (a frame) or
+    from the warehouse (Arrow, which keeps every DuckDB type), in their order:
+    `reason_expression` run in a private DuckDB."""
+    if len(rows) == 0:  # (pandas types an empty list column as floats, which Arrow rejects)
         return []
     schema = evaluated.table.schema()
-    rows = pa.Table.from_pandas(
-        frame[list(schema.names)], schema=schema.to_pyarrow(), preserve_index=False
-    )
+    if isinstance(rows, pd.DataFrame):
+        rows = pa.Table.from_pandas(
+            rows[list(schema.names)], schema=schema.to_pyarrow(), preserve_index=False
+        )
     reason = reason_expression(evaluated).sql("duckdb")
     with in_memory(threads=1) as con:
         con.register("result_rows", rows)

@@ -6,7 +6,8 @@ from typing import Any
 
 import duckdb
 import ibis
-import pandas as pd
+import ibis.expr.types as ir
+import pyarrow as pa
 
 from account_hierarchy.audiences.describe import describe
 from account_hierarchy.audiences.evaluate import Evaluated, Evaluator, Leaf, require_snapshots
@@ -82,6 +83,12 @@ def _rows_if_table_exists(con: duckdb.DuckDBPyConnection, query: str, params: di
         return []
 
 
+def _fetch(con: duckdb.DuckDBPyConnection, expr: ir.Table) -> pa.Table:
+    """An evaluation's rows as DuckDB gives them to Arrow (every type kept, JSON as its text),
+    for `reason_texts` to describe as a materialization does."""
+    return con.sql(ibis.to_sql(expr, dialect="duckdb")).to_arrow_table()
+
+
 def _evaluator(con: duckdb.DuckDBPyConnection, catalog: Catalog, hour: datetime) -> Evaluator:
     return Evaluator(ibis.duckdb.from_connection(con), catalog, hour)
 
@@ -96,19 +103,19 @@ def preview(
         raise NotInSnapshotError(f"No audience {audience!r} in {catalog.folder}.") from None
     evaluated = _evaluator(con, catalog, hour).audience(audience)
     require_snapshots(ibis.duckdb.from_connection(con), evaluated, hour, hour + timedelta(hours=1))
-    frame = evaluated.table.filter(evaluated.table.member).execute().sort_values("entity_id")
-    ids = list(frame.entity_id)
+    members = _fetch(con, evaluated.table.filter(evaluated.table.member).order_by("entity_id"))
+    ids = members["entity_id"].to_pylist()
     reached_entity = "user" if definition.entity == "account" else "account"
     column = "account_id" if definition.entity == "account" else "user_id"
     other = "user_id" if definition.entity == "account" else "account_id"
-    con.register("preview_members", frame[["entity_id"]])
+    con.register("preview_members", members.select(["entity_id"]))
     (reached,) = con.execute(
         f"SELECT count(DISTINCT {other}) FROM account_memberships WHERE snapshot_hour = $hour "
         f"AND {column} IN (SELECT entity_id FROM preview_members)",
         {"hour": hour},
     ).fetchone()
     con.unregister("preview_members")
-    sample = frame.head(SAMPLE_SIZE)
+    sample = members.slice(0, SAMPLE_SIZE)
     return {
         "audience": audience,
         "entity": definition.entity,
@@ -119,7 +126,7 @@ def preview(
         "sample": [
             {"entity_id": entity_id, **json.loads(reason)}
             for entity_id, reason in zip(
-                sample.entity_id, reason_texts(evaluated, sample), strict=True
+                sample["entity_id"].to_pylist(), reason_texts(evaluated, sample), strict=True
             )
         ],
     }
@@ -138,8 +145,8 @@ def explain(
     definition = catalog.audience(audience)
     evaluated = evaluator.audience(audience)
     require_snapshots(ibis.duckdb.from_connection(con), evaluated, hour, hour + timedelta(hours=1))
-    row = evaluated.table.filter(evaluated.table.entity_id == entity_id).execute()
-    if row.empty:
+    row = _fetch(con, evaluated.table.filter(evaluated.table.entity_id == entity_id))
+    if row.num_rows == 0:
         raise NotInSnapshotError(
             f"{definition.entity} {entity_id!r} is not in the snapshot of {hour}."
         )
@@ -149,20 +156,18 @@ def explain(
         "entity_type": definition.entity,
         "entity_id": entity_id,
         "snapshot_hour": hour,
-        "member": bool(row.member.iloc[0]),
+        "member": bool(row["member"][0].as_py()),
         "condition": describe(definition.where),
         **reason,
     }
 
 
-def _reasons(
-    evaluator: Evaluator, evaluated: Evaluated, rows: pd.DataFrame
-) -> list[dict[str, Any]]:
+def _reasons(evaluator: Evaluator, evaluated: Evaluated, rows: pa.Table) -> list[dict[str, Any]]:
     """The reasons of `rows` of an evaluated condition, each quantified condition with the
     users that satisfied it, and each `account:` condition with the reasons of every account
     of the user (the same, one level down)."""
     reasons = [json.loads(text) for text in reason_texts(evaluated, rows)]
-    for entity_id, reason in zip(rows.entity_id, reasons, strict=True):
+    for entity_id, reason in zip(rows["entity_id"].to_pylist(), reasons, strict=True):
         for leaf, entry in zip(evaluated.leaves, reason["conditions"], strict=True):
             if isinstance(leaf.condition, Quantified):
                 entry["satisfying_users"] = _satisfying_users(evaluator, leaf, entity_id)
@@ -178,14 +183,15 @@ def _accounts_checked(evaluator: Evaluator, leaf: Leaf, user_id: str) -> list[di
     members = evaluator.memberships()
     mine = members.filter(members.user_id == user_id).select(account=members.account_id)
     table = accounts.table
-    rows = table.join(mine, table.entity_id == mine.account).drop("account").execute()
-    rows = rows.sort_values("entity_id")
+    joined = table.join(mine, table.entity_id == mine.account).drop("account")
+    rows = _fetch(evaluator.backend.con, joined.order_by("entity_id"))
     return [
         {"account_id": str(account_id), "held": bool(held), **reason}
         for account_id, held, reason in zip(
-            rows.entity_id, rows.member, _reasons(evaluator, accounts, rows), strict=True
+            rows["entity_id"].to_pylist(), rows["member"].to_pylist(),
+            _reasons(evaluator, accounts, rows), strict=True,
         )
-    ]
+    ]  # fmt: skip
 
 
 def _satisfying_users(evaluator: Evaluator, leaf: Leaf, account_id: str) -> list[str]:
