@@ -63,7 +63,16 @@ def emit(rows: Iterable[Mapping[str, Any]], output_format: str) -> None:
     if not rows:
         click.echo("(no rows)")
         return
-    click.echo(tabulate([dict(row) for row in rows], headers="keys", tablefmt="simple"))
+    table = [{key: _cell(value) for key, value in row.items()} for row in rows]
+    click.echo(tabulate(table, headers="keys", tablefmt="simple"))
+
+
+def _cell(value: Any) -> Any:
+    """A table cell: a list or mapping as its compact JSON (its items as `plain` makes them),
+    not Python's repr."""
+    if isinstance(value, Mapping | list | tuple | np.ndarray):
+        return json.dumps(plain(value), ensure_ascii=False, separators=(",", ":"))
+    return value
 
 
 def emit_record(record: Mapping[str, Any], output_format: str) -> None:
@@ -79,7 +88,7 @@ def emit_record(record: Mapping[str, Any], output_format: str) -> None:
     for key, value in nested.items():
         click.echo(f"\n{key}:")
         if isinstance(value, Mapping):
-            rows = [{"name": name, "value": item} for name, item in value.items()]
+            rows = [{"name": name, "value": _cell(item)} for name, item in value.items()]
         elif value and not isinstance(value[0], Mapping):
             click.echo("  " + " > ".join(str(item) for item in value))
             continue
@@ -93,7 +102,7 @@ def _flatten(row: Mapping[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in row.items():
         if isinstance(value, Mapping):
-            flat |= {f"{key}.{name}": item for name, item in value.items()}
+            flat |= {f"{key}.{name}": _cell(item) for name, item in value.items()}
         else:
-            flat[key] = value
+            flat[key] = _cell(value)
     return flat

@@ -28,3 +28,14 @@ def test_jsonl_prints_times_uuids_and_bytes_from_rows_and_frames(capsys):
     emit([as_tuple, as_frame], "jsonl")
     lines = capsys.readouterr().out.splitlines()
     assert [json.loads(line) for line in lines] == [EXPECTED, EXPECTED]
+
+
+def test_a_table_prints_lists_and_mappings_as_json(capsys):
+    relation = duckdb.sql(
+        "SELECT [1.5::DECIMAL(3, 1), 7] AS prices, [TIMESTAMP '2026-10-01 10:00'] AS seen, "
+        "{'a': 1} AS parts"
+    )
+    row = dict(zip(relation.columns, relation.fetchone(), strict=True))
+    emit([row], "table")
+    values = capsys.readouterr().out.splitlines()[-1].split()
+    assert values == ["[1.5,7.0]", '["2026-10-01T10:00:00"]', '{"a":1}']
