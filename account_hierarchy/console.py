@@ -4,12 +4,13 @@ the CLI's modules from loading."""
 
 import click
 
-from account_hierarchy.settings import SettingError
+from account_hierarchy.settings import SettingError, check_all
 
 
 def main() -> None:
     """Run the CLI (`account_hierarchy.cli.main`)."""
     try:
+        check_all()
         from account_hierarchy.cli import main as cli
 
         cli()

@@ -20,6 +20,7 @@ from account_hierarchy.schedules import hourly_schedule
 from account_hierarchy.sensors import landing_files_sensor
 from account_hierarchy.traits.assets import build_trait_assets
 
+settings.check_all()
 try:
     catalog = load_catalog(settings.definitions_dir())
 except DefinitionError as error:

@@ -93,6 +93,15 @@ def engine() -> str:
     return name
 
 
+def check_all() -> None:
+    """Read every setting that has a form (raising `SettingError` for one that cannot be
+    used), so that it stops a command or the code location at once, whatever they read."""
+    partitions_start()
+    parent_trait()
+    duckdb_config()
+    engine()
+
+
 def lake_dir() -> str:
     """Where the Spark engine keeps its tables as Parquet partitioned by hour (`AH_LAKE_DIR`):
     a local folder or an object store URI such as `s3a://bucket/lake`."""

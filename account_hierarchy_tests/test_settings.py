@@ -29,6 +29,9 @@ def test_a_malformed_memory_limit_names_the_setting(tmp_path, monkeypatch):
         ("AH_PARTITIONS_START", "2026-10-01", "expected an hour like 2024-01-01-00:00"),
         ("AH_PARTITIONS_START", "2026-10-01-00:30", "expected an hour like 2024-01-01-00:00"),
         ("AH_DUCKDB_MEMORY_LIMIT", "lots", "expected an amount like 4GB or 500MB"),
+        # (settings the command does not read stop it too)
+        ("AH_ENGINE", "pandas", "expected one of duckdb, spark"),
+        ("AH_PARENT_TRAIT", 'a"b', "expected a trait name without quotes"),
     ],
 )
 def test_a_setting_that_cannot_be_used_is_one_line_from_the_console_script(
