@@ -667,6 +667,29 @@ def test_a_custom_time_without_a_zone_is_utc_after_one_with_a_zone_name(tmp_path
         assert stored_members(con, "recent", datetime(2026, 10, 1, 8)) == {"A", "B", "E", "F"}
 
 
+CASES_HOUR = datetime(2026, 10, 1, 8)
+
+
+def build_cases(tmp_path: Path, trait: dict, cases: dict[str, tuple[dict, set[str]]]):
+    """`trait` (a user trait) and a user audience per case (name: (where, expected members)),
+    built at `CASES_HOUR` from the landing lines of 1 October into `tmp_path / "wh.duckdb"`:
+    the catalog, and the members stored and expected of each case."""
+    definitions = {
+        "traits": [trait],
+        "audiences": [{"name": name, "entity": "user", "where": where}
+                      for name, (where, _) in cases.items()],
+    }  # fmt: skip
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "d.yaml").write_text(yaml.safe_dump(definitions))
+    catalog = load_catalog(tmp_path / "definitions")
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 2),
+                      PARTITIONS_START)  # fmt: skip
+        build_hour(con, catalog, CASES_HOUR)
+        found = {name: stored_members(con, name, CASES_HOUR) for name in cases}
+    return catalog, found, {name: expected for name, (_, expected) in cases.items()}
+
+
 def test_lists_pass_contains_with_equal_elements_only(tmp_path):
     """A list (a custom trait's or a typed SQL trait's) contains an element equal to the
     operand, however the engine writes the number; any other operator on it is false."""
@@ -698,20 +721,9 @@ def test_lists_pass_contains_with_equal_elements_only(tmp_path):
         "bools_true": ({"trait": "bools", "contains": True}, {"u2"}),
         "bools_false": ({"trait": "bools", "contains": "false"}, {"u1"}),
     }
-    definitions = {
-        "traits": [{"name": "lists", "entity": "user", "type": "sql", "many": True, "sql": sql}],
-        "audiences": [{"name": name, "entity": "user", "where": where}
-                      for name, (where, _) in cases.items()],
-    }  # fmt: skip
-    (tmp_path / "definitions").mkdir()
-    (tmp_path / "definitions" / "d.yaml").write_text(yaml.safe_dump(definitions))
-    hour = datetime(2026, 10, 1, 8)
-    with connect(tmp_path / "wh.duckdb") as con:
-        ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 2),
-                      PARTITIONS_START)  # fmt: skip
-        build_hour(con, load_catalog(tmp_path / "definitions"), hour)
-        found = {name: stored_members(con, name, hour) for name in cases}
-    assert found == {name: expected for name, (_, expected) in cases.items()}
+    trait = {"name": "lists", "entity": "user", "type": "sql", "many": True, "sql": sql}
+    _, found, expected = build_cases(tmp_path, trait, cases)
+    assert found == expected
 
 
 def test_a_boolean_trait_is_no_number(tmp_path):
@@ -733,20 +745,9 @@ def test_a_boolean_trait_is_no_number(tmp_path):
         "equals_false_text": ({"trait": "flag", "equals": "false"}, {"u1"}),
         "in_true": ({"trait": "flag", "in": [True]}, {"u2"}),
     }
-    definitions = {
-        "traits": [{"name": "flag", "entity": "user", "type": "sql", "sql": sql}],
-        "audiences": [{"name": name, "entity": "user", "where": where}
-                      for name, (where, _) in cases.items()],
-    }  # fmt: skip
-    (tmp_path / "definitions").mkdir()
-    (tmp_path / "definitions" / "d.yaml").write_text(yaml.safe_dump(definitions))
-    hour = datetime(2026, 10, 1, 8)
-    with connect(tmp_path / "wh.duckdb") as con:
-        ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 2),
-                      PARTITIONS_START)  # fmt: skip
-        build_hour(con, load_catalog(tmp_path / "definitions"), hour)
-        found = {name: stored_members(con, name, hour) for name in cases}
-    assert found == {name: expected for name, (_, expected) in cases.items()}
+    trait = {"name": "flag", "entity": "user", "type": "sql", "sql": sql}
+    _, found, expected = build_cases(tmp_path, trait, cases)
+    assert found == expected
 
 
 def test_json_nan_and_other_types_of_sql_traits(tmp_path):
@@ -773,29 +774,18 @@ def test_json_nan_and_other_types_of_sql_traits(tmp_path):
         "span": ({"trait": "span", "equals": "3 days"}, {"u1"}),
         "id": ({"trait": "id", "equals": "12345678-1234-5678-1234-567812345678"}, {"u1"}),
     }
-    definitions = {
-        "traits": [{"name": "typed", "entity": "user", "type": "sql", "sql": sql}],
-        "audiences": [{"name": name, "entity": "user", "where": where}
-                      for name, (where, _) in cases.items()],
-    }  # fmt: skip
-    (tmp_path / "definitions").mkdir()
-    (tmp_path / "definitions" / "d.yaml").write_text(yaml.safe_dump(definitions))
-    hour = datetime(2026, 10, 1, 8)
-    catalog = load_catalog(tmp_path / "definitions")
+    trait = {"name": "typed", "entity": "user", "type": "sql", "sql": sql}
+    catalog, found, expected = build_cases(tmp_path, trait, cases)
+    assert found == expected
     with connect(tmp_path / "wh.duckdb") as con:
-        ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 2),
-                      PARTITIONS_START)  # fmt: skip
-        build_hour(con, catalog, hour)
-        found = {name: stored_members(con, name, hour) for name in cases}
-        assert found == {name: expected for name, (_, expected) in cases.items()}
         for name in cases:
             stored = con.execute(
                 "SELECT reason::VARCHAR FROM audience_memberships WHERE audience = $n",
                 {"n": name},
             ).fetchall()
-            why = explain(con, catalog, name, "u1", hour)
+            why = explain(con, catalog, name, "u1", CASES_HOUR)
             assert why["member"] == bool(stored), name
-            sample = preview(con, catalog, name, hour)["sample"]
+            sample = preview(con, catalog, name, CASES_HOUR)["sample"]
             if stored:
                 (sample_reason,) = sample
                 assert json.loads(stored[0][0]) == {"conditions": why["conditions"]}, name

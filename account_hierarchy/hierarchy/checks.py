@@ -6,8 +6,6 @@ from datetime import datetime
 import duckdb
 
 WINDOW_FILTER = "snapshot_hour >= $start AND snapshot_hour < $end"
-
-
 EXAMPLES_SHOWN = 10
 
 
@@ -17,7 +15,7 @@ class Finding:
 
     count: int
     examples: list[str]
-    columns: tuple[str, ...] = ()
+    columns: tuple[str, ...]
 
 
 def _find(con: duckdb.DuckDBPyConnection, sql: str, start: datetime, end: datetime) -> Finding:
