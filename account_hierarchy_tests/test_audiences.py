@@ -759,7 +759,7 @@ def test_json_nan_and_other_types_of_sql_traits(tmp_path):
          "timestamp": "2026-10-01T08:40:00Z", "traits": {}},
     ])  # fmt: skip
     sql = ("SELECT user_id, '\"abc\"'::JSON AS j_text, '[1, \"x\"]'::JSON AS j_list, "
-           "'nan'::DOUBLE AS d_nan, INTERVAL 3 DAY AS span, "
+           "'nan'::DOUBLE AS d_nan, 7 AS n_int, 7.0::DOUBLE AS n_double, INTERVAL 3 DAY AS span, "
            "'12345678-1234-5678-1234-567812345678'::UUID AS id FROM users")  # fmt: skip
     cases = {
         "text_equals": ({"trait": "j_text", "equals": "abc"}, {"u1"}),
@@ -771,6 +771,9 @@ def test_json_nan_and_other_types_of_sql_traits(tmp_path):
         "nan_gt_0": ({"trait": "d_nan", "gt": 0}, set()),
         "nan_gte_huge": ({"trait": "d_nan", "gte": 1e308}, set()),
         "nan_not_5": ({"trait": "d_nan", "not_equals": 5}, {"u1"}),
+        "int_quoted_7": ({"trait": "n_int", "equals": "7"}, {"u1"}),
+        "double_quoted_7": ({"trait": "n_double", "equals": "7"}, set()),
+        "double_7": ({"trait": "n_double", "in": [7]}, {"u1"}),
         "span": ({"trait": "span", "equals": "3 days"}, {"u1"}),
         "id": ({"trait": "id", "equals": "12345678-1234-5678-1234-567812345678"}, {"u1"}),
     }
