@@ -18,6 +18,7 @@ import pandas as pd
 
 from account_hierarchy.activation.schemas import validate_diffs
 from account_hierarchy.catalog.loader import Catalog
+from account_hierarchy.json_text import fetch_rows
 from account_hierarchy.output import plain
 from account_hierarchy.partitions import hours_of
 from account_hierarchy.traits.compile import HOUR, compile_hourly, hourly_params
@@ -148,7 +149,10 @@ def build_diffs(
     for (kind, name), query in change_queries(backend, catalog).items():
         sql = compile_hourly(backend, query)
         for hour in hours_of(start, end):
-            found = con.execute(sql, hourly_params(sql, hour)).df()
+            cursor = con.execute(sql, hourly_params(sql, hour))
+            # (rows as delivery reads them: dates as dates, JSON as the values it holds)
+            columns = [column for column, *_ in cursor.description]
+            found = pd.DataFrame(fetch_rows(cursor), columns=columns, dtype=object)
             frames.append(diff_rows(kind, name, query, found, hour))
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=DIFF_COLUMNS)
     con.register("found_diffs", rows)
