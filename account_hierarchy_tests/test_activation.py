@@ -920,20 +920,24 @@ def test_a_user_gets_the_first_account_value_json_can_carry(tmp_path):
 
 
 def test_trait_values_are_sent_as_the_diffs_record_them(tmp_path):
-    """Times as ISO text, durations as seconds: the same JSON in the calls and the diffs."""
+    """Times and dates as ISO text, durations as seconds, JSON as the value it holds: the
+    same JSON in the calls and the diffs."""
     lines = [group_call("g1", "2026-10-01T10:00:00Z", "A0", "u1")]
+    sql = ("SELECT account_id, TIMESTAMP '2026-10-01 10:00:00' AS seen, INTERVAL 3 DAY AS took, "
+           "DATE '2026-09-30' AS renews, 'infinity'::DATE AS ends, "
+           "'{\"tier\": \"gold\"}'::JSON AS meta FROM accounts")  # fmt: skip
+    names = ["seen", "took", "renews", "ends", "meta"]
     report, diffs = dry_run_and_diffs(tmp_path, lines, {
-        "traits": [{"name": "seen", "entity": "account", "type": "sql",
-                    "sql": "SELECT account_id, TIMESTAMP '2026-10-01 10:00:00' AS seen, "
-                           "INTERVAL 3 DAY AS took FROM accounts"}],
+        "traits": [{"name": "seen", "entity": "account", "type": "sql", "sql": sql}],
         "destinations": [{"name": "box", "type": "jsonl", "folder": str(tmp_path / "out"),
-                          "traits": ["seen", "took"], "calls": ["group"]}],
+                          "traits": names, "calls": ["group"]}],
     })  # fmt: skip
+    assert diffs == {"seen": '"2026-10-01T10:00:00"', "took": "259200.0",
+                     "renews": '"2026-09-30"', "ends": '"9999-12-31"',
+                     "meta": '{"tier":"gold"}'}  # fmt: skip
     assert calls(report.planned) == {
-        ("group", "A0", '{"seen": "2026-10-01T10:00:00"}'),
-        ("group", "A0", '{"took": 259200.0}'),
+        ("group", "A0", json.dumps({name: json.loads(diffs[name])})) for name in names
     }
-    assert diffs == {"seen": '"2026-10-01T10:00:00"', "took": "259200.0"}
 
 
 class Applier:
@@ -959,6 +963,46 @@ class Applier:
         if self.lose:
             raise DestinationUnavailableError("the answer was lost", attempts=1)
         return Outcome(True, 200, "", 1)
+
+
+def test_a_trait_and_an_audience_moved_to_user_level_end_with_the_users_values(tmp_path):
+    """`logins` and `vip` turn from account into user definitions of the same names: the
+    retractions of the account-level values go before the users' own values, which the
+    destination ends holding."""
+
+    def definitions_at(entity: str):
+        where = {"custom_trait": "plan", "equals": "free"}
+        document = {
+            "traits": [{"name": "logins", "entity": entity, "type": "event_counter",
+                        "event": "Logged In"}],
+            "audiences": [{"name": "vip", "entity": entity,
+                           "where": where if entity == "account" else {"account": where}}],
+            "destinations": [{"name": "box", "type": "jsonl", "folder": str(tmp_path / "out"),
+                              "audiences": ["vip"], "traits": ["logins"]}],
+        }  # fmt: skip
+        (tmp_path / "defs").mkdir(exist_ok=True)
+        (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(document))
+        catalog = load_catalog(tmp_path / "defs")
+        return catalog, catalog.destinations[0].destination
+
+    logins = [message(f"t{n}", f"2026-10-01T10:1{n}:00Z", event="Logged In", userId=user)
+              for n, user in enumerate(["u1", "u1", "u2"])]  # fmt: skip
+    write_lines(tmp_path / "landing" / "a.ndjson", [
+        group_call("g1", "2026-10-01T10:00:00Z", "A0", "u1", plan="free"),
+        group_call("g2", "2026-10-01T10:01:00Z", "A0", "u2"), *logins,
+    ])  # fmt: skip
+    applier = Applier()
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", H10, H11 + timedelta(hours=1), PARTITIONS_START)
+        for hour, entity in ((H10, "account"), (H11, "user")):
+            catalog, destination = definitions_at(entity)
+            build_hour(con, catalog, hour)
+            sync(con, catalog, destination, applier)
+        assert sync(con, catalog, destination, applier).messages == 0
+    assert applier.holds[("identify", "u1")] == {"vip": True, "logins": 2}
+    assert applier.holds[("identify", "u2")] == {"vip": True, "logins": 1}
+    entries = [event for user, event in applier.tracks if user == "u1" and "Audience" in event]
+    assert entries[-1] == "Audience Entered"
 
 
 def test_changes_back_and_forth_within_an_hour_while_unconfirmed_end_as_the_snapshot(box, tmp_path):

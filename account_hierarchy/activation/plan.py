@@ -160,7 +160,11 @@ def plan(
         key: has.entity_type for key, has in held.items()
     }
     items = []
-    for key in sorted(desired.keys() | held.keys() | in_flight.keys()):
+    # (what the destination should no longer hold goes first: a trait or audience since moved
+    # to the other entity writes the same identify trait under another key, which its
+    # retraction must not overwrite)
+    keys = desired.keys() | held.keys() | in_flight.keys()
+    for key in sorted(keys, key=lambda key: (desired.get(key) is not None, key)):
         want, has = desired.get(key), held.get(key, NOTHING)
         missing = {call for call in wanted if has.held_in(call) != want}
         if key not in in_flight and has.value == want and not missing:
