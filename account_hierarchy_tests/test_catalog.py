@@ -91,9 +91,15 @@ def test_duplicate_names_across_files_and_bad_options(tmp_path):
   - name: logins
     entity: user
     type: unique_users
+  - name: fallback_alone
+    entity: account
+    type: event_counter
+    context_fallback: none
 """,
     )
     assert any("include_child_accounts applies to account traits only" in p for p in problems)
+    assert any("(fallback_alone): context_fallback applies with attribution: context only" in p
+               for p in problems)  # fmt: skip
     assert any("unique_users traits are for entity: account" in p for p in problems)
 
 

@@ -147,6 +147,8 @@ class TraitBase(Strict):
             ):
                 if getattr(self, option) != default:
                     raise ValueError(f"{option} applies to account traits only")
+        if self.context_fallback != "all_accounts" and self.attribution != "context":
+            raise ValueError("context_fallback applies with attribution: context only")
         return self
 
     @property
