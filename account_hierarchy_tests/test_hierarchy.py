@@ -267,7 +267,11 @@ def test_parents_by_numeric_id_and_a_key_given_twice(tmp_path, monkeypatch, pare
         ("DELETE FROM account_hierarchy WHERE account_id = 'C'", "no hierarchy row"),
         ("UPDATE account_hierarchy SET in_cycle = true, depth = 0, path = [account_id], "
          "ultimate_parent_id = account_id WHERE account_id = 'C'",
-         "flagged in a cycle its parent is not in"),
+         "flagged in a cycle it is not in"),
+        # Z hangs off the X/Y cycle: its parent is flagged, but no flagged account is its child
+        ("UPDATE account_hierarchy SET in_cycle = true, depth = 0, path = [account_id], "
+         "ultimate_parent_id = account_id WHERE account_id = 'Z'",
+         "flagged in a cycle it is not in"),
     ],
 )  # fmt: skip
 def test_the_hierarchy_check_finds_rows_that_do_not_follow_their_parents(

@@ -84,33 +84,39 @@ def hierarchy_not_following_parents(
 ) -> Finding:
     """Rows of `account_hierarchy` that do not follow from their parent's row of the same hour
     (checked one link at a time, without the walk that built them), and accounts of `accounts`
-    without a row. A cycle member is flagged, a root of itself, and its parent is a flagged
-    member too; a missing parent (no account) is flagged and the root above its child; any
-    other account is one deeper than its parent, under the same root, its path the parent's
-    and itself. So an unflagged cycle (whose depths would each be one more than the next) or
-    an unflagged missing parent cannot pass."""
+    without a row. A cycle member is flagged, a root of itself, its parent is a flagged member
+    too and it is a flagged member's parent (so the flagged accounts, each one's parent among
+    them and each one a parent among them, are exactly cycles); a missing parent (no account)
+    is flagged and the root above its child; any other account is one deeper than its parent,
+    under the same root, its path the parent's and itself. So an unflagged cycle (whose depths
+    would each be one more than the next) or an unflagged missing parent cannot pass."""
     return _find(
         con,
         f"""
-        WITH rows AS (
+        WITH flagged_parents AS (
+            SELECT DISTINCT snapshot_hour, parent_account_id AS account_id
+            FROM account_hierarchy WHERE in_cycle AND {WINDOW_FILTER}
+        ), rows AS (
             SELECT h.*, a.account_id IS NOT NULL AS is_account,
                    a.parent_account_id AS account_parent, p.account_id IS NOT NULL AS has_parent,
                    p.in_cycle AS parent_in_cycle, p.depth AS parent_depth,
-                   p.ultimate_parent_id AS parent_root, p.path AS parent_path
+                   p.ultimate_parent_id AS parent_root, p.path AS parent_path,
+                   f.account_id IS NOT NULL AS parents_a_flagged
             FROM account_hierarchy AS h
             LEFT JOIN accounts AS a USING (snapshot_hour, account_id)
             LEFT JOIN account_hierarchy AS p
               ON p.snapshot_hour = h.snapshot_hour AND p.account_id = h.parent_account_id
+            LEFT JOIN flagged_parents AS f USING (snapshot_hour, account_id)
             WHERE h.{WINDOW_FILTER}
         ), judged AS (
             SELECT snapshot_hour, account_id, CASE
                 WHEN NOT is_account THEN 'not in accounts'
                 WHEN parent_account_id IS DISTINCT FROM account_parent
                     THEN 'parent differs from accounts'
-                WHEN in_cycle AND NOT (has_parent AND parent_in_cycle AND depth = 0
-                                       AND ultimate_parent_id = account_id
+                WHEN in_cycle AND NOT (has_parent AND parent_in_cycle AND parents_a_flagged
+                                       AND depth = 0 AND ultimate_parent_id = account_id
                                        AND path = [account_id] AND NOT parent_missing)
-                    THEN 'flagged in a cycle its parent is not in'
+                    THEN 'flagged in a cycle it is not in'
                 WHEN in_cycle THEN NULL
                 WHEN parent_account_id IS NULL AND NOT (depth = 0 AND ultimate_parent_id =
                         account_id AND path = [account_id] AND NOT parent_missing)
