@@ -29,7 +29,7 @@ from account_hierarchy.sample.generator import generate_sample
 from account_hierarchy.traits.compute import build_traits
 from account_hierarchy.traits.tiles import tiles_current
 from account_hierarchy.warehouse import connect
-from account_hierarchy_tests.conftest import PARTITIONS_START, build_hour, write_lines
+from account_hierarchy_tests.conftest import PARTITIONS_START, build_hour, strict_json, write_lines
 from account_hierarchy_tests.reference import read_events, snapshot
 from account_hierarchy_tests.reference_audiences import ReferenceAudiences
 
@@ -760,6 +760,7 @@ def test_json_nan_and_other_types_of_sql_traits(tmp_path):
     ])  # fmt: skip
     sql = ("SELECT user_id, '\"abc\"'::JSON AS j_text, '[1, \"x\"]'::JSON AS j_list, "
            "'nan'::DOUBLE AS d_nan, 7 AS n_int, 7.0::DOUBLE AS n_double, INTERVAL 3 DAY AS span, "
+           "['nan'::DOUBLE, 1] AS nan_list, [TIMESTAMP '2026-10-01 10:00:00'] AS times, "
            "'12345678-1234-5678-1234-567812345678'::UUID AS id FROM users")  # fmt: skip
     cases = {
         "text_equals": ({"trait": "j_text", "equals": "abc"}, {"u1"}),
@@ -775,12 +776,19 @@ def test_json_nan_and_other_types_of_sql_traits(tmp_path):
         "double_quoted_7": ({"trait": "n_double", "equals": "7"}, set()),
         "double_7": ({"trait": "n_double", "in": [7]}, {"u1"}),
         "span": ({"trait": "span", "equals": "3 days"}, {"u1"}),
+        "nan_list": ({"trait": "nan_list", "contains": 1}, {"u1"}),
+        "times": ({"trait": "times", "contains": "2026-10-01 10:00:00"}, {"u1"}),
         "id": ({"trait": "id", "equals": "12345678-1234-5678-1234-567812345678"}, {"u1"}),
     }
     trait = {"name": "typed", "entity": "user", "type": "sql", "sql": sql}
     catalog, found, expected = build_cases(tmp_path, trait, cases)
     assert found == expected
     with connect(tmp_path / "wh.duckdb") as con:
+        values = con.execute(
+            "SELECT audience, reason -> '$.conditions[0].value' FROM audience_memberships "
+            "WHERE audience IN ('nan_list', 'times')"
+        ).fetchall()
+        assert dict(values) == {"nan_list": "[null,1.0]", "times": '["2026-10-01T10:00:00"]'}
         for name in cases:
             stored = con.execute(
                 "SELECT reason::VARCHAR FROM audience_memberships WHERE audience = $n",
@@ -791,7 +799,7 @@ def test_json_nan_and_other_types_of_sql_traits(tmp_path):
             sample = preview(con, catalog, name, CASES_HOUR)["sample"]
             if stored:
                 (sample_reason,) = sample
-                assert json.loads(stored[0][0]) == {"conditions": why["conditions"]}, name
+                assert strict_json(stored[0][0]) == {"conditions": why["conditions"]}, name
                 assert sample_reason == {"entity_id": "u1", "conditions": why["conditions"]}
 
 

@@ -98,25 +98,34 @@ def _column(name: str) -> exp.Column:
 
 
 def _plain(name: str, kind: dt.DataType) -> exp.Expression:
-    """A result column as a plain JSON value (ISO text for times, as Python's `isoformat`)."""
-    column = _column(name)
+    """A result column as a plain JSON value (ISO text for times, as Python's `isoformat`;
+    NaN as null), a list's elements too."""
+    return _plain_value(_column(name), kind)
+
+
+def _plain_value(value: exp.Expression, kind: dt.DataType, depth: int = 0) -> exp.Expression:
     if kind.is_timestamp():
         microseconds = exp.Mod(
-            this=exp.func("epoch_us", column), expression=exp.Literal.number(1_000_000)
+            this=exp.func("epoch_us", value), expression=exp.Literal.number(1_000_000)
         )
         whole = exp.EQ(this=microseconds, expression=exp.Literal.number(0))
         return (
             exp.case()
-            .when(whole, _strftime(column, "%Y-%m-%dT%H:%M:%S"))
-            .else_(_strftime(column, "%Y-%m-%dT%H:%M:%S.%f"))
+            .when(whole, _strftime(value, "%Y-%m-%dT%H:%M:%S"))
+            .else_(_strftime(value, "%Y-%m-%dT%H:%M:%S.%f"))
         )
     if kind.is_date():
-        return _strftime(column, "%Y-%m-%d")
+        return _strftime(value, "%Y-%m-%d")
     if kind.is_floating():
-        return exp.case().when(exp.func("isnan", column), exp.null()).else_(column)
+        return exp.case().when(exp.func("isnan", value), exp.null()).else_(value)
     if kind.is_json():
-        return exp.cast(column, "VARCHAR")
-    return column
+        return exp.cast(value, "VARCHAR")
+    if kind.is_array():
+        element = exp.to_identifier(f"element_{depth}")
+        plain = _plain_value(exp.column(element), kind.value_type, depth + 1)
+        if plain != exp.column(element):
+            return exp.func("list_transform", value, exp.Lambda(this=plain, expressions=[element]))
+    return value
 
 
 def _strftime(column: exp.Expression, pattern: str) -> exp.Expression:
