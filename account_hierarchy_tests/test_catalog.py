@@ -473,6 +473,10 @@ def test_a_missing_folder_and_a_file_not_in_utf8_are_problems(tmp_path, monkeypa
 )  # fmt: skip
 def test_destination_problems_are_named(tmp_path, settings, message):
     # (a user trait, and an account SQL trait's value column, named `both`; a trait named
+        ("type: jsonl, folder: out, audiences: [quiet], event_names: {exited: ' '}",
+         "event_names.exited"),
+        ("type: jsonl, folder: out, audiences: [quiet], event_names: {exited: Audience Entered}",
+         "entered, exited and trait_computed must be different event names"),
     # like the audience `quiet`)
     both = ("  - name: both\n    entity: user\n    type: event_counter\n    event: A\n"
             "  - name: quiet\n    entity: user\n    type: event_counter\n    event: B\n"

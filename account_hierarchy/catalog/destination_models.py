@@ -15,9 +15,22 @@ CALLS = ("group", "identify", "track")
 class EventNames(Strict):
     """Track event names (Segment's defaults unless renamed)."""
 
-    entered: str = Field(default="Audience Entered", min_length=1)
-    exited: str = Field(default="Audience Exited", min_length=1)
-    trait_computed: str = Field(default="Trait Computed", min_length=1)
+    entered: str = "Audience Entered"
+    exited: str = "Audience Exited"
+    trait_computed: str = "Trait Computed"
+
+    @field_validator("entered", "exited", "trait_computed")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("an event name needs more than spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "EventNames":
+        if len({self.entered, self.exited, self.trait_computed}) < 3:
+            raise ValueError("entered, exited and trait_computed must be different event names")
+        return self
 
 
 class RetrySettings(Strict):
