@@ -92,6 +92,10 @@ def warehouse(tmp_path, landing):
     assert rebuilt["users"] > 0  # a fresh warehouse tiles every hour of its events
     partials = {m.metadata["day_partials_rebuilt"].value for m in materialized}
     assert partials == {1}  # (the window lies in one day: one day's partials)
+    tree = [m.metadata for m in materialized if m.asset_key.path[-1] == "account_hierarchy"][-1]
+    # at 13:00: the X/Y cycle, ORPHAN's missing GHOST, and C under GHOST, ORPHAN and B
+    assert [tree[key].value for key in ("cycle_members", "missing_parents", "max_depth")] == [
+        2, 1, 3]  # fmt: skip
     found = {e.check_name: e for e in result.get_asset_check_evaluations()}
     evaluations = {name: evaluation.passed for name, evaluation in found.items()}
     assert evaluations["no_parent_cycles"] is False  # reported, not blocking

@@ -129,9 +129,8 @@ def hierarchy_snapshots(
         last_cycles, last_missing = (checks.flagged_accounts(con, flag, last_hour, end).count
                                      for flag in ("in_cycle", "parent_missing"))  # fmt: skip
         (max_depth,) = con.execute(
-            "SELECT coalesce(max(depth), 0) FROM account_hierarchy "
-            "WHERE snapshot_hour >= $start AND snapshot_hour < $end",
-            {"start": start, "end": end},
+            "SELECT coalesce(max(depth), 0) FROM account_hierarchy WHERE snapshot_hour = $hour",
+            {"hour": last_hour},
         ).fetchone()
         for table, keys in TABLE_KEYS.items():
             metadata = {
@@ -147,7 +146,7 @@ def hierarchy_snapshots(
             }
             if table == "account_hierarchy":
                 metadata |= {
-                    "cycle_members": last_cycles,  # (at the last hour)
+                    "cycle_members": last_cycles,  # (all three at the last hour)
                     "missing_parents": last_missing,
                     "max_depth": max_depth,
                 }
