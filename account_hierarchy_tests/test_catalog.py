@@ -223,6 +223,17 @@ def test_view_names_are_not_case_sensitive():
     assert "sql_trait_view_accounts" in against_views(query)
 
 
+def test_spark_sql_keeps_json_as_text_and_converts_offsets_to_utc():
+    sql = ("SELECT account_id, '[1]'::JSON AS j, TRY_CAST(x AS TIMESTAMPTZ) AS t "
+           "FROM accounts")  # fmt: skip
+    query, _ = parse_trait_sql(sql, "account")
+    assert "CAST('[1]' AS JSON)" in against_views(query)
+    assert against_views(query, "spark") == (
+        "SELECT account_id, '[1]' AS j, CAST(TRY_CAST(x AS TIMESTAMP_LTZ) AS TIMESTAMP_NTZ) AS t "
+        "FROM sql_trait_view_accounts AS accounts"
+    )
+
+
 def test_validate_command_and_code_location_give_the_same_message(tmp_path, monkeypatch):
     (tmp_path / "a.yaml").write_text(GOOD.replace("30 days", "a month"))
     monkeypatch.setenv("AH_DEFINITIONS_DIR", str(tmp_path))
@@ -462,6 +473,10 @@ def test_a_missing_folder_and_a_file_not_in_utf8_are_problems(tmp_path, monkeypa
         ("type: jsonl, folder: out, audiences: [quiet], calls: []", "calls"),
         ("type: jsonl, folder: out, audiences: [quiet], event_names: {entered: ''}",
          "event_names.entered"),
+        ("type: jsonl, folder: out, audiences: [quiet], event_names: {exited: ' '}",
+         "event_names.exited"),
+        ("type: jsonl, folder: out, audiences: [quiet], event_names: {exited: Audience Entered}",
+         "entered, exited and trait_computed must be different event names"),
         ("type: jsonl, folder: out, audiences: [quiet], url: 'http://x'",
          "url: not a setting of jsonl destinations"),
         ("type: jsonl, folder: out, audiences: [quiet], retry: {max_seconds: 5}",
@@ -473,10 +488,6 @@ def test_a_missing_folder_and_a_file_not_in_utf8_are_problems(tmp_path, monkeypa
 )  # fmt: skip
 def test_destination_problems_are_named(tmp_path, settings, message):
     # (a user trait, and an account SQL trait's value column, named `both`; a trait named
-        ("type: jsonl, folder: out, audiences: [quiet], event_names: {exited: ' '}",
-         "event_names.exited"),
-        ("type: jsonl, folder: out, audiences: [quiet], event_names: {exited: Audience Entered}",
-         "entered, exited and trait_computed must be different event names"),
     # like the audience `quiet`)
     both = ("  - name: both\n    entity: user\n    type: event_counter\n    event: A\n"
             "  - name: quiet\n    entity: user\n    type: event_counter\n    event: B\n"

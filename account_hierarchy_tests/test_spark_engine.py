@@ -4,6 +4,8 @@ the warehouse's, row for row and type for type. The sample runs through the Dags
 both engines; the edge cases of the trait and audience tests run through the engines'
 functions."""
 
+import json
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -72,7 +74,16 @@ def both_engines(warehouse: Path, lake_dir: str, table: str, columns: str = "*")
             f"SELECT {names} FROM {table} WHERE list_contains($hours, snapshot_hour)",
             params={"hours": hours},
         ).select(columns)
-        return [(r.columns, r.types, r.order("ALL").fetchall()) for r in (on_spark, on_duckdb)]
+        return [(r.columns, r.types, [tuple(map(_comparable, row))
+                                      for row in r.order("ALL").fetchall()])
+                for r in (on_spark, on_duckdb)]  # fmt: skip
+
+
+def _comparable(value: object) -> object:
+    """A value to compare with `==`: NaN (never equal to itself) as the text `NaN`."""
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    return [_comparable(item) for item in value] if isinstance(value, list) else value
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +137,22 @@ LIST_TRAITS = {
                   {"name": "of_full", "entity": "user",
                    "where": {"trait": "account_ids", "contains": "FULL"}}],
 }  # fmt: skip
+# Typed SQL trait values every leaf of one audience tests (all accounts are members, so that
+# the reasons show each leaf): NaN is no null, a number no time, an offset is converted, an
+# untyped NULL is stored, a big integer beside nulls stays exact, and a list's NaN is null.
+TYPED_SQL = {
+    "traits": [{"name": "nan_value", "entity": "account", "type": "sql",
+                "sql": "SELECT account_id, 'nan'::DOUBLE AS nan_value, 2001 AS year, "
+                       "('2026-10-01 11:30:00+02'::TIMESTAMPTZ)::TIMESTAMP AS moved, "
+                       "NULL AS nothing, ['nan'::DOUBLE, 1] AS nan_list, CASE WHEN account_id = "
+                       "(SELECT min(account_id) FROM accounts) THEN 9007199254740993 END AS big "
+                       "FROM accounts"}],
+    "audiences": [{"name": "typed_sql_values", "entity": "account", "where": {"or": [
+        {"trait": "nothing", "is_null": True}, {"trait": "nan_value", "is_null": True},
+        {"trait": "nan_value", "exists": True}, {"trait": "nan_value", "not_equals": 7},
+        {"trait": "year", "not_within_last": "1 days"}, {"trait": "big", "gt": 0},
+        {"trait": "moved", "within_last": "1 hours"}, {"trait": "nan_list", "contains": 1}]}}],
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -140,9 +167,9 @@ def edge_cases(tmp_path_factory, spark):
     (root / "definitions").mkdir()
     audiences, typed = audience_cases.EDGE_DEFINITIONS, audience_cases.TYPED_DEFINITIONS
     definitions = {"traits": trait_cases.EDGE_TRAITS + audiences["traits"] + typed["traits"]
-                             + LIST_TRAITS["traits"],
+                             + LIST_TRAITS["traits"] + TYPED_SQL["traits"],
                    "audiences": audiences["audiences"] + typed["audiences"]
-                                + LIST_TRAITS["audiences"]}  # fmt: skip
+                                + LIST_TRAITS["audiences"] + TYPED_SQL["audiences"]}  # fmt: skip
     (root / "definitions" / "defs.yaml").write_text(yaml.safe_dump(definitions))
     catalog = load_catalog(root / "definitions")
     # The hours of the edge tests: one on 2026-09-25, then four in a row (one window).
@@ -205,6 +232,20 @@ def test_edge_cases_are_identical_on_both_engines(edge_cases, table):
     if table == "audience_memberships":
         audiences = {row[1] for row in on_spark[2]}
         assert "at_depth_zero" in audiences and "at_depth_x" not in audiences
+        typed = [json.loads(row[4]) for row in on_spark[2] if row[1] == "typed_sql_values"]
+        held = {
+            (leaf["condition"], leaf["held"]) for reason in typed for leaf in reason["conditions"]
+        }
+        assert held >= {
+            ("nan_value is null", False),
+            ("nan_value exists", True),
+            ("nan_value != 7", True),
+            ("year not within the last 1 days", False),
+            ("moved within the last 1 hours", True),
+            ("nan_list contains 1", True),
+        }
+        values = {leaf["condition"]: leaf["value"] for leaf in typed[0]["conditions"]}
+        assert values["big > 0"] == 9007199254740993 and values["nan_list contains 1"] == [None, 1]
 
 
 def test_the_lake_holds_one_folder_per_hour(engines):

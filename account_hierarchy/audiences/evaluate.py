@@ -340,10 +340,9 @@ class Evaluator:
         """Whether `value` passes `test`; `json_text` is a custom trait's value as JSON (a
         list, like a list trait, passes `contains` only, which tests its elements)."""
         operator, operand = test.operator
-        if operator == "is_null":
-            return value.isnull() if operand else value.notnull()
-        if operator == "exists":
-            return value.notnull() if operand else value.isnull()
+        if operator in ("is_null", "exists"):
+            null = _is_null(value)
+            return null if (operator == "is_null") == operand else ~null
         if value.type().is_array():
             return _list_holds(value, operand) if operator == "contains" else ibis.literal(False)
         held = self._value_test(value, operator, operand, json_text)
@@ -361,9 +360,11 @@ class Evaluator:
     ) -> ir.BooleanValue:
         """`_test` of a value that is no list trait (a custom trait's may hold a list)."""
         text = value.cast("string")
-        number = None  # (a time or a boolean is no number: `true` is not 1; nor is NaN)
-        if not (value.type().is_temporal() or value.type().is_boolean()):
-            number = as_number(text) if value.type().is_string() else value.try_cast("float64")
+        number = None  # (only numbers and text in decimal notation: `true` is not 1, nor NaN)
+        if value.type().is_numeric():
+            number = value.try_cast("float64")
+        elif value.type().is_string():
+            number = as_number(text)
         if value.type().is_floating():
             number = ibis.ifelse(value.isnan(), ibis.null("float64"), number)
         if operator in ("within_last", "not_within_last"):
@@ -390,7 +391,7 @@ class Evaluator:
             else:
                 same = text == str(operand)
             same = same.fill_null(False)  # (a text that is not a number differs from one)
-            return same if operator == "equals" else value.notnull() & ~same
+            return same if operator == "equals" else ~_is_null(value) & ~same
         if operator == "in":
             strings = [_text_of(v) for v in operand]
             held = text.isin(strings)
@@ -405,6 +406,13 @@ class Evaluator:
             return ibis.literal(False)
         return {"gt": number > operand, "gte": number >= operand, "lt": number < operand,
                 "lte": number <= operand}[operator]  # fmt: skip
+
+
+def _is_null(value: ir.Value) -> ir.BooleanValue:
+    """Whether a value is null (NaN is not: Ibis's Spark backend counts it so)."""
+    if value.type().is_floating():
+        return value.isnull() & ~value.isnan().fill_null(False)
+    return value.isnull()
 
 
 @ibis.udf.scalar.builtin

@@ -13,6 +13,7 @@ from functools import reduce
 import ibis
 import ibis.expr.types as ir
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
 from account_hierarchy import settings
@@ -73,15 +74,16 @@ def spark_backend(session: SparkSession) -> ibis.BaseBackend:
 # string's text, a number from a number or numeric string) without leaving the JVM.
 # `utc_moment` reads text with an offset as the UTC moment it names (the session's TIMESTAMP is
 # TIMESTAMP_NTZ, whose cast would drop the offset), RFC 3339's lower-case `t` and `z` and times
-# to the minute too (as `moments.utc_sql` does on DuckDB).
+# to the minute too (as `moments.utc_sql` does on DuckDB); only text starting with a date, as
+# DuckDB's cast wants (Spark's reads `2001` as a year).
 _JSON_FUNCTIONS = {
     "unwrap_json_str": "STRING RETURN value",
     "unwrap_json_float": f"DOUBLE RETURN CASE WHEN value RLIKE '{NUMBER_TEXT}' "
     "THEN try_cast(value AS DOUBLE) END",
-    "utc_moment": "TIMESTAMP_NTZ RETURN CAST(coalesce(try_cast(value AS TIMESTAMP_LTZ), "
-    "try_cast(upper(value) AS TIMESTAMP_LTZ), "
+    "utc_moment": "TIMESTAMP_NTZ RETURN CASE WHEN value RLIKE '^ *[0-9]+-[0-9]+-[0-9]+' THEN "
+    "CAST(coalesce(try_cast(value AS TIMESTAMP_LTZ), try_cast(upper(value) AS TIMESTAMP_LTZ), "
     f"try_cast(regexp_replace(upper(value), '{MINUTES_ONLY}', '$1:00$2') AS TIMESTAMP_LTZ)) "
-    "AS TIMESTAMP_NTZ)",
+    "AS TIMESTAMP_NTZ) END",
 }
 
 
@@ -94,11 +96,16 @@ def spark_frame(backend: ibis.BaseBackend, expr: ir.Table, params: dict | None =
     return session.sql(backend.compile(expr, params=params))
 
 
+# (pandas turns integer columns holding nulls into floats, which round beyond 2^53)
+_NULLABLE = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.int32(): pd.Int32Dtype(),
+             pa.int64(): pd.Int64Dtype()}  # fmt: skip
+
+
 def hourly_results(
     backend: ibis.BaseBackend, expr: ir.Table, hours: list[datetime]
 ) -> list[pd.DataFrame]:
     """An expression over the hour parameter `HOUR` (and `AS_OF`) run for every hour, as one
-    Spark job; each hour's rows as a pandas frame."""
+    Spark job; each hour's rows as a pandas frame (integers with nulls stay exact integers)."""
     tagged = expr.mutate(result_hour=HOUR)
     frames = [
         spark_frame(backend, tagged, {HOUR: hour, AS_OF: hour + timedelta(hours=1)})
@@ -106,5 +113,5 @@ def hourly_results(
     ]
     if not frames:
         return []
-    found = reduce(DataFrame.unionByName, frames).toPandas()
+    found = reduce(DataFrame.unionByName, frames).toArrow().to_pandas(types_mapper=_NULLABLE.get)
     return [found[found.result_hour == hour].drop(columns="result_hour") for hour in hours]

@@ -356,6 +356,8 @@ def sql_trait_rows(raw: ir.Table, trait: SqlTrait, values: list[str]) -> ir.Tabl
     account_id` names the account `1`)."""
     id_column = ENTITY_ID[trait.entity]
     rows = _with_text_ids(raw, id_column)
+    # (an untyped `NULL AS x` is an INTEGER, as DuckDB types it: Spark's VOID cannot be stored)
+    rows = rows.cast({value: "int32" for value in values if rows[value].type().is_null()})
     if trait.many:
         lists = rows.group_by(entity_id=rows[id_column]).aggregate(
             **{value: rows[value].collect(distinct=True).sort() for value in values}

@@ -148,10 +148,18 @@ def create_snapshot_views(con: duckdb.DuckDBPyConnection, hour: datetime) -> Non
 
 def against_views(query: exp.Expression, dialect: str = "duckdb") -> str:
     """The query's SQL in `dialect` (SQL traits are written in DuckDB's), with every view name
-    pointed at the snapshot views."""
+    pointed at the snapshot views. For another engine, a cast to JSON keeps the text (Spark has
+    no JSON type, and stores JSON values as their text), and one to `TIMESTAMPTZ` gives the
+    UTC time of the moment (Spark's session `TIMESTAMP` has no zone: its cast drops offsets)."""
     ctes = _cte_names(query)
 
     def rename(node: exp.Expression) -> exp.Expression:
+        if dialect != "duckdb" and isinstance(node, exp.Cast) and node.to.is_type("json"):
+            return node.this
+        if dialect != "duckdb" and isinstance(node, exp.Cast) and node.to.is_type("timestamptz"):
+            moment = node.copy()
+            moment.set("to", exp.DataType.build("TIMESTAMPLTZ"))
+            return exp.cast(moment, exp.DataType.Type.TIMESTAMPNTZ)
         name = node.name.lower() if isinstance(node, exp.Table) else None
         if name in VIEWS and name not in ctes:
             renamed = node.copy()
