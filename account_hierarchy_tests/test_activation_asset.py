@@ -8,7 +8,7 @@ import dagster as dg
 import yaml
 from click.testing import CliRunner
 
-from account_hierarchy.activation.assets import build_activation_assets
+from account_hierarchy.activation.assets import build_activation_assets, build_destination_asset
 from account_hierarchy.audiences.assets import build_audience_assets
 from account_hierarchy.catalog.loader import load_catalog
 from account_hierarchy.cli import main
@@ -60,6 +60,20 @@ def test_a_run_before_any_event_succeeds_with_nothing_to_deliver(tmp_path, monke
     # (its audiences were evaluated, empty, and its trait tables have no rows to wait for)
     assert (delivered["snapshot_hour"].value, delivered["messages"].value) == (
         "2026-10-01T10:00:00", 0)  # fmt: skip
+
+
+def test_a_destination_whose_inputs_are_not_built_says_what_it_waits_for(tmp_path):
+    folder = sample_definitions(tmp_path)
+    catalog = load_catalog(folder)
+    (crm,) = [d for d in catalog.destinations if d.destination.name == "crm_outbox"]
+    resources = {"warehouse": Warehouse(database=str(tmp_path / "wh.duckdb"))}
+    result = dg.materialize([build_destination_asset(crm, catalog)], resources=resources,
+                            partition_key="2026-10-01-10:00")  # fmt: skip
+    assert result.success
+    (materialization,) = result.asset_materializations_for_node("destinations__crm_outbox")
+    metadata = materialization.metadata
+    assert metadata["snapshot_hour"].value == "none yet"
+    assert "have not been materialized yet" in metadata["waiting_for"].value
 
 
 def test_materialize_and_dry_run(tmp_path, monkeypatch):

@@ -119,19 +119,20 @@ def build_destination_asset(located: LocatedDestination, catalog: Catalog) -> dg
         metadata={"defined_in": f"{located.file}:{located.line}"},
     )
     def deliver(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        waiting = {}
         with warehouse.get_connection() as con:
             try:
                 report = sync(con, catalog, destination, sender_for(destination))
             except DestinationUnavailableError as error:
                 raise dg.Failure(description=str(error)) from None
             except NothingToSyncError as error:
-                # No entity exists yet (an empty landing folder, hours before the first
-                # event): there is nothing to deliver, which is no failure.
-                context.log.info(str(error))
-                report = SyncReport()
+                # Its inputs have no snapshot yet, or lag behind the one it holds: nothing is
+                # sent (no failure: a later run delivers), and the metadata says what it awaits.
+                context.log.warning(str(error))
+                report, waiting = SyncReport(), {"waiting_for": str(error)}
         context.log.info(f"{destination.name}: {report}")
         return dg.MaterializeResult(
-            metadata={
+            metadata=waiting | {
                 "snapshot_hour": report.snapshot_hour.isoformat()
                 if report.snapshot_hour
                 else "none yet",

@@ -83,22 +83,25 @@ def newest_hour(
     """The newest snapshot hour every input of the destination has; never one older than the
     snapshot the destination already holds (going back would send it old changes)."""
     hours = {}
+    existing = {name for (name,) in con.execute("SELECT table_name FROM information_schema.tables")
+                .fetchall()}  # fmt: skip
     # An audience can be empty at its newest hours, which have no membership rows: the hours
     # it was evaluated for are in `audience_hours` (the memberships cover hours built before
     # that table existed).
+    memberships = "audience_memberships" if "audience_memberships" in existing else "audience_hours"
     for audience in destination.audiences:
         hours[f"audience {audience}"] = con.execute(
             "SELECT greatest("
             "(SELECT max(snapshot_hour) FROM audience_hours WHERE audience = $a), "
-            "(SELECT max(snapshot_hour) FROM audience_memberships WHERE audience = $a))",
+            f"(SELECT max(snapshot_hour) FROM {memberships} WHERE audience = $a))",
             {"a": audience},
         ).fetchone()[0]  # fmt: skip
     traits = {
         f"{entity} traits": con.execute(
             f"SELECT max(snapshot_hour) FROM {entity}_traits"
-        ).fetchone()[0]
+        ).fetchone()[0] if f"{entity}_traits" in existing else None
         for entity in _trait_entities(catalog, destination)
-    }
+    }  # fmt: skip
     # (a trait table without rows, no account having sent a group call yet, say, holds
     # nothing to send and waits for nothing, unless nothing else has rows either)
     if any([*hours.values(), *traits.values()]):
