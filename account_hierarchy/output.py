@@ -4,7 +4,7 @@ import base64
 import json
 import math
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -27,9 +27,10 @@ format_option = click.option(
 
 
 def plain(value: Any) -> Any:
-    """A value as plain JSON-able Python: times as ISO text, decimals as floats, durations as
-    seconds, UUIDs as text, bytes as base64 text, NumPy scalars and arrays as Python ones, and
-    NaN, infinities (which JSON cannot carry) and pandas' missing values as null."""
+    """A value as plain JSON-able Python: times as ISO text (in UTC), decimals as floats,
+    durations as seconds, UUIDs as text, bytes as base64 text, NumPy scalars and arrays as
+    Python ones, and NaN, infinities (which JSON cannot carry) and pandas' missing values as
+    null."""
     if isinstance(value, np.generic):
         value = value.item()
     if value is pd.NaT or value is pd.NA:
@@ -38,6 +39,8 @@ def plain(value: Any) -> Any:
         value = float(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)  # (UTC, as the warehouse's times)
     if isinstance(value, datetime | date | time):
         return value.isoformat()
     if isinstance(value, UUID):

@@ -9,7 +9,7 @@ from account_hierarchy.output import emit
 VALUES_SQL = r"""
 SELECT TIME '10:05:30' AS at, '8d1e4b0c-2f7a-4c59-9a0e-6d1f1c2b3a4d'::UUID AS id,
        '\x41\xAA'::BLOB AS raw, 2.50::DECIMAL(5, 2) AS price, 'nan'::DOUBLE AS ratio,
-       INTERVAL 90 MINUTE AS took
+       INTERVAL 90 MINUTE AS took, TIMESTAMPTZ '2026-10-01 12:30:00+02' AS moment
 """
 EXPECTED = {
     "at": "10:05:30",
@@ -18,6 +18,7 @@ EXPECTED = {
     "price": 2.5,
     "ratio": None,
     "took": 5400.0,
+    "moment": "2026-10-01T10:30:00",
 }
 
 
