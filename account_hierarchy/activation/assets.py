@@ -131,18 +131,12 @@ def build_destination_asset(located: LocatedDestination, catalog: Catalog) -> dg
                 context.log.warning(str(error))
                 report, waiting = SyncReport(), {"waiting_for": str(error)}
         context.log.info(f"{destination.name}: {report}")
+        hour = report.snapshot_hour
+        counts = {"items": report.items, "messages": report.messages, "accepted": report.accepted,
+                  "rejected": report.rejected, "oversized": report.oversized,
+                  "batches": report.batches}  # fmt: skip
         return dg.MaterializeResult(
-            metadata=waiting | {
-                "snapshot_hour": report.snapshot_hour.isoformat()
-                if report.snapshot_hour
-                else "none yet",
-                "items": report.items,
-                "messages": report.messages,
-                "accepted": report.accepted,
-                "rejected": report.rejected,
-                "oversized": report.oversized,
-                "batches": report.batches,
-            }
+            metadata={"snapshot_hour": hour.isoformat() if hour else "none yet", **counts} | waiting
         )
 
     return deliver
