@@ -155,20 +155,36 @@ TYPED_SQL = {
 }  # fmt: skip
 
 
+def one_audience_of_leaves(audiences: list[dict]) -> list[dict]:
+    """The account audiences as one (each Spark audience is a job): every account is a member,
+    and its reason says whether each of their conditions held; the user audiences as they are."""
+    conditions = [audience["where"] for audience in audiences if audience["entity"] == "account"]
+    always = {"custom_trait": "a key never sent", "is_null": True}
+    combined = {
+        "name": "account_leaves",
+        "entity": "account",
+        "where": {"or": [always, *conditions]},
+    }
+    return [combined, *(audience for audience in audiences if audience["entity"] == "user")]
+
+
 @pytest.fixture(scope="module")
 def edge_cases(tmp_path_factory, spark):
     """The edge cases of the trait and audience tests (numeric strings, nested and missing
     properties, windows, context attribution, child roll-ups, quantifiers, custom traits of
     mixed types, odd keys and times with offsets) on both engines."""
     root = tmp_path_factory.mktemp("edge_engines")
-    write_lines(root / "landing" / "traits.ndjson", trait_cases.EDGE_EVENTS)
-    write_lines(root / "landing" / "audiences.ndjson", audience_cases.EDGE_EVENTS)
-    write_lines(root / "landing" / "typed.ndjson", audience_cases.TYPED_EVENTS)
+    # (each file's messageIds made its own: the tests' files reuse `g1`, ...)
+    for name, events in (("traits", trait_cases.EDGE_EVENTS),
+                         ("audiences", audience_cases.EDGE_EVENTS),
+                         ("typed", audience_cases.TYPED_EVENTS)):  # fmt: skip
+        write_lines(root / "landing" / f"{name}.ndjson",
+                    [e | {"messageId": f"{name}-{e['messageId']}"} for e in events])  # fmt: skip
     (root / "definitions").mkdir()
     audiences, typed = audience_cases.EDGE_DEFINITIONS, audience_cases.TYPED_DEFINITIONS
     definitions = {"traits": trait_cases.EDGE_TRAITS + audiences["traits"] + typed["traits"]
                              + LIST_TRAITS["traits"] + TYPED_SQL["traits"],
-                   "audiences": audiences["audiences"] + typed["audiences"]
+                   "audiences": audiences["audiences"] + one_audience_of_leaves(typed["audiences"])
                                 + LIST_TRAITS["audiences"] + TYPED_SQL["audiences"]}  # fmt: skip
     (root / "definitions" / "defs.yaml").write_text(yaml.safe_dump(definitions))
     catalog = load_catalog(root / "definitions")
@@ -181,6 +197,7 @@ def edge_cases(tmp_path_factory, spark):
     with connect(root / "wh.duckdb") as con:
         ingest_window(con, root / "landing", datetime(2026, 9, 1), datetime(2026, 10, 2),
                       PARTITIONS_START)  # fmt: skip
+        assert con.execute("SELECT count(*) FROM duplicate_lines").fetchone() == (0,)
         for start, end in windows:
             build_snapshots(con, start, end, "parent_account_id")
             build_traits(con, catalog, start, end)
@@ -232,6 +249,10 @@ def test_edge_cases_are_identical_on_both_engines(edge_cases, table):
     if table == "audience_memberships":
         audiences = {row[1] for row in on_spark[2]}
         assert "at_depth_zero" in audiences and "at_depth_x" not in audiences
+        leaves = [json.loads(row[4])["conditions"] for row in on_spark[2]
+                  if row[1] == "account_leaves"]  # fmt: skip
+        assert {len(conditions) for conditions in leaves} == {27}
+        assert {leaf["held"] for conditions in leaves for leaf in conditions[1:]} == {True, False}
         typed = [json.loads(row[4]) for row in on_spark[2] if row[1] == "typed_sql_values"]
         held = {
             (leaf["condition"], leaf["held"]) for reason in typed for leaf in reason["conditions"]
