@@ -351,6 +351,24 @@ def test_a_window_without_rows_leaves_a_readable_table(spark, tmp_path):
     assert lake.read(spark, "audience_memberships", lake_dir).count() == 0
 
 
+def test_a_view_is_made_again_only_when_its_files_change(spark, tmp_path, monkeypatch):
+    lake_dir, hour = str(tmp_path / "lake"), timedelta(hours=1)
+
+    def write_account(at: datetime, account: str) -> None:
+        row = spark.sql(f"SELECT TIMESTAMP_NTZ'{at}' AS snapshot_hour, '{account}' AS account_id")
+        lake.write(row, "accounts", at, at + hour, lake_dir)
+
+    reads, read = [], lake.read
+    monkeypatch.setattr(lake, "read", lambda *args: reads.append(args) or read(*args))
+    write_account(START, "a")
+    lake.register(spark, ["accounts"], lake_dir)
+    lake.register(spark, ["accounts"], lake_dir)
+    assert len(reads) == 1
+    write_account(START + hour, "b")
+    lake.register(spark, ["accounts"], lake_dir)
+    assert len(reads) == 2 and spark.table("accounts").count() == 2
+
+
 def test_a_warehouse_table_is_not_replaced_by_a_view(tmp_path):
     with connect(tmp_path / "wh.duckdb") as con:
         con.execute("CREATE TABLE account_traits (snapshot_hour TIMESTAMP)")

@@ -8,6 +8,7 @@ asset replaces only its own files. The hour partition is the hour of the table's
 naive UTC timestamp; readers drop the `hour` partition column again.
 """
 
+import os
 import shutil
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -98,10 +99,39 @@ def read(session: SparkSession, table: str, lake: str | None = None) -> DataFram
     return session.read.option("basePath", path).parquet(path).drop(PARTITION)
 
 
+# (session, view) -> (path, files) when the view was made, for a local lake's tables
+_REGISTERED: dict[tuple[int, str], tuple[str, tuple]] = {}
+
+
 def register(session: SparkSession, tables: Iterable[str], lake: str | None = None) -> None:
-    """Make lake tables readable by name in the session (temp views), as queries expect."""
+    """Make lake tables readable by name in the session (temp views), as queries expect. A
+    local table whose files are those the session's view was made from keeps its view: making
+    one lists the files and reads a footer, about 0.2 s a table."""
     for table in tables:
+        path = location(table, lake)
+        made_from = (path, _files(path))
+        key = (id(session), table)
+        if (
+            made_from[1]
+            and _REGISTERED.get(key) == made_from
+            and session.catalog.tableExists(table)
+        ):
+            continue
         read(session, table, lake).createOrReplaceTempView(table)
+        _REGISTERED[key] = made_from
+
+
+def _files(path: str) -> tuple:
+    """A local table's files with their sizes and modification times (empty for an object
+    store, or no folder)."""
+    if "://" in path or not Path(path).is_dir():
+        return ()
+    found = []
+    for folder, _, names in os.walk(path):
+        for name in names:
+            stat = os.stat(os.path.join(folder, name))
+            found.append((folder, name, stat.st_size, stat.st_mtime_ns))
+    return tuple(sorted(found))
 
 
 def write(
