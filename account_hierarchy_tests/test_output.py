@@ -3,6 +3,7 @@
 import json
 
 import duckdb
+import pytest
 
 from account_hierarchy.output import emit
 
@@ -22,6 +23,8 @@ EXPECTED = {
 }
 
 
+# (DuckDB's own conversion of a TIMESTAMPTZ column to pandas uses a deprecated keyword)
+@pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.drop")
 def test_jsonl_prints_times_uuids_and_bytes_from_rows_and_frames(capsys):
     relation = duckdb.sql(VALUES_SQL)
     as_tuple = dict(zip(relation.columns, relation.fetchone(), strict=True))
