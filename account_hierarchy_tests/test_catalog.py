@@ -300,6 +300,7 @@ def test_audiences_load(tmp_path):
             "{custom_trait: a..b, exists: true}",
             "a dot separates nested keys, and none may be empty",
         ),
+        ("{custom_trait: a.*, exists: true}", "a key `*` cannot be read"),
         ("{colour: red}", "a condition needs one of the keys"),
         ("{users: all, at_least: 2, where: {trait: user_logins, gt: 0}}", "give one quantifier"),
         (
@@ -429,7 +430,8 @@ def test_every_problem_of_a_destination_is_reported(tmp_path):
     text += "  - {name: out, type: jsonl, url: 'http://x'}\n"
     problems = problems_of(tmp_path, text)
     assert [problem.split(": ", 2)[2] for problem in problems] == [
-        "url 'ftp://host' must be http:// or https:// and name a host",
+        "url 'ftp://host' must be http:// or https://, name a host, have no spaces, and give a "
+        "port, if any, from 0 to 65535",
         "write_key_env 'key' must be an environment variable name",
         "a jsonl destination needs `folder`; url: not a setting of jsonl destinations; a "
         "destination needs at least one audience or trait to send",
@@ -484,6 +486,10 @@ def test_a_missing_folder_and_a_file_not_in_utf8_are_problems(tmp_path, monkeypa
         ("type: http, url: 'http://x', write_key_env: KEY, folder: out, audiences: [quiet]",
          "folder: not a setting of http destinations"),
         ("type: http, url: 'http://', write_key_env: KEY, audiences: [quiet]", "name a host"),
+        ("type: http, url: 'http://x:port', write_key_env: KEY, audiences: [quiet]", "a port"),
+        ("type: http, url: 'http://a b', write_key_env: KEY, audiences: [quiet]", "no spaces"),
+        ("type: jsonl, folder: out, audiences: [quiet], retry: {timeout_seconds: .inf}",
+         "retry.timeout_seconds"),
     ],
 )  # fmt: skip
 def test_destination_problems_are_named(tmp_path, settings, message):
@@ -498,6 +504,32 @@ def test_destination_problems_are_named(tmp_path, settings, message):
     problems = problems_of(tmp_path, text)
     assert len(problems) == 1 and message in problems[0], problems
     assert "destination" in problems[0] and str(tmp_path / "a.yaml") in problems[0]
+
+
+def test_numbers_no_comparison_can_use_are_problems(tmp_path):
+    huge = 10**400
+    text = AUDIENCES + (
+        f"  - {{name: huge, entity: account, where: {{custom_trait: seats, equals: {huge}}}}}\n"
+        "  - {name: not_a_number, entity: account, where: {custom_trait: seats, gt: .nan}}\n"
+        "  - {name: endless, entity: account, where: {custom_trait: seats, in: [1, .inf]}}\n"
+    )
+    problems = problems_of(tmp_path, text)
+    assert [p.split(": ")[1].split(".")[0] for p in problems] == [
+        "audiences[1] (huge)", "audiences[2] (not_a_number)", "audiences[3] (endless)"]  # fmt: skip
+    assert "must be a finite number" in problems[0] and "finite number" in problems[1]
+
+
+def test_unreadable_files_mixed_keys_and_sections_of_another_type_are_problems(tmp_path):
+    (tmp_path / "folder.yaml").mkdir()
+    (tmp_path / "lock.yaml").symlink_to(tmp_path / "nowhere")
+    problems = problems_of(tmp_path, "traits: {}\n2: 3\nfoo: 1\n")
+    assert [problem.split(": ", 1)[1] for problem in problems] == [
+        "unknown section 2; expected traits, audiences, destinations",
+        "unknown section 'foo'; expected traits, audiences, destinations",
+        "traits must be a list",
+        "cannot be read: Is a directory",
+        "cannot be read: No such file or directory",
+    ], problems
 
 
 @pytest.mark.parametrize("window", ["999999999 days", "9999999999 days", "36501 days"])

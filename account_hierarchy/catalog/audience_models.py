@@ -85,6 +85,8 @@ class CustomTraitTest(ValueTest):
             raise ValueError(
                 f"custom_trait {name!r}: a dot separates nested keys, and none may be empty"
             )
+        if "*" in name.split("."):  # (a JSON path reads `*` as every key, quoted or not)
+            raise ValueError(f"custom_trait {name!r}: a key `*` cannot be read")
         return name
 
 

@@ -4,7 +4,7 @@ import re
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, FiniteFloat, field_validator, model_validator
 
 from account_hierarchy.catalog.models import Strict, check_name
 
@@ -36,10 +36,10 @@ class EventNames(Strict):
 class RetrySettings(Strict):
     """How long and how hard an HTTP destination is retried within one run."""
 
-    max_seconds: float = Field(default=120.0, ge=0)
-    initial_backoff_seconds: float = Field(default=0.5, gt=0)
-    max_backoff_seconds: float = Field(default=30.0, gt=0)
-    timeout_seconds: float = Field(default=10.0, gt=0)
+    max_seconds: FiniteFloat = Field(default=120.0, ge=0)
+    initial_backoff_seconds: FiniteFloat = Field(default=0.5, gt=0)
+    max_backoff_seconds: FiniteFloat = Field(default=30.0, gt=0)
+    timeout_seconds: FiniteFloat = Field(default=10.0, gt=0)
 
 
 class Destination(Strict):
@@ -72,10 +72,20 @@ class Destination(Strict):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not (
-            value.startswith(("http://", "https://")) and urlsplit(value).hostname
-        ):
-            raise ValueError(f"url {value!r} must be http:// or https:// and name a host")
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        try:
+            parts.port  # noqa: B018 (reading it checks it: a number from 0 to 65535)
+            port_ok = True
+        except ValueError:
+            port_ok = False
+        if not (value.startswith(("http://", "https://")) and parts.hostname and port_ok
+                and not re.search(r"\s", value)):  # fmt: skip
+            raise ValueError(
+                f"url {value!r} must be http:// or https://, name a host, have no spaces, and "
+                "give a port, if any, from 0 to 65535"
+            )
         return value
 
     @model_validator(mode="after")

@@ -131,6 +131,8 @@ def _load_file(path: Path, catalog: Catalog) -> list[str]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         return [f"{path}: not UTF-8 text (byte {error.start}): save it as UTF-8"]
+    except OSError as error:  # (a folder named `*.yaml`, a dangling link, no permission)
+        return [f"{path}: cannot be read: {error.strerror or error}"]
     try:
         document = yaml.safe_load(text)
         tree = yaml.compose(text)
@@ -143,12 +145,13 @@ def _load_file(path: Path, catalog: Catalog) -> list[str]:
     if not isinstance(document, dict):
         return [f"{path}:1: expected a mapping with a `traits:` list at the top"]
     problems = _repeated_keys(path, tree)
-    for key in sorted(set(document) - set(SECTIONS)):
+    for key in sorted(set(document) - set(SECTIONS), key=str):
         problems.append(
             f"{path}:{_line(tree, (key,))}: unknown section {key!r}; expected {', '.join(SECTIONS)}"
         )
     for section, adapter in SECTIONS.items():
-        entries = document.get(section) or []
+        entries = document.get(section)
+        entries = [] if entries is None else entries
         if not isinstance(entries, list):
             problems.append(f"{path}:{_line(tree, (section,))}: {section} must be a list")
             continue

@@ -4,6 +4,7 @@ A definition file holds lists under `traits:` and `audiences:` (see `audience_mo
 Every mapping forbids unknown keys, so a typo is an error, not a silent no-op.
 """
 
+import math
 import re
 from datetime import timedelta
 from typing import Annotated, Any, ClassVar, Literal
@@ -13,6 +14,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    FiniteFloat,
     field_validator,
     model_validator,
 )
@@ -26,9 +28,17 @@ OPERATORS = ("equals", "not_equals", "gt", "gte", "lt", "lte", "in", "contains",
 
 
 def _scalar(value: object) -> object:
-    """One message for an operand of another type (not one per member of the union)."""
+    """One message for an operand of another type (not one per member of the union), and for
+    a number no comparison can use (NaN, an infinity, an integer beyond the floats' range)."""
     if not isinstance(value, str | int | float):  # (a boolean is an int)
         raise ValueError("must be text, a number or true / false")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            finite = math.isfinite(float(value))
+        except OverflowError:
+            finite = False
+        if not finite:
+            raise ValueError("must be a finite number (within about ±1.8e308)")
     return value
 
 
@@ -65,10 +75,10 @@ class Comparison(Strict):
 
     equals: Scalar | None = None
     not_equals: Scalar | None = None
-    gt: float | None = None
-    gte: float | None = None
-    lt: float | None = None
-    lte: float | None = None
+    gt: FiniteFloat | None = None
+    gte: FiniteFloat | None = None
+    lt: FiniteFloat | None = None
+    lte: FiniteFloat | None = None
     in_: list[Scalar] | None = Field(default=None, alias="in", min_length=1)
     contains: str | None = None
     exists: bool | None = None
