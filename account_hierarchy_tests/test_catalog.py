@@ -327,22 +327,24 @@ traits:
     type: sql
     many: true
     sql: SELECT m.user_id, a.plan FROM account_memberships m JOIN accounts a USING (account_id)
+  - {name: uses, entity: account, type: event_counter, event: Feature Used}
 audiences:
 """
 
 
 @pytest.mark.parametrize(
-    ("entity", "condition"),
+    ("entity", "condition", "holds"),
     [
-        ("account", "{trait: features, within_last: 2 days}"),
-        ("user", "{trait: plan, not_within_last: 2 days}"),
-        ("user", "{account: {trait: features, within_last: 1 day}}"),
+        ("account", "{trait: features, within_last: 2 days}", "a list"),
+        ("user", "{trait: plan, not_within_last: 2 days}", "a list"),
+        ("user", "{account: {trait: features, within_last: 1 day}}", "a list"),
+        ("account", "{trait: uses, within_last: 1 day}", "a number"),
     ],
 )
-def test_a_relative_time_on_a_list_trait_is_refused(tmp_path, entity, condition):
+def test_a_relative_time_on_a_list_or_number_trait_is_refused(tmp_path, entity, condition, holds):
     text = LIST_TRAITS + f"  - {{name: recent, entity: {entity}, where: {condition}}}\n"
     (problem,) = problems_of(tmp_path, text)
-    assert "tests a time; trait" in problem and "is a list" in problem, problem
+    assert "tests a time; trait" in problem and f"is {holds}" in problem, problem
     allowed = (
         LIST_TRAITS + "  - {name: has_a, entity: account, where: {trait: features, contains: a}}\n"
     )

@@ -61,13 +61,13 @@ def referenced_audiences(audience: Audience) -> set[str]:
 def check_audience(
     audience: Audience,
     trait_columns: dict[str, set[str]],
-    list_columns: dict[str, set[str]],
+    untimed: dict[str, dict[str, str]],
     entities: dict[str, str],
     invalid_names: Set[str] = frozenset(),
 ) -> list[str]:
-    """Problems with one audience; `list_columns` are the trait columns holding lists,
-    `entities` maps every audience name to its entity. Names in `invalid_names` (definitions
-    already reported invalid) are not reported unknown."""
+    """Problems with one audience; `untimed` are the trait columns holding no times (column ->
+    `a list` or `a number`), `entities` maps every audience name to its entity. Names in
+    `invalid_names` (definitions already reported invalid) are not reported unknown."""
     problems = []
     for condition, entity in walk(audience.where, audience.entity):
         kind = type(condition)
@@ -79,11 +79,11 @@ def check_audience(
                 and condition.trait not in invalid_names):  # fmt: skip
             problems.append(unknown_name(f"{entity} trait", condition.trait,
                                          sorted(trait_columns[entity])))  # fmt: skip
-        if isinstance(condition, TraitTest) and condition.trait in list_columns[entity]:
+        if isinstance(condition, TraitTest) and condition.trait in untimed[entity]:
             operator = condition.operator[0]
             if operator in ("within_last", "not_within_last"):
                 problems.append(f"`{operator}` tests a time; trait {condition.trait!r} "
-                                "is a list")  # fmt: skip
+                                f"is {untimed[entity][condition.trait]}")  # fmt: skip
         wanted = None
         if isinstance(condition, AudienceReference):
             wanted, name = entity, condition.audience

@@ -22,7 +22,16 @@ from account_hierarchy.catalog.audience_checks import (
 )
 from account_hierarchy.catalog.audience_models import Audience
 from account_hierarchy.catalog.destination_models import Destination
-from account_hierarchy.catalog.models import NAME, SqlTrait, Trait, UniqueList
+from account_hierarchy.catalog.models import (
+    NAME,
+    Aggregation,
+    EventCounter,
+    SqlTrait,
+    Trait,
+    UniqueList,
+    UniqueListCount,
+    UniqueUsers,
+)
 from account_hierarchy.traits.sql_traits import (
     RESERVED_COLUMNS,
     SqlTraitError,
@@ -109,6 +118,15 @@ class Catalog:
     def trait_columns(self, entity: str) -> dict[str, LocatedTrait]:
         """Trait column name -> the trait producing it, for one entity."""
         return {column: t for t in self.traits_of(entity) for column in t.columns}
+
+
+def _holds(trait: Trait) -> str | None:
+    """What a trait's values are when they are never times: `a list` or `a number`."""
+    if isinstance(trait, UniqueList) or (isinstance(trait, SqlTrait) and trait.many):
+        return "a list"
+    if isinstance(trait, EventCounter | UniqueUsers | UniqueListCount | Aggregation):
+        return "a number"
+    return None
 
 
 def load_catalog(folder: Path) -> Catalog:
@@ -315,13 +333,13 @@ def _check_audiences(catalog: Catalog) -> list[str]:
         first.setdefault(name, located)
         entities.setdefault(name, located.audience.entity)
     columns = {entity: set(catalog.trait_columns(entity)) for entity in ("account", "user")}
-    lists = {entity: {column for column, located in catalog.trait_columns(entity).items()
-                      if isinstance(located.trait, UniqueList)
-                      or (isinstance(located.trait, SqlTrait) and located.trait.many)}
-             for entity in ("account", "user")}  # fmt: skip
+    untimed = {entity: {column: _holds(located.trait)
+                        for column, located in catalog.trait_columns(entity).items()
+                        if _holds(located.trait)}
+               for entity in ("account", "user")}  # fmt: skip
     for located in catalog.audiences:
         where = f"{located.file}:{located.line}: audience {located.audience.name}"
-        for problem in check_audience(located.audience, columns, lists, entities,
+        for problem in check_audience(located.audience, columns, untimed, entities,
                                       catalog.invalid_names):  # fmt: skip
             problems.append(f"{where}: {problem}")
     references = {a.audience.name: referenced_audiences(a.audience) for a in catalog.audiences}
