@@ -129,6 +129,19 @@ def test_a_performed_condition_on_calls_without_a_name_is_refused(tmp_path):
     assert "group calls have no event name for `performed` to match" in problem
 
 
+def test_a_missing_type_and_a_sql_traits_fields_are_named(tmp_path):
+    text = ("traits:\n  - {name: untyped, entity: account}\n"
+            "  - {name: no_sql, entity: account, type: sql}\n"
+            "  - {name: sql_number, entity: account, type: sql, sql: 5}\n")  # fmt: skip
+    problems = [problem.split(": ", 1)[1] for problem in problems_of(tmp_path, text)]
+    assert problems == [
+        "traits[0] (untyped).type: missing; give one of aggregation, event_counter, first_value, "
+        "last_value, most_frequent, sql, unique_list, unique_list_count, unique_users",
+        "traits[1] (no_sql).sql: Field required",
+        "traits[2] (sql_number).sql: Input should be a valid string",
+    ]
+
+
 def test_duplicate_trait_names(tmp_path):
     problems = problems_of(tmp_path, GOOD, GOOD)
     assert problems == [
@@ -302,6 +315,7 @@ def test_audiences_load(tmp_path):
         ),
         ("{custom_trait: a.*, exists: true}", "a key `*` cannot be read"),
         ("{colour: red}", "a condition needs one of the keys"),
+        ("{at_least: 2}", "where.where: Field required"),
         ("{users: all, at_least: 2, where: {trait: user_logins, gt: 0}}", "give one quantifier"),
         (
             "{at_least: 100000000000000000000, where: {trait: user_logins, gt: 0}}",

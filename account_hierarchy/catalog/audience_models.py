@@ -40,7 +40,7 @@ from account_hierarchy.catalog.windows import ALL_TIME, parse_window
 
 TEST_OPERATORS = (*OPERATORS, "is_null", "within_last", "not_within_last")
 MAX_COUNT = 2**63 - 1  # (counts are compared as BIGINT: a greater one could never hold anyway)
-CONDITION_KEYS = ("and", "or", "not", "trait", "custom_trait", "audience", "users",
+CONDITION_KEYS = ("and", "or", "not", "trait", "custom_trait", "audience", "users", "at_least",
                   "at_least_percent", "performed", "in_account_audience", "account")  # fmt: skip
 
 
@@ -188,8 +188,8 @@ class Not(Strict):
 _KINDS = {
     "and": "and", "or": "or", "not": "not", "trait": "trait", "custom_trait": "custom_trait",
     "audience": "audience", "in_account_audience": "in_account_audience", "account": "account",
-    "performed": "performed", "users": "quantified", "at_least_percent": "quantified",
-    "where": "quantified",
+    "performed": "performed", "users": "quantified", "at_least": "quantified",
+    "at_least_percent": "quantified", "where": "quantified",
 }  # fmt: skip
 
 

@@ -192,12 +192,15 @@ def _load_file(path: Path, catalog: Catalog) -> list[str]:
 
 
 def _describe(path: Path, tree: yaml.Node, document: dict, problem: dict) -> str:
-    location = [part for part in problem["loc"] if not _is_union_tag(part)]
+    location = _without_union_tags(problem["loc"])
     message = problem["msg"].removeprefix("Value error, ")
     if problem["type"] == "union_tag_invalid":
         location.append("type")
         tag, expected = problem["ctx"]["tag"], problem["ctx"]["expected_tags"]
         message = unknown_name("trait type", tag, expected.replace("'", "").split(", "))
+    elif problem["type"] == "union_tag_not_found":
+        location.append("type")
+        message = f"missing; give one of {', '.join(sorted(_UNION_TAGS))}"
     elif problem["type"] == "extra_forbidden":
         message = f"unknown key {location[-1]!r}"
     line = _line(tree, tuple(location))
@@ -219,8 +222,17 @@ _UNION_TAGS = {
 }  # fmt: skip
 
 
-def _is_union_tag(part: Any) -> bool:
-    return isinstance(part, str) and (part in _UNION_TAGS or part.startswith("<"))
+def _without_union_tags(location: tuple) -> list:
+    """A problem's location without the union members pydantic names in it: a trait's type
+    (once, after its index: a SQL trait's field `sql` stays) and the condition kinds (`<and>`)."""
+    kept: list = []
+    for position, part in enumerate(location):
+        if isinstance(part, str) and part.startswith("<"):
+            continue
+        if location[0] == "traits" and position == 2 and part in _UNION_TAGS:
+            continue
+        kept.append(part)
+    return kept
 
 
 def _get(document: Any, location: list) -> Any:
