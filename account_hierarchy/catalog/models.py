@@ -116,7 +116,10 @@ class PropertyCondition(Comparison):
     @classmethod
     def _path(cls, value: str) -> str:
         if not PROPERTY_PATH.match(value):
-            raise ValueError(f"property {value!r} must be a key or a dotted path of keys")
+            raise ValueError(
+                f"property {value!r} must be a key of letters, digits, `_` and `-` (starting with "
+                "a letter or `_`), or a dotted path of such keys"
+            )
         return value
 
 
