@@ -142,6 +142,16 @@ def test_a_missing_type_and_a_sql_traits_fields_are_named(tmp_path):
     ]
 
 
+def test_the_columns_of_an_invalid_sql_trait_are_not_reported_unknown(tmp_path):
+    text = ("traits:\n  - {name: bad_sql, entity: account, type: sql, "
+            "sql: 'SELECT account_id, 1 AS seats_used FROM acounts'}\n"
+            "audiences:\n  - {name: a, entity: account, where: {trait: seats_used, gt: 1}}\n"
+            "destinations:\n  - {name: d, type: jsonl, folder: out, "
+            "traits: [seats_used]}\n")  # fmt: skip
+    (problem,) = problems_of(tmp_path, text)
+    assert problem.endswith("trait bad_sql.sql: unknown view 'acounts'; did you mean 'accounts'?")
+
+
 def test_duplicate_trait_names(tmp_path):
     problems = problems_of(tmp_path, GOOD, GOOD)
     assert problems == [

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import sqlglot
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
@@ -118,6 +119,16 @@ class Catalog:
     def trait_columns(self, entity: str) -> dict[str, LocatedTrait]:
         """Trait column name -> the trait producing it, for one entity."""
         return {column: t for t in self.traits_of(entity) for column in t.columns}
+
+
+def _result_names(sql: str) -> set[str]:
+    """The column names an invalid SQL trait's query gives, as far as it parses (so that
+    references to them are not reported unknown: the trait is reported already)."""
+    try:
+        query = sqlglot.parse_one(sql, read="duckdb")
+    except sqlglot.errors.SqlglotError:
+        return set()
+    return {column.alias_or_name for column in getattr(query, "selects", [])}
 
 
 def _holds(trait: Trait) -> str | None:
@@ -300,7 +311,7 @@ def _check_catalog(catalog: Catalog) -> list[str]:
                 parse_trait_sql(trait.sql, trait.entity)
             except SqlTraitError as error:
                 invalid.append(f"{where}.sql: {error}")
-                catalog.invalid_names.add(trait.name)
+                catalog.invalid_names |= {trait.name, *_result_names(trait.sql)}
         problems += invalid
         if not invalid:
             checkable.append(located)
