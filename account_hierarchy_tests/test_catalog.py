@@ -499,6 +499,8 @@ def test_a_missing_folder_and_a_file_not_in_utf8_are_problems(tmp_path, monkeypa
         ("type: jsonl, folder: out, audiences: [quiet], traits: [quiet]",
          "'quiet' is also an audience of the destination: both would be the same key"),
         ("type: jsonl, folder: out, audiences: [quiet], calls: []", "calls"),
+        ("type: jsonl, folder: out, traits: [both_user], calls: [group]",
+         "calls: group calls carry account audiences and traits, and it sends only user ones"),
         ("type: jsonl, folder: out, audiences: [quiet], event_names: {entered: ''}",
          "event_names.entered"),
         ("type: jsonl, folder: out, audiences: [quiet], event_names: {exited: ' '}",
@@ -522,6 +524,7 @@ def test_destination_problems_are_named(tmp_path, settings, message):
     # (a user trait, and an account SQL trait's value column, named `both`; a trait named
     # like the audience `quiet`)
     both = ("  - name: both\n    entity: user\n    type: event_counter\n    event: A\n"
+            "  - name: both_user\n    entity: user\n    type: event_counter\n    event: A\n"
             "  - name: quiet\n    entity: user\n    type: event_counter\n    event: B\n"
             "  - name: both_sql\n    entity: account\n    type: sql\n"
             "    sql: SELECT account_id, 7 AS both FROM accounts\n")  # fmt: skip

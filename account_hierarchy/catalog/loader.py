@@ -407,4 +407,16 @@ def _check_destinations(catalog: Catalog) -> list[str]:
                     f"{where}.output_columns: {name!r} is also an audience of the destination, "
                     "whose group calls carry it as true or false"
                 )
+        if set(destination.calls) == {"group"} and not _about_accounts(catalog, destination):
+            problems.append(f"{where}.calls: group calls carry account audiences and traits, "
+                            "and it sends only user ones: add identify or track")  # fmt: skip
     return problems
+
+
+def _about_accounts(catalog: Catalog, destination: Destination) -> bool:
+    """Whether a destination sends an account audience or trait (or names one not known)."""
+    entities = {a.audience.name: a.audience.entity for a in catalog.audiences}
+    return any(entities.get(name, "account") == "account" for name in destination.audiences) or any(
+        name in catalog.trait_columns("account") or name not in catalog.trait_columns("user")
+        for name in destination.traits
+    )
