@@ -499,6 +499,7 @@ def test_a_missing_folder_and_a_file_not_in_utf8_are_problems(tmp_path, monkeypa
         ("type: jsonl, folder: out, audiences: [quiet], traits: [quiet]",
          "'quiet' is also an audience of the destination: both would be the same key"),
         ("type: jsonl, folder: out, audiences: [quiet], calls: []", "calls"),
+        ("type: jsonl, folder: out, audiences: [quiet, quiet]", "audiences: given twice: quiet"),
         ("type: jsonl, folder: out, traits: [both_user], calls: [group]",
          "calls: group calls carry account audiences and traits, and it sends only user ones"),
         ("type: jsonl, folder: out, audiences: [quiet], event_names: {entered: ''}",

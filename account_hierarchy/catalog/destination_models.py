@@ -62,6 +62,14 @@ class Destination(Strict):
 
     _name = field_validator("name")(check_name)
 
+    @field_validator("audiences", "traits", "output_columns", "calls")
+    @classmethod
+    def _each_once(cls, values: list[str]) -> list[str]:
+        twice = sorted({value for value in values if values.count(value) > 1})
+        if twice:
+            raise ValueError(f"given twice: {', '.join(twice)}")
+        return values
+
     @field_validator("write_key_env")
     @classmethod
     def _env(cls, value: str | None) -> str | None:
