@@ -12,6 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from account_hierarchy.audiences.describe import describe
 from account_hierarchy.audiences.evaluate import Evaluator, NotComputedError
 from account_hierarchy.audiences.memberships import build_audience, reason_texts
 from account_hierarchy.audiences.queries import (
@@ -20,6 +21,7 @@ from account_hierarchy.audiences.queries import (
     newest_member_hour,
     preview,
 )
+from account_hierarchy.catalog.audience_models import Performed
 from account_hierarchy.catalog.loader import load_catalog
 from account_hierarchy.cli import main
 from account_hierarchy.hierarchy.queries import NotInSnapshotError
@@ -896,3 +898,12 @@ def test_explain_goes_inside_account_conditions(tmp_path, monkeypatch):
     assert shown.exit_code == 0, shown.output
     assert "account A2 does not satisfy it:" in shown.output
     assert "users satisfying it: u3" in shown.output
+
+
+def test_a_performed_condition_is_described_with_its_window_however_all_time_is_written():
+    described = [describe(Performed(performed="Logged In", at_most=2, window=window))
+                 for window in ("All Time", "2 days")]  # fmt: skip
+    assert described == [
+        "performed 'Logged In' at least 0 and at most 2 times",
+        "performed 'Logged In' at least 0 and at most 2 times in the past 2 days",
+    ]

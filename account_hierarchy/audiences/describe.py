@@ -14,6 +14,7 @@ from account_hierarchy.catalog.audience_models import (
     TraitTest,
 )
 from account_hierarchy.catalog.models import Comparison
+from account_hierarchy.catalog.windows import parse_window
 
 SYMBOLS = {"equals": "=", "not_equals": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=",
            "in": "in", "contains": "contains", "within_last": "within the last",
@@ -65,6 +66,7 @@ def describe(condition: Condition) -> str:
         times = f"at least {condition.at_least}"
         if condition.at_most is not None:
             times += f" and at most {condition.at_most}"
-        window = "" if condition.window == "all time" else f" in the past {condition.window}"
+        length = parse_window(condition.window)  # (None for all time, however it is written)
+        window = "" if length is None else f" in the past {condition.window}"
         return f"{text} {times} times{window}"
     raise TypeError(type(condition))
