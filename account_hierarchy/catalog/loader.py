@@ -23,16 +23,7 @@ from account_hierarchy.catalog.audience_checks import (
 )
 from account_hierarchy.catalog.audience_models import Audience
 from account_hierarchy.catalog.destination_models import Destination
-from account_hierarchy.catalog.models import (
-    NAME,
-    Aggregation,
-    EventCounter,
-    SqlTrait,
-    Trait,
-    UniqueList,
-    UniqueListCount,
-    UniqueUsers,
-)
+from account_hierarchy.catalog.models import NAME, NUMBER_TRAITS, SqlTrait, Trait, UniqueList
 from account_hierarchy.traits.sql_traits import (
     RESERVED_COLUMNS,
     SqlTraitError,
@@ -135,7 +126,7 @@ def _holds(trait: Trait) -> str | None:
     """What a trait's values are when they are never times: `a list` or `a number`."""
     if isinstance(trait, UniqueList) or (isinstance(trait, SqlTrait) and trait.many):
         return "a list"
-    if isinstance(trait, EventCounter | UniqueUsers | UniqueListCount | Aggregation):
+    if isinstance(trait, NUMBER_TRAITS):
         return "a number"
     return None
 

@@ -258,3 +258,7 @@ ComputedTrait = (
     | UniqueUsers
 )
 Trait = Annotated[ComputedTrait | SqlTrait, Field(discriminator="type")]
+# The computed traits whose values are counts (whole numbers, never negative), and those whose
+# values are numbers of any kind.
+COUNT_TRAITS = (EventCounter, UniqueUsers, UniqueListCount)
+NUMBER_TRAITS = (*COUNT_TRAITS, Aggregation)

@@ -7,25 +7,22 @@ import pandera.ibis as pa
 
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.catalog.models import (
+    COUNT_TRAITS,
     Aggregation,
     ComputedTrait,
-    EventCounter,
     FirstValue,
     LastValue,
     MostFrequent,
     SqlTrait,
     UniqueList,
-    UniqueListCount,
-    UniqueUsers,
 )
 from account_hierarchy.validation import Rule, build_schema, ibis_table, unique, validate_table
 
 ID_COLUMNS = {"account": "account_id", "user": "user_id"}
-COUNTS = (EventCounter, UniqueUsers, UniqueListCount)
 
 
 def _column(trait: ComputedTrait) -> pa.Column:
-    if isinstance(trait, COUNTS):
+    if isinstance(trait, COUNT_TRAITS):
         return pa.Column(dt.int64)
     if isinstance(trait, Aggregation):
         return pa.Column(dt.float64, nullable=trait.function != "sum")
@@ -48,7 +45,7 @@ def trait_schema(entity: str, catalog: Catalog) -> tuple[pa.DataFrameSchema, lis
         trait = located.trait
         for column in located.columns:
             columns[column] = _column(trait) if not isinstance(trait, SqlTrait) else _column(None)
-        if isinstance(trait, COUNTS):
+        if isinstance(trait, COUNT_TRAITS):
             rules.append(Rule(f"{trait.name} >= 0", lambda t, n=trait.name: t[n] >= 0))
     return build_schema(f"{entity}_traits", columns, rules), rules
 
