@@ -38,6 +38,19 @@ from account_hierarchy_tests.reference_audiences import ReferenceAudiences
 DEFINITIONS = Path(__file__).parent.parent / "data" / "definitions"
 
 
+def catalog_of(tmp_path: Path, definitions: dict):
+    """The catalog of `definitions`, written to `tmp_path / "definitions"`."""
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "d.yaml").write_text(yaml.safe_dump(definitions))
+    return load_catalog(tmp_path / "definitions")
+
+
+def ingest_first_day(con, tmp_path: Path) -> None:
+    """Ingest the landing lines of 1 October under `tmp_path / "landing"`."""
+    ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 2),
+                  PARTITIONS_START)  # fmt: skip
+
+
 def stored_members(con, name: str, hour: datetime) -> set[str]:
     rows = con.execute(
         "SELECT entity_id FROM audience_memberships WHERE audience = $n AND snapshot_hour = $h",
@@ -463,12 +476,9 @@ TYPED_EXPECTED = {
 
 def test_custom_traits_are_tested_as_sent(tmp_path):
     write_lines(tmp_path / "landing" / "a.ndjson", TYPED_EVENTS)
-    (tmp_path / "definitions").mkdir()
-    (tmp_path / "definitions" / "d.yaml").write_text(yaml.safe_dump(TYPED_DEFINITIONS))
+    catalog = catalog_of(tmp_path, TYPED_DEFINITIONS)
     con = connect(tmp_path / "wh.duckdb")
-    ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 2),
-                  PARTITIONS_START)  # fmt: skip
-    catalog = load_catalog(tmp_path / "definitions")
+    ingest_first_day(con, tmp_path)
     hour = datetime(2026, 10, 1, 8)
     build_hour(con, catalog, hour)
     events = read_events(tmp_path / "landing")
@@ -494,12 +504,9 @@ def test_hours_before_any_event_have_empty_audiences(tmp_path):
     """Hours before the first event have empty snapshots (no rows at all), which count as
     built: their audiences are empty rather than "not materialized"."""
     write_lines(tmp_path / "landing" / "a.ndjson", EDGE_EVENTS)
-    (tmp_path / "definitions").mkdir()
-    (tmp_path / "definitions" / "defs.yaml").write_text(yaml.safe_dump(EDGE_DEFINITIONS))
-    catalog = load_catalog(tmp_path / "definitions")
+    catalog = catalog_of(tmp_path, EDGE_DEFINITIONS)
     with connect(tmp_path / "wh.duckdb") as con:
-        ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 2),
-                      PARTITIONS_START)  # fmt: skip
+        ingest_first_day(con, tmp_path)
         window = (datetime(2026, 10, 1, 6), EDGE_HOUR + timedelta(hours=1))
         build_snapshots(con, *window, "parent_account_id")
         build_traits(con, catalog, *window)
@@ -533,9 +540,7 @@ def test_performed_counts_events_the_traits_have_not_tiled_yet(tmp_path):
     audience built (or previewed) before the traits of its hours (a Dagster run may order
     them so) still counts every event: new hours, and days not yet rolled into day tiles."""
     landing = tmp_path / "landing"
-    (tmp_path / "definitions").mkdir()
-    (tmp_path / "definitions" / "defs.yaml").write_text(yaml.safe_dump(TWO_LOGINS))
-    catalog = load_catalog(tmp_path / "definitions")
+    catalog = catalog_of(tmp_path, TWO_LOGINS)
     first, same_day, next_day = (datetime(2026, 10, 1, 9), datetime(2026, 10, 1, 10),
                                  datetime(2026, 10, 2, 1))  # fmt: skip
     write_lines(landing / "a.ndjson", [login("l1", "u1", "2026-10-01T09:05:00Z"),
@@ -581,9 +586,7 @@ def test_performed_conditions_read_day_partials_across_midnight(tmp_path):
     when a run's hours lie in one day (the hourly runs), and the day tiles in longer runs:
     both equal the reference at every hour across midnight."""
     generate_sample(tmp_path / "landing", seed=11, accounts=12, users=80, days=3)
-    (tmp_path / "definitions").mkdir()
-    (tmp_path / "definitions" / "defs.yaml").write_text(yaml.safe_dump(PERFORMED_BY_DAY))
-    catalog = load_catalog(tmp_path / "definitions")
+    catalog = catalog_of(tmp_path, PERFORMED_BY_DAY)
     events = read_events(tmp_path / "landing")
     window = (datetime(2026, 10, 2, 21), datetime(2026, 10, 3, 3))
     hours = [window[0] + timedelta(hours=n) for n in range(6)]
@@ -626,8 +629,7 @@ def test_entered_counts_against_a_stored_hour_without_members(tmp_path):
     has changed since: not evaluated again with the new one."""
     write_lines(tmp_path / "landing" / "a.ndjson", EDGE_EVENTS)
     with connect(tmp_path / "wh.duckdb") as con:
-        ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 2),
-                      PARTITIONS_START)  # fmt: skip
+        ingest_first_day(con, tmp_path)
         catalogs = []
         for number, where in enumerate(
             [{"custom_trait": "tier", "equals": "gold"},
@@ -656,14 +658,12 @@ def test_a_custom_time_without_a_zone_is_utc_after_one_with_a_zone_name(tmp_path
         tmp_path / "landing" / "a.ndjson",
         [account(f"g{group}", group, renewed_at=text) for group, text in sent.items()],
     )
-    (tmp_path / "definitions").mkdir()
     recent = {"name": "recent", "entity": "account",
               "where": {"custom_trait": "renewed_at", "within_last": "1 hour"}}  # fmt: skip
-    (tmp_path / "definitions" / "d.yaml").write_text(yaml.safe_dump({"audiences": [recent]}))
+    catalog = catalog_of(tmp_path, {"audiences": [recent]})
     with connect(tmp_path / "wh.duckdb") as con:
-        ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 2),
-                      PARTITIONS_START)  # fmt: skip
-        build_hour(con, load_catalog(tmp_path / "definitions"), datetime(2026, 10, 1, 8))
+        ingest_first_day(con, tmp_path)
+        build_hour(con, catalog, datetime(2026, 10, 1, 8))
         # In [08:00, 09:00) UTC: A (08:10 UTC), B, E and F (RFC 3339 forms ingestion reads
         # too); D (07:10 UTC) and C not.
         assert stored_members(con, "recent", datetime(2026, 10, 1, 8)) == {"A", "B", "E", "F"}
@@ -681,12 +681,9 @@ def build_cases(tmp_path: Path, trait: dict, cases: dict[str, tuple[dict, set[st
         "audiences": [{"name": name, "entity": "user", "where": where}
                       for name, (where, _) in cases.items()],
     }  # fmt: skip
-    (tmp_path / "definitions").mkdir()
-    (tmp_path / "definitions" / "d.yaml").write_text(yaml.safe_dump(definitions))
-    catalog = load_catalog(tmp_path / "definitions")
+    catalog = catalog_of(tmp_path, definitions)
     with connect(tmp_path / "wh.duckdb") as con:
-        ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 2),
-                      PARTITIONS_START)  # fmt: skip
+        ingest_first_day(con, tmp_path)
         build_hour(con, catalog, CASES_HOUR)
         found = {name: stored_members(con, name, CASES_HOUR) for name in cases}
     return catalog, found, {name: expected for name, (_, expected) in cases.items()}
