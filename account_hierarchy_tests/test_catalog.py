@@ -82,6 +82,23 @@ def test_one_clear_message_per_problem(tmp_path, change, expected):
     assert expected.split(":", 1)[1] in problems[0]
 
 
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("'say \"hi\"'", "names with quotes or backslashes cannot be read"),
+        ("plan..name", "a dot separates nested keys, and none may be empty"),
+        ("items.*", "a key `*` cannot be read"),
+        ("''", "a name is needed"),
+    ],
+)
+def test_property_names_a_json_path_cannot_read_are_refused(tmp_path, name, message):
+    where = GOOD + f"    where: [{{property: {name}, exists: true}}]\n"
+    value = GOOD.replace("type: event_counter", "type: last_value") + f"    property: {name}\n"
+    for text, field in ((where, "where[0].property"), (value, "property")):
+        (problem,) = problems_of(tmp_path, text)
+        assert f"traits[0] (logins).{field}: " in problem and message in problem
+
+
 def test_duplicate_names_across_files_and_bad_options(tmp_path):
     problems = problems_of(
         tmp_path,

@@ -673,3 +673,49 @@ def test_a_sql_trait_naming_a_column_no_table_has_fails_naming_the_trait_and_fil
         f"{tmp_path / 'definitions' / 't.yaml'}:2: SQL trait s1 failed at 2026-10-01 10:00:00: "
     )
     assert "usr_id" in str(raised.value)
+
+
+PLAN_ONE = {"Plan Name": "pro", "a:b": 3, "$k": "x", "nested": {"Sub Key": 2}}
+PLAN_TWO = {"Plan Name": "team", "a:b": 4, "$k": "y", "nested": {"Sub Key": 7}}
+ODD_KEYS_EVENTS = [
+    track("k1", "2026-10-01T09:00:00Z", "u1", "Plan Chosen", **PLAN_ONE),
+    track("k2", "2026-10-01T09:30:00Z", "u1", "Plan Chosen", **PLAN_TWO),
+    track("k3", "2026-10-01T09:40:00Z", "u2", "Plan Chosen", **{"a.b": 5, "a": {"b": 6}}),
+]
+ODD_KEYS_TRAITS = [
+    {"name": "last_plan_name", "entity": "user", "type": "last_value", "event": "Plan Chosen",
+     "property": "Plan Name"},
+    {"name": "colon_total", "entity": "user", "type": "aggregation", "function": "sum",
+     "event": "Plan Chosen", "property": "a:b"},
+    {"name": "dollar_x", "entity": "user", "type": "event_counter", "event": "Plan Chosen",
+     "where": [{"property": "$k", "equals": "x"}]},
+    {"name": "sub_key_max", "entity": "user", "type": "aggregation", "function": "max",
+     "event": "Plan Chosen", "property": "nested.Sub Key"},
+    {"name": "dotted", "entity": "user", "type": "aggregation", "function": "sum",
+     "event": "Plan Chosen", "property": "a.b"},
+]  # fmt: skip
+
+
+def test_property_names_with_spaces_colons_and_dollars_are_read(tmp_path):
+    """A property is any key without quotes or backslashes, as a custom trait is; a dot
+    reaches into a nested object (so the key `a.b` itself is not read)."""
+    write_lines(tmp_path / "landing" / "a.ndjson", ODD_KEYS_EVENTS)
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": ODD_KEYS_TRAITS}))
+    con = connect(tmp_path / "wh.duckdb")
+    ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1), datetime(2026, 10, 2),
+                  PARTITIONS_START)  # fmt: skip
+    hour = datetime(2026, 10, 1, 9)
+    build_all(con, tmp_path / "landing", hour, hour + timedelta(hours=1), tmp_path / "definitions")
+    expected = {
+        "last_plan_name": {"u1": "team", "u2": None},
+        "colon_total": {"u1": 7.0, "u2": 0.0},
+        "dollar_x": {"u1": 1, "u2": 0},
+        "sub_key_max": {"u1": 7.0, "u2": None},
+        "dotted": {"u1": 0.0, "u2": 6.0},
+    }
+    events = read_events(tmp_path / "landing")
+    for trait in ODD_KEYS_TRAITS:
+        reference = trait_values(events, hour, trait, snapshot(events, hour))
+        assert stored(con, "user", hour, trait["name"]) == expected[trait["name"]] == reference
+    con.close()

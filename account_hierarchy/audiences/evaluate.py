@@ -53,6 +53,7 @@ from account_hierarchy.traits.compile import (
     aggregate,
     as_number,
     attributed_events,
+    json_path_value,
     json_properties,
     timestamp,
     window_interval,
@@ -423,14 +424,8 @@ def utc_moment(value: str) -> datetime:
 def _custom_columns(base: ir.Table, key: str, quoted_paths: bool) -> dict[str, ir.Value]:
     """A custom trait read from the entities' `custom_traits`: as text (strings unquoted;
     numbers, booleans, lists and objects as their JSON) and as JSON text, both null for an
-    absent key or a JSON null. A dotted name reads a nested key (`address.city`). DuckDB gets
-    a quoted JSONPath (any key but quotes: `a:b`, `$k`), other engines one key at a time."""
-    if quoted_paths:
-        value = base.custom_traits["$" + "".join(f'."{part}"' for part in key.split("."))]
-    else:
-        value = base.custom_traits
-        for part in key.split("."):
-            value = value[part]
+    absent key or a JSON null. A dotted name reads a nested key (`address.city`)."""
+    value = json_path_value(base.custom_traits, key, quoted_paths)
     text, as_json = _json_text_and_json(value)
     return {_custom_column("text", key): text, _custom_column("json", key): as_json}
 

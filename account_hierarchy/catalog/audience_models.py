@@ -35,6 +35,7 @@ from account_hierarchy.catalog.models import (
     Strict,
     check_event_name,
     check_name,
+    json_key_problem,
 )
 from account_hierarchy.catalog.windows import ALL_TIME, parse_window
 
@@ -77,16 +78,8 @@ class CustomTraitTest(ValueTest):
     @field_validator("custom_trait")
     @classmethod
     def _readable(cls, name: str) -> str:
-        if any(quote in name for quote in "'\"\\"):
-            raise ValueError(
-                f"custom_trait {name!r}: names with quotes or backslashes cannot be read"
-            )
-        if "" in name.split("."):
-            raise ValueError(
-                f"custom_trait {name!r}: a dot separates nested keys, and none may be empty"
-            )
-        if "*" in name.split("."):  # (a JSON path reads `*` as every key, quoted or not)
-            raise ValueError(f"custom_trait {name!r}: a key `*` cannot be read")
+        if problem := json_key_problem(name):
+            raise ValueError(f"custom_trait {name!r}: {problem}")
         return name
 
 

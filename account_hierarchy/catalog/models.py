@@ -22,9 +22,22 @@ from pydantic import (
 from account_hierarchy.catalog.windows import ALL_TIME, parse_window
 
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-PROPERTY_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*(\.[A-Za-z_][A-Za-z0-9_\-]*)*$")
 EVENT_TYPES = ("track", "page", "screen", "identify", "group")
 OPERATORS = ("equals", "not_equals", "gt", "gte", "lt", "lte", "in", "contains", "exists")
+
+
+def json_key_problem(name: str) -> str | None:
+    """Why a property or custom trait name cannot be read from JSON, if it cannot: any key
+    but quotes and backslashes, a dot reaching into nested objects (`plan.name`)."""
+    if not name:
+        return "a name is needed"
+    if any(quote in name for quote in "'\"\\"):
+        return "names with quotes or backslashes cannot be read"
+    if "" in name.split("."):
+        return "a dot separates nested keys, and none may be empty"
+    if "*" in name.split("."):  # (a JSON path reads `*` as every key, quoted or not)
+        return "a key `*` cannot be read"
+    return None
 
 
 def _scalar(value: object) -> object:
@@ -115,11 +128,8 @@ class PropertyCondition(Comparison):
     @field_validator("property")
     @classmethod
     def _path(cls, value: str) -> str:
-        if not PROPERTY_PATH.match(value):
-            raise ValueError(
-                f"property {value!r} must be a key of letters, digits, `_` and `-` (starting with "
-                "a letter or `_`), or a dotted path of such keys"
-            )
+        if problem := json_key_problem(value):
+            raise ValueError(f"property {value!r}: {problem}")
         return value
 
 

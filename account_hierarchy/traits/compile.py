@@ -71,6 +71,17 @@ def property_column(path: str, kind: str) -> str:
     return f"{kind}__{hashlib.sha1(path.encode()).hexdigest()[:12]}"
 
 
+def json_path_value(value: ir.JSONValue, path: str, quoted: bool) -> ir.JSONValue:
+    """The value under a dotted `path` (`plan.name`) of a JSON value. DuckDB gets one quoted
+    JSONPath, which reads any key but quotes (`Plan Tier`, `a:b`, `$k`); other engines read
+    one key at a time."""
+    if quoted:
+        return value["$" + "".join(f'."{key}"' for key in path.split("."))]
+    for key in path.split("."):
+        value = value[key]
+    return value
+
+
 def json_properties(events: ir.Table) -> ir.Table:
     """Events whose `properties` and `traits` are JSON: engines without a JSON type (Spark)
     store them as text."""
@@ -100,10 +111,9 @@ def with_properties(events: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
     columns = {}
     # (identify and group calls carry their values in `traits`, the others in `properties`)
     source = ibis.ifelse(events.type.isin(["identify", "group"]), events.traits, events.properties)
+    quoted = ibis.get_backend(events).name == "duckdb"
     for path in paths:
-        value = source
-        for key in path.split("."):
-            value = value[key]
+        value = json_path_value(source, path, quoted)
         text, number, present = (property_column(path, k) for k in ("text", "number", "present"))
         columns[text] = ibis.coalesce(value.str, value.cast("string"))
         read = ibis.coalesce(value.float, as_number(value.str))
