@@ -221,6 +221,11 @@ def test_sql_trait_errors_suggest_the_closest_view(tmp_path):
         ("SELECT account_id, (1 AS n FROM accounts", "does not parse"),
         ("SELECT account_id, current_setting('threads') AS n FROM accounts", "or settings"),
         (
+            "SELECT account_id, cout(*) AS n FROM accounts GROUP BY 1",
+            r"calls cout\(\): unknown function; did you mean count\(\)\?",
+        ),
+        ("SELECT account_id, zzqx(1) AS n FROM accounts", "DuckDB has no such function"),
+        (
             "WITH events AS (SELECT * FROM events) SELECT account_id, 1 AS n FROM events",
             "a CTE is named 'events'",
         ),

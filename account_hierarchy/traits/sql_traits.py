@@ -16,6 +16,7 @@ other table or a file (`read_csv`, `glob`, ...). The result must have the entity
 """
 
 import difflib
+import functools
 from datetime import datetime, timedelta
 
 import duckdb
@@ -81,6 +82,19 @@ def _check_sources(query: exp.Expression) -> None:
         name = function.name if isinstance(function, exp.Anonymous) else function.sql_name()
         if name.lower().startswith(FORBIDDEN_FUNCTION_PREFIXES):
             raise SqlTraitError(f"calls {name}(): SQL traits cannot read files or settings")
+        if isinstance(function, exp.Anonymous) and name.lower() not in _duckdb_functions():
+            close = difflib.get_close_matches(name.lower(), _duckdb_functions(), n=1)
+            hint = f"did you mean {close[0]}()?" if close else "DuckDB has no such function"
+            raise SqlTraitError(f"calls {name}(): unknown function; {hint}")
+
+
+@functools.cache
+def _duckdb_functions() -> list[str]:
+    """The names of DuckDB's functions (a function sqlglot does not know is checked here, so
+    that a typo is a definition error, not a failed build)."""
+    with duckdb.connect() as con:
+        rows = con.sql("SELECT DISTINCT function_name FROM duckdb_functions()").fetchall()
+    return sorted(name.lower() for (name,) in rows)
 
 
 def _value_columns(query: exp.Query, entity: str) -> list[str]:
