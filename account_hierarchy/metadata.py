@@ -5,6 +5,9 @@ from datetime import datetime
 import dagster as dg
 import duckdb
 import pandas as pd
+from tabulate import tabulate
+
+from account_hierarchy.output import plain, table_cell
 
 
 def table_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
@@ -18,10 +21,12 @@ def table_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
 
 
 def markdown_preview(frame: pd.DataFrame) -> str:
-    """A small frame as a markdown table (empty frames say so)."""
+    """A small frame as a markdown table (empty frames say so), its cells as the CLI's tables
+    show them: nulls empty (not `nan`, which could be an id), lists as compact JSON."""
     if frame.empty:
         return "No rows."
-    return frame.astype(str).to_markdown(index=False)
+    rows = [[table_cell(plain(value)) for value in row] for row in frame.itertuples(index=False)]
+    return tabulate(rows, headers=list(frame.columns), tablefmt="pipe", missingval="")
 
 
 def last_hour_preview(

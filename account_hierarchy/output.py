@@ -66,11 +66,11 @@ def emit(rows: Iterable[Mapping[str, Any]], output_format: str) -> None:
     if not rows:
         click.echo("(no rows)")
         return
-    table = [{key: _cell(value) for key, value in row.items()} for row in rows]
+    table = [{key: table_cell(value) for key, value in row.items()} for row in rows]
     click.echo(tabulate(table, headers="keys", tablefmt="simple"))
 
 
-def _cell(value: Any) -> Any:
+def table_cell(value: Any) -> Any:
     """A table cell: a list or mapping as its compact JSON (its items as `plain` makes them),
     not Python's repr."""
     if isinstance(value, Mapping | list | tuple | np.ndarray):
@@ -91,7 +91,7 @@ def emit_record(record: Mapping[str, Any], output_format: str) -> None:
     for key, value in nested.items():
         click.echo(f"\n{key}:")
         if isinstance(value, Mapping):
-            rows = [{"name": name, "value": _cell(item)} for name, item in value.items()]
+            rows = [{"name": name, "value": table_cell(item)} for name, item in value.items()]
         elif value and not isinstance(value[0], Mapping):
             click.echo("  " + " > ".join(str(item) for item in value))
             continue
@@ -105,7 +105,7 @@ def _flatten(row: Mapping[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in row.items():
         if isinstance(value, Mapping):
-            flat |= {f"{key}.{name}": _cell(item) for name, item in value.items()}
+            flat |= {f"{key}.{name}": table_cell(item) for name, item in value.items()}
         else:
-            flat[key] = _cell(value)
+            flat[key] = table_cell(value)
     return flat

@@ -1,10 +1,12 @@
-"""`--format jsonl` prints every value DuckDB can give a SQL trait as plain JSON."""
+"""`--format jsonl` prints every value DuckDB can give a SQL trait as plain JSON; tables and
+the UI's previews show nulls empty and lists as JSON."""
 
 import json
 
 import duckdb
 import pytest
 
+from account_hierarchy.metadata import markdown_preview
 from account_hierarchy.output import emit
 
 VALUES_SQL = r"""
@@ -43,3 +45,17 @@ def test_a_table_prints_lists_and_mappings_as_json(capsys):
     emit([row], "table")
     values = capsys.readouterr().out.splitlines()[-1].split()
     assert values == ["[1.5,7.0]", '["2026-10-01T10:00:00"]', '{"a":1}']
+
+
+def test_a_preview_shows_nulls_as_empty_cells_and_lists_as_json():
+    """A root's null parent is not shown as the text `nan` (which could be an account id)."""
+    rows = "('a1', NULL::VARCHAR, ['a1'], NULL::DOUBLE), ('a2', 'a1', ['a1', 'a2'], 1.5)"
+    frame = duckdb.sql(f"SELECT * FROM (VALUES {rows}) AS t(account_id, parent, path, x)").df()
+    lines = markdown_preview(frame).splitlines()
+    assert [cell.strip() for cell in lines[2].strip("|").split("|")] == ["a1", "", '["a1"]', ""]
+    assert [cell.strip() for cell in lines[3].strip("|").split("|")] == [
+        "a2",
+        "a1",
+        '["a1","a2"]',
+        "1.5",
+    ]

@@ -573,6 +573,14 @@ def test_a_list_of_numbers_is_profiled_as_a_list():
     assert "min" not in profile and "| 1 | 2 |" in profile["top_values"].value
 
 
+def test_a_profile_counts_empty_text_as_not_filled():
+    """`fill_rate` is the share of entities whose value is not null, zero or empty."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT TIMESTAMP '2026-10-01 10:00' AS snapshot_hour, "
+                "unnest(['a', '', NULL, 'b']) AS v")  # fmt: skip
+    assert profile_column(con, "t", "v", datetime(2026, 10, 1, 10))["fill_rate"] == 2 / 4
+
+
 def test_a_profile_of_numbers_leaves_out_nan_and_keeps_the_median_exact():
     """A decimal column's median is not rounded to its places; NaN and infinities (which
     travel as null) are no values."""

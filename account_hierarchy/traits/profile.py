@@ -30,6 +30,8 @@ def profile_column(
         filled = f"len({quoted}) > 0"
     elif kind.startswith(NUMERIC_TYPES):
         filled = f"coalesce({number} <> 0, false)"
+    elif kind == "VARCHAR":
+        filled = f"coalesce({quoted} <> '', false)"
     else:
         filled = f"{quoted} IS NOT NULL"
     entities, fill_rate = con.execute(
