@@ -110,8 +110,9 @@ def test_batches_hold_about_the_set_number_of_events(monkeypatch):
 
 
 def test_a_window_built_a_few_hours_at_a_time_equals_one_pass(sample, tmp_path, monkeypatch):
-    """`build_snapshots` builds long windows in passes of `HOURS_PER_PASS` hours (uneven here:
-    the last pass is shorter) with the same rows as one pass over the window."""
+    """`build_snapshots` builds long windows in passes of at most `HOURS_PER_PASS` hours that
+    never cross midnight (uneven here) with the same rows as passes of a day, and rebuilds the
+    day partials of each day the window covers."""
     con = connect(tmp_path / "wh.duckdb")
     ingest_window(con, sample, START, START + timedelta(days=2), PARTITIONS_START)
     window = (datetime(2026, 10, 1, 9), datetime(2026, 10, 2, 2))
@@ -122,6 +123,12 @@ def test_a_window_built_a_few_hours_at_a_time_equals_one_pass(sample, tmp_path, 
         results.append(([table_rows(con, table) for table in TABLES], built.rows))
     (one_pass, one_pass_counts), (passes, passes_counts) = results
     assert all(one_pass) and passes == one_pass
+    fresh = connect(tmp_path / "fresh.duckdb")
+    ingest_window(fresh, sample, START, START + timedelta(days=2), PARTITIONS_START)
+    assert (
+        snapshots_module.build_snapshots(fresh, *window, "parent_account_id").day_partials_rebuilt
+        == 2
+    )
     assert passes_counts == one_pass_counts == {
         table: len(rows) for table, rows in zip(
             ("users", "accounts", "account_memberships", "account_hierarchy"), one_pass,

@@ -13,7 +13,8 @@ from account_hierarchy.partitions import day_of
 
 # Hours built in one pass. Every hour holds a full snapshot (at 10M events, 100,000 users with
 # their traits), and a pass stages its rows in temp tables before writing them: a month in one
-# pass needs more temporary disk than a laptop has; a day at a time costs no more.
+# pass needs more temporary disk than a laptop has; a day at a time costs no more. A pass
+# never crosses midnight: it reads the day partials of its day.
 HOURS_PER_PASS = 24
 
 
@@ -32,13 +33,13 @@ def build_snapshots(
 ) -> BuiltSnapshots:
     """Replace the window `[start, end)` of the four tables. Each hour's snapshot depends on
     no other hour of the window, so building it in passes gives the same rows as one pass;
-    each pass reads the day partials of its first hour's day."""
+    each pass holds hours of one day and reads that day's partials."""
     counts = dict.fromkeys(("account_memberships", "users", "accounts", "account_hierarchy"), 0)
     rebuilt, tile_hours_rebuilt = 0, refresh_hierarchy_tiles(con)
     pass_start = start
     while pass_start < end:
-        pass_end = min(pass_start + timedelta(hours=HOURS_PER_PASS), end)
         day = day_of(pass_start)
+        pass_end = min(pass_start + timedelta(hours=HOURS_PER_PASS), day + timedelta(days=1), end)
         rebuilt += refresh_hierarchy_partials(con, day)
         counts["account_memberships"] += build_memberships(con, pass_start, pass_end)
         counts["users"] += build_users(con, pass_start, pass_end)
