@@ -32,6 +32,7 @@ from account_hierarchy.jobs import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG
 from account_hierarchy.partitions import HOURLY, partitions_start
 
 READ_BUDGET_SECONDS = 20.0
+ASSET_JOB = "__ASSET_JOB"  # (the job of runs launched from the UI: materialize, backfills)
 UNFINISHED = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
               dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]  # fmt: skip
 
@@ -69,10 +70,13 @@ def changed_files(cursor: dict) -> tuple[list[list[str]], set[datetime], dict]:
         read += 1
         content_hash, file_hours = hours_of_file(landing, file, partitions_start())
         earliest = _hour_text(min(file_hours)) if file_hours else None
-        files[file.path] = [file.size, file.mtime_ns, content_hash, earliest]
+        digest = _hours_digest(file_hours)
+        files[file.path] = [file.size, file.mtime_ns, content_hash, earliest, digest]
         same_content = known is not None and known[2] == content_hash
-        if same_content and known[3:] == [earliest]:
-            continue  # only touched (lines without a time of their own may follow the mtime)
+        if same_content and known[3:4] == [earliest] and known[4:] in ([], [digest]):
+            # only touched (lines without a time of their own may follow the mtime, and lines
+            # without `receivedAt` are checked against it: their hours may move)
+            continue
         changes.append([file.path, content_hash])
         if known:
             hours |= _earliest_hour(known)
@@ -80,6 +84,12 @@ def changed_files(cursor: dict) -> tuple[list[list[str]], set[datetime], dict]:
             held_hashes.add(content_hash)
             hours |= file_hours
     return changes, hours, files
+
+
+def _hours_digest(hours: set[datetime]) -> str:
+    """A short digest of every hour a content touches (a touched file's may change)."""
+    text = json.dumps(sorted(_hour_text(hour) for hour in hours))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _earliest_hour(entry: list) -> set[datetime]:
@@ -103,7 +113,7 @@ def _partition_key(hour: datetime) -> str:
 )
 def landing_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """Landing changes -> one run over the hours they touch (and later snapshots)."""
-    previous = json.loads(context.cursor or "{}")
+    previous = _read_cursor(context)
     changes, hours, files = changed_files(previous)
     hours |= {datetime.fromisoformat(hour) for hour in previous.get("pending", [])}
     first = partitions_start()
@@ -115,7 +125,11 @@ def landing_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
         hour for hour in hours if complete_until and hour.replace(tzinfo=UTC) < complete_until
     )
     pending = sorted(_hour_text(hour) for hour in hours if hour not in complete)
+    # (a cleared cursor starts again from request 0: its keys must not repeat the earlier ones)
+    epoch = previous.get("epoch") if previous else time.time_ns()
     cursor = {"files": files, "pending": pending, "requests": requests}
+    if epoch is not None:
+        cursor["epoch"] = epoch
     if not complete:
         reason = "The changes touch only hours not complete yet." if hours else None
         return dg.SensorResult(skip_reason=reason or "No new landing content.",
@@ -124,7 +138,8 @@ def landing_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
     materialized = context.instance.get_materialized_partitions(dg.AssetKey("raw_events"))
     last = max([*known, *(materialized or []), *unfinished_range_ends(context.instance)])
     # (the count of requests so far: a later state may repeat an earlier one, its key may not)
-    run_key = hashlib.sha256(json.dumps([requests, changes, known]).encode()).hexdigest()[:20]
+    material = [requests, changes, known] if epoch is None else [epoch, requests, changes, known]
+    run_key = hashlib.sha256(json.dumps(material).encode()).hexdigest()[:20]
     request = dg.RunRequest(
         run_key=run_key,
         tags={RANGE_START_TAG: min(known), RANGE_END_TAG: last,
@@ -135,10 +150,35 @@ def landing_files_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult
     )
 
 
+def _read_cursor(context: dg.SensorEvaluationContext) -> dict:
+    """The cursor as the sensor wrote it; another (edited by hand, corrupt) is dropped with a
+    warning: every landing file is handled again, as on the first evaluation."""
+    try:
+        cursor = json.loads(context.cursor or "{}")
+        if isinstance(cursor, dict) and isinstance(cursor.get("files", {}), dict):
+            return cursor
+    except json.JSONDecodeError:
+        pass
+    context.log.warning(
+        f"The sensor's cursor is not one it wrote ({str(context.cursor)[:80]!r}): it starts "
+        "again, every landing file is handled anew."
+    )
+    return {}
+
+
 def unfinished_range_ends(instance: dg.DagsterInstance) -> list[str]:
     """The last hour (partition key; keys sort in time order) of each run queued or in
     progress, of the job or of a backfill launched from the UI (`__ASSET_JOB`): a late file
     must recompute those snapshots too, and its run is queued after theirs."""
     runs = instance.get_runs(dg.RunsFilter(statuses=UNFINISHED))
-    ends = [run.tags.get(RANGE_END_TAG) or run.tags.get(PARTITION_TAG) for run in runs]
-    return [end for end in ends if end]
+    ends = [run.tags.get(RANGE_END_TAG) or run.tags.get(PARTITION_TAG) for run in runs
+            if run.job_name == pipeline_job.name or run.job_name.startswith(ASSET_JOB)]  # fmt: skip
+    # (other code locations' runs in the instance may have other partitions: daily, static)
+    return [end for end in ends if end and _is_hour_key(end)]
+
+
+def _is_hour_key(key: str) -> bool:
+    try:
+        return datetime.strptime(key, HOURLY.fmt).minute == 0
+    except ValueError:
+        return False

@@ -39,7 +39,9 @@ def evaluate(instance, cursor=None):
 
 def test_no_files_no_run(instance, landing_env):
     requests, cursor = evaluate(instance)
-    assert requests == [] and json.loads(cursor) == {"files": {}, "pending": [], "requests": 0}
+    assert requests == []
+    assert {**json.loads(cursor), "epoch": 0} == {
+        "files": {}, "pending": [], "requests": 0, "epoch": 0}  # fmt: skip
 
 
 def test_new_files_give_one_run_over_the_hours_they_touch(instance, landing_env):
@@ -257,3 +259,64 @@ def test_a_range_run_records_its_planned_materializations_once_per_asset(instanc
     assert len(planned) == len(assets) == len(job.asset_layer.executable_asset_keys)
     subset = planned[0].event_log_entry.dagster_event.event_specific_data.partitions_subset
     assert len(subset.get_partition_keys()) == 48
+
+
+def test_a_cleared_cursor_gets_new_run_keys(instance, landing_env):
+    """A cursor cleared (`dagster sensor cursor landing_files_sensor --delete`, say after the
+    warehouse was rebuilt) counts its requests from 0 again: a folder as it was at the first
+    evaluation must not give the first run's key, which Dagster skips as already requested."""
+    write_lines(landing_env / "a.ndjson", [message("m1", "2026-10-01T10:05:00Z")])
+    (first,), _ = evaluate(instance)
+    (again,), _ = evaluate(instance, None)
+    assert span(again) == span(first) and again.run_key != first.run_key
+
+
+def test_a_cursor_the_sensor_did_not_write_starts_again(instance, landing_env):
+    write_lines(landing_env / "a.ndjson", [message("m1", "2026-10-01T10:05:00Z")])
+    for corrupt in ("not json", "[]", '{"files": []}'):
+        (request,), cursor = evaluate(instance, corrupt)
+        assert span(request) == ("2026-10-01-10:00", "2026-10-01-10:00")
+        assert evaluate(instance, cursor)[0] == []
+
+
+def test_runs_of_other_partitions_in_the_instance_do_not_stretch_the_range(instance, landing_env):
+    """The instance may run other code locations' jobs, with daily or static partitions: their
+    keys are no hours of this job (a range ending at one fails at once)."""
+
+    @dg.op
+    def noop():
+        pass
+
+    @dg.job(partitions_def=dg.DailyPartitionsDefinition(start_date="2026-01-01"))
+    def daily_job():
+        noop()
+
+    @dg.job(partitions_def=dg.StaticPartitionsDefinition(["us-east"]))
+    def static_job():
+        noop()
+
+    instance.create_run_for_job(daily_job, tags={"dagster/partition": "2026-11-30"},
+                                status=dg.DagsterRunStatus.STARTED)  # fmt: skip
+    instance.create_run_for_job(static_job, tags={"dagster/partition": "us-east"},
+                                status=dg.DagsterRunStatus.STARTED)  # fmt: skip
+    write_lines(landing_env / "a.ndjson", [message("m1", "2026-10-01T10:05:00Z")])
+    (request,), _ = evaluate(instance)
+    assert span(request) == ("2026-10-01-10:00", "2026-10-01-10:00")
+
+
+def test_a_touched_file_whose_later_line_changes_hour_is_handled(instance, landing_env):
+    """A line without `receivedAt` more than 24 hours after the file was written is quarantined
+    in its neighbour's hour; touching the file later makes it valid, in its own hour: the
+    earliest hour stays, a later one moves."""
+    lines = [message("A", "2026-10-01T10:00:00Z"), message("B", "2026-10-03T10:00:00Z")]
+    path = write_lines(landing_env / "f.ndjson", lines)
+    at = datetime(2026, 10, 2, tzinfo=UTC).timestamp()
+    os.utime(path, (at, at))
+    (first,), cursor = evaluate(instance)
+    assert span(first) == ("2026-10-01-10:00", "2026-10-01-10:00")
+    at = datetime(2026, 10, 4, tzinfo=UTC).timestamp()
+    os.utime(path, (at, at))
+    (touched,), cursor = evaluate(instance, cursor)
+    assert span(touched) == ("2026-10-01-10:00", "2026-10-03-10:00")
+    os.utime(path, (at + 60, at + 60))  # touched again, the same hours: nothing to do
+    assert evaluate(instance, cursor)[0] == []
