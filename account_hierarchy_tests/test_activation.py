@@ -761,6 +761,23 @@ def test_an_input_built_only_for_older_hours_does_not_take_the_sync_back(box, tm
     }  # (GLOBEX was pro at 10:00 only)
 
 
+def test_an_input_not_built_yet_is_named_in_what_the_sync_waits_for(box, tmp_path):
+    """A destination given a new audience that no run has built yet says which input it waits
+    for, not that all its audiences and traits are unbuilt."""
+    con, destination_with, load = box
+    load(events())
+    catalog, destination = destination_with(ALL_CALLS)
+    build_hour(con, catalog, H10)
+    sync(con, catalog, destination, Recorder())
+    catalog = with_pro_accounts(tmp_path / "defs")
+    destination = catalog.destinations[0].destination
+    with pytest.raises(NothingToSyncError) as raised:
+        sync(con, catalog, destination, Recorder())
+    assert str(raised.value) == (
+        "destination box: audience pro_accounts has not been materialized yet"
+    )
+
+
 def test_a_trait_built_only_for_older_hours_does_not_take_the_sync_back(box, tmp_path):
     """A destination given a new trait computed for older hours only waits for it, although
     the trait table's newer hours have its column (without values computed there)."""

@@ -108,9 +108,16 @@ def newest_hour(
         traits = {name: hour for name, hour in traits.items() if hour is not None}
     hours |= traits | _trait_hours(con, catalog, destination)
     if not hours or None in hours.values():
+        missing = [name for name, hour in hours.items() if hour is None]
+        # (name what it waits for, unless that is every input: a destination added before
+        # anything was built)
+        what = (
+            "its audiences and traits have"
+            if not missing or len(missing) == len(hours)
+            else f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'}"
+        )
         raise NothingToSyncError(
-            f"destination {destination.name}: its audiences and traits have not been "
-            "materialized yet"
+            f"destination {destination.name}: {what} not been materialized yet"
         )
     newest = min(hours.values())
     held = synced_hour(con, destination.name)
