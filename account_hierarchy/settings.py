@@ -9,6 +9,8 @@ import re
 from datetime import datetime
 from pathlib import Path
 
+import duckdb
+
 LANDING_DIR_ENV = "AH_LANDING_DIR"
 WAREHOUSE_ENV = "AH_WAREHOUSE"
 DEFINITIONS_DIR_ENV = "AH_DEFINITIONS_DIR"
@@ -98,8 +100,18 @@ def check_all() -> None:
     used), so that it stops a command or the code location at once, whatever they read."""
     partitions_start()
     parent_trait()
-    duckdb_config()
+    _memory_limit_usable(duckdb_config()["memory_limit"])
     engine()
+
+
+def _memory_limit_usable(limit: str) -> None:
+    """An amount DuckDB takes (`99999999999999999999TB` has the form of one, and is not)."""
+    try:
+        duckdb.connect(":memory:", config={"memory_limit": limit}).close()
+    except duckdb.Error:
+        raise SettingError(
+            f"{MEMORY_LIMIT_ENV}={limit!r}: expected an amount like 4GB or 500MB"
+        ) from None
 
 
 def lake_dir() -> str:

@@ -29,6 +29,12 @@ def test_a_malformed_memory_limit_names_the_setting(tmp_path, monkeypatch):
         ("AH_PARTITIONS_START", "2026-10-01", "expected an hour like 2024-01-01-00:00"),
         ("AH_PARTITIONS_START", "2026-10-01-00:30", "expected an hour like 2024-01-01-00:00"),
         ("AH_DUCKDB_MEMORY_LIMIT", "lots", "expected an amount like 4GB or 500MB"),
+        # (the form of an amount, out of DuckDB's range)
+        (
+            "AH_DUCKDB_MEMORY_LIMIT",
+            "99999999999999999999TB",
+            "expected an amount like 4GB or 500MB",
+        ),
         # (settings the command does not read stop it too)
         ("AH_ENGINE", "pandas", "expected one of duckdb, spark"),
         ("AH_PARENT_TRAIT", 'a"b', "expected a trait name without quotes"),
