@@ -12,6 +12,7 @@ import pytest
 
 from account_hierarchy.audiences.memberships import build_audience
 from account_hierarchy.hierarchy.snapshots import build_snapshots
+from account_hierarchy.spark.session import java_found
 from account_hierarchy.traits.compute import build_traits
 from account_hierarchy.warehouse import connect
 
@@ -23,6 +24,13 @@ PARTITIONS_START = datetime(2024, 1, 1)
 TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m -XX:+UseSerialGC"
 os.environ.setdefault(
     "PYSPARK_SUBMIT_ARGS", f'--driver-java-options "{TEST_JVM_OPTIONS}" pyspark-shell'
+)
+
+
+# The Spark tests start a local session, which needs Java: without it they are skipped, so
+# that `make test` runs on a machine with only python3 and make.
+needs_java = pytest.mark.skipif(
+    not java_found(), reason="Spark needs Java 17 or 21 (JAVA_HOME or java on the PATH)"
 )
 
 

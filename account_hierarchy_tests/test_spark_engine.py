@@ -38,7 +38,12 @@ from account_hierarchy.validation import FrameValidationError
 from account_hierarchy.warehouse import connect
 from account_hierarchy_tests import test_audiences as audience_cases
 from account_hierarchy_tests import test_traits as trait_cases
-from account_hierarchy_tests.conftest import PARTITIONS_START, warehouse_tables, write_lines
+from account_hierarchy_tests.conftest import (
+    PARTITIONS_START,
+    needs_java,
+    warehouse_tables,
+    write_lines,
+)
 
 START, END = datetime(2026, 10, 1, 20), datetime(2026, 10, 1, 22)
 HISTORY_START = datetime(2000, 1, 1)
@@ -56,6 +61,9 @@ class Engines:
     catalog: Catalog
     tables: dict[str, dict[str, list]]  # by engine: every warehouse table's rows
     kinds: dict[str, set[str]]  # by engine: the kinds of the trait assets
+
+
+pytestmark = needs_java
 
 
 @pytest.fixture(scope="module")

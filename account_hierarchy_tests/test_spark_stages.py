@@ -24,12 +24,15 @@ from account_hierarchy_tests import test_hierarchy as hierarchy_cases
 from account_hierarchy_tests.conftest import (
     PARTITIONS_START,
     message,
+    needs_java,
     warehouse_tables,
     write_lines,
 )
 from account_hierarchy_tests.test_classify import DIRTY_LINES
 
 H10, H11, H12 = (datetime(2026, 10, 1, hour) for hour in (10, 11, 12))
+
+pytestmark = needs_java
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ by default: every core of this machine). Sessions work in UTC like the DuckDB wa
 """
 
 import os
+import shutil
 import sys
 from datetime import datetime, timedelta
 from functools import reduce
@@ -42,12 +43,30 @@ _LOCAL_CONFIG = {
 TASK_THREADS = 1
 
 
+class JavaNotFoundError(RuntimeError):
+    """A local Spark session needs a Java runtime, and none was found."""
+
+
+def java_found() -> bool:
+    """Whether a Java runtime is where Spark looks for one: `$JAVA_HOME/bin/java`, else `java`
+    on the PATH."""
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home:
+        return os.access(os.path.join(java_home, "bin", "java"), os.X_OK)
+    return shutil.which("java") is not None
+
+
 def spark_session(master: str | None = None) -> SparkSession:
     """The Spark session (created on first use, then shared): Spark Connect when
     `AH_SPARK_REMOTE` is set, else `master` or `AH_SPARK_MASTER`."""
     # Python workers run in this interpreter (the project's environment).
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     remote = settings.spark_remote()
+    if not remote and not java_found():
+        raise JavaNotFoundError(
+            "the Spark engine starts a local Spark session, which needs Java 17 or 21: install "
+            "it (JAVA_HOME or java on the PATH), or set AH_SPARK_REMOTE to a Spark Connect server"
+        )
     builder = SparkSession.builder.appName("account_hierarchy")
     if remote:
         builder = builder.remote(remote)
