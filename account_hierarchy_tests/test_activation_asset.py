@@ -76,6 +76,37 @@ def test_a_destination_whose_inputs_are_not_built_says_what_it_waits_for(tmp_pat
     assert "have not been materialized yet" in metadata["waiting_for"].value
 
 
+def test_a_destination_waiting_for_a_new_input_names_the_snapshot_it_holds(tmp_path, monkeypatch):
+    folder = sample_definitions(tmp_path)
+    monkeypatch.setenv("AH_DEFINITIONS_DIR", str(folder))
+    resources = {"warehouse": Warehouse(database=str(tmp_path / "wh.duckdb")),
+                 "landing": LandingFolder(path=str(tmp_path / "landing"))}  # fmt: skip
+
+    def everything(catalog):
+        return [raw_events, hierarchy_snapshots, build_trait_assets(catalog),
+                *build_audience_assets(catalog), *build_activation_assets(catalog)]  # fmt: skip
+
+    assert dg.materialize(everything(load_catalog(folder)), resources=resources,
+                          partition_key="2026-10-01-10:00").success  # fmt: skip
+    (folder / "new.yaml").write_text(
+        "audiences:\n  - {name: any_account, entity: account, where: {trait: logins_past_30_days,"
+        " gte: 0}}\n"
+    )
+    crm = yaml.safe_load((folder / "destinations.yaml").read_text())
+    crm["destinations"][0]["audiences"].append("any_account")
+    (folder / "destinations.yaml").write_text(yaml.safe_dump(crm))
+    catalog = load_catalog(folder)
+    (located,) = [d for d in catalog.destinations if d.destination.name == "crm_outbox"]
+    result = dg.materialize([build_destination_asset(located, catalog)], resources=resources,
+                            partition_key="2026-10-01-11:00")  # fmt: skip
+    (materialization,) = result.asset_materializations_for_node("destinations__crm_outbox")
+    metadata = materialization.metadata
+    assert metadata["waiting_for"].value.endswith(
+        "audience any_account has not been materialized yet"
+    )
+    assert metadata["snapshot_hour"].value == "2026-10-01T10:00:00"
+
+
 def test_materialize_and_dry_run(tmp_path, monkeypatch):
     folder = sample_definitions(tmp_path)
     catalog = load_catalog(folder)

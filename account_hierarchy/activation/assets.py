@@ -8,6 +8,7 @@ from account_hierarchy.activation.deliver import SyncReport, sync
 from account_hierarchy.activation.diffs import build_diffs, synced
 from account_hierarchy.activation.plan import NothingToSyncError
 from account_hierarchy.activation.schemas import validate_diffs
+from account_hierarchy.activation.state import synced_hour
 from account_hierarchy.activation.transport import DestinationUnavailableError, sender_for
 from account_hierarchy.audiences.assets import audience_key
 from account_hierarchy.catalog.loader import Catalog, LocatedDestination
@@ -127,9 +128,11 @@ def build_destination_asset(located: LocatedDestination, catalog: Catalog) -> dg
                 raise dg.Failure(description=str(error)) from None
             except NothingToSyncError as error:
                 # Its inputs have no snapshot yet, or lag behind the one it holds: nothing is
-                # sent (no failure: a later run delivers), and the metadata says what it awaits.
+                # sent (no failure: a later run delivers), and the metadata says what it awaits
+                # and which snapshot it holds.
                 context.log.warning(str(error))
                 report, waiting = SyncReport(), {"waiting_for": str(error)}
+                report.snapshot_hour = synced_hour(con, destination.name)
         context.log.info(f"{destination.name}: {report}")
         hour = report.snapshot_hour
         counts = {"items": report.items, "messages": report.messages, "accepted": report.accepted,
