@@ -14,6 +14,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 import yaml
+from pyspark.errors import AnalysisException
 
 from account_hierarchy import settings
 from account_hierarchy.activation.assets import build_diffs_asset
@@ -375,6 +376,17 @@ def test_a_view_is_made_again_only_when_its_files_change(spark, tmp_path, monkey
     write_account(START + hour, "b")
     lake.register(spark, ["accounts"], lake_dir)
     assert len(reads) == 2 and spark.table("accounts").count() == 2
+
+
+def test_a_table_not_written_yet_gets_no_view(spark, tmp_path):
+    """On a fresh lake an audience that reads no trait may run before the traits: registering
+    its inputs passes over the trait tables, and a view left from another lake goes."""
+    lake_dir = str(tmp_path / "lake")
+    spark.sql("SELECT 1 AS x").createOrReplaceTempView("user_traits")
+    lake.register(spark, ["user_traits"], lake_dir)
+    assert not spark.catalog.tableExists("user_traits")
+    with pytest.raises(AnalysisException, match="user_traits"):
+        spark.table("user_traits")
 
 
 def test_a_warehouse_table_is_not_replaced_by_a_view(tmp_path):

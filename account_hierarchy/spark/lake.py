@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import ibis.expr.types as ir
 import sqlglot.expressions as exp
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -106,7 +107,9 @@ _REGISTERED: dict[tuple[int, str], tuple[str, tuple]] = {}
 def register(session: SparkSession, tables: Iterable[str], lake: str | None = None) -> None:
     """Make lake tables readable by name in the session (temp views), as queries expect. A
     local table whose files are those the session's view was made from keeps its view: making
-    one lists the files and reads a footer, about 0.2 s a table."""
+    one lists the files and reads a footer, about 0.2 s a table. A table not written yet gets
+    no view (a fresh lake's audience that reads no trait runs before the traits): a query
+    that reads it fails naming it."""
     for table in tables:
         path = location(table, lake)
         made_from = (path, _files(path))
@@ -117,7 +120,14 @@ def register(session: SparkSession, tables: Iterable[str], lake: str | None = No
             and session.catalog.tableExists(table)
         ):
             continue
-        read(session, table, lake).createOrReplaceTempView(table)
+        try:
+            read(session, table, lake).createOrReplaceTempView(table)
+        except AnalysisException as error:
+            if error.getCondition() != "PATH_NOT_FOUND":
+                raise
+            session.catalog.dropTempView(table)
+            _REGISTERED.pop(key, None)
+            continue
         _REGISTERED[key] = made_from
 
 
