@@ -74,8 +74,13 @@ def table_cell(value: Any) -> Any:
     """A table cell: a list or mapping as its compact JSON (its items as `plain` makes them),
     not Python's repr."""
     if isinstance(value, Mapping | list | tuple | np.ndarray):
-        return json.dumps(plain(value), ensure_ascii=False, separators=(",", ":"))
+        return compact_json(value)
     return value
+
+
+def compact_json(value: Any) -> str:
+    """A value as compact JSON (`["a","b"]`, `null`, `true`), its parts as `plain` makes them."""
+    return json.dumps(plain(value), ensure_ascii=False, separators=(",", ":"))
 
 
 def emit_record(record: Mapping[str, Any], output_format: str) -> None:

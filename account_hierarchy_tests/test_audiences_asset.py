@@ -92,3 +92,20 @@ def test_members_preview_explain_commands(materialized, monkeypatch):
     assert "not materialized" in runner.invoke(main, ["members", "nope"]).output
     unknown = runner.invoke(main, ["explain", "nope", "x"])
     assert unknown.exit_code == 1 and "No audience 'nope'" in unknown.output
+
+
+def test_explain_shows_lists_as_compact_json(materialized, monkeypatch):
+    """The readable output shows lists and nulls as compact JSON, not Python's repr
+    (`['acct_1']`, `None`)."""
+    root, _ = materialized
+    monkeypatch.setenv("AH_WAREHOUSE", str(root / "wh.duckdb"))
+    runner = CliRunner()
+    stored = runner.invoke(main, ["members", "software_admins", "--as-of", "2026-10-01T23",
+                                  "--format", "jsonl"])  # fmt: skip
+    member = json.loads(stored.output.splitlines()[0])
+    (accounts,) = [c["accounts"] for c in member["reason"]["conditions"] if "accounts" in c]
+    why = runner.invoke(main, ["explain", "software_admins", member["entity_id"],
+                               "--as-of", "2026-10-01T23"])  # fmt: skip
+    assert why.exit_code == 0, why.output
+    assert f"(accounts: {json.dumps(accounts, separators=(',', ':'))})" in why.output
+    assert "['" not in why.output and "None" not in why.output

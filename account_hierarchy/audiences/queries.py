@@ -52,7 +52,10 @@ def newest_member_hour(con: duckdb.DuckDBPyConnection, audience: str) -> datetim
         params,
     )
     if not hours or hours[0][0] is None:
-        raise NotInSnapshotError(f"Audience {audience!r} was not materialized for any hour yet.")
+        raise NotInSnapshotError(
+            f"Audience {audience!r} was not materialized for any hour yet (or no audience has "
+            "that name: check it)."
+        )
     return hours[0][0]
 
 
