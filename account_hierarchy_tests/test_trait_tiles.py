@@ -279,10 +279,11 @@ def tile_queries() -> str:
         tiled = tiled_traits(definitions(Path(folder) / "definitions"))
     traits = [trait for trait in tiled if not is_value_trait(trait)]
     values = [trait for trait in tiled if is_value_trait(trait)]
-    events = ibis.table({"message_id": "string", "type": "string", "user_id": "string",
-                         "context_group_id": "string", "event": "string",
-                         "timestamp": "timestamp", "properties": "json", "traits": "json",
-                         "event_hour": "timestamp"}, name="raw_events")  # fmt: skip
+    schema = ibis.schema({"message_id": "string", "type": "string", "user_id": "string",
+                          "context_group_id": "string", "event": "string",
+                          "timestamp": "timestamp", "properties": "json", "traits": "json",
+                          "event_hour": "timestamp"})  # fmt: skip
+    events = ibis.duckdb.connect().create_table("raw_events", schema=schema)
     hours, value_hours = tile_rows(events, traits), value_tile_rows(events, values)
     queries = (hours, value_hours, day_tile_rows(hours, traits), day_value_tile_rows(value_hours))
     return "\n".join(ibis.to_sql(query, dialect="duckdb") for query in queries)
