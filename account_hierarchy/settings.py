@@ -105,9 +105,11 @@ def check_all() -> None:
 
 
 def _memory_limit_usable(limit: str) -> None:
-    """An amount DuckDB takes (`99999999999999999999TB` has the form of one, and is not)."""
+    """An amount DuckDB takes and can run a query in (`99999999999999999999TB` has the form of
+    one, and is not; `0GB` is one, and no query runs)."""
     try:
-        duckdb.connect(":memory:", config={"memory_limit": limit}).close()
+        with duckdb.connect(":memory:", config={"memory_limit": limit}) as con:
+            con.execute("SELECT current_setting('memory_limit')").fetchone()
     except duckdb.Error:
         raise SettingError(
             f"{MEMORY_LIMIT_ENV}={limit!r}: expected an amount like 4GB or 500MB"

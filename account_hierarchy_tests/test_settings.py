@@ -35,6 +35,7 @@ def test_a_malformed_memory_limit_names_the_setting(tmp_path, monkeypatch):
             "99999999999999999999TB",
             "expected an amount like 4GB or 500MB",
         ),
+        ("AH_DUCKDB_MEMORY_LIMIT", "0GB", "expected an amount like 4GB or 500MB"),
         # (settings the command does not read stop it too)
         ("AH_ENGINE", "pandas", "expected one of duckdb, spark"),
         ("AH_PARENT_TRAIT", 'a"b', "expected a trait name without quotes"),
