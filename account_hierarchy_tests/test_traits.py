@@ -11,6 +11,7 @@ import yaml
 
 from account_hierarchy.catalog.loader import load_catalog
 from account_hierarchy.catalog.models import SqlTrait
+from account_hierarchy.hierarchy.queries import NotInSnapshotError
 from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
@@ -727,3 +728,24 @@ def test_property_names_with_spaces_colons_and_dollars_are_read(tmp_path):
         reference = trait_values(events, hour, trait, snapshot(events, hour))
         assert stored(con, "user", hour, trait["name"]) == expected[trait["name"]] == reference
     con.close()
+
+
+def test_an_hour_computed_before_any_account_has_no_trait_rows_and_is_no_error(tmp_path):
+    write_lines(tmp_path / "landing" / "a.ndjson", [track("t1", "2026-10-01T10:05:00Z", "u1")])
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [
+        {"name": "logins", "entity": "account", "type": "event_counter", "event": "Logged In"},
+        {"name": "user_logins", "entity": "user", "type": "event_counter", "event": "Logged In"},
+    ]}))  # fmt: skip
+    hour = datetime(2026, 10, 1, 10)
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", hour, hour + timedelta(hours=1), PARTITIONS_START)
+        build_all(
+            con, tmp_path / "landing", hour, hour + timedelta(hours=1), tmp_path / "definitions"
+        )
+        assert trait_rows(con, "account", hour) == []
+        assert [row["user_logins"] for row in trait_rows(con, "user", hour)] == [1]
+        with pytest.raises(NotInSnapshotError, match="No traits of any account"):
+            trait_rows(con, "account", hour + timedelta(hours=1))
+        with pytest.raises(NotInSnapshotError, match="No traits of account 'A'"):
+            trait_rows(con, "account", hour, "A")

@@ -24,7 +24,20 @@ def trait_rows(
     cursor = con.execute(f"{query} ORDER BY {id_column}", params)
     names = [column[0] for column in cursor.description]
     rows = [dict(zip(names, row, strict=True)) for row in fetch_rows(cursor)]
-    if not rows:
+    if not rows and not (entity_id is None and _computed(con, entity, hour)):
         what = f"{entity} {entity_id!r}" if entity_id else f"any {entity}"
         raise NotInSnapshotError(f"No traits of {what} in the snapshot of {hour}.")
     return rows
+
+
+def _computed(con: duckdb.DuckDBPyConnection, entity: str, hour: datetime) -> bool:
+    """Whether the entity's traits were computed for the hour (an hour before the first
+    account, say, has none to show, and is no error)."""
+    try:
+        (found,) = con.execute(
+            "SELECT count(*) > 0 FROM trait_hours WHERE entity = $entity AND snapshot_hour = $hour",
+            {"entity": entity, "hour": hour},
+        ).fetchone()
+    except duckdb.CatalogException:  # (a warehouse whose traits were never built)
+        return False
+    return found
