@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from account_hierarchy import settings
-from account_hierarchy.ingest.landing import list_landing_files
+from account_hierarchy.ingest.landing import check_landing_folder, list_landing_files
 from account_hierarchy.ingest.load import hours_of_file
 from account_hierarchy.jobs import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG, pipeline_job
 from account_hierarchy.partitions import HOURLY, partitions_start
@@ -47,6 +47,7 @@ def changed_files(cursor: dict) -> tuple[list[list[str]], set[datetime], dict]:
     have passed (at least one); the cursor leaves the others for the next evaluations."""
     landing = settings.landing_dir()
     handled = cursor.get("files", {})
+    check_landing_folder(landing, len(handled))
     listed = list_landing_files(landing)
     present = {file.path for file in listed}
     unchanged = {file.path for file in listed

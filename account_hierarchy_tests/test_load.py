@@ -3,6 +3,7 @@
 import os
 from datetime import datetime, timedelta
 from functools import partial
+from pathlib import Path
 
 import pytest
 
@@ -233,6 +234,59 @@ def test_a_landing_file_name_that_is_not_utf8_is_named(tmp_path):
         file.write("{}\n")
     with pytest.raises(LandingFileNameError, match=r"caf\\xe9.ndjson: its name is not UTF-8"):
         list_landing_files(tmp_path)
+
+
+def test_a_landing_folder_gone_is_an_error_not_every_file_removed(con, tmp_path, landing):
+    """An unmounted or mistyped landing folder does not make a run forget every file and
+    delete its hours' events: the run fails, naming the folder, and changes nothing."""
+    write_lines(landing / "a.ndjson", [message("m1", "2026-10-01T10:05:00Z")])
+    ingest(con, landing)
+    before = snapshot(con)
+    landing.rename(tmp_path / "unmounted")
+    with pytest.raises(OSError, match=r"landing folder .*landing does not exist"):
+        ingest(con, landing)
+    assert snapshot(con) == before
+    assert con.execute("SELECT count(*) FROM landing_files").fetchone() == (1,)
+
+
+def test_a_folder_that_cannot_be_listed_is_an_error_not_its_files_removed(
+    con, landing, monkeypatch
+):
+    """A subfolder the process may not list (permissions) is no empty folder: its files would
+    look removed and their events be deleted. (Simulated: the tests may run as root, for whom
+    permissions do not stop a listing.)"""
+    write_lines(landing / "day" / "a.ndjson", [message("m1", "2026-10-01T10:05:00Z")])
+    ingest(con, landing)
+    before = snapshot(con)
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.path.basename(os.fspath(path)) == "day":
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(OSError, match=r"cannot list the landing folder .*day"):
+        ingest(con, landing)
+    assert snapshot(con) == before
+
+
+def test_a_file_that_cannot_be_read_fails_the_run_naming_it(con, landing, monkeypatch):
+    """(Simulated: as root, a file's permissions do not stop a read.)"""
+    write_lines(landing / "ok.ndjson", [message("m1", "2026-10-01T10:05:00Z")])
+    write_lines(landing / "bad.ndjson", [message("m2", "2026-10-01T10:06:00Z")])
+    real_read_bytes = Path.read_bytes
+
+    def read_bytes(path: Path) -> bytes:
+        if path.name == "bad.ndjson":
+            raise OSError(5, "Input/output error")
+        return real_read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    with pytest.raises(
+        OSError, match=r"cannot read the landing file .*bad\.ndjson: .*Input/output"
+    ):
+        ingest(con, landing)
 
 
 def test_a_file_only_touched_keeps_its_copies_loaded_in_other_hours(con, landing):

@@ -320,3 +320,15 @@ def test_a_touched_file_whose_later_line_changes_hour_is_handled(instance, landi
     assert span(touched) == ("2026-10-01-10:00", "2026-10-03-10:00")
     os.utime(path, (at + 60, at + 60))  # touched again, the same hours: nothing to do
     assert evaluate(instance, cursor)[0] == []
+
+
+def test_a_landing_folder_gone_asks_for_no_run_that_would_delete_every_event(
+    instance, landing_env, tmp_path
+):
+    """An unmounted landing folder is not every file removed: no run over every hour (which
+    would delete their events) is asked for; the evaluation fails naming the folder."""
+    write_lines(landing_env / "a.ndjson", [message("m1", "2026-10-01T10:05:00Z")])
+    _, cursor = evaluate(instance)
+    landing_env.rename(tmp_path / "unmounted")
+    with pytest.raises(OSError, match=r"landing folder .* does not exist"):
+        evaluate(instance, cursor)

@@ -52,6 +52,22 @@ class LandingFileNameError(ValueError):
     """A landing file whose name cannot be stored (not UTF-8)."""
 
 
+class LandingFolderError(OSError):
+    """The landing folder, a folder in it or a file cannot be listed or read (a folder's files
+    would look removed; a file, quarantined, would be lost)."""
+
+
+def check_landing_folder(landing_dir: Path, known_files: int) -> None:
+    """Refuse a landing folder that is gone (unmounted, mistyped) while `known_files` files were
+    seen in it: read as empty, every file would be forgotten and its events deleted."""
+    if known_files and not landing_dir.is_dir():
+        raise LandingFolderError(
+            f"the landing folder {landing_dir} does not exist or is not a folder, but "
+            f"{known_files} landing files were seen in it: is it mounted, is AH_LANDING_DIR "
+            "right? (nothing is read, loaded or forgotten until it is back)"
+        )
+
+
 def is_landing_file(relative: Path) -> bool:
     """True for NDJSON file names we ingest, given a path relative to the landing folder (see
     the module docstring)."""
@@ -61,31 +77,48 @@ def is_landing_file(relative: Path) -> bool:
 
 
 def list_landing_files(landing_dir: Path) -> list[LandingFile]:
-    """Every landing file under `landing_dir`, sorted by path."""
+    """Every landing file under `landing_dir`, sorted by path (none when it does not exist).
+    A folder that cannot be listed is an error, not an empty folder: its files would look
+    removed (symbolic links to folders are not followed, as before)."""
     if not landing_dir.is_dir():
         return []
+
+    def unlistable(error: OSError) -> None:
+        raise LandingFolderError(
+            f"cannot list the landing folder {error.filename}: {error.strerror or error} (its "
+            "files would look removed; nothing is read until it can be listed)"
+        ) from error
+
     files = []
-    for path in landing_dir.rglob("*"):
-        relative = path.relative_to(landing_dir)
-        if not (path.is_file() and is_landing_file(relative)):
-            continue
-        name = relative.as_posix()
-        try:
-            name.encode()
-        except UnicodeEncodeError:
-            shown = os.fsencode(path).decode(errors="backslashreplace")
-            raise LandingFileNameError(
-                f"landing file {shown}: its name is not UTF-8; rename it (no landing file is "
-                "read until then)"
-            ) from None
-        stat = path.stat()
-        files.append(LandingFile(name, stat.st_size, stat.st_mtime_ns))
+    for folder, subfolders, names in os.walk(landing_dir, onerror=unlistable):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        for file_name in names:
+            path = Path(folder) / file_name
+            relative = path.relative_to(landing_dir)
+            if not (is_landing_file(relative) and path.is_file()):
+                continue
+            name = relative.as_posix()
+            try:
+                name.encode()
+            except UnicodeEncodeError:
+                shown = os.fsencode(path).decode(errors="backslashreplace")
+                raise LandingFileNameError(
+                    f"landing file {shown}: its name is not UTF-8; rename it (no landing file "
+                    "is read until then)"
+                ) from None
+            stat = path.stat()
+            files.append(LandingFile(name, stat.st_size, stat.st_mtime_ns))
     return sorted(files, key=lambda file: file.path)
 
 
 def read_landing_file(landing_dir: Path, file: LandingFile) -> FileContent:
-    """Hash a file's bytes and split its (decompressed) content into numbered lines."""
-    data = (landing_dir / file.path).read_bytes()
+    """Hash a file's bytes and split its (decompressed) content into numbered lines. A file
+    that cannot be read fails the run naming it (quarantined, it would be lost)."""
+    path = landing_dir / file.path
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise LandingFolderError(f"cannot read the landing file {path}: {error}") from error
     content_hash = hashlib.sha256(data).hexdigest()
     if file.path.endswith(".gz"):
         try:

@@ -37,6 +37,7 @@ from account_hierarchy.ingest.events_schema import validate_events
 from account_hierarchy.ingest.landing import (
     FileContent,
     LandingFile,
+    check_landing_folder,
     list_landing_files,
     read_landing_file,
 )
@@ -99,13 +100,14 @@ def files_to_read(
     con: duckdb.DuckDBPyConnection, landing_dir: Path, start: datetime, end: datetime
 ) -> FilesToRead:
     """Compare the landing folder with the file index (`landing_files`, `landing_file_hours`)."""
-    present = list_landing_files(landing_dir)
     known = dict(
         (path, (size, mtime_ns))
         for path, size, mtime_ns in con.execute(
             "SELECT path, size, mtime_ns FROM landing_files"
         ).fetchall()
     )
+    check_landing_folder(landing_dir, len(known))
+    present = list_landing_files(landing_dir)
     touching = {
         path
         for (path,) in con.execute(
