@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.common import print_rows
+from benchmarks.common import positive, print_rows
 
 FIGURES = ("generate", "ingest", "snapshot", "backfill", "engines")
 # (figure, what starts with, scale the goal is stated for or None for any, test, goal text)
@@ -43,15 +43,16 @@ def judged(row: dict, scale: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--events", type=positive, default=10_000_000)
     parser.add_argument("--figures", default=",".join(FIGURES))
     parser.add_argument("--work-dir", type=Path, default=Path("benchmarks/.work"))
-    parser.add_argument("--backfill-hours", type=int, default=720)
+    parser.add_argument("--backfill-hours", type=positive, default=720)
     args = parser.parse_args()
+    figures = args.figures.split(",")
+    if unknown := [figure for figure in figures if figure not in FIGURES]:  # (before any runs)
+        parser.error(f"unknown figure {unknown[0]!r}; choose from {', '.join(FIGURES)}")
     rows = []
-    for figure in args.figures.split(","):
-        if figure not in FIGURES:
-            parser.error(f"unknown figure {figure!r}; choose from {', '.join(FIGURES)}")
+    for figure in figures:
         command = [sys.executable, "-m", f"benchmarks.{figure}", "--events", str(args.events),
                    "--work-dir", str(args.work_dir), "--format", "jsonl"]  # fmt: skip
         if figure == "backfill":

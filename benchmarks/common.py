@@ -89,6 +89,17 @@ def print_rows(rows: list[dict[str, Any]], output_format: str = "table") -> None
         print(tabulate(rows, headers="keys", floatfmt=",.2f", intfmt=","))
 
 
+def positive(text: str) -> int:
+    """An argument that must be a whole number of at least 1 (events, hours)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def figure_arguments(
     description: str, events: int, **options: int | Path | str
 ) -> argparse.Namespace:
@@ -96,8 +107,9 @@ def figure_arguments(
     plus the figure's own `options` (integers, paths or text) with their defaults."""
     parser = argparse.ArgumentParser(description=description)
     for name, default in options.items():
-        parser.add_argument(f"--{name}", type=type(default), default=default)
-    parser.add_argument("--events", type=int, default=events, help="scale, in events")
+        kind = positive if type(default) is int else type(default)
+        parser.add_argument(f"--{name}", type=kind, default=default)
+    parser.add_argument("--events", type=positive, default=events, help="scale, in events")
     parser.add_argument("--work-dir", type=Path, default=Path("benchmarks/.work"))
     parser.add_argument("--format", choices=("table", "jsonl"), default="table")
     return parser.parse_args()

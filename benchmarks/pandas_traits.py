@@ -2,6 +2,7 @@
 trait benchmark compares against). Same rules as `account_hierarchy.traits.compile`."""
 
 import json
+import math
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -20,13 +21,22 @@ def _lookup(source: object, path: str) -> object:
 def _text(value: object) -> str | None:
     if value is None:
         return None
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _finite(numbers: pd.Series) -> pd.Series:
+    """The numbers, with NaN and infinities (which read as no number) made missing."""
+    numbers = pd.to_numeric(numbers, errors="coerce").astype(float)
+    return numbers.where(numbers.map(math.isfinite))
 
 
 def prepare(events: pd.DataFrame) -> pd.DataFrame:
-    """Parse the JSON columns once (`props`: properties, else traits)."""
+    """Parse the JSON columns once (`props`: traits for identify and group calls, else
+    properties)."""
     events = events[events.user_id.notna()].copy()
-    raw = events.properties.where(events.properties.notna(), events.traits)
+    raw = events.traits.where(events.type.isin(["identify", "group"]), events.properties)
     events["props"] = [json.loads(value) if isinstance(value, str) else None for value in raw]
     return events
 
@@ -51,9 +61,11 @@ def _holds(values: pd.Series, condition: PropertyCondition) -> pd.Series:
     a missing property satisfies no condition but `exists: false`."""
     present = values.notna()
     texts = values.map(_text)
-    numbers = pd.to_numeric(
-        values.map(lambda v: v if isinstance(v, int | float | str) else None), errors="coerce"
-    ).where(values.map(lambda v: not isinstance(v, bool)), None)
+    numbers = _finite(
+        pd.to_numeric(
+            values.map(lambda v: v if isinstance(v, int | float | str) else None), errors="coerce"
+        ).where(values.map(lambda v: not isinstance(v, bool)), None)
+    )
     operator, operand = condition.operator
     if operator == "exists":
         return present if operand else ~present
@@ -121,7 +133,7 @@ def _reduce(rows: pd.DataFrame, trait: ComputedTrait) -> pd.Series:
     rows = rows.assign(value=values.map(_text)).dropna(subset=["value"])
     grouped = rows.groupby("entity_id")
     if trait.type == "aggregation":
-        numbers = rows.assign(number=pd.to_numeric(rows.value, errors="coerce"))
+        numbers = rows.assign(number=_finite(pd.to_numeric(rows.value, errors="coerce")))
         return numbers.groupby("entity_id").number.agg(trait.function.replace("avg", "mean"))
     if trait.type in ("first_value", "last_value"):
         ordered = rows.sort_values(["timestamp", "message_id"])

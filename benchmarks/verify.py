@@ -35,7 +35,7 @@ import pandas as pd
 
 from account_hierarchy.audiences.evaluate import Evaluator
 from account_hierarchy.audiences.memberships import build_audience, membership_rows_sql
-from account_hierarchy.catalog.loader import Catalog, load_catalog
+from account_hierarchy.catalog.loader import Catalog, DefinitionError, load_catalog
 from account_hierarchy.catalog.models import (
     ComputedTrait,
     EventCounter,
@@ -267,6 +267,10 @@ def main() -> None:
     if unknown := [name for name in only if name not in known]:
         sys.exit(f"unknown window(s) {', '.join(map(repr, unknown))}; choose from "
                  f"{', '.join(map(repr, known))}")  # fmt: skip
+    try:
+        load_catalog(args.definitions)
+    except DefinitionError as error:
+        sys.exit(str(error))
     rows, examples = measure(scale, args.definitions, only)
     print_rows(rows, args.format)
     if examples:
