@@ -93,6 +93,14 @@ def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection
     return con
 
 
+def rows_if_table_exists(con: duckdb.DuckDBPyConnection, query: str, params: dict) -> list[tuple]:
+    """The query's rows; no rows when its table does not exist yet."""
+    try:
+        return con.execute(query, params).fetchall()
+    except duckdb.CatalogException:
+        return []
+
+
 @contextmanager
 def open_warehouse(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     """`connect` as a context manager that closes the connection."""

@@ -15,6 +15,7 @@ from account_hierarchy.audiences.memberships import reason_texts
 from account_hierarchy.catalog.audience_models import AnyAccount, Quantified
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.hierarchy.queries import NotInSnapshotError, latest_snapshot_hour
+from account_hierarchy.warehouse import rows_if_table_exists
 
 SAMPLE_SIZE = 10
 
@@ -23,14 +24,14 @@ def members(con: duckdb.DuckDBPyConnection, audience: str, hour: datetime) -> li
     """The stored members of an audience at a snapshot hour, with their reasons. An audience
     not materialized for that hour (or never) is an error, not an empty audience."""
     params = {"name": audience, "hour": hour}
-    rows = _rows_if_table_exists(
+    rows = rows_if_table_exists(
         con,
         "SELECT entity_id, entity_type, reason FROM audience_memberships "
         "WHERE audience = $name AND snapshot_hour = $hour ORDER BY entity_id",
         params,
     )
     evaluated = "SELECT 1 FROM audience_hours WHERE audience = $name AND snapshot_hour = $hour"
-    if not rows and not _rows_if_table_exists(con, evaluated, params):
+    if not rows and not rows_if_table_exists(con, evaluated, params):
         raise NotInSnapshotError(
             f"Audience {audience!r} was not materialized for {hour:%Y-%m-%d %H:00} UTC."
         )
@@ -44,7 +45,7 @@ def members(con: duckdb.DuckDBPyConnection, audience: str, hour: datetime) -> li
 def newest_member_hour(con: duckdb.DuckDBPyConnection, audience: str) -> datetime:
     """The newest hour the audience was materialized for."""
     params = {"name": audience}
-    hours = _rows_if_table_exists(
+    hours = rows_if_table_exists(
         con,
         "SELECT max(snapshot_hour) FROM (SELECT snapshot_hour FROM audience_hours "
         "WHERE audience = $name UNION ALL SELECT snapshot_hour FROM audience_memberships "
@@ -76,14 +77,6 @@ def newest_evaluable_hour(
     if not newest:
         raise NotInSnapshotError(f"No snapshot in {', '.join(tables)} yet: materialize them.")
     return min(newest)
-
-
-def _rows_if_table_exists(con: duckdb.DuckDBPyConnection, query: str, params: dict) -> list[tuple]:
-    """The query's rows; no rows when its table does not exist yet."""
-    try:
-        return con.execute(query, params).fetchall()
-    except duckdb.CatalogException:
-        return []
 
 
 def _fetch(con: duckdb.DuckDBPyConnection, expr: ir.Table) -> pa.Table:

@@ -9,6 +9,7 @@ from account_hierarchy.hierarchy.queries import NotInSnapshotError
 from account_hierarchy.json_text import fetch_rows
 from account_hierarchy.traits.compute import TRAIT_TABLES
 from account_hierarchy.traits.schemas import ID_COLUMNS
+from account_hierarchy.warehouse import rows_if_table_exists
 
 
 def trait_rows(
@@ -33,11 +34,7 @@ def trait_rows(
 def _computed(con: duckdb.DuckDBPyConnection, entity: str, hour: datetime) -> bool:
     """Whether the entity's traits were computed for the hour (an hour before the first
     account, say, has none to show, and is no error)."""
-    try:
-        (found,) = con.execute(
-            "SELECT count(*) > 0 FROM trait_hours WHERE entity = $entity AND snapshot_hour = $hour",
-            {"entity": entity, "hour": hour},
-        ).fetchone()
-    except duckdb.CatalogException:  # (a warehouse whose traits were never built)
-        return False
-    return found
+    return bool(rows_if_table_exists(
+        con, "SELECT 1 FROM trait_hours WHERE entity = $entity AND snapshot_hour = $hour LIMIT 1",
+        {"entity": entity, "hour": hour},
+    ))  # fmt: skip
