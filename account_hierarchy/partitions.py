@@ -21,13 +21,21 @@ def naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None)
 
 
+def is_hour_key(key: str) -> bool:
+    """Whether a partition key names an hour (`2026-10-01-10:00`, not `...-10:45` or a day)."""
+    try:
+        return datetime.strptime(key, HOURLY.fmt).minute == 0
+    except ValueError:
+        return False
+
+
 def window_of(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
     """The run's partition time window `[start, end)` in naive UTC; a range for backfills
     (a range whose first hour is after its last, or a key not on the hour, is refused)."""
     keys = context.partition_key_range
     for key in (keys.start, keys.end):
         # (Dagster takes any time in range, `20:45`, for the hour after it)
-        if datetime.strptime(key, HOURLY.fmt).minute != 0:
+        if not is_hour_key(key):
             raise dg.Failure(
                 f"partition {key} is not an hour: give keys on the hour, like 2026-10-01-10:00",
                 allow_retries=False,

@@ -29,7 +29,7 @@ from account_hierarchy import settings
 from account_hierarchy.ingest.landing import check_landing_folder, list_landing_files
 from account_hierarchy.ingest.load import hours_of_file
 from account_hierarchy.jobs import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG, pipeline_job
-from account_hierarchy.partitions import HOURLY, partitions_start
+from account_hierarchy.partitions import HOURLY, is_hour_key, partitions_start
 
 READ_BUDGET_SECONDS = 20.0
 ASSET_JOB = "__ASSET_JOB"  # (the job of runs launched from the UI: materialize, backfills)
@@ -175,11 +175,4 @@ def unfinished_range_ends(instance: dg.DagsterInstance) -> list[str]:
     ends = [run.tags.get(RANGE_END_TAG) or run.tags.get(PARTITION_TAG) for run in runs
             if run.job_name == pipeline_job.name or run.job_name.startswith(ASSET_JOB)]  # fmt: skip
     # (other code locations' runs in the instance may have other partitions: daily, static)
-    return [end for end in ends if end and _is_hour_key(end)]
-
-
-def _is_hour_key(key: str) -> bool:
-    try:
-        return datetime.strptime(key, HOURLY.fmt).minute == 0
-    except ValueError:
-        return False
+    return [end for end in ends if end and is_hour_key(end)]
