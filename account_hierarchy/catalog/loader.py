@@ -347,9 +347,9 @@ def _check_audiences(catalog: Catalog) -> list[str]:
         first.setdefault(name, located)
         entities.setdefault(name, located.audience.entity)
     columns = {entity: set(catalog.trait_columns(entity)) for entity in ("account", "user")}
-    untimed = {entity: {column: _holds(located.trait)
+    untimed = {entity: {column: holds
                         for column, located in catalog.trait_columns(entity).items()
-                        if _holds(located.trait)}
+                        if (holds := _holds(located.trait))}
                for entity in ("account", "user")}  # fmt: skip
     for located in catalog.audiences:
         where = f"{located.file}:{located.line}: audience {located.audience.name}"

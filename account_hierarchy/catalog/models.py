@@ -33,9 +33,10 @@ def json_key_problem(name: str) -> str | None:
         return "a name is needed"
     if any(quote in name for quote in "'\"\\"):
         return "names with quotes or backslashes cannot be read"
-    if "" in name.split("."):
+    keys = name.split(".")
+    if "" in keys:
         return "a dot separates nested keys, and none may be empty"
-    if "*" in name.split("."):  # (a JSON path reads `*` as every key, quoted or not)
+    if "*" in keys:  # (a JSON path reads `*` as every key, quoted or not)
         return "a key `*` cannot be read"
     return None
 
