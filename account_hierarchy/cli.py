@@ -383,11 +383,16 @@ def sync_command(destination: str, dry_run: bool, output_format: str) -> None:
     if dry_run:
         emit([_message_line(m) for m in report.planned], output_format)
         click.echo(
-            f"\n{len(report.planned)} messages for {report.items} changes would be sent "
-            f"(snapshot {report.snapshot_hour:%Y-%m-%d %H:00} UTC)"
+            f"\n{len(report.planned)} messages for {report.items - report.silent_items} "
+            f"changes would be sent (snapshot {report.snapshot_hour:%Y-%m-%d %H:00} UTC)"
             + (
                 f", {report.oversized} more are over 32 KB and would not be"
                 if report.oversized
+                else ""
+            )
+            + (
+                f"; {report.silent_items} changes need no message and would only be recorded"
+                if report.silent_items
                 else ""
             )
             + "; nothing was sent."

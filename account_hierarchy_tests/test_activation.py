@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from click.testing import CliRunner
 from werkzeug import Request, Response
 
 from account_hierarchy.activation.deliver import MAX_BATCH_BYTES, SyncReport, batches_of, sync
@@ -32,6 +33,7 @@ from account_hierarchy.activation.transport import (
 from account_hierarchy.audiences.memberships import build_audience
 from account_hierarchy.catalog.destination_models import CALLS
 from account_hierarchy.catalog.loader import load_catalog
+from account_hierarchy.cli import main
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.traits.compute import build_traits
 from account_hierarchy.warehouse import connect
@@ -934,6 +936,27 @@ def test_a_user_gets_the_first_account_value_json_can_carry(tmp_path):
         ("group", "A1", '{"score": 5.0}'),
         ("identify", "u1", '{"score": 5.0}'),
     }
+
+
+def test_a_dry_run_tells_the_changes_that_need_no_message_apart(tmp_path):
+    """u1's change of an account trait goes in identify calls, which the destination does not
+    take: of the two changes, only A0's is sent, and the CLI's summary says so."""
+    lines = [group_call("g1", "2026-10-01T10:00:00Z", "A0", "u1")]
+    report, _ = dry_run_and_diffs(tmp_path, lines, {
+        "traits": [{"name": "score", "entity": "account", "type": "sql",
+                    "sql": "SELECT account_id, 5 AS score FROM accounts"}],
+        "destinations": [{"name": "box", "type": "jsonl", "folder": str(tmp_path / "out"),
+                          "traits": ["score"], "calls": ["group"]}],
+    })  # fmt: skip
+    assert (report.items, report.silent_items, len(report.planned)) == (2, 1, 1)
+    environment = {"AH_WAREHOUSE": str(tmp_path / "wh.duckdb"),
+                   "AH_DEFINITIONS_DIR": str(tmp_path / "defs")}  # fmt: skip
+    shown = CliRunner().invoke(main, ["sync", "box", "--dry-run"], env=environment)
+    assert shown.exit_code == 0, shown.output
+    assert ("1 messages for 1 changes would be sent (snapshot 2026-10-01 10:00 UTC); "
+            "1 changes need no message and would only be recorded; nothing was sent.") in (
+        shown.output
+    )  # fmt: skip
 
 
 def test_trait_values_are_sent_as_the_diffs_record_them(tmp_path):

@@ -58,6 +58,7 @@ class SyncReport:
 
     snapshot_hour: datetime | None = None
     items: int = 0
+    silent_items: int = 0  # changes whose calls the destination does not take: no message
     messages: int = 0
     accepted: int = 0
     rejected: int = 0
@@ -107,6 +108,7 @@ def sync(
     hour = newest_hour(con, catalog, destination)
     items = plan(con, catalog, destination, hour)
     report.snapshot_hour, report.items = hour, len(items)
+    report.silent_items = sum(1 for item in items if not item.messages)
     owner = {m["messageId"]: item for item in items for m in item.messages}
     messages = [m for item in items for m in item.messages]
     report.messages = len(messages)
@@ -121,7 +123,7 @@ def sync(
     pending = {id(item): len(item.messages) for item in items}
     # Items with no message (their calls are not wanted) are settled at once.
     _commit(con, destination, hour, [i for i in items if not i.messages], [], None, 0)
-    report.committed_items += sum(1 for item in items if not item.messages)
+    report.committed_items += report.silent_items
     if oversized:
         outcome = Outcome(False, None, f"message over {MAX_MESSAGE_BYTES} bytes: not sent", 0)
         _commit(con, destination, hour, [], oversized, outcome, 0, status="oversized")
