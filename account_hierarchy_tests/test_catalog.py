@@ -397,6 +397,30 @@ def test_a_relative_time_on_a_list_or_number_trait_is_refused(tmp_path, entity, 
     assert load_catalog(_write(tmp_path, allowed)).audience("has_a")
 
 
+def test_a_reference_problem_names_its_field_and_line(tmp_path):
+    """Problems found across definitions name the field at fault and its own line, as the
+    problems of one definition do."""
+    text = AUDIENCES + """\
+  - name: nested
+    entity: user
+    where:
+      and:
+        - {trait: user_logins, gt: 1}
+        - not:
+            audience: nope
+        - account:
+            trait: logins_7d
+            gt: 2
+"""
+    path = tmp_path / "a.yaml"
+    assert problems_of(tmp_path, text) == [
+        f"{path}:23: audience nested.where.and[1].not.audience: unknown audience 'nope'; "
+        "known: nested, quiet",
+        f"{path}:25: audience nested.where.and[2].account.trait: unknown account trait "
+        "'logins_7d'; did you mean 'logins'?",
+    ]
+
+
 def _write(folder: Path, text: str) -> Path:
     (folder / "a.yaml").write_text(text)
     return folder
@@ -465,7 +489,7 @@ audiences:
     assert problems == [
         f"13: trait logins: name already used at {tmp_path / 'a.yaml'}:3",
         "18: trait broken.sql: unknown view 'acounts'; did you mean 'accounts'?",
-        "27: audience on_nothing: unknown account trait 'nothing'; known: logins",
+        "27: audience on_nothing.where.trait: unknown account trait 'nothing'; known: logins",
         "29: destination out.audiences: unknown audience 'gone'; known: on_broken, on_nothing, "
         "quiet",
     ], problems

@@ -26,25 +26,36 @@ USER_ONLY = {
 }
 
 
-def children(condition: Condition) -> Iterator[tuple[Condition, str | None]]:
-    """The direct sub-conditions and the entity (`account` / `user`) they are about."""
+Field = tuple[str | int, ...]  # a condition's place in its audience, e.g. ("where", "and", 0)
+
+
+def children(condition: Condition) -> Iterator[tuple[Condition, str | None, Field]]:
+    """The direct sub-conditions, the entity (`account` / `user`) they are about, and the
+    keys that lead to them."""
     if isinstance(condition, And):
-        yield from ((child, None) for child in condition.and_)
+        yield from ((child, None, ("and", i)) for i, child in enumerate(condition.and_))
     elif isinstance(condition, Or):
-        yield from ((child, None) for child in condition.or_)
+        yield from ((child, None, ("or", i)) for i, child in enumerate(condition.or_))
     elif isinstance(condition, Not):
-        yield condition.not_, None
+        yield condition.not_, None, ("not",)
     elif isinstance(condition, Quantified):
-        yield condition.where, "user"
+        yield condition.where, "user", ("where",)
     elif isinstance(condition, AnyAccount):
-        yield condition.account, "account"
+        yield condition.account, "account", ("account",)
+
+
+def placed(
+    condition: Condition, entity: str, place: Field = ("where",)
+) -> Iterator[tuple[Condition, str, Field]]:
+    """Every condition of a tree, with the entity it is evaluated on and its place."""
+    yield condition, entity, place
+    for child, child_entity, keys in children(condition):
+        yield from placed(child, child_entity or entity, place + keys)
 
 
 def walk(condition: Condition, entity: str) -> Iterator[tuple[Condition, str]]:
     """Every condition of a tree, with the entity it is evaluated on."""
-    yield condition, entity
-    for child, child_entity in children(condition):
-        yield from walk(child, child_entity or entity)
+    return ((each, on) for each, on, _ in placed(condition, entity))
 
 
 def referenced_audiences(audience: Audience) -> set[str]:
@@ -64,38 +75,51 @@ def check_audience(
     untimed: dict[str, dict[str, str]],
     entities: dict[str, str],
     invalid_names: Set[str] = frozenset(),
-) -> list[str]:
-    """Problems with one audience; `untimed` are the trait columns holding no times (column ->
-    `a list` or `a number`), `entities` maps every audience name to its entity. Names in
-    `invalid_names` (definitions already reported invalid) are not reported unknown."""
-    problems = []
-    for condition, entity in walk(audience.where, audience.entity):
+) -> list[tuple[Field, str]]:
+    """Problems with one audience, each with the field at fault; `untimed` are the trait
+    columns holding no times (column -> `a list` or `a number`), `entities` maps every audience
+    name to its entity. Names in `invalid_names` (definitions already reported invalid) are not
+    reported unknown."""
+    problems: list[tuple[Field, str]] = []
+    for condition, entity, place in placed(audience.where, audience.entity):
         kind = type(condition)
         if entity == "user" and kind in ACCOUNT_ONLY:
-            problems.append(f"{ACCOUNT_ONLY[kind]} only applies to account conditions")
+            problems.append((place, f"{ACCOUNT_ONLY[kind]} only applies to account conditions"))
         if entity == "account" and kind in USER_ONLY:
-            problems.append(f"`{USER_ONLY[kind]}` only applies to user conditions")
-        if (isinstance(condition, TraitTest) and condition.trait not in trait_columns[entity]
-                and condition.trait not in invalid_names):  # fmt: skip
-            problems.append(unknown_name(f"{entity} trait", condition.trait,
-                                         sorted(trait_columns[entity])))  # fmt: skip
-        if isinstance(condition, TraitTest) and condition.trait in untimed[entity]:
-            operator = condition.operator[0]
-            if operator in ("within_last", "not_within_last"):
-                problems.append(f"`{operator}` tests a time; trait {condition.trait!r} "
-                                f"is {untimed[entity][condition.trait]}")  # fmt: skip
+            problems.append((place, f"`{USER_ONLY[kind]}` only applies to user conditions"))
+        if isinstance(condition, TraitTest):
+            problems += [((*place, key), problem)
+                         for key, problem in _trait_problems(condition, entity, trait_columns,
+                                                             untimed, invalid_names)]  # fmt: skip
         wanted = None
         if isinstance(condition, AudienceReference):
-            wanted, name = entity, condition.audience
+            wanted, key, name = entity, "audience", condition.audience
         elif isinstance(condition, AccountAudienceReference):
-            wanted, name = "account", condition.in_account_audience
+            wanted, key, name = "account", "in_account_audience", condition.in_account_audience
         if wanted is not None and name not in invalid_names:
             if name not in entities:
-                problems.append(unknown_name("audience", name, sorted(entities)))
+                problems.append(((*place, key), unknown_name("audience", name, sorted(entities))))
             elif entities[name] != wanted:
-                problems.append(f"audience {name!r} is {_a(entities[name])} audience; "
-                                f"{_a(wanted)} audience is needed here")  # fmt: skip
+                problems.append(((*place, key), f"audience {name!r} is {_a(entities[name])} "
+                                 f"audience; {_a(wanted)} audience is needed here"))  # fmt: skip
     return problems
+
+
+def _trait_problems(
+    test: TraitTest,
+    entity: str,
+    trait_columns: dict[str, set[str]],
+    untimed: dict[str, dict[str, str]],
+    invalid_names: Set[str],
+) -> Iterator[tuple[str, str]]:
+    """A trait test's problems, each with its key: an unknown trait, a time test of a trait
+    that holds no times."""
+    if test.trait not in trait_columns[entity] and test.trait not in invalid_names:
+        yield "trait", unknown_name(f"{entity} trait", test.trait, sorted(trait_columns[entity]))
+    operator = test.operator[0]
+    if test.trait in untimed[entity] and operator in ("within_last", "not_within_last"):
+        holds = untimed[entity][test.trait]
+        yield operator, f"`{operator}` tests a time; trait {test.trait!r} is {holds}"
 
 
 def _a(entity: str) -> str:

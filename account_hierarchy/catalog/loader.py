@@ -8,6 +8,7 @@ Every problem names the file, the line and the field, e.g.
 and all problems of all files are reported at once.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -69,11 +70,14 @@ class LocatedTrait:
 
 @dataclass(frozen=True)
 class LocatedAudience:
-    """An audience definition and where it was written."""
+    """An audience definition and where it was written: the file, the line, its place in the
+    file's `audiences` list and the file's YAML nodes (to find the line of any of its fields)."""
 
     audience: Audience
     file: Path
     line: int
+    index: int = 0
+    tree: yaml.Node | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -187,8 +191,12 @@ def _load_file(path: Path, catalog: Catalog) -> list[str]:
                 ]
                 continue
             line = _line(tree, (section, index))
-            located = {"traits": LocatedTrait, "audiences": LocatedAudience,
-                       "destinations": LocatedDestination}[section](parsed, path, line)  # fmt: skip
+            if section == "audiences":
+                located = LocatedAudience(parsed, path, line, index, tree)
+            elif section == "traits":
+                located = LocatedTrait(parsed, path, line)
+            else:
+                located = LocatedDestination(parsed, path, line)
             getattr(catalog, section).append(located)
     return problems
 
@@ -206,16 +214,21 @@ def _describe(path: Path, tree: yaml.Node, document: dict, problem: dict) -> str
     elif problem["type"] == "extra_forbidden":
         message = f"unknown key {location[-1]!r}"
     line = _line(tree, tuple(location))
+    entry = _get(document, location[:2])
+    name = entry["name"] if isinstance(entry, dict) and "name" in entry else None
+    return f"{path}:{line}: {_field_label(location, name)}: {message}"
+
+
+def _field_label(location: Sequence[str | int], name: object = None) -> str:
+    """`audiences[1] (name).where.and[0].trait` for the location `("audiences", 1, "where",
+    "and", 0, "trait")`; `name` is the definition's name, shown after its index."""
     label = ""
     for position, part in enumerate(location):
         if isinstance(part, int):
-            label += f"[{part}]"
-            entry = _get(document, location[: position + 1])
-            if isinstance(entry, dict) and "name" in entry and position == 1:
-                label += f" ({entry['name']})"
+            label += f"[{part}]" + (f" ({name})" if position == 1 and name is not None else "")
         else:
             label += ("." if label else "") + str(part)
-    return f"{path}:{line}: {label}: {message}"
+    return label
 
 
 _UNION_TAGS = {
@@ -352,10 +365,12 @@ def _check_audiences(catalog: Catalog) -> list[str]:
                         if (holds := _holds(located.trait))}
                for entity in ("account", "user")}  # fmt: skip
     for located in catalog.audiences:
-        where = f"{located.file}:{located.line}: audience {located.audience.name}"
-        for problem in check_audience(located.audience, columns, untimed, entities,
-                                      catalog.invalid_names):  # fmt: skip
-            problems.append(f"{where}: {problem}")
+        for place, problem in check_audience(located.audience, columns, untimed, entities,
+                                             catalog.invalid_names):  # fmt: skip
+            location = ("audiences", located.index, *place)
+            line = _line(located.tree, location) if located.tree else located.line
+            label = f"audience {located.audience.name}.{_field_label(place)}"
+            problems.append(f"{located.file}:{line}: {label}: {problem}")
     references = {a.audience.name: referenced_audiences(a.audience) for a in catalog.audiences}
     cycle = find_cycle(references)
     if cycle:
