@@ -30,7 +30,7 @@ import duckdb
 import ibis
 import ibis.expr.types as ir
 
-from account_hierarchy.warehouse import ensure_event_hours
+from account_hierarchy.warehouse import ensure_event_hours, table_names
 
 STALE_HOURS = "stale_tile_hours"
 # Stale hours are rebuilt a few at a time, about this many events at once.
@@ -118,7 +118,7 @@ def _rebuild_stale(
 ) -> int:
     """Rebuild the tiles of the hours before `before` whose events or queries changed; return
     how many."""
-    tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    tables = table_names(con)
     # (with no hour recorded, the tables may still have the columns of earlier queries)
     (outdated, recorded) = con.execute(
         f"SELECT count(*) FILTER (fingerprint <> $f), count(*) FROM {hours_table}",

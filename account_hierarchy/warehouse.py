@@ -93,6 +93,15 @@ def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection
     return con
 
 
+def table_names(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """The names of the warehouse's own tables and views (a Spark lake's tables are views),
+    not the connection's temporary tables."""
+    return {name for (name,) in con.execute(
+        "SELECT table_name FROM information_schema.tables "
+        "WHERE table_catalog = current_database() AND table_schema = 'main'"
+    ).fetchall()}  # fmt: skip
+
+
 def rows_if_table_exists(con: duckdb.DuckDBPyConnection, query: str, params: dict) -> list[tuple]:
     """The query's rows; no rows when its table does not exist yet."""
     try:
@@ -159,11 +168,7 @@ def ensure_event_hours(con: duckdb.DuckDBPyConnection) -> None:
     """Create `raw_event_hours` (the version of every hour of `raw_events`, which ingestion
     keeps and the hourly caches compare with), from `raw_events` for a warehouse made before
     the table existed."""
-    (exists,) = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'raw_event_hours' "
-        "AND NOT temporary"
-    ).fetchone()
-    if not exists:
+    if "raw_event_hours" not in table_names(con):
         con.execute(INGEST_TABLES_DDL)
         con.execute(
             "CREATE TABLE raw_event_hours AS " + EVENT_HOUR_VERSIONS_SQL.format(table="raw_events")

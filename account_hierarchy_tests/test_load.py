@@ -12,7 +12,7 @@ from account_hierarchy.ingest.events_schema import validate_events
 from account_hierarchy.ingest.landing import LandingFileNameError, list_landing_files
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.validation import FrameValidationError, recheck_stored
-from account_hierarchy.warehouse import connect
+from account_hierarchy.warehouse import connect, table_names
 from account_hierarchy_tests.conftest import (
     PARTITIONS_START,
     message,
@@ -336,3 +336,13 @@ def test_a_late_earlier_copy_stays_a_duplicate_in_a_range_as_hour_by_hour(tmp_pa
             (landing / "b.ndjson").unlink()
     assert stored[0] == stored[1]
     assert [row[:3] for row in stored[0]["raw_events"]] == [("M", "track", "uA")]
+
+
+def test_table_names_are_the_warehouse_tables_and_views_not_temporary_ones(tmp_path):
+    """A Spark lake's tables are views in the warehouse: they count as tables; a connection's
+    temporary tables do not."""
+    with connect(tmp_path / "wh.duckdb") as con:
+        con.execute("CREATE TABLE kept (x INT)")
+        con.execute("CREATE VIEW lake_table AS SELECT 1 AS x")
+        con.execute("CREATE TEMP TABLE scratch (x INT)")
+        assert table_names(con) == {"kept", "lake_table"}

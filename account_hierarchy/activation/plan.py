@@ -40,6 +40,7 @@ from account_hierarchy.catalog.destination_models import CALLS, Destination
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.json_text import fetch_rows, parse_json
 from account_hierarchy.output import plain
+from account_hierarchy.warehouse import table_names
 
 NAMESPACE = uuid.UUID("6f1c1e5e-4a55-4d0e-9d0c-6163636f756e")
 LIBRARY = {"name": "account_hierarchy", "version": "0.1.0"}
@@ -83,8 +84,7 @@ def newest_hour(
     """The newest snapshot hour every input of the destination has; never one older than the
     snapshot the destination already holds (going back would send it old changes)."""
     hours = {}
-    existing = {name for (name,) in con.execute("SELECT table_name FROM information_schema.tables")
-                .fetchall()}  # fmt: skip
+    existing = table_names(con)
     # An audience can be empty at its newest hours, which have no membership rows: the hours
     # it was evaluated for are in `audience_hours` (the memberships cover hours built before
     # that table existed).

@@ -9,6 +9,7 @@ from datetime import datetime
 import duckdb
 
 from account_hierarchy.catalog.destination_models import CALLS
+from account_hierarchy.warehouse import table_names
 
 STATE_DDL = """
 CREATE TABLE IF NOT EXISTS destination_state (
@@ -70,10 +71,7 @@ def ensure_state_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create the delivery tables if they do not exist yet (a warehouse that kept one list of
     calls per destination, `destination_calls`, gets it on each of its states)."""
     con.execute(STATE_DDL)
-    legacy = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'destination_calls'"
-    ).fetchone()[0]
-    if legacy:
+    if "destination_calls" in table_names(con):
         con.execute(
             "UPDATE destination_state AS s SET calls = c.calls FROM destination_calls AS c "
             "WHERE s.calls IS NULL AND c.destination = s.destination"

@@ -15,7 +15,7 @@ from account_hierarchy.audiences.memberships import reason_texts
 from account_hierarchy.catalog.audience_models import AnyAccount, Quantified
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.hierarchy.queries import NotInSnapshotError, latest_snapshot_hour
-from account_hierarchy.warehouse import rows_if_table_exists
+from account_hierarchy.warehouse import rows_if_table_exists, table_names
 
 SAMPLE_SIZE = 10
 
@@ -68,7 +68,7 @@ def newest_evaluable_hour(
     `require_snapshots` has it, and does not count."""
     evaluated = _evaluator(con, catalog, datetime(2000, 1, 1)).audience(audience)
     tables = sorted(evaluated.tables)
-    existing = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    existing = table_names(con)
     newest = []
     for table in tables:
         if table in existing and not con.execute(f"FROM {table} LIMIT 1").fetchall():
