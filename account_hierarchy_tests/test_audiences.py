@@ -828,6 +828,38 @@ def test_preview_with_a_new_trait_not_materialized_yet(edge, tmp_path):
     assert preview(con, catalog, "active_or_unknown_role", EDGE_HOUR)["members"] == 2
 
 
+def test_a_trait_built_for_older_hours_only_is_not_read_at_newer_ones(tmp_path):
+    """A trait added and built for an older hour only has a column, without values, at the
+    newer hours of the trait table: preview and explain do not take those hours for
+    computed (a confident "not a member, value null"); they refuse them, and by default take
+    the newest hour the trait was computed for. A materialization refuses them too."""
+    logins = [login("l1", "u1", "2026-10-01T08:10:00Z"), login("l2", "u1", "2026-10-01T09:10:00Z")]
+    write_lines(tmp_path / "landing" / "a.ndjson", logins)
+    anyone = {"name": "anyone", "entity": "user", "where": {"custom_trait": "r", "exists": False}}
+    old = catalog_of(tmp_path, {"audiences": [anyone]})
+    con = connect(tmp_path / "wh.duckdb")
+    start = datetime(2026, 10, 1, 8)
+    ingest_window(con, tmp_path / "landing", start, start + timedelta(hours=2), PARTITIONS_START)
+    for hour in (start, start + timedelta(hours=1)):
+        build_hour(con, old, hour)
+    logged_in = {"name": "logged_in", "entity": "user", "where": {"trait": "logins", "gte": 1}}
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "d.yaml").write_text(
+        yaml.safe_dump(TWO_LOGINS | {"audiences": [logged_in]})
+    )
+    new = load_catalog(tmp_path / "new")
+    build_traits(con, new, start, start + timedelta(hours=1))  # (the older hour only)
+    assert preview(con, new, "logged_in", start)["members"] == 1
+    assert newest_evaluable_hour(con, new, "logged_in") == start
+    later = start + timedelta(hours=1)
+    with pytest.raises(NotComputedError, match="trait 'logins' was not computed"):
+        explain(con, new, "logged_in", "u1", later)
+    with pytest.raises(NotComputedError, match="trait 'logins' was not computed"):
+        preview(con, new, "logged_in", later)
+    with pytest.raises(NotComputedError, match="user trait 'logins' was not computed for 1 of"):
+        build_audience(con, new, "logged_in", later, later + timedelta(hours=1))
+
+
 def test_the_default_hour_of_a_preview_skips_tables_built_without_rows(tmp_path):
     """Accounts only from anonymous CRM calls: `account_memberships` is built but empty, and
     holds for every hour; the preview takes the newest hour of the tables that have rows."""

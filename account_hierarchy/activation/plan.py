@@ -40,6 +40,7 @@ from account_hierarchy.catalog.destination_models import CALLS, Destination
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.json_text import fetch_rows, parse_json
 from account_hierarchy.output import plain
+from account_hierarchy.traits.compute import newest_trait_hours
 from account_hierarchy.warehouse import table_names
 
 NAMESPACE = uuid.UUID("6f1c1e5e-4a55-4d0e-9d0c-6163636f756e")
@@ -136,8 +137,7 @@ def _trait_hours(
 ) -> dict[str, datetime | None]:
     """The newest hour each trait of the destination was computed for (`trait_hours`), for
     the entities whose trait tables were built since that table was kept."""
-    rows = con.execute("SELECT entity, trait, max(snapshot_hour) FROM trait_hours GROUP BY ALL")
-    newest = {(entity, trait): hour for entity, trait, hour in rows.fetchall()}
+    newest = newest_trait_hours(con)
     tracked = {entity for entity, _ in newest}
     return {f"{entity} trait {trait}": newest.get((entity, trait))
             for entity in sorted(_trait_entities(catalog, destination) & tracked)

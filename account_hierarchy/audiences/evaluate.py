@@ -98,6 +98,7 @@ class Evaluated:
     table: ir.Table
     leaves: list[Leaf] = field(default_factory=list)
     tables: set[str] = field(default_factory=set)  # the warehouse tables it reads
+    traits: set[tuple[str, str]] = field(default_factory=set)  # (entity, trait column) it tests
 
 
 class Evaluator:
@@ -129,6 +130,7 @@ class Evaluator:
         self._counter = 0
         self._tables: dict[str, ir.Table] = {}
         self._used: set[str] = set()
+        self._traits_tested: set[tuple[str, str]] = set()
 
     # --- inputs -----------------------------------------------------------------------------
 
@@ -178,6 +180,7 @@ class Evaluator:
         own = [c for c, e in walk(condition, entity) if e == entity]
         trait_tests = [c for c in own if isinstance(c, TraitTest)]
         base = self.base(entity, with_traits=bool(trait_tests))
+        self._traits_tested |= {(entity, test.trait) for test in trait_tests}
         for test in trait_tests:
             if _value_column(test) not in base.columns:
                 raise NotComputedError(
@@ -198,7 +201,8 @@ class Evaluator:
         table = table.mutate(member=member)
         keep = ["entity_id", "member"] + [c for leaf in leaves for c in table.columns
                                           if c.startswith(f"{leaf.id}_")]  # fmt: skip
-        return Evaluated(name, entity, table.select(*keep), leaves, set(self._used))
+        return Evaluated(name, entity, table.select(*keep), leaves, set(self._used),
+                         set(self._traits_tested))  # fmt: skip
 
     def _leaf(self, condition: Condition, entity: str, leaves: list[Leaf]) -> Leaf:
         self._counter += 1
@@ -546,6 +550,37 @@ def require_snapshots(
             raise NotComputedError(
                 f"{name} has no snapshot for {expected - found} of the {expected} hours from "
                 f"{start} to {end}: materialize it first."
+            )
+    if "trait_hours" in existing:
+        _require_traits_computed(backend, evaluated.traits, start, end, expected)
+
+
+def _require_traits_computed(
+    backend: ibis.BaseBackend,
+    traits: set[tuple[str, str]],
+    start: datetime,
+    end: datetime,
+    expected: int,
+) -> None:
+    """Fail clearly when a trait tested was not computed for every hour of `[start, end)`, as
+    `trait_hours` records (a trait added to the definitions and built for older hours only
+    has a column at the newer ones too, without values). Entities with no hour recorded at
+    all have trait tables built before `trait_hours` was kept, and are not checked."""
+    recorded = backend.table("trait_hours")
+    inside = (recorded.snapshot_hour >= timestamp(start)) & (
+        recorded.snapshot_hour < timestamp(end)
+    )
+    counts = recorded.group_by("entity", "trait").aggregate(
+        hours=recorded.snapshot_hour.nunique(where=inside)
+    )
+    found = {(e, t): int(n) for e, t, n in counts.execute().itertuples(index=False)}
+    tracked = {entity for entity, _ in found}
+    for entity, trait in sorted(traits):
+        missing = expected - found.get((entity, trait), 0)
+        if entity in tracked and missing > 0:
+            raise NotComputedError(
+                f"{entity} trait {trait!r} was not computed for {missing} of the {expected} "
+                f"hours from {start} to {end}: materialize the traits first."
             )
 
 

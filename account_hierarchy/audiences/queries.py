@@ -10,11 +10,18 @@ import ibis.expr.types as ir
 import pyarrow as pa
 
 from account_hierarchy.audiences.describe import describe
-from account_hierarchy.audiences.evaluate import Evaluated, Evaluator, Leaf, require_snapshots
+from account_hierarchy.audiences.evaluate import (
+    Evaluated,
+    Evaluator,
+    Leaf,
+    NotComputedError,
+    require_snapshots,
+)
 from account_hierarchy.audiences.memberships import reason_texts
 from account_hierarchy.catalog.audience_models import AnyAccount, Quantified
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.hierarchy.queries import NotInSnapshotError, latest_snapshot_hour
+from account_hierarchy.traits.compute import newest_trait_hours
 from account_hierarchy.warehouse import rows_if_table_exists, table_names
 
 SAMPLE_SIZE = 10
@@ -76,6 +83,13 @@ def newest_evaluable_hour(
         newest.append(latest_snapshot_hour(con, (table,)))
     if not newest:
         raise NotInSnapshotError(f"No snapshot in {', '.join(tables)} yet: materialize them.")
+    computed = newest_trait_hours(con)
+    tracked = {entity for entity, _ in computed}
+    for entity, trait in sorted(evaluated.traits):
+        if entity in tracked and (entity, trait) not in computed:
+            raise NotComputedError(f"{entity} trait {trait!r} has not been computed for any "
+                                   "hour yet: materialize the traits first.")  # fmt: skip
+        newest += [computed[(entity, trait)]] if entity in tracked else []
     return min(newest)
 
 

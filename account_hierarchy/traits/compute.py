@@ -54,6 +54,7 @@ from account_hierarchy.traits.tiles import (
     tiles_as_of,
     value_selection,
 )
+from account_hierarchy.warehouse import rows_if_table_exists
 
 TRAIT_TABLES = {"account": "account_traits", "user": "user_traits"}
 ENTITY_TABLES = {"account": "accounts", "user": "users"}
@@ -148,6 +149,14 @@ def build_traits(
 def ensure_trait_hours(con: duckdb.DuckDBPyConnection) -> None:
     """Create `trait_hours` if it does not exist yet."""
     con.execute(TRAIT_HOURS_DDL)
+
+
+def newest_trait_hours(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], datetime]:
+    """(entity, trait column) -> the newest hour it was computed for, as `trait_hours` records
+    (an entity missing from it has trait tables built before the table was kept)."""
+    return {(entity, trait): hour for entity, trait, hour in rows_if_table_exists(
+        con, "SELECT entity, trait, max(snapshot_hour) FROM trait_hours GROUP BY ALL", {}
+    )}  # fmt: skip
 
 
 def record_trait_hours(
