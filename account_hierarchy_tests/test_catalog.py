@@ -400,7 +400,9 @@ def test_a_relative_time_on_a_list_or_number_trait_is_refused(tmp_path, entity, 
 def test_a_reference_problem_names_its_field_and_line(tmp_path):
     """Problems found across definitions name the field at fault and its own line, as the
     problems of one definition do."""
-    text = AUDIENCES + """\
+    text = (
+        AUDIENCES
+        + """\
   - name: nested
     entity: user
     where:
@@ -412,6 +414,7 @@ def test_a_reference_problem_names_its_field_and_line(tmp_path):
             trait: logins_7d
             gt: 2
 """
+    )
     path = tmp_path / "a.yaml"
     assert problems_of(tmp_path, text) == [
         f"{path}:23: audience nested.where.and[1].not.audience: unknown audience 'nope'; "

@@ -749,3 +749,25 @@ def test_an_hour_computed_before_any_account_has_no_trait_rows_and_is_no_error(t
             trait_rows(con, "account", hour + timedelta(hours=1))
         with pytest.raises(NotInSnapshotError, match="No traits of account 'A'"):
             trait_rows(con, "account", hour, "A")
+
+
+def test_trait_rows_leave_out_a_trait_not_computed_for_the_hour(tmp_path):
+    """A trait added to the definitions and computed for the older hour only has a column at
+    the newer one too, without values: the rows of the newer hour do not show it as null."""
+    lines = [track("t1", "2026-10-01T10:05:00Z", "u1"), track("t2", "2026-10-01T11:05:00Z", "u1")]
+    write_lines(tmp_path / "landing" / "a.ndjson", lines)
+    first = {"name": "logins", "entity": "user", "type": "event_counter", "event": "Logged In"}
+    added = {"name": "tracks", "entity": "user", "type": "event_counter", "event_type": "track"}
+    hour = datetime(2026, 10, 1, 10)
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", hour, hour + timedelta(hours=2), PARTITIONS_START)
+        for definitions, hours in (([first], 2), ([first, added], 1)):
+            (tmp_path / "defs").mkdir(exist_ok=True)
+            (tmp_path / "defs" / "t.yaml").write_text(yaml.safe_dump({"traits": definitions}))
+            build_all(
+                con, tmp_path / "landing", hour, hour + timedelta(hours=hours), tmp_path / "defs"
+            )
+        (earlier,) = trait_rows(con, "user", hour)
+        assert (earlier["user_id"], earlier["logins"], earlier["tracks"]) == ("u1", 1, 1)
+        (later,) = trait_rows(con, "user", hour + timedelta(hours=1))
+        assert "tracks" not in later and later["logins"] == 2
