@@ -936,3 +936,34 @@ def test_a_performed_condition_is_described_with_its_window_however_all_time_is_
         "performed 'Logged In' at least 0 and at most 2 times",
         "performed 'Logged In' at least 0 and at most 2 times in the past 2 days",
     ]
+
+
+def test_a_user_with_no_account_has_an_empty_list_of_qualifying_accounts(tmp_path):
+    """The reason of a passthrough lists the user's qualifying accounts: none is `[]`, whether
+    the user has accounts that fail or no account at all."""
+    lines = [
+        {"type": "group", "messageId": "g1", "userId": "u1", "groupId": "A",
+         "timestamp": "2026-10-01T10:00:00Z", "traits": {"plan": "free"}},
+        login("l1", "u2", "2026-10-01T10:05:00Z"),
+    ]  # fmt: skip
+    write_lines(tmp_path / "landing" / "a.ndjson", lines)
+    catalog = catalog_of(tmp_path, {"audiences": [
+        {"name": "pro", "entity": "account", "where": {"custom_trait": "plan", "equals": "pro"}},
+        {"name": "not_pro_users", "entity": "user",
+         "where": {"not": {"in_account_audience": "pro"}}},
+        {"name": "not_of_pro", "entity": "user",
+         "where": {"not": {"account": {"custom_trait": "plan", "equals": "pro"}}}},
+    ]})  # fmt: skip
+    hour = datetime(2026, 10, 1, 10)
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_first_day(con, tmp_path)
+        build_hour(con, catalog, hour)
+        for audience in ("not_pro_users", "not_of_pro"):
+            reasons = dict(con.execute(
+                "SELECT entity_id, reason FROM audience_memberships WHERE audience = $a",
+                {"a": audience},
+            ).fetchall())  # fmt: skip
+            assert set(reasons) == {"u1", "u2"}
+            for reason in reasons.values():
+                (leaf,) = json.loads(reason)["conditions"]
+                assert (leaf["held"], leaf["accounts"]) == (False, []), reason

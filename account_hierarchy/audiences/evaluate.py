@@ -197,6 +197,10 @@ class Evaluator:
         for part in extra:
             table = table.left_join(part, table.entity_id == part.part_entity).drop("part_entity")
         held = {f"{leaf.id}_held": table[f"{leaf.id}_held"].fill_null(False) for leaf in leaves}
+        # (a user with no account has none qualifying, as one whose accounts all fail)
+        no_accounts = ibis.literal([], type="array<string>")
+        held |= {column: ibis.coalesce(table[column], no_accounts) for leaf in leaves
+                 if (column := f"{leaf.id}_accounts") in table.columns}  # fmt: skip
         table = table.mutate(**held)
         table = table.mutate(member=member)
         keep = ["entity_id", "member"] + [c for leaf in leaves for c in table.columns
