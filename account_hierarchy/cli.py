@@ -329,6 +329,11 @@ def explain(audience: str, entity_id: str, as_of: datetime | None, output_format
     click.echo(f"{result['entity_type']} {entity_id} {verdict} of {audience} as of "
                f"{hour:%Y-%m-%d %H:00} UTC\ncondition: {result['condition']}")  # fmt: skip
     _echo_conditions(result["conditions"], "  ")
+    if result["stored_member"] is not None and result["stored_member"] != result["member"]:
+        stored = "is" if result["stored_member"] else "is not"
+        click.echo(f"note: the membership stored for this hour says it {stored} a member "
+                   "(events loaded or definitions changed since); materialize the hour again "
+                   "to store the answer above")  # fmt: skip
 
 
 def _shown(value: object) -> object:

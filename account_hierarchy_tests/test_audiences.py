@@ -967,3 +967,37 @@ def test_a_user_with_no_account_has_an_empty_list_of_qualifying_accounts(tmp_pat
             for reason in reasons.values():
                 (leaf,) = json.loads(reason)["conditions"]
                 assert (leaf["held"], leaf["accounts"]) == (False, []), reason
+
+
+def test_explain_says_when_the_stored_membership_of_the_hour_is_out_of_date(tmp_path, monkeypatch):
+    """A late login for 10:20 lands after hours 10 and 11 were built, and only hour 10 is built
+    again: explaining hour 11 counts the login, and says the membership stored for 11 (built
+    before it) differs."""
+    write_lines(tmp_path / "landing" / "a.ndjson",
+                [login("l1", "u1", "2026-10-01T10:10:00Z"),
+                 login("l2", "u1", "2026-10-01T11:10:00Z")])  # fmt: skip
+    three = {"name": "three_logins", "entity": "user",
+             "where": {"performed": "Logged In", "at_least": 3}}  # fmt: skip
+    catalog = catalog_of(tmp_path, {"audiences": [three]})
+    ten, eleven = datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11)
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_first_day(con, tmp_path)
+        for hour in (ten, eleven):
+            build_hour(con, catalog, hour)
+        write_lines(
+            tmp_path / "landing" / "late.ndjson", [login("l3", "u1", "2026-10-01T10:20:00Z")]
+        )
+        ingest_first_day(con, tmp_path)
+        build_hour(con, catalog, ten)
+        explained = explain(con, catalog, "three_logins", "u1", eleven)
+        assert (explained["member"], explained["stored_member"]) == (True, False)
+        assert explain(con, catalog, "three_logins", "u1", ten)["stored_member"] is False
+    monkeypatch.setenv("AH_WAREHOUSE", str(tmp_path / "wh.duckdb"))
+    monkeypatch.setenv("AH_DEFINITIONS_DIR", str(tmp_path / "definitions"))
+    shown = CliRunner().invoke(main, ["explain", "three_logins", "u1", "--as-of", "2026-10-01T11"])
+    assert shown.exit_code == 0, shown.output
+    assert "note: the membership stored for this hour says it is not a member" in shown.output
+    agreeing = CliRunner().invoke(
+        main, ["explain", "three_logins", "u1", "--as-of", "2026-10-01T10"]
+    )
+    assert "note:" not in agreeing.output

@@ -37,8 +37,7 @@ def members(con: duckdb.DuckDBPyConnection, audience: str, hour: datetime) -> li
         "WHERE audience = $name AND snapshot_hour = $hour ORDER BY entity_id",
         params,
     )
-    evaluated = "SELECT 1 FROM audience_hours WHERE audience = $name AND snapshot_hour = $hour"
-    if not rows and not rows_if_table_exists(con, evaluated, params):
+    if not rows and not _materialized(con, audience, hour):
         raise NotInSnapshotError(
             f"Audience {audience!r} was not materialized for {hour:%Y-%m-%d %H:00} UTC."
         )
@@ -47,6 +46,29 @@ def members(con: duckdb.DuckDBPyConnection, audience: str, hour: datetime) -> li
          "snapshot_hour": hour, "reason": json.loads(reason)}
         for entity_id, entity_type, reason in rows
     ]  # fmt: skip
+
+
+def _materialized(con: duckdb.DuckDBPyConnection, audience: str, hour: datetime) -> bool:
+    """Whether the audience was materialized for the hour (an empty hour is only in
+    `audience_hours`)."""
+    return bool(rows_if_table_exists(
+        con, "SELECT 1 FROM audience_hours WHERE audience = $name AND snapshot_hour = $hour",
+        {"name": audience, "hour": hour},
+    ))  # fmt: skip
+
+
+def _stored_member(
+    con: duckdb.DuckDBPyConnection, audience: str, entity_id: str, hour: datetime
+) -> bool | None:
+    """Whether the membership stored for the hour lists the entity; None if the audience was
+    not materialized for that hour."""
+    listed = rows_if_table_exists(
+        con,
+        "SELECT 1 FROM audience_memberships WHERE audience = $name AND snapshot_hour = $hour "
+        "AND entity_id = $id",
+        {"name": audience, "hour": hour, "id": entity_id},
+    )
+    return bool(listed) or (False if _materialized(con, audience, hour) else None)
 
 
 def newest_member_hour(con: duckdb.DuckDBPyConnection, audience: str) -> datetime:
@@ -150,7 +172,9 @@ def explain(
     hour: datetime,
 ) -> dict[str, Any]:
     """Why an entity is or is not a member, condition by condition; for quantified conditions
-    the users that satisfied the user condition."""
+    the users that satisfied the user condition. `stored_member` is what the membership
+    stored for the hour says (None if not materialized): events loaded or definitions changed
+    since can change the answer until the hour is materialized again."""
     evaluator = _evaluator(con, catalog, hour)
     definition = catalog.audience(audience)
     evaluated = evaluator.audience(audience)
@@ -167,6 +191,7 @@ def explain(
         "entity_id": entity_id,
         "snapshot_hour": hour,
         "member": bool(row["member"][0].as_py()),
+        "stored_member": _stored_member(con, audience, entity_id, hour),
         "condition": describe(definition.where),
         **reason,
     }
