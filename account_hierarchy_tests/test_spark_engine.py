@@ -394,3 +394,50 @@ def test_a_warehouse_table_is_not_replaced_by_a_view(tmp_path):
         con.execute("CREATE TABLE account_traits (snapshot_hour TIMESTAMP)")
         with pytest.raises(RuntimeError, match="made by the duckdb engine"):
             lake.attach_views(con, ["account_traits"], str(tmp_path / "lake"))
+
+
+def test_a_number_with_a_line_break_is_no_number_on_either_engine(tmp_path: Path, spark):
+    """A property or custom trait padded with a line break (`"\\t7\\n"`) is no decimal
+    notation on DuckDB; Spark (where Java's `$` matches before a final line break) must not
+    read it as one either."""
+    scores = {"u1": "\t7\n", "u2": " 7 ", "u3": "7\r"}
+    write_lines(tmp_path / "landing" / "a.ndjson", [
+        {"type": "group", "userId": "u1", "groupId": "acc", "messageId": "g1",
+         "timestamp": "2026-10-01T10:00:30Z"},
+        *({"type": "track", "userId": user, "event": "NPS", "messageId": f"m{user}",
+           "timestamp": "2026-10-01T10:02:00Z", "properties": {"score": score}}
+          for user, score in scores.items()),
+        *({"type": "identify", "userId": user, "messageId": f"i{user}",
+           "timestamp": "2026-10-01T10:03:00Z", "traits": {"score": score}}
+          for user, score in scores.items()),
+    ])  # fmt: skip
+    (tmp_path / "defs").mkdir()
+    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump({
+        "traits": [{"name": "nps_sum", "entity": "user", "type": "aggregation",
+                    "function": "sum", "event_type": "track", "event": "NPS",
+                    "property": "score"}],
+        "audiences": [{"name": "promoters", "entity": "user", "where": {"or": [
+            {"performed": "NPS", "where": [{"property": "score", "gte": 7}]},
+            {"custom_trait": "score", "equals": 7}]}}],
+    }))  # fmt: skip
+    catalog = load_catalog(tmp_path / "defs")
+    start, end = datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11)
+    lake_dir = str(tmp_path / "lake")
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", start, end, PARTITIONS_START)
+        build_snapshots(con, start, end, "parent_account_id")
+        build_traits(con, catalog, start, end)
+        for table in INPUTS:
+            since = PARTITIONS_START if table == "raw_events" else start
+            lake.export_from_warehouse(con, table, since, end, lake_dir)
+        build_traits_on_spark(spark, catalog, start, end, lake_dir)
+        query = "SELECT user_id, nps_sum FROM user_traits ORDER BY 1"
+        on_duckdb = con.sql(query).fetchall()
+        on_spark = lake.read_with_duckdb(con, "user_traits", lake_dir).select(
+            "user_id, nps_sum").order("1").fetchall()  # fmt: skip
+        assert on_duckdb == [("u1", 0.0), ("u2", 7.0), ("u3", 0.0)]
+        assert on_spark == on_duckdb
+        build_audience(con, catalog, "promoters", start, end)
+        _, members = build_audience_on_spark(spark, catalog, "promoters", start, end, lake_dir)
+        stored = con.sql("SELECT entity_id FROM audience_memberships").fetchall()
+        assert {entity_id for (entity_id,) in stored} == members == {"u2"}

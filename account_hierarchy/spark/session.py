@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from account_hierarchy import settings
 from account_hierarchy.moments import MINUTES_ONLY
-from account_hierarchy.traits.compile import AS_OF, HOUR, NUMBER_TEXT
+from account_hierarchy.traits.compile import AS_OF, HOUR, NUMBER_TEXT_SQL
 
 _COMMON_CONFIG = {
     "spark.sql.session.timeZone": "UTC",
@@ -95,9 +95,11 @@ def spark_backend(session: SparkSession) -> ibis.BaseBackend:
 # TIMESTAMP_NTZ, whose cast would drop the offset), RFC 3339's lower-case `t` and `z` and times
 # to the minute too (as `moments.utc_sql` does on DuckDB); only text starting with a date, as
 # DuckDB's cast wants (Spark's reads `2001` as a year).
+_NUMBER_PATTERN = NUMBER_TEXT_SQL.replace("\\", "\\\\")
 _JSON_FUNCTIONS = {
     "unwrap_json_str": "STRING RETURN value",
-    "unwrap_json_float": f"DOUBLE RETURN CASE WHEN value RLIKE '{NUMBER_TEXT}' "
+    # (backslashes doubled: Spark unescapes its string literals)
+    "unwrap_json_float": f"DOUBLE RETURN CASE WHEN value RLIKE '{_NUMBER_PATTERN}' "
     "THEN try_cast(value AS DOUBLE) END",
     "utc_moment": "TIMESTAMP_NTZ RETURN CASE WHEN value RLIKE '^ *[0-9]+-[0-9]+-[0-9]+' THEN "
     "CAST(coalesce(try_cast(value AS TIMESTAMP_LTZ), try_cast(upper(value) AS TIMESTAMP_LTZ), "

@@ -91,14 +91,20 @@ def json_properties(events: ir.Table) -> ir.Table:
 
 
 # Text that reads as a number: decimal notation, an exponent, spaces around (as every engine
-# reads it; `5d`, `1_000`, `NaN` and `Infinity`, which some engines' casts accept, are text).
-# (no backslashes: the pattern also goes into Spark SQL text, see `spark/session.py`)
+# reads it; `5d`, `1_000`, `NaN` and `Infinity`, which some engines' casts accept, are text),
+# for Python's `re.fullmatch`.
 NUMBER_TEXT = r"^[ \t]*[-+]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?[ \t]*$"
+# The same for SQL engines (RE2, Java): `\z` ends the text, where `$` would also match before
+# a final line break in Java's regular expressions (Spark's RLIKE), so that Spark read
+# `"7\n"` as a number and DuckDB not.
+NUMBER_TEXT_SQL = NUMBER_TEXT.removesuffix("$") + r"\z"
 
 
 def as_number(text: ir.StringValue) -> ir.FloatingValue:
-    """`text` as a number when it is one (`NUMBER_TEXT`), else null."""
-    return ibis.ifelse(text.re_search(NUMBER_TEXT), text.try_cast("float64"), ibis.null("float64"))
+    """`text` as a number when it is one (`NUMBER_TEXT_SQL`), else null."""
+    return ibis.ifelse(
+        text.re_search(NUMBER_TEXT_SQL), text.try_cast("float64"), ibis.null("float64")
+    )
 
 
 def with_properties(events: ir.Table, traits: list[ComputedTrait]) -> ir.Table:
