@@ -25,18 +25,19 @@ from account_hierarchy.hierarchy.assets import hierarchy_snapshots
 from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.ingest.assets import raw_events
 from account_hierarchy.ingest.load import ingest_window
+from account_hierarchy.moments import utc_sql
 from account_hierarchy.partitions import hours_of
 from account_hierarchy.resources import LandingFolder, Warehouse
 from account_hierarchy.sample.generator import generate_sample
 from account_hierarchy.spark import audiences, lake
 from account_hierarchy.spark.audiences import build_audience_on_spark
-from account_hierarchy.spark.session import spark_backend, spark_session
+from account_hierarchy.spark.session import register_json_functions, spark_backend, spark_session
 from account_hierarchy.spark.traits import INPUTS, build_traits_on_spark
 from account_hierarchy.traits.assets import build_trait_assets
 from account_hierarchy.traits.compute import build_traits
 from account_hierarchy.traits.schemas import validate_trait_rows
 from account_hierarchy.validation import FrameValidationError
-from account_hierarchy.warehouse import connect
+from account_hierarchy.warehouse import connect, in_memory
 from account_hierarchy_tests import test_audiences as audience_cases
 from account_hierarchy_tests import test_traits as trait_cases
 from account_hierarchy_tests.conftest import (
@@ -441,3 +442,23 @@ def test_a_number_with_a_line_break_is_no_number_on_either_engine(tmp_path: Path
         _, members = build_audience_on_spark(spark, catalog, "promoters", start, end, lake_dir)
         stored = con.sql("SELECT entity_id FROM audience_memberships").fetchall()
         assert {entity_id for (entity_id,) in stored} == members == {"u2"}
+
+
+def test_spark_reads_the_moments_duckdb_reads(spark):
+    """Text times as the warehouse reads them (`moments.utc_sql`): slashes, spaces repeated,
+    the hour 24, offsets, lower-case `t` and `z`, times to the minute, and text that is no
+    moment."""
+    texts = ["2026/10/01 09:30:00", "2026/10/01", "2026/9/3", "2026-10-01  09:30:00",
+             "2026-09-30T24:00:00Z", "2026-09-30 24:00:00", "2026-09-30T24:00:00+02:00",
+             "2026-09-30T24:00Z", "2026-09-30T24:00:00.000Z", "2026-09-30T24:30:00Z",
+             "2026/10/01T09:30:00+02:00", "2026-10-01  09:30:00+02:00", "2026-10-01t09:30z",
+             "2026-10-01T09:30:00Z", " 2026-10-01 09:30:00 ", "2001", "soon",
+             "2026-13-01"]  # fmt: skip
+    with in_memory() as con:
+        expected = [con.execute(f"SELECT {utc_sql('$t')}", {"t": text}).fetchone()[0]
+                    for text in texts]  # fmt: skip
+    register_json_functions(spark)
+    frame = spark.createDataFrame([(text,) for text in texts], "text STRING")
+    read = [row[0] for row in frame.selectExpr("utc_moment(text)").collect()]
+    assert dict(zip(texts, read, strict=True)) == dict(zip(texts, expected, strict=True))
+    assert expected[4] == datetime(2026, 10, 1) and expected[6] == datetime(2026, 9, 30, 22)

@@ -94,27 +94,43 @@ def spark_backend(session: SparkSession) -> ibis.BaseBackend:
 # `utc_moment` reads text with an offset as the UTC moment it names (the session's TIMESTAMP is
 # TIMESTAMP_NTZ, whose cast would drop the offset), RFC 3339's lower-case `t` and `z` and times
 # to the minute too (as `moments.utc_sql` does on DuckDB); only text starting with a date, as
-# DuckDB's cast wants (Spark's reads `2001` as a year).
+# DuckDB's cast wants (Spark's reads `2001` as a year). What DuckDB's casts read and Spark's
+# do not is rewritten first: `/` between a date's parts and spaces repeated before the time
+# (`moment_text`), and the hour 24 (`2026-09-30T24:00:00Z`, the next day's midnight, as
+# `midnight_text` and a day added).
+_DATE = "^( *[0-9]+)[-/]([0-9]{1,2})[-/]([0-9]{1,2})"
+_DATE_TIME = "^( *[0-9]+-[0-9]{1,2}-[0-9]{1,2}) +([0-9])"
+_HOUR_24 = "^( *[0-9]+-[0-9]{1,2}-[0-9]{1,2}[Tt ])24(:00(:00([.]0*)?)?)(?![0-9.:])"
 _NUMBER_PATTERN = NUMBER_TEXT_SQL.replace("\\", "\\\\")
 _JSON_FUNCTIONS = {
     "unwrap_json_str": "STRING RETURN value",
     # (backslashes doubled: Spark unescapes its string literals)
     "unwrap_json_float": f"DOUBLE RETURN CASE WHEN value RLIKE '{_NUMBER_PATTERN}' "
     "THEN try_cast(value AS DOUBLE) END",
-    "utc_moment": "TIMESTAMP_NTZ RETURN CASE WHEN value RLIKE '^ *[0-9]+-[0-9]+-[0-9]+' THEN "
-    "CAST(coalesce(try_cast(value AS TIMESTAMP_LTZ), try_cast(upper(value) AS TIMESTAMP_LTZ), "
-    f"try_cast(regexp_replace(upper(value), '{MINUTES_ONLY}', '$1:00$2') AS TIMESTAMP_LTZ)) "
-    "AS TIMESTAMP_NTZ) END",
+    "moment_text": f"STRING RETURN regexp_replace(regexp_replace(value, '{_DATE}', "
+    f"'$1-$2-$3'), '{_DATE_TIME}', '$1 $2')",
+    "midnight_text": f"STRING RETURN regexp_replace(moment_text(value), '{_HOUR_24}', '$100$2')",
+    "utc_moment": "TIMESTAMP_NTZ RETURN CASE WHEN midnight_text(value) RLIKE "
+    "'^ *[0-9]+-[0-9]+-[0-9]+' THEN CAST(coalesce("
+    "try_cast(midnight_text(value) AS TIMESTAMP_LTZ), "
+    "try_cast(upper(midnight_text(value)) AS TIMESTAMP_LTZ), "
+    f"try_cast(regexp_replace(upper(midnight_text(value)), '{MINUTES_ONLY}', '$1:00$2') "
+    "AS TIMESTAMP_LTZ)) AS TIMESTAMP_NTZ) + CASE WHEN moment_text(value) RLIKE "
+    f"'{_HOUR_24}' THEN INTERVAL 1 DAY ELSE INTERVAL 0 DAY END END",
 }
 
 
 def spark_frame(backend: ibis.BaseBackend, expr: ir.Table, params: dict | None = None) -> DataFrame:
     """An Ibis expression as a lazy Spark frame, with the JSON functions it may use."""
-    session = backend._session
     backend._register_in_memory_tables(expr)
+    register_json_functions(backend._session)
+    return backend._session.sql(backend.compile(expr, params=params))
+
+
+def register_json_functions(session: SparkSession) -> None:
+    """Create (again) the session's JSON functions (`_JSON_FUNCTIONS`)."""
     for name, body in _JSON_FUNCTIONS.items():
         session.sql(f"CREATE OR REPLACE TEMPORARY FUNCTION {name}(value STRING) RETURNS {body}")
-    return session.sql(backend.compile(expr, params=params))
 
 
 # (pandas turns integer columns holding nulls into floats, which round beyond 2^53)
