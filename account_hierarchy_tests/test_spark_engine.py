@@ -361,6 +361,17 @@ def test_a_window_without_rows_leaves_a_readable_table(spark, tmp_path):
     assert lake.read(spark, "audience_memberships", lake_dir).count() == 0
 
 
+def test_a_window_without_rows_copied_from_the_warehouse_is_a_readable_table(spark, tmp_path):
+    """A warehouse history without accounts yet, copied into the lake, still gives Spark a
+    table with the columns (an empty folder is no table Spark can read)."""
+    lake_dir = str(tmp_path / "lake")
+    with connect(tmp_path / "wh.duckdb") as con:
+        con.execute("CREATE TABLE accounts (snapshot_hour TIMESTAMP, account_id VARCHAR)")
+        assert lake.export_from_warehouse(con, "accounts", START, END, lake_dir) == 0
+    frame = lake.read(spark, "accounts", lake_dir)
+    assert (frame.columns, frame.count()) == (["snapshot_hour", "account_id"], 0)
+
+
 def test_a_view_is_made_again_only_when_its_files_change(spark, tmp_path, monkeypatch):
     lake_dir, hour = str(tmp_path / "lake"), timedelta(hours=1)
 

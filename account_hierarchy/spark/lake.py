@@ -91,6 +91,12 @@ def export_from_warehouse(
         rows.write_parquet(
             path, partition_by=[PARTITION], append=True, filename_pattern="duckdb_{uuid}"
         )
+    if not days:  # one file without rows keeps the columns, as `write` does: Spark cannot
+        # read a table folder without files
+        folder = f"{path}/{PARTITION}={partition_value(start)}"
+        if "://" not in folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        con.sql(f"SELECT * FROM {table} LIMIT 0").write_parquet(f"{folder}/duckdb_empty.parquet")
     return count
 
 
