@@ -9,6 +9,8 @@ import ibis
 import pytest
 import yaml
 
+from account_hierarchy.audiences.evaluate import NotComputedError
+from account_hierarchy.audiences.memberships import build_audience
 from account_hierarchy.catalog.loader import load_catalog
 from account_hierarchy.catalog.models import SqlTrait
 from account_hierarchy.hierarchy.queries import NotInSnapshotError
@@ -771,3 +773,41 @@ def test_trait_rows_leave_out_a_trait_not_computed_for_the_hour(tmp_path):
         assert (earlier["user_id"], earlier["logins"], earlier["tracks"]) == ("u1", 1, 1)
         (later,) = trait_rows(con, "user", hour + timedelta(hours=1))
         assert "tracks" not in later and later["logins"] == 2
+
+
+@pytest.mark.parametrize(
+    "edited",
+    [
+        None,  # removed, then defined again
+        {"name": "nps", "entity": "user", "type": "event_counter", "event": "NPS"},  # retyped
+    ],
+)
+def test_hours_whose_trait_values_are_gone_no_longer_count_as_computed(tmp_path, edited):
+    """A trait removed (its column dropped) then defined again, or redefined so that its
+    column changes type (avg 3.5 stored, then a counter: the stored hour would read 4), holds
+    no values of its definition at the hours built before: `trait_hours` no longer lists them,
+    so audiences refuse them rather than read nulls or converted values."""
+    lines = [track("n1", "2026-10-01T10:10:00Z", "u1", "NPS", score=3),
+             track("n2", "2026-10-01T10:20:00Z", "u1", "NPS", score=4)]  # fmt: skip
+    write_lines(tmp_path / "landing" / "a.ndjson", lines)
+    avg = {"name": "nps", "entity": "user", "type": "aggregation", "function": "avg",
+           "event": "NPS", "property": "score"}  # fmt: skip
+    other = {"name": "logins", "entity": "user", "type": "event_counter", "event": "Logged In"}
+    steps = [[other, avg], [other], [other, avg]] if edited is None else [[other, avg], [edited]]
+    hour = datetime(2026, 10, 1, 10)
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", hour, hour + timedelta(hours=4), PARTITIONS_START)
+        for offset, traits in enumerate(steps):
+            (tmp_path / "defs").mkdir(exist_ok=True)
+            (tmp_path / "defs" / "t.yaml").write_text(yaml.safe_dump({"traits": traits}))
+            at = hour + timedelta(hours=offset)
+            build_all(con, tmp_path / "landing", at, at + timedelta(hours=1), tmp_path / "defs")
+        last = hour + timedelta(hours=len(steps) - 1)
+        computed = con.execute("SELECT snapshot_hour FROM trait_hours WHERE trait = 'nps'")
+        assert computed.fetchall() == [(last,)]
+        scored = {"name": "scored", "entity": "user", "where": {"trait": "nps", "gte": 1}}
+        (tmp_path / "defs" / "a.yaml").write_text(yaml.safe_dump({"audiences": [scored]}))
+        catalog = load_catalog(tmp_path / "defs")
+        with pytest.raises(NotComputedError, match="user trait 'nps' was not computed for 1 of"):
+            build_audience(con, catalog, "scored", hour, hour + timedelta(hours=1))
+        assert "nps" not in trait_rows(con, "user", hour)[0]

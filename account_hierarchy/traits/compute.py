@@ -135,8 +135,13 @@ def build_traits(
         )
         computed = {located.trait.name for located in catalog.traits_of(entity)
                     if not isinstance(located.trait, SqlTrait)}  # fmt: skip
-        _align_columns(con, table, staged, computed)
+        retyped = _align_columns(con, table, staged, computed)
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {staged} ORDER BY 1, 2")
+        if retyped:  # (the stored hours hold another definition's values, converted)
+            ensure_trait_hours(con)
+            con.execute("DELETE FROM trait_hours WHERE entity = $entity AND "
+                        "list_contains($retyped, trait)",
+                        {"entity": entity, "retyped": sorted(retyped)})  # fmt: skip
         (count,) = con.execute(f"SELECT count(*) FROM {staged}").fetchone()
         compiled = compiled_traits(backend, catalog, entity, hours[-1], tiled) if describe else {}
         report[entity] = {"rows": count, "compiled": compiled,
@@ -174,6 +179,12 @@ def record_trait_hours(
     con.execute(
         "DELETE FROM trait_hours WHERE snapshot_hour >= $start AND snapshot_hour < $end", window
     )
+    # (a trait no longer defined has lost its column, and the values of every hour with it)
+    for entity in TRAIT_TABLES:
+        con.execute(
+            "DELETE FROM trait_hours WHERE entity = $entity AND NOT list_contains($columns, trait)",
+            {"entity": entity, "columns": list(catalog.trait_columns(entity))},
+        )
     con.execute(
         "INSERT INTO trait_hours SELECT t.entity, t.trait, h.hour "
         "FROM (SELECT unnest($entities) AS entity, unnest($columns) AS trait) AS t "
@@ -402,19 +413,21 @@ def _with_text_ids(raw: ir.Table, id_column: str) -> ir.Table:
 
 def _align_columns(
     con: duckdb.DuckDBPyConnection, table: str, staged: str, computed: set[str]
-) -> None:
+) -> set[str]:
     """Give `table` (without the rows `staged` replaces) the columns of `staged`, adding or
     dropping them. A column whose type differs takes, for a computed trait, the type its
     definition gives (it changed: stored values convert where they can, else are null);
     for a SQL trait (its values of this run, say, are decimals where earlier hours' were
     integers), a type holding both, and the stored hours keep their values; `staged` is
-    converted to it too."""
+    converted to it too. Returns the computed traits whose column changed type."""
     wanted, existing = _column_types(con, staged), _column_types(con, table)
+    retyped = set()
     for name, kind in wanted.items():
         quoted = f'"{name}"'
         if name not in existing:
             con.execute(f"ALTER TABLE {table} ADD COLUMN {quoted} {kind}")
         elif existing[name] != kind:
+            retyped |= {name} & computed
             common = (
                 kind if name in computed else _common_type(con, table, quoted, existing[name], kind)
             )
@@ -429,6 +442,7 @@ def _align_columns(
                             f"USING {using}")  # fmt: skip
     for name in existing.keys() - wanted.keys():
         con.execute(f'ALTER TABLE {table} DROP COLUMN "{name}"')
+    return retyped
 
 
 def _common_type(
