@@ -178,6 +178,17 @@ def one_audience_of_leaves(audiences: list[dict]) -> list[dict]:
     return [combined, *(audience for audience in audiences if audience["entity"] == "user")]
 
 
+def traits_on_both_engines(con, spark, catalog: Catalog, start, end, lake_dir: str) -> None:
+    """The snapshots and traits of `[start, end)` in the warehouse, then the inputs of the
+    traits copied into the lake (every event before `end`) and the traits on Spark."""
+    build_snapshots(con, start, end, "parent_account_id")
+    build_traits(con, catalog, start, end)
+    for table in INPUTS:
+        since = HISTORY_START if table == "raw_events" else start
+        lake.export_from_warehouse(con, table, since, end, lake_dir)
+    build_traits_on_spark(spark, catalog, start, end, lake_dir)
+
+
 @pytest.fixture(scope="module")
 def edge_cases(tmp_path_factory, spark):
     """The edge cases of the trait and audience tests (numeric strings, nested and missing
@@ -209,12 +220,7 @@ def edge_cases(tmp_path_factory, spark):
                       PARTITIONS_START)  # fmt: skip
         assert con.execute("SELECT count(*) FROM duplicate_lines").fetchone() == (0,)
         for start, end in windows:
-            build_snapshots(con, start, end, "parent_account_id")
-            build_traits(con, catalog, start, end)
-            for table in INPUTS:
-                since = HISTORY_START if table == "raw_events" else start
-                lake.export_from_warehouse(con, table, since, end, lake_dir)
-            build_traits_on_spark(spark, catalog, start, end, lake_dir)
+            traits_on_both_engines(con, spark, catalog, start, end, lake_dir)
         # The audiences' cases are all at one hour: each audience runs for that hour only.
         edge_hour = (audience_cases.EDGE_HOUR, audience_cases.EDGE_HOUR + one_hour)
         for located in catalog.audiences:
@@ -437,12 +443,7 @@ def test_a_number_with_a_line_break_is_no_number_on_either_engine(tmp_path: Path
     lake_dir = str(tmp_path / "lake")
     with connect(tmp_path / "wh.duckdb") as con:
         ingest_window(con, tmp_path / "landing", start, end, PARTITIONS_START)
-        build_snapshots(con, start, end, "parent_account_id")
-        build_traits(con, catalog, start, end)
-        for table in INPUTS:
-            since = PARTITIONS_START if table == "raw_events" else start
-            lake.export_from_warehouse(con, table, since, end, lake_dir)
-        build_traits_on_spark(spark, catalog, start, end, lake_dir)
+        traits_on_both_engines(con, spark, catalog, start, end, lake_dir)
         query = "SELECT user_id, nps_sum FROM user_traits ORDER BY 1"
         on_duckdb = con.sql(query).fetchall()
         on_spark = lake.read_with_duckdb(con, "user_traits", lake_dir).select(
