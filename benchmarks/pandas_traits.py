@@ -62,10 +62,9 @@ def _holds(values: pd.Series, condition: PropertyCondition) -> pd.Series:
     present = values.notna()
     texts = values.map(_text)
     numbers = _finite(
-        pd.to_numeric(
-            values.map(lambda v: v if isinstance(v, int | float | str) else None), errors="coerce"
-        ).where(values.map(lambda v: not isinstance(v, bool)), None)
-    )
+        values.map(lambda v: v if isinstance(v, int | float | str) and not isinstance(v, bool)
+                   else None)
+    )  # fmt: skip
     operator, operand = condition.operator
     if operator == "exists":
         return present if operand else ~present
@@ -133,7 +132,7 @@ def _reduce(rows: pd.DataFrame, trait: ComputedTrait) -> pd.Series:
     rows = rows.assign(value=values.map(_text)).dropna(subset=["value"])
     grouped = rows.groupby("entity_id")
     if trait.type == "aggregation":
-        numbers = rows.assign(number=_finite(pd.to_numeric(rows.value, errors="coerce")))
+        numbers = rows.assign(number=_finite(rows.value))
         return numbers.groupby("entity_id").number.agg(trait.function.replace("avg", "mean"))
     if trait.type in ("first_value", "last_value"):
         ordered = rows.sort_values(["timestamp", "message_id"])

@@ -267,11 +267,10 @@ def main() -> None:
     if unknown := [name for name in only if name not in known]:
         sys.exit(f"unknown window(s) {', '.join(map(repr, unknown))}; choose from "
                  f"{', '.join(map(repr, known))}")  # fmt: skip
-    try:
-        load_catalog(args.definitions)
+    try:  # (the definitions load first, before anything is ingested)
+        rows, examples = measure(scale, args.definitions, only)
     except DefinitionError as error:
         sys.exit(str(error))
-    rows, examples = measure(scale, args.definitions, only)
     print_rows(rows, args.format)
     if examples:
         print("\n".join(["", "first differences:", *examples]), file=sys.stderr)
