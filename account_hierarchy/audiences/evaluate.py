@@ -555,7 +555,7 @@ def require_snapshots(
                 f"{name} has no snapshot for {expected - found} of the {expected} hours from "
                 f"{start} to {end}: materialize it first."
             )
-    if "trait_hours" in existing:
+    if evaluated.traits and "trait_hours" in existing:
         _require_traits_computed(backend, evaluated.traits, start, end, expected)
 
 
