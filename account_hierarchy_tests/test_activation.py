@@ -782,7 +782,8 @@ def test_an_input_not_built_yet_is_named_in_what_the_sync_waits_for(box, tmp_pat
 
 def test_a_trait_built_only_for_older_hours_does_not_take_the_sync_back(box, tmp_path):
     """A destination given a new trait computed for older hours only waits for it, although
-    the trait table's newer hours have its column (without values computed there)."""
+    the trait table's newer hours have its column (without values computed there); so it
+    does for a trait edited and built again for older hours only."""
     con, destination_with, load = box
     load(events())
     catalog, destination = destination_with(ALL_CALLS, traits=["logins"])
@@ -804,6 +805,13 @@ def test_a_trait_built_only_for_older_hours_does_not_take_the_sync_back(box, tmp
     build_traits(con, catalog, H11, H11 + timedelta(hours=1))
     sync(con, catalog, destination, recorder)
     assert ("identify", "u3", '{"all_logins": 1}') in calls(recorder.messages)
+    # (edited, a trait's hours built by its old definition do not count either)
+    document["traits"][-1]["window"] = "30 days"
+    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(document))
+    catalog = load_catalog(tmp_path / "defs")
+    build_traits(con, catalog, H10, H11)
+    with pytest.raises(NothingToSyncError, match="user trait all_logins reach only 2026-10-01 10"):
+        sync(con, catalog, catalog.destinations[0].destination, recorder)
 
 
 def dry_run_and_diffs(tmp_path, lines: list[dict], document: dict) -> tuple[SyncReport, dict]:

@@ -11,6 +11,7 @@ import yaml
 
 from account_hierarchy.audiences.evaluate import NotComputedError
 from account_hierarchy.audiences.memberships import build_audience
+from account_hierarchy.audiences.queries import newest_evaluable_hour, preview
 from account_hierarchy.catalog.loader import load_catalog
 from account_hierarchy.catalog.models import SqlTrait
 from account_hierarchy.hierarchy.queries import NotInSnapshotError
@@ -811,3 +812,45 @@ def test_hours_whose_trait_values_are_gone_no_longer_count_as_computed(tmp_path,
         with pytest.raises(NotComputedError, match="user trait 'nps' was not computed for 1 of"):
             build_audience(con, catalog, "scored", hour, hour + timedelta(hours=1))
         assert "nps" not in trait_rows(con, "user", hour)[0]
+
+
+def test_hours_computed_by_another_definition_of_a_trait_do_not_count(tmp_path):
+    """A trait edited under the same name and type (an average turned into a maximum) holds
+    the old definition's values at the hours built before: audiences refuse those hours
+    until they are built again, and a preview defaults to the newest hour the definition
+    computed. Defined back as it was, its hours count again; a new description changes
+    nothing."""
+    lines = [track("n1", "2026-10-01T10:10:00Z", "u1", "NPS", score=3),
+             track("n2", "2026-10-01T10:20:00Z", "u1", "NPS", score=4)]  # fmt: skip
+    write_lines(tmp_path / "landing" / "a.ndjson", lines)
+    avg = {"name": "nps", "entity": "user", "type": "aggregation", "function": "avg",
+           "event": "NPS", "property": "score"}  # fmt: skip
+    high = {"name": "high", "entity": "user", "where": {"trait": "nps", "gt": 3.5}}
+    hour, later = datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11)
+
+    def define(trait: dict):
+        (tmp_path / "defs").mkdir(exist_ok=True)
+        definitions = {"traits": [trait], "audiences": [high]}
+        (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(definitions))
+        return load_catalog(tmp_path / "defs")
+
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", hour, later + timedelta(hours=1),
+                      PARTITIONS_START)  # fmt: skip
+        define(avg)
+        build_all(con, tmp_path / "landing", hour, later + timedelta(hours=1), tmp_path / "defs")
+        catalog = define(avg | {"function": "max"})
+        build_all(con, tmp_path / "landing", later, later + timedelta(hours=1), tmp_path / "defs")
+        assert stored(con, "user", hour, "nps") == {"u1": 3.5}  # (the average, kept)
+        with pytest.raises(NotComputedError, match="'nps' was not computed for 1 of the 1 hours"):
+            build_audience(con, catalog, "high", hour, hour + timedelta(hours=1))
+        assert newest_evaluable_hour(con, catalog, "high") == later
+        assert preview(con, catalog, "high", later)["members"] == 1
+        with pytest.raises(NotComputedError, match="by its current definition"):
+            newest_evaluable_hour(con, define(avg | {"function": "min"}), "high")
+        catalog = define(avg | {"description": "the average score"})
+        assert build_audience(con, catalog, "high", hour, hour + timedelta(hours=1)).sizes == {
+            hour: 0
+        }
+        with pytest.raises(NotComputedError, match="'nps' was not computed for 1 of the 2 hours"):
+            build_audience(con, catalog, "high", hour, later + timedelta(hours=1))

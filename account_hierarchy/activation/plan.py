@@ -135,9 +135,10 @@ def newest_hour(
 def _trait_hours(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, destination: Destination
 ) -> dict[str, datetime | None]:
-    """The newest hour each trait of the destination was computed for (`trait_hours`), for
-    the entities whose trait tables were built since that table was kept."""
-    newest = newest_trait_hours(con)
+    """The newest hour each trait of the destination was computed for by its definition
+    (`trait_hours`), for the entities whose trait tables were built since that table was
+    kept."""
+    newest = newest_trait_hours(con, catalog)
     tracked = {entity for entity, _ in newest}
     return {f"{entity} trait {trait}": newest.get((entity, trait))
             for entity in sorted(_trait_entities(catalog, destination) & tracked)

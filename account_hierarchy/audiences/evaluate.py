@@ -98,7 +98,8 @@ class Evaluated:
     table: ir.Table
     leaves: list[Leaf] = field(default_factory=list)
     tables: set[str] = field(default_factory=set)  # the warehouse tables it reads
-    traits: set[tuple[str, str]] = field(default_factory=set)  # (entity, trait column) it tests
+    # (entity, trait column) it tests -> the fingerprint of the column's definition
+    traits: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 class Evaluator:
@@ -205,8 +206,9 @@ class Evaluator:
         table = table.mutate(member=member)
         keep = ["entity_id", "member"] + [c for leaf in leaves for c in table.columns
                                           if c.startswith(f"{leaf.id}_")]  # fmt: skip
-        return Evaluated(name, entity, table.select(*keep), leaves, set(self._used),
-                         set(self._traits_tested))  # fmt: skip
+        definitions = self.catalog.trait_definitions()
+        traits = {key: definitions[key] for key in self._traits_tested if key in definitions}
+        return Evaluated(name, entity, table.select(*keep), leaves, set(self._used), traits)
 
     def _leaf(self, condition: Condition, entity: str, leaves: list[Leaf]) -> Leaf:
         self._counter += 1
@@ -561,18 +563,22 @@ def require_snapshots(
 
 def _require_traits_computed(
     backend: ibis.BaseBackend,
-    traits: set[tuple[str, str]],
+    traits: dict[tuple[str, str], str],
     start: datetime,
     end: datetime,
     expected: int,
 ) -> None:
-    """Fail clearly when a trait tested was not computed for every hour of `[start, end)`, as
-    `trait_hours` records (a trait added to the definitions and built for older hours only
-    has a column at the newer ones too, without values). Entities with no hour recorded at
-    all have trait tables built before `trait_hours` was kept, and are not checked."""
+    """Fail clearly when a trait tested was not computed by its definition (`traits` gives
+    their fingerprints) for every hour of `[start, end)`, as `trait_hours` records: a trait
+    added to the definitions and built for older hours only has a column at the newer ones
+    too, without values; a trait edited holds its old definition's values until rebuilt.
+    Entities with no hour recorded at all have trait tables built before `trait_hours` was
+    kept, and are not checked."""
     recorded = backend.table("trait_hours")
-    inside = (recorded.snapshot_hour >= timestamp(start)) & (
-        recorded.snapshot_hour < timestamp(end)
+    inside = (
+        (recorded.snapshot_hour >= timestamp(start))
+        & (recorded.snapshot_hour < timestamp(end))
+        & (recorded.definition.isnull() | recorded.definition.isin(list(traits.values())))
     )
     counts = recorded.group_by("entity", "trait").aggregate(
         hours=recorded.snapshot_hour.nunique(where=inside)
@@ -584,7 +590,8 @@ def _require_traits_computed(
         if entity in tracked and missing > 0:
             raise NotComputedError(
                 f"{entity} trait {trait!r} was not computed for {missing} of the {expected} "
-                f"hours from {start} to {end}: materialize the traits first."
+                f"hours from {start} to {end} (by its current definition): materialize the "
+                "traits first."
             )
 
 

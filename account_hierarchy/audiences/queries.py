@@ -92,9 +92,10 @@ def newest_member_hour(con: duckdb.DuckDBPyConnection, audience: str) -> datetim
 def newest_evaluable_hour(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, audience: str
 ) -> datetime:
-    """The newest hour every snapshot table the audience reads has (for a preview of it). A
-    table built but still without rows (no membership yet, say) holds for any hour, as
-    `require_snapshots` has it, and does not count."""
+    """The newest hour every snapshot table the audience reads has, and every trait it tests
+    was computed for by its definition (for a preview of it). A table built but still without
+    rows (no membership yet, say) holds for any hour, as `require_snapshots` has it, and does
+    not count."""
     evaluated = _evaluator(con, catalog, datetime(2000, 1, 1)).audience(audience)
     tables = sorted(evaluated.tables)
     existing = table_names(con)
@@ -105,13 +106,15 @@ def newest_evaluable_hour(
         newest.append(latest_snapshot_hour(con, (table,)))
     if not newest:
         raise NotInSnapshotError(f"No snapshot in {', '.join(tables)} yet: materialize them.")
-    computed = newest_trait_hours(con)
+    computed = newest_trait_hours(con, catalog)
     tracked = {entity for entity, _ in computed}
     for entity, trait in sorted(evaluated.traits):
-        if entity in tracked and (entity, trait) not in computed:
+        hour = computed.get((entity, trait))
+        if entity in tracked and hour is None:
             raise NotComputedError(f"{entity} trait {trait!r} has not been computed for any "
-                                   "hour yet: materialize the traits first.")  # fmt: skip
-        newest += [computed[(entity, trait)]] if entity in tracked else []
+                                   "hour yet (by its current definition): materialize the "
+                                   "traits first.")  # fmt: skip
+        newest += [hour] if entity in tracked else []
     return min(newest)
 
 

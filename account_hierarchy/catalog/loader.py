@@ -8,6 +8,8 @@ Every problem names the file, the line and the field, e.g.
 and all problems of all files are reported at once.
 """
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -114,6 +116,20 @@ class Catalog:
     def trait_columns(self, entity: str) -> dict[str, LocatedTrait]:
         """Trait column name -> the trait producing it, for one entity."""
         return {column: t for t in self.traits_of(entity) for column in t.columns}
+
+    def trait_definitions(self) -> dict[tuple[str, str], str]:
+        """(entity, trait column) -> a fingerprint of the definition computing the column: any
+        change to the trait but to its description changes it (the values stored for an hour
+        are those of the definition that computed them)."""
+        fingerprints = {}
+        for located in self.traits:
+            trait = located.trait
+            fields = trait.model_dump(mode="json", exclude={"description"}, exclude_defaults=True)
+            for column in located.columns:
+                text = json.dumps([column, fields], sort_keys=True)
+                digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+                fingerprints[(trait.entity, column)] = digest
+        return fingerprints
 
 
 def _result_names(sql: str) -> set[str]:

@@ -58,14 +58,17 @@ from account_hierarchy.warehouse import rows_if_table_exists
 
 TRAIT_TABLES = {"account": "account_traits", "user": "user_traits"}
 ENTITY_TABLES = {"account": "accounts", "user": "users"}
-# Every hour each trait column was computed for: a trait added to the definitions and built
-# for older hours only has a column at the newer ones too, but no values computed there.
+# Every hour each trait column was computed for, and by which definition: a trait added to
+# the definitions and built for older hours only has a column at the newer ones too, but no
+# values computed there; a trait edited holds the old definition's values until rebuilt.
 TRAIT_HOURS_DDL = """
 CREATE TABLE IF NOT EXISTS trait_hours (
     entity VARCHAR NOT NULL,
     trait VARCHAR NOT NULL,         -- a trait column
-    snapshot_hour TIMESTAMP NOT NULL
-)
+    snapshot_hour TIMESTAMP NOT NULL,
+    definition VARCHAR              -- Catalog.trait_definitions' fingerprint
+);
+ALTER TABLE trait_hours ADD COLUMN IF NOT EXISTS definition VARCHAR;
 """
 
 
@@ -156,11 +159,17 @@ def ensure_trait_hours(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(TRAIT_HOURS_DDL)
 
 
-def newest_trait_hours(con: duckdb.DuckDBPyConnection) -> dict[tuple[str, str], datetime]:
-    """(entity, trait column) -> the newest hour it was computed for, as `trait_hours` records
-    (an entity missing from it has trait tables built before the table was kept)."""
+def newest_trait_hours(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog
+) -> dict[tuple[str, str], datetime | None]:
+    """(entity, trait column) -> the newest hour it was computed for by its definition in
+    `catalog`, as `trait_hours` records (None: by other definitions only; an entity missing
+    from it has trait tables built before the table was kept)."""
     return {(entity, trait): hour for entity, trait, hour in rows_if_table_exists(
-        con, "SELECT entity, trait, max(snapshot_hour) FROM trait_hours GROUP BY ALL", {}
+        con,
+        "SELECT entity, trait, max(snapshot_hour) FILTER (WHERE definition IS NULL OR "
+        "list_contains($current, definition)) FROM trait_hours GROUP BY ALL",
+        {"current": list(catalog.trait_definitions().values())},
     )}  # fmt: skip
 
 
@@ -168,13 +177,10 @@ def record_trait_hours(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime
 ) -> None:
     """Replace the rows of `[start, end)` in `trait_hours` with every trait column of
-    `catalog` at every hour."""
+    `catalog` at every hour, computed by its definition there."""
     ensure_trait_hours(con)
-    entities, columns = [], []
-    for entity in TRAIT_TABLES:
-        for column in catalog.trait_columns(entity):
-            entities.append(entity)
-            columns.append(column)
+    definitions = catalog.trait_definitions()
+    entities, columns = [entity for entity, _ in definitions], [col for _, col in definitions]
     window = {"start": start, "end": end}
     con.execute(
         "DELETE FROM trait_hours WHERE snapshot_hour >= $start AND snapshot_hour < $end", window
@@ -186,11 +192,13 @@ def record_trait_hours(
             {"entity": entity, "columns": list(catalog.trait_columns(entity))},
         )
     con.execute(
-        "INSERT INTO trait_hours SELECT t.entity, t.trait, h.hour "
-        "FROM (SELECT unnest($entities) AS entity, unnest($columns) AS trait) AS t "
-        "CROSS JOIN (SELECT unnest(range($start, $end, INTERVAL 1 HOUR)) AS hour) AS h",
-        {**window, "entities": entities, "columns": columns},
-    )
+        "INSERT INTO trait_hours BY NAME SELECT entity, trait, hour AS snapshot_hour, definition "
+        "FROM (SELECT unnest($entities) AS entity, unnest($columns) AS trait, "
+        "unnest($definitions) AS definition) "
+        "CROSS JOIN (SELECT unnest(range($start, $end, INTERVAL 1 HOUR)) AS hour)",
+        {**window, "entities": entities, "columns": columns,
+         "definitions": list(definitions.values())},
+    )  # fmt: skip
 
 
 def _snapshot(backend: ibis.BaseBackend) -> Snapshot:
