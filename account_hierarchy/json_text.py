@@ -35,9 +35,16 @@ def parse_json(text: str) -> Any:
 def fetch_rows(cursor: duckdb.DuckDBPyConnection) -> list[tuple]:
     """The rows of an executed query, each JSON column's values read as the values they hold
     (not as their text)."""
-    is_json = [str(kind) == "JSON" for _, kind, *_ in cursor.description]
-    return [
-        tuple(parse_json(value) if json and value is not None else value
-              for json, value in zip(is_json, row, strict=True))
-        for row in cursor.fetchall()
-    ]  # fmt: skip
+    kinds = [str(kind) for _, kind, *_ in cursor.description]
+
+    def read(kind: str, value: Any) -> Any:
+        if value is None:
+            return None
+        if kind == "JSON":
+            return parse_json(value)
+        if kind == "JSON[]":  # (a `many: true` SQL trait's JSON values)
+            return [read("JSON", item) for item in value]
+        return value
+
+    return [tuple(read(kind, value) for kind, value in zip(kinds, row, strict=True))
+            for row in cursor.fetchall()]  # fmt: skip

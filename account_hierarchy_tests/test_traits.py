@@ -18,10 +18,11 @@ from account_hierarchy.hierarchy.queries import NotInSnapshotError
 from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
+from account_hierarchy.traits import compute
 from account_hierarchy.traits.compute import build_traits, sql_trait_rows
 from account_hierarchy.traits.profile import profile_column
 from account_hierarchy.traits.queries import trait_rows
-from account_hierarchy.traits.sql_traits import SqlTraitError
+from account_hierarchy.traits.sql_traits import SqlTraitError, parse_trait_sql
 from account_hierarchy.warehouse import connect
 from account_hierarchy_tests.conftest import PARTITIONS_START, group_call, write_lines
 from account_hierarchy_tests.reference import read_events, snapshot
@@ -854,3 +855,160 @@ def test_hours_computed_by_another_definition_of_a_trait_do_not_count(tmp_path):
         }
         with pytest.raises(NotComputedError, match="'nps' was not computed for 1 of the 2 hours"):
             build_audience(con, catalog, "high", hour, later + timedelta(hours=1))
+
+
+def test_small_and_unsigned_integers_and_fixed_size_arrays_are_profiled_by_kind():
+    """A SMALLINT's zero is no value and it has number statistics; an INTEGER[2] (a fixed-size
+    array) is profiled as a list (number statistics failed the trait asset)."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t AS SELECT TIMESTAMP '2026-10-01 10:00' AS snapshot_hour, "
+                "unnest([0, 4])::SMALLINT AS s, unnest([0, 4])::UINTEGER AS u, "
+                "unnest([[1, 1], [1, 2]])::INTEGER[2] AS a")  # fmt: skip
+    hour = datetime(2026, 10, 1, 10)
+    for column in ("s", "u"):
+        profile = profile_column(con, "t", column, hour)
+        assert profile["fill_rate"] == 1 / 2 and profile["max"].value == 4.0
+    arrays = profile_column(con, "t", "a", hour)
+    assert "min" not in arrays and "| 1 | 3 |" in arrays["top_values"].value
+
+
+def _sql_traits_warehouse(tmp_path, traits: list[dict]):
+    write_lines(tmp_path / "landing" / "a.ndjson", [
+        group_call("g1", "2026-10-01T10:00:00Z", "A", "u1"),
+        group_call("g2", "2026-10-01T10:00:00Z", "B", "u2"),
+    ])  # fmt: skip
+    (tmp_path / "definitions").mkdir(exist_ok=True)
+    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": traits}))
+    con = connect(tmp_path / "wh.duckdb")
+    ingest_window(con, tmp_path / "landing", datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 12),
+                  PARTITIONS_START)  # fmt: skip
+    return con
+
+
+def test_a_comment_in_a_sql_trait_is_no_sql(tmp_path):
+    """A `--` comment is rendered as `/* ... */`: one holding `*/` ran the rest of it as SQL
+    (here a table created and the events copied to a file, after a check that passed)."""
+    leak = tmp_path / "leak.csv"
+    sql = (f"SELECT account_id, 1 AS x FROM accounts -- */; CREATE TABLE pwned AS SELECT 1; "
+           f"COPY (SELECT message_id FROM raw_events) TO '{leak}'; SELECT 1 /*\n")  # fmt: skip
+    con = _sql_traits_warehouse(tmp_path, [{"name": "x", "entity": "account", "type": "sql",
+                                            "sql": sql}])  # fmt: skip
+    window = (datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 12))
+    build_all(con, tmp_path / "landing", *window, tmp_path / "definitions")
+    assert not leak.exists()
+    assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'pwned'"
+                       ).fetchone() == (0,)  # fmt: skip
+    assert stored(con, "account", window[0], "x") == {"A": 1, "B": 1}
+    con.close()
+
+
+def test_sql_traits_named_like_the_views_or_each_others_tables_compute(tmp_path):
+    """`view_events` (its rows were made in the name of the snapshot view of `events`), and
+    `a_raw` before `a` (whose query result was made in the name of `a_raw`'s rows)."""
+    traits = [{"name": name, "entity": "account", "type": "sql",
+               "sql": f"SELECT account_id, {number} AS {column} FROM accounts"}
+              for name, number, column in (("a_raw", 1, "y"), ("a", 2, "x"),
+                                           ("view_events", 3, "n"))]  # fmt: skip
+    con = _sql_traits_warehouse(tmp_path, traits)
+    window = (datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 12))
+    build_all(con, tmp_path / "landing", *window, tmp_path / "definitions")
+    rows = con.execute("SELECT account_id, y, x, n FROM account_traits WHERE snapshot_hour = "
+                       "$h ORDER BY 1", {"h": window[0]}).fetchall()  # fmt: skip
+    assert rows == [("A", 1, 2, 3), ("B", 1, 2, 3)]
+    con.close()
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("{'a': 1}", "5"),                      # STRUCT, then INTEGER: 5 was stored as null
+        ("DATE '2026-01-01'", "5"),             # DATE, then INTEGER: likewise
+        ("union_value(num := 2)", "{'a': 1}"),  # the write failed: DuckDB unites no UNION
+    ],
+)  # fmt: skip
+def test_a_sql_trait_whose_values_change_to_a_type_the_stored_one_cannot_hold(
+    tmp_path, before, after
+):
+    """Hour 10 is built with `before`, then hour 11 with `after`: the column takes VARCHAR,
+    which holds both (hour 10 keeps its value, hour 11's is not lost); then both hours again
+    with `after` (the column may take `after`'s type again: it holds no other value)."""
+    con = _sql_traits_warehouse(tmp_path, [])
+    hour = datetime(2026, 10, 1, 10)
+
+    def build(expression: str, start: datetime, end: datetime) -> list[tuple]:
+        (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [
+            {"name": "v", "entity": "account", "type": "sql",
+             "sql": f"SELECT account_id, {expression} AS v FROM accounts"}]}))  # fmt: skip
+        build_all(con, tmp_path / "landing", start, end, tmp_path / "definitions")
+        return con.execute("SELECT DISTINCT hour(snapshot_hour), v::VARCHAR, typeof(v) "
+                           "FROM account_traits ORDER BY 1").fetchall()  # fmt: skip
+
+    (text_before,), (text_after,) = (con.execute(f"SELECT ({e})::VARCHAR").fetchone()
+                                     for e in (before, after))  # fmt: skip
+    build(before, hour, hour + timedelta(hours=1))
+    assert build(after, hour + timedelta(hours=1), hour + timedelta(hours=2)) == [
+        (10, text_before, "VARCHAR"),
+        (11, text_after, "VARCHAR"),
+    ]
+    rebuilt = build(after, hour, hour + timedelta(hours=2))
+    assert [(hour, value) for hour, value, _ in rebuilt] == [(10, text_after), (11, text_after)]
+    con.close()
+
+
+def test_a_trait_run_failing_while_it_writes_leaves_the_stored_hours(tmp_path, monkeypatch):
+    """Both trait tables and `trait_hours` are written together or not at all: a failure
+    writing `user_traits` (after its window's rows were deleted) left that hour without users."""
+    con = _sql_traits_warehouse(tmp_path, [
+        {"name": "u", "entity": "user", "type": "sql",
+         "sql": "SELECT user_id, 1 AS u FROM users"},
+        {"name": "a", "entity": "account", "type": "sql",
+         "sql": "SELECT account_id, 2 AS a FROM accounts"}])  # fmt: skip
+    window = (datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11))
+    build_all(con, tmp_path / "landing", *window, tmp_path / "definitions")
+    before = {table: con.execute(f"FROM {table} ORDER BY ALL").fetchall()
+              for table in ("account_traits", "user_traits", "trait_hours")}  # fmt: skip
+    align = compute._align_columns
+
+    def failing(con, table, *args, **kwargs):
+        if table == "user_traits":
+            raise RuntimeError("the disk is full")
+        return align(con, table, *args, **kwargs)
+
+    monkeypatch.setattr(compute, "_align_columns", failing)
+    with pytest.raises(RuntimeError):
+        build_all(con, tmp_path / "landing", *window, tmp_path / "definitions")
+    assert {table: con.execute(f"FROM {table} ORDER BY ALL").fetchall()
+            for table in before} == before  # fmt: skip
+    con.close()
+
+
+@pytest.mark.parametrize(
+    "expression", ["now()", "current_timestamp", "today()", "random()", "gen_random_uuid()"]
+)
+def test_a_sql_trait_calling_the_time_of_the_run_or_random_is_refused(expression):
+    """Its values would be those of the run, not of the snapshot's hour (a past hour built
+    again would differ)."""
+    with pytest.raises(SqlTraitError, match="not be reproducible for a past hour"):
+        parse_trait_sql(f"SELECT account_id, {expression} AS x FROM accounts", "account")
+
+
+def test_a_sql_trait_with_a_map_key_naming_a_column_is_refused():
+    """The query run is sqlglot's rendering of it, which reads the key `s` of `MAP {s: 1}` as
+    the text 's' (and `MAP {a.s: 1}` as 's' too): the values would silently differ."""
+    for key in ("account_id", "a.account_id"):
+        with pytest.raises(SqlTraitError, match="names a column"):
+            parse_trait_sql(f"SELECT account_id, MAP {{{key}: 1}} AS m FROM accounts a",
+                            "account")  # fmt: skip
+    parse_trait_sql("SELECT account_id, MAP {'k': account_id} AS m FROM accounts", "account")
+
+
+def test_a_many_sql_trait_of_json_values_reads_them_as_values(tmp_path):
+    """`traits` reads a JSON[] column's items as the values they hold, as it does a JSON
+    column's (they were printed as their text: `["{\\"a\\":1}"]`)."""
+    con = _sql_traits_warehouse(tmp_path, [
+        {"name": "j", "entity": "account", "type": "sql", "many": True,
+         "sql": "SELECT account_id, json_object('a', 1) AS j FROM accounts"}])  # fmt: skip
+    hour = datetime(2026, 10, 1, 10)
+    build_all(con, tmp_path / "landing", hour, hour + timedelta(hours=1), tmp_path / "definitions")
+    assert [row["j"] for row in trait_rows(con, "account", hour)] == [[{"a": 1}], [{"a": 1}]]
+    con.close()

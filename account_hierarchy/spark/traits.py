@@ -27,7 +27,12 @@ from account_hierarchy.traits.compute import (
     sql_trait_rows,
 )
 from account_hierarchy.traits.schemas import validate_trait_rows
-from account_hierarchy.traits.sql_traits import against_views, parse_trait_sql, snapshot_views
+from account_hierarchy.traits.sql_traits import (
+    against_views,
+    parse_trait_sql,
+    rows_table,
+    snapshot_views,
+)
 
 INPUTS = ("raw_events", "users", "accounts", "account_memberships", "account_hierarchy")
 
@@ -72,7 +77,7 @@ def build_traits_on_spark(
 def _sql_trait(
     session: SparkSession, backend: ibis.BaseBackend, located: LocatedTrait, hour: datetime
 ) -> None:
-    """Run a SQL trait for one hour into the temp view `sql_trait_<name>`, by `entity_id`; an
+    """Run a SQL trait for one hour into the temp view `rows_table(name)`, by `entity_id`; an
     entity given several rows without `many` is an error naming the trait and its file."""
     trait = located.trait
     query, values = parse_trait_sql(trait.sql, trait.entity)
@@ -83,6 +88,4 @@ def _sql_trait(
         found = repeated_id(raw, trait).execute()
         if len(found):
             raise sql_trait_error(located, repeated_id_message(trait, *found.iloc[0], hour))
-    backend.create_view(
-        f"sql_trait_{trait.name}", sql_trait_rows(raw, trait, values), overwrite=True
-    )
+    backend.create_view(rows_table(trait.name), sql_trait_rows(raw, trait, values), overwrite=True)

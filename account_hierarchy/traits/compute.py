@@ -40,6 +40,8 @@ from account_hierarchy.traits.sql_traits import (
     against_views,
     create_snapshot_views,
     parse_trait_sql,
+    raw_table,
+    rows_table,
 )
 from account_hierarchy.traits.tiles import (
     TileRefresh,
@@ -54,7 +56,7 @@ from account_hierarchy.traits.tiles import (
     tiles_as_of,
     value_selection,
 )
-from account_hierarchy.warehouse import rows_if_table_exists
+from account_hierarchy.warehouse import in_memory, rows_if_table_exists, transaction
 
 TRAIT_TABLES = {"account": "account_traits", "user": "user_traits"}
 ENTITY_TABLES = {"account": "accounts", "user": "users"}
@@ -129,29 +131,48 @@ def build_traits(
                 con.execute(f"INSERT INTO {table}_staged BY NAME {sql}", params)
             seconds[entity] += time.perf_counter() - started
     for entity, table in TRAIT_TABLES.items():
-        started, staged = time.perf_counter(), f"{table}_staged"
-        validate_traits(con, staged, entity, catalog)
-        con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS FROM {staged} WITH NO DATA")
-        con.execute(
-            f"DELETE FROM {table} WHERE snapshot_hour >= $start AND snapshot_hour < $end",
-            {"start": start, "end": end},
-        )
-        computed = {located.trait.name for located in catalog.traits_of(entity)
-                    if not isinstance(located.trait, SqlTrait)}  # fmt: skip
-        retyped = _align_columns(con, table, staged, computed)
-        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {staged} ORDER BY 1, 2")
-        if retyped:  # (the stored hours hold another definition's values, converted)
-            ensure_trait_hours(con)
-            con.execute("DELETE FROM trait_hours WHERE entity = $entity AND "
-                        "list_contains($retyped, trait)",
-                        {"entity": entity, "retyped": sorted(retyped)})  # fmt: skip
-        (count,) = con.execute(f"SELECT count(*) FROM {staged}").fetchone()
+        started = time.perf_counter()
+        validate_traits(con, f"{table}_staged", entity, catalog)
+        seconds[entity] += time.perf_counter() - started
+    # (both tables and trait_hours together, or nothing: a failure after a table's rows of the
+    # window were deleted must not leave it without them)
+    with transaction(con):
+        for entity in TRAIT_TABLES:
+            started = time.perf_counter()
+            _replace_window(con, catalog, entity, start, end)
+            seconds[entity] += time.perf_counter() - started
+        record_trait_hours(con, catalog, start, end)
+    for entity, table in TRAIT_TABLES.items():
+        (count,) = con.execute(f"SELECT count(*) FROM {table}_staged").fetchone()
         compiled = compiled_traits(backend, catalog, entity, hours[-1], tiled) if describe else {}
-        report[entity] = {"rows": count, "compiled": compiled,
-                          "seconds": seconds[entity] + time.perf_counter() - started,
+        report[entity] = {"rows": count, "compiled": compiled, "seconds": seconds[entity],
                           "sql_trait_seconds": sql_seconds[entity]}  # fmt: skip
-    record_trait_hours(con, catalog, start, end)
     return report
+
+
+def _replace_window(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, entity: str, start: datetime, end: datetime
+) -> None:
+    """Replace the rows of `[start, end)` of the entity's trait table with the staged ones,
+    its columns following them."""
+    table = TRAIT_TABLES[entity]
+    staged = f"{table}_staged"
+    con.execute(f"CREATE TABLE IF NOT EXISTS {table} AS FROM {staged} WITH NO DATA")
+    computed = {located.trait.name for located in catalog.traits_of(entity)
+                if not isinstance(located.trait, SqlTrait)}  # fmt: skip
+    # (columns first: DuckDB cannot commit a transaction that alters a table after deleting
+    # from it)
+    retyped = _align_columns(con, table, staged, computed, (start, end))
+    con.execute(
+        f"DELETE FROM {table} WHERE snapshot_hour >= $start AND snapshot_hour < $end",
+        {"start": start, "end": end},
+    )
+    con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM {staged} ORDER BY 1, 2")
+    if retyped:  # (the stored hours hold another definition's values, converted)
+        ensure_trait_hours(con)
+        con.execute("DELETE FROM trait_hours WHERE entity = $entity AND "
+                    "list_contains($retyped, trait)",
+                    {"entity": entity, "retyped": sorted(retyped)})  # fmt: skip
 
 
 def ensure_trait_hours(con: duckdb.DuckDBPyConnection) -> None:
@@ -241,7 +262,7 @@ def entity_rows(
     backend: ibis.BaseBackend, catalog: Catalog, entity: str, tiled: list[ComputedTrait]
 ) -> ir.Table:
     """One entity's trait rows for the hour `HOUR` (a parameter), on any Ibis backend: SQL
-    traits are read from the tables `sql_trait_<name>` the caller made for the hour, and
+    traits are read from the tables `rows_table(name)` the caller made for the hour, and
     tiled traits that combine by day from the day partials of the hour's day."""
     snapshot = _snapshot(backend)
     id_column = ENTITY_ID[entity]
@@ -250,7 +271,7 @@ def entity_rows(
     parts = []
     for located in catalog.traits_of(entity):
         if isinstance(located.trait, SqlTrait):
-            parts.append(backend.table(f"sql_trait_{located.trait.name}"))
+            parts.append(backend.table(rows_table(located.trait.name)))
         else:
             classes[attribution_class(located.trait)].append(located.trait)
     for key, traits in classes.items():
@@ -347,13 +368,13 @@ class SqlTraitRun:
         self.con, self.located, self.trait = con, located, located.trait
         query, self.values = parse_trait_sql(self.trait.sql, self.trait.entity)
         self.query_sql = against_views(query)
-        self.table = f"sql_trait_{self.trait.name}"
-        self.raw_table = f"{self.table}_raw"
+        self.table = rows_table(self.trait.name)
+        self.raw_table = raw_table(self.trait.name)
         self.rows_sql: str | None = None
         self.repeated_sql: str | None = None
 
     def run(self, hour: datetime) -> None:
-        """The trait's rows at `hour` into the temp table `sql_trait_<name>`, by `entity_id`
+        """The trait's rows at `hour` into the temp table `rows_table(name)`, by `entity_id`
         (the snapshot views must be cut at `hour`). DuckDB's error (a column that no table
         has, say), or an entity given several rows without `many`, names the trait and its
         file."""
@@ -420,14 +441,18 @@ def _with_text_ids(raw: ir.Table, id_column: str) -> ir.Table:
 
 
 def _align_columns(
-    con: duckdb.DuckDBPyConnection, table: str, staged: str, computed: set[str]
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    staged: str,
+    computed: set[str],
+    window: tuple[datetime, datetime],
 ) -> set[str]:
-    """Give `table` (without the rows `staged` replaces) the columns of `staged`, adding or
-    dropping them. A column whose type differs takes, for a computed trait, the type its
-    definition gives (it changed: stored values convert where they can, else are null);
-    for a SQL trait (its values of this run, say, are decimals where earlier hours' were
-    integers), a type holding both, and the stored hours keep their values; `staged` is
-    converted to it too. Returns the computed traits whose column changed type."""
+    """Give `table` the columns of `staged`, adding or dropping them (the rows of `window`,
+    which `staged` replaces, do not count). A column whose type differs takes, for a computed
+    trait, the type its definition gives (it changed: stored values convert where they can,
+    else are null); for a SQL trait (its values of this run, say, are decimals where earlier
+    hours' were integers), a type holding both, and the stored hours keep their values;
+    `staged` is converted to it too. Returns the computed traits whose column changed type."""
     wanted, existing = _column_types(con, staged), _column_types(con, table)
     retyped = set()
     for name, kind in wanted.items():
@@ -437,7 +462,9 @@ def _align_columns(
         elif existing[name] != kind:
             retyped |= {name} & computed
             common = (
-                kind if name in computed else _common_type(con, table, quoted, existing[name], kind)
+                kind
+                if name in computed
+                else _common_type(con, window, (table, staged), quoted, existing[name], kind)
             )
             for target, was in ((table, existing[name]), (staged, kind)):
                 if was == common:
@@ -454,21 +481,43 @@ def _align_columns(
 
 
 def _common_type(
-    con: duckdb.DuckDBPyConnection, table: str, quoted: str, stored: str, new: str
+    con: duckdb.DuckDBPyConnection,
+    window: tuple[datetime, datetime],
+    tables: tuple[str, str],
+    quoted: str,
+    stored: str,
+    new: str,
 ) -> str:
     """The type DuckDB unites `stored` and `new` in (BIGINT and DOUBLE: DOUBLE), if every
-    stored value converts to it; else VARCHAR, which holds any value. A list and anything
+    value of `tables` (the stored table's outside the `window` its rows are replaced in, and
+    the staged ones) converts to it; else VARCHAR, which holds any value. A list and anything
     else (or a JSON value and anything else): JSON, which holds both."""
-    if "JSON" in (stored, new) or stored.endswith("[]") or new.endswith("[]"):
+    if "JSON" in (stored, new) or stored.endswith("]") or new.endswith("]"):
         return "JSON"
-    (common,) = con.execute(
-        f"SELECT typeof(x) FROM (SELECT NULL::{stored} AS x UNION ALL SELECT NULL::{new}) LIMIT 1"
-    ).fetchone()
-    (lost,) = con.execute(
-        f"SELECT count(*) FROM {table} WHERE {quoted} IS NOT NULL "
-        f"AND TRY_CAST({quoted} AS {common}) IS NULL"
-    ).fetchone()
-    return "VARCHAR" if lost else common
+    if stored.startswith("UNION(") or new.startswith("UNION("):
+        return "VARCHAR"  # (DuckDB unites a UNION with no other type: it raises, even TRY_CAST)
+    with in_memory(threads=1) as types:  # (a private DuckDB: no error aborts the run's work)
+        try:
+            (common,) = types.execute(
+                f"SELECT typeof(x) FROM (SELECT NULL::{stored} AS x UNION ALL "
+                f"SELECT NULL::{new}) LIMIT 1"
+            ).fetchone()
+        except duckdb.Error:  # (types DuckDB cannot unite)
+            return "VARCHAR"
+    stored_table, staged = tables
+    kept = "(snapshot_hour < $start OR snapshot_hour >= $end) AND "
+    for table, where, params in (
+        (stored_table, kept, {"start": window[0], "end": window[1]}),
+        (staged, "", {}),
+    ):
+        (lost,) = con.execute(
+            f"SELECT count(*) FROM {table} WHERE {where}{quoted} IS NOT NULL "
+            f"AND TRY_CAST({quoted} AS {common}) IS NULL",
+            params,
+        ).fetchone()
+        if lost:
+            return "VARCHAR"
+    return common
 
 
 def _column_types(con: duckdb.DuckDBPyConnection, table: str) -> dict[str, str]:

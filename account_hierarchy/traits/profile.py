@@ -1,12 +1,16 @@
 """Fill rate and distribution of one trait column at one snapshot hour, as Dagster metadata."""
 
+import re
 from datetime import datetime
 
 import dagster as dg
 import duckdb
 import sqlglot.expressions as exp
 
-NUMERIC_TYPES = ("BIGINT", "INTEGER", "DOUBLE", "FLOAT", "DECIMAL", "HUGEINT", "UBIGINT")
+# A number column's type (a list's ends with `[]`, a fixed-size array's with `[N]`).
+NUMERIC_TYPE = re.compile(
+    r"^(U?(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT)|FLOAT|DOUBLE|DECIMAL(\(\d+,\d+\))?)$"
+)
 
 
 def profile_column(
@@ -26,9 +30,11 @@ def profile_column(
     params = {"hour": hour}
     where = f"FROM {table} WHERE snapshot_hour = $hour"
     number = f"CASE WHEN isfinite({quoted}::DOUBLE) THEN {quoted}::DOUBLE END"
-    if kind.endswith("[]"):
+    listed = kind.endswith("]")
+    numeric = bool(NUMERIC_TYPE.match(kind))
+    if listed:
         filled = f"len({quoted}) > 0"
-    elif kind.startswith(NUMERIC_TYPES):
+    elif numeric:
         filled = f"coalesce({number} <> 0, false)"
     elif kind == "VARCHAR":
         filled = f"coalesce({quoted} <> '', false)"
@@ -39,7 +45,7 @@ def profile_column(
         params,
     ).fetchone()
     metadata: dict = {"entities": entities, "fill_rate": float(fill_rate)}
-    if kind.startswith(NUMERIC_TYPES) and not kind.endswith("[]"):
+    if numeric:
         low, mean, median, high = con.execute(
             f"SELECT min({number}), avg({number}), median({number}), max({number}) {where}",
             params,
@@ -47,7 +53,7 @@ def profile_column(
         for name, value in (("min", low), ("mean", mean), ("median", median), ("max", high)):
             metadata[name] = dg.MetadataValue.float(float(value)) if value is not None else None
         return {key: value for key, value in metadata.items() if value is not None}
-    values = f"unnest({quoted})" if kind.endswith("[]") else quoted
+    values = f"unnest({quoted})" if listed else quoted
     top = con.execute(
         f"SELECT CAST(v AS VARCHAR), count(*) AS n FROM (SELECT {values} AS v {where}) "
         "WHERE v IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1 LIMIT 10",

@@ -27,12 +27,29 @@ from sqlglot.optimizer.scope import traverse_scope
 
 VIEWS = ("events", "users", "accounts", "account_memberships", "account_hierarchy", "snapshot")
 VIEW_PREFIX = "sql_trait_view_"
+# The temp tables a SQL trait's rows are made in, per hour: prefixes no view name (nor the other
+# prefix) can make with any trait name (`sql_trait_<name>` would be the view `sql_trait_view_events`
+# for a trait `view_events`, and `sql_trait_<name>_raw` the rows of a trait `<name>_raw`).
+ROWS_PREFIX, RAW_PREFIX = "sql_trait_rows__", "sql_trait_raw__"
 FORBIDDEN_FUNCTION_PREFIXES = ("read_", "parquet_", "sniff_", "glob", "getenv", "query",
                                "current_setting", "getvariable", "duckdb_")  # fmt: skip
 # Column names the trait tables and their queries use themselves: no trait column may take
 # them.
 RESERVED_COLUMNS = ("snapshot_hour", "account_id", "user_id", "entity_id", "entity_id_right")
 ID_COLUMNS = {"account": "account_id", "user": "user_id"}
+# Functions whose value is not the snapshot's: the time of the run, random values, sequences.
+# A trait calling them would not be reproducible for a past hour (`snapshot.as_of` is its time).
+UNREPRODUCIBLE_FUNCTIONS = {
+    "now", "get_current_timestamp", "transaction_timestamp", "current_localtime", "localtime",
+    "setseed", "nextval", "currval", "uuidv4", "uuidv7",
+}  # fmt: skip
+UNREPRODUCIBLE_NODE_NAMES = (
+    "CurrentTimestamp", "CurrentDate", "CurrentTime", "CurrentDatetime", "Localtimestamp",
+    "Localtime", "Rand", "Uuid",
+)  # fmt: skip
+UNREPRODUCIBLE_NODES = tuple(
+    getattr(exp, name) for name in UNREPRODUCIBLE_NODE_NAMES if hasattr(exp, name)
+)
 WRITE_NODES = (
     exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Alter, exp.Command, exp.Set,
     exp.Merge, exp.Copy, exp.Pragma,
@@ -78,10 +95,28 @@ def _check_sources(query: exp.Expression) -> None:
             raise SqlTraitError(f"reads {table.sql('duckdb')}: name views without a schema")
         if name not in VIEWS and (name not in ctes or id(table) in tables):
             raise SqlTraitError(unknown_name("view", table.name, VIEWS))
+    for literal in query.find_all(exp.ToMap):
+        keys = literal.this.expressions if isinstance(literal.this, exp.Struct) else []
+        for key in keys:
+            if isinstance(key, exp.PropertyEQ) and isinstance(key.this, exp.Identifier):
+                # (sqlglot, which renders the query run, reads such a key as text: `MAP {s: 1}`
+                # would run as `MAP {'s': 1}`, whatever `s` holds)
+                raise SqlTraitError(
+                    f"a MAP key {key.this.sql('duckdb')} names a column: write the map as "
+                    f"map([{key.this.sql('duckdb')}], [...]), or quote a text key"
+                )
     for function in query.find_all(exp.Func):
         name = function.name if isinstance(function, exp.Anonymous) else function.sql_name()
         if name.lower().startswith(FORBIDDEN_FUNCTION_PREFIXES):
             raise SqlTraitError(f"calls {name}(): SQL traits cannot read files or settings")
+        if isinstance(function, UNREPRODUCIBLE_NODES) or (
+            isinstance(function, exp.Anonymous) and name.lower() in UNREPRODUCIBLE_FUNCTIONS
+        ):
+            raise SqlTraitError(
+                f"calls {function.sql('duckdb')}: its value is not the snapshot's, so the trait "
+                "would not be reproducible for a past hour (the snapshot's time is "
+                "`(SELECT as_of FROM snapshot)`)"
+            )
         if isinstance(function, exp.Anonymous) and name.lower() not in _duckdb_functions():
             close = difflib.get_close_matches(name.lower(), _duckdb_functions(), n=1)
             hint = f"did you mean {close[0]}()?" if close else "DuckDB has no such function"
@@ -183,4 +218,16 @@ def against_views(query: exp.Expression, dialect: str = "duckdb") -> str:
             return renamed
         return node
 
-    return query.transform(rename).sql(dialect)
+    # (without comments: the generator writes a `--` comment as `/* ... */`, so a comment holding
+    # `*/` would end early and the rest of it would run as SQL)
+    return query.transform(rename).sql(dialect, comments=False)
+
+
+def rows_table(name: str) -> str:
+    """The temp table (or view) holding a SQL trait's rows by `entity_id` for the hour."""
+    return ROWS_PREFIX + name
+
+
+def raw_table(name: str) -> str:
+    """The temp table holding a SQL trait's query result for the hour."""
+    return RAW_PREFIX + name
