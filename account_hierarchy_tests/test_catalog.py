@@ -252,8 +252,16 @@ def test_sql_traits_must_be_one_read_only_query(sql, message):
 @pytest.mark.parametrize("name", ["account_id", "snapshot_hour", "entity_id", "entity_id_right"])
 def test_trait_names_the_tables_use_are_refused(tmp_path, name):
     problems = problems_of(tmp_path, GOOD.replace("name: logins", f"name: {name}"))
-    assert problems == [f"{tmp_path / 'a.yaml'}:3: trait {name}: column {name!r} is a name the "
-                        "trait tables use"]  # fmt: skip
+    assert problems == [f"{tmp_path / 'a.yaml'}:3: trait {name}.name: column {name!r} is a name "
+                        "the trait tables use"]  # fmt: skip
+
+
+def test_a_sql_traits_column_problems_name_its_sql_line(tmp_path):
+    text = GOOD + ("  - name: bad\n    entity: account\n    type: sql\n"
+                   "    sql: SELECT account_id, 2 AS logins FROM accounts\n")  # fmt: skip
+    assert problems_of(tmp_path, text) == [
+        f"{tmp_path / 'a.yaml'}:11: trait bad.sql: column 'logins' is also produced by trait logins"
+    ]
 
 
 def test_ctes_in_scope_are_read_as_ctes():
@@ -491,7 +499,7 @@ audiences:
                 problems_of(tmp_path, text)]  # fmt: skip
     assert problems == [
         f"13: trait logins: name already used at {tmp_path / 'a.yaml'}:3",
-        "18: trait broken.sql: unknown view 'acounts'; did you mean 'accounts'?",
+        "21: trait broken.sql: unknown view 'acounts'; did you mean 'accounts'?",
         "27: audience on_nothing.where.trait: unknown account trait 'nothing'; known: logins",
         "29: destination out.audiences: unknown audience 'gone'; known: on_broken, on_nothing, "
         "quiet",

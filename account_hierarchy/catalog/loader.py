@@ -56,11 +56,14 @@ class DefinitionError(ValueError):
 
 @dataclass(frozen=True)
 class LocatedTrait:
-    """A trait definition and where it was written."""
+    """A trait definition and where it was written: the file, the line, its place in the
+    file's `traits` list and the file's YAML nodes (to find the line of any of its fields)."""
 
     trait: Trait
     file: Path
     line: int
+    index: int = 0
+    tree: yaml.Node | None = field(default=None, compare=False, repr=False)
 
     @property
     def columns(self) -> list[str]:
@@ -210,7 +213,7 @@ def _load_file(path: Path, catalog: Catalog) -> list[str]:
             if section == "audiences":
                 located = LocatedAudience(parsed, path, line, index, tree)
             elif section == "traits":
-                located = LocatedTrait(parsed, path, line)
+                located = LocatedTrait(parsed, path, line, index, tree)
             else:
                 located = LocatedDestination(parsed, path, line)
             getattr(catalog, section).append(located)
@@ -320,17 +323,18 @@ def _check_catalog(catalog: Catalog) -> list[str]:
     problems, checkable = [], []
     seen_names: dict[str, LocatedTrait] = {}
     for located in catalog.traits:
-        trait, where = located.trait, f"{located.file}:{located.line}: trait {located.trait.name}"
-        invalid = []
+        trait, invalid = located.trait, []
         if trait.name in seen_names:
             first = seen_names[trait.name]
-            invalid.append(f"{where}: name already used at {first.file}:{first.line}")
+            invalid.append(
+                f"{_trait_place(located)}: name already used at {first.file}:{first.line}"
+            )
         seen_names.setdefault(trait.name, located)
         if isinstance(trait, SqlTrait):
             try:
                 parse_trait_sql(trait.sql, trait.entity)
             except SqlTraitError as error:
-                invalid.append(f"{where}.sql: {error}")
+                invalid.append(f"{_trait_place(located, 'sql')}: {error}")
                 catalog.invalid_names |= {trait.name, *_result_names(trait.sql)}
         problems += invalid
         if not invalid:
@@ -342,14 +346,24 @@ def _check_catalog(catalog: Catalog) -> list[str]:
     return problems
 
 
+def _trait_place(located: LocatedTrait, field: str | None = None) -> str:
+    """`file:line: trait name.field`, at the line of the field (of the trait, without one)."""
+    if field is None or located.tree is None:
+        line = located.line
+    else:
+        line = _line(located.tree, ("traits", located.index, field))
+    return f"{located.file}:{line}: trait {located.trait.name}" + (f".{field}" if field else "")
+
+
 def _check_columns(catalog: Catalog) -> list[str]:
     """Every trait column is a lower-case name produced by one trait only."""
     problems = []
     for entity in ("account", "user"):
         owners: dict[str, LocatedTrait] = {}
         for located in catalog.traits_of(entity):
+            field = "sql" if isinstance(located.trait, SqlTrait) else "name"
+            where = _trait_place(located, field)
             for column in located.columns:
-                where = f"{located.file}:{located.line}: trait {located.trait.name}"
                 if not NAME.match(column):
                     problems.append(f"{where}: column {column!r} must be a lower-case name")
                 elif column in RESERVED_COLUMNS:
