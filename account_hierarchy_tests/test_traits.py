@@ -924,6 +924,7 @@ def test_sql_traits_named_like_the_views_or_each_others_tables_compute(tmp_path)
         ("{'a': 1}", "5"),                      # STRUCT, then INTEGER: 5 was stored as null
         ("DATE '2026-01-01'", "5"),             # DATE, then INTEGER: likewise
         ("union_value(num := 2)", "{'a': 1}"),  # the write failed: DuckDB unites no UNION
+        ("true", "5"),                          # BOOLEAN, then INTEGER: true was stored as 1
     ],
 )  # fmt: skip
 def test_a_sql_trait_whose_values_change_to_a_type_the_stored_one_cannot_hold(

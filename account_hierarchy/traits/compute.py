@@ -491,11 +491,14 @@ def _common_type(
     """The type DuckDB unites `stored` and `new` in (BIGINT and DOUBLE: DOUBLE), if every
     value of `tables` (the stored table's outside the `window` its rows are replaced in, and
     the staged ones) converts to it; else VARCHAR, which holds any value. A list and anything
-    else (or a JSON value and anything else): JSON, which holds both."""
+    else (or a JSON value and anything else): JSON, which holds both. A truth value or a bit
+    string and anything else: VARCHAR (DuckDB would turn true into 1, and 5 into bits)."""
     if "JSON" in (stored, new) or stored.endswith("]") or new.endswith("]"):
         return "JSON"
     if stored.startswith("UNION(") or new.startswith("UNION("):
         return "VARCHAR"  # (DuckDB unites a UNION with no other type: it raises, even TRY_CAST)
+    if {stored, new} & {"BOOLEAN", "BIT"}:
+        return "VARCHAR"
     with in_memory(threads=1) as types:  # (a private DuckDB: no error aborts the run's work)
         try:
             (common,) = types.execute(
