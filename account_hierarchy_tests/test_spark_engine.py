@@ -19,6 +19,7 @@ from pyspark.errors import AnalysisException
 from account_hierarchy import settings
 from account_hierarchy.activation.assets import build_diffs_asset
 from account_hierarchy.audiences.assets import build_audience_assets
+from account_hierarchy.audiences.evaluate import NotComputedError
 from account_hierarchy.audiences.memberships import build_audience, member_frame
 from account_hierarchy.catalog.loader import Catalog, load_catalog
 from account_hierarchy.hierarchy.assets import hierarchy_snapshots
@@ -29,7 +30,7 @@ from account_hierarchy.moments import utc_sql
 from account_hierarchy.partitions import hours_of
 from account_hierarchy.resources import LandingFolder, Warehouse
 from account_hierarchy.sample.generator import generate_sample
-from account_hierarchy.spark import audiences, lake
+from account_hierarchy.spark import audiences, lake, stages
 from account_hierarchy.spark.audiences import build_audience_on_spark
 from account_hierarchy.spark.session import register_json_functions, spark_backend, spark_session
 from account_hierarchy.spark.traits import INPUTS, build_traits_on_spark
@@ -474,3 +475,26 @@ def test_spark_reads_the_moments_duckdb_reads(spark):
     read = [row[0] for row in frame.selectExpr("utc_moment(text)").collect()]
     assert dict(zip(texts, read, strict=True)) == dict(zip(texts, expected, strict=True))
     assert expected[4] == datetime(2026, 10, 1) and expected[6] == datetime(2026, 9, 30, 22)
+
+
+def test_a_spark_audience_refuses_the_hours_of_an_edited_trait(tmp_path, monkeypatch):
+    """The lake has no `trait_hours`: the Spark stage checks the warehouse's before Spark
+    runs, so an audience refuses the hours a trait was computed for by another definition,
+    as with the DuckDB engine."""
+    nps = trait_cases.track("n1", "2026-10-01T10:10:00Z", "u1", "NPS", score=3)
+    write_lines(tmp_path / "landing" / "a.ndjson", [nps])
+    avg = {"name": "nps", "entity": "user", "type": "aggregation", "function": "avg",
+           "event": "NPS", "property": "score"}  # fmt: skip
+    high = {"name": "high", "entity": "user", "where": {"trait": "nps", "gt": 3.5}}
+    definitions = tmp_path / "defs" / "d.yaml"
+    definitions.parent.mkdir()
+    start, end = datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11)
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", start, end, PARTITIONS_START)
+        definitions.write_text(yaml.safe_dump({"traits": [avg], "audiences": [high]}))
+        trait_cases.build_all(con, None, start, end, definitions.parent)
+        edited = {"traits": [avg | {"function": "max"}], "audiences": [high]}
+        definitions.write_text(yaml.safe_dump(edited))
+        monkeypatch.setattr(stages, "spark_session", lambda: pytest.fail("Spark started"))
+        with pytest.raises(NotComputedError, match="'nps' was not computed for 1 of the 1"):
+            stages.audience(con, load_catalog(definitions.parent), "high", start, end)

@@ -557,23 +557,22 @@ def require_snapshots(
                 f"{name} has no snapshot for {expected - found} of the {expected} hours from "
                 f"{start} to {end}: materialize it first."
             )
-    if evaluated.traits and "trait_hours" in existing:
-        _require_traits_computed(backend, evaluated.traits, start, end, expected)
+    require_traits_computed(backend, evaluated, start, end)
 
 
-def _require_traits_computed(
-    backend: ibis.BaseBackend,
-    traits: dict[tuple[str, str], str],
-    start: datetime,
-    end: datetime,
-    expected: int,
+def require_traits_computed(
+    backend: ibis.BaseBackend, evaluated: Evaluated, start: datetime, end: datetime
 ) -> None:
-    """Fail clearly when a trait tested was not computed by its definition (`traits` gives
-    their fingerprints) for every hour of `[start, end)`, as `trait_hours` records: a trait
-    added to the definitions and built for older hours only has a column at the newer ones
-    too, without values; a trait edited holds its old definition's values until rebuilt.
+    """Fail clearly when a trait the evaluation tests was not computed by its current
+    definition for every hour of `[start, end)`, as `trait_hours` records: a trait added to
+    the definitions and built for older hours only has a column at the newer ones too,
+    without values; a trait edited holds its old definition's values until built again.
     Entities with no hour recorded at all have trait tables built before `trait_hours` was
     kept, and are not checked."""
+    traits = evaluated.traits
+    if not traits or "trait_hours" not in backend.list_tables():
+        return
+    expected = int((end - start) / timedelta(hours=1))
     recorded = backend.table("trait_hours")
     inside = (
         (recorded.snapshot_hour >= timestamp(start))

@@ -10,7 +10,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
+import ibis
 
+from account_hierarchy.audiences.evaluate import Evaluator, require_traits_computed
 from account_hierarchy.audiences.memberships import (
     AudienceReport,
     changes_at,
@@ -26,6 +28,7 @@ from account_hierarchy.spark.ingest import ingest_on_spark
 from account_hierarchy.spark.session import spark_session
 from account_hierarchy.spark.traits import build_traits_on_spark
 from account_hierarchy.traits.compute import TRAIT_TABLES, record_trait_hours
+from account_hierarchy.warehouse import table_names
 
 
 def ingest(
@@ -62,6 +65,9 @@ def audience(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, name: str, start: datetime, end: datetime
 ) -> AudienceReport:
     """One audience on Spark; the report `audiences.memberships.build_audience` gives."""
+    if "trait_hours" in table_names(con):  # (the lake has no trait_hours: checked here)
+        backend = ibis.duckdb.from_connection(con)
+        require_traits_computed(backend, Evaluator(backend, catalog).audience(name), start, end)
     report, members = build_audience_on_spark(spark_session(), catalog, name, start, end)
     lake.attach_views(con, [MEMBERSHIPS])
     record_audience_hours(con, name, start, end, report.sizes)
