@@ -5,17 +5,27 @@ from datetime import datetime
 
 _HOUR = re.compile(
     r"^(?P<date>\d{4}-\d{2}-\d{2})[T\- ](?P<hour>[01]\d|2[0-3])"
-    r"(:[0-5]\d(:[0-5]\d(\.\d+)?)?)?(Z|[+]00:?00)?$"
+    r"(:(?P<minute>[0-5]\d)(:(?P<second>[0-5]\d(\.\d+)?))?)?(Z|[+]00:?00)?$"
 )
 
 
 def parse_hour(text: str) -> datetime:
     """The UTC hour named by `2026-10-01T10`, `2026-10-01T10:00`, `2026-10-01 10:00:00Z` or
-    a partition key `2026-10-01-10:00` (minutes are dropped: the hour containing them)."""
+    a partition key `2026-10-01-10:00`. A time within the hour (`10:30`) is refused: a
+    snapshot holds what was known at the end of its hour, not at any time within it."""
     match = _HOUR.match(text.strip())
     try:
-        if match:
-            return datetime.strptime(match["date"], "%Y-%m-%d").replace(hour=int(match["hour"]))
+        hour = datetime.strptime(match["date"], "%Y-%m-%d") if match else None
     except ValueError:  # (no such day: 2026-02-30)
-        pass
-    raise ValueError(f"{text!r} is not an hour; use e.g. 2026-10-01T10 or 2026-10-01-10:00 (UTC)")
+        hour = None
+    if hour is None:
+        raise ValueError(
+            f"{text!r} is not an hour; use e.g. 2026-10-01T10 or 2026-10-01-10:00 (UTC)"
+        )
+    if float(match["minute"] or 0) or float(match["second"] or 0):
+        raise ValueError(
+            f"{text!r} is not a whole hour: a snapshot holds what was known at the end of its "
+            f"hour; use {match['date']}T{match['hour']} for the one ending at "
+            f"{(int(match['hour']) + 1) % 24:02d}:00"
+        )
+    return hour.replace(hour=int(match["hour"]))

@@ -119,8 +119,10 @@ def test_unknown_entity_and_bad_hour_give_clear_errors(warehouse):
 
 
 @pytest.mark.parametrize(
-    "text", ["2026-10-01T10", "2026-10-01T10:00", "2026-10-01 10:00:00Z", "2026-10-01-10:00"]
-)
+    "text",
+    ["2026-10-01T10", "2026-10-01T10:00", "2026-10-01 10:00:00Z", "2026-10-01-10:00",
+     "2026-10-01T10:00:00.000"],
+)  # fmt: skip
 def test_parse_hour(text):
     assert parse_hour(text) == datetime(2026, 10, 1, 10)
 
@@ -129,6 +131,16 @@ def test_parse_hour(text):
                                   "2026-10-01T24", "2026-10-01T10:00:61"])  # fmt: skip
 def test_impossible_hours_are_refused_naming_the_text(text):
     with pytest.raises(ValueError, match=f"'{text}' is not an hour"):
+        parse_hour(text)
+
+
+@pytest.mark.parametrize("text", ["2026-10-01T10:30", "2026-10-01 10:00:01Z",
+                                  "2026-10-01T10:00:00.5"])  # fmt: skip
+def test_a_time_within_an_hour_is_refused(text):
+    """It would silently name the snapshot of the hour containing it, whose data runs to the
+    end of that hour."""
+    with pytest.raises(ValueError, match=f"'{text}' is not a whole hour: .* use 2026-10-01T10 "
+                                         "for the one ending at 11:00"):  # fmt: skip
         parse_hour(text)
 
 
