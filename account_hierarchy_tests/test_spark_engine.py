@@ -337,9 +337,14 @@ def test_engine_setting(monkeypatch):
 
 
 def test_the_dagster_assets_on_spark_write_what_duckdb_writes(engines):
-    """Every warehouse table the same (Spark's as views over the lake), and the lake readable;
-    the duckdb engine writes no lake."""
+    """Every warehouse table the same (Spark's as views over the lake, their columns in the
+    same order), and the lake readable; the duckdb engine writes no lake."""
     tables = engines.tables
+    orders = {path: column_order(path) for path in (engines.warehouse.parent / "spark.duckdb",
+                                                    engines.warehouse)}  # fmt: skip
+    spark_order, duckdb_order = ({table: order[table] for table in tables["duckdb"]}
+                                 for order in orders.values())  # fmt: skip
+    assert spark_order == duckdb_order
     assert engines.kinds == {"duckdb": {"duckdb"}, "spark": {"spark"}}
     assert not (engines.warehouse.parent / "lake_duckdb").exists()
     assert set(tables["spark"]) == set(tables["duckdb"])
@@ -352,6 +357,15 @@ def test_the_dagster_assets_on_spark_write_what_duckdb_writes(engines):
         for table in published:
             found = lake.read_with_duckdb(con, table, engines.lake_dir).aggregate("count(*)")
             assert found.fetchone()[0] == len(tables["duckdb"][table]) > 0, table
+
+
+def column_order(warehouse: Path) -> dict[str, list[str]]:
+    """Each table's (view's) column names, in their order."""
+    with connect(warehouse, read_only=True) as con:
+        return dict(con.execute(
+            "SELECT table_name, list(column_name ORDER BY ordinal_position) "
+            "FROM information_schema.columns WHERE table_schema = 'main' GROUP BY 1"
+        ).fetchall())  # fmt: skip
 
 
 def test_a_window_without_rows_leaves_a_readable_table(spark, tmp_path):

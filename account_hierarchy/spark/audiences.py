@@ -26,6 +26,7 @@ MEMBERSHIPS_SCHEMA = (
     "snapshot_hour TIMESTAMP_NTZ, audience STRING, entity_type STRING, entity_id STRING, "
     "reason STRING"
 )
+MEMBERSHIP_COLUMNS = tuple(field.split()[0] for field in MEMBERSHIPS_SCHEMA.split(", "))
 
 
 def build_audience_on_spark(

@@ -10,7 +10,7 @@ naive UTC timestamp; readers drop the `hour` partition column again.
 
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -195,11 +195,14 @@ def write_validated(
     return rows
 
 
-def _scan(table: str, lake: str | None) -> str:
-    """DuckDB SQL reading every file of a lake table (the path as a quoted literal)."""
+def _scan(table: str, lake: str | None, columns: Sequence[str] = ()) -> str:
+    """DuckDB SQL reading every file of a lake table (the path as a quoted literal): its
+    `columns` in that order, else every column but the hour partition (the outer partition
+    columns last)."""
     files = exp.Literal.string(f"{location(table, lake)}/**/*.parquet").sql("duckdb")
+    selected = ", ".join(columns) or f"* EXCLUDE ({PARTITION})"
     return (
-        f"SELECT * EXCLUDE ({PARTITION}) FROM read_parquet({files}, hive_partitioning = true, "
+        f"SELECT {selected} FROM read_parquet({files}, hive_partitioning = true, "
         "hive_types_autocast = false, union_by_name = true)"
     )
 
@@ -212,10 +215,14 @@ def read_with_duckdb(
 
 
 def attach_views(
-    con: duckdb.DuckDBPyConnection, tables: list[str], lake: str | None = None
+    con: duckdb.DuckDBPyConnection,
+    tables: list[str],
+    lake: str | None = None,
+    columns: Sequence[str] = (),
 ) -> None:
     """Make lake tables readable in the warehouse as views of the same names, so that the
-    metadata, checks, CLI and delivery read what the Spark engine wrote."""
+    metadata, checks, CLI and delivery read what the Spark engine wrote (`columns`: in the
+    order of the DuckDB engine's table, when an outer partition column would come last)."""
     for table in tables:
         kind = con.execute(
             "SELECT table_type FROM information_schema.tables WHERE table_name = $t", {"t": table}
@@ -225,4 +232,4 @@ def attach_views(
                 f"the warehouse holds a table {table} made by the duckdb engine; run the spark "
                 "engine with its own AH_WAREHOUSE"
             )
-        con.execute(f"CREATE OR REPLACE VIEW {table} AS {_scan(table, lake)}")
+        con.execute(f"CREATE OR REPLACE VIEW {table} AS {_scan(table, lake, columns)}")

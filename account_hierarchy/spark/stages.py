@@ -21,7 +21,11 @@ from account_hierarchy.audiences.memberships import (
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.ingest.load import IngestReport
 from account_hierarchy.spark import lake
-from account_hierarchy.spark.audiences import MEMBERSHIPS, build_audience_on_spark
+from account_hierarchy.spark.audiences import (
+    MEMBERSHIP_COLUMNS,
+    MEMBERSHIPS,
+    build_audience_on_spark,
+)
 from account_hierarchy.spark.diffs import DIFFS, build_diffs_on_spark
 from account_hierarchy.spark.hierarchy import HIERARCHY_TABLES, build_hierarchy_on_spark
 from account_hierarchy.spark.ingest import ingest_on_spark
@@ -69,7 +73,7 @@ def audience(
         backend = ibis.duckdb.from_connection(con)
         require_traits_computed(backend, Evaluator(backend, catalog).audience(name), start, end)
     report, members = build_audience_on_spark(spark_session(), catalog, name, start, end)
-    lake.attach_views(con, [MEMBERSHIPS])
+    lake.attach_views(con, [MEMBERSHIPS], columns=MEMBERSHIP_COLUMNS)
     record_audience_hours(con, name, start, end, report.sizes)
     report.entered, report.exited = changes_at(
         con, catalog, name, members, end - timedelta(hours=1)
