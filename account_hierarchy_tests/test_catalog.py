@@ -515,7 +515,8 @@ def test_every_problem_of_a_destination_is_reported(tmp_path):
     assert [problem.split(": ", 2)[2] for problem in problems] == [
         "url 'ftp://host' must be http:// or https://, name a host, have no spaces, and give a "
         "port, if any, from 0 to 65535",
-        "write_key_env 'key' must be an environment variable name",
+        "write_key_env must be an environment variable name (upper case letters, digits and "
+        "underscores), not the write key itself",
         "a jsonl destination needs `folder`; url: not a setting of jsonl destinations; a "
         "destination needs at least one audience or trait to send",
     ], problems

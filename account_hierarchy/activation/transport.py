@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 import requests
-from requests.exceptions import ChunkedEncodingError
+import urllib3
 
 from account_hierarchy.catalog.destination_models import Destination, RetrySettings
 
@@ -48,6 +48,13 @@ class DestinationUnavailableError(RuntimeError):
     def __init__(self, message: str, attempts: int = 0):
         super().__init__(message)
         self.attempts = attempts
+
+
+_REQUESTS_ERRORS = {
+    urllib3.exceptions.ProtocolError: requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.DecodeError: requests.exceptions.ContentDecodingError,
+    urllib3.exceptions.ReadTimeoutError: requests.exceptions.ReadTimeout,
+}
 
 
 class HttpSender:
@@ -90,14 +97,17 @@ class HttpSender:
         try:
             # (a redirect is not followed: requests would follow it as a GET without the body,
             # and take that answer as the batch's)
+            started = time.monotonic()
             response = requests.post(
                 self.endpoint, json=body, auth=(self.write_key, ""),
-                timeout=self.retry.timeout_seconds, allow_redirects=False,
+                timeout=self.retry.timeout_seconds, allow_redirects=False, stream=True,
             )  # fmt: skip
-        except (requests.ConnectionError, requests.Timeout, ChunkedEncodingError) as error:
-            # (an answer cut off is no answer: the batch may or may not have been applied)
+            with response:
+                text = self._read(response, started)
+        except requests.RequestException as error:
+            # (an answer cut off, or one that cannot be decoded, is no answer: the batch may or
+            # may not have been applied; requests' timeout bounds each read, `_read` the whole)
             return backoff, f"{type(error).__name__}"
-        text = response.text[:500]
         if response.status_code == 429:
             return _retry_after(response, backoff), "429 Too Many Requests"
         if response.status_code >= 500:
@@ -107,6 +117,23 @@ class HttpSender:
                     "destination's url to where it points")  # fmt: skip
         accepted = 200 <= response.status_code < 300
         return Outcome(accepted, response.status_code, text, attempt), ""
+
+    def _read(self, response: requests.Response, started: float) -> str:
+        """The answer's first 500 characters, read within `timeout_seconds` of the request's
+        start (a server trickling its answer times out like one that does not answer)."""
+        data = b""
+        while len(data) <= 65536:
+            if time.monotonic() - started > self.retry.timeout_seconds:
+                raise requests.Timeout("the answer took longer than timeout_seconds")
+            try:
+                # (`read1` returns what has arrived; `read` would wait for its whole amount)
+                chunk = response.raw.read1(8192, decode_content=True)
+            except urllib3.exceptions.HTTPError as error:  # (named as requests names them)
+                raise _REQUESTS_ERRORS.get(type(error), requests.ConnectionError)(error) from None
+            if not chunk:
+                break
+            data += chunk
+        return data.decode(response.encoding or "utf-8", errors="replace")[:500]
 
 
 def _retry_after(response: requests.Response, fallback: float) -> float:
@@ -132,15 +159,26 @@ class JsonlSender:
         self.folder = folder
 
     def send(self, batch: list[dict]) -> Outcome:
-        """Write the batch to a new file named after its messages; always accepted."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Write the batch to a new file named after its messages; accepted once written (a
+        folder that cannot be written makes the destination unavailable)."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise DestinationUnavailableError(f"{self.folder}: {error}", 1) from None
         lines = "".join(json.dumps(message, sort_keys=True) + "\n" for message in batch)
         digest = hashlib.sha1("".join(m["messageId"] for m in batch).encode()).hexdigest()[:16]
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         path = self.folder / f"batch-{stamp}-{digest}.jsonl"
         temporary = path.with_name("." + path.name)
-        temporary.write_text(lines)
-        temporary.rename(path)
+        try:
+            with temporary.open("w") as file:
+                file.write(lines)
+                file.flush()
+                os.fsync(file.fileno())
+            temporary.rename(path)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise DestinationUnavailableError(f"{self.folder}: {error}", 1) from None
         return Outcome(True, None, str(path), 1)
 
 
@@ -154,4 +192,11 @@ def sender_for(destination: Destination) -> Sender:
             f"destination {destination.name}: environment variable {destination.write_key_env} "
             "(its write key) is not set"
         )
+    try:
+        write_key.encode("latin-1")  # (basic auth sends it as Latin-1)
+    except UnicodeEncodeError:
+        raise DestinationUnavailableError(
+            f"destination {destination.name}: environment variable {destination.write_key_env} "
+            "(its write key) holds characters a basic-auth user cannot carry"
+        ) from None
     return HttpSender(destination.url, write_key, destination.retry)

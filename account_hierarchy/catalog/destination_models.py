@@ -4,12 +4,20 @@ import re
 from typing import Literal
 from urllib.parse import urlsplit
 
+import requests
 from pydantic import Field, FiniteFloat, field_validator, model_validator
+from urllib3.exceptions import LocationParseError
 
 from account_hierarchy.catalog.models import Strict, check_name
 
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 CALLS = ("group", "identify", "track")
+
+
+def _without_credentials(url: str) -> str:
+    """The url with any `user:password@`, query and fragment masked (for messages)."""
+    url = re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#]*@", r"\1***@", url)
+    return re.sub(r"([?#]).*$", r"\1***", url)
 
 
 class EventNames(Strict):
@@ -74,7 +82,11 @@ class Destination(Strict):
     @classmethod
     def _env(cls, value: str | None) -> str | None:
         if value is not None and not ENV_NAME.match(value):
-            raise ValueError(f"write_key_env {value!r} must be an environment variable name")
+            # (the value is not repeated: a write key pasted here by mistake is not echoed)
+            raise ValueError(
+                "write_key_env must be an environment variable name (upper case letters, digits "
+                "and underscores), not the write key itself"
+            )
         return value
 
     @field_validator("url")
@@ -91,9 +103,29 @@ class Destination(Strict):
         if not (value.startswith(("http://", "https://")) and parts.hostname and port_ok
                 and not re.search(r"\s", value)):  # fmt: skip
             raise ValueError(
-                f"url {value!r} must be http:// or https://, name a host, have no spaces, and "
-                "give a port, if any, from 0 to 65535"
+                f"url {_without_credentials(value)!r} must be http:// or https://, name a host, "
+                "have no spaces, and give a port, if any, from 0 to 65535"
             )
+        if parts.username is not None or parts.password is not None:
+            # (credentials in the url would be shown wherever the url is: errors, delivery_log)
+            raise ValueError(
+                f"url {_without_credentials(value)!r} must not carry credentials: the write key "
+                "goes in the environment variable named by write_key_env"
+            )
+        if parts.query or parts.fragment or "?" in value or "#" in value:
+            # (the batch goes to {url}/v1/batch: a query or fragment would swallow that path)
+            raise ValueError(
+                f"url {_without_credentials(value)!r} must have no query (?) or fragment (#): "
+                "batches are posted to {url}/v1/batch"
+            )
+        try:
+            # (what the HTTP client would refuse when sending: names it cannot encode, empty
+            # labels such as `a..b`)
+            requests.Request("POST", value.rstrip("/") + "/v1/batch").prepare()
+            if not parts.hostname.startswith("["):
+                parts.hostname.encode("idna")
+        except (requests.RequestException, LocationParseError, UnicodeError):
+            raise ValueError(f"url {_without_credentials(value)!r} names no valid host") from None
         return value
 
     @model_validator(mode="after")
