@@ -701,6 +701,28 @@ def test_a_call_off_while_an_entity_came_and_went_gets_no_exit(box, tmp_path):
           '"free_accounts": true}') for user in ("u1", "u2")}  # fmt: skip
 
 
+def test_a_user_stays_in_while_any_of_their_accounts_is_a_member(box):
+    """u1 belongs to ACME and GLOBEX, both free; ACME upgrades: its group call says false, and
+    so do u2's calls (ACME's only other user), while u1, still of a free account, gets none."""
+    con, destination_with, load = box
+    load([group_call("g1", "2026-10-01T10:00:00Z", "ACME", "u1", plan="free"),
+          group_call("g2", "2026-10-01T10:00:00Z", "ACME", "u2"),
+          group_call("g3", "2026-10-01T10:00:00Z", "GLOBEX", "u1", plan="free"),
+          group_call("g4", "2026-10-01T11:00:00Z", "ACME", "u2", plan="pro")])  # fmt: skip
+    catalog, destination = destination_with(ALL_CALLS)
+    build_hour(con, catalog, H10)
+    sync(con, catalog, destination, Recorder())
+    build_hour(con, catalog, H11)
+    recorder = Recorder()
+    sync(con, catalog, destination, recorder)
+    assert calls(recorder.messages) == {
+        ("group", "ACME", '{"free_accounts": false}'),
+        ("identify", "u2", '{"free_accounts": false}'),
+        ("track", "u2", "Audience Exited", '{"audience_key": "free_accounts", '
+         '"free_accounts": false}'),
+    }  # fmt: skip
+
+
 def test_state_of_a_warehouse_keeping_one_list_of_calls_per_destination_is_migrated(tmp_path):
     with connect(tmp_path / "wh.duckdb") as con:
         con.execute(
