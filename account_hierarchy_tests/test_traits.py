@@ -857,6 +857,31 @@ def test_hours_computed_by_another_definition_of_a_trait_do_not_count(tmp_path):
             build_audience(con, catalog, "high", hour, later + timedelta(hours=1))
 
 
+def test_a_trait_hours_kept_before_the_fingerprint_counts_for_any_definition(tmp_path):
+    """A warehouse whose `trait_hours` predates its `definition` column (built by an earlier
+    version, no trait run since the upgrade) is read as it is: its hours count for any
+    definition; a preview or an audience does not fail on the missing column."""
+    write_lines(tmp_path / "landing" / "a.ndjson", [track("t1", "2026-10-01T10:10:00Z", "u1")])
+    logins = {"name": "logins", "entity": "user", "type": "event_counter", "event": "Logged In"}
+    active = {"name": "active", "entity": "user", "where": {"trait": "logins", "gte": 1}}
+    (tmp_path / "defs").mkdir()
+    (tmp_path / "defs" / "d.yaml").write_text(
+        yaml.safe_dump({"traits": [logins], "audiences": [active]})
+    )
+    hour = datetime(2026, 10, 1, 10)
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", hour, hour + timedelta(hours=1), PARTITIONS_START)
+        catalog = build_all(
+            con, tmp_path / "landing", hour, hour + timedelta(hours=1), tmp_path / "defs"
+        )
+        con.execute("ALTER TABLE trait_hours DROP COLUMN definition")  # (as kept before)
+        assert newest_evaluable_hour(con, catalog, "active") == hour
+        assert preview(con, catalog, "active", hour)["members"] == 1
+        assert build_audience(con, catalog, "active", hour, hour + timedelta(hours=1)).sizes == {
+            hour: 1
+        }
+
+
 def test_small_and_unsigned_integers_and_fixed_size_arrays_are_profiled_by_kind():
     """A SMALLINT's zero is no value and it has number statistics; an INTEGER[2] (a fixed-size
     array) is profiled as a list (number statistics failed the trait asset)."""

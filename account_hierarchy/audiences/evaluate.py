@@ -574,11 +574,11 @@ def require_traits_computed(
         return
     expected = int((end - start) / timedelta(hours=1))
     recorded = backend.table("trait_hours")
-    inside = (
-        (recorded.snapshot_hour >= timestamp(start))
-        & (recorded.snapshot_hour < timestamp(end))
-        & (recorded.definition.isnull() | recorded.definition.isin(list(traits.values())))
+    inside = (recorded.snapshot_hour >= timestamp(start)) & (
+        recorded.snapshot_hour < timestamp(end)
     )
+    if "definition" in recorded.columns:  # (else kept before the fingerprint was: any counts)
+        inside &= recorded.definition.isnull() | recorded.definition.isin(list(traits.values()))
     counts = recorded.group_by("entity", "trait").aggregate(
         hours=recorded.snapshot_hour.nunique(where=inside)
     )

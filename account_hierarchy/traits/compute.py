@@ -186,10 +186,17 @@ def newest_trait_hours(
     """(entity, trait column) -> the newest hour it was computed for by its definition in
     `catalog`, as `trait_hours` records (None: by other definitions only; an entity missing
     from it has trait tables built before the table was kept)."""
+    # (a trait_hours kept before the fingerprint was, not yet altered by a trait run: none of
+    # its hours has one, and they count for any definition)
+    (fingerprinted,) = con.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'trait_hours' "
+        "AND column_name = 'definition' AND schema_name = current_schema()"
+    ).fetchone()
+    definition = "definition" if fingerprinted else "NULL::VARCHAR"
     return {(entity, trait): hour for entity, trait, hour in rows_if_table_exists(
         con,
-        "SELECT entity, trait, max(snapshot_hour) FILTER (WHERE definition IS NULL OR "
-        "list_contains($current, definition)) FROM trait_hours GROUP BY ALL",
+        f"SELECT entity, trait, max(snapshot_hour) FILTER (WHERE {definition} IS NULL OR "
+        f"list_contains($current, {definition})) FROM trait_hours GROUP BY ALL",
         {"current": list(catalog.trait_definitions().values())},
     )}  # fmt: skip
 
