@@ -58,6 +58,7 @@ from account_hierarchy.traits.compile import (
     timestamp,
     window_interval,
 )
+from account_hierarchy.traits.compute import computed_by
 from account_hierarchy.traits.tiles import (
     DAY_TILES,
     TILES,
@@ -574,11 +575,11 @@ def require_traits_computed(
         return
     expected = int((end - start) / timedelta(hours=1))
     recorded = backend.table("trait_hours")
-    inside = (recorded.snapshot_hour >= timestamp(start)) & (
-        recorded.snapshot_hour < timestamp(end)
+    inside = (
+        (recorded.snapshot_hour >= timestamp(start))
+        & (recorded.snapshot_hour < timestamp(end))
+        & computed_by(recorded, traits.values())
     )
-    if "definition" in recorded.columns:  # (else kept before the fingerprint was: any counts)
-        inside &= recorded.definition.isnull() | recorded.definition.isin(list(traits.values()))
     counts = recorded.group_by("entity", "trait").aggregate(
         hours=recorded.snapshot_hour.nunique(where=inside)
     )

@@ -9,6 +9,7 @@ checked and rendered once per run (`SqlTraitRun`), run once per hour against the
 
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,7 +57,7 @@ from account_hierarchy.traits.tiles import (
     tiles_as_of,
     value_selection,
 )
-from account_hierarchy.warehouse import in_memory, rows_if_table_exists, transaction
+from account_hierarchy.warehouse import in_memory, table_names, transaction
 
 TRAIT_TABLES = {"account": "account_traits", "user": "user_traits"}
 ENTITY_TABLES = {"account": "accounts", "user": "users"}
@@ -180,25 +181,30 @@ def ensure_trait_hours(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(TRAIT_HOURS_DDL)
 
 
+def computed_by(recorded: ir.Table, definitions: Iterable[str]) -> ir.BooleanValue:
+    """Which rows of `trait_hours` (`recorded`) were computed by one of `definitions`
+    (`Catalog.trait_definitions` fingerprints): rows recorded before the fingerprint was
+    kept (without one, or in a table the read-only CLI reads before a trait run adds the
+    column) by any."""
+    if "definition" not in recorded.columns:
+        return ibis.literal(True)
+    return recorded.definition.isnull() | recorded.definition.isin(list(definitions))
+
+
 def newest_trait_hours(
     con: duckdb.DuckDBPyConnection, catalog: Catalog
 ) -> dict[tuple[str, str], datetime | None]:
     """(entity, trait column) -> the newest hour it was computed for by its definition in
     `catalog`, as `trait_hours` records (None: by other definitions only; an entity missing
     from it has trait tables built before the table was kept)."""
-    # (a trait_hours kept before the fingerprint was, not yet altered by a trait run: none of
-    # its hours has one, and they count for any definition)
-    (fingerprinted,) = con.execute(
-        "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'trait_hours' "
-        "AND column_name = 'definition' AND schema_name = current_schema()"
-    ).fetchone()
-    definition = "definition" if fingerprinted else "NULL::VARCHAR"
-    return {(entity, trait): hour for entity, trait, hour in rows_if_table_exists(
-        con,
-        f"SELECT entity, trait, max(snapshot_hour) FILTER (WHERE {definition} IS NULL OR "
-        f"list_contains($current, {definition})) FROM trait_hours GROUP BY ALL",
-        {"current": list(catalog.trait_definitions().values())},
-    )}  # fmt: skip
+    if "trait_hours" not in table_names(con):
+        return {}
+    recorded = ibis.duckdb.from_connection(con).table("trait_hours")
+    current = computed_by(recorded, catalog.trait_definitions().values())
+    newest = recorded.group_by("entity", "trait").aggregate(
+        hour=recorded.snapshot_hour.max(where=current)
+    )
+    return {(row["entity"], row["trait"]): row["hour"] for row in newest.to_pyarrow().to_pylist()}
 
 
 def record_trait_hours(
@@ -217,7 +223,7 @@ def record_trait_hours(
     for entity in TRAIT_TABLES:
         con.execute(
             "DELETE FROM trait_hours WHERE entity = $entity AND NOT list_contains($columns, trait)",
-            {"entity": entity, "columns": list(catalog.trait_columns(entity))},
+            {"entity": entity, "columns": [col for of, col in definitions if of == entity]},
         )
     con.execute(
         "INSERT INTO trait_hours BY NAME SELECT entity, trait, hour AS snapshot_hour, definition "
