@@ -110,13 +110,13 @@ _JSON_FUNCTIONS = {
     "moment_text": f"STRING RETURN regexp_replace(regexp_replace(value, '{_DATE}', "
     f"'$1-$2-$3'), '{_DATE_TIME}', '$1 $2')",
     "midnight_text": f"STRING RETURN regexp_replace(moment_text(value), '{_HOUR_24}', '$100$2')",
-    "utc_moment": "TIMESTAMP_NTZ RETURN CASE WHEN midnight_text(value) RLIKE "
-    "'^ *[0-9]+-[0-9]+-[0-9]+' THEN CAST(coalesce("
-    "try_cast(midnight_text(value) AS TIMESTAMP_LTZ), "
-    "try_cast(upper(midnight_text(value)) AS TIMESTAMP_LTZ), "
-    f"try_cast(regexp_replace(upper(midnight_text(value)), '{MINUTES_ONLY}', '$1:00$2') "
-    "AS TIMESTAMP_LTZ)) AS TIMESTAMP_NTZ) + CASE WHEN moment_text(value) RLIKE "
-    f"'{_HOUR_24}' THEN INTERVAL 1 DAY ELSE INTERVAL 0 DAY END END",
+    # (reads text `midnight_text` rewrote: `utc_moment` rewrites it once)
+    "utc_moment_of": "TIMESTAMP_NTZ RETURN CASE WHEN value RLIKE '^ *[0-9]+-[0-9]+-[0-9]+' THEN "
+    "CAST(coalesce(try_cast(value AS TIMESTAMP_LTZ), try_cast(upper(value) AS TIMESTAMP_LTZ), "
+    f"try_cast(regexp_replace(upper(value), '{MINUTES_ONLY}', '$1:00$2') AS TIMESTAMP_LTZ)) "
+    "AS TIMESTAMP_NTZ) END",
+    "utc_moment": "TIMESTAMP_NTZ RETURN utc_moment_of(midnight_text(value)) + CASE WHEN "
+    f"moment_text(value) RLIKE '{_HOUR_24}' THEN INTERVAL 1 DAY ELSE INTERVAL 0 DAY END",
 }
 
 
