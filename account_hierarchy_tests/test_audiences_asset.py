@@ -109,3 +109,20 @@ def test_explain_shows_lists_as_compact_json(materialized, monkeypatch):
     assert why.exit_code == 0, why.output
     assert f"(accounts: {json.dumps(accounts, separators=(',', ':'))})" in why.output
     assert "['" not in why.output and "None" not in why.output
+
+
+def test_audience_of_hours_without_traits_fails_without_retries(materialized):
+    """Traits not computed for the hour fail the audience at once: retrying before they are
+    materialized cannot help (the retry policy is for transient errors)."""
+    root, _ = materialized
+    resources = {"warehouse": Warehouse(database=str(root / "wh.duckdb"))}
+    catalog = load_catalog(DEFINITIONS)
+    result = dg.materialize(
+        build_audience_assets(catalog), selection=[audience_key("at_risk_accounts")],
+        partition_key="2026-10-01-10:00", resources=resources, raise_on_error=False,
+    )  # fmt: skip
+    assert not result.success
+    types = [event.event_type for event in result.all_events]
+    assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in types
+    (failure,) = result.get_step_failure_events()
+    assert "account_traits has no snapshot" in failure.step_failure_data.error.message

@@ -6,6 +6,7 @@ import yaml
 
 from account_hierarchy import settings
 from account_hierarchy.audiences.describe import describe
+from account_hierarchy.audiences.evaluate import NotComputedError
 from account_hierarchy.audiences.memberships import build_audience
 from account_hierarchy.audiences.schemas import validate_memberships
 from account_hierarchy.catalog.audience_checks import walk
@@ -103,12 +104,16 @@ def build_audience_asset(located: LocatedAudience, catalog: Catalog) -> dg.Asset
     ) -> dg.MaterializeResult:
         start, end = window_of(context)
         with warehouse.get_connection() as con:
-            if settings.on_spark():
-                from account_hierarchy.spark import stages  # (pyspark loads only for this engine)
+            try:
+                if settings.on_spark():
+                    from account_hierarchy.spark import stages  # (pyspark loads only here)
 
-                report = stages.audience(con, catalog, audience.name, start, end)
-            else:
-                report = build_audience(con, catalog, audience.name, start, end)
+                    report = stages.audience(con, catalog, audience.name, start, end)
+                else:
+                    report = build_audience(con, catalog, audience.name, start, end)
+            except NotComputedError as error:
+                # (its inputs are missing: retrying before they are materialized cannot help)
+                raise dg.Failure(description=str(error), allow_retries=False) from None
             last = max(report.sizes)
             preview = con.execute(
                 "SELECT entity_id, reason FROM audience_memberships WHERE audience = $name "
