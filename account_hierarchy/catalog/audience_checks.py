@@ -87,6 +87,15 @@ def check_audience(
             problems.append((place, f"{ACCOUNT_ONLY[kind]} only applies to account conditions"))
         if entity == "account" and kind in USER_ONLY:
             problems.append((place, f"`{USER_ONLY[kind]}` only applies to user conditions"))
+        if (isinstance(condition, Performed) and condition.attribution == "context"
+                and not _quantified(place)):  # fmt: skip
+            problems.append(
+                (
+                    (*place, "attribution"),
+                    "attribution: context applies under a "
+                    "users quantifier only (whose account the events must name)",
+                )
+            )
         if isinstance(condition, TraitTest):
             problems += [((*place, key), problem)
                          for key, problem in _trait_problems(condition, entity, trait_columns,
@@ -103,6 +112,11 @@ def check_audience(
                 problems.append(((*place, key), f"audience {name!r} is {_a(entities[name])} "
                                  f"audience; {_a(wanted)} audience is needed here"))  # fmt: skip
     return problems
+
+
+def _quantified(place: Field) -> bool:
+    """Whether a place is under a users quantifier (a `where` below the audience's own)."""
+    return "where" in place[1:]
 
 
 def _trait_problems(

@@ -7,9 +7,11 @@ A condition is one mapping, recognised by its key:
   identify calls for users); `audience` (member of another audience of the same entity);
 - in account audiences: `users: any|all|none`, `at_least: N` or `at_least_percent: P`, with a
   user condition under `where`;
-- in user conditions: `performed` (an event, with `where`, `window`, `at_least`, `at_most`),
-  `in_account_audience` (one of the user's accounts is a member), `account` (one of the user's
-  accounts satisfies an account condition).
+- in user conditions: `performed` (an event, with `where`, `window`, `at_least`, `at_most`;
+  under a users quantifier, `attribution: context` counts only the events whose
+  `context.groupId` is the account quantified), `in_account_audience` (one of the user's
+  accounts is a member), `account` (one of the user's accounts satisfies an account
+  condition).
 
 Operators: `equals`, `not_equals`, `gt`, `gte`, `lt`, `lte`, `in`, `contains`, `exists`,
 `is_null`, `within_last` and `not_within_last` (timestamp traits, e.g. `within_last: 7 days`).
@@ -33,6 +35,7 @@ from account_hierarchy.catalog.models import (
     PropertyCondition,
     Scalar,
     Strict,
+    check_context_fallback,
     check_event_name,
     check_name,
     json_key_problem,
@@ -130,7 +133,9 @@ class Quantified(Strict):
 class Performed(Strict):
     """(User conditions) the user did a matching event at least (and at most) so many times:
     `at_least` is 1 by default, 0 when only `at_most` is given ("at most 2 times" includes
-    never)."""
+    never). Under a users quantifier, `attribution: context` counts for each account only the
+    user's events whose `context.groupId` names it, and those without one unless
+    `context_fallback: none` (as traits do)."""
 
     performed: str
     event_type: Literal["track", "page", "screen", "identify", "group"] | None = None
@@ -138,6 +143,8 @@ class Performed(Strict):
     window: str = ALL_TIME
     at_least: StrictInt = Field(default=1, ge=0, le=MAX_COUNT)
     at_most: StrictInt | None = Field(default=None, ge=0, le=MAX_COUNT)
+    attribution: Literal["all_users", "context"] = "all_users"
+    context_fallback: Literal["all_accounts", "none"] = "all_accounts"
 
     _window = field_validator("window")(lambda value: (parse_window(value), value)[1])
 
@@ -157,6 +164,11 @@ class Performed(Strict):
     def _counts_in_order(self) -> "Performed":
         if self.at_most is not None and self.at_most < self.at_least:
             raise ValueError(f"at_most {self.at_most} is below at_least {self.at_least}")
+        return self
+
+    @model_validator(mode="after")
+    def _fallback_with_context(self) -> "Performed":
+        check_context_fallback(self.attribution, self.context_fallback)
         return self
 
 
