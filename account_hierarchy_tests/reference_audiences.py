@@ -37,13 +37,17 @@ class ReferenceAudiences:
     def accounts_of(self, user: str) -> list[str]:
         return [a for (u, a) in self.snap["memberships"] if u == user]
 
-    def holds(self, condition: dict, entity: str, entity_id: str) -> bool:
+    def holds(
+        self, condition: dict, entity: str, entity_id: str, account: str | None = None
+    ) -> bool:
+        """Whether `entity_id` satisfies `condition`; `account` is the account a users
+        quantifier evaluates the user for (the context of `attribution: context`)."""
         if "and" in condition:
-            return all(self.holds(c, entity, entity_id) for c in condition["and"])
+            return all(self.holds(c, entity, entity_id, account) for c in condition["and"])
         if "or" in condition:
-            return any(self.holds(c, entity, entity_id) for c in condition["or"])
+            return any(self.holds(c, entity, entity_id, account) for c in condition["or"])
         if "not" in condition:
-            return not self.holds(condition["not"], entity, entity_id)
+            return not self.holds(condition["not"], entity, entity_id, account)
         if "trait" in condition:
             name = condition["trait"]
             if name not in self._values:
@@ -69,13 +73,14 @@ class ReferenceAudiences:
                     "where": condition.get("where", []),
                     "window": condition.get("window", "all time")}  # fmt: skip
             times = sum(1 for e in self.events if e.get("userId") == entity_id
-                        and moment(e) < self.as_of and matches(e, spec, self.as_of))  # fmt: skip
+                        and moment(e) < self.as_of and matches(e, spec, self.as_of)
+                        and in_context(e, condition, account))  # fmt: skip
             at_least = condition.get("at_least", 0 if "at_most" in condition else 1)
             return times >= at_least and (
                 condition.get("at_most") is None or times <= condition["at_most"]
             )
         users = self.users_of(entity_id)
-        matching = sum(1 for u in users if self.holds(condition["where"], "user", u))
+        matching = sum(1 for u in users if self.holds(condition["where"], "user", u, entity_id))
         if "at_least" in condition:
             return matching >= condition["at_least"]
         if "at_least_percent" in condition:
@@ -124,6 +129,18 @@ class ReferenceAudiences:
             return False
         return {"gt": numeric > operand, "gte": numeric >= operand, "lt": numeric < operand,
                 "lte": numeric <= operand}[operator]  # fmt: skip
+
+
+def in_context(event: dict, condition: dict, account: str | None) -> bool:
+    """Whether a user's event counts for `account` under a `performed` condition: always,
+    unless it counts in the account's context (`attribution: context`), where the event's
+    `context.groupId` must name the account, or be absent (unless `context_fallback: none`)."""
+    if condition.get("attribution", "all_users") == "all_users":
+        return True
+    named = (event.get("context") or {}).get("groupId")
+    if named is None:
+        return condition.get("context_fallback", "all_accounts") == "all_accounts"
+    return str(named) == account
 
 
 def same_element(element, operand) -> bool:

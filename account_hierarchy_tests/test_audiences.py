@@ -22,7 +22,7 @@ from account_hierarchy.audiences.queries import (
     preview,
 )
 from account_hierarchy.catalog.audience_models import Performed
-from account_hierarchy.catalog.loader import load_catalog
+from account_hierarchy.catalog.loader import DefinitionError, load_catalog
 from account_hierarchy.cli import main
 from account_hierarchy.hierarchy.queries import NotInSnapshotError
 from account_hierarchy.hierarchy.snapshots import build_snapshots
@@ -31,7 +31,13 @@ from account_hierarchy.sample.generator import generate_sample
 from account_hierarchy.traits.compute import build_traits
 from account_hierarchy.traits.tiles import tiles_current
 from account_hierarchy.warehouse import connect
-from account_hierarchy_tests.conftest import PARTITIONS_START, build_hour, strict_json, write_lines
+from account_hierarchy_tests.conftest import (
+    PARTITIONS_START,
+    build_hour,
+    group_call,
+    strict_json,
+    write_lines,
+)
 from account_hierarchy_tests.reference import read_events, snapshot
 from account_hierarchy_tests.reference_audiences import ReferenceAudiences
 
@@ -1001,3 +1007,91 @@ def test_explain_says_when_the_stored_membership_of_the_hour_is_out_of_date(tmp_
         main, ["explain", "three_logins", "u1", "--as-of", "2026-10-01T10"]
     )
     assert "note:" not in agreeing.output
+
+
+def used(mid: str, user: str, context: str | None) -> dict:
+    """A `Feature Used` event of `user` at 09:30 on 1 October, in `context` (a groupId)."""
+    event = {"type": "track", "event": "Feature Used", "messageId": mid, "userId": user,
+             "timestamp": "2026-10-01T09:30:00Z"}  # fmt: skip
+    return event | ({"context": {"groupId": context}} if context else {})
+
+
+def in_context(**options: object) -> dict:
+    return {"performed": "Feature Used", "attribution": "context", **options}
+
+
+CONTEXT_AUDIENCES = [
+    {"name": "ctx_any", "entity": "account",
+     "where": {"users": "any", "where": in_context(at_least=3)}},
+    {"name": "ctx_strict", "entity": "account",
+     "where": {"users": "any", "where": in_context(at_least=2, context_fallback="none")}},
+    {"name": "all_any", "entity": "account",
+     "where": {"users": "any", "where": {"performed": "Feature Used", "at_least": 3}}},
+    {"name": "ctx_all", "entity": "account", "where": {"users": "all", "where": {
+        "and": [in_context(at_least=2), {"custom_trait": "role", "is_null": True}]}}},
+    {"name": "ctx_none", "entity": "account",
+     "where": {"users": "none", "where": {"not": {"not": in_context(context_fallback="none")}}}},
+    {"name": "ctx_rare", "entity": "account",
+     "where": {"users": "any", "where": in_context(at_most=1)}},
+    {"name": "users_of_ctx", "entity": "user",
+     "where": {"account": {"users": "any", "where": in_context(at_least=3)}}},
+]  # fmt: skip
+
+
+# ca1, in CA and CB, used a feature 3 times in CA, once in CB, once in no account and once in
+# CC (not one of theirs); ca2 (in CA) twice in CB and once in none; ca3 (in CB) twice in CB.
+CONTEXT_EVENTS = [
+    group_call("g1", "2026-10-01T09:00:00Z", "CA", "ca1"),
+    group_call("g2", "2026-10-01T09:00:01Z", "CB", "ca1"),
+    group_call("g3", "2026-10-01T09:00:02Z", "CA", "ca2"),
+    group_call("g4", "2026-10-01T09:00:03Z", "CB", "ca3"),
+    group_call("g5", "2026-10-01T09:00:04Z", "CC", "ca4"),
+    group_call("g6", "2026-10-01T09:00:05Z", "CD", None),
+    *(used(f"a{n}", "ca1", "CA") for n in range(3)),
+    used("b1", "ca1", "CB"), used("n1", "ca1", None), used("c1", "ca1", "CC"),
+    used("b2", "ca2", "CB"), used("b3", "ca2", "CB"), used("n2", "ca2", None),
+    used("b4", "ca3", "CB"), used("b5", "ca3", "CB"),
+]  # fmt: skip
+
+
+def test_performed_in_context_counts_the_events_naming_the_account(tmp_path):
+    """Under a users quantifier, `attribution: context` counts for each account only the
+    user's events whose `context.groupId` names it (and those naming none, unless
+    `context_fallback: none`)."""
+    write_lines(tmp_path / "landing" / "a.ndjson", CONTEXT_EVENTS)
+    catalog = catalog_of(tmp_path, {"audiences": CONTEXT_AUDIENCES})
+    hour = datetime(2026, 10, 1, 9)
+    expected = {"ctx_any": {"CA"}, "ctx_strict": {"CA", "CB"}, "all_any": {"CA", "CB"},
+                "ctx_all": {"CB"}, "ctx_none": {"CC", "CD"}, "ctx_rare": {"CA", "CC"},
+                "users_of_ctx": {"ca1", "ca2"}}  # fmt: skip
+    events = read_events(tmp_path / "landing")
+    reference = ReferenceAudiences(events, hour, snapshot(events, hour), [], CONTEXT_AUDIENCES)
+    assert {name: reference.members(name) for name in expected} == expected
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_first_day(con, tmp_path)
+        build_snapshots(con, hour, hour + timedelta(hours=1), "parent_account_id")
+        from_events = Evaluator(ibis.duckdb.from_connection(con), catalog, hour, use_tiles=False)
+        for name in expected:  # (without tiles: from the events)
+            table = from_events.audience(name).table
+            assert set(table.filter(table.member).execute().entity_id) == expected[name], name
+        build_hour(con, catalog, hour)  # (the traits stage's tiles)
+        assert {name: stored_members(con, name, hour) for name in expected} == expected
+        why = explain(con, catalog, "ctx_any", "CA", hour)
+        assert why["conditions"][0]["satisfying_users"] == ["ca1"]
+        assert explain(con, catalog, "all_any", "CB", hour)["conditions"][0][
+            "satisfying_users"] == ["ca1"]  # fmt: skip
+    assert describe(catalog.audience("ctx_strict").where.where) == (
+        "performed 'Feature Used' at least 2 times (counting events in the account's context only)"
+    )
+
+
+@pytest.mark.parametrize(("where", "problem"), [
+    (in_context(), "attribution: context applies under a users quantifier only"),
+    ({"performed": "X", "context_fallback": "none"},
+     "context_fallback applies with attribution: context only"),
+])  # fmt: skip
+def test_context_attribution_of_performed_is_checked_at_load_time(tmp_path, where, problem):
+    (tmp_path / "d.yaml").write_text(yaml.safe_dump(
+        {"audiences": [{"name": "a", "entity": "user", "where": where}]}))  # fmt: skip
+    with pytest.raises(DefinitionError, match=problem):
+        load_catalog(tmp_path)

@@ -139,8 +139,9 @@ def random_traits(rng: random.Random) -> list[dict]:
 
 
 def random_audiences(rng: random.Random, traits: list[dict]) -> list[dict]:
-    """Audiences over the random traits, custom traits and `performed` conditions, with every
-    quantifier, `not`, `or`, audiences of audiences and the account passthrough."""
+    """Audiences over the random traits, custom traits and `performed` conditions (in the
+    account's context too), with every quantifier, `not`, `or`, audiences of audiences and the
+    account passthrough."""
 
     def trait_test(entity: str) -> dict:
         trait = rng.choice([t for t in traits if t["entity"] == entity] or [None])
@@ -166,11 +167,15 @@ def random_audiences(rng: random.Random, traits: list[dict]) -> list[dict]:
                            {"custom_trait": "plan", "not_equals": "trial"},
                            {"custom_trait": "employees", "gte": 100}])  # fmt: skip
 
-    def performed() -> dict:
+    def performed(in_context: bool = False) -> dict:
         where = rng.choice([[], [{"property": "feature", "equals": "reports"}]])
         bounds = rng.choice([{"at_least": rng.choice([1, 2, 3])}, {"at_most": 1}])
+        context = {}
+        if in_context:  # (under a users quantifier: the events in the account's context)
+            context = {"attribution": "context",
+                       "context_fallback": rng.choice(["all_accounts", "none"])}  # fmt: skip
         return {"performed": rng.choice(["Logged In", "Feature Used"]), "where": where,
-                "window": rng.choice(WINDOWS[1:]), **bounds}  # fmt: skip
+                "window": rng.choice(WINDOWS[1:]), **bounds, **context}  # fmt: skip
 
     quantifier = rng.choice([{"users": "any"}, {"users": "all"}, {"users": "none"},
                              {"at_least": 2}, {"at_least_percent": 50}])  # fmt: skip
@@ -178,6 +183,9 @@ def random_audiences(rng: random.Random, traits: list[dict]) -> list[dict]:
         {"name": "performers", "entity": "user", "where": performed()},
         {"name": "accounts_of_users", "entity": "account", "where": {**quantifier, "where":
             rng.choice([performed(), trait_test("user"), custom("user")])}},
+        {"name": "accounts_by_context", "entity": "account", "where": {**rng.choice(
+            [{"users": "any"}, {"users": "all"}, {"at_least": 2}]), "where": {"and": [
+                performed(in_context=True), {"not": custom("user")}]}}},
         {"name": "mixed_accounts", "entity": "account",
          "where": {"and": [trait_test("account"), {"not": custom("account")}]}},
         {"name": "either_accounts", "entity": "account",

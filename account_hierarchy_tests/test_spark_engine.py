@@ -193,13 +193,15 @@ def traits_on_both_engines(con, spark, catalog: Catalog, start, end, lake_dir: s
 @pytest.fixture(scope="module")
 def edge_cases(tmp_path_factory, spark):
     """The edge cases of the trait and audience tests (numeric strings, nested and missing
-    properties, windows, context attribution, child roll-ups, quantifiers, custom traits of
-    mixed types, odd keys and times with offsets) on both engines."""
+    properties, windows, context attribution of traits and of `performed`, child roll-ups,
+    quantifiers, custom traits of mixed types, odd keys and times with offsets) on both
+    engines."""
     root = tmp_path_factory.mktemp("edge_engines")
     # (each file's messageIds made its own: the tests' files reuse `g1`, ...)
     for name, events in (("traits", trait_cases.EDGE_EVENTS),
                          ("audiences", audience_cases.EDGE_EVENTS),
-                         ("typed", audience_cases.TYPED_EVENTS)):  # fmt: skip
+                         ("typed", audience_cases.TYPED_EVENTS),
+                         ("context", audience_cases.CONTEXT_EVENTS)):  # fmt: skip
         write_lines(root / "landing" / f"{name}.ndjson",
                     [e | {"messageId": f"{name}-{e['messageId']}"} for e in events])  # fmt: skip
     (root / "definitions").mkdir()
@@ -207,7 +209,8 @@ def edge_cases(tmp_path_factory, spark):
     definitions = {"traits": trait_cases.EDGE_TRAITS + audiences["traits"] + typed["traits"]
                              + LIST_TRAITS["traits"] + TYPED_SQL["traits"],
                    "audiences": audiences["audiences"] + one_audience_of_leaves(typed["audiences"])
-                                + LIST_TRAITS["audiences"] + TYPED_SQL["audiences"]}  # fmt: skip
+                                + LIST_TRAITS["audiences"] + TYPED_SQL["audiences"]
+                                + audience_cases.CONTEXT_AUDIENCES}  # fmt: skip
     (root / "definitions" / "defs.yaml").write_text(yaml.safe_dump(definitions))
     catalog = load_catalog(root / "definitions")
     # The hours of the edge tests: one on 2026-09-25, then four in a row (one window).
@@ -266,6 +269,11 @@ def test_edge_cases_are_identical_on_both_engines(edge_cases, table):
     if table == "audience_memberships":
         audiences = {row[1] for row in on_spark[2]}
         assert "at_depth_zero" in audiences and "at_depth_x" not in audiences
+        context = {(row[1], row[3]) for row in on_spark[2]
+                   if row[1].startswith("ctx_") and row[3] in ("CA", "CB", "CC", "CD")}  # fmt: skip
+        assert context == {("ctx_any", "CA"), ("ctx_strict", "CA"), ("ctx_strict", "CB"),
+                           ("ctx_all", "CB"), ("ctx_none", "CC"), ("ctx_none", "CD"),
+                           ("ctx_rare", "CA"), ("ctx_rare", "CC")}  # fmt: skip
         leaves = [json.loads(row[4])["conditions"] for row in on_spark[2]
                   if row[1] == "account_leaves"]  # fmt: skip
         assert {len(conditions) for conditions in leaves} == {27}

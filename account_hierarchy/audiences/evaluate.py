@@ -11,7 +11,10 @@ result says which conditions held and with which values. Rules:
 - a custom trait never seen in any group (identify) call is null everywhere;
 - `users: all` needs at least one user (an account with no users is not a member) while
   `users: none` holds for an account with no users; `at_least_percent` needs at least one user;
-- `in_account_audience` / `account` hold when any of the user's accounts qualifies.
+- `in_account_audience` / `account` hold when any of the user's accounts qualifies;
+- under a users quantifier, a `performed` condition with `attribution: context` is evaluated
+  for each (account, user) pair: it counts the user's events naming that account in
+  `context.groupId` (and, unless `context_fallback: none`, those naming none).
 """
 
 import hashlib
@@ -52,6 +55,7 @@ from account_hierarchy.traits.compile import (
     Snapshot,
     aggregate,
     as_number,
+    attribute,
     attributed_events,
     json_path_value,
     json_properties,
@@ -175,8 +179,12 @@ class Evaluator:
         definition = self.catalog.audience(name)
         return self.evaluate(definition.name, definition.entity, definition.where)
 
-    def evaluate(self, name: str, entity: str, condition: Condition) -> Evaluated:
-        """Any condition tree (e.g. an edited audience) on `entity` for this hour."""
+    def evaluate(
+        self, name: str, entity: str, condition: Condition, per_account: bool = False
+    ) -> Evaluated:
+        """Any condition tree (e.g. an edited audience) on `entity` for this hour; with
+        `per_account` (the user condition of a users quantifier), once per membership of a
+        user, `pair_account` naming the account."""
         leaves: list[Leaf] = []
         extra: list[ir.Table] = []
         own = [c for c, e in walk(condition, entity) if e == entity]
@@ -193,11 +201,21 @@ class Evaluator:
         quoted_paths = self.backend.name == "duckdb"
         base = base.mutate(**{column: value for key in custom for column, value
                               in _custom_columns(base, key, quoted_paths).items()})  # fmt: skip
+        if per_account:
+            pairs = self.memberships()
+            base = base.join(pairs, base.entity_id == pairs.user_id).select(
+                *base.columns, pair_account=pairs.account_id
+            )
         columns: dict[str, ir.Value] = {}
         member = self._compile(condition, entity, base, columns, extra, leaves)
         table = base.mutate(**columns) if columns else base
         for part in extra:
-            table = table.left_join(part, table.entity_id == part.part_entity).drop("part_entity")
+            on = table.entity_id == part.part_entity
+            if "part_account" in part.columns:  # (counted for each of the user's accounts)
+                on &= table.pair_account == part.part_account
+            table = table.left_join(part, on).drop(
+                *(key for key in ("part_entity", "part_account") if key in part.columns)
+            )
         held = {f"{leaf.id}_held": table[f"{leaf.id}_held"].fill_null(False) for leaf in leaves}
         # (a user with no account has none qualifying, as one whose accounts all fail)
         no_accounts = ibis.literal([], type="array<string>")
@@ -205,8 +223,8 @@ class Evaluator:
                  if (column := f"{leaf.id}_accounts") in table.columns}  # fmt: skip
         table = table.mutate(**held)
         table = table.mutate(member=member)
-        keep = ["entity_id", "member"] + [c for leaf in leaves for c in table.columns
-                                          if c.startswith(f"{leaf.id}_")]  # fmt: skip
+        keep = ["entity_id", "member", *(["pair_account"] if per_account else [])]
+        keep += [c for leaf in leaves for c in table.columns if c.startswith(f"{leaf.id}_")]
         definitions = self.catalog.trait_definitions()
         traits = {key: definitions[key] for key in self._traits_tested if key in definitions}
         return Evaluated(name, entity, table.select(*keep), leaves, set(self._used), traits)
@@ -279,29 +297,43 @@ class Evaluator:
 
     def _performed(self, condition: Performed, leaf: Leaf) -> ir.Table:
         """Count with the condition's tiles when they hold every event counted
-        (`_tiles_hold`), else from the events."""
+        (`_tiles_hold`), else from the events: per user, or with context attribution per
+        membership (`part_account` naming the account)."""
         counter = performed_counter(condition)
+        in_context = condition.attribution == "context"
+        key = ("account" if in_context else "user", condition.attribution,
+               condition.context_fallback, False)  # fmt: skip
+        by = ("user_id", "entity_id") if in_context else ("entity_id",)
         if tileable(counter) and self._tiles_hold(counter):
             by_day = self.day_partials and combines_by_day(counter)
             tiles = tiles_as_of(self.backend, self.as_of, [counter], day_partials=by_day)
-            counts = rollup(tiles.mutate(entity_id=tiles.user_id), [counter], self.as_of)
+            tiles = (attribute(tiles, self._snapshot(), key) if in_context
+                     else tiles.mutate(entity_id=tiles.user_id))  # fmt: skip
+            counts = rollup(tiles, [counter], self.as_of, by)
         else:
-            snapshot = Snapshot(
-                events=json_properties(self.backend.table("raw_events")),
-                memberships=self._at("account_memberships"),
-                hierarchy=self._at("account_hierarchy"), hour=self.hour_value, as_of=self.as_of,
-            )  # fmt: skip
-            events = attributed_events(snapshot, ("user", "all_users", "all_accounts", False))
-            counts = aggregate(events, [counter], self.as_of)
-        users = self.base("user").select("entity_id")
-        rows = users.left_join(counts, users.entity_id == counts.entity_id)
+            counts = aggregate(attributed_events(self._snapshot(), key), [counter], self.as_of, by)
+        if in_context:
+            pairs = self.memberships()
+            rows = pairs.left_join(counts, (pairs.user_id == counts.user_id)
+                                   & (pairs.account_id == counts.entity_id))  # fmt: skip
+            keys = {"part_entity": rows.user_id, "part_account": rows.account_id}
+        else:
+            users = self.base("user").select("entity_id")
+            rows = users.left_join(counts, users.entity_id == counts.entity_id)
+            keys = {"part_entity": rows.entity_id}
         times = rows[counter.name].fill_null(0)
         held = times >= condition.at_least
         if condition.at_most is not None:
             held &= times <= condition.at_most
-        return rows.select(
-            part_entity=rows.entity_id, **{f"{leaf.id}_held": held, f"{leaf.id}_value": times}
-        )
+        return rows.select(**keys, **{f"{leaf.id}_held": held, f"{leaf.id}_value": times})
+
+    def _snapshot(self) -> Snapshot:
+        """The events, memberships and hierarchy of the hour, as the traits read them."""
+        return Snapshot(
+            events=json_properties(self.backend.table("raw_events")),
+            memberships=self._at("account_memberships"),
+            hierarchy=self._at("account_hierarchy"), hour=self.hour_value, as_of=self.as_of,
+        )  # fmt: skip
 
     def _tiles_hold(self, counter: EventCounter) -> bool:
         """Whether the trait tiles have the counter's column and every event up to
@@ -320,13 +352,23 @@ class Evaluator:
             )
         return self._tiles_usable
 
-    def _quantified(self, condition: Quantified, leaf: Leaf) -> ir.Table:
-        users = self.evaluate(leaf.id, "user", condition.where).table
+    def account_users(self, condition: Quantified, name: str) -> ir.Table:
+        """Every membership of the hour (`account_id`, `user_id`) with `member`: whether the
+        user satisfies the quantifier's user condition (for that account, when a `performed`
+        condition of it counts in the account's context)."""
+        per_account = _counts_in_context(condition.where)
+        users = self.evaluate(name, "user", condition.where, per_account).table
         members = self.memberships()
+        on = members.user_id == users.entity_id
+        if per_account:
+            on &= members.account_id == users.pair_account
+        rows = members.left_join(users, on)
+        return rows.select("account_id", "user_id", member=rows.member.fill_null(False))
+
+    def _quantified(self, condition: Quantified, leaf: Leaf) -> ir.Table:
+        pairs = self.account_users(condition, leaf.id)
         accounts = self.base("account").select("entity_id")
-        rows = accounts.left_join(members, accounts.entity_id == members.account_id).left_join(
-            users, members.user_id == users.entity_id
-        )
+        rows = accounts.left_join(pairs, accounts.entity_id == pairs.account_id)
         counted = rows.group_by(rows.entity_id.name("part_entity")).aggregate(
             users=rows.user_id.count(),
             matching=rows.user_id.count(where=rows.member.fill_null(False)),
@@ -418,6 +460,17 @@ class Evaluator:
             return ibis.literal(False)
         return {"gt": number > operand, "gte": number >= operand, "lt": number < operand,
                 "lte": number <= operand}[operator]  # fmt: skip
+
+
+def _counts_in_context(condition: Condition) -> bool:
+    """Whether a user condition (not counting nested quantifiers) has a `performed` condition
+    counting in the account's context."""
+    if isinstance(condition, And | Or):
+        return any(map(_counts_in_context, condition.and_ if isinstance(condition, And)
+                       else condition.or_))  # fmt: skip
+    if isinstance(condition, Not):
+        return _counts_in_context(condition.not_)
+    return isinstance(condition, Performed) and condition.attribution == "context"
 
 
 def _is_null(value: ir.Value) -> ir.BooleanValue:

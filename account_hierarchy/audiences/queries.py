@@ -233,9 +233,6 @@ def _accounts_checked(evaluator: Evaluator, leaf: Leaf, user_id: str) -> list[di
 
 
 def _satisfying_users(evaluator: Evaluator, leaf: Leaf, account_id: str) -> list[str]:
-    users = evaluator.evaluate(leaf.id, "user", leaf.condition.where).table
-    members = evaluator.memberships()
-    rows = members.filter(members.account_id == account_id).join(
-        users.filter(users.member), members.user_id == users.entity_id
-    )
+    rows = evaluator.account_users(leaf.condition, leaf.id)
+    rows = rows.filter(rows.account_id == account_id, rows.member)
     return sorted(str(user_id) for user_id in rows.select("user_id").execute().user_id)

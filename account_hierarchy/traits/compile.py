@@ -289,9 +289,13 @@ def attribute(rows: ir.Table, snapshot: Snapshot, key: tuple) -> ir.Table:
 
 
 def aggregate(
-    events: ir.Table, traits: list[ComputedTrait], as_of: datetime | ir.TimestampValue
+    events: ir.Table,
+    traits: list[ComputedTrait],
+    as_of: datetime | ir.TimestampValue,
+    by: tuple[str, ...] = ("entity_id",),
 ) -> ir.Table:
-    """One row per entity with a column per trait (most-frequent traits excepted)."""
+    """One row per entity (per value of the columns `by`) with a column per trait
+    (most-frequent traits excepted)."""
     events = with_properties(events, traits)
     order = ibis.struct({"timestamp": events.timestamp, "message_id": events.message_id})
     columns = {}
@@ -317,7 +321,7 @@ def aggregate(
                 columns[trait.name] = text.collect(where=where, distinct=True).sort()
             else:
                 columns[trait.name] = text.nunique(where=where)
-    return events.group_by("entity_id").aggregate(**columns) if columns else None
+    return events.group_by(*by).aggregate(**columns) if columns else None
 
 
 def most_frequent(

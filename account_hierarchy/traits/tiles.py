@@ -219,10 +219,13 @@ def value_tile_rows(events: ir.Table, traits: list[ValueTrait]) -> ir.Table:
 
 
 def rollup(
-    tiles: ir.Table, traits: list[ComputedTrait], as_of: datetime | ir.TimestampValue
+    tiles: ir.Table,
+    traits: list[ComputedTrait],
+    as_of: datetime | ir.TimestampValue,
+    by: tuple[str, ...] = ("entity_id",),
 ) -> ir.Table | None:
-    """One row per entity (`entity_id` of the attributed tiles of `tiles_as_of`) with a column
-    per trait (value traits excepted)."""
+    """One row per entity (`entity_id` of the attributed tiles of `tiles_as_of`; per value of
+    the columns `by`) with a column per trait (value traits excepted)."""
     columns = {}
     for trait in traits:
         where = tile_in_window(tiles, trait, as_of)
@@ -248,7 +251,7 @@ def rollup(
             row = first_or_last(trait, part("at"), part("id"), part("value"),
                                 where & part("at").notnull())  # fmt: skip
             columns[trait.name] = row["value"]
-    return tiles.group_by("entity_id").aggregate(**columns) if columns else None
+    return tiles.group_by(*by).aggregate(**columns) if columns else None
 
 
 def _total(counts: ir.IntegerColumn, where: ir.BooleanValue) -> ir.IntegerScalar:
