@@ -68,9 +68,9 @@ def describe(condition: Condition) -> str:
             times += f" and at most {condition.at_most}"
         length = parse_window(condition.window)  # (None for all time, however it is written)
         window = "" if length is None else f" in the past {condition.window}"
-        context = {"all_users": "", "context": " (counting events in the account's context, or "
-                   "in none)"}[condition.attribution]  # fmt: skip
-        if condition.context_fallback == "none":
-            context = " (counting events in the account's context only)"
+        context = ""
+        if condition.in_context:
+            only = " only" if condition.context_fallback == "none" else " or in none"
+            context = f" (counting events in the account's context{only})"
         return f"{text} {times} times{window}{context}"
     raise TypeError(type(condition))

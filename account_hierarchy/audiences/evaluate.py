@@ -300,7 +300,7 @@ class Evaluator:
         (`_tiles_hold`), else from the events: per user, or with context attribution per
         membership (`part_account` naming the account)."""
         counter = performed_counter(condition)
-        in_context = condition.attribution == "context"
+        in_context = condition.in_context
         key = ("account" if in_context else "user", condition.attribution,
                condition.context_fallback, False)  # fmt: skip
         by = ("user_id", "entity_id") if in_context else ("entity_id",)
@@ -470,7 +470,7 @@ def _counts_in_context(condition: Condition) -> bool:
                        else condition.or_))  # fmt: skip
     if isinstance(condition, Not):
         return _counts_in_context(condition.not_)
-    return isinstance(condition, Performed) and condition.attribution == "context"
+    return isinstance(condition, Performed) and condition.in_context
 
 
 def _is_null(value: ir.Value) -> ir.BooleanValue:

@@ -87,13 +87,12 @@ def check_audience(
             problems.append((place, f"{ACCOUNT_ONLY[kind]} only applies to account conditions"))
         if entity == "account" and kind in USER_ONLY:
             problems.append((place, f"`{USER_ONLY[kind]}` only applies to user conditions"))
-        if (isinstance(condition, Performed) and condition.attribution == "context"
-                and not _quantified(place)):  # fmt: skip
+        if isinstance(condition, Performed) and condition.in_context and not _quantified(place):
             problems.append(
                 (
                     (*place, "attribution"),
                     "attribution: context applies under a "
-                    "users quantifier only (whose account the events must name)",
+                    "users quantifier only (the account whose context counts)",
                 )
             )
         if isinstance(condition, TraitTest):

@@ -171,6 +171,11 @@ class Performed(Strict):
         check_context_fallback(self.attribution, self.context_fallback)
         return self
 
+    @property
+    def in_context(self) -> bool:
+        """Whether it counts the events in the quantified account's context only."""
+        return self.attribution == "context"
+
 
 class And(Strict):
     """Every condition holds."""
