@@ -1086,9 +1086,11 @@ def test_performed_in_context_counts_the_events_naming_the_account(tmp_path):
 
 
 @pytest.mark.parametrize(("where", "problem"), [
-    (in_context(), "attribution: context applies under a users quantifier only"),
+    (in_context(), r"a\.where\.attribution: attribution: context applies under a users "
+                   "quantifier only"),
+    ({"and": [in_context()]}, r"a\.where\.and\[0\]\.attribution: attribution: context"),
     ({"performed": "X", "context_fallback": "none"},
-     "context_fallback applies with attribution: context only"),
+     r"a\.where\.context_fallback: context_fallback applies with attribution: context only"),
 ])  # fmt: skip
 def test_context_attribution_of_performed_is_checked_at_load_time(tmp_path, where, problem):
     (tmp_path / "d.yaml").write_text(yaml.safe_dump(

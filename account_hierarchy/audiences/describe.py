@@ -70,7 +70,7 @@ def describe(condition: Condition) -> str:
         window = "" if length is None else f" in the past {condition.window}"
         context = ""
         if condition.in_context:
-            only = " only" if condition.context_fallback == "none" else " or in none"
+            only = " only" if condition.context_fallback == "none" else " or without one"
             context = f" (counting events in the account's context{only})"
         return f"{text} {times} times{window}{context}"
     raise TypeError(type(condition))

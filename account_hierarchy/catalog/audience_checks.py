@@ -87,14 +87,8 @@ def check_audience(
             problems.append((place, f"{ACCOUNT_ONLY[kind]} only applies to account conditions"))
         if entity == "account" and kind in USER_ONLY:
             problems.append((place, f"`{USER_ONLY[kind]}` only applies to user conditions"))
-        if isinstance(condition, Performed) and condition.in_context and not _quantified(place):
-            problems.append(
-                (
-                    (*place, "attribution"),
-                    "attribution: context applies under a "
-                    "users quantifier only (the account whose context counts)",
-                )
-            )
+        if isinstance(condition, Performed):
+            problems += _performed_problems(condition, place)
         if isinstance(condition, TraitTest):
             problems += [((*place, key), problem)
                          for key, problem in _trait_problems(condition, entity, trait_columns,
@@ -113,9 +107,16 @@ def check_audience(
     return problems
 
 
-def _quantified(place: Field) -> bool:
-    """Whether a place is under a users quantifier (a `where` below the audience's own)."""
-    return "where" in place[1:]
+def _performed_problems(condition: Performed, place: Field) -> list[tuple[Field, str]]:
+    """Context attribution out of place (it needs a users quantifier, whose account is the
+    context: a `where` below the audience's own), or a fallback without it."""
+    if condition.in_context and "where" not in place[1:]:
+        return [((*place, "attribution"), "attribution: context applies under a users "
+                 "quantifier only (the account whose context counts)")]  # fmt: skip
+    if not condition.in_context and condition.context_fallback != "all_accounts":
+        return [((*place, "context_fallback"),
+                 "context_fallback applies with attribution: context only")]  # fmt: skip
+    return []
 
 
 def _trait_problems(

@@ -35,7 +35,6 @@ from account_hierarchy.catalog.models import (
     PropertyCondition,
     Scalar,
     Strict,
-    check_context_fallback,
     check_event_name,
     check_name,
     json_key_problem,
@@ -164,11 +163,6 @@ class Performed(Strict):
     def _counts_in_order(self) -> "Performed":
         if self.at_most is not None and self.at_most < self.at_least:
             raise ValueError(f"at_most {self.at_most} is below at_least {self.at_least}")
-        return self
-
-    @model_validator(mode="after")
-    def _fallback_with_context(self) -> "Performed":
-        check_context_fallback(self.attribution, self.context_fallback)
         return self
 
     @property

@@ -75,12 +75,6 @@ def check_event_name(event_type: str | None, event: str | None, field: str) -> N
         raise ValueError(f"{event_type} calls have no event name for `{field}` to match")
 
 
-def check_context_fallback(attribution: str, context_fallback: str) -> None:
-    """`context_fallback` is an option of context attribution only."""
-    if context_fallback != "all_accounts" and attribution != "context":
-        raise ValueError("context_fallback applies with attribution: context only")
-
-
 class Strict(BaseModel):
     """Base of every definition model: unknown keys are errors, and values are not coerced
     (`"1"` is no number, `"no"` no boolean)."""
@@ -177,7 +171,8 @@ class TraitBase(Strict):
             ):
                 if getattr(self, option) != default:
                     raise ValueError(f"{option} applies to account traits only")
-        check_context_fallback(self.attribution, self.context_fallback)
+        if self.context_fallback != "all_accounts" and self.attribution != "context":
+            raise ValueError("context_fallback applies with attribution: context only")
         return self
 
     @property
