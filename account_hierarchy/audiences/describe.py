@@ -66,11 +66,12 @@ def describe(condition: Condition) -> str:
         times = f"at least {condition.at_least}"
         if condition.at_most is not None:
             times += f" and at most {condition.at_most}"
+        times += " time" if times.endswith(" 1") else " times"
         length = parse_window(condition.window)  # (None for all time, however it is written)
         window = "" if length is None else f" in the past {condition.window}"
         context = ""
         if condition.in_context:
             only = " only" if condition.context_fallback == "none" else " or without one"
             context = f" (counting events in the account's context{only})"
-        return f"{text} {times} times{window}{context}"
+        return f"{text} {times}{window}{context}"
     raise TypeError(type(condition))
