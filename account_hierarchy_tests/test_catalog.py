@@ -611,12 +611,12 @@ def test_unreadable_files_mixed_keys_and_sections_of_another_type_are_problems(t
     (tmp_path / "folder.yaml").mkdir()
     (tmp_path / "lock.yaml").symlink_to(tmp_path / "nowhere")
     problems = problems_of(tmp_path, "traits: {}\n2: 3\nfoo: 1\n")
-    assert [problem.split(": ", 1)[1] for problem in problems] == [
-        "unknown section 2; expected traits, audiences, destinations",
-        "unknown section 'foo'; expected traits, audiences, destinations",
-        "traits must be a list",
-        "cannot be read: Is a directory",
-        "cannot be read: No such file or directory",
+    assert [problem.removeprefix(f"{tmp_path}/") for problem in problems] == [
+        "a.yaml:1: traits must be a list",  # (in the order of the files and lines)
+        "a.yaml:2: unknown section 2; expected traits, audiences, destinations",
+        "a.yaml:3: unknown section 'foo'; expected traits, audiences, destinations",
+        "folder.yaml: cannot be read: Is a directory",
+        "lock.yaml: cannot be read: No such file or directory",
     ], problems
 
 

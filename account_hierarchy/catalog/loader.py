@@ -10,6 +10,7 @@ and all problems of all files are reported at once.
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -165,8 +166,14 @@ def load_catalog(folder: Path) -> Catalog:
         problems += _load_file(path, catalog)
     problems += _check_catalog(catalog)
     if problems:
-        raise DefinitionError(folder, problems)
+        raise DefinitionError(folder, sorted(problems, key=_place))
     return catalog
+
+
+def _place(problem: str) -> tuple[str, int]:
+    """Where a problem is (`file:line: ...`), to list them in the files' order."""
+    found = re.match(r"(.+?):(\d+): ", problem)
+    return (found[1], int(found[2])) if found else (problem, 0)
 
 
 def _load_file(path: Path, catalog: Catalog) -> list[str]:
@@ -307,7 +314,8 @@ def _line(tree: yaml.Node | None, location: tuple) -> int:
             break
         line = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
-            node = next((value for key, value in node.value if key.value == part), None)
+            # (a key YAML reads as a number, `2:`, is named by the number)
+            node = next((value for key, value in node.value if key.value == str(part)), None)
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
             node = node.value[part] if part < len(node.value) else None
         else:
