@@ -1038,3 +1038,25 @@ def test_a_many_sql_trait_of_json_values_reads_them_as_values(tmp_path):
     build_all(con, tmp_path / "landing", hour, hour + timedelta(hours=1), tmp_path / "definitions")
     assert [row["j"] for row in trait_rows(con, "account", hour)] == [[{"a": 1}], [{"a": 1}]]
     con.close()
+
+
+@pytest.mark.parametrize("error", [duckdb.OutOfMemoryException, duckdb.IOException])
+def test_a_sql_trait_meeting_a_machine_error_raises_it_as_it_is(tmp_path, error):
+    """Running out of memory or a failed read is no fault of the trait's query: it is raised
+    as DuckDB's error (which the assets' retry policy retries), with a note naming the trait,
+    not as a `SqlTraitError` (which fails the run at once)."""
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump({"traits": [
+        {"name": "seats", "entity": "account", "type": "sql",
+         "sql": "SELECT account_id, 1 AS seats FROM accounts"}]}))  # fmt: skip
+    (located,) = load_catalog(tmp_path).traits
+
+    class Failing:
+        def execute(self, *args: object) -> None:
+            raise error("the machine's fault")
+
+    run = compute.SqlTraitRun(Failing(), located)
+    with pytest.raises(error, match="the machine's fault") as raised:
+        run.run(datetime(2026, 10, 1, 10))
+    assert raised.value.__notes__ == [
+        f"(running {tmp_path / 't.yaml'}:2: SQL trait seats at 2026-10-01 10:00:00)"
+    ]

@@ -2,10 +2,13 @@
 fill rate and distribution; trait tables with one row per entity; the `traits` command."""
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import dagster as dg
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from account_hierarchy.catalog.loader import load_catalog
@@ -97,3 +100,23 @@ def test_traits_command(materialized, monkeypatch):
         main, ["traits", "user", rows[0]["account_id"], "--as-of", "2026-10-01T22"]
     )
     assert one.exit_code == 1 and "No traits of user" in one.output
+
+
+def test_a_sql_trait_failing_on_the_data_fails_the_run_without_retries(materialized, tmp_path):
+    """A SQL trait giving an account several rows fails the same way however often it runs: the
+    step fails at once (the retry policy is for transient errors)."""
+    root, _ = materialized
+    shutil.copy(root / "wh.duckdb", tmp_path / "wh.duckdb")
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [
+        {"name": "member", "entity": "account", "type": "sql",
+         "sql": "SELECT account_id, user_id AS member FROM account_memberships"}]}))  # fmt: skip
+    result = dg.materialize(
+        [build_trait_assets(load_catalog(tmp_path / "definitions"))],
+        partition_key="2026-10-01-23:00", raise_on_error=False,
+        resources={"warehouse": Warehouse(database=str(tmp_path / "wh.duckdb"))},
+    )  # fmt: skip
+    assert not result.success
+    assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in [e.event_type for e in result.all_events]
+    (failure,) = result.get_step_failure_events()
+    assert re.search(r"SQL trait member returned \d+ rows", failure.step_failure_data.error.message)

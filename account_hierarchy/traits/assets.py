@@ -18,6 +18,7 @@ from account_hierarchy.resources import Warehouse
 from account_hierarchy.traits.compute import ENTITY_TABLES, TRAIT_TABLES, build_traits
 from account_hierarchy.traits.profile import profile_column
 from account_hierarchy.traits.schemas import validate_traits
+from account_hierarchy.traits.sql_traits import SqlTraitError
 from account_hierarchy.validation import recheck_stored
 
 HIERARCHY_DEPS = ["raw_events", "account_memberships", "account_hierarchy"]
@@ -95,12 +96,16 @@ def build_trait_assets(catalog: Catalog) -> dg.AssetsDefinition:
         """Every trait as of the end of each hour of the partition window."""
         start, end = window_of(context)
         with warehouse.get_connection() as con:
-            if settings.on_spark():
-                from account_hierarchy.spark import stages  # (pyspark loads only for this engine)
+            try:
+                if settings.on_spark():
+                    from account_hierarchy.spark import stages  # (pyspark loads only here)
 
-                report = stages.traits(con, catalog, start, end)
-            else:
-                report = build_traits(con, catalog, start, end, describe=True)
+                    report = stages.traits(con, catalog, start, end)
+                else:
+                    report = build_traits(con, catalog, start, end, describe=True)
+            except SqlTraitError as error:
+                # (the trait's query fails on the hour's data: a retry would fail the same way)
+                raise dg.Failure(description=str(error), allow_retries=False) from None
             last_hour = end - timedelta(hours=1)
             for located in catalog.traits:
                 trait = located.trait

@@ -390,9 +390,14 @@ class SqlTraitRun:
         """The trait's rows at `hour` into the temp table `rows_table(name)`, by `entity_id`
         (the snapshot views must be cut at `hour`). DuckDB's error (a column that no table
         has, say), or an entity given several rows without `many`, names the trait and its
-        file."""
+        file; one of the machine's (out of memory, a failed read or write), which a retry
+        may not meet, is raised as it is, with a note naming them."""
         try:
             self.con.execute(f"CREATE OR REPLACE TEMP TABLE {self.raw_table} AS {self.query_sql}")
+        except duckdb.OperationalError as error:
+            error.add_note(f"(running {self.located.file}:{self.located.line}: SQL trait "
+                           f"{self.trait.name} at {hour})")  # fmt: skip
+            raise
         except duckdb.Error as error:
             raise sql_trait_error(self.located, f"failed at {hour}: {error}") from None
         if self.rows_sql is None:  # (the raw table's types are the query's, the same each hour)
