@@ -241,7 +241,10 @@ def validate(output_format: str) -> None:
     ]  # fmt: skip
     emit(rows, output_format)
     if output_format != "jsonl":
-        click.echo(f"\n{len(rows)} traits in {folder}: all valid.")
+        counts = {"trait": len(rows), "audience": len(catalog.audiences),
+                  "destination": len(catalog.destinations)}  # fmt: skip
+        listed = ", ".join(f"{n} {kind}{'' if n == 1 else 's'}" for kind, n in counts.items())
+        click.echo(f"\n{listed} in {folder}: all valid.")
 
 
 @main.command()

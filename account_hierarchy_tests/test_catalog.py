@@ -312,6 +312,8 @@ def test_validate_lists_traits(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["validate", "--format", "jsonl"])
     assert result.exit_code == 0
     assert '"name": "logins"' in result.output
+    readable = CliRunner().invoke(main, ["validate"])
+    assert f"1 trait, 0 audiences, 0 destinations in {tmp_path}: all valid." in readable.output
 
 
 AUDIENCES = (
