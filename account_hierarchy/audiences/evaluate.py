@@ -29,7 +29,7 @@ import ibis.expr.types as ir
 import pandas as pd
 
 from account_hierarchy.audiences.describe import describe
-from account_hierarchy.catalog.audience_checks import walk
+from account_hierarchy.catalog.audience_checks import children, walk
 from account_hierarchy.catalog.audience_models import (
     AccountAudienceReference,
     And,
@@ -465,12 +465,11 @@ class Evaluator:
 def _counts_in_context(condition: Condition) -> bool:
     """Whether a user condition (not counting nested quantifiers) has a `performed` condition
     counting in the account's context."""
-    if isinstance(condition, And | Or):
-        return any(map(_counts_in_context, condition.and_ if isinstance(condition, And)
-                       else condition.or_))  # fmt: skip
-    if isinstance(condition, Not):
-        return _counts_in_context(condition.not_)
-    return isinstance(condition, Performed) and condition.in_context
+    if isinstance(condition, Performed):
+        return condition.in_context
+    # (and / or / not keep the entity; quantifiers and `account:` change it)
+    return any(_counts_in_context(child) for child, entity, _ in children(condition)
+               if entity is None)  # fmt: skip
 
 
 def _is_null(value: ir.Value) -> ir.BooleanValue:
