@@ -66,7 +66,8 @@ def describe(condition: Condition) -> str:
         times = f"at least {condition.at_least}"
         if condition.at_most is not None:
             times += f" and at most {condition.at_most}"
-        times += " time" if times.endswith(" 1") else " times"
+        last = condition.at_least if condition.at_most is None else condition.at_most
+        times += " time" if last == 1 else " times"
         length = parse_window(condition.window)  # (None for all time, however it is written)
         window = "" if length is None else f" in the past {condition.window}"
         context = ""
