@@ -1,5 +1,8 @@
-"""Policies shared by the assets: retries of transient errors and the audiences' freshness."""
+"""Policies shared by the assets: retries of transient errors (and failing at once on the
+others), and the audiences' freshness."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import dagster as dg
@@ -8,6 +11,17 @@ import dagster as dg
 # retried twice, 10 s then 30 s later (Dagster's exponential backoff); crashed run workers are
 # retried by the instance (`run_retries` in dagster_home/dagster.yaml).
 TRANSIENT_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL)
+
+
+@contextmanager
+def not_retried(*errors: type[Exception]) -> Iterator[None]:
+    """Errors no retry can mend (an input not built yet, a query failing on the data) fail
+    the step at once, with their message, instead of going through `TRANSIENT_RETRY`."""
+    try:
+        yield
+    except errors as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from None
+
 
 # Audiences are meant to be at most an hour behind: warn after 2 hours, fail after 3.
 AUDIENCE_FRESHNESS = dg.FreshnessPolicy.time_window(

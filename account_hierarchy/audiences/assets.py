@@ -22,7 +22,7 @@ from account_hierarchy.catalog.audience_models import (
 from account_hierarchy.catalog.loader import Catalog, LocatedAudience
 from account_hierarchy.metadata import markdown_preview
 from account_hierarchy.partitions import HOURLY, window_of
-from account_hierarchy.policies import AUDIENCE_FRESHNESS, TRANSIENT_RETRY
+from account_hierarchy.policies import AUDIENCE_FRESHNESS, TRANSIENT_RETRY, not_retried
 from account_hierarchy.resources import Warehouse
 from account_hierarchy.traits.assets import trait_key
 from account_hierarchy.validation import recheck_stored
@@ -104,16 +104,14 @@ def build_audience_asset(located: LocatedAudience, catalog: Catalog) -> dg.Asset
     ) -> dg.MaterializeResult:
         start, end = window_of(context)
         with warehouse.get_connection() as con:
-            try:
+            # (inputs not materialized for the run's hours cannot appear between retries)
+            with not_retried(NotComputedError):
                 if settings.on_spark():
                     from account_hierarchy.spark import stages  # (pyspark loads only here)
 
                     report = stages.audience(con, catalog, audience.name, start, end)
                 else:
                     report = build_audience(con, catalog, audience.name, start, end)
-            except NotComputedError as error:
-                # (its inputs are missing: retrying before they are materialized cannot help)
-                raise dg.Failure(description=str(error), allow_retries=False) from None
             last = max(report.sizes)
             preview = con.execute(
                 "SELECT entity_id, reason FROM audience_memberships WHERE audience = $name "

@@ -13,7 +13,7 @@ from account_hierarchy import settings
 from account_hierarchy.catalog.loader import Catalog, LocatedTrait
 from account_hierarchy.metadata import last_hour_preview, table_schema
 from account_hierarchy.partitions import HOURLY, window_of
-from account_hierarchy.policies import TRANSIENT_RETRY
+from account_hierarchy.policies import TRANSIENT_RETRY, not_retried
 from account_hierarchy.resources import Warehouse
 from account_hierarchy.traits.compute import ENTITY_TABLES, TRAIT_TABLES, build_traits
 from account_hierarchy.traits.profile import profile_column
@@ -96,16 +96,14 @@ def build_trait_assets(catalog: Catalog) -> dg.AssetsDefinition:
         """Every trait as of the end of each hour of the partition window."""
         start, end = window_of(context)
         with warehouse.get_connection() as con:
-            try:
+            # (a trait's query failing on the hour's data would fail the same way again)
+            with not_retried(SqlTraitError):
                 if settings.on_spark():
                     from account_hierarchy.spark import stages  # (pyspark loads only here)
 
                     report = stages.traits(con, catalog, start, end)
                 else:
                     report = build_traits(con, catalog, start, end, describe=True)
-            except SqlTraitError as error:
-                # (the trait's query fails on the hour's data: a retry would fail the same way)
-                raise dg.Failure(description=str(error), allow_retries=False) from None
             last_hour = end - timedelta(hours=1)
             for located in catalog.traits:
                 trait = located.trait
