@@ -34,6 +34,7 @@ from account_hierarchy.audiences.memberships import build_audience
 from account_hierarchy.catalog.destination_models import CALLS
 from account_hierarchy.catalog.loader import load_catalog
 from account_hierarchy.cli import main
+from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.traits.compute import build_traits
 from account_hierarchy.warehouse import connect
@@ -783,6 +784,32 @@ def test_an_input_built_only_for_older_hours_does_not_take_the_sync_back(box, tm
         *(("identify", user, '{"pro_accounts": true}') for user in ("u1", "u2")),
         *(("track", user, "Audience Entered", entered) for user in ("u1", "u2")),
     }  # (GLOBEX was pro at 10:00 only)
+
+
+def test_an_hour_an_input_was_not_built_for_does_not_read_as_empty(box):
+    """Hour 11 has its traits but not its audience, hour 12 its audience but not its traits
+    (a step failed in each run): the sync stays at the newest hour both have, instead of
+    reading the audience as empty at 11 (a false exit), and moves on once both reach 12."""
+    con, destination_with, load = box
+    load([*events()[:3], events()[5]])  # (ACME is free at every hour; u3 logs in at 11:30)
+    catalog, destination = destination_with(ALL_CALLS, traits=["logins"])
+    build_hour(con, catalog, H10)
+    sync(con, catalog, destination, Recorder())
+    h12 = H11 + timedelta(hours=1)
+    build_snapshots(con, H11, h12, "parent_account_id")
+    build_traits(con, catalog, H11, h12)
+    build_snapshots(con, h12, h12 + timedelta(hours=1), "parent_account_id")
+    build_audience(con, catalog, "free_accounts", h12, h12 + timedelta(hours=1))
+    recorder = Recorder()
+    assert sync(con, catalog, destination, recorder).snapshot_hour == H10
+    assert recorder.messages == []
+    build_traits(con, catalog, h12, h12 + timedelta(hours=1))
+    assert sync(con, catalog, destination, recorder).snapshot_hour == h12
+    computed = '{"logins": 1, "trait_key": "logins"}'
+    assert calls(recorder.messages) == {
+        ("identify", "u3", '{"logins": 1}'),
+        ("track", "u3", "Trait Computed", computed),
+    }
 
 
 def test_an_input_not_built_yet_is_named_in_what_the_sync_waits_for(box, tmp_path):

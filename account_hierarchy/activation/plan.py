@@ -26,6 +26,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
+import ibis
+import ibis.expr.types as ir
+from ibis import Deferred, _
 
 from account_hierarchy.activation.state import (
     NOTHING,
@@ -40,7 +43,7 @@ from account_hierarchy.catalog.destination_models import CALLS, Destination
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.json_text import fetch_rows, parse_json
 from account_hierarchy.output import plain
-from account_hierarchy.traits.compute import newest_trait_hours
+from account_hierarchy.traits.compute import computed_by, newest_trait_hours
 from account_hierarchy.warehouse import table_names
 
 NAMESPACE = uuid.UUID("6f1c1e5e-4a55-4d0e-9d0c-6163636f756e")
@@ -82,32 +85,16 @@ class NothingToSyncError(LookupError):
 def newest_hour(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, destination: Destination
 ) -> datetime:
-    """The newest snapshot hour every input of the destination has; never one older than the
-    snapshot the destination already holds (going back would send it old changes)."""
-    hours = {}
-    existing = table_names(con)
-    # An audience can be empty at its newest hours, which have no membership rows: the hours
-    # it was evaluated for are in `audience_hours` (the memberships cover hours built before
-    # that table existed).
-    memberships = "audience_memberships" if "audience_memberships" in existing else "audience_hours"
-    for audience in destination.audiences:
-        hours[f"audience {audience}"] = con.execute(
-            "SELECT greatest("
-            "(SELECT max(snapshot_hour) FROM audience_hours WHERE audience = $a), "
-            f"(SELECT max(snapshot_hour) FROM {memberships} WHERE audience = $a))",
-            {"a": audience},
-        ).fetchone()[0]  # fmt: skip
-    traits = {
-        f"{entity} traits": con.execute(
-            f"SELECT max(snapshot_hour) FROM {entity}_traits"
-        ).fetchone()[0] if f"{entity}_traits" in existing else None
-        for entity in _trait_entities(catalog, destination)
-    }  # fmt: skip
+    """The newest snapshot hour every input of the destination was built for (an input built
+    for later hours but not for that one does not count as empty there); never one older than
+    the snapshot the destination already holds (going back would send it old changes)."""
+    inputs = _input_hours(con, catalog, destination)
+    hours = {name: _newest(built) for name, built in inputs.items()}
     # (a trait table without rows, no account having sent a group call yet, say, holds
     # nothing to send and waits for nothing, unless nothing else has rows either)
-    if any([*hours.values(), *traits.values()]):
-        traits = {name: hour for name, hour in traits.items() if hour is not None}
-    hours |= traits | _trait_hours(con, catalog, destination)
+    if any(hours.values()):
+        hours = {name: hour for name, hour in hours.items()
+                 if hour is not None or not name.endswith(" traits")}  # fmt: skip
     if not hours or None in hours.values():
         missing = [name for name, hour in hours.items() if hour is None]
         # (name what it waits for, unless that is every input: a destination added before
@@ -120,29 +107,69 @@ def newest_hour(
         raise NothingToSyncError(
             f"destination {destination.name}: {what} not been materialized yet"
         )
-    newest = min(hours.values())
+    reached = min(hours.values())
+    common = ibis.intersect(*(inputs[name] for name in hours))
+    newest = _newest(common.filter(common.snapshot_hour <= reached))
     held = synced_hour(con, destination.name)
-    if held is not None and newest < held:
-        behind = ", ".join(name for name, hour in hours.items() if hour < held)
-        raise NothingToSyncError(
-            f"destination {destination.name}: it holds the snapshot of {held:%Y-%m-%d %H:00}, "
-            f"and {behind} reach only {newest:%Y-%m-%d %H:00}: materialize them up to "
-            f"{held:%Y-%m-%d %H:00} (an older snapshot would send it old changes)"
-        )
-    return newest
+    if newest is not None and (held is None or newest >= held):
+        return newest
+    if behind := [name for name, hour in hours.items() if held is not None and hour < held]:
+        problem = f"{', '.join(behind)} reach only {reached:%Y-%m-%d %H:00}"
+    else:
+        problem = f"no hour up to {reached:%Y-%m-%d %H:00} has all of its inputs"
+    since, until = "", ""
+    if held is not None:
+        since = f"it holds the snapshot of {held:%Y-%m-%d %H:00}, and "
+        until = f" up to {held:%Y-%m-%d %H:00}"
+    raise NothingToSyncError(
+        f"destination {destination.name}: {since}{problem}: materialize them{until} for the "
+        "same hours (an older snapshot would send it old changes)"
+    )
 
 
-def _trait_hours(
+def _newest(hours: ir.Table) -> datetime | None:
+    return hours.snapshot_hour.max().to_pyarrow().as_py()
+
+
+def _input_hours(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, destination: Destination
-) -> dict[str, datetime | None]:
-    """The newest hour each trait of the destination was computed for by its definition
-    (`trait_hours`), for the entities whose trait tables were built since that table was
-    kept."""
-    newest = newest_trait_hours(con, catalog)
-    tracked = {entity for entity, _ in newest}
-    return {f"{entity} trait {trait}": newest.get((entity, trait))
-            for entity in sorted(_trait_entities(catalog, destination) & tracked)
-            for trait in destination.traits if trait in catalog.trait_columns(entity)}  # fmt: skip
+) -> dict[str, ir.Table]:
+    """Each input of the destination by name (its audiences, the trait table of each entity
+    it takes traits of, each of those traits), with the snapshot hours it was built for."""
+    db = ibis.duckdb.from_connection(con)
+    existing = table_names(con)
+
+    def hours_of(table: str, *conditions: ir.BooleanValue | Deferred) -> ir.Table:
+        if table in existing:
+            rows = db.table(table)
+            rows = rows.filter(*conditions) if conditions else rows
+        else:
+            rows = db.sql("SELECT CAST(NULL AS TIMESTAMP) AS snapshot_hour WHERE false")
+        # (cast to one type: the tables differ in whether the column may hold nulls)
+        return rows.select(snapshot_hour=rows.snapshot_hour.cast("timestamp"))
+
+    inputs = {}
+    for audience in destination.audiences:
+        # (an audience can be empty at its newest hours, which have no membership rows: the
+        # hours it was evaluated for are in `audience_hours`; the memberships cover hours
+        # built before that table was kept)
+        evaluated = [hours_of(table, _.audience == audience)
+                     for table in ("audience_hours", "audience_memberships")]  # fmt: skip
+        inputs[f"audience {audience}"] = ibis.union(*evaluated)
+    entities = sorted(_trait_entities(catalog, destination))
+    inputs |= {f"{entity} traits": hours_of(f"{entity}_traits") for entity in entities}
+    # (each trait's hours computed by its definition, for the entities whose trait tables
+    # were built since `trait_hours` was kept)
+    tracked = {entity for entity, _trait in newest_trait_hours(con, catalog)}
+    current = catalog.trait_definitions().values()
+    for entity in (entity for entity in entities if entity in tracked):
+        for trait in destination.traits:
+            if trait in catalog.trait_columns(entity):
+                inputs[f"{entity} trait {trait}"] = hours_of(
+                    "trait_hours", _.entity == entity, _.trait == trait,
+                    computed_by(db.table("trait_hours"), current),
+                )  # fmt: skip
+    return inputs
 
 
 def _trait_entities(catalog: Catalog, destination: Destination) -> set[str]:
