@@ -2,6 +2,7 @@
 that cannot be read, folders that cannot be written, and write keys kept out of messages."""
 
 import gzip
+import itertools
 import socket
 import time
 
@@ -61,6 +62,23 @@ def test_an_answer_that_cannot_be_decoded_is_retried_not_raised(httpserver):
     sender = HttpSender(httpserver.url_for("/").rstrip("/"), SECRET, retry)
     outcome = sender.send([{"messageId": "m"}])
     assert (outcome.accepted, outcome.attempts, outcome.response) == (True, 2, '{"success": true}')
+
+
+def test_the_retry_budget_is_the_runs_not_each_batchs(httpserver):
+    """Every batch fails once, then goes: a budget of 1 s is spent over the batches, not
+    granted to each (waits of 0.15 to 0.3 s, on a clock only the waits move)."""
+    answers = itertools.cycle([Response(status=503), Response('{"success": true}')])
+    httpserver.expect_request("/v1/batch").respond_with_handler(lambda _: next(answers))
+    retry = RetrySettings(max_seconds=1, initial_backoff_seconds=0.3, max_backoff_seconds=0.3)
+    slept = []
+    sender = HttpSender(httpserver.url_for("/").rstrip("/"), SECRET, retry,
+                        sleep=slept.append, clock=lambda: sum(slept))  # fmt: skip
+    sent = 0
+    with pytest.raises(DestinationUnavailableError, match="HTTP 503 after 1 attempts"):
+        for _ in range(10):
+            sender.send([{"messageId": "m"}])
+            sent += 1
+    assert 3 <= sent <= 6 and sum(slept) <= 1
 
 
 def test_an_answer_trickling_in_times_out_within_the_retry_budget(httpserver):

@@ -30,8 +30,8 @@ from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.traits.compute import ensure_trait_hours
 from account_hierarchy.warehouse import transaction
 
-MAX_MESSAGE_BYTES = 32 * 1024
-MAX_BATCH_BYTES = 500 * 1024
+MAX_MESSAGE_BYTES = 32 * 1024  # Segment's libraries' limit of a message
+MAX_BATCH_BYTES = 500_000  # under 500 KB however a KB is counted
 ENVELOPE_BYTES = 200  # {"batch": [...], "sentAt": "..."} around the messages
 STATE_SCHEMA = pa.schema(
     [(name, pa.string()) for name in

@@ -3,8 +3,8 @@
 HTTP follows Segment's API: `POST {url}/v1/batch` with `{"batch": [...], "sentAt": ...}` and
 the write key as the basic-auth user. Timeouts, connection errors and 5xx answers are retried
 with exponential backoff and jitter, a 429 after its `Retry-After`, all within the
-destination's `retry.max_seconds`; other 4xx answers reject the batch (its messages are
-retried on the next run). The write key is never logged.
+destination's `retry.max_seconds` for the whole run; other 4xx answers reject the batch (its
+messages are retried on the next run). The write key is never logged.
 """
 
 import hashlib
@@ -58,7 +58,8 @@ _REQUESTS_ERRORS = {
 
 
 class HttpSender:
-    """Posts batches to a Segment-compatible HTTP endpoint, with retries."""
+    """Posts batches to a Segment-compatible HTTP endpoint, with retries (one sender per
+    run: the retry budget is the run's)."""
 
     def __init__(
         self,
@@ -70,24 +71,30 @@ class HttpSender:
     ):
         self.endpoint = url.rstrip("/") + "/v1/batch"
         self.write_key, self.retry, self.sleep, self.clock = write_key, retry, sleep, clock
+        self.retrying = 0.0  # seconds of the run spent on failed attempts and waits
 
     def send(self, batch: list[dict]) -> Outcome:
-        """Deliver one batch; raise `DestinationUnavailableError` when the budget runs out."""
+        """Deliver one batch; raise `DestinationUnavailableError` when the run's retry budget
+        (`retry.max_seconds`, spent on failed attempts and the waits after them, over all the
+        batches this sender sends) runs out."""
         body = {"batch": batch, "sentAt": datetime.now(UTC).isoformat()}
-        deadline = self.clock() + self.retry.max_seconds
         attempt = 0
         while True:
             attempt += 1
+            started = self.clock()
             wait, problem = self._try(body, attempt)
             if isinstance(wait, Outcome):
                 return wait
-            if self.clock() + wait > deadline:
+            self.retrying += self.clock() - started
+            if self.retrying + wait > self.retry.max_seconds:
                 raise DestinationUnavailableError(
-                    f"{self.endpoint}: {problem} after {attempt} attempts; giving up after "
-                    f"{self.retry.max_seconds:g} s (the next run sends what is owed)",
+                    f"{self.endpoint}: {problem} after {attempt} attempts; giving up, the run's "
+                    f"retries having reached {self.retry.max_seconds:g} s (the next run sends "
+                    "what is owed)",
                     attempt,
                 )
             self.sleep(wait)
+            self.retrying += wait
 
     def _try(self, body: dict, attempt: int) -> tuple[Outcome | float, str]:
         """One attempt: an outcome, or how long to wait before the next one and why."""
