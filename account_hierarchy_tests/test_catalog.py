@@ -503,8 +503,33 @@ audiences:
         f"13: trait logins: name already used at {tmp_path / 'a.yaml'}:3",
         "21: trait broken.sql: unknown view 'acounts'; did you mean 'accounts'?",
         "27: audience on_nothing.where.trait: unknown account trait 'nothing'; known: logins",
-        "29: destination out.audiences: unknown audience 'gone'; known: on_broken, on_nothing, "
+        "29: destination out.audiences[0]: unknown audience 'gone'; known: on_broken, on_nothing, "
         "quiet",
+    ], problems
+
+
+def test_a_destination_problem_is_reported_at_the_line_of_its_field(tmp_path):
+    text = (
+        AUDIENCES
+        + """destinations:
+  - name: out
+    type: jsonl
+    folder: o
+    audiences:
+      - quiet
+      - quite
+    traits: [logins, login]
+    output_columns:
+      - 'Plan'
+    calls: [group]
+"""
+    )
+    problems = [problem.removeprefix(f"{tmp_path / 'a.yaml'}:") for problem in
+                problems_of(tmp_path, text)]  # fmt: skip
+    assert problems == [
+        "23: destination out.audiences[1]: unknown audience 'quite'; did you mean 'quiet'?",
+        "24: destination out.traits[1]: unknown trait 'login'; did you mean 'logins'?",
+        "26: destination out.output_columns[0]: 'Plan' is not a trait name",
     ], problems
 
 

@@ -88,11 +88,15 @@ class LocatedAudience:
 
 @dataclass(frozen=True)
 class LocatedDestination:
-    """A destination definition and where it was written."""
+    """A destination definition and where it was written: the file, the line, its place in
+    the file's `destinations` list and the file's YAML nodes (to find the line of any of its
+    fields)."""
 
     destination: Destination
     file: Path
     line: int
+    index: int = 0
+    tree: yaml.Node | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -222,7 +226,7 @@ def _load_file(path: Path, catalog: Catalog) -> list[str]:
             elif section == "traits":
                 located = LocatedTrait(parsed, path, line, index, tree)
             else:
-                located = LocatedDestination(parsed, path, line)
+                located = LocatedDestination(parsed, path, line, index, tree)
             getattr(catalog, section).append(located)
     return problems
 
@@ -356,11 +360,22 @@ def _check_catalog(catalog: Catalog) -> list[str]:
 
 def _trait_place(located: LocatedTrait, field: str | None = None) -> str:
     """`file:line: trait name.field`, at the line of the field (of the trait, without one)."""
-    if field is None or located.tree is None:
-        line = located.line
-    else:
-        line = _line(located.tree, ("traits", located.index, field))
-    return f"{located.file}:{line}: trait {located.trait.name}" + (f".{field}" if field else "")
+    return _place_in("traits", located, located.trait.name, () if field is None else (field,))
+
+
+def _place_in(
+    section: str,
+    located: LocatedTrait | LocatedAudience | LocatedDestination,
+    name: str,
+    place: Sequence[str | int] = (),
+) -> str:
+    """`file:line: audience name.where.and[0]`, at the line of the field at `place` in the
+    definition (of the definition, without one)."""
+    line = located.line
+    if place and located.tree is not None:
+        line = _line(located.tree, (section, located.index, *place))
+    label = f"{section.removesuffix('s')} {name}"
+    return f"{located.file}:{line}: {label}" + (f".{_field_label(place)}" if place else "")
 
 
 def _check_columns(catalog: Catalog) -> list[str]:
@@ -405,10 +420,8 @@ def _check_audiences(catalog: Catalog) -> list[str]:
     for located in catalog.audiences:
         for place, problem in check_audience(located.audience, columns, untimed, entities,
                                              catalog.invalid_names):  # fmt: skip
-            location = ("audiences", located.index, *place)
-            line = _line(located.tree, location) if located.tree else located.line
-            label = f"audience {located.audience.name}.{_field_label(place)}"
-            problems.append(f"{located.file}:{line}: {label}: {problem}")
+            where = _place_in("audiences", located, located.audience.name, place)
+            problems.append(f"{where}: {problem}")
     references = {a.audience.name: referenced_audiences(a.audience) for a in catalog.audiences}
     cycle = find_cycle(references)
     if cycle:
@@ -426,33 +439,40 @@ def _check_destinations(catalog: Catalog) -> list[str]:
     traits = sorted({**catalog.trait_columns("account"), **catalog.trait_columns("user")})
     for located in catalog.destinations:
         destination = located.destination
-        where = f"{located.file}:{located.line}: destination {destination.name}"
+
+        def at(*place: str | int) -> str:
+            return _place_in("destinations", located, destination.name, place)  # noqa: B023
+
         if destination.name in names:
             earlier = names[destination.name]
-            problems.append(f"{where}: name already used at {earlier.file}:{earlier.line}")
+            problems.append(f"{at()}: name already used at {earlier.file}:{earlier.line}")
         names.setdefault(destination.name, located)
-        for name in destination.audiences:
+        for index, name in enumerate(destination.audiences):
             if name not in audiences and name not in catalog.invalid_names:
-                problems.append(f"{where}.audiences: {unknown_name('audience', name, audiences)}")
-        for name in destination.traits:
+                problems.append(
+                    f"{at('audiences', index)}: {unknown_name('audience', name, audiences)}"
+                )
+        for index, name in enumerate(destination.traits):
+            where = at("traits", index)
             if name not in traits and name not in catalog.invalid_names:
-                problems.append(f"{where}.traits: {unknown_name('trait', name, traits)}")
+                problems.append(f"{where}: {unknown_name('trait', name, traits)}")
             elif name in catalog.trait_columns("account") and name in catalog.trait_columns("user"):
-                problems.append(f"{where}.traits: {name!r} is both an account and a user trait; "
+                problems.append(f"{where}: {name!r} is both an account and a user trait; "
                                 "rename one of them to send it")  # fmt: skip
             elif name in destination.audiences:
-                problems.append(f"{where}.traits: {name!r} is also an audience of the "
+                problems.append(f"{where}: {name!r} is also an audience of the "
                                 "destination: both would be the same key of its calls")  # fmt: skip
-        for name in destination.output_columns:
+        for index, name in enumerate(destination.output_columns):
+            where = at("output_columns", index)
             if not NAME.match(name):
-                problems.append(f"{where}.output_columns: {name!r} is not a trait name")
+                problems.append(f"{where}: {name!r} is not a trait name")
             elif name in destination.audiences:
                 problems.append(
-                    f"{where}.output_columns: {name!r} is also an audience of the destination, "
+                    f"{where}: {name!r} is also an audience of the destination, "
                     "whose group calls carry it as true or false"
                 )
         if set(destination.calls) == {"group"} and not _about_accounts(catalog, destination):
-            problems.append(f"{where}.calls: group calls carry account audiences and traits, "
+            problems.append(f"{at('calls')}: group calls carry account audiences and traits, "
                             "and it sends only user ones: add identify or track")  # fmt: skip
     return problems
 
