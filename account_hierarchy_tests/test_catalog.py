@@ -604,6 +604,10 @@ def test_a_missing_folder_and_a_file_not_in_utf8_are_problems(tmp_path, monkeypa
         ("type: http, url: 'http://a b', write_key_env: KEY, audiences: [quiet]", "no spaces"),
         ("type: jsonl, folder: out, audiences: [quiet], retry: {timeout_seconds: .inf}",
          "retry.timeout_seconds"),
+        ("type: jsonl, folder: out, audiences: [quiet, audience_key]",
+         "audiences[1]: 'audience_key' is the track property naming the audience"),
+        ("type: jsonl, folder: out, traits: [trait_key]",
+         "traits[0]: 'trait_key' is the track property naming the trait"),
     ],
 )  # fmt: skip
 def test_destination_problems_are_named(tmp_path, settings, message):
@@ -613,8 +617,10 @@ def test_destination_problems_are_named(tmp_path, settings, message):
             "  - name: both_user\n    entity: user\n    type: event_counter\n    event: A\n"
             "  - name: quiet\n    entity: user\n    type: event_counter\n    event: B\n"
             "  - name: both_sql\n    entity: account\n    type: sql\n"
-            "    sql: SELECT account_id, 7 AS both FROM accounts\n")  # fmt: skip
+            "    sql: SELECT account_id, 7 AS both FROM accounts\n"
+            "  - {name: trait_key, entity: user, type: event_counter, event: C}\n")  # fmt: skip
     text = AUDIENCES.replace("audiences:\n", both + "audiences:\n", 1)
+    text += "  - {name: audience_key, entity: account, where: {trait: logins, lt: 1}}\n"
     text += f"destinations:\n  - {{name: out, {settings}}}\n"
     problems = problems_of(tmp_path, text)
     assert len(problems) == 1 and message in problems[0], problems

@@ -452,6 +452,12 @@ def _check_destinations(catalog: Catalog) -> list[str]:
                 problems.append(
                     f"{at('audiences', index)}: {unknown_name('audience', name, audiences)}"
                 )
+        for kind, key in (("audience", "audience_key"), ("trait", "trait_key")):
+            listed = getattr(destination, f"{kind}s")
+            if "track" in destination.calls and key in listed:
+                problems.append(f"{at(f'{kind}s', listed.index(key))}: {key!r} is the track "
+                                f"property naming the {kind} ({{{key}: NAME, NAME: value}}): "
+                                "rename it to send it in track calls")  # fmt: skip
         for index, name in enumerate(destination.traits):
             where = at("traits", index)
             if name not in traits and name not in catalog.invalid_names:
