@@ -6,6 +6,8 @@ TIMESTAMPTZ cast carries the last zone name it met into the zoneless texts after
 same vector (`10:05 EST` then `10:05` gives 15:05 twice), so zoneless text must never reach it.
 """
 
+from datetime import datetime
+
 import ibis
 import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
@@ -21,22 +23,31 @@ ZONELESS = (
 # A time to the minute with a zone (`10:05Z`, `10:05+02:00`), which the casts reject.
 MINUTES_ONLY = r"^([0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2})(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
 _WITH_SECONDS = r"\1:00\2"
+DIGIT_FIRST = r"^\s*[0-9]"
+# The moments Python's datetime (and Spark's TIMESTAMP) can hold.
+EARLIEST, LATEST = datetime.min, datetime.max
 _PLACEHOLDER = "moment_text"
 
 
 def utc_sql(text: str) -> str:
     """DuckDB SQL reading the SQL expression `text` as a UTC TIMESTAMP (NULL when it names no
-    moment). Text ending in `Z` (UTC, as Segment's libraries write it) also takes the plain
-    cast, six times faster than the TIMESTAMPTZ cast and equal to it on such text; RFC 3339's
-    lower-case `t` and `z` and times to the minute are read after a rewrite, which only runs
-    for the rare texts the casts reject."""
+    moment, or one outside the years 1 to 9999, which Python and Spark cannot hold). Text ending
+    in `Z` (UTC, as Segment's libraries write it) also takes the plain cast, six times faster
+    than the TIMESTAMPTZ cast and equal to it on such text; RFC 3339's lower-case `t` and `z`
+    and times to the minute are read after a rewrite, which only runs for the rare texts the
+    casts reject. Only text starting with a digit reaches the TIMESTAMPTZ cast, which also
+    reads the words `epoch` and `infinity`."""
     with_seconds = f"regexp_replace(upper({text}), '{MINUTES_ONLY}', '{_WITH_SECONDS}')"
-    return (
+    dated = f"regexp_matches({text}, '{DIGIT_FIRST}')"
+    moment = (
         f"coalesce(CASE WHEN suffix({text}, 'Z') THEN try_cast({text} AS TIMESTAMP) "
         f"WHEN regexp_matches({text}, '{ZONELESS}') THEN try_cast(upper({text}) AS TIMESTAMP) "
-        f"ELSE try_cast({text} AS TIMESTAMPTZ)::TIMESTAMP END, "
-        f"try_cast({with_seconds} AS TIMESTAMPTZ)::TIMESTAMP)"
+        f"WHEN {dated} THEN try_cast({text} AS TIMESTAMPTZ)::TIMESTAMP END, "
+        f"CASE WHEN {dated} THEN try_cast({with_seconds} AS TIMESTAMPTZ)::TIMESTAMP END)"
     )
+    # (DuckDB computes `moment` once)
+    bounds = " AND ".join(f"TIMESTAMP '{bound.isoformat(sep=' ')}'" for bound in (EARLIEST, LATEST))
+    return f"CASE WHEN ({moment}) BETWEEN {bounds} THEN ({moment}) END"
 
 
 def utc_expression(text: exp.Expression) -> exp.Expression:
@@ -52,9 +63,12 @@ def utc_expression(text: exp.Expression) -> exp.Expression:
 def utc_value(text: ir.StringValue) -> ir.TimestampValue:
     """`utc_sql` as an Ibis expression (for the DuckDB backend)."""
     with_seconds = text.upper().re_replace(MINUTES_ONLY, _WITH_SECONDS)
+    dated = text.re_search(DIGIT_FIRST)
     read = ibis.cases(
         (text.endswith("Z"), text.try_cast(dt.Timestamp())),
         (text.re_search(ZONELESS), text.upper().try_cast(dt.Timestamp())),
-        else_=text.try_cast(dt.Timestamp(timezone="UTC")).cast(dt.Timestamp()),
+        (dated, text.try_cast(dt.Timestamp(timezone="UTC")).cast(dt.Timestamp())),
     )
-    return read.coalesce(with_seconds.try_cast(dt.Timestamp(timezone="UTC")).cast(dt.Timestamp()))
+    rewritten = with_seconds.try_cast(dt.Timestamp(timezone="UTC")).cast(dt.Timestamp())
+    moment = read.coalesce(ibis.ifelse(dated, rewritten, None))
+    return ibis.ifelse(moment.between(EARLIEST, LATEST), moment, None)

@@ -45,6 +45,7 @@ DIRTY_LINES = [
     (message("m", type="group", event=None), "group call without groupId"),
     (message("m", event=""), "track call without event name"),
     (message("m", event=None), "track call without event name"),
+    (message("m", type="screen", event=None, name=["Home"]), "name is not a string"),
     (message("m", properties=[1, 2]), "properties is not an object"),
     (message("m", type="identify", traits="Admin"), "traits is not an object"),
     (message("m", context="web"), "context is not an object"),
@@ -56,6 +57,8 @@ DIRTY_LINES = [
     ),
     (message("m", timestamp=1700000000), 'unparseable timestamp "1700000000"'),
     (message("m", receivedAt="soon"), 'unparseable receivedAt "soon"'),
+    (message("m", receivedAt="infinity"), 'unparseable receivedAt "infinity"'),
+    (message("m", receivedAt="12026-10-01T10:00:00Z"), 'unparseable receivedAt "12026'),
     (
         {k: v for k, v in message("m").items() if k != "timestamp"},
         "missing timestamp (no timestamp, originalTimestamp or receivedAt)",
@@ -109,7 +112,14 @@ def test_page_and_identify_fields(con, landing):
         [
             message("p", type="page", event=None, name="Pricing", properties={"path": "/pricing"}),
             message("i", type="identify", event=None, traits={"role": "Admin", "seats": 3}),
-            message("g", type="group", event=None, groupId="acct_9", traits={"plan": "pro"}),
+            message(
+                "g",
+                type="group",
+                event=None,
+                groupId="acct_9",
+                traits={"plan": "pro"},
+                name={"first": "A"},
+            ),  # (only a page or screen name must be a string)
         ],
     )
     ingest_window(con, landing, *DAY, PARTITIONS_START)
@@ -151,6 +161,13 @@ TIMESTAMP_FORMS = [
     ("2026-10-01T10:05:00+02:00Z", None),
     ("2026-10-01T10:05:00 EST Z", None),
     ("2026-10-01T10:05:00ZZ", None),
+    # (DuckDB's casts read these words, and moments Python cannot hold)
+    ("infinity", None),
+    ("-infinity", None),
+    ("epoch", None),
+    ("10000-01-01T00:00:00Z", None),
+    ("9999-12-31T23:30:00-01:00", None),
+    ("0000-06-01T00:00:00Z", None),
 ]
 
 

@@ -1,7 +1,7 @@
 """Windows are loaded exactly once: duplicates dropped and counted, re-runs change nothing."""
 
 import os
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
@@ -346,3 +346,31 @@ def test_table_names_are_the_warehouse_tables_and_views_not_temporary_ones(tmp_p
         con.execute("CREATE VIEW lake_table AS SELECT 1 AS x")
         con.execute("CREATE TEMP TABLE scratch (x INT)")
         assert table_names(con) == {"kept", "lake_table"}
+
+
+def test_times_python_cannot_hold_are_quarantined_in_a_real_hour(con, landing):
+    """DuckDB reads `infinity` and years past 9999 as times: such a line is quarantined in a
+    real hour (not in one no partition has), and the sensor can read the file's hours."""
+    write_lines(
+        landing / "a.ndjson",
+        [
+            message("m1", "2026-10-01T10:05:00Z"),
+            message("m2", "infinity", receivedAt="infinity"),
+            message("m3", "2026-10-01T10:06:00Z", receivedAt="infinity"),
+            message("m4", "10000-01-01T00:00:00Z", receivedAt="10000-01-01T00:00:00Z"),
+        ],
+    )
+    written = H12.replace(minute=30, tzinfo=UTC).timestamp()
+    os.utime(landing / "a.ndjson", (written, written))
+    (file,) = list_landing_files(landing)
+    # (lines without a usable time belong to the hour of the line before them)
+    assert load.hours_of_file(landing, file, PARTITIONS_START)[1] == {H10}
+    ingest(con, landing, H10, H11)
+    loaded = con.execute("SELECT message_id FROM raw_events").fetchall()
+    reasons = con.execute("SELECT source_line, reason FROM quarantined_lines ORDER BY 1").fetchall()
+    assert loaded == [("m1",)]
+    assert reasons == [
+        (2, 'unparseable timestamp "infinity"'),
+        (3, 'unparseable receivedAt "infinity"'),
+        (4, 'unparseable timestamp "10000-01-01T00:00:00Z"'),
+    ]

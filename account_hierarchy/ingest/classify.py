@@ -158,7 +158,8 @@ WITH trimmed AS (
             WHEN {_bad_id("context_group_id")} THEN 'context.groupId is not a string'
             WHEN type = 'track' AND (coalesce(t_event, '') <> 'VARCHAR' OR trim(event_name) = '')
                 THEN 'track call without event name'
-            WHEN {_present("name")} AND t_name <> 'VARCHAR' THEN 'name is not a string'
+            WHEN type IN ('page', 'screen') AND {_present("name")} AND t_name <> 'VARCHAR'
+                THEN 'name is not a string'
             WHEN {_present("properties")} AND t_properties <> 'OBJECT'
                 THEN 'properties is not an object'
             WHEN {_present("traits")} AND t_traits <> 'OBJECT' THEN 'traits is not an object'

@@ -18,7 +18,7 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
 from account_hierarchy import settings
-from account_hierarchy.moments import MINUTES_ONLY
+from account_hierarchy.moments import EARLIEST, LATEST, MINUTES_ONLY
 from account_hierarchy.traits.compile import AS_OF, HOUR, NUMBER_TEXT_SQL
 
 _COMMON_CONFIG = {
@@ -94,14 +94,15 @@ def spark_backend(session: SparkSession) -> ibis.BaseBackend:
 # `utc_moment` reads text with an offset as the UTC moment it names (the session's TIMESTAMP is
 # TIMESTAMP_NTZ, whose cast would drop the offset), RFC 3339's lower-case `t` and `z` and times
 # to the minute too (as `moments.utc_sql` does on DuckDB); only text starting with a date, as
-# DuckDB's cast wants (Spark's reads `2001` as a year). What DuckDB's casts read and Spark's
-# do not is rewritten first: `/` between a date's parts and spaces repeated before the time
-# (`moment_text`), and the hour 24 (`2026-09-30T24:00:00Z`, the next day's midnight, as
-# `midnight_text` and a day added).
+# DuckDB's cast wants (Spark's reads `2001` as a year), and only moments of the years 1 to
+# 9999. What DuckDB's casts read and Spark's do not is rewritten first: `/` between a date's
+# parts and spaces repeated before the time (`moment_text`), and the hour 24
+# (`2026-09-30T24:00:00Z`, the next day's midnight, as `midnight_text` and a day added).
 _DATE = "^( *[0-9]+)[-/]([0-9]{1,2})[-/]([0-9]{1,2})"
 _DATE_TIME = "^( *[0-9]+-[0-9]{1,2}-[0-9]{1,2}) +([0-9])"
 _HOUR_24 = "^( *[0-9]+-[0-9]{1,2}-[0-9]{1,2}[Tt ])24(:00(:00([.]0*)?)?)(?![0-9.:])"
 _NUMBER_PATTERN = NUMBER_TEXT_SQL.replace("\\", "\\\\")
+_BOUNDS = " AND ".join(f"TIMESTAMP_NTZ'{bound.isoformat(sep=' ')}'" for bound in (EARLIEST, LATEST))
 _JSON_FUNCTIONS = {
     "unwrap_json_str": "STRING RETURN value",
     # (backslashes doubled: Spark unescapes its string literals)
@@ -115,8 +116,10 @@ _JSON_FUNCTIONS = {
     "CAST(coalesce(try_cast(value AS TIMESTAMP_LTZ), try_cast(upper(value) AS TIMESTAMP_LTZ), "
     f"try_cast(regexp_replace(upper(value), '{MINUTES_ONLY}', '$1:00$2') AS TIMESTAMP_LTZ)) "
     "AS TIMESTAMP_NTZ) END",
-    "utc_moment": "TIMESTAMP_NTZ RETURN utc_moment_of(midnight_text(value)) + CASE WHEN "
+    "any_utc_moment": "TIMESTAMP_NTZ RETURN utc_moment_of(midnight_text(value)) + CASE WHEN "
     f"moment_text(value) RLIKE '{_HOUR_24}' THEN INTERVAL 1 DAY ELSE INTERVAL 0 DAY END",
+    "utc_moment": "TIMESTAMP_NTZ RETURN CASE WHEN any_utc_moment(value) BETWEEN "
+    f"{_BOUNDS} THEN any_utc_moment(value) END",
 }
 
 
