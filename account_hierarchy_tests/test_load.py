@@ -105,6 +105,24 @@ def test_same_file_landed_twice_changes_nothing(con, two_hours):
     assert report.lines_read == 11 == report.loaded + report.quarantined + report.duplicates
 
 
+def test_the_same_bytes_read_as_gzip_and_as_text_are_not_one_file(con, landing):
+    """Text misnamed `.gz` is an unreadable gzip file; the same bytes under a text name are
+    its lines, loaded (not duplicates of lines the misnamed file does not have)."""
+    write_lines(landing / "a.ndjson.gz", [message("m1", "2026-10-01T10:05:00Z")])
+    written = H10.replace(minute=30, tzinfo=UTC).timestamp()  # (the hour of its error row)
+    os.utime(landing / "a.ndjson.gz", (written, written))
+    ingest(con, landing)
+    (landing / "b.ndjson").write_bytes((landing / "a.ndjson.gz").read_bytes())
+    report = ingest(con, landing)
+    assert con.execute("SELECT source_file, message_id FROM raw_events").fetchall() == [
+        ("b.ndjson", "m1")
+    ]
+    assert con.execute("SELECT source_file, source_line FROM quarantined_lines").fetchall() == [
+        ("a.ndjson.gz", 0)
+    ]
+    assert report.duplicates == 0
+
+
 def test_message_loaded_in_another_hour_is_a_duplicate(con, landing):
     write_lines(landing / "a.ndjson", [message("m1", "2026-10-01T10:05:00Z")])
     ingest(con, landing, H10, H11)

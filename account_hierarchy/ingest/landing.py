@@ -112,8 +112,9 @@ def list_landing_files(landing_dir: Path) -> list[LandingFile]:
 
 
 def read_landing_file(landing_dir: Path, file: LandingFile) -> FileContent:
-    """Hash a file's bytes and split its (decompressed) content into numbered lines. A file
-    that cannot be read fails the run naming it (quarantined, it would be lost)."""
+    """Hash a file's bytes (and whether they are read as gzip) and split its (decompressed)
+    content into numbered lines. A file that cannot be read fails the run naming it
+    (quarantined, it would be lost)."""
     path = landing_dir / file.path
     try:
         data = path.read_bytes()
@@ -121,6 +122,9 @@ def read_landing_file(landing_dir: Path, file: LandingFile) -> FileContent:
         raise LandingFolderError(f"cannot read the landing file {path}: {error}") from error
     content_hash = hashlib.sha256(data).hexdigest()
     if file.path.endswith(".gz"):
+        # (bytes read as gzip are other lines than the same bytes read as text: a file is a
+        # re-delivery of another only when both are read the same way)
+        content_hash = "gzip:" + content_hash
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as error:
