@@ -143,3 +143,29 @@ def test_columns_are_typed_by_the_values_kept(con, landing):
     build_snapshots(con, *window, "parent_account_id")
     rows = con.execute("SELECT user_id, plan, age, n, m FROM users ORDER BY 1").fetchall()
     assert rows == [("u1", "pro", 30, None, None), ("u2", None, None, 9007199254740993, None)]
+
+
+def test_a_trait_set_to_null_is_null_in_its_column_of_any_type(con, landing):
+    """(a JSON column held the JSON `null`, which `IS NULL` does not find)"""
+
+    def identify(message_id, minute, user, traits):
+        return {"type": "identify", "messageId": message_id, "userId": user, "traits": traits,
+                "timestamp": f"2026-10-01T10:{minute:02}:00Z"}  # fmt: skip
+
+    write_lines(landing / "a.ndjson", [
+        identify("i1", 1, "u1", {"meta": {"a": 1}, "flag": True}),
+        identify("i2", 2, "u2", {"meta": "text", "flag": False}),
+        identify("i3", 3, "u1", {"meta": None, "flag": None}),
+        identify("i4", 4, "u3", {"meta": [None]}),
+    ])  # fmt: skip
+    window = (datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11))
+    ingest_window(con, landing, *window, PARTITIONS_START)
+    build_snapshots(con, *window, "parent_account_id")
+    rows = con.execute(
+        "SELECT user_id, typeof(meta), meta IS NULL, flag IS NULL, meta FROM users ORDER BY 1"
+    ).fetchall()
+    assert rows == [
+        ("u1", "JSON", True, True, None),
+        ("u2", "JSON", False, False, '"text"'),
+        ("u3", "JSON", False, True, "[null]"),
+    ]

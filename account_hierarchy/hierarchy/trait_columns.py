@@ -104,8 +104,8 @@ def extract(key: str, column_type_name: str, source: str = "traits") -> exp.Expr
     value = exp.Anonymous(this="json_extract", expressions=arguments)
     if column_type_name == "VARCHAR":
         return text
-    if column_type_name == "JSON":
-        return value
+    if column_type_name == "JSON":  # (a trait set to null is null, not the JSON `null`)
+        return exp.Nullif(this=value, expression=exp.Literal.string("null"))
     if column_type_name == "TIMESTAMP":
         return utc_expression(text)
     return exp.TryCast(this=value, to=exp.DataType.build(column_type_name))
