@@ -201,10 +201,13 @@ def _show(
 def tree(root: str | None, as_of: datetime | None, output_format: str) -> None:
     """Draw the account hierarchy (or the subtree under ROOT) as an indented tree."""
     with _reading() as con:
-        nodes = tree_nodes(con, as_of or latest_snapshot_hour(con), root)
+        hour = as_of or latest_snapshot_hour(con)
+        nodes = tree_nodes(con, hour, root)
     if output_format == "jsonl":
         emit(nodes, output_format)
         return
+    if not nodes:
+        click.echo(f"No account has sent a group call by the snapshot of {hour}.")
     for node in nodes:
         click.echo("  " * node["level"] + _tree_label(node))
 

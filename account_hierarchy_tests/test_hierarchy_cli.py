@@ -118,6 +118,25 @@ def test_unknown_entity_and_bad_hour_give_clear_errors(warehouse):
     assert "is not an hour" in bad.output
 
 
+def test_an_hour_before_the_first_group_call_has_no_accounts_but_is_built(tmp_path, landing,
+                                                                          monkeypatch):  # fmt: skip
+    identify = {"type": "identify", "messageId": "i1", "userId": "u1",
+                "timestamp": "2026-10-01T10:11:00Z", "traits": {}}  # fmt: skip
+    write_lines(landing / "a.ndjson", [identify])
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, landing, START, END, PARTITIONS_START)
+        build_snapshots(con, START, END, "parent_account_id")
+    monkeypatch.setenv("AH_WAREHOUSE", str(tmp_path / "wh.duckdb"))
+    tree = run("tree", "--as-of", "2026-10-01T10")
+    assert (tree.exit_code, tree.output) == (
+        0, "No account has sent a group call by the snapshot of 2026-10-01 10:00:00.\n"
+    )  # fmt: skip
+    assert run("tree", "--format", "jsonl").output == ""
+    missing = run("show", "account", "A", "--as-of", "2026-10-01T10")
+    assert missing.exit_code == 1
+    assert "account 'A' is not in the snapshot of 2026-10-01 10:00:00." in missing.output
+
+
 @pytest.mark.parametrize(
     "text",
     ["2026-10-01T10", "2026-10-01T10:00", "2026-10-01 10:00:00Z", "2026-10-01-10:00",

@@ -42,17 +42,24 @@ def _entity(
     )
     if rows:
         return rows[0]
-    (hour_built,) = con.execute(
-        f"SELECT count(*) > 0 FROM (FROM {table} WHERE snapshot_hour = $hour LIMIT 1)",
-        {"hour": hour},
-    ).fetchone()
-    if not hour_built:
+    if not snapshot_built(con, hour):
         newest = latest_snapshot_hour(con, (table,))
         raise NotInSnapshotError(
             f"No {table} in the snapshot of {hour} (is that hour materialized?); the newest "
             f"snapshot with {table} is {newest}."
         )
     raise NotInSnapshotError(f"{table[:-1]} {entity_id!r} is not in the snapshot of {hour}.")
+
+
+def snapshot_built(con: duckdb.DuckDBPyConnection, hour: datetime) -> bool:
+    """Whether the hierarchy snapshot of `hour` was built: it has users or accounts (an hour
+    before the first group call has users only)."""
+    (built,) = con.execute(
+        "SELECT EXISTS (FROM users WHERE snapshot_hour = $hour) "
+        "OR EXISTS (FROM accounts WHERE snapshot_hour = $hour)",
+        {"hour": hour},
+    ).fetchone()
+    return built
 
 
 def _traits(row: dict[str, Any]) -> dict[str, Any]:
@@ -142,8 +149,10 @@ def tree_nodes(
         "WHERE h.snapshot_hour = $hour ORDER BY h.account_id",
         {"hour": hour},
     )
-    if not rows:
-        raise NotInSnapshotError(f"No account hierarchy in the snapshot of {hour}.")
+    if not rows and not snapshot_built(con, hour):
+        raise NotInSnapshotError(
+            f"No account hierarchy in the snapshot of {hour} (is that hour materialized?)."
+        )
     by_id = {row["account_id"]: row | {"seen": True} for row in rows}
     children: dict[str | None, list[str]] = {}
     for row in rows:
