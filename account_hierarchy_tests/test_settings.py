@@ -1,12 +1,17 @@
 """Warehouse connections follow the settings."""
 
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from account_hierarchy.warehouse import connect
+
+ROOT = Path(__file__).parent.parent
 
 
 def test_memory_limit_comes_from_the_environment(tmp_path, monkeypatch):
@@ -51,3 +56,12 @@ def test_a_setting_that_cannot_be_used_is_one_line_from_the_console_script(
                           env=environment, capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 1
     assert done.stderr == f"Error: {variable}={value!r}: {message}\n"
+
+
+def test_the_instance_retries_crashed_runs_not_failed_steps(tmp_path):
+    """A step has its own retries, and errors no retry can mend fail it at once: the run is
+    not run again for a failed step, only for a crashed run worker."""
+    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert (instance.run_monitoring_enabled, instance.run_retries_max_retries) == (True, 2)
+        assert instance.run_retries_retry_on_asset_or_op_failure is False
