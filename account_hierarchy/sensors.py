@@ -156,15 +156,41 @@ def _read_cursor(context: dg.SensorEvaluationContext) -> dict:
     warning: every landing file is handled again, as on the first evaluation."""
     try:
         cursor = json.loads(context.cursor or "{}")
-        if isinstance(cursor, dict) and isinstance(cursor.get("files", {}), dict):
+        if _is_cursor(cursor):
             return cursor
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, ValueError, TypeError):
         pass
     context.log.warning(
         f"The sensor's cursor is not one it wrote ({str(context.cursor)[:80]!r}): it starts "
         "again, every landing file is handled anew."
     )
     return {}
+
+
+def _is_cursor(cursor: object) -> bool:
+    """Whether `cursor` has the shape the sensor writes (files: [size, mtime, content hash,
+    earliest hour, hours digest], the last two from later versions; pending hours; the count
+    of requests; the epoch); a time that does not parse raises ValueError."""
+
+    def is_int(value: object) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def is_entry(entry: object) -> bool:
+        return (
+            isinstance(entry, list) and 3 <= len(entry) <= 5
+            and all(is_int(number) for number in entry[:2]) and isinstance(entry[2], str)
+            and (len(entry) < 4 or entry[3] is None or bool(datetime.fromisoformat(entry[3])))
+            and all(isinstance(digest, str) for digest in entry[4:])
+        )  # fmt: skip
+
+    if not isinstance(cursor, dict) or not isinstance(files := cursor.get("files", {}), dict):
+        return False
+    pending = cursor.get("pending", [])
+    return (
+        all(is_entry(entry) for entry in files.values())
+        and isinstance(pending, list) and all(datetime.fromisoformat(hour) for hour in pending)
+        and is_int(cursor.get("requests", 0)) and is_int(cursor.get("epoch", 0))
+    )  # fmt: skip
 
 
 def unfinished_range_ends(instance: dg.DagsterInstance) -> list[str]:

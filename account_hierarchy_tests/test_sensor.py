@@ -273,7 +273,11 @@ def test_a_cleared_cursor_gets_new_run_keys(instance, landing_env):
 
 def test_a_cursor_the_sensor_did_not_write_starts_again(instance, landing_env):
     write_lines(landing_env / "a.ndjson", [message("m1", "2026-10-01T10:05:00Z")])
-    for corrupt in ("not json", "[]", '{"files": []}'):
+    corrupt_values = ['{"files": {"a.ndjson": "x"}}', '{"files": {"a.ndjson": [36, 1]}}',
+                      '{"files": {"b.ndjson": [1, 2, "h", "not-a-date"]}}',
+                      '{"files": {}, "pending": ["garbage"]}', '{"files": {}, "pending": 5}',
+                      '{"files": {}, "requests": "x"}', '{"files": {}, "epoch": [1]}']  # fmt: skip
+    for corrupt in ("not json", "[]", '{"files": []}', *corrupt_values):
         (request,), cursor = evaluate(instance, corrupt)
         assert span(request) == ("2026-10-01-10:00", "2026-10-01-10:00")
         assert evaluate(instance, cursor)[0] == []
