@@ -1,10 +1,12 @@
 """The landing sensor: new, rewritten or removed landing files start a run of the whole chain.
 
-Its cursor remembers, per file, the size, modification time and content hash it handled and
-the earliest hour that content touched. A file is handled when it is new, when its content
-changed (its old content's hours are recomputed too: its stale events must go) or when it was
-removed. New content equal to another file's in the folder (the same file landed twice, under
-any name) touches no hour: ingestion counts its lines as duplicates.
+Its cursor remembers, per file, the size, modification time and content hash it handled, the
+earliest hour that content touched and a digest of how its lines were classified (per hour,
+loaded or quarantined for which reason: a file only touched may change it). A file is handled
+when it is new, when its content changed (its old content's hours are recomputed too: its
+stale events must go), when it was removed, or when a touch changed how its lines are
+classified. New content equal to another file's in the folder (the same file landed twice,
+under any name) touches no hour: ingestion counts its lines as duplicates.
 
 Each evaluation asks for at most one run, covering in one single-run backfill every hour from
 the earliest hour the changes touch to the latest hour already materialized (or the latest
@@ -14,10 +16,12 @@ every later snapshot, raw events included. Hours not complete yet (not partition
 the cursor until a later evaluation finds them complete.
 
 An evaluation must finish within Dagster's sensor timeout (60 s by default), so it reads new
-files for at most `READ_BUDGET_SECONDS`; the files left are handled by the next evaluations,
-one run each (a month of 10M events takes about a minute to read).
+files, in batches of about `BATCH_LINES` lines classified together (as ingestion reads them),
+for at most `READ_BUDGET_SECONDS`; the files left are handled by the next evaluations, one run
+each (a month of 10M events takes about a minute to read).
 """
 
+import contextlib
 import hashlib
 import json
 import time
@@ -27,7 +31,7 @@ import dagster as dg
 
 from account_hierarchy import settings
 from account_hierarchy.ingest.landing import check_landing_folder, list_landing_files
-from account_hierarchy.ingest.load import hours_of_file
+from account_hierarchy.ingest.load import hours_of_files
 from account_hierarchy.jobs import PARTITION_TAG, RANGE_END_TAG, RANGE_START_TAG, pipeline_job
 from account_hierarchy.partitions import HOURLY, is_hour_key, partitions_start
 
@@ -43,8 +47,9 @@ def _hour_text(hour: datetime) -> str:
 
 def changed_files(cursor: dict) -> tuple[list[list[str]], set[datetime], dict]:
     """The changes to handle ([path, new content hash or "removed"]), the hours they touch,
-    and the new cursor's files. New or changed files are read until `READ_BUDGET_SECONDS`
-    have passed (at least one); the cursor leaves the others for the next evaluations."""
+    and the new cursor's files. New or changed files are read, a batch at a time, until
+    `READ_BUDGET_SECONDS` have passed (at least one batch); the cursor leaves the others for
+    the next evaluations."""
     landing = settings.landing_dir()
     handled = cursor.get("files", {})
     check_landing_folder(landing, len(handled))
@@ -59,38 +64,31 @@ def changed_files(cursor: dict) -> tuple[list[list[str]], set[datetime], dict]:
         if path not in present:
             changes.append([path, "removed"])
             hours |= _earliest_hour(entry)
-    deadline, read = time.monotonic() + READ_BUDGET_SECONDS, 0
-    for file in listed:
-        if file.path in unchanged:
-            continue
-        known = handled.get(file.path)
-        if read and time.monotonic() > deadline:
-            if known:
-                files[file.path] = known
-            continue
-        read += 1
-        content_hash, file_hours = hours_of_file(landing, file, partitions_start())
-        earliest = _hour_text(min(file_hours)) if file_hours else None
-        digest = _hours_digest(file_hours)
-        files[file.path] = [file.size, file.mtime_ns, content_hash, earliest, digest]
-        same_content = known is not None and known[2] == content_hash
-        if same_content and known[3:4] == [earliest] and known[4:] in ([], [digest]):
-            # only touched (lines without a time of their own may follow the mtime, and lines
-            # without `receivedAt` are checked against it: their hours may move)
-            continue
-        changes.append([file.path, content_hash])
-        if known:
-            hours |= _earliest_hour(known)
-        if same_content or content_hash not in held_hashes:
-            held_hashes.add(content_hash)
-            hours |= file_hours
+    deadline, read = time.monotonic() + READ_BUDGET_SECONDS, set()
+    unread = [file for file in listed if file.path not in unchanged]
+    with contextlib.closing(hours_of_files(landing, unread, partitions_start())) as batches:
+        for batch in batches:
+            for file, found in batch:
+                read.add(file.path)
+                known = handled.get(file.path)
+                earliest = _hour_text(min(found.hours)) if found.hours else None
+                digest = found.digest
+                files[file.path] = [file.size, file.mtime_ns, found.content_hash, earliest, digest]
+                same_content = known is not None and known[2] == found.content_hash
+                # (a file only touched may still change: lines without a time of their own
+                # follow the mtime, and lines without `receivedAt` are checked against it)
+                if same_content and known[3:] == [earliest, digest]:
+                    continue
+                changes.append([file.path, found.content_hash])
+                if known:
+                    hours |= _earliest_hour(known)
+                if same_content or found.content_hash not in held_hashes:
+                    held_hashes.add(found.content_hash)
+                    hours |= found.hours
+            if time.monotonic() > deadline:
+                break
+    files |= {path: handled[path] for path in handled.keys() & present - read - unchanged}
     return changes, hours, files
-
-
-def _hours_digest(hours: set[datetime]) -> str:
-    """A short digest of every hour a content touches (a touched file's may change)."""
-    text = json.dumps(sorted(_hour_text(hour) for hour in hours))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _earliest_hour(entry: list) -> set[datetime]:

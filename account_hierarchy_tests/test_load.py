@@ -382,7 +382,8 @@ def test_times_python_cannot_hold_are_quarantined_in_a_real_hour(con, landing):
     os.utime(landing / "a.ndjson", (written, written))
     (file,) = list_landing_files(landing)
     # (lines without a usable time belong to the hour of the line before them)
-    assert load.hours_of_file(landing, file, PARTITIONS_START)[1] == {H10}
+    ((_, found),) = next(load.hours_of_files(landing, [file], PARTITIONS_START))
+    assert found.hours == {H10}
     ingest(con, landing, H10, H11)
     loaded = con.execute("SELECT message_id FROM raw_events").fetchall()
     reasons = con.execute("SELECT source_line, reason FROM quarantined_lines ORDER BY 1").fetchall()

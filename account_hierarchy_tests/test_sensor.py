@@ -11,6 +11,7 @@ import pytest
 
 from account_hierarchy import sensors
 from account_hierarchy.definitions import defs
+from account_hierarchy.ingest import load
 from account_hierarchy.ingest.assets import raw_events
 from account_hierarchy.jobs import RANGE_END_TAG, RANGE_START_TAG
 from account_hierarchy.partitions import partitions_start
@@ -194,8 +195,9 @@ def test_many_files_are_read_only_once(instance, landing_env, monkeypatch):
         write_lines(landing_env / f"f{index:04d}.ndjson",
                     [message(f"m{index}", "2026-10-01T10:05:00Z")])  # fmt: skip
     reads = []
-    original = sensors.hours_of_file
-    monkeypatch.setattr(sensors, "hours_of_file", lambda *a: reads.append(1) or original(*a))
+    original = sensors.hours_of_files
+    monkeypatch.setattr(sensors, "hours_of_files", lambda landing, files, start: reads.extend(
+        files) or original(landing, files, start))  # fmt: skip
     monkeypatch.setattr(sensors, "READ_BUDGET_SECONDS", 600.0)  # (all in one, on a busy machine)
     (_,), cursor = evaluate(instance)
     assert len(reads) == 300
@@ -214,6 +216,7 @@ def test_files_beyond_the_read_budget_wait_for_the_next_evaluations(
             landing_env / f"f{hour}.ndjson", [message(f"m{hour}", f"2026-10-01T{hour}:05Z")]
         )
     monkeypatch.setattr(sensors, "READ_BUDGET_SECONDS", 0.0)
+    monkeypatch.setattr(load, "BATCH_LINES", 1)  # (a file a batch)
     ranges, cursor = [], None
     for _ in range(3):
         (request,), cursor = evaluate(instance, cursor)
@@ -324,6 +327,22 @@ def test_a_touched_file_whose_later_line_changes_hour_is_handled(instance, landi
     assert span(touched) == ("2026-10-01-10:00", "2026-10-03-10:00")
     os.utime(path, (at + 60, at + 60))  # touched again, the same hours: nothing to do
     assert evaluate(instance, cursor)[0] == []
+
+
+def test_a_touched_file_whose_line_becomes_valid_in_the_same_hour_is_handled(instance, landing_env):
+    """The same, with the line quarantined in its own hour: touching the file makes it valid
+    there, which no hour of the file shows."""
+    lines = [message("A", "2026-10-03T10:05:00Z", receivedAt="2026-10-03T10:05:00Z"),
+             message("B", "2026-10-03T10:30:00Z")]  # fmt: skip
+    path = write_lines(landing_env / "f.ndjson", lines)
+    at = datetime(2026, 10, 1, tzinfo=UTC).timestamp()
+    os.utime(path, (at, at))
+    (first,), cursor = evaluate(instance)
+    assert span(first) == ("2026-10-03-10:00", "2026-10-03-10:00")
+    at = datetime(2026, 10, 3, 11, tzinfo=UTC).timestamp()
+    os.utime(path, (at, at))
+    (touched,), cursor = evaluate(instance, cursor)
+    assert span(touched) == ("2026-10-03-10:00", "2026-10-03-10:00")
 
 
 def test_a_landing_folder_gone_asks_for_no_run_that_would_delete_every_event(

@@ -22,6 +22,7 @@ Re-running a window, or landing the same file again, therefore changes nothing, 
 run `lines_read = loaded + quarantined + duplicates`.
 """
 
+import hashlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,7 +31,6 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from account_hierarchy.ingest.classify import FileLines, anchor_orphans, classify_into
 from account_hierarchy.ingest.events_schema import validate_events
@@ -435,9 +435,37 @@ def classify_file(
     return content.content_hash, lines
 
 
-def hours_of_file(
-    landing_dir: Path, file: LandingFile, partitions_start: datetime
-) -> tuple[str, set[datetime]]:
-    """A landing file's content hash and the hours its lines belong to (`classify_file`)."""
-    content_hash, lines = classify_file(landing_dir, file, partitions_start)
-    return content_hash, set(pc.unique(lines["event_hour"]).to_pylist())
+@dataclass(frozen=True)
+class FileHours:
+    """What ingestion would make of a landing file: its content hash, the hours its lines
+    belong to, and a digest of how they are classified (per hour, how many lines are loaded and
+    how many are quarantined for each reason: a file only touched may change it)."""
+
+    content_hash: str
+    hours: set[datetime]
+    digest: str
+
+
+def hours_of_files(
+    landing_dir: Path, files: list[LandingFile], partitions_start: datetime
+) -> Iterator[list[tuple[LandingFile, FileHours]]]:
+    """Batches of the files (`read_in_batches`), each file with its `FileHours`, classified
+    exactly as ingestion does, in a private in-memory DuckDB (the warehouse is not touched);
+    a caller may stop between batches."""
+    with in_memory() as con:
+        con.execute(STAGING_DDL)
+        for batch in read_in_batches(landing_dir, files, BATCH_LINES):
+            _stage_batch(con, batch, partitions_start, to_index=set())
+            classified: dict[str, list[tuple]] = {}
+            for path, *counts in con.execute(
+                "SELECT source_file, event_hour, reason, count(*) FROM file_lines "
+                "GROUP BY ALL ORDER BY ALL"
+            ).fetchall():
+                classified.setdefault(path, []).append(tuple(counts))
+            found = []
+            for file, content in batch:
+                counts = classified.get(file.path, [])
+                digest = hashlib.sha256(repr(counts).encode()).hexdigest()[:16]
+                hours = {hour for hour, _reason, _count in counts}
+                found.append((file, FileHours(content.content_hash, hours, digest)))
+            yield found
