@@ -65,3 +65,14 @@ def test_the_instance_retries_crashed_runs_not_failed_steps(tmp_path):
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert (instance.run_monitoring_enabled, instance.run_retries_max_retries) == (True, 2)
         assert instance.run_retries_retry_on_asset_or_op_failure is False
+
+
+def test_sensor_ticks_are_purged(tmp_path):
+    """Each tick stores the sensor's cursor, an entry per landing file: none is kept forever."""
+    from dagster._core.scheduler.instigation import InstigatorType, TickStatus
+
+    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        kept = instance.get_tick_retention_settings(InstigatorType.SENSOR)
+    assert kept[TickStatus.SKIPPED] == 1
+    assert kept[TickStatus.SUCCESS] == kept[TickStatus.FAILURE] == 30
