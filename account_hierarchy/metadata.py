@@ -26,7 +26,9 @@ def markdown_preview(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "No rows."
     rows = [[table_cell(plain(value)) for value in row] for row in frame.itertuples(index=False)]
-    return tabulate(rows, headers=list(frame.columns), tablefmt="pipe", missingval="")
+    return tabulate(
+        rows, headers=list(frame.columns), tablefmt="pipe", missingval="", disable_numparse=True
+    )
 
 
 def last_hour_preview(

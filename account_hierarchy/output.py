@@ -67,7 +67,7 @@ def emit(rows: Iterable[Mapping[str, Any]], output_format: str) -> None:
         click.echo("(no rows)")
         return
     table = [{key: table_cell(value) for key, value in row.items()} for row in rows]
-    click.echo(tabulate(table, headers="keys", tablefmt="simple"))
+    click.echo(tabulate(table, headers="keys", tablefmt="simple", disable_numparse=True))
 
 
 def table_cell(value: Any) -> Any:
@@ -102,7 +102,7 @@ def emit_record(record: Mapping[str, Any], output_format: str) -> None:
             continue
         else:
             rows = [_flatten(row) for row in value]
-        click.echo(tabulate(rows, headers="keys") if rows else "  (none)")
+        click.echo(tabulate(rows, headers="keys", disable_numparse=True) if rows else "  (none)")
 
 
 def _flatten(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import duckdb
 import pytest
 
 from account_hierarchy.metadata import markdown_preview
-from account_hierarchy.output import emit
+from account_hierarchy.output import emit, emit_record
 
 VALUES_SQL = r"""
 SELECT TIME '10:05:30' AS at, '8d1e4b0c-2f7a-4c59-9a0e-6d1f1c2b3a4d'::UUID AS id,
@@ -59,3 +59,18 @@ def test_a_preview_shows_nulls_as_empty_cells_and_lists_as_json():
         '["a1","a2"]',
         "1.5",
     ]
+
+
+def test_tables_show_text_and_numbers_as_they_are(capsys):
+    """An id `1e3` is no account 1000, a value `0012` is not 12, and a sum keeps its digits."""
+    rows = [{"account_id": "1e3", "code": "0012", "total": 1234567.89},
+            {"account_id": "0.10", "code": "1.50", "total": None}]  # fmt: skip
+    emit(rows, "table")
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in lines[2:]] == [["1e3", "0012", "1234567.89"], ["0.10", "1.50"]]
+    emit_record({"account_id": "1e3", "traits": {"code": "0012"}}, "table")
+    assert capsys.readouterr().out.splitlines()[-1].split() == ["code", "0012"]
+    preview = markdown_preview(duckdb.sql("SELECT '1e3' AS id, 1234567.89::DOUBLE AS x").df())
+    assert [cell.strip() for cell in preview.splitlines()[2].strip("|").split("|")] == [
+        "1e3", "1234567.89",
+    ]  # fmt: skip
