@@ -1,7 +1,7 @@
 """Reading snapshot hours typed by people."""
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 
 _HOUR = re.compile(
     r"^(?P<date>\d{4}-\d{2}-\d{2})[T\- ](?P<hour>[01]\d|2[0-3])"
@@ -28,4 +28,7 @@ def parse_hour(text: str) -> datetime:
             f"hour; use {match['date']}T{match['hour']} for the one ending at "
             f"{(int(match['hour']) + 1) % 24:02d}:00"
         )
-    return hour.replace(hour=int(match["hour"]))
+    hour = hour.replace(hour=int(match["hour"]))
+    if hour > datetime.max - timedelta(hours=1):  # (its snapshot holds what was known at its end)
+        raise ValueError(f"{text!r} is the last hour there is: its end is past the year 9999")
+    return hour

@@ -153,6 +153,17 @@ def test_impossible_hours_are_refused_naming_the_text(text):
         parse_hour(text)
 
 
+def test_the_last_hour_there_is_is_refused(tmp_path, monkeypatch):
+    """Its end, which its snapshot is as of, is past the year 9999 (`preview` failed with a
+    traceback)."""
+    assert parse_hour("9999-12-31T22") == datetime(9999, 12, 31, 22)
+    with pytest.raises(ValueError, match="'9999-12-31T23' is the last hour there is"):
+        parse_hour("9999-12-31T23")
+    monkeypatch.setenv("AH_WAREHOUSE", str(tmp_path / "none.duckdb"))
+    result = run("preview", "anything", "--as-of", "9999-12-31T23")
+    assert result.exit_code == 2 and "the last hour there is" in result.output
+
+
 @pytest.mark.parametrize("text", ["2026-10-01T10:30", "2026-10-01 10:00:01Z",
                                   "2026-10-01T10:00:00.5"])  # fmt: skip
 def test_a_time_within_an_hour_is_refused(text):
