@@ -766,6 +766,7 @@ def test_json_nan_and_other_types_of_sql_traits(tmp_path):
     sql = ("SELECT user_id, '\"abc\"'::JSON AS j_text, '[1, \"x\"]'::JSON AS j_list, "
            "'nan'::DOUBLE AS d_nan, 7 AS n_int, 7.0::DOUBLE AS n_double, INTERVAL 3 DAY AS span, "
            "['nan'::DOUBLE, 1] AS nan_list, [TIMESTAMP '2026-10-01 10:00:00'] AS times, "
+           "'inf'::DOUBLE AS d_inf, ['-inf'::DOUBLE, 1] AS inf_list, "
            "'12345678-1234-5678-1234-567812345678'::UUID AS id FROM users")  # fmt: skip
     cases = {
         "text_equals": ({"trait": "j_text", "equals": "abc"}, {"u1"}),
@@ -782,6 +783,8 @@ def test_json_nan_and_other_types_of_sql_traits(tmp_path):
         "double_7": ({"trait": "n_double", "in": [7]}, {"u1"}),
         "span": ({"trait": "span", "equals": "3 days"}, {"u1"}),
         "nan_list": ({"trait": "nan_list", "contains": 1}, {"u1"}),
+        "inf_gt_0": ({"trait": "d_inf", "gt": 0}, {"u1"}),
+        "inf_list": ({"trait": "inf_list", "contains": 1}, {"u1"}),
         "times": ({"trait": "times", "contains": "2026-10-01 10:00:00"}, {"u1"}),
         "id": ({"trait": "id", "equals": "12345678-1234-5678-1234-567812345678"}, {"u1"}),
     }
@@ -791,9 +794,10 @@ def test_json_nan_and_other_types_of_sql_traits(tmp_path):
     with connect(tmp_path / "wh.duckdb") as con:
         values = con.execute(
             "SELECT audience, reason -> '$.conditions[0].value' FROM audience_memberships "
-            "WHERE audience IN ('nan_list', 'times')"
+            "WHERE audience IN ('nan_list', 'times', 'inf_gt_0', 'inf_list')"
         ).fetchall()
-        assert dict(values) == {"nan_list": "[null,1.0]", "times": '["2026-10-01T10:00:00"]'}
+        assert dict(values) == {"nan_list": "[null,1.0]", "times": '["2026-10-01T10:00:00"]',
+                                "inf_gt_0": "null", "inf_list": "[null,1.0]"}  # fmt: skip
         for name in cases:
             stored = con.execute(
                 "SELECT reason::VARCHAR FROM audience_memberships WHERE audience = $n",

@@ -70,7 +70,7 @@ class AudienceReport:
 def reason_expression(evaluated: Evaluated) -> exp.Expression:
     """Each row's reason, as DuckDB SQL over the columns of `evaluated.table`: per leaf
     condition, its label, whether it held, and the values that decided it, as plain JSON
-    (times as ISO text, lists as arrays, NaN as null)."""
+    (times as ISO text, lists as arrays, NaN and infinities as null)."""
     schema = evaluated.table.schema()
     conditions = []
     for leaf in evaluated.leaves:
@@ -99,7 +99,7 @@ def _column(name: str) -> exp.Column:
 
 def _plain(name: str, kind: dt.DataType) -> exp.Expression:
     """A result column as a plain JSON value (ISO text for times, as Python's `isoformat`;
-    NaN as null), a list's elements too."""
+    NaN and infinities, which JSON cannot carry, as null), a list's elements too."""
     return _plain_value(_column(name), kind)
 
 
@@ -117,7 +117,7 @@ def _plain_value(value: exp.Expression, kind: dt.DataType, depth: int = 0) -> ex
     if kind.is_date():
         return _strftime(value, "%Y-%m-%d")
     if kind.is_floating():
-        return exp.case().when(exp.func("isnan", value), exp.null()).else_(value)
+        return exp.case().when(exp.not_(exp.func("isfinite", value)), exp.null()).else_(value)
     if kind.is_json():
         return exp.cast(value, "VARCHAR")
     if kind.is_array():
