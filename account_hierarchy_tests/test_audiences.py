@@ -943,8 +943,8 @@ def test_a_performed_condition_is_described_with_its_window_however_all_time_is_
     described = [describe(Performed(performed="Logged In", at_most=2, window=window))
                  for window in ("All Time", "2 days")]  # fmt: skip
     assert described == [
-        "performed 'Logged In' at least 0 and at most 2 times",
-        "performed 'Logged In' at least 0 and at most 2 times in the past 2 days",
+        "performed 'Logged In' at most 2 times",
+        "performed 'Logged In' at most 2 times in the past 2 days",
     ]
 
 

@@ -63,9 +63,10 @@ def describe(condition: Condition) -> str:
             for w in condition.where  # type: ignore[arg-type]
         )
         text = f"performed {condition.performed!r}" + (f" with {filters}" if filters else "")
-        times = f"at least {condition.at_least}"
+        bounds = [f"at least {condition.at_least}"] if condition.at_least else []
         if condition.at_most is not None:
-            times += f" and at most {condition.at_most}"
+            bounds.append(f"at most {condition.at_most}")
+        times = " and ".join(bounds) or "at least 0"
         last = condition.at_least if condition.at_most is None else condition.at_most
         times += " time" if last == 1 else " times"
         length = parse_window(condition.window)  # (None for all time, however it is written)
