@@ -17,6 +17,7 @@ from account_hierarchy.audiences.evaluate import Evaluator, NotComputedError
 from account_hierarchy.audiences.memberships import build_audience, reason_texts
 from account_hierarchy.audiences.queries import (
     explain,
+    members,
     newest_evaluable_hour,
     newest_member_hour,
     preview,
@@ -818,6 +819,10 @@ def test_default_hours_are_the_audiences_own(edge):
     assert newest_evaluable_hour(con, catalog, "any_admin") == EDGE_HOUR
     with pytest.raises(NotInSnapshotError, match="'nope' was not materialized for any hour"):
         newest_member_hour(con, "nope")
+    with pytest.raises(NotInSnapshotError, match="did you mean 'any_admin'"):
+        newest_member_hour(con, "any_admins")
+    with pytest.raises(NotInSnapshotError, match="did you mean 'any_admin'"):
+        members(con, "any_admins", EDGE_HOUR)
 
 
 def test_preview_with_a_new_trait_not_materialized_yet(edge, tmp_path):

@@ -22,6 +22,7 @@ from account_hierarchy.catalog.audience_models import AnyAccount, Quantified
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.hierarchy.queries import NotInSnapshotError, latest_snapshot_hour
 from account_hierarchy.traits.compute import newest_trait_hours
+from account_hierarchy.traits.sql_traits import unknown_name
 from account_hierarchy.warehouse import rows_if_table_exists, table_names
 
 SAMPLE_SIZE = 10
@@ -39,7 +40,8 @@ def members(con: duckdb.DuckDBPyConnection, audience: str, hour: datetime) -> li
     )
     if not rows and not _materialized(con, audience, hour):
         raise NotInSnapshotError(
-            f"Audience {audience!r} was not materialized for {hour:%Y-%m-%d %H:00} UTC."
+            f"Audience {audience!r} was not materialized for {hour:%Y-%m-%d %H:00} UTC"
+            f"{_unknown(con, audience)}."
         )
     return [
         {"entity_id": entity_id, "entity_type": entity_type, "audience": audience,
@@ -55,6 +57,19 @@ def _materialized(con: duckdb.DuckDBPyConnection, audience: str, hour: datetime)
         con, "SELECT 1 FROM audience_hours WHERE audience = $name AND snapshot_hour = $hour",
         {"name": audience, "hour": hour},
     ))  # fmt: skip
+
+
+def _unknown(con: duckdb.DuckDBPyConnection, audience: str) -> str:
+    """For a name no audience materialized so far has (a typo, or an audience not built yet):
+    `; unknown materialized audience 'x'; did you mean 'y'?`; else nothing."""
+    query = "SELECT DISTINCT audience FROM {table}"
+    names = {name for table in ("audience_hours", "audience_memberships")
+             for (name,) in rows_if_table_exists(con, query.format(table=table), {})}  # fmt: skip
+    return (
+        ""
+        if audience in names
+        else f"; {unknown_name('materialized audience', audience, sorted(names))}"
+    )
 
 
 def _stored_member(
@@ -83,8 +98,7 @@ def newest_member_hour(con: duckdb.DuckDBPyConnection, audience: str) -> datetim
     )
     if not hours or hours[0][0] is None:
         raise NotInSnapshotError(
-            f"Audience {audience!r} was not materialized for any hour yet (or no audience has "
-            "that name: check it)."
+            f"Audience {audience!r} was not materialized for any hour yet{_unknown(con, audience)}."
         )
     return hours[0][0]
 
