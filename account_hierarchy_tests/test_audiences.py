@@ -5,6 +5,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
+import duckdb
 import ibis
 import numpy as np
 import pandas as pd
@@ -823,6 +824,9 @@ def test_default_hours_are_the_audiences_own(edge):
         newest_member_hour(con, "any_admins")
     with pytest.raises(NotInSnapshotError, match="did you mean 'any_admin'"):
         members(con, "any_admins", EDGE_HOUR)
+    with duckdb.connect() as empty, pytest.raises(NotInSnapshotError) as nothing_built:
+        newest_member_hour(empty, "any_admin")
+    assert str(nothing_built.value) == "Audience 'any_admin' was not materialized for any hour yet."
 
 
 def test_preview_with_a_new_trait_not_materialized_yet(edge, tmp_path):

@@ -65,11 +65,9 @@ def _unknown(con: duckdb.DuckDBPyConnection, audience: str) -> str:
     query = "SELECT DISTINCT audience FROM {table}"
     names = {name for table in ("audience_hours", "audience_memberships")
              for (name,) in rows_if_table_exists(con, query.format(table=table), {})}  # fmt: skip
-    return (
-        ""
-        if audience in names
-        else f"; {unknown_name('materialized audience', audience, sorted(names))}"
-    )
+    if audience in names or not names:  # (none at all: "not materialized" says it all)
+        return ""
+    return f"; {unknown_name('materialized audience', audience, sorted(names))}"
 
 
 def _stored_member(
