@@ -87,7 +87,8 @@ def changed_files(cursor: dict) -> tuple[list[list[str]], set[datetime], dict]:
                     hours |= found.hours
             if time.monotonic() > deadline:
                 break
-    files |= {path: handled[path] for path in handled.keys() & present - read - unchanged}
+    left = [file.path for file in unread if file.path not in read]
+    files |= {path: handled[path] for path in left if path in handled}
     return changes, hours, files
 
 
@@ -167,8 +168,8 @@ def _read_cursor(context: dg.SensorEvaluationContext) -> dict:
 
 def _is_cursor(cursor: object) -> bool:
     """Whether `cursor` has the shape the sensor writes (files: [size, mtime, content hash,
-    earliest hour, hours digest], the last two from later versions; pending hours; the count
-    of requests; the epoch); a time that does not parse raises ValueError."""
+    earliest hour, classification digest], the last two from later versions; pending hours;
+    the count of requests; the epoch); a time that does not parse raises ValueError."""
 
     def is_int(value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
