@@ -334,6 +334,13 @@ def test_spark_memberships_are_validated_before_they_are_written(engines, spark,
     assert written() == before and any(row[1] == "software_industry" for row in before)
 
 
+def test_a_local_session_keeps_its_catalog_out_of_the_working_directory(spark):
+    register_json_functions(spark)
+    catalog_folder = spark.conf.get("spark.sql.warehouse.dir").removeprefix("file:")
+    assert not Path(catalog_folder).resolve().is_relative_to(Path.cwd())
+    assert not (Path.cwd() / "spark-warehouse").exists()
+
+
 def test_engine_setting(monkeypatch):
     monkeypatch.delenv(settings.ENGINE_ENV, raising=False)
     assert settings.engine() == "duckdb"

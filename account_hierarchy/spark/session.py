@@ -8,6 +8,7 @@ by default: every core of this machine). Sessions work in UTC like the DuckDB wa
 import os
 import shutil
 import sys
+import tempfile
 from datetime import datetime, timedelta
 from functools import reduce
 
@@ -38,6 +39,9 @@ _LOCAL_CONFIG = {
     "spark.driver.memory": "4g",
     # The driver lists a local lake's hour folders itself: a listing job per read costs more.
     "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
+    # The session's catalog folder (the engine keeps no tables there): out of the working
+    # directory, which Spark would otherwise leave a `spark-warehouse` folder in.
+    "spark.sql.warehouse.dir": os.path.join(tempfile.gettempdir(), "account_hierarchy-spark"),
 }
 # Spark runs one task per core: the DuckDB a task runs stage code in keeps to one thread.
 TASK_THREADS = 1
