@@ -50,6 +50,14 @@ DIRTY_LINES = [
     (message("m", type="identify", traits="Admin"), "traits is not an object"),
     (message("m", context="web"), "context is not an object"),
     (message("m", context={"groupId": ["a"]}), "context.groupId is not a string"),
+    # (no id is made of a number that is not finite: Segment refuses such JSON)
+    (message("m", userId=float("nan")), "userId is not a finite number"),
+    (message("m", userId=None, anonymousId=float("-inf")), "anonymousId is not a finite number"),
+    (
+        json.dumps(message("m", type="group", groupId=0.5)).replace("0.5", "1e400"),
+        "groupId is not a finite number",
+    ),
+    (message("m", context={"groupId": float("inf")}), "context.groupId is not a finite number"),
     (message("m", timestamp="not-a-date"), 'unparseable timestamp "not-a-date"'),
     (
         message("m", timestamp="2026-13-45T99:00:00Z"),

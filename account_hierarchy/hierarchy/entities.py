@@ -4,7 +4,8 @@
   last time seen (any event).
 - accounts: every `groupId` of a group call; the latest value of every group trait; first and
   last group call; how many users are associated; the parent account (a group trait,
-  `parent_account_id` unless configured otherwise, numbers read as text, blank as none).
+  `parent_account_id` unless configured otherwise, numbers read as text, blank or a number
+  that is not finite as none).
 - memberships: a group call with both `userId` and `groupId` associates the user with the
   account; first and last association time. Anonymous group calls associate nobody.
 
@@ -100,9 +101,13 @@ def build_accounts(
         CREATE OR REPLACE TEMP TABLE account_base AS
         SELECT seen.snapshot_hour, seen.account_id, seen.first_at AS first_seen_at,
                seen.last_at AS last_seen_at, coalesce(members.user_count, 0) AS user_count,
-               -- (text as ingestion makes ids of any JSON value: 1e16 as 1e+16)
-               nullif(trim(json_transform(json_extract(t.traits, $parent_path), '"VARCHAR"')),
-                      '') AS parent_account_id,
+               -- (text as ingestion makes ids of any JSON value: 1e16 as 1e+16; no id of
+               -- a number that is not finite, as ingestion quarantines those)
+               CASE WHEN json_type(t.traits, $parent_path) <> 'DOUBLE'
+                         OR isfinite(CAST(json_extract(t.traits, $parent_path) AS DOUBLE))
+                    THEN nullif(trim(json_transform(json_extract(t.traits, $parent_path),
+                                                    '"VARCHAR"')), '')
+               END AS parent_account_id,
                coalesce(t.traits, '{}'::JSON) AS traits
         FROM account_seen AS seen
         LEFT JOIN account_trait_values AS t

@@ -93,6 +93,11 @@ def _bad_id(name: str) -> str:
     return f"({_present(name)} AND t_{name} NOT IN {_ID_TYPES})"
 
 
+def _non_finite_id(name: str) -> str:
+    """A number no id can be made of: `NaN`, `Infinity` or beyond a double's range (`1e400`)."""
+    return f"(t_{name} = 'DOUBLE' AND NOT isfinite(TRY_CAST({name} AS DOUBLE)))"
+
+
 CLASSIFY_SQL = f"""
 WITH trimmed AS (
     SELECT source_file, source_line, utf8_error, file_written_at,
@@ -150,12 +155,16 @@ WITH trimmed AS (
             WHEN length(message_id) > $max_id_chars
                 THEN format('messageId over {{}} characters', $max_id_chars)
             WHEN {_bad_id("user_id")} THEN 'userId is not a string'
+            WHEN {_non_finite_id("user_id")} THEN 'userId is not a finite number'
             WHEN {_bad_id("anonymous_id")} THEN 'anonymousId is not a string'
+            WHEN {_non_finite_id("anonymous_id")} THEN 'anonymousId is not a finite number'
             WHEN user_id IS NULL AND anonymous_id IS NULL THEN 'missing userId and anonymousId'
             WHEN {_bad_id("group_id")} THEN 'groupId is not a string'
+            WHEN {_non_finite_id("group_id")} THEN 'groupId is not a finite number'
             WHEN type = 'group' AND group_id IS NULL THEN 'group call without groupId'
             WHEN {_present("context")} AND t_context <> 'OBJECT' THEN 'context is not an object'
             WHEN {_bad_id("context_group_id")} THEN 'context.groupId is not a string'
+            WHEN {_non_finite_id("context_group_id")} THEN 'context.groupId is not a finite number'
             WHEN type = 'track' AND (coalesce(t_event, '') <> 'VARCHAR' OR trim(event_name) = '')
                 THEN 'track call without event name'
             WHEN type IN ('page', 'screen') AND {_present("name")} AND t_name <> 'VARCHAR'
