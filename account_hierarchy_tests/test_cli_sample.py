@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from account_hierarchy.cli import main
@@ -48,3 +49,11 @@ def test_sample_table_output_and_landing_dir_default(tmp_path, monkeypatch):
     assert result.exit_code == 0
     assert "folder" in result.output.splitlines()[0]
     assert len(list((tmp_path / "env-landing").iterdir())) == 4
+
+
+@pytest.mark.parametrize("activity", ["0", "nan", "inf", "-1"])
+def test_sample_refuses_an_activity_that_is_no_finite_positive_number(tmp_path, activity):
+    args = ["sample", "--out", str(tmp_path), "--accounts", "1", "--users", "1", "--days", "1"]
+    result = CliRunner().invoke(main, [*args, "--activity", activity])
+    assert result.exit_code == 2 and "Invalid value for '--activity'" in result.output
+    assert list(tmp_path.iterdir()) == []

@@ -133,9 +133,9 @@ def generate_sample(
     days are written at once, by forked worker processes). `activity` scales every user's
     session rate (and anonymous visits). A naive `start` is taken as UTC. Memory holds the
     company model and one 6-hour file window per process, never the whole sample."""
-    if min(accounts, users, days, processes) < 1 or activity <= 0:
+    if min(accounts, users, days, processes) < 1 or not 0 < activity < math.inf:
         raise ValueError("accounts, users, days and processes must each be at least 1, "
-                         "activity above 0")  # fmt: skip
+                         "activity a finite number above 0")  # fmt: skip
     global _SHARED
     model = build_model(seed, accounts, users, _epoch_ms(start), days)
     out_dir.mkdir(parents=True, exist_ok=True)
