@@ -6,16 +6,20 @@ import json
 import shutil
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
 import pytest
 import yaml
 
+import benchmarks.generate
 from account_hierarchy.catalog.loader import load_catalog
-from benchmarks.common import peak_rss_mib, timed
-from benchmarks.pipeline import all_tiles
-from benchmarks.scale import DEFINITIONS
+from account_hierarchy.traits.compute import build_traits
+from benchmarks import verify
+from benchmarks.common import row, timed
+from benchmarks.pipeline import all_tiles, hierarchy_snapshots
+from benchmarks.scale import DEFINITIONS, Scale
 
 ROOT = Path(__file__).parent.parent
 EVENTS = 20_000
@@ -49,11 +53,12 @@ def test_snapshot_and_backfill(work_dir):
     assert "without the daily job" in first["what"] and first["vs baseline"] > 0
     assert "after the daily job" in prepared["what"] and prepared["vs baseline"] > 0
     assert hour["vs baseline"] > 0 and baseline["vs baseline"] == 1.0
-    hierarchy, ours, pandas, sql_traits = figure("backfill", work_dir, "--hours", "3")
-    assert hierarchy["what"] == "hierarchy snapshots, 3 hours"
-    assert ours["what"] == "traits and audiences, 3 hours"
-    assert ours["events"] == hierarchy["events"] == 3 * tiles["events"]
-    assert pandas["vs baseline"] == 1.0
+    hierarchy, ours, pandas, sql_traits = figure("backfill", work_dir, "--hours", "1")
+    assert hierarchy["what"] == "hierarchy snapshots, 1 hours"
+    assert ours["what"] == "traits and audiences, 1 hours"
+    assert ours["events"] == hierarchy["events"] == tiles["events"]
+    # (pandas computes only hours the backfill built the hierarchy of)
+    assert pandas["vs baseline"] == 1.0 and pandas["what"].endswith(", 1 hour(s)")
     assert 0 < sql_traits["seconds"] < ours["seconds"]
 
 
@@ -131,12 +136,29 @@ def test_verify_fails_on_a_wrong_tile(work_dir, tmp_path):
     assert "user_logins_past_7_days: stored" in done.stderr
 
 
+def test_verify_finds_rows_missing_from_the_stored_traits(work_dir, tmp_path):
+    shutil.copy(work_dir / f"scale-{EVENTS}" / "warehouse.duckdb", tmp_path / "warehouse.duckdb")
+    catalog = load_catalog(DEFINITIONS)
+    hour = Scale(EVENTS, work_dir).last_hour
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        hierarchy_snapshots(con, hour, hour + timedelta(hours=1))
+        build_traits(con, catalog, hour, hour + timedelta(hours=1))
+        cells, found = verify._pandas_traits(con, catalog, hour)
+        assert cells > 0 and found == []
+        con.execute("DELETE FROM account_traits")
+        cells, found = verify._pandas_traits(con, catalog, hour)
+    assert found and all("account_traits" in f and "not stored" in f for f in found)
+
+
 def test_verify_names_the_windows_it_knows(work_dir):
     command = [sys.executable, "-m", "benchmarks.verify", "--events", str(EVENTS),
                "--work-dir", str(work_dir), "--windows", "an odd hour"]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 1
     assert "unknown window(s) 'an odd hour'; choose from '3 hours across midnight'" in done.stderr
+
+
+ALLOCATE = "block = bytearray(b'x') * (300 * 2**20); import time; time.sleep(0.5)"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak reset is Linux's")
@@ -146,6 +168,28 @@ def test_each_timed_figure_reports_its_own_peak_memory():
         del block
 
     timed(allocate)
-    with_block = peak_rss_mib()
+    with_block = row("f", "allocates", 1, 1.0)["peak MiB"]
     timed(lambda: None)
-    assert with_block - peak_rss_mib() > 250
+    assert with_block - row("f", "nothing", 1, 1.0)["peak MiB"] > 250
+
+
+def test_the_peak_memory_counts_child_processes():
+    timed(lambda: subprocess.run([sys.executable, "-c", ALLOCATE], check=True))
+    with_child = row("f", "a child allocates", 1, 1.0)["peak MiB"]
+    timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True))
+    assert with_child - row("f", "a child does nothing", 1, 1.0)["peak MiB"] > 250
+
+
+def test_each_generate_row_has_the_peak_of_its_own_run(tmp_path, monkeypatch):
+    def generate_sample(folder, processes, **sizes):
+        if processes == 2:  # (the first of the two runs: its peak must not be the second's)
+            block = bytearray(b"x") * (300 * 2**20)
+            del block
+        return real_generate_sample(folder, processes=processes, **sizes)
+
+    real_generate_sample = benchmarks.generate.generate_sample
+    monkeypatch.setattr(benchmarks.generate, "generate_sample", generate_sample)
+    _, two_processes, one_process = benchmarks.generate.measure(Scale(1000, tmp_path))
+    assert (two_processes["what"], one_process["what"]) == ("3 days, 2 processes",
+                                                            "3 days, 1 process")  # fmt: skip
+    assert two_processes["peak MiB"] - one_process["peak MiB"] > 250

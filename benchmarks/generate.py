@@ -10,7 +10,7 @@ The sample is written once and reused by the other benchmarks; its figures are r
 import tempfile
 from pathlib import Path
 
-from account_hierarchy.sample.generator import SampleSummary, generate_sample
+from account_hierarchy.sample.generator import generate_sample
 from benchmarks.common import figure_arguments, print_rows, row, timed, versus
 from benchmarks.scale import ACTIVITY, DAYS, Scale
 
@@ -23,16 +23,14 @@ def measure(scale: Scale) -> list[dict]:
     summary = scale.generate(processes=2)
     whole = row("generate", f"sample, {DAYS} days, 2 processes", summary["lines"],
                 summary["seconds"], **{"peak MiB": summary["peak MiB"]})  # fmt: skip
-    timings = {processes: _write_first_days(scale, processes) for processes in (2, 1)}
-    (ours_seconds, written), (serial_seconds, _) = timings[2], timings[1]
-    ours = row("generate", f"{COMPARED_DAYS} days, 2 processes", written.lines, ours_seconds)
-    baseline = row("generate", f"{COMPARED_DAYS} days, 1 process", written.lines, serial_seconds)
+    ours, baseline = (_write_first_days(scale, processes) for processes in (2, 1))
     return [whole, *versus(ours, baseline)]
 
 
-def _write_first_days(scale: Scale, processes: int) -> tuple[float, SampleSummary]:
+def _write_first_days(scale: Scale, processes: int) -> dict:
+    """The row of the sample's first days written with `processes` processes."""
     with tempfile.TemporaryDirectory(dir=scale.work_dir) as scratch:
-        return timed(
+        seconds, written = timed(
             lambda: generate_sample(
                 Path(scratch),
                 accounts=scale.accounts,
@@ -42,6 +40,8 @@ def _write_first_days(scale: Scale, processes: int) -> tuple[float, SampleSummar
                 processes=processes,
             )
         )
+    process_count = "1 process" if processes == 1 else f"{processes} processes"
+    return row("generate", f"{COMPARED_DAYS} days, {process_count}", written.lines, seconds)
 
 
 def main() -> None:

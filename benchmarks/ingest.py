@@ -1,7 +1,7 @@
 """Ingest benchmark: every line of the scale's sample (plain and gzipped files, dirty lines,
 duplicates) classified, de-duplicated and loaded into a fresh warehouse, against
-`pandas.read_json(lines=True)` on a clean file of at most a million events (which only parses:
-no checks, no de-duplication, no writing).
+`pandas.read_json(lines=True)` on one file of at most a million of the sample's lines (which
+only parses: no checks, no de-duplication, no writing).
 
     python -m benchmarks.ingest [--events 10000000] [--format jsonl]
 
@@ -19,7 +19,7 @@ BASELINE_EVENTS = 1_000_000
 
 
 def measure(scale: Scale) -> list[dict]:
-    """Both rows: our ingest of the whole sample, and pandas parsing a clean file."""
+    """Both rows: our ingest of the whole sample, and pandas parsing a file of its lines."""
     scale.generate()
     scratch = scale.folder / "ingest-run.duckdb"
     scratch.unlink(missing_ok=True)

@@ -7,7 +7,6 @@ accounts over 30 days, with the activity raised so that users average ~100 event
 
 import itertools
 import json
-import resource
 import shutil
 import time
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import DEFAULT_START, generate_sample
 from account_hierarchy.warehouse import connect
-from benchmarks.common import peak_rss_mib, reset_peak_rss
+from benchmarks.common import PeakMemory
 
 DAYS = 30
 ACTIVITY = 1.5
@@ -63,20 +62,15 @@ class Scale:
         if marker.exists():
             return json.loads(marker.read_text())
         shutil.rmtree(self.landing, ignore_errors=True)
-        reset_peak_rss()
-        started = time.perf_counter()
-        summary = generate_sample(
-            self.landing, accounts=self.accounts, users=self.users, days=DAYS,
-            activity=ACTIVITY, processes=processes,
-        )  # fmt: skip
-        result = {
-            "lines": summary.lines,
-            "valid_events": summary.valid_events,
-            "seconds": time.perf_counter() - started,
-            "peak MiB": max(
-                peak_rss_mib(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-            ),
-        }
+        with PeakMemory() as peak:
+            started = time.perf_counter()
+            summary = generate_sample(
+                self.landing, accounts=self.accounts, users=self.users, days=DAYS,
+                activity=ACTIVITY, processes=processes,
+            )  # fmt: skip
+            seconds = time.perf_counter() - started
+        result = {"lines": summary.lines, "valid_events": summary.valid_events,
+                  "seconds": seconds, "peak MiB": peak.mib}  # fmt: skip
         marker.write_text(json.dumps(result))
         return result
 
