@@ -156,8 +156,8 @@ TYPED_SQL = {
                 "sql": "SELECT account_id, 'nan'::DOUBLE AS nan_value, 2001 AS year, "
                        "('2026-10-01 11:30:00+02'::TIMESTAMPTZ)::TIMESTAMP AS moved, "
                        "NULL AS nothing, ['nan'::DOUBLE, 1] AS nan_list, CASE WHEN account_id = "
-                       "(SELECT min(account_id) FROM accounts) THEN 9007199254740993 END AS big "
-                       "FROM accounts"}],
+                       "(SELECT min(account_id) FROM accounts) THEN 9007199254740993 END AS big, "
+                       "[1, 2][5] AS past_the_end FROM accounts"}],
     "audiences": [{"name": "typed_sql_values", "entity": "account", "where": {"or": [
         {"trait": "nothing", "is_null": True}, {"trait": "nan_value", "is_null": True},
         {"trait": "nan_value", "exists": True}, {"trait": "nan_value", "not_equals": 7},
@@ -424,6 +424,42 @@ def test_a_view_is_made_again_only_when_its_files_change(spark, tmp_path, monkey
     write_account(START + hour, "b")
     lake.register(spark, ["accounts"], lake_dir)
     assert len(reads) == 2 and spark.table("accounts").count() == 2
+
+
+def accounts_of(spark, at: datetime, *columns: str):
+    """One account row at `at`, with `columns` (text) as well."""
+    extra = "".join(f", '{column} value' AS {column}" for column in columns)
+    return spark.sql(f"SELECT TIMESTAMP_NTZ'{at}' AS snapshot_hour, 'a' AS account_id{extra}")
+
+
+def test_a_lake_table_has_the_columns_added_since_older_hours(spark, tmp_path):
+    """A trait added later is a column of the table, null in the hours written before."""
+    lake_dir, hour = str(tmp_path / "lake"), timedelta(hours=1)
+    lake.write(accounts_of(spark, START, "plan"), "accounts", START, START + hour, lake_dir)
+    lake.write(accounts_of(spark, END, "plan", "added"), "accounts", END, END + hour, lake_dir)
+    rows = lake.read(spark, "accounts", lake_dir).orderBy("snapshot_hour").collect()
+    assert [(row.plan, row.added) for row in rows] == [("plan value", None),
+                                                       ("plan value", "added value")]  # fmt: skip
+
+
+def test_an_hour_left_without_rows_holds_none_in_an_object_store_lake(spark, tmp_path):
+    """Written again, a window's hours that have no rows any more lose their old rows in a
+    lake given as a URI (as in an object store) too."""
+    hour = timedelta(hours=1)
+    for lake_dir in (str(tmp_path / "local"), f"file://{tmp_path}/uri"):
+        both = accounts_of(spark, START).unionByName(accounts_of(spark, START + hour))
+        lake.write(both, "accounts", START, END, lake_dir)
+        lake.write(accounts_of(spark, START), "accounts", START, END, lake_dir)
+        hours = [row.snapshot_hour for row in lake.read(spark, "accounts", lake_dir).collect()]
+        assert hours == [START], lake_dir
+
+
+def test_the_lake_folders_named_like_partitions_are_no_columns(spark, tmp_path):
+    lake_dir = str(tmp_path / "env=prod" / "lake")
+    lake.write(accounts_of(spark, START), "accounts", START, END, lake_dir)
+    with connect(tmp_path / "wh.duckdb") as con:
+        lake.attach_views(con, ["accounts"], lake_dir)
+        assert con.sql("FROM accounts").columns == ["snapshot_hour", "account_id"]
 
 
 def test_a_table_not_written_yet_gets_no_view(spark, tmp_path):

@@ -49,16 +49,32 @@ def partition_value(hour: datetime) -> str:
 
 
 def _clear_hours(path: str, start: datetime, end: datetime) -> None:
-    """Remove a local table's partitions of `[start, end)` before they are written again,
-    creating its folder if needed (an object store relies on Spark's dynamic partition
-    overwrite instead)."""
-    if "://" in path:
-        return
-    Path(path).mkdir(parents=True, exist_ok=True)
+    """Remove a table's partitions of `[start, end)` before they are written again, so that
+    an hour left without rows holds none (Spark's dynamic partition overwrite replaces only
+    the hours written). A local table's folder is created if needed; an object store's
+    partitions are removed through the Hadoop file system of the Spark session's JVM (a
+    Spark Connect session has none: there, only the hours written are replaced)."""
     first, last = partition_value(start), partition_value(end)
-    for folder in Path(path).glob(f"{PARTITION}=*"):
-        if first <= folder.name.split("=", 1)[1] < last:
-            shutil.rmtree(folder)
+
+    def in_window(name: str) -> bool:
+        return name.startswith(f"{PARTITION}=") and first <= name.split("=", 1)[1] < last
+
+    if "://" not in path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        for folder in Path(path).iterdir():
+            if in_window(folder.name):
+                shutil.rmtree(folder)
+        return
+    session = SparkSession.getActiveSession()
+    jvm = getattr(session, "_jvm", None)
+    if jvm is None:
+        return
+    table_path = jvm.org.apache.hadoop.fs.Path(path)
+    files = table_path.getFileSystem(session._jsc.hadoopConfiguration())
+    if files.exists(table_path):
+        for status in files.listStatus(table_path):
+            if in_window(status.getPath().getName()):
+                files.delete(status.getPath(), True)
 
 
 def export_from_warehouse(
@@ -101,9 +117,19 @@ def export_from_warehouse(
 
 
 def read(session: SparkSession, table: str, lake: str | None = None) -> DataFrame:
-    """A lake table as a Spark frame (without the hour partition column)."""
+    """A lake table as a Spark frame (without the hour partition column), with the columns of
+    every hour's files: a trait or trait key added since older hours were written is a column
+    (null in those hours). Where the hours' types cannot be merged (a column whose type
+    changed), the columns are taken from one file, as Spark does by default."""
     path = location(table, lake)
-    return session.read.option("basePath", path).parquet(path).drop(PARTITION)
+    reader = session.read.option("basePath", path)
+    try:
+        frame = reader.option("mergeSchema", "true").parquet(path)
+    except Exception as error:  # (a JVM error: its class depends on the kind of session)
+        if "CANNOT_MERGE_SCHEMAS" not in str(error):
+            raise
+        frame = reader.option("mergeSchema", "false").parquet(path)
+    return frame.drop(PARTITION)
 
 
 # (session, view) -> (path, files) when the view was made, for a local lake's tables
@@ -199,8 +225,13 @@ def _scan(table: str, lake: str | None, columns: Sequence[str] = ()) -> str:
     """DuckDB SQL reading every file of a lake table (the path as a quoted literal): its
     `columns` in that order, else every column but the hour partition (the outer partition
     columns last)."""
-    files = exp.Literal.string(f"{location(table, lake)}/**/*.parquet").sql("duckdb")
-    selected = ", ".join(columns) or f"* EXCLUDE ({PARTITION})"
+    path = location(table, lake)
+    files = exp.Literal.string(f"{path}/**/*.parquet").sql("duckdb")
+    # (hive partitioning makes a column of every `key=value` folder in the path, and the
+    # lake's own folders, such as `/data/env=prod/lake`, are no columns of the table)
+    above = {part.split("=", 1)[0] for part in path.split("/")[:-1] if "=" in part}
+    excluded = ", ".join(exp.to_identifier(key).sql("duckdb") for key in [PARTITION, *above])
+    selected = ", ".join(columns) or f"* EXCLUDE ({excluded})"
     return (
         f"SELECT {selected} FROM read_parquet({files}, hive_partitioning = true, "
         "hive_types_autocast = false, union_by_name = true)"
