@@ -39,19 +39,25 @@ class SettingError(ValueError):
     """An environment variable with a value that cannot be used (the message names it)."""
 
 
+def _location(name: str, default: str) -> str:
+    """A location's variable, or its default when unset or empty (an empty path would name
+    the working directory, or the root under a lake's tables)."""
+    return os.environ.get(name) or default
+
+
 def landing_dir() -> Path:
     """Folder where Segment NDJSON files land (`AH_LANDING_DIR`)."""
-    return Path(os.environ.get(LANDING_DIR_ENV, DEFAULT_LANDING_DIR))
+    return Path(_location(LANDING_DIR_ENV, DEFAULT_LANDING_DIR))
 
 
 def warehouse_path() -> Path:
     """DuckDB warehouse file (`AH_WAREHOUSE`)."""
-    return Path(os.environ.get(WAREHOUSE_ENV, DEFAULT_WAREHOUSE))
+    return Path(_location(WAREHOUSE_ENV, DEFAULT_WAREHOUSE))
 
 
 def definitions_dir() -> Path:
     """Folder of YAML trait, audience and destination definitions (`AH_DEFINITIONS_DIR`)."""
-    return Path(os.environ.get(DEFINITIONS_DIR_ENV, DEFAULT_DEFINITIONS_DIR))
+    return Path(_location(DEFINITIONS_DIR_ENV, DEFAULT_DEFINITIONS_DIR))
 
 
 def partitions_start() -> str:
@@ -102,6 +108,7 @@ def check_all() -> None:
     parent_trait()
     _memory_limit_usable(duckdb_config()["memory_limit"])
     engine()
+    spark_master()
 
 
 def _memory_limit_usable(limit: str) -> None:
@@ -118,13 +125,26 @@ def _memory_limit_usable(limit: str) -> None:
 
 def lake_dir() -> str:
     """Where the Spark engine keeps its tables as Parquet partitioned by hour (`AH_LAKE_DIR`):
-    a local folder or an object store URI such as `s3a://bucket/lake`."""
-    return os.environ.get(LAKE_DIR_ENV, DEFAULT_LAKE_DIR)
+    a local folder (made absolute, as the warehouse's views over it keep the path) or an
+    object store URI such as `s3a://bucket/lake`."""
+    lake = _location(LAKE_DIR_ENV, DEFAULT_LAKE_DIR)
+    return lake if "://" in lake else str(Path(lake).absolute())
+
+
+# Spark's master URLs: local[N], local[*] or local[N,F] (F task failures allowed), a
+# standalone cluster, YARN, Kubernetes.
+_SPARK_MASTER = re.compile(r"local(\[(\*|[1-9][0-9]*)(,[1-9][0-9]*)?\])?|yarn|(spark|k8s)://.+")
 
 
 def spark_master() -> str:
     """The Spark master a session is built on (`AH_SPARK_MASTER`, default `local[*]`)."""
-    return os.environ.get(SPARK_MASTER_ENV, DEFAULT_SPARK_MASTER)
+    master = _location(SPARK_MASTER_ENV, DEFAULT_SPARK_MASTER)
+    if not _SPARK_MASTER.fullmatch(master):
+        raise SettingError(
+            f"{SPARK_MASTER_ENV}={master!r}: expected a Spark master URL such as local[*], "
+            "local[4], spark://host:7077, yarn or k8s://https://host:443"
+        )
+    return master
 
 
 def spark_remote() -> str | None:

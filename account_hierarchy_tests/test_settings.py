@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from account_hierarchy import settings
 from account_hierarchy.warehouse import connect
 
 ROOT = Path(__file__).parent.parent
@@ -44,8 +45,10 @@ def test_a_malformed_memory_limit_names_the_setting(tmp_path, monkeypatch):
         # (settings the command does not read stop it too)
         ("AH_ENGINE", "pandas", "expected one of duckdb, spark"),
         ("AH_PARENT_TRAIT", 'a"b', "expected a trait name without quotes"),
+        ("AH_SPARK_MASTER", "bogus", "expected a Spark master URL such as local[*], local[4], "
+         "spark://host:7077, yarn or k8s://https://host:443"),
     ],
-)
+)  # fmt: skip
 def test_a_setting_that_cannot_be_used_is_one_line_from_the_console_script(
     tmp_path, variable, value, message
 ):
@@ -56,6 +59,27 @@ def test_a_setting_that_cannot_be_used_is_one_line_from_the_console_script(
                           env=environment, capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 1
     assert done.stderr == f"Error: {variable}={value!r}: {message}\n"
+
+
+def test_an_empty_location_is_its_default_and_a_local_lake_is_absolute(monkeypatch):
+    for variable in ("AH_LANDING_DIR", "AH_WAREHOUSE", "AH_DEFINITIONS_DIR", "AH_LAKE_DIR"):
+        monkeypatch.setenv(variable, "")
+    assert settings.landing_dir() == Path("data/landing")
+    assert settings.warehouse_path() == Path("data/warehouse.duckdb")
+    assert settings.definitions_dir() == Path("data/definitions")
+    assert settings.lake_dir() == str(Path.cwd() / "data" / "lake")
+    monkeypatch.setenv("AH_LAKE_DIR", "s3a://bucket/lake")
+    assert settings.lake_dir() == "s3a://bucket/lake"
+
+
+SPARK_MASTERS = ["local", "local[*]", "local[2]", "local[4,3]", "spark://host:7077", "yarn",
+                 "k8s://https://host:443"]  # fmt: skip
+
+
+@pytest.mark.parametrize("master", SPARK_MASTERS)
+def test_spark_master_urls(monkeypatch, master):
+    monkeypatch.setenv("AH_SPARK_MASTER", master)
+    assert settings.spark_master() == master
 
 
 def test_the_instance_retries_crashed_runs_not_failed_steps(tmp_path):
