@@ -58,13 +58,13 @@ class PeakMemory:
                 return
 
 
-# The peak memory of the last `timed` run, which `row` reports.
+# The peak memory of the last `timed` run.
 _last_peak = PeakMemory()
 
 
 def timed(run: Callable[[], Any]) -> tuple[float, Any]:
     """Seconds taken by `run()`, and what it returned. The peak memory of this process and
-    its child processes during `run` is what the next `row` reports."""
+    its child processes during `run` is then `last_peak_mib()`, which `row` reports."""
     global _last_peak
     with PeakMemory() as peak:
         started = time.perf_counter()
@@ -72,6 +72,11 @@ def timed(run: Callable[[], Any]) -> tuple[float, Any]:
         seconds = time.perf_counter() - started
     _last_peak = peak
     return seconds, value
+
+
+def last_peak_mib() -> float:
+    """The peak memory of the last `timed` run (this process and its children), in MiB."""
+    return _last_peak.mib
 
 
 def reset_peak_rss() -> None:
@@ -169,7 +174,7 @@ def row(figure: str, what: str, events: int, seconds: float, **extra: Any) -> di
     """One result: what ran, on how many events, how fast, and the peak memory of the last
     `timed` run (this process and its child processes)."""
     return {"figure": figure, "what": what, "events": events, "seconds": seconds,
-            "events/s": events / seconds if seconds else None, "peak MiB": _last_peak.mib,
+            "events/s": events / seconds if seconds else None, "peak MiB": last_peak_mib(),
             **extra}  # fmt: skip
 
 

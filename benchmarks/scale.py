@@ -8,7 +8,6 @@ accounts over 30 days, with the activity raised so that users average ~100 event
 import itertools
 import json
 import shutil
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import DEFAULT_START, generate_sample
 from account_hierarchy.warehouse import connect
-from benchmarks.common import PeakMemory
+from benchmarks.common import last_peak_mib, timed
 
 DAYS = 30
 ACTIVITY = 1.5
@@ -62,15 +61,14 @@ class Scale:
         if marker.exists():
             return json.loads(marker.read_text())
         shutil.rmtree(self.landing, ignore_errors=True)
-        with PeakMemory() as peak:
-            started = time.perf_counter()
-            summary = generate_sample(
+        seconds, summary = timed(
+            lambda: generate_sample(
                 self.landing, accounts=self.accounts, users=self.users, days=DAYS,
                 activity=ACTIVITY, processes=processes,
-            )  # fmt: skip
-            seconds = time.perf_counter() - started
+            )
+        )  # fmt: skip
         result = {"lines": summary.lines, "valid_events": summary.valid_events,
-                  "seconds": seconds, "peak MiB": peak.mib}  # fmt: skip
+                  "seconds": seconds, "peak MiB": last_peak_mib()}  # fmt: skip
         marker.write_text(json.dumps(result))
         return result
 
