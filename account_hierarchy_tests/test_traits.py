@@ -1009,13 +1009,28 @@ def test_a_trait_run_failing_while_it_writes_leaves_the_stored_hours(tmp_path, m
 
 
 @pytest.mark.parametrize(
-    "expression", ["now()", "current_timestamp", "today()", "random()", "gen_random_uuid()"]
-)
+    "expression",
+    ["now()", "current_timestamp", "today()", "random()", "gen_random_uuid()", "txid_current()",
+     "current_query()", "version()"],
+)  # fmt: skip
 def test_a_sql_trait_calling_the_time_of_the_run_or_random_is_refused(expression):
     """Its values would be those of the run, not of the snapshot's hour (a past hour built
     again would differ)."""
     with pytest.raises(SqlTraitError, match="not be reproducible for a past hour"):
         parse_trait_sql(f"SELECT account_id, {expression} AS x FROM accounts", "account")
+
+
+@pytest.mark.parametrize("source", ["accounts USING SAMPLE 50%", "accounts TABLESAMPLE 10%",
+                                    "(FROM accounts USING SAMPLE reservoir(1 ROWS))"])  # fmt: skip
+def test_a_sql_trait_sampling_a_table_is_refused(source):
+    with pytest.raises(SqlTraitError, match="samples a table"):
+        parse_trait_sql(f"SELECT account_id, 1 AS x FROM {source}", "account")
+
+
+def test_a_sql_trait_reading_secrets_is_refused():
+    with pytest.raises(SqlTraitError, match="cannot read files or settings"):
+        parse_trait_sql("SELECT account_id, which_secret('s3://b', 's3') AS x FROM accounts",
+                        "account")  # fmt: skip
 
 
 def test_a_sql_trait_with_a_map_key_naming_a_column_is_refused():

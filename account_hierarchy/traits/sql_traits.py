@@ -32,20 +32,24 @@ VIEW_PREFIX = "sql_trait_view_"
 # for a trait `view_events`, and `sql_trait_<name>_raw` the rows of a trait `<name>_raw`).
 ROWS_PREFIX, RAW_PREFIX = "sql_trait_rows__", "sql_trait_raw__"
 FORBIDDEN_FUNCTION_PREFIXES = ("read_", "parquet_", "sniff_", "glob", "getenv", "query",
-                               "current_setting", "getvariable", "duckdb_")  # fmt: skip
+                               "current_setting", "getvariable", "duckdb_",
+                               "which_secret")  # fmt: skip
 # Column names the trait tables and their queries use themselves: no trait column may take
 # them.
 RESERVED_COLUMNS = ("snapshot_hour", "account_id", "user_id", "entity_id", "entity_id_right")
 ID_COLUMNS = {"account": "account_id", "user": "user_id"}
-# Functions whose value is not the snapshot's: the time of the run, random values, sequences.
-# A trait calling them would not be reproducible for a past hour (`snapshot.as_of` is its time).
+# Functions whose value is not the snapshot's: the time of the run, random values, sequences,
+# the run's transaction or query, the DuckDB version. A trait calling them would not be
+# reproducible for a past hour (`snapshot.as_of` is its time).
 UNREPRODUCIBLE_FUNCTIONS = {
     "now", "get_current_timestamp", "transaction_timestamp", "current_localtime", "localtime",
-    "setseed", "nextval", "currval", "uuidv4", "uuidv7",
+    "today", "get_current_time", "setseed", "nextval", "currval", "uuidv4", "uuidv7",
+    "txid_current", "current_transaction_id", "current_query", "current_query_id",
+    "current_connection_id", "stats",
 }  # fmt: skip
 UNREPRODUCIBLE_NODE_NAMES = (
     "CurrentTimestamp", "CurrentDate", "CurrentTime", "CurrentDatetime", "Localtimestamp",
-    "Localtime", "Rand", "Uuid",
+    "Localtime", "Rand", "Uuid", "CurrentVersion",
 )  # fmt: skip
 UNREPRODUCIBLE_NODES = tuple(
     getattr(exp, name) for name in UNREPRODUCIBLE_NODE_NAMES if hasattr(exp, name)
@@ -105,6 +109,11 @@ def _check_sources(query: exp.Expression) -> None:
                     f"a MAP key {key.this.sql('duckdb')} names a column: write the map as "
                     f"map([{key.this.sql('duckdb')}], [...]), or quote a text key"
                 )
+    if sample := query.find(exp.TableSample):
+        raise SqlTraitError(
+            f"samples a table ({sample.sql('duckdb').strip()}): the rows a sample picks differ "
+            "from run to run, so the trait would not be reproducible for a past hour"
+        )
     for function in query.find_all(exp.Func):
         name = function.name if isinstance(function, exp.Anonymous) else function.sql_name()
         if name.lower().startswith(FORBIDDEN_FUNCTION_PREFIXES):
