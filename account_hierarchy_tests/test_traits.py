@@ -507,6 +507,26 @@ def test_a_sql_trait_whose_type_widens_keeps_the_stored_hours(tmp_path):
     con.close()
 
 
+def test_a_sql_trait_column_of_integers_then_decimals_becomes_double(tmp_path):
+    """DuckDB reads the literal 2.5 as a DECIMAL: united with the stored integers, the column
+    is DOUBLE, as README says, not DECIMAL."""
+    write_lines(tmp_path / "landing" / "a.ndjson", [
+        {"type": "identify", "messageId": f"i{hour}", "userId": "u1",
+         "timestamp": f"2026-10-01T{hour}:00:00Z"} for hour in (10, 11)])  # fmt: skip
+    (tmp_path / "definitions").mkdir()
+    con = connect(tmp_path / "wh.duckdb")
+    for hour, value in ((datetime(2026, 10, 1, 10), "5"), (datetime(2026, 10, 1, 11), "2.5")):
+        (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [
+            {"name": "score", "entity": "user", "type": "sql",
+             "sql": f"SELECT user_id, {value} AS score FROM users"}]}))  # fmt: skip
+        window = (hour, hour + timedelta(hours=1))
+        ingest_window(con, tmp_path / "landing", *window, PARTITIONS_START)
+        build_all(con, tmp_path / "landing", *window, tmp_path / "definitions")
+    assert con.execute("SELECT typeof(score), score FROM user_traits ORDER BY ALL").fetchall() == [
+        ("DOUBLE", 2.5), ("DOUBLE", 5.0)]  # fmt: skip
+    con.close()
+
+
 @pytest.mark.parametrize(
     ("before", "after", "column_type", "values"),
     [

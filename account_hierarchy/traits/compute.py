@@ -506,9 +506,10 @@ def _common_type(
     stored: str,
     new: str,
 ) -> str:
-    """The type DuckDB unites `stored` and `new` in (BIGINT and DOUBLE: DOUBLE), if every
-    value of `tables` (the stored table's outside the `window` its rows are replaced in, and
-    the staged ones) converts to it; else VARCHAR, which holds any value. A list and anything
+    """The type DuckDB unites `stored` and `new` in (BIGINT and DOUBLE: DOUBLE; a DECIMAL, as
+    DuckDB reads `2.5`, and another number: DOUBLE too), if every value of `tables` (the
+    stored table's outside the `window` its rows are replaced in, and the staged ones)
+    converts to it; else VARCHAR, which holds any value. A list and anything
     else (or a JSON value and anything else): JSON, which holds both. A truth value or a bit
     string and anything else: VARCHAR (DuckDB would turn true into 1, and 5 into bits)."""
     if "JSON" in (stored, new) or stored.endswith("]") or new.endswith("]"):
@@ -525,6 +526,8 @@ def _common_type(
             ).fetchone()
         except duckdb.Error:  # (types DuckDB cannot unite)
             return "VARCHAR"
+    if common.startswith("DECIMAL"):
+        common = "DOUBLE"
     stored_table, staged = tables
     kept = "(snapshot_hour < $start OR snapshot_hour >= $end) AND "
     for table, where, params in (
