@@ -115,9 +115,48 @@ def test_duplicate_names_across_files_and_bad_options(tmp_path):
 """,
     )
     assert any("include_child_accounts applies to account traits only" in p for p in problems)
-    assert any("(fallback_alone): context_fallback applies with attribution: context only" in p
+    assert any("(fallback_alone).context_fallback: context_fallback applies with attribution: "
+               "context only" in p
                for p in problems)  # fmt: skip
     assert any("unique_users traits are for entity: account" in p for p in problems)
+
+
+def test_checks_of_a_whole_definition_are_reported_at_the_line_of_their_field(tmp_path):
+    text = """traits:
+  - name: a
+    entity: user
+    type: event_counter
+    include_child_accounts: true
+  - name: b
+    entity: account
+    type: event_counter
+    context_fallback: none
+  - name: c
+    entity: user
+    type: unique_users
+  - name: d
+    entity: user
+    type: event_counter
+    event_type: identify
+    event: X
+audiences:
+  - name: e
+    entity: user
+    where:
+      performed: X
+      at_least: 3
+      at_most: 1
+"""
+    path = tmp_path / "a.yaml"
+    assert sorted(problems_of(tmp_path, text)) == sorted([
+        f"{path}:5: traits[0] (a).include_child_accounts: include_child_accounts applies to "
+        "account traits only",
+        f"{path}:9: traits[1] (b).context_fallback: context_fallback applies with attribution: "
+        "context only",
+        f"{path}:11: traits[2] (c).entity: unique_users traits are for entity: account",
+        f"{path}:17: traits[3] (d).event: identify calls have no event name for `event` to match",
+        f"{path}:24: audiences[0] (e).where.at_most: at_most 1 is below at_least 3",
+    ])  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from pydantic import (
 from account_hierarchy.catalog.models import (
     OPERATORS,
     Comparison,
+    FieldProblem,
     PropertyCondition,
     Scalar,
     Strict,
@@ -162,7 +163,9 @@ class Performed(Strict):
     @model_validator(mode="after")
     def _counts_in_order(self) -> "Performed":
         if self.at_most is not None and self.at_most < self.at_least:
-            raise ValueError(f"at_most {self.at_most} is below at_least {self.at_least}")
+            raise FieldProblem(
+                "at_most", f"at_most {self.at_most} is below at_least {self.at_least}"
+            )
         return self
 
     @property

@@ -27,7 +27,14 @@ from account_hierarchy.catalog.audience_checks import (
 )
 from account_hierarchy.catalog.audience_models import Audience
 from account_hierarchy.catalog.destination_models import Destination
-from account_hierarchy.catalog.models import NAME, NUMBER_TRAITS, SqlTrait, Trait, UniqueList
+from account_hierarchy.catalog.models import (
+    NAME,
+    NUMBER_TRAITS,
+    FieldProblem,
+    SqlTrait,
+    Trait,
+    UniqueList,
+)
 from account_hierarchy.traits.sql_traits import (
     RESERVED_COLUMNS,
     SqlTraitError,
@@ -243,6 +250,8 @@ def _describe(path: Path, tree: yaml.Node, document: dict, problem: dict) -> str
         message = f"missing; give one of {', '.join(sorted(_UNION_TAGS))}"
     elif problem["type"] == "extra_forbidden":
         message = f"unknown key {location[-1]!r}"
+    elif isinstance(error := problem.get("ctx", {}).get("error"), FieldProblem):
+        location.append(error.field)
     line = _line(tree, tuple(location))
     entry = _get(document, location[:2])
     name = entry["name"] if isinstance(entry, dict) and "name" in entry else None

@@ -69,10 +69,19 @@ def check_name(value: str) -> str:
     return value
 
 
+class FieldProblem(ValueError):
+    """A problem a check of the whole definition finds in one of its fields: reported at that
+    field's line, as a field's own check is."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def check_event_name(event_type: str | None, event: str | None, field: str) -> None:
     """Only track, page and screen calls have a name for `field` to match."""
     if event is not None and event_type in ("identify", "group"):
-        raise ValueError(f"{event_type} calls have no event name for `{field}` to match")
+        raise FieldProblem(field, f"{event_type} calls have no event name for `{field}` to match")
 
 
 class Strict(BaseModel):
@@ -170,9 +179,11 @@ class TraitBase(Strict):
                 ("include_child_accounts", False),
             ):
                 if getattr(self, option) != default:
-                    raise ValueError(f"{option} applies to account traits only")
+                    raise FieldProblem(option, f"{option} applies to account traits only")
         if self.context_fallback != "all_accounts" and self.attribution != "context":
-            raise ValueError("context_fallback applies with attribution: context only")
+            raise FieldProblem(
+                "context_fallback", "context_fallback applies with attribution: context only"
+            )
         return self
 
     @property
@@ -240,7 +251,7 @@ class UniqueUsers(TraitBase):
     @model_validator(mode="after")
     def _accounts_only(self) -> "UniqueUsers":
         if self.entity != "account":
-            raise ValueError("unique_users traits are for entity: account")
+            raise FieldProblem("entity", "unique_users traits are for entity: account")
         return self
 
 
