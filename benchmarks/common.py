@@ -20,19 +20,20 @@ from account_hierarchy.sample.generator import generate_sample
 
 
 class PeakMemory:
-    """Peak resident memory of this process and its child processes together (a sample's
-    pool workers, Spark's JVM), while in a `with` block, in MiB (`mib`).
+    """Peak resident memory of this process and its child processes (a sample's pool
+    workers, Spark's JVM), while in a `with` block, in MiB (`mib`).
 
-    This process's own peak is exact (Linux's `VmHWM`, reset on entry); the total with its
-    children is sampled every 50 ms, so a child's spike shorter than that can be missed. The
-    total sums proportional set sizes: a page the processes share (a forked worker's copy of
-    its parent) counts once.
+    It is this process's own peak, which is exact (Linux's `VmHWM`, reset on entry), plus the
+    peak of its children's memory sampled every 50 ms: their private pages (USS), so that a
+    page a forked worker still shares with this process counts once. The two peaks may not
+    coincide, so the sum is an upper bound.
     """
 
     INTERVAL_SECONDS = 0.05
 
     def __init__(self) -> None:
         self.mib = 0.0
+        self._children_mib = 0.0
         self._done = threading.Event()
         self._sampler = threading.Thread(target=self._sample, daemon=True)
 
@@ -44,16 +45,15 @@ class PeakMemory:
     def __exit__(self, *_: object) -> None:
         self._done.set()
         self._sampler.join()
-        self.mib = max(self.mib, peak_rss_mib())
+        self.mib = peak_rss_mib() + self._children_mib
 
     def _sample(self) -> None:
-        own = psutil.Process()
         while True:
-            total = own.memory_full_info().pss
-            for child in own.children(recursive=True):
+            children = 0
+            for child in psutil.Process().children(recursive=True):
                 with contextlib.suppress(psutil.Error):  # (a child that just ended)
-                    total += child.memory_full_info().pss
-            self.mib = max(self.mib, total / 2**20)
+                    children += child.memory_full_info().uss
+            self._children_mib = max(self._children_mib, children / 2**20)
             if self._done.wait(self.INTERVAL_SECONDS):
                 return
 
