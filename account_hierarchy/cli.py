@@ -87,7 +87,7 @@ def _check_audience_defined(catalog: Catalog, audience: str) -> None:
         raise click.ClickException(f"No audience {audience!r} in {catalog.folder}.")
 
 
-def _finite(value: float) -> float:
+def _finite(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
     """An option's number, refused when it is `nan` or `inf` (which ranges let through)."""
     if not math.isfinite(value):
         raise click.BadParameter(f"{value} is not a finite number.")
@@ -124,7 +124,7 @@ def main() -> None:
 @click.option(
     "--activity",
     type=click.FloatRange(min=0, min_open=True),
-    callback=lambda _ctx, _param, value: _finite(value),
+    callback=_finite,
     default=1.0,
     show_default=True,
     help="Scale every user's session rate (1.0 gives ~70 events per user over 30 days).",

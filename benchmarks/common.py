@@ -58,25 +58,25 @@ class PeakMemory:
                 return
 
 
-# The peak memory of the last `timed` run.
-_last_peak = PeakMemory()
+# The peak memory of the last `timed` run, in MiB.
+_last_peak_mib = 0.0
 
 
 def timed(run: Callable[[], Any]) -> tuple[float, Any]:
     """Seconds taken by `run()`, and what it returned. The peak memory of this process and
     its child processes during `run` is then `last_peak_mib()`, which `row` reports."""
-    global _last_peak
+    global _last_peak_mib
     with PeakMemory() as peak:
         started = time.perf_counter()
         value = run()
         seconds = time.perf_counter() - started
-    _last_peak = peak
+    _last_peak_mib = peak.mib
     return seconds, value
 
 
 def last_peak_mib() -> float:
     """The peak memory of the last `timed` run (this process and its children), in MiB."""
-    return _last_peak.mib
+    return _last_peak_mib
 
 
 def reset_peak_rss() -> None:
