@@ -15,8 +15,9 @@ CALLS = ("group", "identify", "track")
 
 
 def _without_credentials(url: str) -> str:
-    """The url with any `user:password@`, query and fragment masked (for messages)."""
-    url = re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#]*@", r"\1***@", url)
+    """The url with any `user:password@`, query and fragment masked (for messages): all up to
+    its last `@`, as a password may hold `/`, `?` or `#`."""
+    url = re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://).*@", r"\1***@", url, flags=re.DOTALL)
     return re.sub(r"([?#]).*$", r"\1***", url)
 
 
