@@ -4,6 +4,7 @@ that cannot be read, folders that cannot be written, and write keys kept out of 
 import gzip
 import itertools
 import socket
+import threading
 import time
 
 import pytest
@@ -14,6 +15,7 @@ from account_hierarchy.activation.transport import (
     DestinationUnavailableError,
     HttpSender,
     JsonlSender,
+    backoff_seconds,
     sender_for,
 )
 from account_hierarchy.catalog.destination_models import Destination, RetrySettings
@@ -32,6 +34,10 @@ def http_destination(**settings) -> Destination:
     [
         (f"https://user:{SECRET}@api.example.com", "must not carry credentials"),
         (f"https://{SECRET}@api.example.com", "must not carry credentials"),
+        # (a password holding `/`, `?` or `#`: masked up to the last `@`)
+        ("https://user:sk/live_SECRETVALUE@api.example.com", "must"),
+        ("https://user:sk?live_SECRETVALUE@api.example.com", "must"),
+        ("https://user:sk#live_SECRETVALUE@api.example.com", "must"),
         (f"https://api.example.com/?token={SECRET}", "no query"),
         ("https://api.example.com/segment#v2", "no query (?) or fragment"),
         ("http://..", "names no valid host"),
@@ -43,7 +49,7 @@ def test_urls_that_would_post_elsewhere_fail_or_show_credentials_are_refused(url
         http_destination(url=url)
     message = raised.value.errors()[0]["msg"]
     assert problem in message
-    assert "SECRETVALUE" not in message
+    assert "SECRETVALUE" not in message and "user:" not in message
 
 
 def test_a_write_key_pasted_into_write_key_env_is_not_repeated():
@@ -99,6 +105,48 @@ def test_an_answer_trickling_in_times_out_within_the_retry_budget(httpserver):
         HttpSender(httpserver.url_for("/").rstrip("/"), SECRET, retry).send([{"messageId": "m"}])
     # (the answer would take 12 s: each attempt stops at timeout_seconds)
     assert time.monotonic() - started < 5
+
+
+def test_headers_trickling_in_time_out_within_the_retry_budget():
+    """The status line at once, then a header byte every 0.3 s: requests' timeout, which
+    bounds each read, never fires; the attempt's deadline does."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer_slowly():
+        connection, _ = server.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\n")
+            for byte in b"X-Slow: " + b"a" * 40:
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:  # (the client gave up)
+                    return
+                time.sleep(0.3)
+
+    threading.Thread(target=answer_slowly, daemon=True).start()
+    retry = RetrySettings(max_seconds=1, initial_backoff_seconds=0.01, timeout_seconds=1)
+    started = time.monotonic()
+    with server, pytest.raises(DestinationUnavailableError, match="Timeout after 1 attempts"):
+        HttpSender(f"http://127.0.0.1:{server.getsockname()[1]}", SECRET, retry).send(
+            [{"messageId": "m"}]
+        )
+    assert time.monotonic() - started < 3  # (the headers would take 14 s)
+
+
+def test_the_backoff_stays_capped_however_many_attempts():
+    """A server answering 429 with `Retry-After: 1` for an hour makes thousands of attempts."""
+    retry = RetrySettings(initial_backoff_seconds=0.5, max_backoff_seconds=30)
+    assert 0.25 <= backoff_seconds(retry, 1) <= 0.5
+    assert 15 <= backoff_seconds(retry, 5000) <= 30
+
+
+def test_an_answer_in_a_charset_python_does_not_know_is_read_as_utf8(httpserver):
+    answer = Response('{"success": true}', content_type="application/json; charset=x-unknown")
+    httpserver.expect_request("/v1/batch").respond_with_response(answer)
+    retry = RetrySettings(max_seconds=5, initial_backoff_seconds=0.01, timeout_seconds=2)
+    outcome = HttpSender(httpserver.url_for("/").rstrip("/"), SECRET, retry).send([{"m": 1}])
+    assert (outcome.accepted, outcome.attempts, outcome.response) == (True, 1, '{"success": true}')
 
 
 def test_a_folder_that_cannot_be_written_makes_the_destination_unavailable(tmp_path):

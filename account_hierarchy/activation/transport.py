@@ -7,20 +7,24 @@ destination's `retry.max_seconds` for the whole run; other 4xx answers reject th
 messages are retried on the next run). The write key is never logged.
 """
 
+import contextlib
 import hashlib
 import json
 import os
 import random
+import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
 
 from account_hierarchy.catalog.destination_models import Destination, RetrySettings
 
@@ -55,6 +59,62 @@ _REQUESTS_ERRORS = {
     urllib3.exceptions.DecodeError: requests.exceptions.ContentDecodingError,
     urllib3.exceptions.ReadTimeoutError: requests.exceptions.ReadTimeout,
 }
+
+
+class _Deadline:
+    """Shuts the sockets of one attempt down once `seconds` have passed. requests' timeout
+    bounds each read of the socket, not the whole answer: a server trickling its headers byte
+    by byte would hold an attempt for as long as it likes."""
+
+    def __init__(self, seconds: float):
+        self.sockets: list[socket.socket] = []
+        self.expired = False
+        self.timer = threading.Timer(seconds, self._expire)
+
+    def watch(self, sock: socket.socket) -> None:
+        self.sockets.append(sock)
+        if self.expired:
+            self._expire()
+
+    def _expire(self) -> None:
+        self.expired = True
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):  # (a read waiting on it returns at once)
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+_ATTEMPT = threading.local()  # (`deadline`: the `_Deadline` of this thread's attempt)
+
+
+class _WatchedConnection:
+    """Hands its socket to the current attempt's deadline before waiting for the answer."""
+
+    def getresponse(self, *args: Any, **kwargs: Any) -> urllib3.BaseHTTPResponse:
+        deadline = getattr(_ATTEMPT, "deadline", None)
+        if deadline is not None and self.sock is not None:
+            deadline.watch(self.sock)
+        return super().getresponse(*args, **kwargs)
+
+
+_WATCHED = {
+    urllib3.connection.HTTPConnection: type(
+        "WatchedHTTPConnection", (_WatchedConnection, urllib3.connection.HTTPConnection), {}
+    ),
+    urllib3.connection.HTTPSConnection: type(
+        "WatchedHTTPSConnection", (_WatchedConnection, urllib3.connection.HTTPSConnection), {}
+    ),
+}
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter whose connections are watched by the attempt's deadline."""
+
+    def get_connection_with_tls_context(
+        self, *args: Any, **kwargs: Any
+    ) -> urllib3.HTTPConnectionPool:
+        pool = super().get_connection_with_tls_context(*args, **kwargs)
+        pool.ConnectionCls = _WATCHED.get(pool.ConnectionCls, pool.ConnectionCls)
+        return pool
 
 
 class HttpSender:
@@ -98,23 +158,31 @@ class HttpSender:
 
     def _try(self, body: dict, attempt: int) -> tuple[Outcome | float, str]:
         """One attempt: an outcome, or how long to wait before the next one and why."""
-        backoff = min(self.retry.max_backoff_seconds,
-                      self.retry.initial_backoff_seconds * 2 ** (attempt - 1))  # fmt: skip
-        backoff *= random.uniform(0.5, 1.0)
+        backoff = backoff_seconds(self.retry, attempt)
+        deadline = _Deadline(self.retry.timeout_seconds)
+        _ATTEMPT.deadline = deadline
+        deadline.timer.start()
         try:
             # (a redirect is not followed: requests would follow it as a GET without the body,
             # and take that answer as the batch's)
-            started = time.monotonic()
-            response = requests.post(
-                self.endpoint, json=body, auth=(self.write_key, ""),
-                timeout=self.retry.timeout_seconds, allow_redirects=False, stream=True,
-            )  # fmt: skip
-            with response:
-                text = self._read(response, started)
+            with requests.Session() as session:
+                session.mount("http://", _WatchedAdapter())
+                session.mount("https://", _WatchedAdapter())
+                response = session.post(
+                    self.endpoint, json=body, auth=(self.write_key, ""),
+                    timeout=self.retry.timeout_seconds, allow_redirects=False, stream=True,
+                )  # fmt: skip
+                with response:
+                    text = _read(response)
+            if deadline.expired:  # (the answer was cut off when its time was up)
+                raise requests.Timeout("the answer took longer than timeout_seconds")
         except requests.RequestException as error:
             # (an answer cut off, or one that cannot be decoded, is no answer: the batch may or
-            # may not have been applied; requests' timeout bounds each read, `_read` the whole)
-            return backoff, f"{type(error).__name__}"
+            # may not have been applied)
+            return backoff, "Timeout" if deadline.expired else f"{type(error).__name__}"
+        finally:
+            deadline.timer.cancel()
+            _ATTEMPT.deadline = None
         if response.status_code == 429:
             return _retry_after(response, backoff), "429 Too Many Requests"
         if response.status_code >= 500:
@@ -125,22 +193,31 @@ class HttpSender:
         accepted = 200 <= response.status_code < 300
         return Outcome(accepted, response.status_code, text, attempt), ""
 
-    def _read(self, response: requests.Response, started: float) -> str:
-        """The answer's first 500 characters, read within `timeout_seconds` of the request's
-        start (a server trickling its answer times out like one that does not answer)."""
-        data = b""
-        while len(data) <= 65536:
-            if time.monotonic() - started > self.retry.timeout_seconds:
-                raise requests.Timeout("the answer took longer than timeout_seconds")
-            try:
-                # (`read1` returns what has arrived; `read` would wait for its whole amount)
-                chunk = response.raw.read1(8192, decode_content=True)
-            except urllib3.exceptions.HTTPError as error:  # (named as requests names them)
-                raise _REQUESTS_ERRORS.get(type(error), requests.ConnectionError)(error) from None
-            if not chunk:
-                break
-            data += chunk
+
+def backoff_seconds(retry: RetrySettings, attempt: int) -> float:
+    """The wait after failed attempt number `attempt` (from 1): exponential, capped at
+    `max_backoff_seconds`, with jitter (half to all of it)."""
+    # (the exponent capped too: 2.0 ** 1024 is no float)
+    doubled = retry.initial_backoff_seconds * 2.0 ** min(attempt - 1, 64)
+    return min(retry.max_backoff_seconds, doubled) * random.uniform(0.5, 1.0)
+
+
+def _read(response: requests.Response) -> str:
+    """The answer's first 500 characters (its first 64 KiB read)."""
+    data = b""
+    while len(data) <= 65536:
+        try:
+            # (`read1` returns what has arrived; `read` would wait for its whole amount)
+            chunk = response.raw.read1(8192, decode_content=True)
+        except urllib3.exceptions.HTTPError as error:  # (named as requests names them)
+            raise _REQUESTS_ERRORS.get(type(error), requests.ConnectionError)(error) from None
+        if not chunk:
+            break
+        data += chunk
+    try:
         return data.decode(response.encoding or "utf-8", errors="replace")[:500]
+    except LookupError:  # (a charset Python does not know)
+        return data.decode("utf-8", errors="replace")[:500]
 
 
 def _retry_after(response: requests.Response, fallback: float) -> float:
