@@ -15,6 +15,7 @@ from account_hierarchy.cli import main
 from account_hierarchy.definitions import defs
 from account_hierarchy.hierarchy.assets import hierarchy_snapshots
 from account_hierarchy.ingest.assets import raw_events
+from account_hierarchy.partitions import HOURLY
 from account_hierarchy.resources import LandingFolder, Warehouse
 from account_hierarchy.sample.generator import generate_sample
 from account_hierarchy.traits.assets import build_trait_assets
@@ -28,6 +29,22 @@ def test_activation_assets_in_the_graph():
     assert diffs.group_name == "activation"
     assert dg.AssetKey(["audiences", "at_risk_accounts"]) in diffs.parent_keys
     assert dg.AssetKey(["destinations", "crm_outbox"]) in graph.get_all_asset_keys()
+
+
+def test_a_range_of_input_hours_maps_to_the_same_hours_of_diffs():
+    """Dagster adds the hours its partition mappings map a backfill's range to: a mapping
+    saying the diffs read the previous hour made a UI backfill of 00:00 to 02:00 build the
+    diffs of 03:00, whose inputs were not built."""
+    graph = defs.get_repository_def().asset_graph
+    diffs = dg.AssetKey("activation_diffs")
+    hours = ["2026-10-01-00:00", "2026-10-01-01:00", "2026-10-01-02:00"]
+    for parent in graph.get(diffs).parent_keys:
+        mapped = graph.get_partition_mapping(
+            diffs, parent
+        ).get_downstream_partitions_for_partitions(
+            HOURLY.subset_with_partition_keys(hours), HOURLY, HOURLY
+        )
+        assert sorted(mapped.get_partition_keys()) == hours, parent
 
 
 def sample_definitions(tmp_path: Path) -> Path:
@@ -105,6 +122,28 @@ def test_a_destination_waiting_for_a_new_input_names_the_snapshot_it_holds(tmp_p
         "audience any_account has not been materialized yet"
     )
     assert metadata["snapshot_hour"].value == "2026-10-01T10:00:00"
+
+
+def test_diffs_fail_for_an_hour_their_inputs_were_not_built_for(tmp_path, monkeypatch):
+    """Read as empty, the audiences would have every member exiting (the previous hour may be
+    missing: everyone enters)."""
+    folder = sample_definitions(tmp_path)
+    catalog = load_catalog(folder)
+    generate_sample(tmp_path / "landing", seed=4, accounts=10, users=40, days=1)
+    monkeypatch.setenv("AH_DEFINITIONS_DIR", str(folder))
+    resources = {"warehouse": Warehouse(database=str(tmp_path / "wh.duckdb")),
+                 "landing": LandingFolder(path=str(tmp_path / "landing"))}  # fmt: skip
+    assets = [raw_events, hierarchy_snapshots, build_trait_assets(catalog),
+              *build_audience_assets(catalog), *build_activation_assets(catalog)]  # fmt: skip
+    assert dg.materialize(assets, resources=resources, partition_key="2026-10-01-10:00").success
+    (diffs,) = [a for a in build_activation_assets(catalog) if a.key.path == ["activation_diffs"]]
+    later = dg.materialize([diffs], resources=resources, partition_key="2026-10-01-11:00",
+                           raise_on_error=False)  # fmt: skip
+    assert not later.success
+    (failure,) = later.get_step_failure_events()
+    assert "has no snapshot for 1 of the 1 hours" in failure.step_failure_data.error.message
+    assert failure.step_failure_data.user_failure_data is not None  # (a Failure, not retried)
+    assert later.get_asset_materialization_events() == []
 
 
 def test_materialize_and_dry_run(tmp_path, monkeypatch):

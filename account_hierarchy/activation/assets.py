@@ -5,21 +5,20 @@ import dagster as dg
 
 from account_hierarchy import settings
 from account_hierarchy.activation.deliver import SyncReport, sync
-from account_hierarchy.activation.diffs import build_diffs, synced
+from account_hierarchy.activation.diffs import build_diffs, require_inputs, synced
 from account_hierarchy.activation.plan import NothingToSyncError
 from account_hierarchy.activation.schemas import validate_diffs
 from account_hierarchy.activation.state import synced_hour
 from account_hierarchy.activation.transport import DestinationUnavailableError, sender_for
 from account_hierarchy.audiences.assets import audience_key
+from account_hierarchy.audiences.evaluate import NotComputedError
 from account_hierarchy.catalog.loader import Catalog, LocatedDestination
 from account_hierarchy.metadata import markdown_preview, table_schema
 from account_hierarchy.partitions import HOURLY, window_of
-from account_hierarchy.policies import TRANSIENT_RETRY
+from account_hierarchy.policies import TRANSIENT_RETRY, not_retried
 from account_hierarchy.resources import Warehouse
 from account_hierarchy.traits.assets import trait_key
 from account_hierarchy.validation import recheck_stored
-
-PREVIOUS_AND_THIS_HOUR = dg.TimeWindowPartitionMapping(start_offset=-1)
 
 
 def _trait_asset(catalog: Catalog, column: str) -> dg.AssetKey:
@@ -30,11 +29,10 @@ def _trait_asset(catalog: Catalog, column: str) -> dg.AssetKey:
 def build_diffs_asset(catalog: Catalog) -> dg.AssetsDefinition:
     """The `activation_diffs` asset."""
     audiences, traits = synced(catalog)
-    deps = [dg.AssetDep(audience_key(a), partition_mapping=PREVIOUS_AND_THIS_HOUR)
-            for a in audiences]  # fmt: skip
-    deps += [dg.AssetDep(key, partition_mapping=PREVIOUS_AND_THIS_HOUR)
-             for key in sorted({_trait_asset(catalog, t) for t in traits},
-                               key=lambda k: k.to_user_string())]  # fmt: skip
+    # (hour to hour: the diffs also read the previous hour, but a mapping saying so would make
+    # Dagster add the hour after a backfilled range to the backfill, with no inputs there)
+    deps = [audience_key(a) for a in audiences]
+    deps += sorted({_trait_asset(catalog, t) for t in traits}, key=lambda k: k.to_user_string())
 
     @dg.asset(
         deps=deps,
@@ -62,6 +60,8 @@ def build_diffs_asset(catalog: Catalog) -> dg.AssetsDefinition:
         which synced traits changed value."""
         start, end = window_of(context)
         with warehouse.get_connection() as con:
+            with not_retried(NotComputedError):
+                require_inputs(con, catalog, start, end)
             if settings.on_spark():
                 from account_hierarchy.spark import stages  # (pyspark loads only for this engine)
 

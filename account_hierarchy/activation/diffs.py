@@ -1,7 +1,8 @@
 """Activation diffs: per hour, who entered and exited each synced audience since the previous
 hour's snapshot, and which synced traits changed value (`activation_diffs`).
 
-A previous hour that has no snapshot counts as empty: everyone enters. A trait changes when its
+A previous hour that has no snapshot counts as empty: everyone enters; an hour of the run that
+a synced audience or trait was not built for fails the run. A trait changes when its
 value differs from the previous hour's (a null value and no row are the same). Each change is
 one Ibis expression per synced audience or trait, compiled once and run for every hour on
 either engine; the old and new values are stored as JSON text.
@@ -16,12 +17,14 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
+from account_hierarchy.activation.plan import input_hours
 from account_hierarchy.activation.schemas import validate_diffs
+from account_hierarchy.audiences.evaluate import NotComputedError
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.json_text import fetch_rows
 from account_hierarchy.output import plain
 from account_hierarchy.partitions import hours_of
-from account_hierarchy.traits.compile import HOUR, compile_hourly, hourly_params
+from account_hierarchy.traits.compile import HOUR, compile_hourly, hourly_params, timestamp
 
 DIFFS_DDL = """
 CREATE TABLE IF NOT EXISTS activation_diffs (
@@ -49,6 +52,30 @@ def synced(catalog: Catalog) -> tuple[list[str], dict[str, str]]:
             entity = "account" if trait in catalog.trait_columns("account") else "user"
             traits[trait] = entity
     return audiences, traits
+
+
+def require_inputs(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime
+) -> None:
+    """Fail clearly when a synced audience or trait was not built for every hour of
+    `[start, end)`: its diffs would read it as empty there (every member exiting). The hour
+    before `start` may be missing (everyone enters)."""
+    expected = len(hours_of(start, end))
+    inputs = {}
+    for located in catalog.destinations:
+        inputs |= input_hours(con, catalog, located.destination)
+    for name, built in sorted(inputs.items()):
+        if name.endswith(" traits"):  # (a trait table: each trait's own hours are checked)
+            continue
+        inside = built.filter(
+            (built.snapshot_hour >= timestamp(start)) & (built.snapshot_hour < timestamp(end))
+        )
+        found = inside.snapshot_hour.nunique().to_pyarrow().as_py()
+        if found < expected:
+            raise NotComputedError(
+                f"{name} has no snapshot for {expected - found} of the {expected} hours from "
+                f"{start} to {end}: materialize it first."
+            )
 
 
 def audience_changes(backend: ibis.BaseBackend, audience: str) -> ir.Table:

@@ -88,7 +88,7 @@ def newest_hour(
     """The newest snapshot hour every input of the destination was built for (an input built
     for later hours but not for that one does not count as empty there); never one older than
     the snapshot the destination already holds (going back would send it old changes)."""
-    inputs = _input_hours(con, catalog, destination)
+    inputs = input_hours(con, catalog, destination)
     hours = {name: _newest(built) for name, built in inputs.items()}
     # (a trait table without rows, no account having sent a group call yet, say, holds
     # nothing to send and waits for nothing, unless nothing else has rows either)
@@ -131,7 +131,7 @@ def _newest(hours: ir.Table) -> datetime | None:
     return hours.snapshot_hour.max().to_pyarrow().as_py()
 
 
-def _input_hours(
+def input_hours(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, destination: Destination
 ) -> dict[str, ir.Table]:
     """Each input of the destination by name (its audiences, the trait table of each entity
