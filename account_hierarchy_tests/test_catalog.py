@@ -620,6 +620,8 @@ def test_a_missing_folder_and_a_file_not_in_utf8_are_problems(tmp_path, monkeypa
         ("type: jsonl, folder: out, audiences: [quiet], output_columns: [quiet]",
          "'quiet' is also an audience of the destination"),
         ("type: jsonl, folder: out, traits: [both]", "'both' is both an account and a user trait"),
+        ("type: jsonl, folder: out, audiences: [quiet], output_columns: [plan], calls: [track]",
+         "output_columns: output columns go in group calls, which the destination does not send"),
         ("type: jsonl, folder: out, audiences: [quiet], traits: [quiet]",
          "'quiet' is also an audience of the destination: both would be the same key"),
         ("type: jsonl, folder: out, audiences: [quiet], calls: []", "calls"),

@@ -486,6 +486,9 @@ def _check_destinations(catalog: Catalog) -> list[str]:
                     f"{where}: {name!r} is also an audience of the destination, "
                     "whose group calls carry it as true or false"
                 )
+        if destination.output_columns and "group" not in destination.calls:
+            problems.append(f"{at('output_columns')}: output columns go in group calls, which "
+                            "the destination does not send: add group to its calls")  # fmt: skip
         if set(destination.calls) == {"group"} and not _about_accounts(catalog, destination):
             problems.append(f"{at('calls')}: group calls carry account audiences and traits, "
                             "and it sends only user ones: add identify or track")  # fmt: skip
