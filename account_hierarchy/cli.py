@@ -424,7 +424,7 @@ def sync_command(destination: str, dry_run: bool, output_format: str) -> None:
 
 def _message_line(message: dict) -> dict:
     what = message.get("event") or ", ".join(
-        f"{k}={v}" for k, v in message.get("traits", {}).items()
+        f"{k}={_shown(v)}" for k, v in message.get("traits", {}).items()
     )
     return {"type": message["type"], "entity": message.get("groupId") or message.get("userId"),
             "what": what, "messageId": message["messageId"]}  # fmt: skip

@@ -1016,6 +1016,22 @@ def test_a_dry_run_tells_the_changes_that_need_no_message_apart(tmp_path):
     )  # fmt: skip
 
 
+def test_a_dry_run_table_shows_values_as_json(tmp_path):
+    lines = [group_call("g1", "2026-10-01T10:00:00Z", "A0", "u1", plan="free")]
+    dry_run_and_diffs(tmp_path, lines, {
+        "audiences": [{"name": "free_accounts", "entity": "account",
+                       "where": {"custom_trait": "plan", "equals": "free"}}],
+        "destinations": [{"name": "box", "type": "jsonl", "folder": str(tmp_path / "out"),
+                          "audiences": ["free_accounts"], "output_columns": ["plan", "seats"],
+                          "calls": ["group"]}],
+    })  # fmt: skip
+    environment = {"AH_WAREHOUSE": str(tmp_path / "wh.duckdb"),
+                   "AH_DEFINITIONS_DIR": str(tmp_path / "defs")}  # fmt: skip
+    shown = CliRunner().invoke(main, ["sync", "box", "--dry-run"], env=environment)
+    assert shown.exit_code == 0, shown.output
+    assert "free_accounts=true, plan=free" in shown.output, shown.output
+
+
 def test_trait_values_are_sent_as_the_diffs_record_them(tmp_path):
     """Times and dates as ISO text, durations as seconds, JSON as the value it holds: the
     same JSON in the calls and the diffs."""
