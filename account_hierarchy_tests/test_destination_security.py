@@ -3,6 +3,7 @@ that cannot be read, folders that cannot be written, and write keys kept out of 
 
 import gzip
 import itertools
+import os
 import socket
 import threading
 import time
@@ -166,6 +167,24 @@ def test_a_write_that_fails_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(DestinationUnavailableError, match="No space left"):
         JsonlSender(folder).send([{"messageId": "m"}])
     assert list(folder.iterdir()) == []
+
+
+def test_a_batch_file_and_its_folder_are_on_disk_before_it_counts_as_accepted(
+    tmp_path, monkeypatch
+):
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr("os.fsync", fsync)
+    outcome = JsonlSender(tmp_path / "outbox").send([{"messageId": "m"}])
+    assert outcome.accepted
+    (written,) = (tmp_path / "outbox").iterdir()
+    assert synced[0].startswith(str(tmp_path / "outbox" / f".{written.name}"))
+    assert synced[1:] == [str(tmp_path / "outbox")]
 
 
 def test_a_write_key_basic_auth_cannot_carry_is_a_clear_error(monkeypatch):

@@ -260,6 +260,13 @@ class JsonlSender:
                 file.flush()
                 os.fsync(file.fileno())
             temporary.rename(path)
+            # (the rename itself is on disk once the folder is: a crash after the state
+            # records the batch as accepted must not lose its file)
+            folder = os.open(self.folder, os.O_RDONLY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
         except OSError as error:
             temporary.unlink(missing_ok=True)
             raise DestinationUnavailableError(f"{self.folder}: {error}", 1) from None
