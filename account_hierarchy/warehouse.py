@@ -6,6 +6,7 @@ All timestamps in the warehouse are UTC, stored without a time zone.
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -150,6 +151,41 @@ EVENT_HOUR_VERSIONS_SQL = (
     "SELECT event_hour, count(*) AS events, bit_xor(hash(event_row)) AS checksum "
     "FROM {table} AS event_row GROUP BY event_hour"
 )
+
+
+class EventsNotLoadedError(LookupError):
+    """Landing lines of an hour a snapshot needs were never loaded."""
+
+
+def require_events_loaded(con: duckdb.DuckDBPyConnection, first: datetime, end: datetime) -> None:
+    """Fail clearly when hours of `[first, end)` hold landing lines (as the file index knows
+    them) of which nothing is in `raw_events`, `quarantined_lines` or `duplicate_lines`: a
+    snapshot as of an hour needs every earlier event. (Hours loaded before a file landed are
+    the landing sensor's to load again.)"""
+    existing = table_names(con)
+    if "landing_file_hours" not in existing:
+        return
+    loaded = " UNION ".join(
+        f"SELECT DISTINCT event_hour FROM {table} WHERE event_hour < $end"
+        for table in ("raw_event_hours", "quarantined_lines", "duplicate_lines")
+        if table in existing
+    )
+    missing = con.execute(
+        "SELECT event_hour, sum(line_count)::BIGINT FROM landing_file_hours AS f "
+        f"ANTI JOIN ({loaded or 'SELECT NULL::TIMESTAMP AS event_hour'}) USING (event_hour) "
+        "WHERE event_hour >= $first AND event_hour < $end GROUP BY 1 ORDER BY 1",
+        {"first": first, "end": end},
+    ).fetchall()
+    if missing:
+        hours = f"{missing[0][0]:%Y-%m-%d %H:00}" + (
+            f" to {missing[-1][0]:%Y-%m-%d %H:00}" if len(missing) > 1 else ""
+        )
+        raise EventsNotLoadedError(
+            f"the landing files hold {sum(n for _, n in missing)} lines of {len(missing)} "
+            f"hour(s) before {end:%Y-%m-%d %H:00} that were never loaded ({hours}): a snapshot "
+            "needs every earlier event; materialize raw_events for them first (a range from "
+            f"{missing[0][0]:%Y-%m-%d-%H:00}, as the landing sensor does)"
+        )
 
 
 def ensure_ingest_tables(con: duckdb.DuckDBPyConnection) -> None:

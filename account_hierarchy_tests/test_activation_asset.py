@@ -19,6 +19,7 @@ from account_hierarchy.partitions import HOURLY
 from account_hierarchy.resources import LandingFolder, Warehouse
 from account_hierarchy.sample.generator import generate_sample
 from account_hierarchy.traits.assets import build_trait_assets
+from account_hierarchy_tests.conftest import group_call, write_lines
 
 SAMPLE = Path(__file__).parent.parent / "data" / "definitions"
 
@@ -129,7 +130,8 @@ def test_diffs_fail_for_an_hour_their_inputs_were_not_built_for(tmp_path, monkey
     missing: everyone enters)."""
     folder = sample_definitions(tmp_path)
     catalog = load_catalog(folder)
-    generate_sample(tmp_path / "landing", seed=4, accounts=10, users=40, days=1)
+    lines = [group_call("g1", "2026-10-01T10:00:00Z", "A0", "u1", industry="Software")]
+    write_lines(tmp_path / "landing" / "a.ndjson", lines)
     monkeypatch.setenv("AH_DEFINITIONS_DIR", str(folder))
     resources = {"warehouse": Warehouse(database=str(tmp_path / "wh.duckdb")),
                  "landing": LandingFolder(path=str(tmp_path / "landing"))}  # fmt: skip

@@ -73,6 +73,36 @@ LATE = [
 ]
 
 
+def test_an_hour_built_before_earlier_hours_were_loaded_fails_naming_them(tmp_path, landing):
+    """The snapshot as of 12:00 alone would miss A (10:00) and flag B's parent as missing. An
+    hour whose every line was quarantined counts as loaded (11:00, after the range run)."""
+    write_lines(landing / "a.ndjson", [
+        group("g1", "2026-10-01T10:00:00Z", "A"),
+        {"type": "bogus", "messageId": "q", "timestamp": "2026-10-01T11:30:00Z"},
+        group("g2", "2026-10-01T12:00:00Z", "B", user="u2", parent_account_id="A"),
+    ])  # fmt: skip
+    resources = {"warehouse": Warehouse(database=str(tmp_path / "wh.duckdb")),
+                 "landing": LandingFolder(path=str(landing))}  # fmt: skip
+    alone = dg.materialize([raw_events, hierarchy_snapshots], resources=resources,
+                           partition_key="2026-10-01-12:00", raise_on_error=False)  # fmt: skip
+    assert not alone.success
+    (failure,) = alone.get_step_failure_events()
+    assert ("the landing files hold 2 lines of 2 hour(s) before 2026-10-01 13:00 that were "
+            "never loaded (2026-10-01 10:00 to 2026-10-01 11:00)") in (
+        failure.step_failure_data.error.message
+    )  # fmt: skip
+    tags = {"dagster/asset_partition_range_start": "2026-10-01-10:00",
+            "dagster/asset_partition_range_end": "2026-10-01-11:00"}  # fmt: skip
+    assert dg.materialize([raw_events], resources=resources, tags=tags).success
+    again = dg.materialize([raw_events, hierarchy_snapshots], resources=resources,
+                           partition_key="2026-10-01-12:00")  # fmt: skip
+    assert again.success
+    with connect(tmp_path / "wh.duckdb", read_only=True) as con:
+        assert con.execute(
+            "SELECT account_id, path, parent_missing FROM account_hierarchy ORDER BY 1"
+        ).fetchall() == [("A", ["A"], False), ("B", ["A", "B"], False)]
+
+
 @pytest.fixture
 def warehouse(tmp_path, landing):
     write_lines(landing / "a.ndjson", EDGE_CASES)

@@ -12,10 +12,11 @@ from account_hierarchy.hierarchy import checks
 from account_hierarchy.hierarchy.schemas import stored_trait_columns, validate_entities
 from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.metadata import last_hour_preview, table_schema
-from account_hierarchy.partitions import HOURLY, window_of
-from account_hierarchy.policies import TRANSIENT_RETRY
+from account_hierarchy.partitions import HOURLY, partitions_start, window_of
+from account_hierarchy.policies import TRANSIENT_RETRY, not_retried
 from account_hierarchy.resources import Warehouse
 from account_hierarchy.validation import recheck_stored
+from account_hierarchy.warehouse import EventsNotLoadedError, require_events_loaded
 
 # In dependency order: Dagster needs a multi-asset's outputs in topological order.
 TABLE_KEYS = {
@@ -116,6 +117,8 @@ def hierarchy_snapshots(
     """Snapshots as of the end of each hour (events with timestamp before that instant)."""
     start, end = window_of(context)
     with warehouse.get_connection() as con:
+        with not_retried(EventsNotLoadedError):
+            require_events_loaded(con, partitions_start(), end)
         if settings.on_spark():
             from account_hierarchy.spark import stages  # (pyspark loads only for this engine)
 
