@@ -137,6 +137,24 @@ def test_an_hour_before_the_first_group_call_has_no_accounts_but_is_built(tmp_pa
     assert "account 'A' is not in the snapshot of 2026-10-01 10:00:00." in missing.output
 
 
+def test_an_hour_built_before_the_first_event_is_built(tmp_path, landing, monkeypatch):
+    """An hour with no rows at all is told apart from an hour that was not materialized."""
+    write_lines(landing / "a.ndjson", [group_call("g1", "2026-10-01T11:00:00Z", "A", "u1")])
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, landing, START, END, PARTITIONS_START)
+        build_snapshots(con, START, END, "parent_account_id")
+    monkeypatch.setenv("AH_WAREHOUSE", str(tmp_path / "wh.duckdb"))
+    tree = run("tree", "--as-of", "2026-10-01T10")
+    assert (tree.exit_code, tree.output) == (
+        0, "No account has sent a group call by the snapshot of 2026-10-01 10:00:00.\n"
+    )  # fmt: skip
+    user = run("show", "user", "u1", "--as-of", "2026-10-01T10")
+    assert user.exit_code == 1
+    assert "user 'u1' is not in the snapshot of 2026-10-01 10:00:00." in user.output
+    unbuilt = run("tree", "--as-of", "2026-10-01T09")
+    assert unbuilt.exit_code == 1 and "is that hour materialized?" in unbuilt.output
+
+
 @pytest.mark.parametrize(
     "text",
     ["2026-10-01T10", "2026-10-01T10:00", "2026-10-01 10:00:00Z", "2026-10-01-10:00",

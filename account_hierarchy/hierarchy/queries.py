@@ -6,6 +6,7 @@ from typing import Any
 import duckdb
 
 from account_hierarchy.json_text import parse_json
+from account_hierarchy.warehouse import table_names
 
 
 class NotInSnapshotError(LookupError):
@@ -52,11 +53,14 @@ def _entity(
 
 
 def snapshot_built(con: duckdb.DuckDBPyConnection, hour: datetime) -> bool:
-    """Whether the hierarchy snapshot of `hour` was built: it has users or accounts (an hour
-    before the first group call has users only)."""
+    """Whether the hierarchy snapshot of `hour` was built: `hierarchy_hours` records it (an
+    hour before the first event has no rows), or it has users or accounts (snapshots built
+    before that table was kept)."""
+    recorded = "hierarchy_hours" in table_names(con)
     (built,) = con.execute(
         "SELECT EXISTS (FROM users WHERE snapshot_hour = $hour) "
-        "OR EXISTS (FROM accounts WHERE snapshot_hour = $hour)",
+        "OR EXISTS (FROM accounts WHERE snapshot_hour = $hour)"
+        + (" OR EXISTS (FROM hierarchy_hours WHERE snapshot_hour = $hour)" if recorded else ""),
         {"hour": hour},
     ).fetchone()
     return built

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 import duckdb
 
 from account_hierarchy.hierarchy.entities import build_accounts, build_memberships, build_users
+from account_hierarchy.hierarchy.tables import record_snapshot_hours
 from account_hierarchy.hierarchy.tiles import refresh_hierarchy_partials, refresh_hierarchy_tiles
 from account_hierarchy.hierarchy.tree import build_hierarchy
 from account_hierarchy.partitions import day_of
@@ -46,4 +47,5 @@ def build_snapshots(
         counts["accounts"] += build_accounts(con, pass_start, pass_end, parent_trait)
         counts["account_hierarchy"] += build_hierarchy(con, pass_start, pass_end)
         pass_start = pass_end
+    record_snapshot_hours(con, start, end)
     return BuiltSnapshots(counts, tile_hours_rebuilt, rebuilt)

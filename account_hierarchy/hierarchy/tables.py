@@ -1,6 +1,8 @@
 """The hierarchy stage's warehouse tables. Each row belongs to a `snapshot_hour`: the snapshot
 as of the end of that hour (events with `timestamp < snapshot_hour + 1 hour`)."""
 
+from datetime import datetime
+
 import duckdb
 
 HIERARCHY_TABLES_DDL = """
@@ -50,6 +52,22 @@ ACCOUNT_COLUMNS = (
     "parent_account_id",
     "traits",
 )
+
+
+def record_snapshot_hours(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> None:
+    """Record that the snapshots of `[start, end)` were built (`hierarchy_hours`): an hour
+    before the first event has no rows, and is built all the same."""
+    con.execute("CREATE TABLE IF NOT EXISTS hierarchy_hours (snapshot_hour TIMESTAMP NOT NULL)")
+    params = {"start": start, "end": end}
+    con.execute(
+        "DELETE FROM hierarchy_hours WHERE snapshot_hour >= $start AND snapshot_hour < $end",
+        params,
+    )
+    con.execute(
+        "INSERT INTO hierarchy_hours SELECT unnest(generate_series($start::TIMESTAMP, "
+        "$end::TIMESTAMP - INTERVAL 1 HOUR, INTERVAL 1 HOUR))",
+        params,
+    )
 
 
 def ensure_hierarchy_tables(con: duckdb.DuckDBPyConnection) -> None:

@@ -19,6 +19,7 @@ from account_hierarchy.audiences.memberships import (
     record_audience_hours,
 )
 from account_hierarchy.catalog.loader import Catalog
+from account_hierarchy.hierarchy.tables import record_snapshot_hours
 from account_hierarchy.ingest.load import IngestReport
 from account_hierarchy.spark import lake
 from account_hierarchy.spark.audiences import (
@@ -52,6 +53,7 @@ def hierarchy(
     """The hierarchy tables on Spark; their row counts."""
     counts = build_hierarchy_on_spark(spark_session(), start, end, parent_trait)
     lake.attach_views(con, list(HIERARCHY_TABLES))
+    record_snapshot_hours(con, start, end)
     return counts
 
 
