@@ -91,8 +91,9 @@ def emit_record(record: Mapping[str, Any], output_format: str) -> None:
         return
     nested = {key: value for key, value in record.items() if isinstance(value, Mapping | list)}
     for key, value in record.items():
-        if key not in nested:
-            click.echo(f"{key}: {plain(value)}")
+        if key not in nested:  # (text as itself, else JSON: `null`, `false`, not Python's)
+            value = plain(value)
+            click.echo(f"{key}: {value if isinstance(value, str) else compact_json(value)}")
     for key, value in nested.items():
         click.echo(f"\n{key}:")
         if isinstance(value, Mapping):

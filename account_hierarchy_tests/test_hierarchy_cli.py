@@ -148,6 +148,9 @@ def test_an_hour_built_before_the_first_event_is_built(tmp_path, landing, monkey
     assert (tree.exit_code, tree.output) == (
         0, "No account has sent a group call by the snapshot of 2026-10-01 10:00:00.\n"
     )  # fmt: skip
+    account = run("show", "account", "A", "--as-of", "2026-10-01T11").output
+    assert "parent_account_id: null\n" in account and "in_cycle: false\n" in account
+    assert "snapshot_hour: 2026-10-01T11:00:00\n" in account
     user = run("show", "user", "u1", "--as-of", "2026-10-01T10")
     assert user.exit_code == 1
     assert "user 'u1' is not in the snapshot of 2026-10-01 10:00:00." in user.output
