@@ -1,8 +1,8 @@
 """The Dagster code location: `account_hierarchy.definitions:defs`.
 
-The trait assets are built from the YAML definitions in `AH_DEFINITIONS_DIR`; invalid
-definitions stop the code location from loading with the same message as
-`account-hierarchy validate`.
+The trait, audience and destination assets are built from the YAML definitions in
+`AH_DEFINITIONS_DIR`; invalid definitions stop the code location from loading with the same
+message as `account-hierarchy validate`.
 """
 
 import dagster as dg

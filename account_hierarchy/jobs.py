@@ -1,4 +1,4 @@
-"""The one job: every hourly asset, from raw events to activation."""
+"""The pipeline job: every hourly asset, from raw events to activation."""
 
 import dagster as dg
 

@@ -154,5 +154,5 @@ def spark_remote() -> str | None:
 
 
 def on_spark() -> bool:
-    """Whether traits, audiences and diffs run on Spark (`AH_ENGINE=spark`)."""
+    """Whether the stages run on the Spark engine (`AH_ENGINE=spark`)."""
     return engine() == "spark"

@@ -4,8 +4,8 @@
    old hours therefore never replays stale transitions: delivery converges on the newest).
 2. Plan the items owed: the difference between that snapshot and the state the destination has
    accepted (`destination_state`).
-3. Send the messages in batches under 500 KB; a message over 32 KB is recorded as failed
-   (`oversized`) and not sent, without blocking the rest.
+3. Send the messages in batches under 500 KB; a message over 32 KB is logged as `oversized`
+   and not sent, without blocking the rest.
 4. Before each batch is sent, its items are recorded as in flight (`destination_in_flight`).
    After each accepted batch, in one transaction, log its messages and commit the new state of
    the items whose messages have all been accepted (no longer in flight). A crash loses

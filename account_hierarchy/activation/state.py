@@ -14,7 +14,7 @@ from account_hierarchy.warehouse import table_names
 STATE_DDL = """
 CREATE TABLE IF NOT EXISTS destination_state (
     destination VARCHAR NOT NULL,
-    kind VARCHAR NOT NULL,          -- audience, audience_user or trait
+    kind VARCHAR NOT NULL,          -- audience, audience_user, trait or trait_user
     name VARCHAR NOT NULL,          -- audience or trait name
     entity_type VARCHAR NOT NULL,
     entity_id VARCHAR NOT NULL,

@@ -1,1 +1,1 @@
-"""The catalog: traits (and later audiences and destinations) defined by users in YAML files."""
+"""The catalog: traits, audiences and destinations defined by users in YAML files."""

@@ -1,6 +1,7 @@
 """The shape of definition files, validated by pydantic.
 
-A definition file holds lists under `traits:` and `audiences:` (see `audience_models.py`).
+A definition file holds lists under `traits:`, `audiences:` (see `audience_models.py`) and
+`destinations:` (see `destination_models.py`).
 Every mapping forbids unknown keys, so a typo is an error, not a silent no-op.
 """
 
