@@ -31,7 +31,8 @@ from account_hierarchy.output import compact_json, emit, emit_record, format_opt
 from account_hierarchy.sample.generator import DEFAULT_START, generate_sample
 from account_hierarchy.traits.compute import TRAIT_TABLES
 from account_hierarchy.traits.queries import trait_rows
-from account_hierarchy.warehouse import WarehouseBusyError, open_warehouse
+from account_hierarchy.traits.sql_traits import closest_name
+from account_hierarchy.warehouse import WarehouseError, open_warehouse
 
 
 class HourParam(click.ParamType):
@@ -67,7 +68,7 @@ def _reading() -> Iterator[duckdb.DuckDBPyConnection]:
     try:
         with open_warehouse(_existing_warehouse(), read_only=True) as con:
             yield con
-    except (NotInSnapshotError, NotComputedError, WarehouseBusyError) as error:
+    except (NotInSnapshotError, NotComputedError, WarehouseError) as error:
         raise click.ClickException(str(error)) from error
     except (duckdb.CatalogException, ibis.common.exceptions.TableNotFound) as error:
         raise click.ClickException(
@@ -83,8 +84,10 @@ def _existing_warehouse() -> Path:
 
 
 def _check_audience_defined(catalog: Catalog, audience: str) -> None:
-    if audience not in {a.audience.name for a in catalog.audiences}:
-        raise click.ClickException(f"No audience {audience!r} in {catalog.folder}.")
+    names = [a.audience.name for a in catalog.audiences]
+    if audience not in names:
+        hint = closest_name("audience", audience, names)
+        raise click.ClickException(f"No audience {audience!r} in {catalog.folder}; {hint}")
 
 
 def _finite(_ctx: click.Context, _param: click.Parameter, value: float) -> float:
@@ -159,10 +162,15 @@ def sample(
     if if_empty and list_landing_files(out):
         click.echo(f"{out} already holds files; not generating a sample.", err=True)
         return
-    summary = generate_sample(
-        out, seed=seed, accounts=accounts, users=users, days=days,
-        start=start.replace(tzinfo=UTC), activity=activity, processes=processes,
-    )  # fmt: skip
+    try:
+        summary = generate_sample(
+            out, seed=seed, accounts=accounts, users=users, days=days,
+            start=start.replace(tzinfo=UTC), activity=activity, processes=processes,
+        )  # fmt: skip
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    except OSError as error:
+        raise click.ClickException(f"{error.filename or out}: {error.strerror or error}") from None
     row = {"folder": str(out), **asdict(summary)}
     row["dirty_lines"] = sum(summary.dirty_lines.values())
     row |= {f"dirty_{kind}": count for kind, count in summary.dirty_lines.items()}
@@ -385,13 +393,15 @@ def sync_command(destination: str, dry_run: bool, output_format: str) -> None:
     chosen = next((d.destination for d in catalog.destinations
                    if d.destination.name == destination), None)  # fmt: skip
     if chosen is None:
-        raise click.ClickException(f"No destination {destination!r} in {catalog.folder}.")
+        names = [d.destination.name for d in catalog.destinations]
+        hint = closest_name("destination", destination, names)
+        raise click.ClickException(f"No destination {destination!r} in {catalog.folder}; {hint}")
     path = _existing_warehouse()
     try:
         with open_warehouse(path) as con:
             sender = None if dry_run else sender_for(chosen)
             report = sync(con, catalog, chosen, sender, dry_run=dry_run)
-    except (NothingToSyncError, DestinationUnavailableError, WarehouseBusyError) as error:
+    except (NothingToSyncError, DestinationUnavailableError, WarehouseError) as error:
         raise click.ClickException(str(error)) from None
     except duckdb.CatalogException as error:
         raise click.ClickException(

@@ -67,7 +67,11 @@ INGEST_TABLES_DDL = LINE_TABLES_DDL + FILE_INDEX_DDL
 LOCK_WAIT_SECONDS = 10.0
 
 
-class WarehouseBusyError(RuntimeError):
+class WarehouseError(RuntimeError):
+    """The warehouse file cannot be opened."""
+
+
+class WarehouseBusyError(WarehouseError):
     """The warehouse file is locked by another process (a Dagster run writing to it)."""
 
 
@@ -88,7 +92,10 @@ def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection
                         f"The warehouse {path} is locked by another process (a Dagster run is "
                         "probably writing to it); try again when the run has finished."
                     ) from error
-                raise
+                raise WarehouseError(
+                    f"The warehouse {path} cannot be opened: {str(error).splitlines()[0]} "
+                    f"(is {path} a DuckDB database file?)"
+                ) from error
             time.sleep(0.25)
     con.execute("SET TimeZone = 'UTC'")
     return con

@@ -92,6 +92,15 @@ def test_members_preview_explain_commands(materialized, monkeypatch):
     assert "not materialized" in runner.invoke(main, ["members", "nope"]).output
     unknown = runner.invoke(main, ["explain", "nope", "x"])
     assert unknown.exit_code == 1 and "No audience 'nope'" in unknown.output
+    typo = runner.invoke(main, ["preview", "at_risk_acounts"])
+    assert typo.output.endswith("; did you mean 'at_risk_accounts'?\n")
+    stored = runner.invoke(main, ["members", "at_risk_acounts"])
+    assert stored.output.endswith(
+        "Audience 'at_risk_acounts' was not materialized for any hour yet (did you mean "
+        "'at_risk_accounts'?).\n"
+    )
+    destination = runner.invoke(main, ["sync", "crm_outbx", "--dry-run"])
+    assert destination.output.endswith("; did you mean 'crm_outbox'?\n")
 
 
 def test_explain_shows_lists_as_compact_json(materialized, monkeypatch):

@@ -57,3 +57,21 @@ def test_sample_refuses_an_activity_that_is_no_finite_positive_number(tmp_path, 
     result = CliRunner().invoke(main, [*args, "--activity", activity])
     assert result.exit_code == 2 and "Invalid value for '--activity'" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sample_refuses_days_past_the_year_9999_before_writing(tmp_path):
+    args = ["sample", "--out", str(tmp_path / "out"), "--accounts", "1", "--users", "1"]
+    result = CliRunner().invoke(main, [*args, "--days", "2", "--start", "9999-12-31"])
+    assert (
+        result.exit_code == 2 and "2 days from 9999-12-31 run past the year 9999" in result.output
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_sample_into_a_folder_that_cannot_be_made_names_it(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    out = tmp_path / "a_file" / "landing"
+    args = ["sample", "--out", str(out), "--accounts", "1", "--users", "1", "--days", "1"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.output == f"Error: {out}: Not a directory\n"

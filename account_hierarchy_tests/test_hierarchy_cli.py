@@ -207,6 +207,18 @@ def test_as_of_on_a_warehouse_with_raw_events_only_is_a_clear_error(tmp_path, la
         assert "materialize it first" in result.output, args
 
 
+@pytest.mark.parametrize("kind", ["text file", "folder"])
+def test_a_warehouse_that_is_no_duckdb_file_is_one_clear_line(tmp_path, monkeypatch, kind):
+    path = tmp_path / "wh.duckdb"
+    path.mkdir() if kind == "folder" else path.write_text("hello\n")
+    monkeypatch.setenv("AH_WAREHOUSE", str(path))
+    for command in (["tree"], ["members", "a"], ["traits", "account"]):
+        result = run(*command)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert result.output.startswith(f"Error: The warehouse {path} cannot be opened: ")
+        assert len(result.output.splitlines()) == 1
+
+
 def test_sync_without_a_warehouse_creates_none(tmp_path, monkeypatch):
     monkeypatch.setenv("AH_WAREHOUSE", str(tmp_path / "none" / "wh.duckdb"))
     result = run("sync", "crm_outbox", "--dry-run")

@@ -74,3 +74,15 @@ def test_tables_show_text_and_numbers_as_they_are(capsys):
     assert [cell.strip() for cell in preview.splitlines()[2].strip("|").split("|")] == [
         "1e3", "1234567.89",
     ]  # fmt: skip
+
+
+def test_tables_show_what_jsonl_shows_for_nan_and_durations(capsys):
+    """NaN and infinities are no values (empty, as null in jsonl); a duration is seconds."""
+    relation = duckdb.sql(
+        "SELECT 'nan'::DOUBLE AS score, 'inf'::DOUBLE AS big, INTERVAL 90 MINUTE AS took, "
+        "TIMESTAMP '2026-10-01 10:00' AS seen, 2 AS n"
+    )
+    emit([dict(zip(relation.columns, relation.fetchone(), strict=True))], "table")
+    header, _, values = capsys.readouterr().out.splitlines()
+    assert header.split() == ["score", "big", "took", "seen", "n"]
+    assert values.split() == ["5400.0", "2026-10-01", "10:00:00", "2"]

@@ -22,7 +22,7 @@ from account_hierarchy.catalog.audience_models import AnyAccount, Quantified
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.hierarchy.queries import NotInSnapshotError, latest_snapshot_hour
 from account_hierarchy.traits.compute import newest_trait_hours
-from account_hierarchy.traits.sql_traits import unknown_name
+from account_hierarchy.traits.sql_traits import closest_name
 from account_hierarchy.warehouse import rows_if_table_exists, table_names
 
 SAMPLE_SIZE = 10
@@ -61,13 +61,14 @@ def _materialized(con: duckdb.DuckDBPyConnection, audience: str, hour: datetime)
 
 def _unknown(con: duckdb.DuckDBPyConnection, audience: str) -> str:
     """For a name no audience materialized so far has (a typo, or an audience not built yet):
-    `; unknown materialized audience 'x'; did you mean 'y'?`; else nothing."""
+    ` (did you mean 'y'?)` or ` (materialized audiences: a, b)`; else nothing."""
     query = "SELECT DISTINCT audience FROM {table}"
     names = {name for table in ("audience_hours", "audience_memberships")
              for (name,) in rows_if_table_exists(con, query.format(table=table), {})}  # fmt: skip
     if audience in names or not names:  # (none at all: "not materialized" says it all)
         return ""
-    return f"; {unknown_name('materialized audience', audience, sorted(names))}"
+    hint = closest_name("materialized audience", audience, sorted(names))
+    return f" ({hint.replace('known:', 'materialized audiences:')})"
 
 
 def _stored_member(

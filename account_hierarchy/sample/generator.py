@@ -136,6 +136,10 @@ def generate_sample(
     if min(accounts, users, days, processes) < 1 or not 0 < activity < math.inf:
         raise ValueError("accounts, users, days and processes must each be at least 1, "
                          "activity a finite number above 0")  # fmt: skip
+    try:  # (the last day's events are received up to a day later)
+        start + timedelta(days=days + 1)
+    except OverflowError:
+        raise ValueError(f"{days} days from {start:%Y-%m-%d} run past the year 9999") from None
     global _SHARED
     model = build_model(seed, accounts, users, _epoch_ms(start), days)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -167,12 +167,16 @@ def _value_columns(query: exp.Query, entity: str) -> list[str]:
 
 def unknown_name(kind: str, name: str, known: tuple[str, ...] | list[str]) -> str:
     """`unknown view 'acounts'; did you mean 'accounts'?` (or the list of known names)."""
+    return f"unknown {kind} {name!r}; {closest_name(kind, name, known)}"
+
+
+def closest_name(kind: str, name: str, known: tuple[str, ...] | list[str]) -> str:
+    """`did you mean 'accounts'?`, else the known names (`known: a, b`), else that no `kind`
+    is defined."""
     close = difflib.get_close_matches(name, list(known), n=1)
     if close:
-        hint = f"did you mean {close[0]!r}?"
-    else:
-        hint = f"known: {', '.join(sorted(known))}" if known else f"no {kind} is defined"
-    return f"unknown {kind} {name!r}; {hint}"
+        return f"did you mean {close[0]!r}?"
+    return f"known: {', '.join(sorted(known))}" if known else f"no {kind} is defined"
 
 
 def snapshot_views(hour: datetime) -> dict[str, exp.Query]:
