@@ -1,6 +1,7 @@
 """The `account-hierarchy` command line."""
 
 import math
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -71,8 +72,11 @@ def _reading() -> Iterator[duckdb.DuckDBPyConnection]:
     except (NotInSnapshotError, NotComputedError, WarehouseError) as error:
         raise click.ClickException(str(error)) from error
     except (duckdb.CatalogException, ibis.common.exceptions.TableNotFound) as error:
+        # (DuckDB: `Catalog Error: Table with name accounts does not exist!`; Ibis: `accounts`)
+        named = re.search(r"Table with name (\S+) does not exist", _first_line(error))
+        table = named[1] if named else _first_line(error)
         raise click.ClickException(
-            f"{_first_line(error)}: the warehouse has no such table yet; materialize it first."
+            f"{table}: the warehouse has no such table yet; materialize it first."
         ) from error
 
 

@@ -219,6 +219,15 @@ def test_a_warehouse_that_is_no_duckdb_file_is_one_clear_line(tmp_path, monkeypa
         assert len(result.output.splitlines()) == 1
 
 
+def test_a_table_not_built_yet_is_named(tmp_path, monkeypatch):
+    connect(tmp_path / "wh.duckdb").close()
+    monkeypatch.setenv("AH_WAREHOUSE", str(tmp_path / "wh.duckdb"))
+    result = run("show", "account", "a", "--as-of", "2026-10-01T00")
+    assert result.output == (
+        "Error: accounts: the warehouse has no such table yet; materialize it first.\n"
+    )
+
+
 def test_sync_without_a_warehouse_creates_none(tmp_path, monkeypatch):
     monkeypatch.setenv("AH_WAREHOUSE", str(tmp_path / "none" / "wh.duckdb"))
     result = run("sync", "crm_outbox", "--dry-run")
