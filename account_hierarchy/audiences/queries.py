@@ -61,14 +61,13 @@ def _materialized(con: duckdb.DuckDBPyConnection, audience: str, hour: datetime)
 
 def _unknown(con: duckdb.DuckDBPyConnection, audience: str) -> str:
     """For a name no audience materialized so far has (a typo, or an audience not built yet):
-    ` (did you mean 'y'?)` or ` (materialized audiences: a, b)`; else nothing."""
+    ` (did you mean 'y'?)` or ` (known: a, b)`; else nothing."""
     query = "SELECT DISTINCT audience FROM {table}"
     names = {name for table in ("audience_hours", "audience_memberships")
              for (name,) in rows_if_table_exists(con, query.format(table=table), {})}  # fmt: skip
     if audience in names or not names:  # (none at all: "not materialized" says it all)
         return ""
-    hint = closest_name("materialized audience", audience, sorted(names))
-    return f" ({hint.replace('known:', 'materialized audiences:')})"
+    return f" ({closest_name('materialized audience', audience, sorted(names))})"
 
 
 def _stored_member(
