@@ -42,6 +42,12 @@ def warehouse(tmp_path, landing, monkeypatch):
             },
         ],
     )
+    return build_warehouse(tmp_path, landing, monkeypatch)
+
+
+def build_warehouse(tmp_path, landing, monkeypatch):
+    """Load the landing folder's hours 10 and 11 and build their snapshots in a warehouse
+    that the CLI then reads."""
     path = tmp_path / "wh.duckdb"
     with connect(path) as con:
         ingest_window(con, landing, START, END, PARTITIONS_START)
@@ -123,10 +129,7 @@ def test_an_hour_before_the_first_group_call_has_no_accounts_but_is_built(tmp_pa
     identify = {"type": "identify", "messageId": "i1", "userId": "u1",
                 "timestamp": "2026-10-01T10:11:00Z", "traits": {}}  # fmt: skip
     write_lines(landing / "a.ndjson", [identify])
-    with connect(tmp_path / "wh.duckdb") as con:
-        ingest_window(con, landing, START, END, PARTITIONS_START)
-        build_snapshots(con, START, END, "parent_account_id")
-    monkeypatch.setenv("AH_WAREHOUSE", str(tmp_path / "wh.duckdb"))
+    build_warehouse(tmp_path, landing, monkeypatch)
     tree = run("tree", "--as-of", "2026-10-01T10")
     assert (tree.exit_code, tree.output) == (
         0, "No account has sent a group call by the snapshot of 2026-10-01 10:00:00.\n"
@@ -140,10 +143,7 @@ def test_an_hour_before_the_first_group_call_has_no_accounts_but_is_built(tmp_pa
 def test_an_hour_built_before_the_first_event_is_built(tmp_path, landing, monkeypatch):
     """An hour with no rows at all is told apart from an hour that was not materialized."""
     write_lines(landing / "a.ndjson", [group_call("g1", "2026-10-01T11:00:00Z", "A", "u1")])
-    with connect(tmp_path / "wh.duckdb") as con:
-        ingest_window(con, landing, START, END, PARTITIONS_START)
-        build_snapshots(con, START, END, "parent_account_id")
-    monkeypatch.setenv("AH_WAREHOUSE", str(tmp_path / "wh.duckdb"))
+    build_warehouse(tmp_path, landing, monkeypatch)
     tree = run("tree", "--as-of", "2026-10-01T10")
     assert (tree.exit_code, tree.output) == (
         0, "No account has sent a group call by the snapshot of 2026-10-01 10:00:00.\n"
@@ -248,10 +248,7 @@ def test_show_reads_traits_with_non_finite_numbers(tmp_path, landing, monkeypatc
         f'{{"type": "group", "messageId": "g1", "groupId": "A", "userId": "u1", '
         f'"timestamp": "2026-10-01T10:00:00Z", "traits": {traits}}}',
     ])  # fmt: skip
-    with connect(tmp_path / "wh.duckdb") as con:
-        ingest_window(con, landing, START, END, PARTITIONS_START)
-        build_snapshots(con, START, END, "parent_account_id")
-    monkeypatch.setenv("AH_WAREHOUSE", str(tmp_path / "wh.duckdb"))
+    build_warehouse(tmp_path, landing, monkeypatch)
     result = run("show", "account", "A", "--format", "jsonl")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["traits"] == {"score": None, "low": None, "note": "nan inf"}
