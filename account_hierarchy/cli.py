@@ -28,7 +28,7 @@ from account_hierarchy.hierarchy.queries import (
 )
 from account_hierarchy.hours import parse_hour
 from account_hierarchy.ingest.landing import list_landing_files
-from account_hierarchy.output import compact_json, emit, emit_record, format_option
+from account_hierarchy.output import emit, emit_record, format_option, shown
 from account_hierarchy.sample.generator import DEFAULT_START, generate_sample
 from account_hierarchy.traits.compute import TRAIT_TABLES
 from account_hierarchy.traits.queries import trait_rows
@@ -363,12 +363,6 @@ def explain(audience: str, entity_id: str, as_of: datetime | None, output_format
                    "to store the answer above")  # fmt: skip
 
 
-def _shown(value: object) -> object:
-    """A value in an explanation: text as itself, anything else (a list, null, a boolean) as
-    its compact JSON, as table cells show them, not Python's repr."""
-    return value if isinstance(value, str) else compact_json(value)
-
-
 def _echo_conditions(conditions: list[dict], indent: str) -> None:
     """Each condition with whether it held and its values; the users that satisfied a
     quantified one; each account an `account:` condition checked, with its own conditions."""
@@ -376,8 +370,8 @@ def _echo_conditions(conditions: list[dict], indent: str) -> None:
         mark = "yes" if condition["held"] else "no "
         details = {k: v for k, v in condition.items() if k not in
                    ("condition", "held", "satisfying_users", "accounts_checked")}  # fmt: skip
-        shown = ", ".join(f"{key}: {_shown(value)}" for key, value in details.items())
-        click.echo(f"{indent}[{mark}] {condition['condition']}" + (f"  ({shown})" if shown else ""))
+        text = ", ".join(f"{key}: {shown(value)}" for key, value in details.items())
+        click.echo(f"{indent}[{mark}] {condition['condition']}" + (f"  ({text})" if text else ""))
         if "satisfying_users" in condition:
             users = condition["satisfying_users"]
             click.echo(f"{indent}      users satisfying it: {', '.join(users) or 'none'}")
@@ -438,7 +432,7 @@ def sync_command(destination: str, dry_run: bool, output_format: str) -> None:
 
 def _message_line(message: dict) -> dict:
     what = message.get("event") or ", ".join(
-        f"{k}={_shown(v)}" for k, v in message.get("traits", {}).items()
+        f"{k}={shown(v)}" for k, v in message.get("traits", {}).items()
     )
     return {"type": message["type"], "entity": message.get("groupId") or message.get("userId"),
             "what": what, "messageId": message["messageId"]}  # fmt: skip

@@ -81,6 +81,13 @@ def table_cell(value: Any) -> Any:
     return plain(value)
 
 
+def shown(value: Any) -> str:
+    """A value in a line of text: text as itself, anything else (a list, null, a boolean, a
+    time) as its compact JSON, not Python's repr."""
+    value = plain(value)
+    return value if isinstance(value, str) else compact_json(value)
+
+
 def compact_json(value: Any) -> str:
     """A value as compact JSON (`["a","b"]`, `null`, `true`), its parts as `plain` makes them."""
     return json.dumps(plain(value), ensure_ascii=False, separators=(",", ":"))
@@ -94,9 +101,8 @@ def emit_record(record: Mapping[str, Any], output_format: str) -> None:
         return
     nested = {key: value for key, value in record.items() if isinstance(value, Mapping | list)}
     for key, value in record.items():
-        if key not in nested:  # (text as itself, else JSON: `null`, `false`, not Python's)
-            value = plain(value)
-            click.echo(f"{key}: {value if isinstance(value, str) else compact_json(value)}")
+        if key not in nested:
+            click.echo(f"{key}: {shown(value)}")
     for key, value in nested.items():
         click.echo(f"\n{key}:")
         if isinstance(value, Mapping):
