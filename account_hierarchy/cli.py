@@ -258,17 +258,34 @@ def validate(output_format: str) -> None:
         else:
             click.echo(str(error), err=True)
         raise SystemExit(1) from None
-    rows = [
-        {"name": t.trait.name, "entity": t.trait.entity, "type": t.trait.type,
-         "columns": ", ".join(t.columns), "file": f"{t.file}:{t.line}"}
-        for t in catalog.traits
-    ]  # fmt: skip
+    rows = _definition_rows(catalog)
     emit(rows, output_format)
     if output_format != "jsonl":
-        counts = {"trait": len(rows), "audience": len(catalog.audiences),
+        counts = {"trait": len(catalog.traits), "audience": len(catalog.audiences),
                   "destination": len(catalog.destinations)}  # fmt: skip
         listed = ", ".join(f"{n} {kind}{'' if n == 1 else 's'}" for kind, n in counts.items())
         click.echo(f"\n{listed} in {folder}: all valid.")
+
+
+def _definition_rows(catalog: Catalog) -> list[dict]:
+    """A row per definition, in the files' order: traits (with their value columns), then
+    audiences, then destinations (with their type)."""
+    traits = [
+        {"kind": "trait", "name": t.trait.name, "entity": t.trait.entity, "type": t.trait.type,
+         "columns": ", ".join(t.columns), "file": f"{t.file}:{t.line}"}
+        for t in catalog.traits
+    ]  # fmt: skip
+    audiences = [
+        {"kind": "audience", "name": a.audience.name, "entity": a.audience.entity, "type": None,
+         "columns": None, "file": f"{a.file}:{a.line}"}
+        for a in catalog.audiences
+    ]  # fmt: skip
+    destinations = [
+        {"kind": "destination", "name": d.destination.name, "entity": None,
+         "type": d.destination.type, "columns": None, "file": f"{d.file}:{d.line}"}
+        for d in catalog.destinations
+    ]  # fmt: skip
+    return traits + audiences + destinations
 
 
 @main.command()

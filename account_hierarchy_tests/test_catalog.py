@@ -1,5 +1,6 @@
 """Definitions are validated at load time, each problem naming file, line and field."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -345,7 +346,7 @@ def test_validate_command_and_code_location_give_the_same_message(tmp_path, monk
     assert "window 'a month' must look like" in last_lines[1]
 
 
-def test_validate_lists_traits(tmp_path, monkeypatch):
+def test_validate_lists_every_definition(tmp_path, monkeypatch):
     (tmp_path / "a.yaml").write_text(GOOD)
     monkeypatch.setenv("AH_DEFINITIONS_DIR", str(tmp_path))
     result = CliRunner().invoke(main, ["validate", "--format", "jsonl"])
@@ -353,6 +354,27 @@ def test_validate_lists_traits(tmp_path, monkeypatch):
     assert '"name": "logins"' in result.output
     readable = CliRunner().invoke(main, ["validate"])
     assert f"1 trait, 0 audiences, 0 destinations in {tmp_path}: all valid." in readable.output
+
+    (tmp_path / "b.yaml").write_text(
+        "traits:\n"
+        "  - {name: user_logins, entity: user, type: event_counter, event: Logged In}\n"
+        "destinations:\n"
+        "  - {name: outbox, type: jsonl, folder: out, audiences: [busy]}\n"
+        "audiences:\n"
+        "  - name: busy\n"
+        "    entity: account\n"
+        "    where: {trait: logins, gt: 10}\n"
+    )
+    result = CliRunner().invoke(main, ["validate", "--format", "jsonl"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert [(row["kind"], row["name"], row["entity"], row["type"]) for row in rows] == [
+        ("trait", "logins", "account", "event_counter"),
+        ("trait", "user_logins", "user", "event_counter"),
+        ("audience", "busy", "account", None),
+        ("destination", "outbox", None, "jsonl"),
+    ]
+    assert rows[2]["file"] == f"{tmp_path / 'b.yaml'}:6"
 
 
 AUDIENCES = (
