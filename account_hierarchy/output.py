@@ -71,10 +71,11 @@ def emit(rows: Iterable[Mapping[str, Any]], output_format: str) -> None:
 
 
 def table_cell(value: Any) -> Any:
-    """A table cell: a list or mapping as its compact JSON (its items as `plain` makes them),
-    not Python's repr; a time as itself (`2026-10-01 10:00:00`); any other value as `plain`
-    makes it (NaN and infinities empty, as null; durations in seconds), as jsonl shows it."""
-    if isinstance(value, Mapping | list | tuple | np.ndarray):
+    """A table cell: a list, mapping or boolean as its compact JSON (`true`, its items as
+    `plain` makes them), not Python's repr; a time as itself (`2026-10-01 10:00:00`); any
+    other value as `plain` makes it (NaN and infinities empty, as null; durations in
+    seconds), as jsonl shows it."""
+    if isinstance(value, Mapping | list | tuple | np.ndarray | bool | np.bool_):
         return compact_json(value)
     if isinstance(value, datetime | date | time) and value is not pd.NaT:
         return value

@@ -4,6 +4,7 @@ the UI's previews show nulls empty and lists as JSON."""
 import json
 
 import duckdb
+import numpy as np
 import pytest
 
 from account_hierarchy.metadata import markdown_preview
@@ -80,9 +81,11 @@ def test_tables_show_what_jsonl_shows_for_nan_and_durations(capsys):
     """NaN and infinities are no values (empty, as null in jsonl); a duration is seconds."""
     relation = duckdb.sql(
         "SELECT 'nan'::DOUBLE AS score, 'inf'::DOUBLE AS big, INTERVAL 90 MINUTE AS took, "
-        "TIMESTAMP '2026-10-01 10:00' AS seen, 2 AS n"
+        "TIMESTAMP '2026-10-01 10:00' AS seen, 2 AS n, true AS paid, false AS trial"
     )
     emit([dict(zip(relation.columns, relation.fetchone(), strict=True))], "table")
     header, _, values = capsys.readouterr().out.splitlines()
-    assert header.split() == ["score", "big", "took", "seen", "n"]
-    assert values.split() == ["5400.0", "2026-10-01", "10:00:00", "2"]
+    assert header.split() == ["score", "big", "took", "seen", "n", "paid", "trial"]
+    assert values.split() == ["5400.0", "2026-10-01", "10:00:00", "2", "true", "false"]
+    emit([{"paid": np.bool_(False)}], "table")
+    assert capsys.readouterr().out.splitlines()[-1].strip() == "false"
