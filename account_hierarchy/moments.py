@@ -14,11 +14,11 @@ import ibis.expr.types as ir
 import sqlglot
 from sqlglot import exp
 
-# A date (`-` or `/` between its parts), optionally with a time (`T`, `t` or spaces between),
-# and nothing more: no zone, no offset.
+# A date (`-` or `/` between its parts), optionally with a time (`T`, `t` or any white space
+# between, as the TIMESTAMP cast reads), and nothing more: no zone, no offset.
 ZONELESS = (
-    r"^\s*[0-9]+[-/][0-9]{1,2}[-/][0-9]{1,2}"
-    r"([Tt ]+[0-9]{1,2}(:[0-9]{1,2}(:[0-9]{1,2}([.][0-9]*)?)?)?)?\s*$"
+    r"^[ \t\n\r\v\f]*[0-9]+[-/][0-9]{1,2}[-/][0-9]{1,2}"
+    r"([Tt \t\n\r\v\f]+[0-9]{1,2}(:[0-9]{1,2}(:[0-9]{1,2}([.][0-9]*)?)?)?)?[ \t\n\r\v\f]*$"
 )
 # A time to the minute with a zone (`10:05Z`, `10:05+02:00`), which the casts reject.
 MINUTES_ONLY = r"^([0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2})(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"

@@ -204,6 +204,11 @@ def test_a_zone_name_does_not_carry_to_the_times_after_it(con, landing):
         "h": ("2026-10-01 10:05:00 America/New_York", datetime(2026, 10, 1, 14, 5)),
         "i": ("2026/10/01 10:05:00", datetime(2026, 10, 1, 10, 5)),
         "j": ("2026-10-01  10:05:00", datetime(2026, 10, 1, 10, 5)),
+        "l": ("2026-10-01T10:05:00 America/New_York", datetime(2026, 10, 1, 14, 5)),
+        **{  # (other white space between the date and the time: still no zone)
+            f"ws{n}": (f"2026-10-01{space}10:05:00", datetime(2026, 10, 1, 10, 5))
+            for n, space in enumerate(["\t", "\r", "\v", "\f", " \t ", "T\t"])
+        },
     }
     lines = [
         message(mid, timestamp=text, receivedAt="2026-10-01T09:00:00 Asia/Tokyo")
