@@ -296,6 +296,33 @@ def test_quarantined_lines_with_a_usable_time_take_its_hour(con, landing):
     assert rows == [(2, 5), (3, 3), (4, 6), (5, 7), (6, 8)]
 
 
+def test_no_line_belongs_to_an_hour_long_after_its_file_was_written(con, landing):
+    """A `receivedAt` more than 24 hours after the file was written is quarantined, and decides
+    no hour: a line received in 2999 would belong to an hour no run reaches for centuries."""
+    path = write_lines(
+        landing / "f.ndjson",
+        [
+            message("future", "2999-01-01T00:00:00Z", receivedAt="2999-01-01T00:00:00Z"),
+            message("bad", "not-a-date", receivedAt="2999-01-01T00:00:00Z"),
+            message("a", "2026-10-01T10:05:00Z", receivedAt="2026-10-02T11:00:00Z"),
+            message("b", "2026-10-01T11:05:00Z", receivedAt="2026-10-02T13:00:00Z"),
+        ],
+    )
+    written = datetime(2026, 10, 1, 12, 30, tzinfo=UTC).timestamp()
+    os.utime(path, (written, written))
+    ingest_window(con, landing, datetime(2024, 1, 1), datetime(2027, 1, 1), PARTITIONS_START)
+    assert con.execute("SELECT message_id FROM raw_events").fetchall() == [("a",)]
+    rows = con.execute(
+        "SELECT source_line, event_hour, reason FROM quarantined_lines ORDER BY 1"
+    ).fetchall()
+    late = "is more than 24 hours after the file was written"
+    assert rows == [
+        (1, datetime(2026, 10, 1, 10), f"receivedAt 2999-01-01T00:00:00Z {late}"),
+        (2, datetime(2026, 10, 1, 10), 'unparseable timestamp "not-a-date"'),
+        (4, datetime(2026, 10, 1, 10), f"receivedAt 2026-10-02T13:00:00Z {late}"),
+    ]
+
+
 def test_numeric_ids_are_stored_as_text(con, landing):
     write_lines(
         landing / "f.ndjson",

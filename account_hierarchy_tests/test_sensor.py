@@ -332,10 +332,9 @@ def test_a_touched_file_whose_later_line_changes_hour_is_handled(instance, landi
 def test_a_touched_file_whose_line_becomes_valid_in_the_same_hour_is_handled(instance, landing_env):
     """The same, with the line quarantined in its own hour: touching the file makes it valid
     there, which no hour of the file shows."""
-    lines = [message("A", "2026-10-03T10:05:00Z", receivedAt="2026-10-03T10:05:00Z"),
-             message("B", "2026-10-03T10:30:00Z")]  # fmt: skip
+    lines = [message("A", "2026-10-03T10:05:00Z"), message("B", "2026-10-03T10:30:00Z")]
     path = write_lines(landing_env / "f.ndjson", lines)
-    at = datetime(2026, 10, 1, tzinfo=UTC).timestamp()
+    at = datetime(2026, 10, 2, 10, 20, tzinfo=UTC).timestamp()  # (B: over 24 hours after)
     os.utime(path, (at, at))
     (first,), cursor = evaluate(instance)
     assert span(first) == ("2026-10-03-10:00", "2026-10-03-10:00")

@@ -8,10 +8,15 @@ on two cores. Every line leaves with an `event_hour`, the hourly partition it be
   field is absent `originalTimestamp`, then `receivedAt` (a present but unparseable
   `timestamp` is quarantined, never replaced by a fallback);
 - so does a quarantined line whose event time is usable (parsed, not before the first
-  partition, not more than 24 hours after it was received), whatever else it broke;
-- a quarantined line without a usable event time belongs to the hour of its `receivedAt`, else
-  to the hour of the nearest earlier line of the same file that has one, else of the nearest
-  later one, else to the hour the file was written (its modification time).
+  partition, not more than 24 hours after it was received, and received not more than 24 hours
+  after the file was written), whatever else it broke;
+- a quarantined line without a usable event time belongs to the hour of its `receivedAt` (when
+  that is not more than 24 hours after the file was written), else to the hour of the nearest
+  earlier line of the same file that has one, else of the nearest later one, else to the hour
+  the file was written (its modification time).
+
+So no line belongs to an hour more than two days after its file was written: every line's hour
+is one a run can cover soon after the file lands.
 """
 
 import json
@@ -134,10 +139,14 @@ WITH trimmed AS (
     FROM typed
 ), timed AS (
     SELECT *,
-        event_time >= CAST($partitions_start AS TIMESTAMP)
+        event_time >= CAST($partitions_start AS TIMESTAMP) AND received_in_time
             AND event_time <= coalesce(received_at, file_written_at)
                               + to_hours(CAST($max_skew_hours AS BIGINT)) AS usable_time
-    FROM fields
+    FROM (SELECT *,
+              coalesce(received_at <= file_written_at
+                                      + to_hours(CAST($max_skew_hours AS BIGINT)), true)
+                  AS received_in_time
+          FROM fields)
 ), checked AS (
     SELECT *,
         CASE
@@ -177,6 +186,9 @@ WITH trimmed AS (
             WHEN event_time IS NULL THEN format('unparseable timestamp "{{}}"', time_text)
             WHEN {_present("received_at")} AND received_at IS NULL
                 THEN format('unparseable receivedAt "{{}}"', received_text)
+            WHEN NOT received_in_time
+                THEN format('receivedAt {{}} is more than {{}} hours after the file was written',
+                            received_text, $max_skew_hours)
             WHEN event_time < CAST($partitions_start AS TIMESTAMP)
                 THEN format('timestamp {{}} is before the first partition {{}}',
                             time_text, CAST($partitions_start AS TIMESTAMP))
@@ -191,7 +203,7 @@ SELECT
     source_line,
     reason,
     CASE WHEN reason IS NULL OR usable_time THEN date_trunc('hour', event_time)
-         WHEN received_at >= CAST($partitions_start AS TIMESTAMP)
+         WHEN received_at >= CAST($partitions_start AS TIMESTAMP) AND received_in_time
              THEN date_trunc('hour', received_at) END AS event_hour,
     greatest(date_trunc('hour', file_written_at), CAST($partitions_start AS TIMESTAMP))
         AS file_hour,

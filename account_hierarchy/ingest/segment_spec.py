@@ -7,7 +7,8 @@ MESSAGE_TYPES = ("track", "identify", "group", "page", "screen")
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_MESSAGE_ID_CHARS = 100
 
-# A `timestamp` more than this far after `receivedAt` is a client clock error, not an event.
+# A `timestamp` more than this far after `receivedAt` is a client clock error, not an event;
+# a `receivedAt` more than this far after its file was written is no receipt time.
 MAX_FUTURE_SKEW_HOURS = 24
 
 # JSON value types accepted for id fields: numbers (integers or not) are turned into strings,
