@@ -29,6 +29,7 @@ DIRTY_LINES = [
     ("garbage text", "invalid JSON"),
     ("[1, 2, 3]", "JSON array is not a message object"),
     ("", "empty line"),
+    (" \t \f", "empty line"),
     (message("m", type="trak"), 'unknown type "trak"'),
     (message("m", type="alias"), 'unknown type "alias"'),
     ({k: v for k, v in message("m").items() if k != "type"}, "missing type"),

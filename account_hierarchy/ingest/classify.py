@@ -151,7 +151,7 @@ WITH trimmed AS (
     SELECT *,
         CASE
             WHEN utf8_error THEN 'line is not valid UTF-8'
-            WHEN t_root IS NULL AND trim(text) = '' THEN 'empty line'  -- (trim copies: guarded)
+            WHEN t_root IS NULL AND regexp_matches(text, '^[ \t\n\r\v\f]*$') THEN 'empty line'
             WHEN n_bytes > $max_bytes
                 THEN format('message is {{}} bytes, over the {{}} byte limit', n_bytes, $max_bytes)
             WHEN t_root IS NULL THEN 'invalid JSON'
