@@ -523,7 +523,7 @@ def test_a_number_with_a_line_break_is_no_number_on_either_engine(tmp_path: Path
 
 
 def test_spark_reads_the_moments_duckdb_reads(spark):
-    """Text times as the warehouse reads them (`moments.utc_sql`): slashes, spaces repeated,
+    """Text times as the warehouse reads them (`moments.utc_sql`): slashes, white space repeated,
     the hour 24, offsets, lower-case `t` and `z`, times to the minute, and text that is no
     moment."""
     texts = ["2026/10/01 09:30:00", "2026/10/01", "2026/9/3", "2026-10-01  09:30:00",
@@ -531,7 +531,9 @@ def test_spark_reads_the_moments_duckdb_reads(spark):
              "2026-09-30T24:00Z", "2026-09-30T24:00:00.000Z", "2026-09-30T24:30:00Z",
              "2026/10/01T09:30:00+02:00", "2026-10-01  09:30:00+02:00", "2026-10-01t09:30z",
              "2026-10-01T09:30:00Z", " 2026-10-01 09:30:00 ", "2001", "soon",
-             "2026-13-01"]  # fmt: skip
+             "2026-13-01", "2026-10-01\t09:30:00", "2026-10-01 \t\f09:30:00+02:00",
+             "2026-10-01\r\n09:30:00 America/New_York", "2026-10-01\v09:30",
+             "2026-10-01T\t09:30:00"]  # fmt: skip
     with in_memory() as con:
         expected = [con.execute(f"SELECT {utc_sql('$t')}", {"t": text}).fetchone()[0]
                     for text in texts]  # fmt: skip

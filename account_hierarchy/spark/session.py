@@ -103,10 +103,11 @@ def spark_backend(session: SparkSession) -> ibis.BaseBackend:
 # to the minute too (as `moments.utc_sql` does on DuckDB); only text starting with a date, as
 # DuckDB's cast wants (Spark's reads `2001` as a year), and only moments of the years 1 to
 # 9999. What DuckDB's casts read and Spark's do not is rewritten first: `/` between a date's
-# parts and spaces repeated before the time (`moment_text`), and the hour 24
+# parts and white space (tabs too, or several) before the time (`moment_text`), and the hour 24
 # (`2026-09-30T24:00:00Z`, the next day's midnight, as `midnight_text` and a day added).
 _DATE = "^( *[0-9]+)[-/]([0-9]{1,2})[-/]([0-9]{1,2})"
-_DATE_TIME = "^( *[0-9]+-[0-9]{1,2}-[0-9]{1,2}) +([0-9])"
+# (Java's `\s` is white space; its backslash is doubled for Spark's string literals)
+_DATE_TIME = "^( *[0-9]+-[0-9]{1,2}-[0-9]{1,2})[Tt]?\\\\s+([0-9])"
 _HOUR_24 = "^( *[0-9]+-[0-9]{1,2}-[0-9]{1,2}[Tt ])24(:00(:00([.]0*)?)?)(?![0-9.:])"
 _NUMBER_PATTERN = NUMBER_TEXT_SQL.replace("\\", "\\\\")
 _BOUNDS = " AND ".join(f"TIMESTAMP_NTZ'{bound.isoformat(sep=' ')}'" for bound in (EARLIEST, LATEST))
