@@ -23,7 +23,7 @@ from account_hierarchy.audiences.queries import (
     newest_member_hour,
     preview,
 )
-from account_hierarchy.catalog.audience_models import Performed
+from account_hierarchy.catalog.audience_models import CustomTraitTest, Performed, Quantified
 from account_hierarchy.catalog.loader import DefinitionError, load_catalog
 from account_hierarchy.cli import main
 from account_hierarchy.hierarchy.queries import NotInSnapshotError
@@ -957,6 +957,21 @@ def test_a_performed_condition_is_described_with_its_window_however_all_time_is_
         "performed 'Logged In' at most 2 times",
         "performed 'Logged In' at most 2 times in the past 2 days",
     ]
+
+
+def test_numbers_are_described_as_the_condition_tests_them():
+    """Thresholds in full (not `1.23457e+06`), and a `contains` operand as the text it looks
+    for (`7.0`, not `7`)."""
+    where = {"trait": "user_logins", "gt": 0}
+    quantified = [Quantified.model_validate({amount: number, "where": where})
+                  for amount, number in [("at_least", 1234567), ("at_least_percent", 33.3333333),
+                                         ("at_least_percent", 50.0)]]  # fmt: skip
+    assert [describe(condition).split(" of the users")[0] for condition in quantified] == [
+        "at least 1234567", "at least 33.3333333%", "at least 50%",
+    ]  # fmt: skip
+    tests = [CustomTraitTest.model_validate({"custom_trait": "n", operator: 7.0})
+             for operator in ("contains", "equals")]  # fmt: skip
+    assert [describe(test) for test in tests] == ["n contains 7.0", "n = 7"]
 
 
 def test_a_user_with_no_account_has_an_empty_list_of_qualifying_accounts(tmp_path):

@@ -28,8 +28,8 @@ def describe_test(name: str, test: Comparison) -> str:
         return f"{name} {'exists' if operand else 'does not exist'}"
     if operator == "is_null":
         return f"{name} is {'' if operand else 'not '}null"
-    if isinstance(operand, float) and operand.is_integer():
-        operand = int(operand)
+    if isinstance(operand, float) and operand.is_integer() and operator != "contains":
+        operand = int(operand)  # (`contains: 7.0` looks for the text `7.0`: shown as it is)
     shown = operand if operator in ("within_last", "not_within_last") else repr(operand)
     return f"{name} {SYMBOLS[operator]} {shown}"
 
@@ -54,7 +54,9 @@ def describe(condition: Condition) -> str:
         return f"in an account where {describe(condition.account)}"
     if isinstance(condition, Quantified):
         quantifier, number = condition.quantifier
-        amount = {"at_least": "at least {:g}", "at_least_percent": "at least {:g}%"}
+        if isinstance(number, float) and number.is_integer():
+            number = int(number)
+        amount = {"at_least": "at least {!r}", "at_least_percent": "at least {!r}%"}
         text = amount[quantifier].format(number) if quantifier in amount else quantifier
         return f"{text} of the users: {describe(condition.where)}"
     if isinstance(condition, Performed):
