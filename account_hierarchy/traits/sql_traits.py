@@ -23,6 +23,7 @@ import duckdb
 import sqlglot
 import sqlglot.expressions as exp
 from sqlglot.errors import ParseError
+from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 from sqlglot.optimizer.scope import traverse_scope
 
 VIEWS = ("events", "users", "accounts", "account_memberships", "account_hierarchy", "snapshot")
@@ -72,9 +73,16 @@ def parse_trait_sql(sql: str, entity: str) -> tuple[exp.Expression, list[str]]:
         raise SqlTraitError(f"SQL does not parse: {error}") from None
     if len(statements) != 1:
         raise SqlTraitError(f"must be a single SELECT statement, found {len(statements)}")
-    query = statements[0]
+    # (DuckDB's names are not case-sensitive, quoted or not: `Active` and `active` are one CTE,
+    # and `SELECT ACCOUNT_ID` returns `account_id`)
+    query = normalize_identifiers(statements[0], dialect="duckdb")
     if not isinstance(query, exp.Query) or any(query.find_all(*WRITE_NODES)):
         raise SqlTraitError("must be a read-only SELECT (no INSERT, UPDATE, CREATE, SET, ...)")
+    if any(union.args.get("by_name") for union in query.find_all(exp.SetOperation)):
+        raise SqlTraitError(
+            "matches columns by name (UNION BY NAME): give every branch the same columns, in "
+            "the same order, and use UNION"
+        )
     _check_sources(query)
     return query, _value_columns(query, entity)
 
