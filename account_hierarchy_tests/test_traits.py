@@ -22,8 +22,8 @@ from account_hierarchy.traits import compute
 from account_hierarchy.traits.compute import build_traits, sql_trait_rows
 from account_hierarchy.traits.profile import profile_column
 from account_hierarchy.traits.queries import trait_rows
-from account_hierarchy.traits.sql_traits import SqlTraitError, parse_trait_sql
-from account_hierarchy.warehouse import connect
+from account_hierarchy.traits.sql_traits import SqlTraitError, against_views, parse_trait_sql
+from account_hierarchy.warehouse import connect, in_memory, table_names
 from account_hierarchy_tests.conftest import PARTITIONS_START, group_call, write_lines
 from account_hierarchy_tests.reference import read_events, snapshot
 from account_hierarchy_tests.reference_traits import trait_values
@@ -708,6 +708,23 @@ def test_a_sql_trait_naming_a_column_no_table_has_fails_naming_the_trait_and_fil
     assert "usr_id" in str(raised.value)
 
 
+@pytest.mark.parametrize("value", ["1::UHUGEINT", "[1::VARINT]", "'10:00:00+02:00'::TIMETZ"])
+def test_a_sql_trait_returning_a_type_no_frame_holds_fails_before_storing(tmp_path, value):
+    write_lines(
+        tmp_path / "landing" / "a.ndjson", [group_call("g1", "2026-10-01T10:00:00Z", "A", "u1")]
+    )
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [
+        {"name": "big", "entity": "account", "type": "sql",
+         "sql": f"SELECT account_id, {value} AS big FROM accounts"}]}))  # fmt: skip
+    window = (datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11))
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", *window, PARTITIONS_START)
+        with pytest.raises(SqlTraitError, match=r"t.yaml:2: SQL trait big returns big as .*cast"):
+            build_all(con, tmp_path / "landing", *window, tmp_path / "definitions")
+        assert "account_traits" not in table_names(con)
+
+
 PLAN_ONE = {"Plan Name": "pro", "a:b": 3, "$k": "x", "nested": {"Sub Key": 2}}
 PLAN_TWO = {"Plan Name": "team", "a:b": 4, "$k": "y", "nested": {"Sub Key": 7}}
 ODD_KEYS_EVENTS = [
@@ -1045,6 +1062,26 @@ def test_a_sql_trait_calling_the_time_of_the_run_or_random_is_refused(expression
 def test_a_sql_trait_sampling_a_table_is_refused(source):
     with pytest.raises(SqlTraitError, match="samples a table"):
         parse_trait_sql(f"SELECT account_id, 1 AS x FROM {source}", "account")
+
+
+def test_sql_trait_names_are_not_case_sensitive_as_in_duckdb():
+    """A CTE named `Active` is read as `active`, and `SELECT ACCOUNT_ID` returns `account_id`."""
+    for sql in ("WITH Active AS (FROM accounts) SELECT account_id, 1 AS x FROM active",
+                "WITH active AS (FROM accounts) SELECT Account_Id, 1 AS X FROM ACTIVE",
+                'SELECT "ACCOUNT_ID", 1 AS "x" FROM Accounts'):  # fmt: skip
+        query, values = parse_trait_sql(sql, "account")
+        assert values == ["x"]
+        with in_memory() as con:
+            con.execute("CREATE TABLE sql_trait_view_accounts AS SELECT 'A' AS account_id")
+            assert con.sql(against_views(query)).fetchall() == [("A", 1)]
+
+
+def test_a_sql_trait_matching_union_columns_by_name_is_refused():
+    """`UNION BY NAME` may return columns no branch but a later one has, which the trait would
+    silently leave out."""
+    with pytest.raises(SqlTraitError, match="UNION BY NAME"):
+        parse_trait_sql("SELECT account_id, 1 AS x FROM accounts UNION ALL BY NAME "
+                        "SELECT account_id, 2 AS y FROM accounts", "account")  # fmt: skip
 
 
 def test_a_sql_trait_reading_secrets_is_refused():

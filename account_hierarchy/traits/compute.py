@@ -7,6 +7,7 @@ compiled once per run, then run for every hour with the hour bound as a paramete
 checked and rendered once per run (`SqlTraitRun`), run once per hour against the snapshot views.
 """
 
+import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -60,6 +61,8 @@ from account_hierarchy.traits.tiles import (
 from account_hierarchy.warehouse import in_memory, table_names, transaction
 
 TRAIT_TABLES = {"account": "account_traits", "user": "user_traits"}
+# DuckDB types that pandas cannot hold, nor a list of them: a SQL trait may not return them.
+FRAMELESS_TYPES = re.compile(r"\b(UHUGEINT|BIGNUM|VARINT|TIME WITH TIME ZONE)\b")
 ENTITY_TABLES = {"account": "accounts", "user": "users"}
 # Every hour each trait column was computed for, and by which definition: a trait added to
 # the definitions and built for older hours only has a column at the newer ones too, but no
@@ -401,6 +404,7 @@ class SqlTraitRun:
         except duckdb.Error as error:
             raise sql_trait_error(self.located, f"failed at {hour}: {error}") from None
         if self.rows_sql is None:  # (the raw table's types are the query's, the same each hour)
+            self._check_value_types()
             backend = ibis.duckdb.from_connection(self.con)
             raw = backend.table(self.raw_table)
             self.rows_sql = str(backend.compile(sql_trait_rows(raw, self.trait, self.values)))
@@ -409,6 +413,17 @@ class SqlTraitRun:
         if self.repeated_sql and (found := self.con.execute(self.repeated_sql).fetchone()):
             raise sql_trait_error(self.located, repeated_id_message(self.trait, *found, hour))
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {self.table} AS {self.rows_sql}")
+
+    def _check_value_types(self) -> None:
+        """Refuse a value column of a type frames cannot hold (the rows are validated and
+        previewed as pandas frames), before anything is stored."""
+        for column, type_name in _column_types(self.con, self.raw_table).items():
+            if column in self.values and (found := FRAMELESS_TYPES.search(type_name)):
+                raise sql_trait_error(
+                    self.located,
+                    f"returns {column} as {type_name}, and no trait can hold {found[0]} "
+                    "values: cast them (to DOUBLE, HUGEINT or VARCHAR, say)",
+                )
 
 
 def sql_trait_error(located: LocatedTrait, message: str) -> SqlTraitError:
