@@ -157,7 +157,9 @@ TYPED_SQL = {
                        "('2026-10-01 11:30:00+02'::TIMESTAMPTZ)::TIMESTAMP AS moved, "
                        "NULL AS nothing, ['nan'::DOUBLE, 1] AS nan_list, CASE WHEN account_id = "
                        "(SELECT min(account_id) FROM accounts) THEN 9007199254740993 END AS big, "
-                       "[1, 2][5] AS past_the_end FROM accounts"}],
+                       "[1, 2][5] AS past_the_end FROM accounts"},
+               {"name": "cased", "entity": "account", "type": "sql",  # (names in any case)
+                "sql": "WITH Active AS (FROM accounts) SELECT ACCOUNT_ID, 1 AS CASED FROM active"}],
     "audiences": [{"name": "typed_sql_values", "entity": "account", "where": {"or": [
         {"trait": "nothing", "is_null": True}, {"trait": "nan_value", "is_null": True},
         {"trait": "nan_value", "exists": True}, {"trait": "nan_value", "not_equals": 7},

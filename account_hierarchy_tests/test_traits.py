@@ -22,8 +22,8 @@ from account_hierarchy.traits import compute
 from account_hierarchy.traits.compute import build_traits, sql_trait_rows
 from account_hierarchy.traits.profile import profile_column
 from account_hierarchy.traits.queries import trait_rows
-from account_hierarchy.traits.sql_traits import SqlTraitError, against_views, parse_trait_sql
-from account_hierarchy.warehouse import connect, in_memory, table_names
+from account_hierarchy.traits.sql_traits import SqlTraitError, parse_trait_sql
+from account_hierarchy.warehouse import connect, table_names
 from account_hierarchy_tests.conftest import PARTITIONS_START, group_call, write_lines
 from account_hierarchy_tests.reference import read_events, snapshot
 from account_hierarchy_tests.reference_traits import trait_values
@@ -1064,16 +1064,30 @@ def test_a_sql_trait_sampling_a_table_is_refused(source):
         parse_trait_sql(f"SELECT account_id, 1 AS x FROM {source}", "account")
 
 
-def test_sql_trait_names_are_not_case_sensitive_as_in_duckdb():
-    """A CTE named `Active` is read as `active`, and `SELECT ACCOUNT_ID` returns `account_id`."""
-    for sql in ("WITH Active AS (FROM accounts) SELECT account_id, 1 AS x FROM active",
-                "WITH active AS (FROM accounts) SELECT Account_Id, 1 AS X FROM ACTIVE",
-                'SELECT "ACCOUNT_ID", 1 AS "x" FROM Accounts'):  # fmt: skip
-        query, values = parse_trait_sql(sql, "account")
-        assert values == ["x"]
-        with in_memory() as con:
-            con.execute("CREATE TABLE sql_trait_view_accounts AS SELECT 'A' AS account_id")
-            assert con.sql(against_views(query)).fetchall() == [("A", 1)]
+def test_sql_trait_names_are_not_case_sensitive_as_in_duckdb(tmp_path):
+    """A CTE named `Active` is read as `active`; `SELECT ACCOUNT_ID` (DuckDB names it
+    `account_id`) and `1 AS X` (named `X`) give the columns `account_id` and `x`; a struct's
+    keys keep their case."""
+    write_lines(tmp_path / "landing" / "a.ndjson",
+                [group_call("g1", "2026-10-01T10:00:00Z", "A", "u1")])  # fmt: skip
+    sqls = {
+        "cte": "WITH Active AS (FROM accounts) SELECT account_id, 1 AS cte FROM active",
+        "upper": "WITH active AS (FROM accounts) SELECT Account_Id, 2 AS UPPER FROM ACTIVE",
+        "quoted": 'SELECT "ACCOUNT_ID", {\'Key\': 3} AS "Quoted" FROM Accounts',
+        "aliased": "WITH t AS (SELECT account_id AS Id, 4 AS Foo FROM accounts) "
+        "SELECT ID AS ACCOUNT_ID, FOO AS aliased FROM t",
+    }
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [
+        {"name": name, "entity": "account", "type": "sql", "sql": sql}
+        for name, sql in sqls.items()]}))  # fmt: skip
+    window = (datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11))
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", *window, PARTITIONS_START)
+        build_all(con, tmp_path / "landing", *window, tmp_path / "definitions")
+        found = {name: stored(con, "account", window[0], name) for name in sqls}
+    assert found == {"cte": {"A": 1}, "upper": {"A": 2}, "quoted": {"A": {"Key": 3}},
+                     "aliased": {"A": 4}}  # fmt: skip
 
 
 def test_a_sql_trait_matching_union_columns_by_name_is_refused():

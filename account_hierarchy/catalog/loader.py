@@ -154,7 +154,7 @@ def _result_names(sql: str) -> set[str]:
         query = sqlglot.parse_one(sql, read="duckdb")
     except sqlglot.errors.SqlglotError:
         return set()
-    return {column.alias_or_name for column in getattr(query, "selects", [])}
+    return {column.alias_or_name.lower() for column in getattr(query, "selects", [])}
 
 
 def _holds(trait: Trait) -> str | None:

@@ -418,7 +418,7 @@ class SqlTraitRun:
         """Refuse a value column of a type frames cannot hold (the rows are validated and
         previewed as pandas frames), before anything is stored."""
         for column, type_name in _column_types(self.con, self.raw_table).items():
-            if column in self.values and (found := FRAMELESS_TYPES.search(type_name)):
+            if column.lower() in self.values and (found := FRAMELESS_TYPES.search(type_name)):
                 raise sql_trait_error(
                     self.located,
                     f"returns {column} as {type_name}, and no trait can hold {found[0]} "
@@ -469,6 +469,9 @@ def repeated_id_message(trait: SqlTrait, entity_id: str, times: int, hour: datet
 
 
 def _with_text_ids(raw: ir.Table, id_column: str) -> ir.Table:
+    """The result with lower-case column names, as `parse_trait_sql` gives them (DuckDB names
+    `SELECT ACCOUNT_ID` after the table's `account_id`, but `1 AS X` `X`), ids as text."""
+    raw = raw.rename({column.lower(): column for column in raw.columns})
     rows = raw.mutate(**{id_column: raw[id_column].cast("string")})
     return rows.filter(rows[id_column].notnull())
 

@@ -73,9 +73,7 @@ def parse_trait_sql(sql: str, entity: str) -> tuple[exp.Expression, list[str]]:
         raise SqlTraitError(f"SQL does not parse: {error}") from None
     if len(statements) != 1:
         raise SqlTraitError(f"must be a single SELECT statement, found {len(statements)}")
-    # (DuckDB's names are not case-sensitive, quoted or not: `Active` and `active` are one CTE,
-    # and `SELECT ACCOUNT_ID` returns `account_id`)
-    query = normalize_identifiers(statements[0], dialect="duckdb")
+    query = statements[0]
     if not isinstance(query, exp.Query) or any(query.find_all(*WRITE_NODES)):
         raise SqlTraitError("must be a read-only SELECT (no INSERT, UPDATE, CREATE, SET, ...)")
     if any(union.args.get("by_name") for union in query.find_all(exp.SetOperation)):
@@ -83,7 +81,9 @@ def parse_trait_sql(sql: str, entity: str) -> tuple[exp.Expression, list[str]]:
             "matches columns by name (UNION BY NAME): give every branch the same columns, in "
             "the same order, and use UNION"
         )
-    _check_sources(query)
+    # (DuckDB's names are not case-sensitive, quoted or not: `Active` and `active` are one CTE;
+    # the query run keeps its case, which text such as a struct's keys `{'Key': 1}` keeps)
+    _check_sources(normalize_identifiers(query.copy(), dialect="duckdb"))
     return query, _value_columns(query, entity)
 
 
@@ -159,7 +159,7 @@ def _value_columns(query: exp.Query, entity: str) -> list[str]:
             raise SqlTraitError("list the result columns explicitly instead of *")
         if not isinstance(projection, exp.Alias | exp.Column):
             raise SqlTraitError(f"name the result column {projection.sql('duckdb')} (… AS name)")
-        names.append(projection.alias_or_name)
+        names.append(projection.alias_or_name.lower())  # (the result's names, lower-cased)
     if id_column not in names:
         raise SqlTraitError(f"must return the {id_column} column (returns {', '.join(names)})")
     values = [name for name in names if name != id_column]
