@@ -159,7 +159,15 @@ TYPED_SQL = {
                        "(SELECT min(account_id) FROM accounts) THEN 9007199254740993 END AS big, "
                        "[1, 2][5] AS past_the_end FROM accounts"},
                {"name": "cased", "entity": "account", "type": "sql",  # (names in any case)
-                "sql": "WITH Active AS (FROM accounts) SELECT ACCOUNT_ID, 1 AS CASED FROM active"}],
+                "sql": "WITH Active AS (FROM accounts) SELECT ACCOUNT_ID, 1 AS CASED FROM active"},
+               # (functions Spark has namesakes of that mean other things)
+               {"name": "first_track", "entity": "user", "type": "sql",
+                "sql": "SELECT user_id, arg_min(CASE WHEN type = 'track' THEN event END, "
+                       "message_id) AS first_track, arg_max(CASE WHEN type = 'track' THEN event "
+                       "END, message_id) AS last_track, epoch(max(timestamp)) AS last_epoch, "
+                       "max(extract(epoch FROM timestamp + INTERVAL 250 MILLISECOND)) AS late, "
+                       "max(extract(hour FROM timestamp)) AS last_hour FROM events "
+                       "GROUP BY user_id"}],
     "audiences": [{"name": "typed_sql_values", "entity": "account", "where": {"or": [
         {"trait": "nothing", "is_null": True}, {"trait": "nan_value", "is_null": True},
         {"trait": "nan_value", "exists": True}, {"trait": "nan_value", "not_equals": 7},

@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 from functools import reduce
 
 import ibis
+from ibis.common.exceptions import IbisError
+from pyspark.errors import AnalysisException, ParseException
 from pyspark.sql import DataFrame, SparkSession
 
 from account_hierarchy.catalog.loader import Catalog, LocatedTrait
@@ -83,9 +85,14 @@ def _sql_trait(
     query, values = parse_trait_sql(trait.sql, trait.entity)
     for name, view in snapshot_views(hour).items():
         session.sql(f"CREATE OR REPLACE TEMPORARY VIEW {name} AS {view.sql('spark')}")
-    raw = backend.sql(against_views(query, "spark"), dialect="spark")
-    if not trait.many:
-        found = repeated_id(raw, trait).execute()
-        if len(found):
-            raise sql_trait_error(located, repeated_id_message(trait, *found.iloc[0], hour))
-    backend.create_view(rows_table(trait.name), sql_trait_rows(raw, trait, values), overwrite=True)
+    try:
+        raw = backend.sql(against_views(query, "spark"), dialect="spark")
+        found = [] if trait.many else repeated_id(raw, trait).execute()
+        rows = sql_trait_rows(raw, trait, values)
+    except (AnalysisException, ParseException, IbisError) as error:
+        # (DuckDB SQL that Spark cannot run: a column no table has, a function Spark lacks)
+        first_line = str(error).strip().splitlines()[0]
+        raise sql_trait_error(located, f"failed on Spark at {hour}: {first_line}") from None
+    if len(found):
+        raise sql_trait_error(located, repeated_id_message(trait, *found.iloc[0], hour))
+    backend.create_view(rows_table(trait.name), rows, overwrite=True)

@@ -218,18 +218,16 @@ def create_snapshot_views(con: duckdb.DuckDBPyConnection, hour: datetime) -> Non
 
 def against_views(query: exp.Expression, dialect: str = "duckdb") -> str:
     """The query's SQL in `dialect` (SQL traits are written in DuckDB's), with every view name
-    pointed at the snapshot views. For another engine, a cast to JSON keeps the text (Spark has
-    no JSON type, and stores JSON values as their text), and one to `TIMESTAMPTZ` gives the
-    UTC time of the moment (Spark's session `TIMESTAMP` has no zone: its cast drops offsets)."""
+    pointed at the snapshot views; for another engine, with what it reads otherwise rewritten
+    to mean what it does on DuckDB first (`_as_on_duckdb`)."""
     ctes = _cte_names(query)
+    if dialect != "duckdb":
+        query = query.copy()
+        for node in reversed(list(query.dfs())):  # (children first: they may be rewritten too)
+            if (rewritten := _as_on_duckdb(node)) is not None:
+                node.replace(rewritten)
 
     def rename(node: exp.Expression) -> exp.Expression:
-        if dialect != "duckdb" and isinstance(node, exp.Cast) and node.to.is_type("json"):
-            return node.this
-        if dialect != "duckdb" and isinstance(node, exp.Cast) and node.to.is_type("timestamptz"):
-            moment = node.copy()
-            moment.set("to", exp.DataType.build("TIMESTAMPLTZ"))
-            return exp.cast(moment, exp.DataType.Type.TIMESTAMPNTZ)
         name = node.name.lower() if isinstance(node, exp.Table) else None
         if name in VIEWS and name not in ctes:
             renamed = node.copy()
@@ -242,6 +240,41 @@ def against_views(query: exp.Expression, dialect: str = "duckdb") -> str:
     # (without comments: the generator writes a `--` comment as `/* ... */`, so a comment holding
     # `*/` would end early and the rest of it would run as SQL)
     return query.transform(rename).sql(dialect, comments=False)
+
+
+def _as_on_duckdb(node: exp.Expression) -> exp.Expression | None:
+    """For Spark, an expression that sqlglot's rendering would make mean another thing,
+    rewritten to mean what it does on DuckDB (None for any other node): a cast to JSON keeps
+    the text (Spark has no JSON type, and stores JSON values as their text), one to
+    `TIMESTAMPTZ` gives the UTC time of the moment (Spark's session `TIMESTAMP` has no zone: its
+    cast drops offsets), `arg_min` / `arg_max` skip rows whose value is null (Spark's `min_by`
+    / `max_by` would return it), `epoch` and `extract(epoch ...)` keep fractions of a second
+    (Spark's `unix_timestamp` drops them), and `extract` of a part is a BIGINT (an INT on
+    Spark)."""
+    if isinstance(node, exp.Cast) and node.to.is_type("json"):
+        return node.this.copy()
+    if isinstance(node, exp.Cast) and node.to.is_type("timestamptz"):
+        moment = node.copy()
+        moment.set("to", exp.DataType.build("TIMESTAMPLTZ"))
+        return exp.cast(moment, exp.DataType.Type.TIMESTAMPNTZ)
+    if isinstance(node, exp.ArgMin | exp.ArgMax) and node.args.get("count") is None:
+        rewritten = node.copy()
+        value = rewritten.this
+        rewritten.set(
+            "expression", exp.case().when(value.copy().is_(exp.null()).not_(), rewritten.expression)
+        )
+        return rewritten
+    epoch_of = None
+    if isinstance(node, exp.TimeToUnix):
+        epoch_of = node.this
+    elif isinstance(node, exp.Extract) and node.name.lower() == "epoch":
+        epoch_of = node.expression
+    if epoch_of is not None:
+        micros = exp.func("unix_micros", exp.cast(epoch_of.copy(), "TIMESTAMPLTZ"))
+        return exp.Div(this=micros, expression=exp.Literal.number(1_000_000))
+    if isinstance(node, exp.Extract) and not isinstance(node.parent, exp.Cast):
+        return exp.cast(node.copy(), "BIGINT")
+    return None
 
 
 def rows_table(name: str) -> str:
