@@ -37,12 +37,14 @@ from account_hierarchy.spark.traits import INPUTS, build_traits_on_spark
 from account_hierarchy.traits.assets import build_trait_assets
 from account_hierarchy.traits.compute import build_traits
 from account_hierarchy.traits.schemas import validate_trait_rows
+from account_hierarchy.traits.sql_traits import SqlTraitError
 from account_hierarchy.validation import FrameValidationError
 from account_hierarchy.warehouse import connect, in_memory
 from account_hierarchy_tests import test_audiences as audience_cases
 from account_hierarchy_tests import test_traits as trait_cases
 from account_hierarchy_tests.conftest import (
     PARTITIONS_START,
+    group_call,
     needs_java,
     warehouse_tables,
     write_lines,
@@ -488,6 +490,27 @@ def test_a_warehouse_table_is_not_replaced_by_a_view(tmp_path):
         con.execute("CREATE TABLE account_traits (snapshot_hour TIMESTAMP)")
         with pytest.raises(RuntimeError, match="made by the duckdb engine"):
             lake.attach_views(con, ["account_traits"], str(tmp_path / "lake"))
+
+
+def test_a_sql_trait_spark_cannot_run_fails_naming_the_trait(tmp_path: Path, spark):
+    """DuckDB SQL with no Spark equivalent (an ordered aggregate) fails the trait stage naming
+    the trait's file and line, as a failing query does on DuckDB, not with Spark's bare error."""
+    write_lines(tmp_path / "landing" / "a.ndjson",
+                [group_call("g1", "2026-10-01T10:00:00Z", "A", "u1")])  # fmt: skip
+    (tmp_path / "defs").mkdir()
+    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump({"traits": [
+        {"name": "calls", "entity": "user", "type": "sql",
+         "sql": "SELECT user_id, list(type ORDER BY timestamp) AS calls FROM events "
+                "GROUP BY user_id"}]}))  # fmt: skip
+    catalog = load_catalog(tmp_path / "defs")
+    start, end = datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11)
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", start, end, PARTITIONS_START)
+        build_snapshots(con, start, end, "parent_account_id")
+        for table in INPUTS:
+            lake.export_from_warehouse(con, table, HISTORY_START, end, str(tmp_path / "lake"))
+    with pytest.raises(SqlTraitError, match=r"d.yaml:2: SQL trait calls failed on Spark at "):
+        build_traits_on_spark(spark, catalog, start, end, str(tmp_path / "lake"))
 
 
 def test_a_number_with_a_line_break_is_no_number_on_either_engine(tmp_path: Path, spark):
