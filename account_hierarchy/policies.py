@@ -7,6 +7,8 @@ from datetime import timedelta
 
 import dagster as dg
 
+from account_hierarchy.validation import FrameValidationError
+
 # A failing step (a transient DuckDB or file system error, a destination briefly down) is
 # retried twice, 10 s then 30 s later (Dagster's exponential backoff); crashed run workers are
 # retried by the instance (`run_retries` in dagster_home/dagster.yaml).
@@ -15,11 +17,12 @@ TRANSIENT_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXP
 
 @contextmanager
 def not_retried(*errors: type[Exception]) -> Iterator[None]:
-    """Errors no retry can mend (an input not built yet, a query failing on the data) fail
-    the step at once, with their message, instead of going through `TRANSIENT_RETRY`."""
+    """Errors no retry can mend (an input not built yet, a query failing on the data, and
+    always rows that break their table's pandera model) fail the step at once, with their
+    message, instead of going through `TRANSIENT_RETRY`."""
     try:
         yield
-    except errors as error:
+    except (FrameValidationError, *errors) as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None
 
 

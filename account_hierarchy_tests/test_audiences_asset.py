@@ -120,6 +120,21 @@ def test_explain_shows_lists_as_compact_json(materialized, monkeypatch):
     assert "['" not in why.output and "None" not in why.output
 
 
+def test_audience_on_a_warehouse_without_its_tables_fails_without_retries(tmp_path):
+    """Before the hierarchy or the traits were ever built, their tables do not exist: the
+    audience fails at once, naming the table."""
+    result = dg.materialize(
+        build_audience_assets(load_catalog(DEFINITIONS)),
+        selection=[audience_key("at_risk_accounts")], partition_key="2026-10-01-10:00",
+        resources={"warehouse": Warehouse(database=str(tmp_path / "wh.duckdb"))},
+        raise_on_error=False,
+    )  # fmt: skip
+    assert not result.success
+    assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in [e.event_type for e in result.all_events]
+    (failure,) = result.get_step_failure_events()
+    assert "accounts is not built yet" in failure.step_failure_data.error.message
+
+
 def test_audience_of_hours_without_traits_fails_without_retries(materialized):
     """Traits not computed for the hour fail the audience at once: retrying before they are
     materialized cannot help (the retry policy is for transient errors)."""

@@ -18,6 +18,7 @@ from account_hierarchy.ingest.assets import raw_events
 from account_hierarchy.resources import LandingFolder, Warehouse
 from account_hierarchy.sample.generator import generate_sample
 from account_hierarchy.traits.assets import build_trait_assets, trait_key
+from account_hierarchy.warehouse import connect
 
 DEFINITIONS = Path(__file__).parent.parent / "data" / "definitions"
 
@@ -120,3 +121,30 @@ def test_a_sql_trait_failing_on_the_data_fails_the_run_without_retries(materiali
     assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in [e.event_type for e in result.all_events]
     (failure,) = result.get_step_failure_events()
     assert re.search(r"SQL trait member returned \d+ rows", failure.step_failure_data.error.message)
+
+
+@pytest.mark.parametrize(
+    ("broken", "hour", "message"),
+    [
+        ("SELECT 1", "2026-10-02-05:00", "The hierarchy snapshots are not built for 1 of the 1 "
+         "hours from 2026-10-02 05:00:00"),
+        ("INSERT INTO accounts SELECT * FROM accounts WHERE snapshot_hour = "
+         "'2026-10-01 23:00' LIMIT 1", "2026-10-01-23:00", "one row per snapshot_hour"),
+    ],
+)  # fmt: skip
+def test_traits_that_would_fail_again_fail_without_retries(materialized, tmp_path, broken, hour,
+                                                           message):  # fmt: skip
+    """An hour whose hierarchy is not built, or rows breaking the trait table's model (an
+    account twice in its snapshot), fail at once, naming the cause."""
+    root, _ = materialized
+    shutil.copy(root / "wh.duckdb", tmp_path / "wh.duckdb")
+    with connect(tmp_path / "wh.duckdb") as con:
+        con.execute(broken)
+    result = dg.materialize(
+        [build_trait_assets(load_catalog(DEFINITIONS))], partition_key=hour, raise_on_error=False,
+        resources={"warehouse": Warehouse(database=str(tmp_path / "wh.duckdb"))},
+    )  # fmt: skip
+    assert not result.success
+    assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in [e.event_type for e in result.all_events]
+    (failure,) = result.get_step_failure_events()
+    assert message in failure.step_failure_data.error.message

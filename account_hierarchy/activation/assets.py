@@ -62,12 +62,12 @@ def build_diffs_asset(catalog: Catalog) -> dg.AssetsDefinition:
         with warehouse.get_connection() as con:
             with not_retried(NotComputedError):
                 require_inputs(con, catalog, start, end)
-            if settings.on_spark():
-                from account_hierarchy.spark import stages  # (pyspark loads only for this engine)
+                if settings.on_spark():
+                    from account_hierarchy.spark import stages  # (pyspark loads only here)
 
-                counts = stages.diffs(con, catalog, start, end)
-            else:
-                counts = build_diffs(con, catalog, start, end)
+                    counts = stages.diffs(con, catalog, start, end)
+                else:
+                    counts = build_diffs(con, catalog, start, end)
             preview = con.execute(
                 "SELECT * FROM activation_diffs WHERE snapshot_hour >= $start "
                 "AND snapshot_hour < $end ORDER BY ALL LIMIT 10",

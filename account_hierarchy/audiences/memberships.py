@@ -10,6 +10,7 @@ import ibis
 import ibis.expr.datatypes as dt
 import pandas as pd
 import pyarrow as pa
+from ibis.common.exceptions import TableNotFound
 from sqlglot import exp
 
 from account_hierarchy.audiences.evaluate import (
@@ -197,7 +198,10 @@ def build_audience(
         refresh_window_tiles(con, catalog, end)
     if by_day:
         build_day_partials(con, by_day, day_of(hours[0]))
-    evaluated, sql = _members_query(backend, catalog, name, end, day_partials=bool(by_day))
+    try:
+        evaluated, sql = _members_query(backend, catalog, name, end, day_partials=bool(by_day))
+    except TableNotFound as error:
+        raise NotComputedError(f"{error} is not built yet: materialize it first.") from None
     require_snapshots(backend, evaluated, start, end)
     rows_sql = membership_rows_sql(evaluated, sql)
     con.execute("CREATE OR REPLACE TEMP TABLE new_memberships AS FROM audience_memberships "

@@ -119,13 +119,13 @@ def hierarchy_snapshots(
     with warehouse.get_connection() as con:
         with not_retried(EventsNotLoadedError):
             require_events_loaded(con, partitions_start(), end)
-        if settings.on_spark():
-            from account_hierarchy.spark import stages  # (pyspark loads only for this engine)
+            if settings.on_spark():
+                from account_hierarchy.spark import stages  # (pyspark loads only here)
 
-            caches = {}  # (the tiles and partials are the DuckDB engine's caches)
-            counts = stages.hierarchy(con, start, end, settings.parent_trait())
-        else:
-            caches, counts = _build_on_duckdb(con, start, end)
+                caches = {}  # (the tiles and partials are the DuckDB engine's caches)
+                counts = stages.hierarchy(con, start, end, settings.parent_trait())
+            else:
+                caches, counts = _build_on_duckdb(con, start, end)
         cycles = checks.flagged_accounts(con, "in_cycle", start, end)
         missing = checks.flagged_accounts(con, "parent_missing", start, end)
         last_hour = end - timedelta(hours=1)

@@ -6,6 +6,7 @@ from typing import Any
 import duckdb
 
 from account_hierarchy.json_text import parse_json
+from account_hierarchy.partitions import hours_of
 from account_hierarchy.warehouse import table_names
 
 
@@ -64,6 +65,30 @@ def snapshot_built(con: duckdb.DuckDBPyConnection, hour: datetime) -> bool:
         {"hour": hour},
     ).fetchone()
     return built
+
+
+class HierarchyNotBuiltError(LookupError):
+    """Hours whose hierarchy snapshots were not built, which a later stage needs."""
+
+
+def require_hierarchy_built(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> None:
+    """Fail naming the hours of `[start, end)` whose hierarchy snapshots were not built (their
+    traits would be computed for no entity): hours `hierarchy_hours` records, or, in a
+    warehouse built before it was kept, hours with users or accounts."""
+    tables = table_names(con)
+    sources = ["hierarchy_hours"] if "hierarchy_hours" in tables else ["users", "accounts"]
+    built: set[datetime] = set()
+    for table in set(sources) & tables:
+        rows = con.execute(f"SELECT DISTINCT snapshot_hour FROM {table} WHERE snapshot_hour "
+                           "BETWEEN $start AND $end", {"start": start, "end": end})  # fmt: skip
+        built.update(hour for (hour,) in rows.fetchall())
+    missing = [hour for hour in hours_of(start, end) if hour not in built]
+    if missing:
+        raise HierarchyNotBuiltError(
+            f"The hierarchy snapshots are not built for {len(missing)} of the "
+            f"{len(hours_of(start, end))} hours from {start} to {end} (the first: {missing[0]}): "
+            "materialize hierarchy_snapshots for them first."
+        )
 
 
 def _traits(row: dict[str, Any]) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from account_hierarchy.ingest.events_schema import validate_events
 from account_hierarchy.ingest.load import STORED_LINES_SQL, IngestReport, ingest_window
 from account_hierarchy.metadata import markdown_preview, table_schema
 from account_hierarchy.partitions import HOURLY, partitions_start, window_of
-from account_hierarchy.policies import TRANSIENT_RETRY
+from account_hierarchy.policies import TRANSIENT_RETRY, not_retried
 from account_hierarchy.resources import LandingFolder, Warehouse
 from account_hierarchy.validation import recheck_stored
 
@@ -58,12 +58,13 @@ def raw_events(
     reason, re-sends to `duplicate_lines`. Reads every landing file holding lines of the hour."""
     start, end = window_of(context)
     with warehouse.get_connection() as con:
-        if settings.on_spark():
-            from account_hierarchy.spark import stages  # (pyspark loads only for this engine)
+        with not_retried():  # (events breaking the pandera model would break it again)
+            if settings.on_spark():
+                from account_hierarchy.spark import stages  # (pyspark loads only for this engine)
 
-            report = stages.ingest(con, landing.root, start, end, partitions_start())
-        else:
-            report = ingest_window(con, landing.root, start, end, partitions_start())
+                report = stages.ingest(con, landing.root, start, end, partitions_start())
+            else:
+                report = ingest_window(con, landing.root, start, end, partitions_start())
         preview = con.execute(
             "SELECT message_id, type, user_id, group_id, event, timestamp, source_file, "
             "source_line FROM raw_events WHERE event_hour >= $start AND event_hour < $end "

@@ -19,6 +19,7 @@ from account_hierarchy.audiences.memberships import (
     record_audience_hours,
 )
 from account_hierarchy.catalog.loader import Catalog
+from account_hierarchy.hierarchy.queries import require_hierarchy_built
 from account_hierarchy.hierarchy.tables import record_snapshot_hours
 from account_hierarchy.ingest.load import IngestReport
 from account_hierarchy.spark import lake
@@ -61,6 +62,7 @@ def traits(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime
 ) -> dict[str, dict]:
     """Both trait tables on Spark; the report `traits.compute.build_traits` gives."""
+    require_hierarchy_built(con, start, end)  # (before Spark starts)
     report = build_traits_on_spark(spark_session(), catalog, start, end)
     lake.attach_views(con, list(TRAIT_TABLES.values()))
     record_trait_hours(con, catalog, start, end)

@@ -11,6 +11,7 @@ import yaml
 
 from account_hierarchy import settings
 from account_hierarchy.catalog.loader import Catalog, LocatedTrait
+from account_hierarchy.hierarchy.queries import HierarchyNotBuiltError
 from account_hierarchy.metadata import last_hour_preview, table_schema
 from account_hierarchy.partitions import HOURLY, window_of
 from account_hierarchy.policies import TRANSIENT_RETRY, not_retried
@@ -96,8 +97,9 @@ def build_trait_assets(catalog: Catalog) -> dg.AssetsDefinition:
         """Every trait as of the end of each hour of the partition window."""
         start, end = window_of(context)
         with warehouse.get_connection() as con:
-            # (a trait's query failing on the hour's data would fail the same way again)
-            with not_retried(SqlTraitError):
+            # (a trait's query failing on the hour's data, or hours without their hierarchy,
+            # would fail the same way again)
+            with not_retried(SqlTraitError, HierarchyNotBuiltError):
                 if settings.on_spark():
                     from account_hierarchy.spark import stages  # (pyspark loads only here)
 

@@ -20,6 +20,7 @@ import ibis.expr.types as ir
 
 from account_hierarchy.catalog.loader import Catalog, LocatedTrait
 from account_hierarchy.catalog.models import ComputedTrait, MostFrequent, SqlTrait
+from account_hierarchy.hierarchy.queries import require_hierarchy_built
 from account_hierarchy.partitions import day_of, hours_of
 from account_hierarchy.traits.compile import (
     AS_OF,
@@ -100,6 +101,7 @@ def build_traits(
     hours = hours_of(start, end)
     if not hours:
         return {}
+    require_hierarchy_built(con, start, end)
     report: dict[str, Any] = {}
     tiled = tiled_traits(catalog) if use_tiles else []
     if tiled:
