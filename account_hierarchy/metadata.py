@@ -20,6 +20,18 @@ def table_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in rows])
 
 
+def schema_check(problems: str | None, asset_key: str | None = None) -> dg.AssetCheckResult:
+    """The `matches_schema` check of the rows a run stored, from `validation.recheck_stored`'s
+    message: failed when they break their table's pandera model, saying which rules and rows."""
+    return dg.AssetCheckResult(
+        asset_key=asset_key,
+        check_name="matches_schema",
+        passed=problems is None,
+        description=f"The stored rows break the table's model: {problems}" if problems else None,
+        metadata={"problems": problems or "none"},
+    )
+
+
 def markdown_preview(frame: pd.DataFrame) -> str:
     """A small frame as a markdown table (empty frames say so), its cells as the CLI's tables
     show them: nulls empty (not `nan`, which could be an id), lists as compact JSON."""

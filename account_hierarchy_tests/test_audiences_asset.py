@@ -60,7 +60,9 @@ def test_audience_metadata_has_size_and_changes(materialized):
               for e in result.get_asset_materialization_events()}  # fmt: skip
     admins = events[audience_key("software_admins")].metadata
     assert admins["size"].value >= 1
-    assert {"entered", "exited", "compiled_query", "preview"} <= set(admins)
+    assert {"entered", "exited", "compiled_query", "preview", "dagster/row_count"} <= set(admins)
+    columns = [column.name for column in admins["dagster/column_schema"].value.columns]
+    assert columns[:4] == ["snapshot_hour", "audience", "entity_type", "entity_id"]
     assert "$audience = 'software_admins'" in admins["compiled_query"].value
     assert "json_object" in admins["compiled_query"].value.lower()  # (the reasons)
     assert all(c.passed for c in result.get_asset_check_evaluations())

@@ -10,8 +10,11 @@ from account_hierarchy.ingest.assets import (
     LINES_ACCOUNTED_FOR,
     MATCHES_SCHEMA,
     MESSAGE_IDS_UNIQUE,
+    lines_accounted_for,
     raw_events,
 )
+from account_hierarchy.ingest.load import IngestReport
+from account_hierarchy.metadata import schema_check
 from account_hierarchy.resources import LandingFolder, Warehouse
 from account_hierarchy.warehouse import connect
 from account_hierarchy_tests.conftest import message, write_lines
@@ -71,6 +74,37 @@ def test_materialize_one_partition_reports_counts_and_checks(tmp_path, landing):
     ]
     checks = {check.check_name: check.passed for check in result.get_asset_check_evaluations()}
     assert checks == {LINES_ACCOUNTED_FOR: True, MESSAGE_IDS_UNIQUE: True, MATCHES_SCHEMA: True}
+
+
+def test_failing_checks_say_why(tmp_path, landing):
+    """A messageId stored twice (written behind the asset's back) fails the check, which
+    names it; lines not accounted for are counted in the description."""
+    write_lines(landing / "a.ndjson", [message("m1", "2026-10-01T10:05:00Z"),
+                                       message("m2", "2026-10-01T11:05:00Z")])  # fmt: skip
+    dg.materialize([raw_events], partition_key="2026-10-01-10:00",
+                   resources=resources(tmp_path, landing))  # fmt: skip
+    with connect(tmp_path / "warehouse.duckdb") as con:
+        con.execute("INSERT INTO raw_events SELECT * FROM raw_events")
+    result = dg.materialize(
+        [raw_events], partition_key="2026-10-01-11:00", resources=resources(tmp_path, landing),
+        raise_on_error=False,
+    )  # fmt: skip
+    (unique,) = [c for c in result.get_asset_check_evaluations()
+                 if c.check_name == MESSAGE_IDS_UNIQUE]  # fmt: skip
+    assert not unique.passed
+    assert unique.description == "1 messageIds are stored more than once: m1"
+    report = IngestReport(lines_read=5, loaded=2, quarantined=1, duplicates=1)
+    accounted = lines_accounted_for(report, indexed=4, stored=3)
+    assert not accounted.passed
+    assert accounted.description == (
+        "5 lines read, 4 loaded, quarantined or counted duplicates; the landing index gives "
+        "the window 4 lines, the tables hold 3"
+    )
+    schema = schema_check("1 row breaks rule x: [3]", "account_traits")
+    assert (schema.passed, schema.description) == (
+        False, "The stored rows break the table's model: 1 row breaks rule x: [3]",
+    )  # fmt: skip
+    assert schema_check(None).description is None
 
 
 def test_range_in_one_run_equals_hour_by_hour(tmp_path, landing):

@@ -13,7 +13,7 @@ from account_hierarchy.activation.transport import DestinationUnavailableError, 
 from account_hierarchy.audiences.assets import audience_key
 from account_hierarchy.audiences.evaluate import NotComputedError
 from account_hierarchy.catalog.loader import Catalog, LocatedDestination
-from account_hierarchy.metadata import markdown_preview, table_schema
+from account_hierarchy.metadata import markdown_preview, schema_check, table_schema
 from account_hierarchy.partitions import HOURLY, window_of
 from account_hierarchy.policies import TRANSIENT_RETRY, not_retried
 from account_hierarchy.resources import Warehouse
@@ -78,13 +78,7 @@ def build_diffs_asset(catalog: Catalog) -> dg.AssetsDefinition:
             )
             schema = table_schema(con, "activation_diffs")
         return dg.MaterializeResult(
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name="matches_schema",
-                    passed=problems is None,
-                    metadata={"problems": problems or "none"},
-                )
-            ],
+            check_results=[schema_check(problems)],
             metadata={
                 "dagster/row_count": sum(counts.values()),
                 **counts,

@@ -20,7 +20,7 @@ from account_hierarchy.catalog.audience_models import (
     TraitTest,
 )
 from account_hierarchy.catalog.loader import Catalog, LocatedAudience
-from account_hierarchy.metadata import markdown_preview
+from account_hierarchy.metadata import markdown_preview, schema_check, table_schema
 from account_hierarchy.partitions import HOURLY, window_of
 from account_hierarchy.policies import AUDIENCE_FRESHNESS, TRANSIENT_RETRY, not_retried
 from account_hierarchy.resources import Warehouse
@@ -129,10 +129,12 @@ def build_audience_asset(located: LocatedAudience, catalog: Catalog) -> dg.Asset
                 con, "audience_memberships", start, end,
                 lambda rows: validate_memberships(con, rows), extra={"audience": audience.name},
             )  # fmt: skip
+            schema = table_schema(con, "audience_memberships")
         return dg.MaterializeResult(
             metadata={
                 "size": report.sizes[last],
                 "dagster/row_count": sum(report.sizes.values()),
+                "dagster/column_schema": schema,
                 "entered": report.entered,
                 "exited": report.exited,
                 "snapshot_hour": last.isoformat(),
@@ -140,14 +142,14 @@ def build_audience_asset(located: LocatedAudience, catalog: Catalog) -> dg.Asset
                 "preview": dg.MetadataValue.md(markdown_preview(preview)),
             },
             check_results=[
-                dg.AssetCheckResult(
-                    check_name="matches_schema",
-                    passed=problems is None,
-                    metadata={"problems": problems or "none"},
-                ),
+                schema_check(problems),
                 dg.AssetCheckResult(
                     check_name="members_exist",
                     passed=strangers == 0,
+                    description=f"{strangers} members are not in their hour's snapshot of "
+                    f"{ENTITY_TABLES[audience.entity]}"
+                    if strangers
+                    else None,
                     metadata={"unknown_members": strangers},
                 ),
             ],

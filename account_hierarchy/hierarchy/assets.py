@@ -11,7 +11,7 @@ from account_hierarchy import settings
 from account_hierarchy.hierarchy import checks
 from account_hierarchy.hierarchy.schemas import stored_trait_columns, validate_entities
 from account_hierarchy.hierarchy.snapshots import build_snapshots
-from account_hierarchy.metadata import last_hour_preview, table_schema
+from account_hierarchy.metadata import last_hour_preview, schema_check, table_schema
 from account_hierarchy.partitions import HOURLY, partitions_start, window_of
 from account_hierarchy.policies import TRANSIENT_RETRY, not_retried
 from account_hierarchy.resources import Warehouse
@@ -160,10 +160,7 @@ def hierarchy_snapshots(
                 con, table, start, end,
                 lambda rows, t=table: validate_entities(con, t, rows, stored_trait_columns(con, t)),
             )  # fmt: skip
-            yield dg.AssetCheckResult(
-                asset_key=table, check_name="matches_schema", passed=problems is None,
-                metadata={"problems": problems or "none"},
-            )  # fmt: skip
+            yield schema_check(problems, table)
         yield _result(
             "account_memberships",
             "memberships_reference_known_entities",

@@ -7,7 +7,7 @@ import dagster as dg
 from account_hierarchy import settings
 from account_hierarchy.ingest.events_schema import validate_events
 from account_hierarchy.ingest.load import STORED_LINES_SQL, IngestReport, ingest_window
-from account_hierarchy.metadata import markdown_preview, table_schema
+from account_hierarchy.metadata import markdown_preview, schema_check, table_schema
 from account_hierarchy.partitions import HOURLY, partitions_start, window_of
 from account_hierarchy.policies import TRANSIENT_RETRY, not_retried
 from account_hierarchy.resources import LandingFolder, Warehouse
@@ -71,9 +71,9 @@ def raw_events(
             "ORDER BY timestamp, message_id LIMIT 10",
             {"start": start, "end": end},
         ).df()
-        (repeated_ids,) = con.execute(
-            "SELECT count(*) FROM (SELECT message_id FROM raw_events GROUP BY message_id "
-            "HAVING count(*) > 1)"
+        repeated_ids, repeated_examples = con.execute(
+            "SELECT count(*), list(message_id ORDER BY message_id)[:5] FROM (SELECT message_id "
+            "FROM raw_events GROUP BY message_id HAVING count(*) > 1)"
         ).fetchone()
         indexed, stored = con.execute(STORED_LINES_SQL, {"start": start, "end": end}).fetchone()
         schema = table_schema(con, "raw_events")
@@ -88,29 +88,39 @@ def raw_events(
             "preview": dg.MetadataValue.md(markdown_preview(preview)),
         },
         check_results=[
-            dg.AssetCheckResult(
-                check_name=LINES_ACCOUNTED_FOR,
-                passed=report.lines_read == report.loaded + report.quarantined + report.duplicates
-                and indexed == stored,
-                metadata={
-                    "lines_read": report.lines_read,
-                    "accounted_for": report.loaded + report.quarantined + report.duplicates,
-                    "lines_indexed_in_window": indexed,
-                    "rows_stored_in_window": stored,
-                },
-            ),
-            dg.AssetCheckResult(
-                check_name=MATCHES_SCHEMA,
-                passed=problems is None,
-                metadata={"problems": problems or "none"},
-            ),
+            lines_accounted_for(report, indexed, stored),
+            schema_check(problems),
             dg.AssetCheckResult(
                 check_name=MESSAGE_IDS_UNIQUE,
                 passed=repeated_ids == 0,
+                description=f"{repeated_ids} messageIds are stored more than once: "
+                f"{', '.join(repeated_examples)}{', ...' if repeated_ids > 5 else ''}"
+                if repeated_ids
+                else None,
                 metadata={"repeated_message_ids": repeated_ids},
             ),
         ],
     )
+
+
+def lines_accounted_for(report: IngestReport, indexed: int, stored: int) -> dg.AssetCheckResult:
+    """Every line read is loaded, quarantined or a duplicate, and every line the landing index
+    gives the window is stored in one of the three tables."""
+    accounted = report.loaded + report.quarantined + report.duplicates
+    problems = []
+    if report.lines_read != accounted:
+        problems.append(f"{report.lines_read} lines read, {accounted} loaded, quarantined or "
+                        "counted duplicates")  # fmt: skip
+    if indexed != stored:
+        problems.append(f"the landing index gives the window {indexed} lines, the tables hold "
+                        f"{stored}")  # fmt: skip
+    return dg.AssetCheckResult(
+        check_name=LINES_ACCOUNTED_FOR,
+        passed=not problems,
+        description="; ".join(problems) or None,
+        metadata={"lines_read": report.lines_read, "accounted_for": accounted,
+                  "lines_indexed_in_window": indexed, "rows_stored_in_window": stored},
+    )  # fmt: skip
 
 
 def _metadata(report: IngestReport, start: datetime, end: datetime) -> dict:

@@ -12,7 +12,7 @@ import yaml
 from account_hierarchy import settings
 from account_hierarchy.catalog.loader import Catalog, LocatedTrait
 from account_hierarchy.hierarchy.queries import HierarchyNotBuiltError
-from account_hierarchy.metadata import last_hour_preview, table_schema
+from account_hierarchy.metadata import last_hour_preview, schema_check, table_schema
 from account_hierarchy.partitions import HOURLY, window_of
 from account_hierarchy.policies import TRANSIENT_RETRY, not_retried
 from account_hierarchy.resources import Warehouse
@@ -124,10 +124,7 @@ def build_trait_assets(catalog: Catalog) -> dg.AssetsDefinition:
                     con, table, start, end,
                     lambda rows, e=entity: validate_traits(con, rows, e, catalog),
                 )  # fmt: skip
-                yield dg.AssetCheckResult(
-                    asset_key=table, check_name="matches_schema", passed=problems is None,
-                    metadata={"problems": problems or "none"},
-                )  # fmt: skip
+                yield schema_check(problems, table)
 
     return trait_snapshots
 
@@ -172,6 +169,10 @@ def _table_results(
         asset_key=table,
         check_name="one_row_per_entity",
         passed=mismatches == 0,
+        description=f"{mismatches} rows of the window are missing (an entity of the snapshot "
+        "without one) or extra (no such entity, or one twice)"
+        if mismatches
+        else None,
         metadata={"missing_or_extra_rows": mismatches},
     )
 
