@@ -19,6 +19,7 @@ from account_hierarchy.partitions import HOURLY
 from account_hierarchy.resources import LandingFolder, Warehouse
 from account_hierarchy.sample.generator import generate_sample
 from account_hierarchy.traits.assets import build_trait_assets
+from account_hierarchy.warehouse import connect
 from account_hierarchy_tests.conftest import group_call, write_lines
 
 SAMPLE = Path(__file__).parent.parent / "data" / "definitions"
@@ -180,6 +181,12 @@ def test_materialize_and_dry_run(tmp_path, monkeypatch):
               for e in result.get_asset_materialization_events()}  # fmt: skip
     delivered = events[dg.AssetKey(["destinations", "crm_outbox"])]
     assert delivered["accepted"].value == len(planned)
+    with connect(tmp_path / "wh.duckdb", read_only=True) as con:
+        (held,) = con.execute(
+            "SELECT count(*) FROM destination_state "
+            "WHERE destination = 'crm_outbox' AND value IS NOT NULL"
+        ).fetchone()
+    assert delivered["dagster/row_count"].value == held > 0
     assert events[dg.AssetKey("activation_diffs")]["entered"].value > 0
     written = [json.loads(line) for path in (tmp_path / "outbox").glob("*.jsonl")
                for line in path.read_text().splitlines()]  # fmt: skip

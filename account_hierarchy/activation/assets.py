@@ -8,7 +8,7 @@ from account_hierarchy.activation.deliver import SyncReport, sync
 from account_hierarchy.activation.diffs import build_diffs, require_inputs, synced
 from account_hierarchy.activation.plan import NothingToSyncError
 from account_hierarchy.activation.schemas import validate_diffs
-from account_hierarchy.activation.state import synced_hour
+from account_hierarchy.activation.state import held_count, synced_hour
 from account_hierarchy.activation.transport import DestinationUnavailableError, sender_for
 from account_hierarchy.audiences.assets import audience_key
 from account_hierarchy.audiences.evaluate import NotComputedError
@@ -127,14 +127,14 @@ def build_destination_asset(located: LocatedDestination, catalog: Catalog) -> dg
                 context.log.warning(str(error))
                 report, waiting = SyncReport(), {"waiting_for": str(error)}
                 report.snapshot_hour = synced_hour(con, destination.name)
+            held = held_count(con, destination.name)
         context.log.info(f"{destination.name}: {report}")
         hour = report.snapshot_hour
         counts = {"items": report.items, "messages": report.messages, "accepted": report.accepted,
                   "rejected": report.rejected, "oversized": report.oversized,
-                  "batches": report.batches}  # fmt: skip
-        return dg.MaterializeResult(
-            metadata={"snapshot_hour": hour.isoformat() if hour else "none yet", **counts} | waiting
-        )
+                  "batches": report.batches, "dagster/row_count": held}  # fmt: skip
+        shown_hour = hour.isoformat() if hour else "none yet"
+        return dg.MaterializeResult(metadata={"snapshot_hour": shown_hour, **counts} | waiting)
 
     return deliver
 

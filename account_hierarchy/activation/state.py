@@ -156,6 +156,15 @@ def in_flight_changes(
     return {(kind, name, entity_id): InFlight(*rest) for kind, name, entity_id, *rest in rows}
 
 
+def held_count(con: duckdb.DuckDBPyConnection, destination: str) -> int:
+    """How many audience memberships and trait values the destination holds (accepted and
+    not exited since)."""
+    return con.execute(
+        "SELECT count(*) FROM destination_state WHERE destination = $d AND value IS NOT NULL",
+        {"d": destination},
+    ).fetchone()[0]
+
+
 def synced_hour(con: duckdb.DuckDBPyConnection, destination: str) -> datetime | None:
     """The newest snapshot hour a sync of the destination was made for (None before any; for
     warehouses from before `destination_snapshots`, the newest its state and sends name)."""
