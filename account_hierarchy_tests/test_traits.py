@@ -14,7 +14,7 @@ from account_hierarchy.audiences.memberships import build_audience
 from account_hierarchy.audiences.queries import newest_evaluable_hour, preview
 from account_hierarchy.catalog.loader import load_catalog
 from account_hierarchy.catalog.models import SqlTrait
-from account_hierarchy.hierarchy.queries import NotInSnapshotError
+from account_hierarchy.hierarchy.queries import HierarchyNotBuiltError, NotInSnapshotError
 from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.sample.generator import generate_sample
@@ -706,6 +706,31 @@ def test_a_sql_trait_naming_a_column_no_table_has_fails_naming_the_trait_and_fil
         f"{tmp_path / 'definitions' / 't.yaml'}:2: SQL trait s1 failed at 2026-10-01 10:00:00: "
     )
     assert "usr_id" in str(raised.value)
+
+
+def test_traits_need_the_hierarchy_of_their_hours(tmp_path):
+    """Traits of an hour whose hierarchy was not built would be computed for no entity: the
+    run fails naming the hours. Hours built before `hierarchy_hours` was kept count as built
+    when they have accounts or users."""
+    write_lines(tmp_path / "landing" / "a.ndjson",
+                [group_call("g1", "2026-10-01T10:00:00Z", "A", "u1")])  # fmt: skip
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [
+        {"name": "n", "entity": "account", "type": "event_counter", "event": "X"}]}))  # fmt: skip
+    catalog = load_catalog(tmp_path / "definitions")
+    hour = [datetime(2026, 10, 1, 10) + timedelta(hours=n) for n in range(4)]
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", hour[0], hour[3], PARTITIONS_START)
+        with pytest.raises(HierarchyNotBuiltError, match="not built for 1 of the 1 hours"):
+            build_traits(con, catalog, hour[0], hour[1])
+        build_snapshots(con, hour[0], hour[2], "parent_account_id")
+        con.execute("DELETE FROM hierarchy_hours WHERE snapshot_hour = $h", {"h": hour[0]})
+        with pytest.raises(HierarchyNotBuiltError, match=r"1 of the 3 hours .*\(the first: "
+                                                         r"2026-10-01 12:00:00\)"):  # fmt: skip
+            build_traits(con, catalog, hour[0], hour[3])
+        assert "account_traits" not in table_names(con)
+        build_traits(con, catalog, hour[0], hour[2])
+        assert stored(con, "account", hour[0], "n") == {"A": 0}
 
 
 @pytest.mark.parametrize("value", ["1::UHUGEINT", "[1::VARINT]", "'10:00:00+02:00'::TIMETZ"])

@@ -73,16 +73,17 @@ class HierarchyNotBuiltError(LookupError):
 
 def require_hierarchy_built(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> None:
     """Fail naming the hours of `[start, end)` whose hierarchy snapshots were not built (their
-    traits would be computed for no entity): hours `hierarchy_hours` records, or, in a
-    warehouse built before it was kept, hours with users or accounts."""
+    traits would be computed for no entity): hours `hierarchy_hours` records, or hours with
+    users or accounts (snapshots built before that table was kept), as `snapshot_built` reads."""
     tables = table_names(con)
-    sources = ["hierarchy_hours"] if "hierarchy_hours" in tables else ["users", "accounts"]
-    built: set[datetime] = set()
-    for table in set(sources) & tables:
-        rows = con.execute(f"SELECT DISTINCT snapshot_hour FROM {table} WHERE snapshot_hour "
-                           "BETWEEN $start AND $end", {"start": start, "end": end})  # fmt: skip
-        built.update(hour for (hour,) in rows.fetchall())
-    missing = [hour for hour in hours_of(start, end) if hour not in built]
+    missing = hours_of(start, end)
+    for table in ("hierarchy_hours", "users", "accounts"):
+        if missing and table in tables:
+            window = {"first": missing[0], "last": missing[-1]}
+            rows = con.execute(f"SELECT DISTINCT snapshot_hour FROM {table} "
+                               "WHERE snapshot_hour BETWEEN $first AND $last", window)  # fmt: skip
+            built = {hour for (hour,) in rows.fetchall()}
+            missing = [hour for hour in missing if hour not in built]
     if missing:
         raise HierarchyNotBuiltError(
             f"The hierarchy snapshots are not built for {len(missing)} of the "
