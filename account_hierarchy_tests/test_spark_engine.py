@@ -168,7 +168,11 @@ TYPED_SQL = {
                        "message_id) AS first_track, arg_max(CASE WHEN type = 'track' THEN event "
                        "END, message_id) AS last_track, epoch(max(timestamp)) AS last_epoch, "
                        "max(extract(epoch FROM timestamp + INTERVAL 250 MILLISECOND)) AS late, "
-                       "max(extract(hour FROM timestamp)) AS last_hour FROM events "
+                       "max(extract(hour FROM timestamp)) AS last_hour, "
+                       "epoch(max(timestamp) - min(timestamp)) AS span, 1000 / (1 + "
+                       "epoch(max(timestamp) - min(timestamp))) AS rate, "
+                       "date_part('epoch', max(timestamp)) AS part_epoch, "
+                       "date_part('hour', max(timestamp)) AS part_hour FROM events "
                        "GROUP BY user_id"}],
     "audiences": [{"name": "typed_sql_values", "entity": "account", "where": {"or": [
         {"trait": "nothing", "is_null": True}, {"trait": "nan_value", "is_null": True},

@@ -733,7 +733,8 @@ def test_traits_need_the_hierarchy_of_their_hours(tmp_path):
         assert stored(con, "account", hour[0], "n") == {"A": 0}
 
 
-@pytest.mark.parametrize("value", ["1::UHUGEINT", "[1::VARINT]", "'10:00:00+02:00'::TIMETZ"])
+@pytest.mark.parametrize("value", ["1::UHUGEINT", "[1::VARINT]", "'10:00:00+02:00'::TIMETZ",
+                                   "{'k': map([1], [1::UHUGEINT])}"])  # fmt: skip
 def test_a_sql_trait_returning_a_type_no_frame_holds_fails_before_storing(tmp_path, value):
     write_lines(
         tmp_path / "landing" / "a.ndjson", [group_call("g1", "2026-10-01T10:00:00Z", "A", "u1")]
@@ -748,6 +749,20 @@ def test_a_sql_trait_returning_a_type_no_frame_holds_fails_before_storing(tmp_pa
         with pytest.raises(SqlTraitError, match=r"t.yaml:2: SQL trait big returns big as .*cast"):
             build_all(con, tmp_path / "landing", *window, tmp_path / "definitions")
         assert "account_traits" not in table_names(con)
+
+
+def test_a_struct_key_named_like_such_a_type_is_no_such_type(tmp_path):
+    write_lines(tmp_path / "landing" / "a.ndjson",
+                [group_call("g1", "2026-10-01T10:00:00Z", "A", "u1")])  # fmt: skip
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [
+        {"name": "kinds", "entity": "account", "type": "sql",
+         "sql": "SELECT account_id, {'VARINT': 1} AS kinds FROM accounts"}]}))  # fmt: skip
+    window = (datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11))
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", *window, PARTITIONS_START)
+        build_all(con, tmp_path / "landing", *window, tmp_path / "definitions")
+        assert stored(con, "account", window[0], "kinds") == {"A": {"VARINT": 1}}
 
 
 PLAN_ONE = {"Plan Name": "pro", "a:b": 3, "$k": "x", "nested": {"Sub Key": 2}}

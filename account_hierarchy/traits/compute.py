@@ -7,7 +7,6 @@ compiled once per run, then run for every hour with the hour bound as a paramete
 checked and rendered once per run (`SqlTraitRun`), run once per hour against the snapshot views.
 """
 
-import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -62,8 +61,9 @@ from account_hierarchy.traits.tiles import (
 from account_hierarchy.warehouse import in_memory, table_names, transaction
 
 TRAIT_TABLES = {"account": "account_traits", "user": "user_traits"}
-# DuckDB types that pandas cannot hold, nor a list of them: a SQL trait may not return them.
-FRAMELESS_TYPES = re.compile(r"\b(UHUGEINT|BIGNUM|VARINT|TIME WITH TIME ZONE)\b")
+# DuckDB types that pandas cannot hold, in a column or nested: a SQL trait may not return them.
+FRAMELESS_TYPES = {"uhugeint", "bignum", "varint", "time with time zone"}
+NESTED_TYPES = {"list", "array", "struct", "map", "union"}
 ENTITY_TABLES = {"account": "accounts", "user": "users"}
 # Every hour each trait column was computed for, and by which definition: a trait added to
 # the definitions and built for older hours only has a column at the newer ones too, but no
@@ -419,13 +419,26 @@ class SqlTraitRun:
     def _check_value_types(self) -> None:
         """Refuse a value column of a type frames cannot hold (the rows are validated and
         previewed as pandas frames), before anything is stored."""
-        for column, type_name in _column_types(self.con, self.raw_table).items():
-            if column.lower() in self.values and (found := FRAMELESS_TYPES.search(type_name)):
+        raw = self.con.table(self.raw_table)
+        for column, kind in zip(raw.columns, raw.types, strict=True):
+            if column.lower() in self.values and (found := _frameless(kind)):
                 raise sql_trait_error(
                     self.located,
-                    f"returns {column} as {type_name}, and no trait can hold {found[0]} "
-                    "values: cast them (to DOUBLE, HUGEINT or VARCHAR, say)",
+                    f"returns {column} as {kind}, and no trait can hold {found} values: cast "
+                    "them (to DOUBLE, HUGEINT or VARCHAR, say)",
                 )
+
+
+def _frameless(kind: Any) -> str | None:
+    """The type frames cannot hold that `kind` (a DuckDB type) is or holds (a list's elements,
+    a struct's fields, ...; not a struct's key names), or None."""
+    if kind.id in FRAMELESS_TYPES:
+        return str(kind)
+    if kind.id in NESTED_TYPES:
+        for _, child in kind.children:  # (an array's size is a child too, a number)
+            if hasattr(child, "id") and (found := _frameless(child)):
+                return found
+    return None
 
 
 def sql_trait_error(located: LocatedTrait, message: str) -> SqlTraitError:

@@ -248,11 +248,12 @@ def _as_on_duckdb(node: exp.Expression) -> exp.Expression | None:
     the text (Spark has no JSON type, and stores JSON values as their text), one to
     `TIMESTAMPTZ` gives the UTC time of the moment (Spark's session `TIMESTAMP` has no zone: its
     cast drops offsets), `arg_min` / `arg_max` skip rows whose value is null (Spark's `min_by`
-    / `max_by` would return it), `epoch` and `extract(epoch ...)` keep fractions of a second
-    (Spark's `unix_timestamp` drops them), and `extract` of a part is a BIGINT (an INT on
-    Spark)."""
+    / `max_by` would return it), `epoch`, `extract(epoch ...)` and `date_part('epoch', ...)`
+    keep fractions of a second (Spark's `unix_timestamp` drops them; `_epoch_seconds`), and
+    `extract` or `date_part` of another part is a BIGINT (an INT on Spark)."""
     if isinstance(node, exp.Cast) and node.to.is_type("json"):
-        return node.this.copy()
+        text = node.this.copy()  # (an operation in parentheses, as the cast held it)
+        return text if isinstance(text, exp.Column | exp.Literal | exp.Func) else exp.paren(text)
     if isinstance(node, exp.Cast) and node.to.is_type("timestamptz"):
         moment = node.copy()
         moment.set("to", exp.DataType.build("TIMESTAMPLTZ"))
@@ -264,17 +265,32 @@ def _as_on_duckdb(node: exp.Expression) -> exp.Expression | None:
             "expression", exp.case().when(value.copy().is_(exp.null()).not_(), rewritten.expression)
         )
         return rewritten
-    epoch_of = None
+    part, of = None, None
     if isinstance(node, exp.TimeToUnix):
-        epoch_of = node.this
-    elif isinstance(node, exp.Extract) and node.name.lower() == "epoch":
-        epoch_of = node.expression
-    if epoch_of is not None:
-        micros = exp.func("unix_micros", exp.cast(epoch_of.copy(), "TIMESTAMPLTZ"))
-        return exp.Div(this=micros, expression=exp.Literal.number(1_000_000))
-    if isinstance(node, exp.Extract) and not isinstance(node.parent, exp.Cast):
+        part, of = "epoch", node.this
+    elif isinstance(node, exp.Extract):
+        part, of = node.name.lower(), node.expression
+    elif isinstance(node, exp.Anonymous) and node.name.lower() in ("date_part", "datepart"):
+        first, *rest = node.expressions
+        if isinstance(first, exp.Literal) and first.is_string and len(rest) == 1:
+            part, of = first.name.lower(), rest[0]
+    if part == "epoch":
+        return _epoch_seconds(of)
+    if part is not None and not isinstance(node.parent, exp.Cast):
         return exp.cast(node.copy(), "BIGINT")
     return None
+
+
+def _epoch_seconds(moment: exp.Expression) -> exp.Expression:
+    """Spark SQL for DuckDB's `epoch(moment)`, fractions of a second kept; the epoch of a
+    difference of moments (an interval, which Spark cannot cast to a moment) as the difference
+    of their epochs. (In parentheses: nodes built here are not parenthesised by precedence.)"""
+    if isinstance(moment, exp.Sub):
+        difference = exp.Sub(this=_epoch_seconds(moment.this),
+                             expression=_epoch_seconds(moment.expression))  # fmt: skip
+        return exp.Paren(this=difference)
+    micros = exp.func("unix_micros", exp.cast(moment.copy(), "TIMESTAMPLTZ"))
+    return exp.Paren(this=exp.Div(this=micros, expression=exp.Literal.number(1_000_000)))
 
 
 def rows_table(name: str) -> str:
