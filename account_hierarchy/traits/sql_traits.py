@@ -271,9 +271,9 @@ def _as_on_duckdb(node: exp.Expression) -> exp.Expression | None:
     elif isinstance(node, exp.Extract):
         part, of = node.name.lower(), node.expression
     elif isinstance(node, exp.Anonymous) and node.name.lower() in ("date_part", "datepart"):
-        first, *rest = node.expressions
-        if isinstance(first, exp.Literal) and first.is_string and len(rest) == 1:
-            part, of = first.name.lower(), rest[0]
+        named, *rest = node.expressions or [None]
+        if isinstance(named, exp.Literal) and named.is_string and len(rest) == 1:
+            part, of = named.name.lower(), rest[0]
     if part == "epoch":
         return _epoch_seconds(of)
     if part is not None and not isinstance(node.parent, exp.Cast):
