@@ -54,17 +54,24 @@ def _entity(
 
 
 def snapshot_built(con: duckdb.DuckDBPyConnection, hour: datetime) -> bool:
-    """Whether the hierarchy snapshot of `hour` was built: `hierarchy_hours` records it (an
-    hour before the first event has no rows), or it has users or accounts (snapshots built
-    before that table was kept)."""
-    recorded = "hierarchy_hours" in table_names(con)
-    (built,) = con.execute(
-        "SELECT EXISTS (FROM users WHERE snapshot_hour = $hour) "
-        "OR EXISTS (FROM accounts WHERE snapshot_hour = $hour)"
-        + (" OR EXISTS (FROM hierarchy_hours WHERE snapshot_hour = $hour)" if recorded else ""),
-        {"hour": hour},
-    ).fetchone()
-    return built
+    """Whether the hierarchy snapshot of `hour` was built (see `unbuilt_hours`)."""
+    return not unbuilt_hours(con, [hour])
+
+
+def unbuilt_hours(con: duckdb.DuckDBPyConnection, hours: list[datetime]) -> list[datetime]:
+    """The hours (sorted) whose hierarchy snapshots were not built: `hierarchy_hours` records
+    the built ones (an hour before the first event has no rows); in a warehouse built before
+    that table was kept, an hour with users or accounts was built."""
+    tables = table_names(con)
+    missing = hours
+    for table in ("hierarchy_hours", "users", "accounts"):
+        if missing and table in tables:
+            window = {"first": missing[0], "last": missing[-1]}
+            rows = con.execute(f"SELECT DISTINCT snapshot_hour FROM {table} "
+                               "WHERE snapshot_hour BETWEEN $first AND $last", window)  # fmt: skip
+            built = {hour for (hour,) in rows.fetchall()}
+            missing = [hour for hour in missing if hour not in built]
+    return missing
 
 
 class HierarchyNotBuiltError(LookupError):
@@ -73,22 +80,13 @@ class HierarchyNotBuiltError(LookupError):
 
 def require_hierarchy_built(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> None:
     """Fail naming the hours of `[start, end)` whose hierarchy snapshots were not built (their
-    traits would be computed for no entity): hours `hierarchy_hours` records, or hours with
-    users or accounts (snapshots built before that table was kept), as `snapshot_built` reads."""
-    tables = table_names(con)
-    missing = hours_of(start, end)
-    for table in ("hierarchy_hours", "users", "accounts"):
-        if missing and table in tables:
-            window = {"first": missing[0], "last": missing[-1]}
-            rows = con.execute(f"SELECT DISTINCT snapshot_hour FROM {table} "
-                               "WHERE snapshot_hour BETWEEN $first AND $last", window)  # fmt: skip
-            built = {hour for (hour,) in rows.fetchall()}
-            missing = [hour for hour in missing if hour not in built]
-    if missing:
+    traits would be computed for no entity)."""
+    hours = hours_of(start, end)
+    if missing := unbuilt_hours(con, hours):
         raise HierarchyNotBuiltError(
-            f"The hierarchy snapshots are not built for {len(missing)} of the "
-            f"{len(hours_of(start, end))} hours from {start} to {end} (the first: {missing[0]}): "
-            "materialize hierarchy_snapshots for them first."
+            f"The hierarchy snapshots are not built for {len(missing)} of the {len(hours)} "
+            f"hours from {start} to {end} (the first: {missing[0]}): materialize "
+            "hierarchy_snapshots for them first."
         )
 
 
