@@ -20,12 +20,16 @@ def table_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(name, kind) for name, kind in rows])
 
 
+# The check every stage runs on the rows it stored: do they still satisfy the pandera model?
+MATCHES_SCHEMA = "matches_schema"
+
+
 def schema_check(problems: str | None, asset_key: str | None = None) -> dg.AssetCheckResult:
     """The `matches_schema` check of the rows a run stored, from `validation.recheck_stored`'s
     message: failed when they break their table's pandera model, saying which rules and rows."""
     return dg.AssetCheckResult(
         asset_key=asset_key,
-        check_name="matches_schema",
+        check_name=MATCHES_SCHEMA,
         passed=problems is None,
         description=f"The stored rows break the table's model: {problems}" if problems else None,
         metadata={"problems": problems or "none"},

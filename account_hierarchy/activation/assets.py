@@ -13,7 +13,7 @@ from account_hierarchy.activation.transport import DestinationUnavailableError, 
 from account_hierarchy.audiences.assets import audience_key
 from account_hierarchy.audiences.evaluate import NotComputedError
 from account_hierarchy.catalog.loader import Catalog, LocatedDestination
-from account_hierarchy.metadata import markdown_preview, schema_check, table_schema
+from account_hierarchy.metadata import MATCHES_SCHEMA, markdown_preview, schema_check, table_schema
 from account_hierarchy.partitions import HOURLY, window_of
 from account_hierarchy.policies import TRANSIENT_RETRY, not_retried
 from account_hierarchy.resources import Warehouse
@@ -45,7 +45,7 @@ def build_diffs_asset(catalog: Catalog) -> dg.AssetsDefinition:
         pool="duckdb",
         check_specs=[
             dg.AssetCheckSpec(
-                "matches_schema",
+                MATCHES_SCHEMA,
                 asset="activation_diffs",
                 blocking=True,
                 description="The stored diffs of the run's hours satisfy the pandera model.",

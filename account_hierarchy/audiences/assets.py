@@ -20,7 +20,7 @@ from account_hierarchy.catalog.audience_models import (
     TraitTest,
 )
 from account_hierarchy.catalog.loader import Catalog, LocatedAudience
-from account_hierarchy.metadata import markdown_preview, schema_check, table_schema
+from account_hierarchy.metadata import MATCHES_SCHEMA, markdown_preview, schema_check, table_schema
 from account_hierarchy.partitions import HOURLY, window_of
 from account_hierarchy.policies import AUDIENCE_FRESHNESS, TRANSIENT_RETRY, not_retried
 from account_hierarchy.resources import Warehouse
@@ -86,7 +86,7 @@ def build_audience_asset(located: LocatedAudience, catalog: Catalog) -> dg.Asset
         },
         check_specs=[
             dg.AssetCheckSpec(
-                "matches_schema",
+                MATCHES_SCHEMA,
                 asset=audience_key(audience.name),
                 description="The stored memberships of the run's hours satisfy the pandera model.",
                 blocking=True,

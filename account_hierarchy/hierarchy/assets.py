@@ -11,7 +11,7 @@ from account_hierarchy import settings
 from account_hierarchy.hierarchy import checks
 from account_hierarchy.hierarchy.schemas import stored_trait_columns, validate_entities
 from account_hierarchy.hierarchy.snapshots import build_snapshots
-from account_hierarchy.metadata import last_hour_preview, schema_check, table_schema
+from account_hierarchy.metadata import MATCHES_SCHEMA, last_hour_preview, schema_check, table_schema
 from account_hierarchy.partitions import HOURLY, partitions_start, window_of
 from account_hierarchy.policies import TRANSIENT_RETRY, not_retried
 from account_hierarchy.resources import Warehouse
@@ -55,7 +55,7 @@ CHECK_SPECS = [
     *(
         _check(
             table,
-            "matches_schema",
+            MATCHES_SCHEMA,
             "The stored snapshots of the run's hours satisfy the pandera model.",
         )
         for table in TABLE_KEYS

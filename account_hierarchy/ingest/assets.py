@@ -7,14 +7,18 @@ import dagster as dg
 from account_hierarchy import settings
 from account_hierarchy.ingest.events_schema import validate_events
 from account_hierarchy.ingest.load import STORED_LINES_SQL, IngestReport, ingest_window
-from account_hierarchy.metadata import markdown_preview, schema_check, table_schema
+from account_hierarchy.metadata import (
+    MATCHES_SCHEMA,
+    markdown_preview,
+    schema_check,
+    table_schema,
+)
 from account_hierarchy.partitions import HOURLY, partitions_start, window_of
 from account_hierarchy.policies import TRANSIENT_RETRY, not_retried
 from account_hierarchy.resources import LandingFolder, Warehouse
 from account_hierarchy.validation import recheck_stored
 
 LINES_ACCOUNTED_FOR = "every_line_accounted_for"
-MATCHES_SCHEMA = "matches_schema"
 MESSAGE_IDS_UNIQUE = "message_ids_unique"
 
 

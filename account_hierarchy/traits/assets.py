@@ -12,7 +12,7 @@ import yaml
 from account_hierarchy import settings
 from account_hierarchy.catalog.loader import Catalog, LocatedTrait
 from account_hierarchy.hierarchy.queries import HierarchyNotBuiltError
-from account_hierarchy.metadata import last_hour_preview, schema_check, table_schema
+from account_hierarchy.metadata import MATCHES_SCHEMA, last_hour_preview, schema_check, table_schema
 from account_hierarchy.partitions import HOURLY, window_of
 from account_hierarchy.policies import TRANSIENT_RETRY, not_retried
 from account_hierarchy.resources import Warehouse
@@ -81,7 +81,7 @@ def build_trait_assets(catalog: Catalog) -> dg.AssetsDefinition:
             ),
             *(
                 dg.AssetCheckSpec(
-                    "matches_schema",
+                    MATCHES_SCHEMA,
                     asset=table,
                     blocking=True,
                     description="The stored rows of the run's hours satisfy the pandera model "
