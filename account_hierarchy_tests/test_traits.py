@@ -39,6 +39,15 @@ def build_all(con, landing, start, end, definitions: Path):
     return catalog
 
 
+def one_account_with(tmp_path: Path, traits: list[dict]) -> None:
+    """Account A with user u1 (one group call at 10:00 on 1 October) in `tmp_path / "landing"`,
+    and `traits` in `tmp_path / "definitions" / "t.yaml"`."""
+    write_lines(tmp_path / "landing" / "a.ndjson",
+                [group_call("g1", "2026-10-01T10:00:00Z", "A", "u1")])  # fmt: skip
+    (tmp_path / "definitions").mkdir()
+    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": traits}))
+
+
 def stored(con, entity: str, hour: datetime, column: str) -> dict:
     table, key = (
         ("account_traits", "account_id") if entity == "account" else ("user_traits", "user_id")
@@ -689,14 +698,10 @@ def test_a_sql_trait_giving_an_entity_two_rows_fails_naming_the_trait_file_and_e
 
 
 def test_a_sql_trait_naming_a_column_no_table_has_fails_naming_the_trait_and_file(tmp_path):
-    write_lines(
-        tmp_path / "landing" / "a.ndjson", [group_call("g1", "2026-10-01T10:00:00Z", "A", "u1")]
-    )
-    (tmp_path / "definitions").mkdir()
-    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [
+    one_account_with(tmp_path, [
         {"name": "s1", "entity": "account", "type": "sql",
          "sql": "SELECT account_id, count(DISTINCT usr_id) AS s1 FROM account_memberships "
-                "GROUP BY account_id"}]}))  # fmt: skip
+                "GROUP BY account_id"}])  # fmt: skip
     window = (datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11))
     with connect(tmp_path / "wh.duckdb") as con:
         ingest_window(con, tmp_path / "landing", *window, PARTITIONS_START)
@@ -712,11 +717,8 @@ def test_traits_need_the_hierarchy_of_their_hours(tmp_path):
     """Traits of an hour whose hierarchy was not built would be computed for no entity: the
     run fails naming the hours. Hours built before `hierarchy_hours` was kept count as built
     when they have accounts or users."""
-    write_lines(tmp_path / "landing" / "a.ndjson",
-                [group_call("g1", "2026-10-01T10:00:00Z", "A", "u1")])  # fmt: skip
-    (tmp_path / "definitions").mkdir()
-    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [
-        {"name": "n", "entity": "account", "type": "event_counter", "event": "X"}]}))  # fmt: skip
+    one_account_with(tmp_path, [{"name": "n", "entity": "account", "type": "event_counter",
+                                 "event": "X"}])  # fmt: skip
     catalog = load_catalog(tmp_path / "definitions")
     hour = [datetime(2026, 10, 1, 10) + timedelta(hours=n) for n in range(4)]
     with connect(tmp_path / "wh.duckdb") as con:
@@ -736,13 +738,9 @@ def test_traits_need_the_hierarchy_of_their_hours(tmp_path):
 @pytest.mark.parametrize("value", ["1::UHUGEINT", "[1::VARINT]", "'10:00:00+02:00'::TIMETZ",
                                    "{'k': map([1], [1::UHUGEINT])}"])  # fmt: skip
 def test_a_sql_trait_returning_a_type_no_frame_holds_fails_before_storing(tmp_path, value):
-    write_lines(
-        tmp_path / "landing" / "a.ndjson", [group_call("g1", "2026-10-01T10:00:00Z", "A", "u1")]
-    )
-    (tmp_path / "definitions").mkdir()
-    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [
-        {"name": "big", "entity": "account", "type": "sql",
-         "sql": f"SELECT account_id, {value} AS big FROM accounts"}]}))  # fmt: skip
+    one_account_with(tmp_path, [{"name": "big", "entity": "account", "type": "sql",
+                                 "sql": f"SELECT account_id, {value} AS big "
+                                        "FROM accounts"}])  # fmt: skip
     window = (datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11))
     with connect(tmp_path / "wh.duckdb") as con:
         ingest_window(con, tmp_path / "landing", *window, PARTITIONS_START)
@@ -752,12 +750,9 @@ def test_a_sql_trait_returning_a_type_no_frame_holds_fails_before_storing(tmp_pa
 
 
 def test_a_struct_key_named_like_such_a_type_is_no_such_type(tmp_path):
-    write_lines(tmp_path / "landing" / "a.ndjson",
-                [group_call("g1", "2026-10-01T10:00:00Z", "A", "u1")])  # fmt: skip
-    (tmp_path / "definitions").mkdir()
-    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [
-        {"name": "kinds", "entity": "account", "type": "sql",
-         "sql": "SELECT account_id, {'VARINT': 1} AS kinds FROM accounts"}]}))  # fmt: skip
+    one_account_with(tmp_path, [{"name": "kinds", "entity": "account", "type": "sql",
+                                 "sql": "SELECT account_id, {'VARINT': 1} AS kinds "
+                                        "FROM accounts"}])  # fmt: skip
     window = (datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11))
     with connect(tmp_path / "wh.duckdb") as con:
         ingest_window(con, tmp_path / "landing", *window, PARTITIONS_START)
@@ -1108,8 +1103,6 @@ def test_sql_trait_names_are_not_case_sensitive_as_in_duckdb(tmp_path):
     """A CTE named `Active` is read as `active`; `SELECT ACCOUNT_ID` (DuckDB names it
     `account_id`) and `1 AS X` (named `X`) give the columns `account_id` and `x`; a struct's
     keys keep their case."""
-    write_lines(tmp_path / "landing" / "a.ndjson",
-                [group_call("g1", "2026-10-01T10:00:00Z", "A", "u1")])  # fmt: skip
     sqls = {
         "cte": "WITH Active AS (FROM accounts) SELECT account_id, 1 AS cte FROM active",
         "upper": "WITH active AS (FROM accounts) SELECT Account_Id, 2 AS UPPER FROM ACTIVE",
@@ -1117,10 +1110,8 @@ def test_sql_trait_names_are_not_case_sensitive_as_in_duckdb(tmp_path):
         "aliased": "WITH t AS (SELECT account_id AS Id, 4 AS Foo FROM accounts) "
         "SELECT ID AS ACCOUNT_ID, FOO AS aliased FROM t",
     }
-    (tmp_path / "definitions").mkdir()
-    (tmp_path / "definitions" / "t.yaml").write_text(yaml.safe_dump({"traits": [
-        {"name": name, "entity": "account", "type": "sql", "sql": sql}
-        for name, sql in sqls.items()]}))  # fmt: skip
+    one_account_with(tmp_path, [{"name": name, "entity": "account", "type": "sql", "sql": sql}
+                                for name, sql in sqls.items()])  # fmt: skip
     window = (datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11))
     with connect(tmp_path / "wh.duckdb") as con:
         ingest_window(con, tmp_path / "landing", *window, PARTITIONS_START)
