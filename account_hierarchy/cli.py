@@ -422,13 +422,12 @@ def sync_command(destination: str, dry_run: bool, output_format: str) -> None:
         raise click.ClickException(
             f"{_first_line(error)}: materialize the destination's audiences and traits first."
         ) from None
-    if dry_run and output_format == "jsonl":
-        emit(report.planned, output_format)
-        return
     if dry_run:
-        emit([_message_line(m) for m in report.planned], output_format)
-        click.echo(
-            f"\n{len(report.planned)} messages for {report.items - report.silent_items} "
+        jsonl = output_format == "jsonl"
+        emit(report.planned if jsonl else [_message_line(m) for m in report.planned], output_format)
+        click.echo(  # (in jsonl, on standard error: standard output holds only the messages)
+            ("" if jsonl else "\n")
+            + f"{len(report.planned)} messages for {report.items - report.silent_items} "
             f"changes would be sent (snapshot {report.snapshot_hour:%Y-%m-%d %H:00} UTC)"
             + (
                 f", {report.oversized} more are over 32 KB and would not be"
@@ -440,7 +439,8 @@ def sync_command(destination: str, dry_run: bool, output_format: str) -> None:
                 if report.silent_items
                 else ""
             )
-            + "; nothing was sent."
+            + "; nothing was sent.",
+            err=jsonl,
         )
         return
     summary = {key: value for key, value in vars(report).items() if key != "planned"}

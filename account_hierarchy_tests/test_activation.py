@@ -1010,10 +1010,15 @@ def test_a_dry_run_tells_the_changes_that_need_no_message_apart(tmp_path):
                    "AH_DEFINITIONS_DIR": str(tmp_path / "defs")}  # fmt: skip
     shown = CliRunner().invoke(main, ["sync", "box", "--dry-run"], env=environment)
     assert shown.exit_code == 0, shown.output
-    assert ("1 messages for 1 changes would be sent (snapshot 2026-10-01 10:00 UTC); "
-            "1 changes need no message and would only be recorded; nothing was sent.") in (
-        shown.output
-    )  # fmt: skip
+    summary = (
+        "1 messages for 1 changes would be sent (snapshot 2026-10-01 10:00 UTC); "
+        "1 changes need no message and would only be recorded; nothing was sent."
+    )
+    assert summary in shown.output
+    machine = CliRunner().invoke(main, ["sync", "box", "--dry-run", "--format", "jsonl"],
+                                 env=environment)  # fmt: skip
+    assert [json.loads(line)["groupId"] for line in machine.stdout.splitlines()] == ["A0"]
+    assert machine.stderr.strip() == summary  # (standard output holds only the messages)
 
 
 def test_a_dry_run_table_shows_values_as_json(tmp_path):

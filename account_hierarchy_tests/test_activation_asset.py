@@ -169,7 +169,7 @@ def test_materialize_and_dry_run(tmp_path, monkeypatch):
 
     dry = CliRunner().invoke(main, ["sync", "crm_outbox", "--dry-run", "--format", "jsonl"])
     assert dry.exit_code == 0, dry.output
-    planned = [json.loads(line) for line in dry.output.splitlines()]
+    planned = [json.loads(line) for line in dry.stdout.splitlines()]
     assert planned and {m["type"] for m in planned} == {"group", "identify", "track"}
     assert not (tmp_path / "outbox").exists()  # a dry run sends nothing
 

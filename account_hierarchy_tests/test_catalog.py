@@ -599,6 +599,9 @@ def test_every_problem_of_a_destination_is_reported(tmp_path):
     text += ("  - {name: web, type: http, url: 'ftp://host', write_key_env: key, "
              "audiences: [quiet]}\n")  # fmt: skip
     text += "  - {name: out, type: jsonl, url: 'http://x'}\n"
+    # (a scheme in capitals is still https: no problem)
+    text += ("  - {name: loud, type: http, url: 'HTTPS://Example.com', write_key_env: KEY, "
+             "audiences: [quiet]}\n")  # fmt: skip
     problems = problems_of(tmp_path, text)
     assert [problem.split(": ", 2)[2] for problem in problems] == [
         "url 'ftp://host' must be http:// or https://, name a host, have no spaces, and give a "
