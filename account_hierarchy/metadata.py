@@ -1,5 +1,6 @@
 """Helpers that turn warehouse facts into Dagster metadata (column schemas, previews)."""
 
+import re
 from datetime import datetime
 
 import dagster as dg
@@ -36,15 +37,27 @@ def schema_check(problems: str | None, asset_key: str | None = None) -> dg.Asset
     )
 
 
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    """Rows as a markdown table whose text cells cannot break it: a `|`, a backslash or a line
+    break in a value is escaped (`a|b` shows as `a|b`, in one cell)."""
+    cells = [[_markdown_text(value) for value in row] for row in rows]
+    return tabulate(cells, headers=headers, tablefmt="pipe", missingval="", disable_numparse=True)
+
+
+def _markdown_text(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    escaped = value.replace("\\", "\\\\").replace("|", "\\|")
+    return re.sub(r"\r\n|\r|\n", r"\\n", escaped)
+
+
 def markdown_preview(frame: pd.DataFrame) -> str:
     """A small frame as a markdown table (empty frames say so), its cells as the CLI's tables
     show them: nulls empty (not `nan`, which could be an id), lists as compact JSON."""
     if frame.empty:
         return "No rows."
     rows = [[table_cell(plain(value)) for value in row] for row in frame.itertuples(index=False)]
-    return tabulate(
-        rows, headers=list(frame.columns), tablefmt="pipe", missingval="", disable_numparse=True
-    )
+    return markdown_table(list(frame.columns), rows)
 
 
 def last_hour_preview(

@@ -10,6 +10,7 @@ from account_hierarchy.ingest.load import STORED_LINES_SQL, IngestReport, ingest
 from account_hierarchy.metadata import (
     MATCHES_SCHEMA,
     markdown_preview,
+    markdown_table,
     schema_check,
     table_schema,
 )
@@ -128,9 +129,6 @@ def lines_accounted_for(report: IngestReport, indexed: int, stored: int) -> dg.A
 
 
 def _metadata(report: IngestReport, start: datetime, end: datetime) -> dict:
-    reasons = "\n".join(
-        f"| {reason} | {count} |" for reason, count in report.quarantine_reasons.items()
-    )
     return {
         "dagster/row_count": report.loaded,
         "window": f"[{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}) UTC",
@@ -141,6 +139,8 @@ def _metadata(report: IngestReport, start: datetime, end: datetime) -> dict:
         "files_read": report.files_read,
         "files_indexed": report.files_indexed,
         "quarantine_reasons": dg.MetadataValue.md(
-            "| reason | lines |\n| --- | --- |\n" + reasons if reasons else "No line quarantined."
+            markdown_table(["reason", "lines"], list(report.quarantine_reasons.items()))
+            if report.quarantine_reasons
+            else "No line quarantined."
         ),
     }

@@ -7,6 +7,8 @@ import dagster as dg
 import duckdb
 import sqlglot.expressions as exp
 
+from account_hierarchy.metadata import markdown_table
+
 # A number column's type (a list's ends with `[]`, a fixed-size array's with `[N]`).
 NUMERIC_TYPE = re.compile(
     r"^(U?(TINYINT|SMALLINT|INTEGER|BIGINT|HUGEINT)|FLOAT|DOUBLE|DECIMAL(\(\d+,\d+\))?)$"
@@ -59,8 +61,7 @@ def profile_column(
         "WHERE v IS NOT NULL GROUP BY 1 ORDER BY n DESC, 1 LIMIT 10",
         params,
     ).fetchall()
-    rows = "\n".join(f"| {value} | {count} |" for value, count in top)
     metadata["top_values"] = dg.MetadataValue.md(
-        "| value | entities |\n| --- | --- |\n" + rows if rows else "No values."
+        markdown_table(["value", "entities"], top) if top else "No values."
     )
     return metadata
