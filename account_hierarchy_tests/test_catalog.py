@@ -629,6 +629,17 @@ def test_user_audience_cannot_be_used_as_account_audience(tmp_path):
     assert "audience 'u' is a user audience; an account audience is needed here" in problem
 
 
+def test_hidden_files_and_folders_are_not_read(tmp_path):
+    """An editor's lock file (`.#a.yaml`, a link to nowhere) or a copy under `.git/` is no
+    definition: only the visible file is read."""
+    (tmp_path / "a.yaml").write_text(GOOD)
+    (tmp_path / ".#a.yaml").symlink_to(tmp_path / "nowhere")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "a.yaml").write_text(GOOD)  # (read, its names would be used twice)
+    catalog = load_catalog(tmp_path)
+    assert {located.file for located in catalog.traits} == {tmp_path / "a.yaml"}
+
+
 def test_a_missing_folder_and_a_file_not_in_utf8_are_problems(tmp_path, monkeypatch):
     with pytest.raises(DefinitionError, match="no such folder of definitions"):
         load_catalog(tmp_path / "nowhere")

@@ -167,12 +167,18 @@ def _holds(trait: Trait) -> str | None:
 
 
 def load_catalog(folder: Path) -> Catalog:
-    """Read and validate every `*.yaml` / `*.yml` file under `folder` (sorted by path)."""
+    """Read and validate every `*.yaml` / `*.yml` file under `folder` (sorted by path), but
+    hidden ones (a name starting with `.`: an editor's lock or backup file, `.git/`)."""
     if not folder.is_dir():
         raise DefinitionError(folder, [f"{folder}: no such folder of definitions"])
     catalog = Catalog(folder)
     problems: list[str] = []
-    files = sorted(p for p in folder.rglob("*") if p.suffix in DEFINITION_SUFFIXES)
+    files = sorted(
+        path
+        for path in folder.rglob("*")
+        if path.suffix in DEFINITION_SUFFIXES
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    )
     for path in files:
         problems += _load_file(path, catalog)
     problems += _check_catalog(catalog)
