@@ -68,6 +68,27 @@ def test_sample_refuses_days_past_the_year_9999_before_writing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_sample_refuses_a_start_its_accounts_history_cannot_precede_before_writing(tmp_path):
+    args = ["sample", "--out", str(tmp_path / "out"), "--accounts", "1", "--users", "1"]
+    result = CliRunner().invoke(main, [*args, "--days", "1", "--start", "0001-01-01"])
+    assert result.exit_code == 2, result.output
+    assert "start 0001-01-01 is too early" in result.output and "0007-11-07 or later" in (
+        result.output
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_sample_writes_years_before_1000_in_four_digits(tmp_path):
+    """File names and timestamps say `0100-01-01T00`, not `100-01-01T00` (no ISO time)."""
+    out = tmp_path / "out"
+    args = ["sample", "--out", str(out), "--accounts", "2", "--users", "3", "--days", "1"]
+    assert CliRunner().invoke(main, [*args, "--start", "0100-01-01"]).exit_code == 0
+    first = out / "segment-0100-01-01T00.ndjson"
+    assert sorted(path.name for path in out.iterdir())[0] == first.name
+    event = json.loads(first.read_text().splitlines()[0])
+    assert event["timestamp"].startswith("0100-01-01T0"), event["timestamp"]
+
+
 def test_sample_into_a_folder_that_cannot_be_made_names_it(tmp_path):
     (tmp_path / "a_file").write_text("")
     out = tmp_path / "a_file" / "landing"

@@ -78,11 +78,19 @@ from account_hierarchy.sample.lines import (
     dirty_line,
     dumps,
     iso,
+    iso_hour,
     page_fragment,
     page_url,
     uuid4_str,
 )
-from account_hierarchy.sample.model import SERVICE_ANONYMOUS_ID, Account, Call, Model, build_model
+from account_hierarchy.sample.model import (
+    HISTORY_DAYS,
+    SERVICE_ANONYMOUS_ID,
+    Account,
+    Call,
+    Model,
+    build_model,
+)
 
 DEFAULT_START = datetime(2026, 10, 1, tzinfo=UTC)
 """First instant of the default sample."""
@@ -139,7 +147,13 @@ def generate_sample(
     try:  # (the last day's events are received up to a day later)
         start + timedelta(days=days + 1)
     except OverflowError:
-        raise ValueError(f"{days} days from {start:%Y-%m-%d} run past the year 9999") from None
+        raise ValueError(f"{days} days from {start.date()} run past the year 9999") from None
+    if start.replace(tzinfo=None) - datetime.min < timedelta(days=HISTORY_DAYS + 1):
+        earliest = datetime.min + timedelta(days=HISTORY_DAYS + 1)
+        raise ValueError(
+            f"start {start.date()} is too early: accounts are created up to {HISTORY_DAYS} "
+            f"days before it, so it must be {earliest.date()} or later"
+        )
     global _SHARED
     model = build_model(seed, accounts, users, _epoch_ms(start), days)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -184,8 +198,7 @@ def _epoch_ms(start: datetime) -> int:
 
 
 def _file_name(window_start_ms: int, gz: bool) -> str:
-    hour = datetime.fromtimestamp(window_start_ms // 1000, UTC).strftime("%Y-%m-%dT%H")
-    return f"segment-{hour}.ndjson{'.gz' if gz else ''}"
+    return f"segment-{iso_hour(window_start_ms // 1000)}.ndjson{'.gz' if gz else ''}"
 
 
 def _write_file(path: Path, lines: list[str]) -> None:

@@ -95,11 +95,18 @@ _MMSS = tuple(f"{s // 60:02d}:{s % 60:02d}." for s in range(3600))
 _MILLIS = tuple(f"{ms:03d}Z" for ms in range(1000))
 
 
+def iso_hour(epoch_seconds: int) -> str:
+    """The UTC hour of an instant as `YYYY-MM-DDTHH`, the year in four digits (`0100`, which
+    `strftime("%Y")` writes `100` on Linux)."""
+    moment = datetime.fromtimestamp(epoch_seconds, UTC)
+    return f"{moment.year:04d}-{moment:%m-%dT%H}"
+
+
 class _HourPrefixes(dict[int, str]):
     """Epoch hour -> "YYYY-MM-DDTHH:", computed on first use."""
 
     def __missing__(self, hour: int) -> str:
-        prefix = self[hour] = datetime.fromtimestamp(hour * 3600, UTC).strftime("%Y-%m-%dT%H:")
+        prefix = self[hour] = iso_hour(hour * 3600) + ":"
         return prefix
 
 

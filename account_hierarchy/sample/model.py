@@ -27,6 +27,8 @@ from account_hierarchy.sample.lines import (
 
 # Group calls of accounts without users come from a CRM sync: anonymous, so no membership.
 SERVICE_ANONYMOUS_ID = "crm_sync"
+# Paying accounts were created up to this many days before the sample starts.
+HISTORY_DAYS = 2500
 EXTERNAL_PARENT_ID = "acct_external_1"
 PAID_PLANS = ("pro", "enterprise")
 TRAIT_KEYS = ("email", "name", "role", "title", "created_at")
@@ -184,7 +186,7 @@ def _make_accounts(rng: random.Random, n: int, start: int, end: int) -> list[Acc
         industry = rng.choices(_INDUSTRIES, _INDUSTRY_WEIGHTS)[0]
         plan = rng.choices(_PLANS, _PLAN_WEIGHTS)[0]
         if plan != "trial":
-            created = start - int(rng.uniform(30, 2500) * DAY_MS)
+            created = start - int(rng.uniform(30, HISTORY_DAYS) * DAY_MS)
         elif rng.random() < 0.7:
             created = start + int(rng.random() * (end - start - HOUR_MS))
         else:
