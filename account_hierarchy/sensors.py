@@ -174,11 +174,14 @@ def _is_cursor(cursor: object) -> bool:
     def is_int(value: object) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
 
+    def is_hour(text: object) -> bool:  # (the sensor writes UTC hours without an offset)
+        return datetime.fromisoformat(text).tzinfo is None  # type: ignore[arg-type]
+
     def is_entry(entry: object) -> bool:
         return (
             isinstance(entry, list) and 3 <= len(entry) <= 5
             and all(is_int(number) for number in entry[:2]) and isinstance(entry[2], str)
-            and (len(entry) < 4 or entry[3] is None or bool(datetime.fromisoformat(entry[3])))
+            and (len(entry) < 4 or entry[3] is None or is_hour(entry[3]))
             and all(isinstance(digest, str) for digest in entry[4:])
         )  # fmt: skip
 
@@ -187,7 +190,7 @@ def _is_cursor(cursor: object) -> bool:
     pending = cursor.get("pending", [])
     return (
         all(is_entry(entry) for entry in files.values())
-        and isinstance(pending, list) and all(datetime.fromisoformat(hour) for hour in pending)
+        and isinstance(pending, list) and all(is_hour(hour) for hour in pending)
         and is_int(cursor.get("requests", 0)) and is_int(cursor.get("epoch", 0))
     )  # fmt: skip
 

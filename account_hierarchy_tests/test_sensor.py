@@ -279,7 +279,10 @@ def test_a_cursor_the_sensor_did_not_write_starts_again(instance, landing_env):
     corrupt_values = ['{"files": {"a.ndjson": "x"}}', '{"files": {"a.ndjson": [36, 1]}}',
                       '{"files": {"b.ndjson": [1, 2, "h", "not-a-date"]}}',
                       '{"files": {}, "pending": ["garbage"]}', '{"files": {}, "pending": 5}',
-                      '{"files": {}, "requests": "x"}', '{"files": {}, "epoch": [1]}']  # fmt: skip
+                      '{"files": {}, "requests": "x"}', '{"files": {}, "epoch": [1]}',
+                      '{"files": {}, "pending": ["2026-10-01T10:00:00+00:00"]}',
+                      '{"files": {"b.ndjson": [1, 2, "h", "2026-10-01T10:00:00+00:00"]}}',
+                      '{"files": {}, "pending": [7]}']  # fmt: skip
     for corrupt in ("not json", "[]", '{"files": []}', *corrupt_values):
         (request,), cursor = evaluate(instance, corrupt)
         assert span(request) == ("2026-10-01-10:00", "2026-10-01-10:00")
