@@ -28,7 +28,7 @@ from account_hierarchy.hierarchy.queries import (
 )
 from account_hierarchy.hours import parse_hour
 from account_hierarchy.ingest.landing import list_landing_files
-from account_hierarchy.output import emit, emit_record, format_option, shown
+from account_hierarchy.output import emit, emit_record, format_option, one_line, shown
 from account_hierarchy.sample.generator import DEFAULT_START, generate_sample
 from account_hierarchy.traits.compute import TRAIT_TABLES
 from account_hierarchy.traits.queries import trait_rows
@@ -234,14 +234,16 @@ def tree(root: str | None, as_of: datetime | None, output_format: str) -> None:
 
 
 def _tree_label(node: dict) -> str:
+    """An account's line of the tree (ids and names with line breaks kept on it)."""
     if not node["seen"]:
-        return f"{node['account_id']}  (never sent a group call)"
-    label = node["account_id"]
+        return f"{one_line(node['account_id'])}  (never sent a group call)"
+    label = one_line(node["account_id"])
     if node.get("name"):
-        label += f"  {node['name']}"
-    label += f"  ({node['user_count']} users)"
+        label += f"  {one_line(shown(node['name']))}"
+    users = node["user_count"]
+    label += f"  ({users} user{'' if users == 1 else 's'})"
     if node["in_cycle"]:
-        label += f"  [cycle: parent is {node['parent_account_id']}]"
+        label += f"  [cycle: parent is {one_line(node['parent_account_id'])}]"
     return label
 
 

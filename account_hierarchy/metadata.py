@@ -1,6 +1,5 @@
 """Helpers that turn warehouse facts into Dagster metadata (column schemas, previews)."""
 
-import re
 from datetime import datetime
 
 import dagster as dg
@@ -8,7 +7,7 @@ import duckdb
 import pandas as pd
 from tabulate import tabulate
 
-from account_hierarchy.output import plain, table_cell
+from account_hierarchy.output import one_line, plain, table_cell
 
 
 def table_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
@@ -47,8 +46,7 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
 def _markdown_text(value: object) -> object:
     if not isinstance(value, str):
         return value
-    escaped = value.replace("\\", "\\\\").replace("|", "\\|")
-    return re.sub(r"\r\n|\r|\n", r"\\n", escaped)
+    return one_line(value.replace("\\", "\\\\").replace("|", "\\|"))
 
 
 def markdown_preview(frame: pd.DataFrame) -> str:

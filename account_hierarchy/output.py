@@ -3,6 +3,7 @@
 import base64
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -87,6 +88,11 @@ def shown(value: Any) -> str:
     time) as its compact JSON, not Python's repr."""
     value = plain(value)
     return value if isinstance(value, str) else compact_json(value)
+
+
+def one_line(text: str) -> str:
+    """Text on one line: each line break written `\\n` (a name in a tree, a markdown cell)."""
+    return re.sub(r"\r\n|\r|\n", r"\\n", text)
 
 
 def compact_json(value: Any) -> str:

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from click.testing import CliRunner
 
-from account_hierarchy.cli import main
+from account_hierarchy.cli import _tree_label, main
 from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.hours import parse_hour
 from account_hierarchy.ingest.load import ingest_window
@@ -94,17 +94,23 @@ def test_tree_is_indented(warehouse):
     result = run("tree", "--as-of", "2026-10-01T11")
     assert result.exit_code == 0
     assert result.output.splitlines() == [
-        "HQ  Holding  (1 users)",
-        "  SUB  Sub  (1 users)",
-        "    LEAF  (1 users)",
+        "HQ  Holding  (1 user)",
+        "  SUB  Sub  (1 user)",
+        "    LEAF  (1 user)",
         "NOWHERE  (never sent a group call)",
-        "  LOST  (1 users)",
+        "  LOST  (1 user)",
     ]
     subtree = run("tree", "SUB", "--format", "jsonl")
     assert [json.loads(line)["account_id"] for line in subtree.output.splitlines()] == [
         "SUB",
         "LEAF",
     ]
+
+
+def test_a_tree_line_keeps_a_name_with_a_line_break_on_it():
+    node = {"seen": True, "account_id": "A\n1", "name": 'Bond\r\n"James"', "user_count": 2,
+            "in_cycle": True, "parent_account_id": "B"}  # fmt: skip
+    assert _tree_label(node) == 'A\\n1  Bond\\n"James"  (2 users)  [cycle: parent is B]'
 
 
 def test_unknown_entity_and_bad_hour_give_clear_errors(warehouse):
