@@ -528,11 +528,17 @@ def test_audience_reference_cycles_are_named(tmp_path):
   - name: u
     entity: user
     where: {in_account_audience: quiet}
+  - name: s
+    entity: account
+    where: {or: [{audience: s}, {audience: a}]}
 """
     )
-    (problem,) = problems_of(tmp_path, text)
-    assert problem == (f"{tmp_path / 'a.yaml'}:18: audience a: audiences refer to each other in "
-                       "a cycle: a -> b -> a")  # fmt: skip
+    problems = problems_of(tmp_path, text)
+    assert problems == [
+        f"{tmp_path / 'a.yaml'}:18: audience a: audiences refer to each other in a cycle: "
+        "a -> b -> a",
+        f"{tmp_path / 'a.yaml'}:27: audience s: audiences refer to each other in a cycle: s -> s",
+    ]  # (a second cycle is not hidden by the first)
 
 
 def test_a_name_used_twice_says_where_it_was_first(tmp_path):

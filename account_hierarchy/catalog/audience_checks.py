@@ -140,24 +140,25 @@ def _a(entity: str) -> str:
     return f"an {entity}" if entity == "account" else f"a {entity}"
 
 
-def find_cycle(references: dict[str, set[str]]) -> list[str] | None:
-    """A reference cycle among audiences, as the list of names around it, or None."""
+def find_cycles(references: dict[str, set[str]]) -> list[list[str]]:
+    """The reference cycles among audiences, each as the list of names around it: one for
+    each reference that closes a cycle, in a depth-first walk in name order."""
     state: dict[str, str] = {}
     path: list[str] = []
+    cycles: list[list[str]] = []
 
-    def visit(name: str) -> list[str] | None:
+    def visit(name: str) -> None:
         state[name] = "visiting"
         path.append(name)
         for target in sorted(references.get(name, ())):
             if state.get(target) == "visiting":
-                return [*path[path.index(target) :], target]
-            if target not in state and (cycle := visit(target)):
-                return cycle
+                cycles.append([*path[path.index(target) :], target])
+            elif target not in state:
+                visit(target)
         state[name] = "done"
         path.pop()
-        return None
 
     for name in sorted(references):
-        if name not in state and (cycle := visit(name)):
-            return cycle
-    return None
+        if name not in state:
+            visit(name)
+    return cycles

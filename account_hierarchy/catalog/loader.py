@@ -22,7 +22,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from account_hierarchy.catalog.audience_checks import (
     check_audience,
-    find_cycle,
+    find_cycles,
     referenced_audiences,
 )
 from account_hierarchy.catalog.audience_models import Audience
@@ -438,8 +438,7 @@ def _check_audiences(catalog: Catalog) -> list[str]:
             where = _place_in("audiences", located, located.audience.name, place)
             problems.append(f"{where}: {problem}")
     references = {a.audience.name: referenced_audiences(a.audience) for a in catalog.audiences}
-    cycle = find_cycle(references)
-    if cycle:
+    for cycle in find_cycles(references):
         start = first[cycle[0]]
         problems.append(f"{start.file}:{start.line}: audience {cycle[0]}: audiences refer to "
                         "each other in a cycle: " + " -> ".join(cycle))  # fmt: skip
