@@ -959,9 +959,9 @@ def test_a_performed_condition_is_described_with_its_window_however_all_time_is_
     ]
 
 
-def test_numbers_are_described_as_the_condition_tests_them():
-    """Thresholds in full (not `1.23457e+06`), and a `contains` operand as the text it looks
-    for (`7.0`, not `7`)."""
+def test_operands_are_described_as_the_condition_tests_them():
+    """Thresholds in full (not `1.23457e+06`), a `contains` operand as the text it looks
+    for (`7.0`, not `7`), booleans as YAML writes them (`true`, not Python's `True`)."""
     where = {"trait": "user_logins", "gt": 0}
     quantified = [Quantified.model_validate({amount: number, "where": where})
                   for amount, number in [("at_least", 1234567), ("at_least_percent", 33.3333333),
@@ -972,6 +972,9 @@ def test_numbers_are_described_as_the_condition_tests_them():
     tests = [CustomTraitTest.model_validate({"custom_trait": "n", operator: 7.0})
              for operator in ("contains", "equals")]  # fmt: skip
     assert [describe(test) for test in tests] == ["n contains 7.0", "n = 7"]
+    operands = ({"equals": True}, {"in": ["a", False, 2]}, {"not_equals": "x"})
+    tests = [CustomTraitTest.model_validate({"custom_trait": "n", **test}) for test in operands]
+    assert [describe(test) for test in tests] == ["n = true", "n in ['a', false, 2]", "n != 'x'"]
 
 
 def test_a_user_with_no_account_has_an_empty_list_of_qualifying_accounts(tmp_path):

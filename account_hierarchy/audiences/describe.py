@@ -30,8 +30,17 @@ def describe_test(name: str, test: Comparison) -> str:
         return f"{name} is {'' if operand else 'not '}null"
     if isinstance(operand, float) and operand.is_integer() and operator != "contains":
         operand = int(operand)  # (`contains: 7.0` looks for the text `7.0`: shown as it is)
-    shown = operand if operator in ("within_last", "not_within_last") else repr(operand)
+    shown = operand if operator in ("within_last", "not_within_last") else _operand(operand)
     return f"{name} {SYMBOLS[operator]} {shown}"
+
+
+def _operand(value: object) -> str:
+    """An operand as the YAML wrote it: text quoted, `true` / `false`, a list's items so."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_operand(item) for item in value) + "]"
+    return repr(value)
 
 
 def describe(condition: Condition) -> str:
