@@ -8,6 +8,7 @@ from datetime import timedelta
 import dagster as dg
 
 from account_hierarchy.validation import FrameValidationError
+from account_hierarchy.warehouse import EngineMismatchError
 
 # A failing step (a transient DuckDB or file system error, a destination briefly down) is
 # retried twice, 10 s then 30 s later (Dagster's exponential backoff); crashed run workers are
@@ -18,11 +19,11 @@ TRANSIENT_RETRY = dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXP
 @contextmanager
 def not_retried(*errors: type[Exception]) -> Iterator[None]:
     """Errors no retry can mend (an input not built yet, a query failing on the data, and
-    always rows that break their table's pandera model) fail the step at once, with their
-    message, instead of going through `TRANSIENT_RETRY`."""
+    always rows that break their table's pandera model or a warehouse of the other engine)
+    fail the step at once, with their message, instead of going through `TRANSIENT_RETRY`."""
     try:
         yield
-    except (FrameValidationError, *errors) as error:
+    except (FrameValidationError, EngineMismatchError, *errors) as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None
 
 

@@ -75,6 +75,10 @@ class WarehouseBusyError(WarehouseError):
     """The warehouse file is locked by another process (a Dagster run writing to it)."""
 
 
+class EngineMismatchError(WarehouseError):
+    """The warehouse holds tables the other engine made (Spark's are views over its lake)."""
+
+
 def connect(path: Path, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open the warehouse (creating its folder), in UTC and within the memory limit of
     `settings.duckdb_config`, waiting briefly if a run holds it."""

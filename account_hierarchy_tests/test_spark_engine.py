@@ -39,7 +39,7 @@ from account_hierarchy.traits.compute import build_traits
 from account_hierarchy.traits.schemas import validate_trait_rows
 from account_hierarchy.traits.sql_traits import SqlTraitError
 from account_hierarchy.validation import FrameValidationError
-from account_hierarchy.warehouse import connect, in_memory
+from account_hierarchy.warehouse import EngineMismatchError, connect, in_memory
 from account_hierarchy_tests import test_audiences as audience_cases
 from account_hierarchy_tests import test_traits as trait_cases
 from account_hierarchy_tests.conftest import (
@@ -489,11 +489,30 @@ def test_a_table_not_written_yet_gets_no_view(spark, tmp_path):
         spark.table("user_traits")
 
 
-def test_a_warehouse_table_is_not_replaced_by_a_view(tmp_path):
+def test_a_warehouse_of_the_duckdb_engine_is_refused_before_spark_starts(tmp_path, monkeypatch):
+    """Its tables are not replaced by views, and the step fails at once, not retried, before
+    anything is written to the lake."""
     with connect(tmp_path / "wh.duckdb") as con:
         con.execute("CREATE TABLE account_traits (snapshot_hour TIMESTAMP)")
-        with pytest.raises(RuntimeError, match="made by the duckdb engine"):
+        with pytest.raises(EngineMismatchError, match="made by the duckdb engine"):
             lake.attach_views(con, ["account_traits"], str(tmp_path / "lake"))
+    write_lines(
+        tmp_path / "landing" / "a.ndjson", [group_call("g1", "2026-10-01T10:00:00Z", "A", "u")]
+    )
+    resources = {"warehouse": Warehouse(database=str(tmp_path / "wh.duckdb")),
+                 "landing": LandingFolder(path=str(tmp_path / "landing"))}  # fmt: skip
+    hour = "2026-10-01-10:00"
+    assert dg.materialize([raw_events], resources=resources, partition_key=hour).success
+    monkeypatch.setenv(settings.ENGINE_ENV, "spark")
+    monkeypatch.setenv(settings.LAKE_DIR_ENV, str(tmp_path / "lake"))
+    result = dg.materialize(
+        [raw_events], resources=resources, partition_key=hour, raise_on_error=False
+    )
+    assert dg.DagsterEventType.STEP_UP_FOR_RETRY not in [e.event_type for e in result.all_events]
+    (failure,) = result.get_step_failure_events()
+    assert ("the warehouse holds tables duplicate_lines, quarantined_lines, raw_events made by "
+            "the duckdb engine") in failure.step_failure_data.error.message  # fmt: skip
+    assert not (tmp_path / "lake").exists()
 
 
 def test_a_sql_trait_spark_cannot_run_fails_naming_the_trait(tmp_path: Path, spark):

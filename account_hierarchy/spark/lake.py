@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 
 from account_hierarchy import settings
 from account_hierarchy.spark.session import spark_backend
+from account_hierarchy.warehouse import EngineMismatchError
 
 PARTITION = "hour"
 HOUR_COLUMNS = {
@@ -254,13 +255,22 @@ def attach_views(
     """Make lake tables readable in the warehouse as views of the same names, so that the
     metadata, checks, CLI and delivery read what the Spark engine wrote (`columns`: in the
     order of the DuckDB engine's table, when an outer partition column would come last)."""
+    require_own_tables(con, tables)
     for table in tables:
-        kind = con.execute(
-            "SELECT table_type FROM information_schema.tables WHERE table_name = $t", {"t": table}
-        ).fetchone()
-        if kind and kind[0] != "VIEW":
-            raise RuntimeError(
-                f"the warehouse holds a table {table} made by the duckdb engine; run the spark "
-                "engine with its own AH_WAREHOUSE"
-            )
         con.execute(f"CREATE OR REPLACE VIEW {table} AS {_scan(table, lake, columns)}")
+
+
+def require_own_tables(con: duckdb.DuckDBPyConnection, tables: Sequence[str]) -> None:
+    """Refuse a warehouse where any of `tables` is a table the DuckDB engine made (the Spark
+    engine's are views over the lake): checked before a stage starts Spark, and not retried."""
+    made = con.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_type <> 'VIEW' "
+        "AND list_contains($tables, table_name) ORDER BY table_name",
+        {"tables": list(tables)},
+    ).fetchall()
+    if made:
+        raise EngineMismatchError(
+            f"the warehouse holds {'tables' if len(made) > 1 else 'a table'} "
+            f"{', '.join(name for (name,) in made)} made by the duckdb engine; run the spark "
+            "engine with its own AH_WAREHOUSE"
+        )

@@ -30,7 +30,7 @@ from account_hierarchy.spark.audiences import (
 )
 from account_hierarchy.spark.diffs import DIFFS, build_diffs_on_spark
 from account_hierarchy.spark.hierarchy import HIERARCHY_TABLES, build_hierarchy_on_spark
-from account_hierarchy.spark.ingest import ingest_on_spark
+from account_hierarchy.spark.ingest import LINE_TABLES, ingest_on_spark
 from account_hierarchy.spark.session import spark_session
 from account_hierarchy.spark.traits import build_traits_on_spark
 from account_hierarchy.traits.compute import TRAIT_TABLES, record_trait_hours
@@ -45,6 +45,7 @@ def ingest(
     partitions_start: datetime,
 ) -> IngestReport:
     """Ingestion on Spark; the report `ingest.load.ingest_window` gives."""
+    lake.require_own_tables(con, LINE_TABLES)  # (before Spark starts, as in every stage)
     return ingest_on_spark(spark_session(), con, landing_dir, start, end, partitions_start)
 
 
@@ -52,6 +53,7 @@ def hierarchy(
     con: duckdb.DuckDBPyConnection, start: datetime, end: datetime, parent_trait: str
 ) -> dict[str, int]:
     """The hierarchy tables on Spark; their row counts."""
+    lake.require_own_tables(con, HIERARCHY_TABLES)
     counts = build_hierarchy_on_spark(spark_session(), start, end, parent_trait)
     lake.attach_views(con, list(HIERARCHY_TABLES))
     record_snapshot_hours(con, start, end)
@@ -62,6 +64,7 @@ def traits(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime
 ) -> dict[str, dict]:
     """Both trait tables on Spark; the report `traits.compute.build_traits` gives."""
+    lake.require_own_tables(con, list(TRAIT_TABLES.values()))
     require_hierarchy_built(con, start, end)  # (before Spark starts)
     report = build_traits_on_spark(spark_session(), catalog, start, end)
     lake.attach_views(con, list(TRAIT_TABLES.values()))
@@ -73,6 +76,7 @@ def audience(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, name: str, start: datetime, end: datetime
 ) -> AudienceReport:
     """One audience on Spark; the report `audiences.memberships.build_audience` gives."""
+    lake.require_own_tables(con, [MEMBERSHIPS])
     if "trait_hours" in table_names(con):  # (the lake has no trait_hours: checked here)
         backend = ibis.duckdb.from_connection(con)
         require_traits_computed(backend, Evaluator(backend, catalog).audience(name), start, end)
@@ -89,6 +93,7 @@ def diffs(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, start: datetime, end: datetime
 ) -> dict[str, int]:
     """Activation diffs on Spark; the counts `activation.diffs.build_diffs` gives."""
+    lake.require_own_tables(con, [DIFFS])
     counts = build_diffs_on_spark(spark_session(), catalog, start, end)
     lake.attach_views(con, [DIFFS])
     return counts
