@@ -68,7 +68,12 @@ def emit(rows: Iterable[Mapping[str, Any]], output_format: str) -> None:
         click.echo("(no rows)")
         return
     table = [{key: table_cell(value) for key, value in row.items()} for row in rows]
-    click.echo(tabulate(table, headers="keys", tablefmt="simple", disable_numparse=True))
+    click.echo(_table(table))
+
+
+def _table(rows: list[dict]) -> str:
+    """Rows as a readable table, text as it is (`007`, not 7; spaces around it kept)."""
+    return tabulate(rows, headers="keys", disable_numparse=True, preserve_whitespace=True)
 
 
 def table_cell(value: Any) -> Any:
@@ -119,7 +124,7 @@ def emit_record(record: Mapping[str, Any], output_format: str) -> None:
             continue
         else:
             rows = [_flatten(row) for row in value]
-        click.echo(tabulate(rows, headers="keys", disable_numparse=True) if rows else "  (none)")
+        click.echo(_table(rows) if rows else "  (none)")
 
 
 def _flatten(row: Mapping[str, Any]) -> dict[str, Any]:

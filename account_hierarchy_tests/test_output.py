@@ -62,6 +62,13 @@ def test_a_preview_shows_nulls_as_empty_cells_and_lists_as_json():
     ]
 
 
+def test_tables_keep_the_spaces_around_text(capsys):
+    emit([{"code": "  007", "name": "x"}], "table")
+    assert capsys.readouterr().out.splitlines()[2] == "  007   x"
+    emit_record({"account_id": "A", "traits": {"code": " 7", "n": "ab"}}, "table")
+    assert capsys.readouterr().out.splitlines()[-2:] == ["code     7", "n       ab"]
+
+
 def test_tables_show_text_and_numbers_as_they_are(capsys):
     """An id `1e3` is no account 1000, a value `0012` is not 12, and a sum keeps its digits."""
     rows = [{"account_id": "1e3", "code": "0012", "total": 1234567.89},
