@@ -608,6 +608,9 @@ def test_every_problem_of_a_destination_is_reported(tmp_path):
     # (a scheme in capitals is still https: no problem)
     text += ("  - {name: loud, type: http, url: 'HTTPS://Example.com', write_key_env: KEY, "
              "audiences: [quiet]}\n")  # fmt: skip
+    # (a control character before the scheme, which urlsplit would drop, is no url)
+    text += ("  - {name: odd, type: http, url: \"\\x01https://x\", write_key_env: KEY, "
+             "audiences: [quiet]}\n")  # fmt: skip
     problems = problems_of(tmp_path, text)
     assert [problem.split(": ", 2)[2] for problem in problems] == [
         "url 'ftp://host' must be http:// or https://, name a host, have no spaces, and give a "
@@ -616,6 +619,8 @@ def test_every_problem_of_a_destination_is_reported(tmp_path):
         "underscores), not the write key itself",
         "a jsonl destination needs `folder`; url: not a setting of jsonl destinations; a "
         "destination needs at least one audience or trait to send",
+        "url '\\x01https://x' must be http:// or https://, name a host, have no spaces, and "
+        "give a port, if any, from 0 to 65535",
     ], problems
 
 

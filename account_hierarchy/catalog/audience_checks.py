@@ -141,8 +141,9 @@ def _a(entity: str) -> str:
 
 
 def find_cycles(references: dict[str, set[str]]) -> list[list[str]]:
-    """The reference cycles among audiences, each as the list of names around it: one for
-    each reference that closes a cycle, in a depth-first walk in name order."""
+    """Reference cycles among audiences, each as the list of names around it: one for each
+    reference that closes a cycle in a depth-first walk in name order, so at least one in
+    every group of audiences that refer to each other (not every cycle through them)."""
     state: dict[str, str] = {}
     path: list[str] = []
     cycles: list[list[str]] = []

@@ -101,7 +101,7 @@ class Destination(Strict):
             port_ok = True
         except ValueError:
             port_ok = False
-        if not (parts.scheme.lower() in ("http", "https") and parts.hostname and port_ok
+        if not (value.lower().startswith(("http://", "https://")) and parts.hostname and port_ok
                 and not re.search(r"\s", value)):  # fmt: skip
             raise ValueError(
                 f"url {_without_credentials(value)!r} must be http:// or https://, name a host, "
