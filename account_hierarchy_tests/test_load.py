@@ -9,7 +9,7 @@ import pytest
 
 from account_hierarchy.ingest import load
 from account_hierarchy.ingest.events_schema import validate_events
-from account_hierarchy.ingest.landing import LandingFileNameError, list_landing_files
+from account_hierarchy.ingest.landing import LandingFileIndexError, list_landing_files
 from account_hierarchy.ingest.load import ingest_window
 from account_hierarchy.validation import FrameValidationError, recheck_stored
 from account_hierarchy.warehouse import connect, table_names
@@ -250,7 +250,17 @@ def test_a_landing_file_name_that_is_not_utf8_is_named(tmp_path):
     (tmp_path / "ok.ndjson").write_text("")
     with open(os.path.join(os.fsencode(tmp_path), b"caf\xe9.ndjson"), "w") as file:
         file.write("{}\n")
-    with pytest.raises(LandingFileNameError, match=r"caf\\xe9.ndjson: its name is not UTF-8"):
+    with pytest.raises(LandingFileIndexError, match=r"caf\\xe9.ndjson: its name is not UTF-8"):
+        list_landing_files(tmp_path)
+
+
+def test_a_landing_file_modified_after_2262_is_named(tmp_path):
+    """Its time in nanoseconds does not fit the index's 64 bits: an error naming the file, not
+    an overflow naming nothing."""
+    (tmp_path / "ok.ndjson").write_text("")
+    (tmp_path / "future.ndjson").write_text("{}\n")
+    os.utime(tmp_path / "future.ndjson", ns=(0, 2**63 + 10**18))
+    with pytest.raises(LandingFileIndexError, match=r"future.ndjson: modified in 2293, after"):
         list_landing_files(tmp_path)
 
 

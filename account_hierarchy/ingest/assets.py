@@ -6,6 +6,7 @@ import dagster as dg
 
 from account_hierarchy import settings
 from account_hierarchy.ingest.events_schema import validate_events
+from account_hierarchy.ingest.landing import LandingFileIndexError
 from account_hierarchy.ingest.load import STORED_LINES_SQL, IngestReport, ingest_window
 from account_hierarchy.metadata import (
     MATCHES_SCHEMA,
@@ -63,7 +64,7 @@ def raw_events(
     reason, re-sends to `duplicate_lines`. Reads every landing file holding lines of the hour."""
     start, end = window_of(context)
     with warehouse.get_connection() as con:
-        with not_retried():  # (events breaking the pandera model would break it again)
+        with not_retried(LandingFileIndexError):  # (a retry mends no bad event or file time)
             if settings.on_spark():
                 from account_hierarchy.spark import stages  # (pyspark loads only for this engine)
 

@@ -48,8 +48,13 @@ class FileContent:
     error: str | None = None
 
 
-class LandingFileNameError(ValueError):
-    """A landing file whose name cannot be stored (not UTF-8)."""
+class LandingFileIndexError(ValueError):
+    """A landing file the file index cannot hold: its name is not UTF-8, or it was modified
+    after 2262-04-11 (a time in nanoseconds beyond 64 bits)."""
+
+
+# The last modification time the index can hold, in nanoseconds since 1970.
+LAST_MTIME_NS = 2**63 - 1
 
 
 class LandingFolderError(OSError):
@@ -102,11 +107,18 @@ def list_landing_files(landing_dir: Path) -> list[LandingFile]:
                 name.encode()
             except UnicodeEncodeError:
                 shown = os.fsencode(path).decode(errors="backslashreplace")
-                raise LandingFileNameError(
+                raise LandingFileIndexError(
                     f"landing file {shown}: its name is not UTF-8; rename it (no landing file "
                     "is read until then)"
                 ) from None
             stat = path.stat()
+            if stat.st_mtime_ns > LAST_MTIME_NS:
+                year = datetime.fromtimestamp(stat.st_mtime, UTC).year
+                raise LandingFileIndexError(
+                    f"landing file {path}: modified in {year}, "
+                    "after 2262-04-11, which the file index cannot hold; set its time "
+                    "(`touch` it; no landing file is read until then)"
+                )
             files.append(LandingFile(name, stat.st_size, stat.st_mtime_ns))
     return sorted(files, key=lambda file: file.path)
 
