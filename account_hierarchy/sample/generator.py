@@ -148,8 +148,8 @@ def generate_sample(
         start + timedelta(days=days + 1)
     except OverflowError:
         raise ValueError(f"{days} days from {start.date()} run past the year 9999") from None
-    if start.replace(tzinfo=None) - datetime.min < timedelta(days=HISTORY_DAYS + 1):
-        earliest = datetime.min + timedelta(days=HISTORY_DAYS + 1)
+    earliest = datetime.min + timedelta(days=HISTORY_DAYS + 1)
+    if start.replace(tzinfo=None) < earliest:
         raise ValueError(
             f"start {start.date()} is too early: accounts are created up to {HISTORY_DAYS} "
             f"days before it, so it must be {earliest.date()} or later"
