@@ -35,6 +35,12 @@ DEFAULT_LAKE_DIR = "data/lake"
 DEFAULT_SPARK_MASTER = "local[*]"
 
 
+def is_hidden(relative: Path) -> bool:
+    """True for a path, relative to the landing or definitions folder, in or under a hidden name
+    (starting with `.`: an editor's lock or backup file, `.git/`); such files are never read."""
+    return any(part.startswith(".") for part in relative.parts)
+
+
 class SettingError(ValueError):
     """An environment variable with a value that cannot be used (the message names it)."""
 

@@ -35,6 +35,7 @@ from account_hierarchy.catalog.models import (
     Trait,
     UniqueList,
 )
+from account_hierarchy.settings import is_hidden
 from account_hierarchy.traits.sql_traits import (
     RESERVED_COLUMNS,
     SqlTraitError,
@@ -176,8 +177,7 @@ def load_catalog(folder: Path) -> Catalog:
     files = sorted(
         path
         for path in folder.rglob("*")
-        if path.suffix in DEFINITION_SUFFIXES
-        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        if path.suffix in DEFINITION_SUFFIXES and not is_hidden(path.relative_to(folder))
     )
     for path in files:
         problems += _load_file(path, catalog)

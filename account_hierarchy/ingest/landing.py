@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from account_hierarchy.ingest.classify import LINE_SCHEMA
+from account_hierarchy.settings import is_hidden
 
 LANDING_SUFFIXES = (".ndjson", ".jsonl", ".json")
 BATCH_ROWS = 8192
@@ -76,7 +77,7 @@ def check_landing_folder(landing_dir: Path, known_files: int) -> None:
 def is_landing_file(relative: Path) -> bool:
     """True for NDJSON file names we ingest, given a path relative to the landing folder (see
     the module docstring)."""
-    if any(part.startswith(".") for part in relative.parts):
+    if is_hidden(relative):
         return False
     return relative.name.removesuffix(".gz").endswith(LANDING_SUFFIXES)
 
@@ -96,7 +97,7 @@ def list_landing_files(landing_dir: Path) -> list[LandingFile]:
 
     files = []
     for folder, subfolders, names in os.walk(landing_dir, onerror=unlistable):
-        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        subfolders[:] = [name for name in subfolders if not is_hidden(Path(name))]
         for file_name in names:
             path = Path(folder) / file_name
             relative = path.relative_to(landing_dir)
