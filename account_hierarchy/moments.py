@@ -24,6 +24,16 @@ ZONELESS = (
 MINUTES_ONLY = r"^([0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2})(Z|[+-][0-9]{2}(:?[0-9]{2})?)$"
 _WITH_SECONDS = r"\1:00\2"
 DIGIT_FIRST = r"^\s*[0-9]"
+# An offset RFC 3339 does not allow (hours past 23, minutes or seconds past 59: `+99:99`), which
+# the TIMESTAMPTZ cast would apply.
+BAD_OFFSET = (
+    r":[0-9]{2}([.][0-9]*)? *[+-]((2[4-9]|[3-9][0-9])(:?[0-9]{2}){0,2}"
+    r"|[0-9]{2}:?[6-9][0-9](:?[0-9]{2})?|[0-9]{2}:?[0-9]{2}:?[6-9][0-9]) *$"
+)
+# A leap second (`23:59:60Z`, which RFC 3339 allows and the casts reject), read as the second
+# after `:59` (the next minute's first, as PostgreSQL reads it).
+LEAP_SECOND = r"(:[0-9]{1,2}):60([^0-9]|$)"
+_BEFORE_LEAP = r"\1:59\2"
 # The moments Python's datetime (and Spark's TIMESTAMP) can hold.
 EARLIEST, LATEST = datetime.min, datetime.max
 _PLACEHOLDER = "moment_text"
@@ -33,18 +43,31 @@ def utc_sql(text: str) -> str:
     """DuckDB SQL reading the SQL expression `text` as a UTC TIMESTAMP (NULL when it names no
     moment, or one outside the years 1 to 9999, which Python and Spark cannot hold). Text ending
     in `Z` (UTC, as Segment's libraries write it) also takes the plain cast, six times faster
-    than the TIMESTAMPTZ cast and equal to it on such text; RFC 3339's lower-case `t` and `z`
-    and times to the minute are read after a rewrite, which only runs for the rare texts the
-    casts reject. Only text starting with a digit reaches the TIMESTAMPTZ cast, which also
-    reads the words `epoch` and `infinity`."""
-    with_seconds = f"regexp_replace(upper({text}), '{MINUTES_ONLY}', '{_WITH_SECONDS}')"
-    dated = f"regexp_matches({text}, '{DIGIT_FIRST}')"
-    moment = (
-        f"coalesce(CASE WHEN suffix({text}, 'Z') THEN try_cast({text} AS TIMESTAMP) "
-        f"WHEN regexp_matches({text}, '{ZONELESS}') THEN try_cast(upper({text}) AS TIMESTAMP) "
-        f"WHEN {dated} THEN try_cast({text} AS TIMESTAMPTZ)::TIMESTAMP END, "
-        f"CASE WHEN {dated} THEN try_cast({with_seconds} AS TIMESTAMPTZ)::TIMESTAMP END)"
+    than the TIMESTAMPTZ cast and equal to it on such text; RFC 3339's lower-case `t` and `z`,
+    times to the minute and leap seconds are read after a rewrite, which only runs for the rare
+    texts the casts reject. Only text starting with a digit, and without an offset RFC 3339
+    refuses, reaches the TIMESTAMPTZ cast, which also reads the words `epoch` and `infinity`."""
+    dated = (
+        f"(regexp_matches({text}, '{DIGIT_FIRST}') AND NOT regexp_matches({text}, '{BAD_OFFSET}'))"
     )
+
+    def read(moment_text: str) -> str:
+        return (
+            f"CASE WHEN suffix({moment_text}, 'Z') THEN try_cast({moment_text} AS TIMESTAMP) "
+            f"WHEN regexp_matches({moment_text}, '{ZONELESS}') "
+            f"THEN try_cast(upper({moment_text}) AS TIMESTAMP) "
+            f"WHEN {dated} THEN try_cast({moment_text} AS TIMESTAMPTZ)::TIMESTAMP END"
+        )
+
+    rewritten = (
+        f"regexp_replace(regexp_replace(upper({text}), '{MINUTES_ONLY}', '{_WITH_SECONDS}'), "
+        f"'{LEAP_SECOND}', '{_BEFORE_LEAP}')"
+    )
+    leap = (
+        f"CASE WHEN regexp_matches({text}, '{LEAP_SECOND}') THEN INTERVAL 1 SECOND "
+        "ELSE INTERVAL 0 SECOND END"
+    )
+    moment = f"coalesce({read(text)}, {read(rewritten)} + {leap})"
     # (DuckDB computes `moment` once)
     bounds = " AND ".join(f"TIMESTAMP '{bound.isoformat(sep=' ')}'" for bound in (EARLIEST, LATEST))
     return f"CASE WHEN ({moment}) BETWEEN {bounds} THEN ({moment}) END"
@@ -62,13 +85,18 @@ def utc_expression(text: exp.Expression) -> exp.Expression:
 
 def utc_value(text: ir.StringValue) -> ir.TimestampValue:
     """`utc_sql` as an Ibis expression (for the DuckDB backend)."""
-    with_seconds = text.upper().re_replace(MINUTES_ONLY, _WITH_SECONDS)
-    dated = text.re_search(DIGIT_FIRST)
-    read = ibis.cases(
-        (text.endswith("Z"), text.try_cast(dt.Timestamp())),
-        (text.re_search(ZONELESS), text.upper().try_cast(dt.Timestamp())),
-        (dated, text.try_cast(dt.Timestamp(timezone="UTC")).cast(dt.Timestamp())),
+    dated = text.re_search(DIGIT_FIRST) & ~text.re_search(BAD_OFFSET)
+
+    def read(moment_text: ir.StringValue) -> ir.TimestampValue:
+        return ibis.cases(
+            (moment_text.endswith("Z"), moment_text.try_cast(dt.Timestamp())),
+            (moment_text.re_search(ZONELESS), moment_text.upper().try_cast(dt.Timestamp())),
+            (dated, moment_text.try_cast(dt.Timestamp(timezone="UTC")).cast(dt.Timestamp())),
+        )
+
+    rewritten = (
+        text.upper().re_replace(MINUTES_ONLY, _WITH_SECONDS).re_replace(LEAP_SECOND, _BEFORE_LEAP)
     )
-    rewritten = with_seconds.try_cast(dt.Timestamp(timezone="UTC")).cast(dt.Timestamp())
-    moment = read.coalesce(ibis.ifelse(dated, rewritten, None))
+    leap = ibis.ifelse(text.re_search(LEAP_SECOND), ibis.interval(seconds=1), ibis.interval(0, "s"))
+    moment = read(text).coalesce(read(rewritten) + leap)
     return ibis.ifelse(moment.between(EARLIEST, LATEST), moment, None)

@@ -42,6 +42,11 @@ DIRTY_LINES = [
         "missing userId and anonymousId",
     ),
     (message("m", userId=""), "missing userId and anonymousId"),
+    # (ids are trimmed of white space as Python's `str.strip` does: tabs, line breaks too)
+    (message("m", userId="\t\r\n \u00a0\u3000"), "missing userId and anonymousId"),
+    (message("m", type="group", event=None, groupId="\t"), "group call without groupId"),
+    (message("m", event="\t\n"), "track call without event name"),
+    (message(" \t"), "missing messageId"),
     (message("m", userId={"id": 1}), "userId is not a string"),
     (message("m", type="group", event=None), "group call without groupId"),
     (message("m", event=""), "track call without event name"),
@@ -66,6 +71,16 @@ DIRTY_LINES = [
     ),
     (message("m", timestamp=1700000000), 'unparseable timestamp "1700000000"'),
     (message("m", receivedAt="soon"), 'unparseable receivedAt "soon"'),
+    # (the reason names the field the event time was read from)
+    (
+        {k: v for k, v in message("m").items() if k != "timestamp"} | {"originalTimestamp": "x"},
+        'unparseable originalTimestamp "x"',
+    ),
+    (
+        {k: v for k, v in message("m").items() if k != "timestamp"}
+        | {"receivedAt": "2023-05-01T00:00:00Z"},
+        "receivedAt 2023-05-01T00:00:00Z is before the first partition 2024-01-01 00:00:00",
+    ),
     (message("m", receivedAt="infinity"), 'unparseable receivedAt "infinity"'),
     (message("m", receivedAt="12026-10-01T10:00:00Z"), 'unparseable receivedAt "12026'),
     (
@@ -167,6 +182,17 @@ TIMESTAMP_FORMS = [
     ("2026-10-01T10:05Z", datetime(2026, 10, 1, 10, 5)),
     ("2026-10-01t10:05:00.25z", datetime(2026, 10, 1, 10, 5, 0, 250000)),
     ("2026-10-01t10:05+01:00", datetime(2026, 10, 1, 9, 5)),
+    # (RFC 3339's leap second: the second after `:59`)
+    ("2026-09-30T23:59:60Z", datetime(2026, 10, 1)),
+    ("2026-10-01T10:04:60.25+01:00", datetime(2026, 10, 1, 9, 5, 0, 250000)),
+    ("2026-10-01 10:04:60", datetime(2026, 10, 1, 10, 5)),
+    ("2026-10-01T10:04:61Z", None),
+    # (offsets RFC 3339 allows, and ones it does not: hours past 23, minutes past 59)
+    ("2026-10-01T23:59:00+23:59", datetime(2026, 10, 1)),
+    ("2026-10-01T10:05:00+99:99", None),
+    ("2026-10-01T10:05:00-2400", None),
+    ("2026-10-01T10:05:00+00:75", None),
+    ("2026-10-01T10:05+25", None),
     ("2026-10-01T10:05:00+02:00Z", None),
     ("2026-10-01T10:05:00 EST Z", None),
     ("2026-10-01T10:05:00ZZ", None),
@@ -322,6 +348,22 @@ def test_no_line_belongs_to_an_hour_long_after_its_file_was_written(con, landing
         (2, datetime(2026, 10, 1, 10), 'unparseable timestamp "not-a-date"'),
         (4, datetime(2026, 10, 1, 10), f"receivedAt 2026-10-02T13:00:00Z {late}"),
     ]
+
+
+def test_ids_are_trimmed_of_white_space(con, landing):
+    """Spaces, tabs, line breaks and Unicode spaces at either end of an id are not part of it."""
+    write_lines(
+        landing / "f.ndjson",
+        [
+            message("a", userId="\tuser_1\n", context={"groupId": "\u00a0acct 1\r\n"}),
+            message("b", type="group", event=None, userId=" user_1", groupId="\x1facct 1\x85"),
+        ],
+    )
+    ingest_window(con, landing, *DAY, PARTITIONS_START)
+    rows = con.execute(
+        "SELECT user_id, context_group_id, group_id FROM raw_events ORDER BY message_id"
+    ).fetchall()
+    assert rows == [("user_1", "acct 1", None), ("user_1", None, "acct 1")]
 
 
 def test_numeric_ids_are_stored_as_text(con, landing):

@@ -257,7 +257,8 @@ def test_trait_objects_built_a_share_of_the_users_at_a_time_are_the_same(warehou
 def test_parents_by_numeric_id_and_a_key_given_twice(tmp_path, monkeypatch, parent_trait):
     """A numeric parent id is the text ingestion makes of the same numeric groupId (a number
     that is not finite names no parent); of a key given twice in one call the first value
-    counts; the parent trait is a key, not a path."""
+    counts; the parent trait is a key, not a path; a parent id is trimmed of white space as
+    ids are."""
     at = "2026-10-01T10:00:00Z"
     lines = [
         {"type": "group", "messageId": "p", "anonymousId": "crm", "groupId": 1e16,
@@ -267,6 +268,8 @@ def test_parents_by_numeric_id_and_a_key_given_twice(tmp_path, monkeypatch, pare
         '"plan": "first", "plan": "second", "seats": 3, "seats": "many"}}',
         f'{{"type": "group", "messageId": "n", "anonymousId": "crm", "groupId": "no parent", '
         f'"timestamp": "{at}", "traits": {{"{parent_trait}": NaN}}}}',
+        {"type": "group", "messageId": "g", "anonymousId": "crm", "groupId": "grandchild",
+         "timestamp": at, "traits": {parent_trait: "\t child\r\n"}},
     ]  # fmt: skip
     write_lines(tmp_path / "landing" / "a.ndjson", lines)
     monkeypatch.setenv("AH_PARENT_TRAIT", parent_trait)
@@ -289,6 +292,7 @@ def test_parents_by_numeric_id_and_a_key_given_twice(tmp_path, monkeypatch, pare
         assert seats_type.fetchone() == ("BIGINT",)  # (the ignored "many" types nothing)
     assert rows == [("1e+16", None, None, None, None, "1e+16", False),
                     ("child", "1e+16", "first", "first", 3, "1e+16", False),
+                    ("grandchild", "child", None, None, None, "1e+16", False),
                     ("no parent", None, None, None, None, "no parent", False)]  # fmt: skip
 
 

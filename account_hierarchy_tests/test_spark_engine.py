@@ -580,8 +580,8 @@ def test_a_number_with_a_line_break_is_no_number_on_either_engine(tmp_path: Path
 
 def test_spark_reads_the_moments_duckdb_reads(spark):
     """Text times as the warehouse reads them (`moments.utc_sql`): slashes, white space repeated,
-    the hour 24, offsets, lower-case `t` and `z`, times to the minute, and text that is no
-    moment."""
+    the hour 24, offsets, lower-case `t` and `z`, times to the minute, leap seconds, and text
+    that is no moment (offsets RFC 3339 refuses)."""
     texts = ["2026/10/01 09:30:00", "2026/10/01", "2026/9/3", "2026-10-01  09:30:00",
              "2026-09-30T24:00:00Z", "2026-09-30 24:00:00", "2026-09-30T24:00:00+02:00",
              "2026-09-30T24:00Z", "2026-09-30T24:00:00.000Z", "2026-09-30T24:30:00Z",
@@ -589,7 +589,9 @@ def test_spark_reads_the_moments_duckdb_reads(spark):
              "2026-10-01T09:30:00Z", " 2026-10-01 09:30:00 ", "2001", "soon",
              "2026-13-01", "2026-10-01\t09:30:00", "2026-10-01 \t\f09:30:00+02:00",
              "2026-10-01\r\n09:30:00 America/New_York", "2026-10-01\v09:30",
-             "2026-10-01T\t09:30:00"]  # fmt: skip
+             "2026-10-01T\t09:30:00", "2016-12-31T23:59:60Z", "2016-12-31 23:59:60.5",
+             "2016-12-31T23:59:60+01:00", "2026-10-01T09:30:00+99:99",
+             "2026-10-01T09:30:00+14:00", "2026-10-01T09:30:00+00:75"]  # fmt: skip
     with in_memory() as con:
         expected = [con.execute(f"SELECT {utc_sql('$t')}", {"t": text}).fetchone()[0]
                     for text in texts]  # fmt: skip
@@ -598,6 +600,9 @@ def test_spark_reads_the_moments_duckdb_reads(spark):
     read = [row[0] for row in frame.selectExpr("utc_moment(text)").collect()]
     assert dict(zip(texts, read, strict=True)) == dict(zip(texts, expected, strict=True))
     assert expected[4] == datetime(2026, 10, 1) and expected[6] == datetime(2026, 9, 30, 22)
+    assert expected[-6:] == [datetime(2017, 1, 1), datetime(2017, 1, 1, 0, 0, 0, 500000),
+                             datetime(2016, 12, 31, 23), None, datetime(2026, 9, 30, 19, 30),
+                             None]  # fmt: skip
 
 
 def test_a_spark_audience_refuses_the_hours_of_an_edited_trait(tmp_path, monkeypatch):

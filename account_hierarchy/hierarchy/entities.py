@@ -35,6 +35,7 @@ from account_hierarchy.hierarchy.trait_columns import (
     sync_table_columns,
     typed_select,
 )
+from account_hierarchy.ingest.segment_spec import stripped_sql
 
 
 def _params(start: datetime, end: datetime) -> dict:
@@ -96,8 +97,9 @@ def build_accounts(
     ensure_hierarchy_tables(con)
     _seen(con, "account", ("account_id",), "account_seen", start, end)
     latest_traits(con, "group", "account_trait_values", start, end)
+    parent_text = "json_transform(json_extract(t.traits, $parent_path), '\"VARCHAR\"')"
     con.execute(
-        """
+        f"""
         CREATE OR REPLACE TEMP TABLE account_base AS
         SELECT seen.snapshot_hour, seen.account_id, seen.first_at AS first_seen_at,
                seen.last_at AS last_seen_at, coalesce(members.user_count, 0) AS user_count,
@@ -105,10 +107,9 @@ def build_accounts(
                -- a number that is not finite, as ingestion quarantines those)
                CASE WHEN json_type(t.traits, $parent_path) <> 'DOUBLE'
                          OR isfinite(CAST(json_extract(t.traits, $parent_path) AS DOUBLE))
-                    THEN nullif(trim(json_transform(json_extract(t.traits, $parent_path),
-                                                    '"VARCHAR"')), '')
+                    THEN nullif({stripped_sql(parent_text)}, '')
                END AS parent_account_id,
-               coalesce(t.traits, '{}'::JSON) AS traits
+               coalesce(t.traits, '{{}}'::JSON) AS traits
         FROM account_seen AS seen
         LEFT JOIN account_trait_values AS t
           ON t.snapshot_hour = seen.snapshot_hour AND t.entity_id = seen.account_id

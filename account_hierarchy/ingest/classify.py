@@ -34,6 +34,7 @@ from account_hierarchy.ingest.segment_spec import (
     MAX_MESSAGE_BYTES,
     MAX_MESSAGE_ID_CHARS,
     MESSAGE_TYPES,
+    stripped_sql,
 )
 from account_hierarchy.moments import utc_sql
 
@@ -122,15 +123,18 @@ WITH trimmed AS (
     SELECT * EXCLUDE (m),
         m.type AS type,
         m.messageId AS message_id,
-        nullif(trim(m.userId), '') AS user_id,
-        nullif(trim(m.anonymousId), '') AS anonymous_id,
-        nullif(trim(m.groupId), '') AS group_id,
-        nullif(trim(m.context.groupId), '') AS context_group_id,
+        nullif({stripped_sql("m.userId")}, '') AS user_id,
+        nullif({stripped_sql("m.anonymousId")}, '') AS anonymous_id,
+        nullif({stripped_sql("m.groupId")}, '') AS group_id,
+        nullif({stripped_sql("m.context.groupId")}, '') AS context_group_id,
         m.event AS event_name,
         m.name AS page_name,
         CASE WHEN {_present("timestamp")} THEN m.timestamp
              WHEN {_present("original_timestamp")} THEN m.originalTimestamp
              ELSE m.receivedAt END AS time_text,
+        CASE WHEN {_present("timestamp")} THEN 'timestamp'
+             WHEN {_present("original_timestamp")} THEN 'originalTimestamp'
+             ELSE 'receivedAt' END AS time_field,
         {utc_sql("time_text")} AS event_time,
         m.receivedAt AS received_text,
         {utc_sql("received_text")} AS received_at,
@@ -159,7 +163,8 @@ WITH trimmed AS (
             WHEN NOT {_present("type")} THEN 'missing type'
             WHEN t_type <> 'VARCHAR' OR type NOT IN {_MESSAGE_TYPES}
                 THEN format('unknown type "{{}}"', type)
-            WHEN NOT {_present("message_id")} OR trim(message_id) = '' THEN 'missing messageId'
+            WHEN NOT {_present("message_id")} OR {stripped_sql("message_id")} = ''
+                THEN 'missing messageId'
             WHEN t_message_id <> 'VARCHAR' THEN 'messageId is not a string'
             WHEN length(message_id) > $max_id_chars
                 THEN format('messageId over {{}} characters', $max_id_chars)
@@ -174,7 +179,8 @@ WITH trimmed AS (
             WHEN {_present("context")} AND t_context <> 'OBJECT' THEN 'context is not an object'
             WHEN {_bad_id("context_group_id")} THEN 'context.groupId is not a string'
             WHEN {_non_finite_id("context_group_id")} THEN 'context.groupId is not a finite number'
-            WHEN type = 'track' AND (coalesce(t_event, '') <> 'VARCHAR' OR trim(event_name) = '')
+            WHEN type = 'track'
+                 AND (coalesce(t_event, '') <> 'VARCHAR' OR {stripped_sql("event_name")} = '')
                 THEN 'track call without event name'
             WHEN type IN ('page', 'screen') AND {_present("name")} AND t_name <> 'VARCHAR'
                 THEN 'name is not a string'
@@ -183,18 +189,18 @@ WITH trimmed AS (
             WHEN {_present("traits")} AND t_traits <> 'OBJECT' THEN 'traits is not an object'
             WHEN time_text IS NULL
                 THEN 'missing timestamp (no timestamp, originalTimestamp or receivedAt)'
-            WHEN event_time IS NULL THEN format('unparseable timestamp "{{}}"', time_text)
+            WHEN event_time IS NULL THEN format('unparseable {{}} "{{}}"', time_field, time_text)
             WHEN {_present("received_at")} AND received_at IS NULL
                 THEN format('unparseable receivedAt "{{}}"', received_text)
             WHEN NOT received_in_time
                 THEN format('receivedAt {{}} is more than {{}} hours after the file was written',
                             received_text, $max_skew_hours)
             WHEN event_time < CAST($partitions_start AS TIMESTAMP)
-                THEN format('timestamp {{}} is before the first partition {{}}',
-                            time_text, CAST($partitions_start AS TIMESTAMP))
+                THEN format('{{}} {{}} is before the first partition {{}}',
+                            time_field, time_text, CAST($partitions_start AS TIMESTAMP))
             WHEN NOT usable_time
-                THEN format('timestamp {{}} is more than {{}} hours after it was received',
-                            time_text, $max_skew_hours)
+                THEN format('{{}} {{}} is more than {{}} hours after it was received',
+                            time_field, time_text, $max_skew_hours)
         END AS reason
     FROM timed
 )

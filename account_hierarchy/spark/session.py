@@ -19,7 +19,13 @@ import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
 from account_hierarchy import settings
-from account_hierarchy.moments import EARLIEST, LATEST, MINUTES_ONLY
+from account_hierarchy.moments import (
+    BAD_OFFSET,
+    EARLIEST,
+    LATEST,
+    LEAP_SECOND,
+    MINUTES_ONLY,
+)
 from account_hierarchy.traits.compile import AS_OF, HOUR, NUMBER_TEXT_SQL
 
 _COMMON_CONFIG = {
@@ -104,7 +110,8 @@ def spark_backend(session: SparkSession) -> ibis.BaseBackend:
 # DuckDB's cast wants (Spark's reads `2001` as a year), and only moments of the years 1 to
 # 9999. What DuckDB's casts read and Spark's do not is rewritten first: `/` between a date's
 # parts and white space (tabs too, or several) before the time (`moment_text`), and the hour 24
-# (`2026-09-30T24:00:00Z`, the next day's midnight, as `midnight_text` and a day added).
+# (`2026-09-30T24:00:00Z`, the next day's midnight, as `midnight_text` and a day added), and
+# leap seconds (`23:59:60Z`, as `:59` and a second added). Offsets RFC 3339 refuses are no time.
 _DATE = "^( *[0-9]+)[-/]([0-9]{1,2})[-/]([0-9]{1,2})"
 # (Java's `\s` is white space; its backslash is doubled for Spark's string literals)
 _DATE_TIME = "^( *[0-9]+-[0-9]{1,2}-[0-9]{1,2})[Tt]?\\\\s+([0-9])"
@@ -118,14 +125,17 @@ _JSON_FUNCTIONS = {
     "THEN try_cast(value AS DOUBLE) END",
     "moment_text": f"STRING RETURN regexp_replace(regexp_replace(value, '{_DATE}', "
     f"'$1-$2-$3'), '{_DATE_TIME}', '$1 $2')",
-    "midnight_text": f"STRING RETURN regexp_replace(moment_text(value), '{_HOUR_24}', '$100$2')",
+    "midnight_text": f"STRING RETURN regexp_replace(regexp_replace(moment_text(value), "
+    f"'{_HOUR_24}', '$100$2'), '{LEAP_SECOND}', '$1:59$2')",
     # (reads text `midnight_text` rewrote: `utc_moment` rewrites it once)
-    "utc_moment_of": "TIMESTAMP_NTZ RETURN CASE WHEN value RLIKE '^ *[0-9]+-[0-9]+-[0-9]+' THEN "
+    "utc_moment_of": "TIMESTAMP_NTZ RETURN CASE WHEN value RLIKE '^ *[0-9]+-[0-9]+-[0-9]+' "
+    f"AND NOT value RLIKE '{BAD_OFFSET}' THEN "
     "CAST(coalesce(try_cast(value AS TIMESTAMP_LTZ), try_cast(upper(value) AS TIMESTAMP_LTZ), "
     f"try_cast(regexp_replace(upper(value), '{MINUTES_ONLY}', '$1:00$2') AS TIMESTAMP_LTZ)) "
     "AS TIMESTAMP_NTZ) END",
     "any_utc_moment": "TIMESTAMP_NTZ RETURN utc_moment_of(midnight_text(value)) + CASE WHEN "
-    f"moment_text(value) RLIKE '{_HOUR_24}' THEN INTERVAL 1 DAY ELSE INTERVAL 0 DAY END",
+    f"moment_text(value) RLIKE '{_HOUR_24}' THEN INTERVAL 1 DAY ELSE INTERVAL 0 DAY END + CASE "
+    f"WHEN value RLIKE '{LEAP_SECOND}' THEN INTERVAL 1 SECOND ELSE INTERVAL 0 SECOND END",
     "utc_moment": "TIMESTAMP_NTZ RETURN CASE WHEN any_utc_moment(value) BETWEEN "
     f"{_BOUNDS} THEN any_utc_moment(value) END",
 }
