@@ -59,15 +59,16 @@ def utc_sql(text: str) -> str:
             f"WHEN {dated} THEN try_cast({moment_text} AS TIMESTAMPTZ)::TIMESTAMP END"
         )
 
+    # (a leap second or a time to the minute, never both; so written, the optimizer does not
+    # compute the rewrites for every text)
+    leap_second = f"regexp_matches({text}, '{LEAP_SECOND}')"
+    before_leap = f"regexp_replace(upper({text}), '{LEAP_SECOND}', '{_BEFORE_LEAP}')"
+    with_seconds = f"regexp_replace(upper({text}), '{MINUTES_ONLY}', '{_WITH_SECONDS}')"
     rewritten = (
-        f"regexp_replace(regexp_replace(upper({text}), '{MINUTES_ONLY}', '{_WITH_SECONDS}'), "
-        f"'{LEAP_SECOND}', '{_BEFORE_LEAP}')"
+        f"CASE WHEN {leap_second} THEN {read(before_leap)} + INTERVAL 1 SECOND "
+        f"ELSE {read(with_seconds)} END"
     )
-    leap = (
-        f"CASE WHEN regexp_matches({text}, '{LEAP_SECOND}') THEN INTERVAL 1 SECOND "
-        "ELSE INTERVAL 0 SECOND END"
-    )
-    moment = f"coalesce({read(text)}, {read(rewritten)} + {leap})"
+    moment = f"coalesce({read(text)}, {rewritten})"
     # (DuckDB computes `moment` once)
     bounds = " AND ".join(f"TIMESTAMP '{bound.isoformat(sep=' ')}'" for bound in (EARLIEST, LATEST))
     return f"CASE WHEN ({moment}) BETWEEN {bounds} THEN ({moment}) END"
@@ -94,9 +95,10 @@ def utc_value(text: ir.StringValue) -> ir.TimestampValue:
             (dated, moment_text.try_cast(dt.Timestamp(timezone="UTC")).cast(dt.Timestamp())),
         )
 
-    rewritten = (
-        text.upper().re_replace(MINUTES_ONLY, _WITH_SECONDS).re_replace(LEAP_SECOND, _BEFORE_LEAP)
+    rewritten = ibis.ifelse(
+        text.re_search(LEAP_SECOND),
+        read(text.upper().re_replace(LEAP_SECOND, _BEFORE_LEAP)) + ibis.interval(seconds=1),
+        read(text.upper().re_replace(MINUTES_ONLY, _WITH_SECONDS)),
     )
-    leap = ibis.ifelse(text.re_search(LEAP_SECOND), ibis.interval(seconds=1), ibis.interval(0, "s"))
-    moment = read(text).coalesce(read(rewritten) + leap)
+    moment = read(text).coalesce(rewritten)
     return ibis.ifelse(moment.between(EARLIEST, LATEST), moment, None)

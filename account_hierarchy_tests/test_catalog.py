@@ -282,11 +282,67 @@ def test_sql_trait_errors_suggest_the_closest_view(tmp_path):
             "SELECT account_id, 1 AS n FROM a",
             "unknown view 'b'",
         ),
+        # (a recursive CTE's first branch reads the table of its name, not the CTE)
+        (
+            "WITH RECURSIVE raw_events AS (SELECT account_id FROM raw_events UNION "
+            "SELECT account_id FROM raw_events WHERE false) SELECT account_id, 1 AS n "
+            "FROM raw_events",
+            "the first branch of the recursive CTE 'raw_events' reads 'raw_events'",
+        ),
+        (
+            'WITH RECURSIVE "x.csv" AS (SELECT * FROM "x.csv") SELECT account_id, 1 AS n '
+            'FROM "x.csv"',
+            "recursive CTE 'x.csv'",
+        ),
+        ("SELECT account_id, age(max(as_of)) AS n FROM accounts, snapshot GROUP BY 1", "AGE"),
+        ("SELECT account_id, pg_postmaster_start_time() AS n FROM accounts", "not the snap"),
+        # (sqlglot's tokenizer and recursion errors are parse errors too)
+        ("SELECT account_id, 'abc AS n FROM accounts", "does not parse"),
+        ("SELECT account_id, 1 AS n FROM accounts /* note", "does not parse"),
+        (
+            "SELECT account_id, " + "abs(" * 60 + "1" + ")" * 60 + " AS n FROM accounts",
+            "nested too deeply",
+        ),
     ],
 )
 def test_sql_traits_must_be_one_read_only_query(sql, message):
     with pytest.raises(SqlTraitError, match=message):
         parse_trait_sql(sql, "account")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # (`$` in a pattern matches before a final line break: names are matched whole)
+        ('traits:\n  - {name: "logins\\n", entity: user, type: event_counter}\n', "'logins\\n'"),
+        ("traits:\n  - {name: x, entity: user, type: event_counter, event: ''}\n",
+         "event: `event` is blank"),
+        ('traits:\n  - {name: x, entity: user, type: event_counter, event: "a\\0b"}\n',
+         "a.yaml:2: 'a\\x00b' holds a NUL character"),
+        ("traits: &t [*t]\n", "or one is inside its own anchor"),
+        ("a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+         + "".join(f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+                   for p, c in zip("abcd", "bcde", strict=True))
+         + "traits: [{name: x, entity: user, type: event_counter, description: *e}]\n",
+         "expand it to over 100,000 values"),
+        ("traits: " + "[" * 2000 + "]" * 2000 + "\n", "nested too deeply"),
+    ],
+)  # fmt: skip
+def test_names_text_and_yaml_structures_that_cannot_work_are_refused(tmp_path, text, message):
+    problems = problems_of(tmp_path, text)
+    assert any(message in problem for problem in problems), problems
+
+
+def test_a_recursive_cte_reading_itself_after_its_first_branch_is_accepted():
+    sql = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3) "
+           "SELECT account_id, (SELECT max(i) FROM n) AS most FROM accounts")  # fmt: skip
+    assert parse_trait_sql(sql, "account")[1] == ["most"]
+
+
+def test_a_sql_parse_error_names_its_place_without_terminal_codes():
+    with pytest.raises(SqlTraitError) as error:
+        parse_trait_sql("SELECT account_id, (1 AS n FROM accounts", "account")
+    assert "\x1b" not in str(error.value) and "at line 1, column" in str(error.value)
 
 
 @pytest.mark.parametrize("name", ["account_id", "snapshot_hour", "entity_id", "entity_id_right"])
@@ -427,6 +483,10 @@ def test_audiences_load(tmp_path):
         ("{at_least: true, where: {trait: user_logins, gt: 0}}", "valid integer"),
         ("{at_least_percent: true, where: {trait: user_logins, gt: 0}}", "valid number"),
         ("{users: any, where: {performed: A, at_most: 100000000000000000000}}", "less than"),
+        ("{users: any, where: {performed: ''}}", "performed: `performed` is blank"),
+        ("{users: any, where: {performed: ' '}}", "`performed` is blank"),
+        ("{not: " * 17 + "{trait: logins, gt: 0}" + "}" * 17, "nest at most 16 levels deep"),
+        ('{trait: logins, equals: "a\\0b"}', "holds a NUL character"),
     ],
 )
 def test_audience_problems_are_named(tmp_path, audience, message):
@@ -447,6 +507,15 @@ traits:
   - {name: uses, entity: account, type: event_counter, event: Feature Used}
 audiences:
 """
+
+
+def test_conditions_nested_16_deep_load_and_at_most_null_is_no_bound(tmp_path):
+    deep = "{not: " * 16 + "{trait: logins, gt: 0}" + "}" * 16
+    text = AUDIENCES + f"  - name: deep\n    entity: account\n    where: {deep}\n"
+    text += "  - {name: some, entity: user, where: {performed: A, at_most: null}}\n"
+    (tmp_path / "a.yaml").write_text(text)
+    audiences = {each.audience.name: each.audience for each in load_catalog(tmp_path).audiences}
+    assert (audiences["some"].where.at_least, audiences["some"].where.at_most) == (1, None)
 
 
 @pytest.mark.parametrize(
@@ -692,6 +761,10 @@ def test_a_missing_folder_and_a_file_not_in_utf8_are_problems(tmp_path, monkeypa
         ("type: http, url: 'http://a b', write_key_env: KEY, audiences: [quiet]", "no spaces"),
         ("type: jsonl, folder: out, audiences: [quiet], retry: {timeout_seconds: .inf}",
          "retry.timeout_seconds"),
+        ("type: http, url: 'http://x', write_key_env: KEY, audiences: [quiet], "
+         "retry: {timeout_seconds: 1.0e+10}", "retry.timeout_seconds: Input should be less"),
+        ("type: http, url: 'http://x', write_key_env: \"KEY\\n\", audiences: [quiet]",
+         "write_key_env"),
         ("type: jsonl, folder: out, audiences: [quiet, audience_key]",
          "audiences[1]: 'audience_key' is the track property naming the audience"),
         ("type: jsonl, folder: out, traits: [trait_key]",

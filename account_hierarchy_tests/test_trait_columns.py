@@ -169,3 +169,11 @@ def test_a_trait_set_to_null_is_null_in_its_column_of_any_type(con, landing):
         ("u2", "JSON", False, False, '"text"'),
         ("u3", "JSON", False, True, "[null]"),
     ]
+
+
+def test_a_key_ending_in_a_line_break_gets_no_column():
+    """Keys are matched whole: `$` in a pattern would let `seats\n` through."""
+    chosen = trait_columns.choose_trait_columns(
+        [("seats\n", ["BIGINT"], False), ("plan", ["VARCHAR"], False)], ()
+    )
+    assert chosen == {"plan": "VARCHAR"}

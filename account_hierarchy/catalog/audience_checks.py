@@ -18,6 +18,9 @@ from account_hierarchy.catalog.audience_models import (
 )
 from account_hierarchy.traits.sql_traits import unknown_name
 
+# How deep conditions may nest (`and`, `or`, `not`, `users`, `account`): queries nested much
+# deeper exhaust the parsers that build them.
+MAX_DEPTH = 16
 ACCOUNT_ONLY = {Quantified: "a users quantifier"}
 USER_ONLY = {
     Performed: "performed",
@@ -83,6 +86,8 @@ def check_audience(
     problems: list[tuple[Field, str]] = []
     for condition, entity, place in placed(audience.where, audience.entity):
         kind = type(condition)
+        if sum(isinstance(key, str) for key in place[1:]) == MAX_DEPTH + 1:
+            problems.append((place, f"conditions nest at most {MAX_DEPTH} levels deep"))
         if entity == "user" and kind in ACCOUNT_ONLY:
             problems.append((place, f"{ACCOUNT_ONLY[kind]} only applies to account conditions"))
         if entity == "account" and kind in USER_ONLY:

@@ -151,7 +151,7 @@ class Performed(Strict):
     @model_validator(mode="before")
     @classmethod
     def _at_least_zero_with_only_at_most(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "at_most" in data and "at_least" not in data:
+        if isinstance(data, dict) and data.get("at_most") is not None and "at_least" not in data:
             return data | {"at_least": 0}
         return data
 

@@ -10,7 +10,7 @@ from urllib3.exceptions import LocationParseError
 
 from account_hierarchy.catalog.models import Strict, check_name
 
-ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 CALLS = ("group", "identify", "track")
 
 
@@ -42,13 +42,17 @@ class EventNames(Strict):
         return self
 
 
+# The longest any retry setting may be (a timer or sleep much longer overflows the clock).
+DAY_SECONDS = 86_400
+
+
 class RetrySettings(Strict):
     """How long and how hard an HTTP destination is retried within one run."""
 
-    max_seconds: FiniteFloat = Field(default=120.0, ge=0)
-    initial_backoff_seconds: FiniteFloat = Field(default=0.5, gt=0)
-    max_backoff_seconds: FiniteFloat = Field(default=30.0, gt=0)
-    timeout_seconds: FiniteFloat = Field(default=10.0, gt=0)
+    max_seconds: FiniteFloat = Field(default=120.0, ge=0, le=DAY_SECONDS)
+    initial_backoff_seconds: FiniteFloat = Field(default=0.5, gt=0, le=DAY_SECONDS)
+    max_backoff_seconds: FiniteFloat = Field(default=30.0, gt=0, le=DAY_SECONDS)
+    timeout_seconds: FiniteFloat = Field(default=10.0, gt=0, le=DAY_SECONDS)
 
 
 class Destination(Strict):
@@ -82,7 +86,7 @@ class Destination(Strict):
     @field_validator("write_key_env")
     @classmethod
     def _env(cls, value: str | None) -> str | None:
-        if value is not None and not ENV_NAME.match(value):
+        if value is not None and not ENV_NAME.fullmatch(value):
             # (the value is not repeated: a write key pasted here by mistake is not echoed)
             raise ValueError(
                 "write_key_env must be an environment variable name (upper case letters, digits "

@@ -10,6 +10,7 @@ and all problems of all files are reported at once.
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -44,6 +45,9 @@ from account_hierarchy.traits.sql_traits import (
 )
 
 DEFINITION_SUFFIXES = (".yaml", ".yml")
+# The most values a definitions file may hold once its aliases are expanded (a few aliases
+# nested in each other can stand for billions).
+MAX_VALUES = 100_000
 SECTIONS = {
     "traits": TypeAdapter(Trait),
     "audiences": TypeAdapter(Audience),
@@ -153,7 +157,7 @@ def _result_names(sql: str) -> set[str]:
     references to them are not reported unknown: the trait is reported already)."""
     try:
         query = sqlglot.parse_one(sql, read="duckdb")
-    except sqlglot.errors.SqlglotError:
+    except (sqlglot.errors.SqlglotError, RecursionError):
         return set()
     return {column.alias_or_name.lower() for column in getattr(query, "selects", [])}
 
@@ -180,7 +184,13 @@ def load_catalog(folder: Path) -> Catalog:
         if path.suffix in DEFINITION_SUFFIXES and not is_hidden(path.relative_to(folder))
     )
     for path in files:
-        problems += _load_file(path, catalog)
+        try:
+            problems += _load_file(path, catalog)
+        except RecursionError:
+            problems.append(
+                f"{path}: nested too deeply, or an alias (`*name`) inside its own anchor: "
+                "write it flatter"
+            )
     problems += _check_catalog(catalog)
     if problems:
         raise DefinitionError(folder, sorted(problems, key=_place))
@@ -211,7 +221,12 @@ def _load_file(path: Path, catalog: Catalog) -> list[str]:
         return []
     if not isinstance(document, dict):
         return [f"{path}:1: expected a mapping with a `traits:` list at the top"]
-    problems = _repeated_keys(path, tree)
+    if _expanded_size(tree, {}) > MAX_VALUES:
+        return [
+            f"{path}: its aliases (`*name`) expand it to over {MAX_VALUES:,} values, or one "
+            "is inside its own anchor"
+        ]
+    problems = _node_problems(path, tree)
     for key in sorted(set(document) - set(SECTIONS), key=str):
         problems.append(
             f"{path}:{_line(tree, (key,))}: unknown section {key!r}; expected {', '.join(SECTIONS)}"
@@ -304,25 +319,47 @@ def _get(document: Any, location: list) -> Any:
     return document
 
 
-def _repeated_keys(path: Path, node: yaml.Node) -> list[str]:
-    """A key given twice in one mapping (YAML loaders keep the last value without a word)."""
-    problems = []
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                line = key.start_mark.line + 1
-                if key.value in seen:
-                    problems.append(
-                        f"{path}:{line}: {key.value!r} given twice in one mapping "
-                        f"(first at line {seen[key.value]})"
-                    )
-                seen.setdefault(key.value, line)
-            problems += _repeated_keys(path, value)
-    elif isinstance(node, yaml.SequenceNode):
-        for item in node.value:
-            problems += _repeated_keys(path, item)
-    return problems
+def _expanded_size(node: yaml.Node, sizes: dict[int, float]) -> float:
+    """How many values `node` holds with its aliases expanded (infinite for an alias inside
+    its own anchor), counting each node shared by aliases once."""
+    if id(node) not in sizes:
+        sizes[id(node)] = math.inf  # (until counted: an alias inside its own anchor)
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else []
+        sizes[id(node)] = 1 + sum(_expanded_size(child, sizes) for child in children)
+    return sizes[id(node)]
+
+
+def _node_problems(path: Path, tree: yaml.Node) -> list[str]:
+    """A key given twice in one mapping (YAML loaders keep the last value without a word), and
+    text holding a NUL character (which would cut a name or value short in SQL or a path). Each
+    node is read once, however many aliases (`*name`) point at it."""
+    problems, seen_nodes, pending = [], set(), [tree]
+    while pending:
+        node = pending.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.ScalarNode) and "\0" in node.value:
+            problems.append(f"{path}:{line}: {node.value!r} holds a NUL character (\\0)")
+        elif isinstance(node, yaml.MappingNode):
+            keys: dict[str, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    key_line = key.start_mark.line + 1
+                    if key.value in keys:
+                        problems.append(
+                            f"{path}:{key_line}: {key.value!r} given twice in one mapping "
+                            f"(first at line {keys[key.value]})"
+                        )
+                    keys.setdefault(key.value, key_line)
+                pending += [key, value]
+        elif isinstance(node, yaml.SequenceNode):
+            pending += node.value
+    return sorted(problems, key=_place)
 
 
 def _line(tree: yaml.Node | None, location: tuple) -> int:
@@ -402,7 +439,7 @@ def _check_columns(catalog: Catalog) -> list[str]:
             field = "sql" if isinstance(located.trait, SqlTrait) else "name"
             where = _trait_place(located, field)
             for column in located.columns:
-                if not NAME.match(column):
+                if not NAME.fullmatch(column):
                     problems.append(f"{where}: column {column!r} must be a lower-case name")
                 elif column in RESERVED_COLUMNS:
                     problems.append(f"{where}: column {column!r} is a name the trait tables use")
@@ -484,7 +521,7 @@ def _check_destinations(catalog: Catalog) -> list[str]:
                                 "destination: both would be the same key of its calls")  # fmt: skip
         for index, name in enumerate(destination.output_columns):
             where = at("output_columns", index)
-            if not NAME.match(name):
+            if not NAME.fullmatch(name):
                 problems.append(f"{where}: {name!r} is not a trait name")
             elif name in destination.audiences:
                 problems.append(

@@ -22,7 +22,7 @@ from pydantic import (
 
 from account_hierarchy.catalog.windows import ALL_TIME, parse_window
 
-NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+NAME = re.compile(r"[a-z][a-z0-9_]*")  # (whole names: `fullmatch`)
 EVENT_TYPES = ("track", "page", "screen", "identify", "group")
 OPERATORS = ("equals", "not_equals", "gt", "gte", "lt", "lte", "in", "contains", "exists")
 
@@ -62,7 +62,7 @@ Scalar = Annotated[str | int | float | bool, BeforeValidator(_scalar)]
 
 def check_name(value: str) -> str:
     """Names of traits and audiences: lower-case letters, digits and underscores."""
-    if not NAME.match(value):
+    if not NAME.fullmatch(value):
         raise ValueError(
             f"name {value!r} must be lower case letters, digits and underscores, "
             "starting with a letter"
@@ -80,7 +80,10 @@ class FieldProblem(ValueError):
 
 
 def check_event_name(event_type: str | None, event: str | None, field: str) -> None:
-    """Only track, page and screen calls have a name for `field` to match."""
+    """Only track, page and screen calls have a name for `field` to match, and no event has a
+    blank one (ingestion quarantines a track call without one)."""
+    if event is not None and not event.strip():
+        raise FieldProblem(field, f"`{field}` is blank: it must name an event")
     if event is not None and event_type in ("identify", "group"):
         raise FieldProblem(field, f"{event_type} calls have no event name for `{field}` to match")
 

@@ -37,7 +37,7 @@ from account_hierarchy.hierarchy.tiles import (
 from account_hierarchy.moments import utc_expression
 
 MAX_TRAIT_COLUMNS = 200
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # (whole keys: `fullmatch`)
 
 # Every key of the calls of one type, its values' JSON types and whether all its strings are
 # timestamps, over every hour (from the custom trait tiles).
@@ -88,7 +88,7 @@ def choose_trait_columns(
     taken = {name.lower() for name in reserved}
     columns: dict[str, str] = {}
     for key, json_types, all_timestamps in key_types:
-        if len(columns) >= MAX_TRAIT_COLUMNS or not _IDENTIFIER.match(key):
+        if len(columns) >= MAX_TRAIT_COLUMNS or not _IDENTIFIER.fullmatch(key):
             continue
         if key.lower() in taken:
             continue

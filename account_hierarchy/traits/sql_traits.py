@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 import duckdb
 import sqlglot
 import sqlglot.expressions as exp
-from sqlglot.errors import ParseError
+from sqlglot.errors import ParseError, SqlglotError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 from sqlglot.optimizer.scope import traverse_scope
 
@@ -40,13 +40,15 @@ FORBIDDEN_FUNCTION_PREFIXES = ("read_", "parquet_", "sniff_", "glob", "getenv", 
 RESERVED_COLUMNS = ("snapshot_hour", "account_id", "user_id", "entity_id", "entity_id_right")
 ID_COLUMNS = {"account": "account_id", "user": "user_id"}
 # Functions whose value is not the snapshot's: the time of the run, random values, sequences,
-# the run's transaction or query, the DuckDB version. A trait calling them would not be
+# the run's transaction or query, the DuckDB version, when DuckDB started (and `age` of one
+# time, measured to today). A trait calling them would not be
 # reproducible for a past hour (`snapshot.as_of` is its time).
 UNREPRODUCIBLE_FUNCTIONS = {
     "now", "get_current_timestamp", "transaction_timestamp", "current_localtime", "localtime",
     "today", "get_current_time", "setseed", "nextval", "currval", "uuidv4", "uuidv7",
     "txid_current", "current_transaction_id", "current_query", "current_query_id",
-    "current_connection_id", "stats",
+    "current_connection_id", "stats", "pg_postmaster_start_time", "pg_conf_load_time",
+    "current_localtimestamp",
 }  # fmt: skip
 UNREPRODUCIBLE_NODE_NAMES = (
     "CurrentTimestamp", "CurrentDate", "CurrentTime", "CurrentDatetime", "Localtimestamp",
@@ -70,7 +72,15 @@ def parse_trait_sql(sql: str, entity: str) -> tuple[exp.Expression, list[str]]:
     try:
         statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
     except ParseError as error:
+        first = error.errors[0] if error.errors else {}
+        where = f" at line {first['line']}, column {first['col']}" if "line" in first else ""
+        raise SqlTraitError(
+            f"SQL does not parse{where}: {first.get('description') or error}"
+        ) from None
+    except SqlglotError as error:  # (an unterminated string or comment)
         raise SqlTraitError(f"SQL does not parse: {error}") from None
+    except RecursionError:
+        raise SqlTraitError("SQL nested too deeply to parse: write it flatter") from None
     if len(statements) != 1:
         raise SqlTraitError(f"must be a single SELECT statement, found {len(statements)}")
     query = statements[0]
@@ -95,6 +105,17 @@ def _check_sources(query: exp.Expression) -> None:
     ctes = _cte_names(query)
     if clashes := sorted(ctes & set(VIEWS)):
         raise SqlTraitError(f"a CTE is named {clashes[0]!r}, like a view: give it another name")
+    for cte in (cte for with_ in query.find_all(exp.With) if with_.args.get("recursive")
+                for cte in with_.expressions):  # fmt: skip
+        anchor = cte.this
+        while isinstance(anchor, exp.SetOperation):
+            anchor = anchor.left
+        if any(table.name.lower() == cte.alias_or_name.lower()
+               for table in anchor.find_all(exp.Table)):  # fmt: skip
+            raise SqlTraitError(
+                f"the first branch of the recursive CTE {cte.alias_or_name!r} reads "
+                f"{cte.alias_or_name!r}, which there is the table of that name, not the CTE"
+            )
     # (a name is a CTE's only where the CTE is in scope: inside its own body, or before it,
     # the same name reads the table)
     tables = {id(source) for scope in traverse_scope(query)
@@ -126,8 +147,11 @@ def _check_sources(query: exp.Expression) -> None:
         name = function.name if isinstance(function, exp.Anonymous) else function.sql_name()
         if name.lower().startswith(FORBIDDEN_FUNCTION_PREFIXES):
             raise SqlTraitError(f"calls {name}(): SQL traits cannot read files or settings")
-        if isinstance(function, UNREPRODUCIBLE_NODES) or (
-            isinstance(function, exp.Anonymous) and name.lower() in UNREPRODUCIBLE_FUNCTIONS
+        if (
+            isinstance(function, UNREPRODUCIBLE_NODES)
+            or (isinstance(function, exp.Anonymous) and name.lower() in UNREPRODUCIBLE_FUNCTIONS)
+            # (`age(t)` is the time from `t` to today)
+            or (name.lower() == "age" and len(function.expressions) == 1)
         ):
             raise SqlTraitError(
                 f"calls {function.sql('duckdb')}: its value is not the snapshot's, so the trait "
