@@ -22,7 +22,12 @@ from werkzeug import Request, Response
 from account_hierarchy.activation.deliver import SyncReport, batches_of, sync
 from account_hierarchy.activation.diffs import build_diffs
 from account_hierarchy.activation.plan import NothingToSyncError
-from account_hierarchy.activation.state import Held, ensure_state_tables, held_state
+from account_hierarchy.activation.state import (
+    Held,
+    ensure_state_tables,
+    held_state,
+    in_flight_changes,
+)
 from account_hierarchy.activation.transport import (
     DestinationUnavailableError,
     Outcome,
@@ -663,7 +668,7 @@ def test_a_change_undone_while_a_call_was_off_is_not_sent_again_in_it(box, tmp_p
     sync_hours(con, destination_with, ["group", "identify"], [H11, H11 + timedelta(hours=1)])
     catalog, destination = destination_with(ALL_CALLS)
     assert sync(con, catalog, destination, Recorder()).messages == 0
-    held = held_state(con, "box")[("audience_user", "free_accounts", "u1")]
+    held = held_state(con, "box")[("audience_user", "free_accounts", "user", "u1")]
     assert (held.value, held.calls, held.left) == ("true", frozenset(CALLS), {})
 
 
@@ -731,6 +736,16 @@ def test_state_of_a_warehouse_keeping_one_list_of_calls_per_destination_is_migra
             "entity_type VARCHAR, entity_id VARCHAR, value JSON, accepted_hour TIMESTAMP)"
         )
         con.execute("CREATE TABLE destination_calls (destination VARCHAR, calls VARCHAR)")
+        # (changes in flight from before their entity type was recorded)
+        con.execute(
+            "CREATE TABLE destination_in_flight (destination VARCHAR, kind VARCHAR, "
+            "name VARCHAR, entity_id VARCHAR, snapshot_hour TIMESTAMP)"
+        )
+        con.execute(
+            "INSERT INTO destination_in_flight VALUES ('box', 'audience', 'a', 'ACME', "
+            "'2026-10-01 11:00'), ('box', 'trait_user', 't', 'u1', '2026-10-01 11:00'), "
+            "('box', 'trait', 't', 'NEW', '2026-10-01 11:00')"
+        )
         con.execute("INSERT INTO destination_calls VALUES ('box', '[\"track\"]')")
         for destination in ("box", "crm"):
             con.execute(
@@ -740,9 +755,13 @@ def test_state_of_a_warehouse_keeping_one_list_of_calls_per_destination_is_migra
             )
         ensure_state_tables(con)
         assert held_state(con, "box") == {
-            ("audience", "a", "ACME"): Held("true", {"track"}, 0, "account", left=None)
+            ("audience", "a", "account", "ACME"): Held("true", {"track"}, 0, "account", left=None)
         }
-        assert held_state(con, "crm")[("audience", "a", "ACME")].calls == set(CALLS)
+        assert held_state(con, "crm")[("audience", "a", "account", "ACME")].calls == set(CALLS)
+        assert sorted(in_flight_changes(con, "box")) == [
+            ("audience", "a", "account", "ACME"), ("trait", "t", "account", "NEW"),
+            ("trait_user", "t", "user", "u1"),
+        ]  # fmt: skip
         assert con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'destination_calls'"
         ).fetchone() == (0,)
@@ -1086,7 +1105,7 @@ class Applier:
 def test_a_trait_and_an_audience_moved_to_user_level_end_with_the_users_values(tmp_path):
     """`logins` and `vip` turn from account into user definitions of the same names: the
     retractions of the account-level values go before the users' own values, which the
-    destination ends holding."""
+    destination ends holding, for a user whose id is also the account's too."""
 
     def definitions_at(entity: str):
         where = {"custom_trait": "plan", "equals": "free"}
@@ -1104,10 +1123,11 @@ def test_a_trait_and_an_audience_moved_to_user_level_end_with_the_users_values(t
         return catalog, catalog.destinations[0].destination
 
     logins = [message(f"t{n}", f"2026-10-01T10:1{n}:00Z", event="Logged In", userId=user)
-              for n, user in enumerate(["u1", "u1", "u2"])]  # fmt: skip
+              for n, user in enumerate(["u1", "u1", "u2", "A0", "A0", "A0"])]  # fmt: skip
     write_lines(tmp_path / "landing" / "a.ndjson", [
         group_call("g1", "2026-10-01T10:00:00Z", "A0", "u1", plan="free"),
-        group_call("g2", "2026-10-01T10:01:00Z", "A0", "u2"), *logins,
+        group_call("g2", "2026-10-01T10:01:00Z", "A0", "u2"),
+        group_call("g3", "2026-10-01T10:02:00Z", "A0", "A0"), *logins,
     ])  # fmt: skip
     applier = Applier()
     with connect(tmp_path / "wh.duckdb") as con:
@@ -1119,6 +1139,8 @@ def test_a_trait_and_an_audience_moved_to_user_level_end_with_the_users_values(t
         assert sync(con, catalog, destination, applier).messages == 0
     assert applier.holds[("identify", "u1")] == {"vip": True, "logins": 2}
     assert applier.holds[("identify", "u2")] == {"vip": True, "logins": 1}
+    assert applier.holds[("identify", "A0")] == {"vip": True, "logins": 3}
+    assert applier.holds[("group", "A0")] == {"vip": False, "logins": None}
     entries = [event for user, event in applier.tracks if user == "u1" and "Audience" in event]
     assert entries[-1] == "Audience Entered"
 

@@ -39,15 +39,14 @@ STATE_SCHEMA = pa.schema(
     + [("version", pa.int64()), ("unconfirmed", pa.string()), ("left_values", pa.string())]
 )  # fmt: skip
 KEY_SCHEMA = pa.schema(
-    [(name, pa.string()) for name in ("destination", "kind", "name", "entity_id")]
+    [(name, pa.string()) for name in ("destination", "kind", "name", "entity_type", "entity_id")]
 )
 IN_FLIGHT_SCHEMA = pa.schema(
     [*KEY_SCHEMA, pa.field("snapshot_hour", pa.timestamp("us")),
-     pa.field("sent", pa.string()), pa.field("entity_type", pa.string()),
-     pa.field("version", pa.int64())]
+     pa.field("sent", pa.string()), pa.field("version", pa.int64())]
 )  # fmt: skip
 _SAME_KEY = ("f.destination = i.destination AND f.kind = i.kind AND f.name = i.name "
-             "AND f.entity_id = i.entity_id")  # fmt: skip
+             "AND f.entity_type = i.entity_type AND f.entity_id = i.entity_id")  # fmt: skip
 LOG_SCHEMA = pa.schema([("message_id", pa.string()), ("call", pa.string()),
                         ("entity_id", pa.string())])  # fmt: skip
 

@@ -192,11 +192,9 @@ def plan(
     in_flight = in_flight_changes(con, destination.name)
     desired = _desired(con, catalog, destination, hour)
     wanted = set(destination.calls)
-    # (the entity type it was sent as decides the call of what the destination should no
-    # longer hold, even for an audience or trait since removed from the definitions)
-    sent_as = {key: flight.entity_type for key, flight in in_flight.items()} | {
-        key: has.entity_type for key, has in held.items()
-    }
+    # (a key holds the entity type it was sent as, which decides the call of what the
+    # destination should no longer hold, even for an audience or trait since removed from the
+    # definitions; an account and a user of one id are two keys)
     items = []
     # (what the destination should no longer hold goes first: a trait or audience since moved
     # to the other entity writes the same identify trait under another key, which its
@@ -209,10 +207,10 @@ def plan(
             continue
         if want is None:
             transition = "changed" if key[0] in TRAIT_KINDS else "exited"
-            item = _item(catalog, key, transition, None, sent_as.get(key))
+            item = Item(*key, transition, None)
         else:
             transition = "changed" if key[0] in TRAIT_KINDS else "entered"
-            item = _item(catalog, key, transition, parse_json(want))
+            item = Item(*key, transition, parse_json(want))
         unsure = _unsure_calls(has, in_flight.get(key))
         if has.value == want:  # (the value it holds, owed in the calls missing it)
             item.is_change, item.only_calls, item.holds_calls = False, missing, has.calls | wanted
@@ -225,7 +223,7 @@ def plan(
     outputs = _output_columns(con, catalog, destination, hour)
     for item in items:
         _prepare(destination, item, outputs, hour)
-        key = (item.kind, item.name, item.entity_id)
+        key = (item.kind, item.name, item.entity_type, item.entity_id)
         # (sent without confirmation: what goes again goes as it went, ids and all)
         previous = {}
         if key in in_flight:
@@ -286,7 +284,7 @@ def _unsure_calls(has: Held, flight: InFlight | None) -> set[str]:
 
 
 def _next_version(
-    key: tuple[str, str, str], held: dict[tuple, Held], in_flight: dict[tuple, InFlight]
+    key: tuple[str, str, str, str], held: dict[tuple, Held], in_flight: dict[tuple, InFlight]
 ) -> int:
     """The number of a new change of `key`: after every change the destination accepted and
     the one it may have (unconfirmed), so that its ids were never used."""
@@ -326,30 +324,11 @@ def _sent_messages(
     return {_content(m): m for m in again.messages if _content(m) in contents}
 
 
-def _item(
-    catalog: Catalog,
-    key: tuple[str, str, str],
-    transition: str,
-    value: Any,
-    entity_type: str | None = None,
-) -> Item:
-    """The change of `key`; its entity type is the one it was sent as, if given, else the
-    definitions'."""
-    kind, name, entity_id = key
-    if entity_type is None:
-        if kind == "audience":
-            entity_type = catalog.audience(name).entity
-        elif kind in ("audience_user", "trait_user"):
-            entity_type = "user"
-        else:
-            entity_type = "account" if name in catalog.trait_columns("account") else "user"
-    return Item(kind, name, entity_type, entity_id, transition, value)
-
-
 def _desired(
     con: duckdb.DuckDBPyConnection, catalog: Catalog, destination: Destination, hour: datetime
 ) -> dict[tuple, str]:
-    """(kind, name, entity_id) -> value (JSON text) the destination should hold at `hour`."""
+    """(kind, name, entity type, entity id) -> value (JSON text) the destination should hold at
+    `hour`."""
     desired: dict[tuple, str] = {}
     true = json.dumps(True)
     for audience in destination.audiences:
@@ -357,9 +336,10 @@ def _desired(
             "SELECT entity_id FROM audience_memberships WHERE audience = $a AND snapshot_hour = $h",
             {"a": audience, "h": hour},
         ).fetchall()
+        entity = catalog.audience(audience).entity
         for (entity_id,) in members:
-            desired[("audience", audience, entity_id)] = true
-        if catalog.audience(audience).entity == "account":
+            desired[("audience", audience, entity, entity_id)] = true
+        if entity == "account":
             users = con.execute(
                 "SELECT DISTINCT m.user_id FROM account_memberships AS m JOIN "
                 "audience_memberships AS a ON a.entity_id = m.account_id "
@@ -368,7 +348,7 @@ def _desired(
                 {"a": audience, "h": hour},
             ).fetchall()
             for (user_id,) in users:
-                desired[("audience_user", audience, user_id)] = true
+                desired[("audience_user", audience, "user", user_id)] = true
     for entity in ("account", "user"):
         for trait in destination.traits:
             if trait not in catalog.trait_columns(entity):
@@ -379,9 +359,9 @@ def _desired(
                 f'WHERE snapshot_hour = $h AND "{trait}" IS NOT NULL',
                 {"h": hour},
             )
-            keyed = [(("trait", trait, entity_id), value) for entity_id, value in values]
+            keyed = [(("trait", trait, entity, entity_id), value) for entity_id, value in values]
             if entity == "account":
-                keyed += [(("trait_user", trait, user_id), value) for user_id, value in
+                keyed += [(("trait_user", trait, "user", user_id), value) for user_id, value in
                           _users_account_values(con, trait, hour)]  # fmt: skip
             for key, value in keyed:
                 if value is not None:

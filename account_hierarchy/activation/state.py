@@ -20,7 +20,8 @@ CREATE TABLE IF NOT EXISTS destination_state (
     entity_id VARCHAR NOT NULL,
     value JSON,                     -- true for audience members, the value for traits;
                                     -- NULL: none (an exit)
-    accepted_hour TIMESTAMP NOT NULL, -- one row per destination, kind, name and entity_id
+    accepted_hour TIMESTAMP NOT NULL, -- one row per destination, kind, name, entity_type and
+                                      -- entity_id
     calls VARCHAR,                  -- the calls holding `value` (JSON list; NULL: all three)
     version BIGINT,                 -- how many changes of the key it accepted (NULL: from before)
     unconfirmed VARCHAR,            -- messages sent without confirmation in calls not holding
@@ -51,6 +52,14 @@ CREATE TABLE IF NOT EXISTS destination_in_flight (
 ALTER TABLE destination_in_flight ADD COLUMN IF NOT EXISTS sent VARCHAR;
 ALTER TABLE destination_in_flight ADD COLUMN IF NOT EXISTS entity_type VARCHAR;
 ALTER TABLE destination_in_flight ADD COLUMN IF NOT EXISTS version BIGINT;
+-- (changes sent before the entity type was recorded: the one their key's state holds, else
+-- the one their kind says: users for `_user` kinds, else accounts)
+UPDATE destination_in_flight AS f SET entity_type = coalesce(
+    (SELECT any_value(s.entity_type) FROM destination_state AS s
+     WHERE s.destination = f.destination AND s.kind = f.kind AND s.name = f.name
+       AND s.entity_id = f.entity_id),
+    CASE WHEN f.kind LIKE '%\\_user' ESCAPE '\\' THEN 'user' ELSE 'account' END)
+WHERE f.entity_type IS NULL;
 CREATE TABLE IF NOT EXISTS delivery_log (
     destination VARCHAR NOT NULL,
     message_id VARCHAR NOT NULL,
@@ -111,15 +120,16 @@ NOTHING = Held(None, frozenset(CALLS))  # (a key never sent: no call holds anyth
 
 def held_state(
     con: duckdb.DuckDBPyConnection, destination: str
-) -> dict[tuple[str, str, str], Held]:
-    """(kind, name, entity_id) -> what the destination accepted, for one destination."""
+) -> dict[tuple[str, str, str, str], Held]:
+    """(kind, name, entity type, entity id) -> what the destination accepted, for one
+    destination."""
     rows = con.execute(
         "SELECT kind, name, entity_id, value, calls, coalesce(version, 0), entity_type, "
         "unconfirmed, left_values FROM destination_state WHERE destination = $d",
         {"d": destination},
     ).fetchall()
     return {
-        (kind, name, entity_id): Held(
+        (kind, name, entity_type, entity_id): Held(
             value,
             frozenset(json.loads(calls)) if calls else NOTHING.calls,
             version,
@@ -146,14 +156,14 @@ class InFlight:
 
 def in_flight_changes(
     con: duckdb.DuckDBPyConnection, destination: str
-) -> dict[tuple[str, str, str], InFlight]:
-    """(kind, name, entity_id) -> the change sent without confirmation."""
+) -> dict[tuple[str, str, str, str], InFlight]:
+    """(kind, name, entity type, entity id) -> the change sent without confirmation."""
     rows = con.execute(
-        "SELECT kind, name, entity_id, sent, snapshot_hour, entity_type, coalesce(version, 0) "
-        "FROM destination_in_flight WHERE destination = $d",
+        "SELECT kind, name, entity_type, entity_id, sent, snapshot_hour, entity_type, "
+        "coalesce(version, 0) FROM destination_in_flight WHERE destination = $d",
         {"d": destination},
     ).fetchall()
-    return {(kind, name, entity_id): InFlight(*rest) for kind, name, entity_id, *rest in rows}
+    return {tuple(row[:4]): InFlight(*row[4:]) for row in rows}
 
 
 def held_count(con: duckdb.DuckDBPyConnection, destination: str) -> int:
