@@ -759,12 +759,38 @@ def test_state_of_a_warehouse_keeping_one_list_of_calls_per_destination_is_migra
         }
         assert held_state(con, "crm")[("audience", "a", "account", "ACME")].calls == set(CALLS)
         assert sorted(in_flight_changes(con, "box")) == [
-            ("audience", "a", "account", "ACME"), ("trait", "t", "account", "NEW"),
-            ("trait_user", "t", "user", "u1"),
+            ("audience", "a", None, "ACME"), ("trait", "t", None, "NEW"),
+            ("trait_user", "t", None, "u1"),
         ]  # fmt: skip
         assert con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'destination_calls'"
         ).fetchone() == (0,)
+
+
+def test_a_change_in_flight_from_before_entity_types_were_kept_goes_as_the_definitions_say(
+    tmp_path,
+):
+    """A user trait's change recorded in flight without an entity type goes again as an
+    identify call (the trait is a user's), and settles."""
+    box = {"name": "box", "type": "jsonl", "folder": str(tmp_path / "out"), "traits": ["logins"]}
+    (tmp_path / "defs").mkdir()
+    document = definitions("http://unused") | {"destinations": [box]}
+    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(document))
+    catalog = load_catalog(tmp_path / "defs")
+    recorder = Recorder()
+    with connect(tmp_path / "wh.duckdb") as con:
+        write_lines(tmp_path / "landing" / "a.ndjson", events())
+        ingest_window(con, tmp_path / "landing", H10, H11 + timedelta(hours=1), PARTITIONS_START)
+        build_hour(con, catalog, H11)
+        ensure_state_tables(con)
+        con.execute(
+            "INSERT INTO destination_in_flight (destination, kind, name, entity_id, "
+            "snapshot_hour) VALUES ('box', 'trait', 'logins', 'u3', '2026-10-01 11:00')"
+        )
+        sync(con, catalog, catalog.destinations[0].destination, recorder)
+        assert con.execute("SELECT count(*) FROM destination_in_flight").fetchone() == (0,)
+    sent = {(m["type"], m.get("groupId") or m["userId"]) for m in recorder.messages}
+    assert ("identify", "u3") in sent and not any(call == "group" for call, _ in sent)
 
 
 def with_pro_accounts(folder: Path):

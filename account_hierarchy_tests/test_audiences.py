@@ -340,6 +340,34 @@ def test_edge_audiences(edge, name):
     assert stored_members(con, name, EDGE_HOUR) == EXPECTED[name] == reference.members(name)
 
 
+def test_conditions_nested_as_deep_as_allowed_are_evaluated(tmp_path):
+    """16 levels of `account` and `users: any` in turn (each a query inside another, deeper
+    than Python's default recursion limit lets Ibis compile) and a preview of them agree with
+    the reference; an audience referring to it goes over the limit."""
+    where = {"custom_trait": "plan", "equals": "trial"}
+    for level in range(16):
+        where = {"account": where} if level % 2 == 0 else {"users": "any", "where": where}
+    definitions = {"audiences": [{"name": "deep", "entity": "account", "where": where}]}
+    write_lines(tmp_path / "landing" / "a.ndjson", EDGE_EVENTS)
+    catalog = catalog_of(tmp_path, definitions)
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_first_day(con, tmp_path)
+        build_hour(con, catalog, EDGE_HOUR)
+        members = stored_members(con, "deep", EDGE_HOUR)
+        assert preview(con, catalog, "deep", EDGE_HOUR)["members"] == len(members)
+    events = read_events(tmp_path / "landing")
+    reference = ReferenceAudiences(
+        events, EDGE_HOUR, snapshot(events, EDGE_HOUR), [], definitions["audiences"]
+    )
+    assert members == reference.members("deep") == {"HALF", "FULL"}  # (HALF's u2 is FULL's)
+    definitions["audiences"].append(
+        {"name": "deeper", "entity": "account", "where": {"not": {"audience": "deep"}}}
+    )
+    (tmp_path / "definitions" / "d.yaml").write_text(yaml.safe_dump(definitions))
+    with pytest.raises(DefinitionError, match=r"audience deeper\.where: conditions nest 18 levels"):
+        load_catalog(tmp_path / "definitions")
+
+
 # Custom traits are read from each entity's traits as sent, whatever type their column has:
 # `band` is text in one account and a number in another (a JSON column), `renewal` looks like
 # a date (a TIMESTAMP column), `Plan Tier` is no identifier and `user_count` clashes with a

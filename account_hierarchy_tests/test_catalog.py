@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from account_hierarchy.catalog import loader
 from account_hierarchy.catalog.loader import DefinitionError, load_catalog
 from account_hierarchy.cli import main
 from account_hierarchy.traits.sql_traits import SqlTraitError, against_views, parse_trait_sql
@@ -294,6 +295,11 @@ def test_sql_trait_errors_suggest_the_closest_view(tmp_path):
             'FROM "x.csv"',
             "recursive CTE 'x.csv'",
         ),
+        (
+            "WITH RECURSIVE r AS (SELECT account_id FROM accounts UNION SELECT account_id FROM r "
+            "UNION SELECT account_id FROM r WHERE false) SELECT account_id, 1 AS n FROM r",
+            "the first branch of the recursive CTE 'r' reads 'r'",
+        ),
         ("SELECT account_id, age(max(as_of)) AS n FROM accounts, snapshot GROUP BY 1", "AGE"),
         ("SELECT account_id, pg_postmaster_start_time() AS n FROM accounts", "not the snap"),
         # (sqlglot's tokenizer and recursion errors are parse errors too)
@@ -337,6 +343,15 @@ def test_a_recursive_cte_reading_itself_after_its_first_branch_is_accepted():
     sql = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3) "
            "SELECT account_id, (SELECT max(i) FROM n) AS most FROM accounts")  # fmt: skip
     assert parse_trait_sql(sql, "account")[1] == ["most"]
+
+
+@pytest.mark.parametrize(("aliased", "refused"), [(False, False), (True, True)])
+def test_only_aliases_count_against_the_size_of_a_file(tmp_path, monkeypatch, aliased, refused):
+    monkeypatch.setattr(loader, "MAX_VALUES", 20)
+    values = "*v, *v, *v" if aliased else ", ".join(["1"] * 30)
+    text = f"v: &v [1, 2, 3, 4, 5, 6, 7, 8]\ntraits: [{values}]\n"
+    problems = problems_of(tmp_path, text)
+    assert any("its aliases (`*name`) expand it" in problem for problem in problems) == refused
 
 
 def test_a_sql_parse_error_names_its_place_without_terminal_codes():
@@ -485,7 +500,7 @@ def test_audiences_load(tmp_path):
         ("{users: any, where: {performed: A, at_most: 100000000000000000000}}", "less than"),
         ("{users: any, where: {performed: ''}}", "performed: `performed` is blank"),
         ("{users: any, where: {performed: ' '}}", "`performed` is blank"),
-        ("{not: " * 17 + "{trait: logins, gt: 0}" + "}" * 17, "nest at most 16 levels deep"),
+        ("{not: " * 17 + "{trait: logins, gt: 0}" + "}" * 17, "conditions nest 17 levels deep"),
         ('{trait: logins, equals: "a\\0b"}', "holds a NUL character"),
     ],
 )

@@ -46,7 +46,9 @@ IN_FLIGHT_SCHEMA = pa.schema(
      pa.field("sent", pa.string()), pa.field("version", pa.int64())]
 )  # fmt: skip
 _SAME_KEY = ("f.destination = i.destination AND f.kind = i.kind AND f.name = i.name "
-             "AND f.entity_type = i.entity_type AND f.entity_id = i.entity_id")  # fmt: skip
+             "AND f.entity_id = i.entity_id "
+             # (a change in flight from before entity types were recorded has none)
+             "AND coalesce(f.entity_type, i.entity_type) = i.entity_type")  # fmt: skip
 LOG_SCHEMA = pa.schema([("message_id", pa.string()), ("call", pa.string()),
                         ("entity_id", pa.string())])  # fmt: skip
 

@@ -189,7 +189,11 @@ def plan(
     wants, and each value it holds that some of the calls it wants do not carry yet (calls
     added, or removed and added again), in those calls only."""
     held = held_state(con, destination.name)
-    in_flight = in_flight_changes(con, destination.name)
+    held_types = {(kind, name, entity_id): type_ for kind, name, type_, entity_id in held}
+    in_flight = {
+        _typed(catalog, key, held_types): flight
+        for key, flight in in_flight_changes(con, destination.name).items()
+    }
     desired = _desired(con, catalog, destination, hour)
     wanted = set(destination.calls)
     # (a key holds the entity type it was sent as, which decides the call of what the
@@ -281,6 +285,27 @@ def _unsure_calls(has: Held, flight: InFlight | None) -> set[str]:
     if not all(isinstance(message, dict) and "type" in message for message in messages):
         return set(CALLS)
     return {message["type"] for message in messages}
+
+
+def _typed(
+    catalog: Catalog, key: tuple[str, str, str | None, str], held_types: dict[tuple, str]
+) -> tuple[str, str, str, str]:
+    """A change's key with its entity type; a change sent before the type was recorded gets the
+    one its key's state holds, else the definitions' (a user for `_user` kinds)."""
+    kind, name, entity_type, entity_id = key
+    if entity_type is None:
+        entity_type = held_types.get((kind, name, entity_id))
+    if entity_type is None:
+        if kind in ("audience_user", "trait_user"):
+            entity_type = "user"
+        elif kind == "audience":
+            entity_type = next(
+                (a.audience.entity for a in catalog.audiences if a.audience.name == name),
+                "account",
+            )
+        else:
+            entity_type = "account" if name in catalog.trait_columns("account") else "user"
+    return kind, name, entity_type, entity_id
 
 
 def _next_version(

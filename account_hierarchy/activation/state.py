@@ -52,14 +52,6 @@ CREATE TABLE IF NOT EXISTS destination_in_flight (
 ALTER TABLE destination_in_flight ADD COLUMN IF NOT EXISTS sent VARCHAR;
 ALTER TABLE destination_in_flight ADD COLUMN IF NOT EXISTS entity_type VARCHAR;
 ALTER TABLE destination_in_flight ADD COLUMN IF NOT EXISTS version BIGINT;
--- (changes sent before the entity type was recorded: the one their key's state holds, else
--- the one their kind says: users for `_user` kinds, else accounts)
-UPDATE destination_in_flight AS f SET entity_type = coalesce(
-    (SELECT any_value(s.entity_type) FROM destination_state AS s
-     WHERE s.destination = f.destination AND s.kind = f.kind AND s.name = f.name
-       AND s.entity_id = f.entity_id),
-    CASE WHEN f.kind LIKE '%\\_user' ESCAPE '\\' THEN 'user' ELSE 'account' END)
-WHERE f.entity_type IS NULL;
 CREATE TABLE IF NOT EXISTS delivery_log (
     destination VARCHAR NOT NULL,
     message_id VARCHAR NOT NULL,
@@ -157,7 +149,8 @@ class InFlight:
 def in_flight_changes(
     con: duckdb.DuckDBPyConnection, destination: str
 ) -> dict[tuple[str, str, str, str], InFlight]:
-    """(kind, name, entity type, entity id) -> the change sent without confirmation."""
+    """(kind, name, entity type, entity id) -> the change sent without confirmation (the entity
+    type None for changes sent before it was recorded)."""
     rows = con.execute(
         "SELECT kind, name, entity_type, entity_id, sent, snapshot_hour, entity_type, "
         "coalesce(version, 0) FROM destination_in_flight WHERE destination = $d",

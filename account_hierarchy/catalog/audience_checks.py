@@ -18,8 +18,9 @@ from account_hierarchy.catalog.audience_models import (
 )
 from account_hierarchy.traits.sql_traits import unknown_name
 
-# How deep conditions may nest (`and`, `or`, `not`, `users`, `account`): queries nested much
-# deeper exhaust the parsers that build them.
+# How deep conditions may nest (`and`, `or`, `not`, `users`, `account`, and a reference to
+# another audience, whose conditions its query holds): each level nests the query deeper, and
+# an audience referring to audiences that refer to others grows fast.
 MAX_DEPTH = 16
 ACCOUNT_ONLY = {Quantified: "a users quantifier"}
 USER_ONLY = {
@@ -72,6 +73,37 @@ def referenced_audiences(audience: Audience) -> set[str]:
     return names
 
 
+def _depth(place: Field) -> int:
+    """How many conditions a condition's place is nested in."""
+    return sum(isinstance(key, str) for key in place[1:])
+
+
+def nesting_depths(audiences: dict[str, Audience]) -> dict[str, int]:
+    """How deep each audience's conditions nest, counting a reference to another audience as
+    one level more than the deepest of that audience's (an audience of a reference cycle, or
+    unknown, counts as none)."""
+    depths: dict[str, int] = {}
+
+    def depth(name: str) -> int:
+        if name not in depths and name in audiences:
+            depths[name] = 0  # (until known: a cycle)
+            audience = audiences[name]
+            deepest = 0
+            for condition, _, place in placed(audience.where, audience.entity):
+                here = _depth(place)
+                if isinstance(condition, AudienceReference):
+                    here += 1 + depth(condition.audience)
+                elif isinstance(condition, AccountAudienceReference):
+                    here += 1 + depth(condition.in_account_audience)
+                deepest = max(deepest, here)
+            depths[name] = deepest
+        return depths.get(name, 0)
+
+    for name in audiences:
+        depth(name)
+    return depths
+
+
 def check_audience(
     audience: Audience,
     trait_columns: dict[str, set[str]],
@@ -86,8 +118,6 @@ def check_audience(
     problems: list[tuple[Field, str]] = []
     for condition, entity, place in placed(audience.where, audience.entity):
         kind = type(condition)
-        if sum(isinstance(key, str) for key in place[1:]) == MAX_DEPTH + 1:
-            problems.append((place, f"conditions nest at most {MAX_DEPTH} levels deep"))
         if entity == "user" and kind in ACCOUNT_ONLY:
             problems.append((place, f"{ACCOUNT_ONLY[kind]} only applies to account conditions"))
         if entity == "account" and kind in USER_ONLY:

@@ -22,8 +22,10 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from account_hierarchy.catalog.audience_checks import (
+    MAX_DEPTH,
     check_audience,
     find_cycles,
+    nesting_depths,
     referenced_audiences,
 )
 from account_hierarchy.catalog.audience_models import Audience
@@ -221,7 +223,8 @@ def _load_file(path: Path, catalog: Catalog) -> list[str]:
         return []
     if not isinstance(document, dict):
         return [f"{path}:1: expected a mapping with a `traits:` list at the top"]
-    if _expanded_size(tree, {}) > MAX_VALUES:
+    sizes: dict[int, float] = {}
+    if MAX_VALUES < _expanded_size(tree, sizes) > len(sizes):  # (aliases make it larger)
         return [
             f"{path}: its aliases (`*name`) expand it to over {MAX_VALUES:,} values, or one "
             "is inside its own anchor"
@@ -453,7 +456,8 @@ def _check_columns(catalog: Catalog) -> list[str]:
 
 
 def _check_audiences(catalog: Catalog) -> list[str]:
-    """Audience names unique, conditions in place, references known, no reference cycle."""
+    """Audience names unique, conditions in place, references known, not nested too deep, no
+    reference cycle."""
     problems = []
     entities: dict[str, str] = {}
     first: dict[str, LocatedAudience] = {}
@@ -474,6 +478,14 @@ def _check_audiences(catalog: Catalog) -> list[str]:
                                              catalog.invalid_names):  # fmt: skip
             where = _place_in("audiences", located, located.audience.name, place)
             problems.append(f"{where}: {problem}")
+    depths = nesting_depths({name: located.audience for name, located in first.items()})
+    for name, located in first.items():
+        if depths[name] > MAX_DEPTH:
+            problems.append(
+                f"{_place_in('audiences', located, name, ('where',))}: conditions nest "
+                f"{depths[name]} levels deep (counting those of the audiences it refers to), "
+                f"over {MAX_DEPTH}: nest them less, or refer to fewer audiences in turn"
+            )
     references = {a.audience.name: referenced_audiences(a.audience) for a in catalog.audiences}
     for cycle in find_cycles(references):
         start = first[cycle[0]]

@@ -26,7 +26,7 @@ from account_hierarchy.moments import (
     LEAP_SECOND,
     MINUTES_ONLY,
 )
-from account_hierarchy.traits.compile import AS_OF, HOUR, NUMBER_TEXT_SQL
+from account_hierarchy.traits.compile import AS_OF, HOUR, NUMBER_TEXT_SQL, allow_deep_queries
 
 _COMMON_CONFIG = {
     "spark.sql.session.timeZone": "UTC",
@@ -128,16 +128,15 @@ _JSON_FUNCTIONS = {
     "midnight_text": f"STRING RETURN regexp_replace(regexp_replace(moment_text(value), "
     f"'{_HOUR_24}', '$100$2'), '{LEAP_SECOND}', '$1:59$2')",
     # (reads text `midnight_text` rewrote: `utc_moment` rewrites it once)
-    "utc_moment_of": "TIMESTAMP_NTZ RETURN CASE WHEN value RLIKE '^ *[0-9]+-[0-9]+-[0-9]+' "
-    f"AND NOT value RLIKE '{BAD_OFFSET}' THEN "
+    "utc_moment_of": "TIMESTAMP_NTZ RETURN CASE WHEN value RLIKE '^ *[0-9]+-[0-9]+-[0-9]+' THEN "
     "CAST(coalesce(try_cast(value AS TIMESTAMP_LTZ), try_cast(upper(value) AS TIMESTAMP_LTZ), "
     f"try_cast(regexp_replace(upper(value), '{MINUTES_ONLY}', '$1:00$2') AS TIMESTAMP_LTZ)) "
     "AS TIMESTAMP_NTZ) END",
     "any_utc_moment": "TIMESTAMP_NTZ RETURN utc_moment_of(midnight_text(value)) + CASE WHEN "
     f"moment_text(value) RLIKE '{_HOUR_24}' THEN INTERVAL 1 DAY ELSE INTERVAL 0 DAY END + CASE "
     f"WHEN value RLIKE '{LEAP_SECOND}' THEN INTERVAL 1 SECOND ELSE INTERVAL 0 SECOND END",
-    "utc_moment": "TIMESTAMP_NTZ RETURN CASE WHEN any_utc_moment(value) BETWEEN "
-    f"{_BOUNDS} THEN any_utc_moment(value) END",
+    "utc_moment": f"TIMESTAMP_NTZ RETURN CASE WHEN value RLIKE '{BAD_OFFSET}' THEN NULL "
+    f"WHEN any_utc_moment(value) BETWEEN {_BOUNDS} THEN any_utc_moment(value) END",
 }
 
 
@@ -145,6 +144,7 @@ def spark_frame(backend: ibis.BaseBackend, expr: ir.Table, params: dict | None =
     """An Ibis expression as a lazy Spark frame, with the JSON functions it may use."""
     backend._register_in_memory_tables(expr)
     register_json_functions(backend._session)
+    allow_deep_queries()
     return backend._session.sql(backend.compile(expr, params=params))
 
 

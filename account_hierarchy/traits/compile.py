@@ -24,6 +24,7 @@ values are read as text, and as numbers for aggregations (numeric strings count)
 """
 
 import hashlib
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -171,6 +172,17 @@ AS_OF = ibis.param("timestamp")
 _SENTINELS = {"hour": datetime(1901, 2, 3, 4, 5, 6), "as_of": datetime(1901, 2, 3, 5, 5, 6)}
 
 
+# Python frames compiling a query may take: Ibis and sqlglot recurse about 80 frames per level
+# of nested conditions, and audiences may nest 16 levels (Python's default allows about 12).
+QUERY_RECURSION_LIMIT = 5_000
+
+
+def allow_deep_queries() -> None:
+    """Let this process compile queries nested as deep as definitions may nest them (the limit
+    is only ever raised: other threads may be compiling)."""
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), QUERY_RECURSION_LIMIT))
+
+
 def compile_hourly(backend: ibis.BaseBackend, expr: ir.Expr) -> str:
     """DuckDB SQL for an expression over `HOUR` / `AS_OF`, with `$hour` and `$as_of`
     placeholders to bind when running it. Compiled with unlikely sentinel moments, whose
@@ -179,6 +191,7 @@ def compile_hourly(backend: ibis.BaseBackend, expr: ir.Expr) -> str:
     Its common table expressions (Ibis names each shared subquery once, such as the tiles
     every attribution class reads) are `NOT MATERIALIZED`: DuckDB would otherwise write them
     out whole, every column, before the classes read them (20% slower at 100M events)."""
+    allow_deep_queries()
     sql = backend.compile(expr, params={HOUR: _SENTINELS["hour"], AS_OF: _SENTINELS["as_of"]})
     literals = {}
     for name, moment in _SENTINELS.items():

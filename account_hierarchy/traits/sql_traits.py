@@ -107,8 +107,11 @@ def _check_sources(query: exp.Expression) -> None:
         raise SqlTraitError(f"a CTE is named {clashes[0]!r}, like a view: give it another name")
     for cte in (cte for with_ in query.find_all(exp.With) if with_.args.get("recursive")
                 for cte in with_.expressions):  # fmt: skip
+        # (DuckDB's first branch is all of the outermost UNION's left side)
         anchor = cte.this
-        while isinstance(anchor, exp.SetOperation):
+        while isinstance(anchor, exp.Subquery):
+            anchor = anchor.this
+        if isinstance(anchor, exp.SetOperation):
             anchor = anchor.left
         if any(table.name.lower() == cte.alias_or_name.lower()
                for table in anchor.find_all(exp.Table)):  # fmt: skip
