@@ -31,7 +31,8 @@ def is_hour_key(key: str) -> bool:
 
 def window_of(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
     """The run's partition time window `[start, end)` in naive UTC; a range for backfills
-    (a range whose first hour is after its last, or a key not on the hour, is refused)."""
+    (a range whose first hour is after its last, a key not on the hour, or one before the
+    first partition, is refused before any work)."""
     keys = context.partition_key_range
     for key in (keys.start, keys.end):
         # (Dagster takes any time in range, `20:45`, for the hour after it)
@@ -46,6 +47,12 @@ def window_of(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
         raise dg.Failure(
             f"partition range {keys.start}...{keys.end} ends before it starts: give the earlier "
             "hour first",
+            allow_retries=False,
+        )
+    if start < partitions_start():
+        raise dg.Failure(
+            f"partition {keys.start} is before the first partition "
+            f"{partitions_start():{HOURLY.fmt}} ({settings.PARTITIONS_START_ENV})",
             allow_retries=False,
         )
     return start, end

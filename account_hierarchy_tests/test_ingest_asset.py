@@ -147,6 +147,9 @@ def test_range_in_one_run_equals_hour_by_hour(tmp_path, landing):
          "2026-10-01-05:00...2026-10-01-00:00 ends before it starts"),
         ("2026-10-01-00:30", "2026-10-01-02:00", "partition 2026-10-01-00:30 is not an hour"),
         ("2026-10-01-00:00", "2026-10-01-02:45", "partition 2026-10-01-02:45 is not an hour"),
+        ("2023-12-31-22:00", "2024-01-01-01:00",
+         "partition 2023-12-31-22:00 is before the first partition 2024-01-01-00:00 "
+         "(AH_PARTITIONS_START)"),
     ],
 )  # fmt: skip
 def test_a_range_that_is_no_run_of_hours_fails_at_once_and_clearly(
