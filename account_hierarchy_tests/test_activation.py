@@ -755,7 +755,7 @@ def test_state_of_a_warehouse_keeping_one_list_of_calls_per_destination_is_migra
             )
         ensure_state_tables(con)
         assert held_state(con, "box") == {
-            ("audience", "a", "account", "ACME"): Held("true", {"track"}, 0, "account", left=None)
+            ("audience", "a", "account", "ACME"): Held("true", {"track"}, 0, left=None)
         }
         assert held_state(con, "crm")[("audience", "a", "account", "ACME")].calls == set(CALLS)
         assert sorted(in_flight_changes(con, "box")) == [

@@ -88,14 +88,13 @@ UNKNOWN = "unknown"
 class Held:
     """What a destination holds for one change key: the value it accepted (JSON text; None:
     none, an exit), the calls that carried it, how many changes of the key it accepted, the
-    entity type it was sent as, the messages about it sent without confirmation in calls it
-    was then no longer sent in (JSON; a call removed while they were in flight), and the
-    older values other calls still hold (calls that were off when the value changed)."""
+    messages about it sent without confirmation in calls it was then no longer sent in (JSON;
+    a call removed while they were in flight), and the older values other calls still hold
+    (calls that were off when the value changed)."""
 
     value: str | None
     calls: frozenset[str]
     version: int = 0  # how many changes of the key it accepted
-    entity_type: str | None = None  # account or user, as sent
     unconfirmed: str | None = None
     # call -> the value it holds (None: states from before, where it is not known)
     left: dict[str, str] | None = field(default_factory=dict)
@@ -116,7 +115,7 @@ def held_state(
     """(kind, name, entity type, entity id) -> what the destination accepted, for one
     destination."""
     rows = con.execute(
-        "SELECT kind, name, entity_id, value, calls, coalesce(version, 0), entity_type, "
+        "SELECT kind, name, entity_type, entity_id, value, calls, coalesce(version, 0), "
         "unconfirmed, left_values FROM destination_state WHERE destination = $d",
         {"d": destination},
     ).fetchall()
@@ -125,24 +124,22 @@ def held_state(
             value,
             frozenset(json.loads(calls)) if calls else NOTHING.calls,
             version,
-            entity_type,
             unconfirmed,
             None if left is None else json.loads(left),
         )
-        for kind, name, entity_id, value, calls, version, entity_type, unconfirmed, left in rows
+        for kind, name, entity_type, entity_id, value, calls, version, unconfirmed, left in rows
     }
 
 
 @dataclass(frozen=True)
 class InFlight:
     """A change sent without confirmation: its messages (`sent`, JSON), the snapshot hour they
-    were made for, the entity type they were about and which change of the key it was.
+    were made for and which change of the key it was.
     Sending the same messages again repeats them, ids included, so that the destination drops
     what it already applied; any other change of the key comes after it."""
 
     sent: str | None
     sent_for: datetime
-    entity_type: str | None
     version: int
 
 
@@ -152,8 +149,8 @@ def in_flight_changes(
     """(kind, name, entity type, entity id) -> the change sent without confirmation (the entity
     type None for changes sent before it was recorded)."""
     rows = con.execute(
-        "SELECT kind, name, entity_type, entity_id, sent, snapshot_hour, entity_type, "
-        "coalesce(version, 0) FROM destination_in_flight WHERE destination = $d",
+        "SELECT kind, name, entity_type, entity_id, sent, snapshot_hour, coalesce(version, 0) "
+        "FROM destination_in_flight WHERE destination = $d",
         {"d": destination},
     ).fetchall()
     return {tuple(row[:4]): InFlight(*row[4:]) for row in rows}
