@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from account_hierarchy.catalog import loader
@@ -531,6 +532,16 @@ def test_conditions_nested_16_deep_load_and_at_most_null_is_no_bound(tmp_path):
     (tmp_path / "a.yaml").write_text(text)
     audiences = {each.audience.name: each.audience for each in load_catalog(tmp_path).audiences}
     assert (audiences["some"].where.at_least, audiences["some"].where.at_most) == (1, None)
+
+
+def test_a_long_chain_of_references_listed_last_first_is_reported_not_a_crash(tmp_path):
+    """Depths are counted from the audiences referred to, without recursing down the chain."""
+    chain = [{"name": "a0", "entity": "account", "where": {"custom_trait": "plan", "exists": True}}]
+    chain += [{"name": f"a{i}", "entity": "account", "where": {"audience": f"a{i - 1}"}}
+              for i in range(1, 1100)]  # fmt: skip
+    problems = problems_of(tmp_path, yaml.safe_dump({"audiences": chain[::-1]}))
+    assert len(problems) == 1099 - 16
+    assert "audience a1099.where: conditions nest 1099 levels deep" in problems[0]
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Checks of audience definitions against the rest of the catalog: each condition in a place
 where it makes sense, references to traits and audiences that exist, and no reference cycle."""
 
+import graphlib
 from collections.abc import Iterator, Set
 
 from account_hierarchy.catalog.audience_models import (
@@ -80,27 +81,25 @@ def _depth(place: Field) -> int:
 
 def nesting_depths(audiences: dict[str, Audience]) -> dict[str, int]:
     """How deep each audience's conditions nest, counting a reference to another audience as
-    one level more than the deepest of that audience's (an audience of a reference cycle, or
-    unknown, counts as none)."""
+    one level more than the deepest of that audience's (none when audiences refer to each
+    other in a cycle, which is reported on its own)."""
+    references = {name: referenced_audiences(audience) & audiences.keys()
+                  for name, audience in audiences.items()}  # fmt: skip
+    try:  # (the audiences referred to first)
+        order = list(graphlib.TopologicalSorter(references).static_order())
+    except graphlib.CycleError:
+        return {}
     depths: dict[str, int] = {}
-
-    def depth(name: str) -> int:
-        if name not in depths and name in audiences:
-            depths[name] = 0  # (until known: a cycle)
-            audience = audiences[name]
-            deepest = 0
-            for condition, _, place in placed(audience.where, audience.entity):
-                here = _depth(place)
-                if isinstance(condition, AudienceReference):
-                    here += 1 + depth(condition.audience)
-                elif isinstance(condition, AccountAudienceReference):
-                    here += 1 + depth(condition.in_account_audience)
-                deepest = max(deepest, here)
-            depths[name] = deepest
-        return depths.get(name, 0)
-
-    for name in audiences:
-        depth(name)
+    for name in order:
+        deepest = 0
+        for condition, _, place in placed(audiences[name].where, audiences[name].entity):
+            here = _depth(place)
+            if isinstance(condition, AudienceReference):
+                here += 1 + depths[condition.audience]
+            elif isinstance(condition, AccountAudienceReference):
+                here += 1 + depths[condition.in_account_audience]
+            deepest = max(deepest, here)
+        depths[name] = deepest
     return depths
 
 

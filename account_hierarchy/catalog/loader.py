@@ -480,7 +480,7 @@ def _check_audiences(catalog: Catalog) -> list[str]:
             problems.append(f"{where}: {problem}")
     depths = nesting_depths({name: located.audience for name, located in first.items()})
     for name, located in first.items():
-        if depths[name] > MAX_DEPTH:
+        if depths.get(name, 0) > MAX_DEPTH:
             problems.append(
                 f"{_place_in('audiences', located, name, ('where',))}: conditions nest "
                 f"{depths[name]} levels deep (counting those of the audiences it refers to), "
