@@ -307,7 +307,7 @@ def test_sql_trait_errors_suggest_the_closest_view(tmp_path):
         ("SELECT account_id, 'abc AS n FROM accounts", "does not parse"),
         ("SELECT account_id, 1 AS n FROM accounts /* note", "does not parse"),
         (
-            "SELECT account_id, " + "abs(" * 60 + "1" + ")" * 60 + " AS n FROM accounts",
+            "SELECT account_id, " + "abs(" * 250 + "1" + ")" * 250 + " AS n FROM accounts",
             "nested too deeply",
         ),
     ],
@@ -332,7 +332,7 @@ def test_sql_traits_must_be_one_read_only_query(sql, message):
                    for p, c in zip("abcd", "bcde", strict=True))
          + "traits: [{name: x, entity: user, type: event_counter, description: *e}]\n",
          "expand it to over 100,000 values"),
-        ("traits: " + "[" * 2000 + "]" * 2000 + "\n", "nested too deeply"),
+        ("traits: " + "[" * 4000 + "]" * 4000 + "\n", "nested too deeply"),
     ],
 )  # fmt: skip
 def test_names_text_and_yaml_structures_that_cannot_work_are_refused(tmp_path, text, message):

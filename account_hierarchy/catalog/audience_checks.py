@@ -81,8 +81,8 @@ def _depth(place: Field) -> int:
 
 def nesting_depths(audiences: dict[str, Audience]) -> dict[str, int]:
     """How deep each audience's conditions nest, counting a reference to another audience as
-    one level more than the deepest of that audience's (none when audiences refer to each
-    other in a cycle, which is reported on its own)."""
+    one level more than the deepest of that audience's (an unknown one as none; none at all
+    when audiences refer to each other in a cycle, which is reported on its own)."""
     references = {name: referenced_audiences(audience) & audiences.keys()
                   for name, audience in audiences.items()}  # fmt: skip
     try:  # (the audiences referred to first)
@@ -95,9 +95,9 @@ def nesting_depths(audiences: dict[str, Audience]) -> dict[str, int]:
         for condition, _, place in placed(audiences[name].where, audiences[name].entity):
             here = _depth(place)
             if isinstance(condition, AudienceReference):
-                here += 1 + depths[condition.audience]
+                here += 1 + depths.get(condition.audience, 0)
             elif isinstance(condition, AccountAudienceReference):
-                here += 1 + depths[condition.in_account_audience]
+                here += 1 + depths.get(condition.in_account_audience, 0)
             deepest = max(deepest, here)
         depths[name] = deepest
     return depths

@@ -39,6 +39,7 @@ from account_hierarchy.catalog.models import (
     UniqueList,
 )
 from account_hierarchy.settings import is_hidden
+from account_hierarchy.traits.compile import allow_deep_queries
 from account_hierarchy.traits.sql_traits import (
     RESERVED_COLUMNS,
     SqlTraitError,
@@ -176,6 +177,7 @@ def _holds(trait: Trait) -> str | None:
 def load_catalog(folder: Path) -> Catalog:
     """Read and validate every `*.yaml` / `*.yml` file under `folder` (sorted by path), but
     hidden ones (a name starting with `.`: an editor's lock or backup file, `.git/`)."""
+    allow_deep_queries()  # (what nests too deep to load is then the same in every process)
     if not folder.is_dir():
         raise DefinitionError(folder, [f"{folder}: no such folder of definitions"])
     catalog = Catalog(folder)
