@@ -49,10 +49,10 @@ def window_of(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
             "hour first",
             allow_retries=False,
         )
-    if start < partitions_start():
+    if start < (first := partitions_start()):
         raise dg.Failure(
             f"partition {keys.start} is before the first partition "
-            f"{partitions_start():{HOURLY.fmt}} ({settings.PARTITIONS_START_ENV})",
+            f"{first:{HOURLY.fmt}} ({settings.PARTITIONS_START_ENV})",
             allow_retries=False,
         )
     return start, end

@@ -299,10 +299,10 @@ def _typed(
         if kind in ("audience_user", "trait_user"):
             entity_type = "user"
         elif kind == "audience":
-            entity_type = next(
-                (a.audience.entity for a in catalog.audiences if a.audience.name == name),
-                "account",
-            )
+            try:
+                entity_type = catalog.audience(name).entity
+            except KeyError:  # (an audience since removed from the definitions)
+                entity_type = "account"
         else:
             entity_type = "account" if name in catalog.trait_columns("account") else "user"
     return kind, name, entity_type, entity_id

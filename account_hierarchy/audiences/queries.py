@@ -21,7 +21,6 @@ from account_hierarchy.audiences.memberships import reason_texts
 from account_hierarchy.catalog.audience_models import AnyAccount, Quantified
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.hierarchy.queries import NotInSnapshotError, latest_snapshot_hour
-from account_hierarchy.traits.compile import allow_deep_queries
 from account_hierarchy.traits.compute import newest_trait_hours
 from account_hierarchy.traits.sql_traits import closest_name
 from account_hierarchy.warehouse import rows_if_table_exists, table_names
@@ -134,7 +133,6 @@ def newest_evaluable_hour(
 def _fetch(con: duckdb.DuckDBPyConnection, expr: ir.Table) -> pa.Table:
     """An evaluation's rows as DuckDB gives them to Arrow (every type kept, JSON as its text),
     for `reason_texts` to describe as a materialization does."""
-    allow_deep_queries()
     return con.sql(ibis.to_sql(expr, dialect="duckdb")).to_arrow_table()
 
 

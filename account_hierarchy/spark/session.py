@@ -26,7 +26,7 @@ from account_hierarchy.moments import (
     LEAP_SECOND,
     MINUTES_ONLY,
 )
-from account_hierarchy.traits.compile import AS_OF, HOUR, NUMBER_TEXT_SQL, allow_deep_queries
+from account_hierarchy.traits.compile import AS_OF, HOUR, NUMBER_TEXT_SQL
 
 _COMMON_CONFIG = {
     "spark.sql.session.timeZone": "UTC",
@@ -110,8 +110,9 @@ def spark_backend(session: SparkSession) -> ibis.BaseBackend:
 # DuckDB's cast wants (Spark's reads `2001` as a year), and only moments of the years 1 to
 # 9999. What DuckDB's casts read and Spark's do not is rewritten first: `/` between a date's
 # parts and white space (tabs too, or several) before the time (`moment_text`), and the hour 24
-# (`2026-09-30T24:00:00Z`, the next day's midnight, as `midnight_text` and a day added), and
-# leap seconds (`23:59:60Z`, as `:59` and a second added). Offsets RFC 3339 refuses are no time.
+# (`2026-09-30T24:00:00Z`, the next day's midnight) and leap seconds (`23:59:60Z`), as
+# `castable_text` writes them (`00:00:00Z`, `23:59:59Z`) with a day or a second added. Offsets
+# RFC 3339 refuses are no time.
 _DATE = "^( *[0-9]+)[-/]([0-9]{1,2})[-/]([0-9]{1,2})"
 # (Java's `\s` is white space; its backslash is doubled for Spark's string literals)
 _DATE_TIME = "^( *[0-9]+-[0-9]{1,2}-[0-9]{1,2})[Tt]?\\\\s+([0-9])"
@@ -125,14 +126,14 @@ _JSON_FUNCTIONS = {
     "THEN try_cast(value AS DOUBLE) END",
     "moment_text": f"STRING RETURN regexp_replace(regexp_replace(value, '{_DATE}', "
     f"'$1-$2-$3'), '{_DATE_TIME}', '$1 $2')",
-    "midnight_text": f"STRING RETURN regexp_replace(regexp_replace(moment_text(value), "
+    "castable_text": f"STRING RETURN regexp_replace(regexp_replace(moment_text(value), "
     f"'{_HOUR_24}', '$100$2'), '{LEAP_SECOND}', '$1:59$2')",
-    # (reads text `midnight_text` rewrote: `utc_moment` rewrites it once)
+    # (reads text `castable_text` rewrote: `utc_moment` rewrites it once)
     "utc_moment_of": "TIMESTAMP_NTZ RETURN CASE WHEN value RLIKE '^ *[0-9]+-[0-9]+-[0-9]+' THEN "
     "CAST(coalesce(try_cast(value AS TIMESTAMP_LTZ), try_cast(upper(value) AS TIMESTAMP_LTZ), "
     f"try_cast(regexp_replace(upper(value), '{MINUTES_ONLY}', '$1:00$2') AS TIMESTAMP_LTZ)) "
     "AS TIMESTAMP_NTZ) END",
-    "any_utc_moment": "TIMESTAMP_NTZ RETURN utc_moment_of(midnight_text(value)) + CASE WHEN "
+    "any_utc_moment": "TIMESTAMP_NTZ RETURN utc_moment_of(castable_text(value)) + CASE WHEN "
     f"moment_text(value) RLIKE '{_HOUR_24}' THEN INTERVAL 1 DAY ELSE INTERVAL 0 DAY END + CASE "
     f"WHEN value RLIKE '{LEAP_SECOND}' THEN INTERVAL 1 SECOND ELSE INTERVAL 0 SECOND END",
     "utc_moment": f"TIMESTAMP_NTZ RETURN CASE WHEN value RLIKE '{BAD_OFFSET}' THEN NULL "
@@ -144,7 +145,6 @@ def spark_frame(backend: ibis.BaseBackend, expr: ir.Table, params: dict | None =
     """An Ibis expression as a lazy Spark frame, with the JSON functions it may use."""
     backend._register_in_memory_tables(expr)
     register_json_functions(backend._session)
-    allow_deep_queries()
     return backend._session.sql(backend.compile(expr, params=params))
 
 

@@ -178,8 +178,9 @@ QUERY_RECURSION_LIMIT = 5_000
 
 
 def allow_deep_queries() -> None:
-    """Let this process compile queries nested as deep as definitions may nest them (the limit
-    is only ever raised: other threads may be compiling)."""
+    """Let this process parse and compile queries nested as deep as definitions may nest them:
+    called when definitions load, before anything reads them (the limit is only ever raised:
+    other threads may be compiling)."""
     sys.setrecursionlimit(max(sys.getrecursionlimit(), QUERY_RECURSION_LIMIT))
 
 
@@ -191,7 +192,6 @@ def compile_hourly(backend: ibis.BaseBackend, expr: ir.Expr) -> str:
     Its common table expressions (Ibis names each shared subquery once, such as the tiles
     every attribution class reads) are `NOT MATERIALIZED`: DuckDB would otherwise write them
     out whole, every column, before the classes read them (20% slower at 100M events)."""
-    allow_deep_queries()
     sql = backend.compile(expr, params={HOUR: _SENTINELS["hour"], AS_OF: _SENTINELS["as_of"]})
     literals = {}
     for name, moment in _SENTINELS.items():
