@@ -406,7 +406,7 @@ def test_crlf_missing_final_newline_gzip_and_bad_utf8(con, landing):
         "SELECT source_file, source_line, reason FROM quarantined_lines ORDER BY 1"
     ).fetchall()
     assert quarantined[0] == ("bad.jsonl", 2, "line is not valid UTF-8")
-    assert quarantined[1][:2] == ("broken.ndjson.gz", 0)
+    assert quarantined[1][:2] == ("broken.ndjson.gz", 1)
     assert quarantined[1][2].startswith("unreadable gzip file")
     (hour,) = con.execute(
         "SELECT event_hour FROM quarantined_lines WHERE source_file = 'broken.ndjson.gz'"

@@ -1,6 +1,9 @@
 """Windows are loaded exactly once: duplicates dropped and counted, re-runs change nothing."""
 
+import gzip
+import json
 import os
+import zlib
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -118,7 +121,7 @@ def test_the_same_bytes_read_as_gzip_and_as_text_are_not_one_file(con, landing):
         ("b.ndjson", "m1")
     ]
     assert con.execute("SELECT source_file, source_line FROM quarantined_lines").fetchall() == [
-        ("a.ndjson.gz", 0)
+        ("a.ndjson.gz", 1)
     ]
     assert report.duplicates == 0
 
@@ -156,6 +159,47 @@ def test_files_outside_the_window_are_not_read_again(con, landing):
     report = ingest(con, landing, H10, H11)
     assert report.files_read == 1
     assert report.files_indexed == 0
+
+
+def gzip_cut_after(text: bytes) -> bytes:
+    """The start of a gzip stream that decompresses to exactly `text`, then ends (truncated)."""
+    writer = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    return writer.compress(text) + writer.flush(zlib.Z_SYNC_FLUSH)
+
+
+def test_a_damaged_gzip_file_loads_the_lines_read_before_the_damage(con, landing):
+    """A truncated gzip file loads its whole lines, and the line cut off is quarantined with
+    the reason (in its neighbour's hour); of a file of several gzip members, those before a
+    damaged one (whose CRC does not match) load."""
+    line = {name: json.dumps(message(name, f"2026-10-01T10:0{n}:00Z")) for n, name in
+            enumerate(["m1", "m2", "m3", "m4", "m5"])}  # fmt: skip
+    (landing / "cut.ndjson.gz").write_bytes(
+        gzip_cut_after(f"{line['m1']}\n{line['m2'][:20]}".encode())
+    )
+    (landing / "cut-at-end.ndjson.gz").write_bytes(gzip_cut_after(f"{line['m3']}\n".encode()))
+    damaged = bytearray(gzip.compress(f"{line['m5']}\n".encode()))
+    damaged[-8] ^= 1  # (its CRC)
+    (landing / "members.ndjson.gz").write_bytes(gzip.compress(f"{line['m4']}\n".encode()) + damaged)
+    report = ingest(con, landing)
+    loaded = con.execute("SELECT source_file, source_line, message_id FROM raw_events ORDER BY 3")
+    assert loaded.fetchall() == [
+        ("cut.ndjson.gz", 1, "m1"),
+        ("cut-at-end.ndjson.gz", 1, "m3"),
+        ("members.ndjson.gz", 1, "m4"),
+    ]
+    quarantined = con.execute(
+        "SELECT source_file, source_line, reason, raw_line, event_hour FROM quarantined_lines "
+        "ORDER BY 1"
+    ).fetchall()
+    truncated = "unreadable gzip file: it ends early (truncated)"
+    assert quarantined[:2] == [
+        ("cut-at-end.ndjson.gz", 2, truncated, None, H10),
+        ("cut.ndjson.gz", 2, truncated, line["m2"][:20], H10),
+    ]
+    assert quarantined[2][:2] == ("members.ndjson.gz", 2)
+    assert quarantined[2][2].startswith("unreadable gzip file after its last whole gzip member")
+    assert "incorrect data check" in quarantined[2][2]
+    assert report.lines_read == 6 == report.loaded + report.quarantined + report.duplicates
 
 
 def test_batches_of_files_load_what_one_batch_loads(tmp_path, landing, monkeypatch):

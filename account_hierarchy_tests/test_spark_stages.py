@@ -7,6 +7,7 @@
   tests' edge cases (cycles, missing parents, ties, late files), with typed trait columns of
   every type."""
 
+import gzip
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -55,6 +56,7 @@ def test_spark_ingestion_loads_what_duckdb_loads(tmp_path: Path, spark):
     shutil.copy(landing / "a.ndjson", landing / "copy" / "a.ndjson")  # a re-delivery
     (landing / "empty.ndjson").write_text("")
     (landing / "broken.ndjson.gz").write_bytes(b"not gzip")
+    (landing / "cut.ndjson.gz").write_bytes(gzip.compress(b'oops\n{"type": "tr')[:-8])
     lake_dir = str(tmp_path / "lake")
     with (
         connect(tmp_path / "duckdb.duckdb") as on_duckdb,

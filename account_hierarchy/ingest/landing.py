@@ -6,7 +6,6 @@ whose name starts with a dot, or inside a folder whose name does (temporary file
 still at work), are ignored.
 """
 
-import gzip
 import hashlib
 import itertools
 import os
@@ -42,11 +41,14 @@ class LandingFile:
 
 @dataclass(frozen=True)
 class FileContent:
-    """The bytes of a landing file turned into lines, or why they could not be."""
+    """The bytes of a landing file turned into lines. For a gzip file that cannot be read to
+    its end, `lines` are the whole lines read before the damage, `error` says why the rest
+    is unreadable and `cut_line` is the text of the line where reading stopped, if any."""
 
     content_hash: str
-    lines: pa.Table | None
+    lines: pa.Table
     error: str | None = None
+    cut_line: str = ""
 
 
 class LandingFileIndexError(ValueError):
@@ -138,11 +140,32 @@ def read_landing_file(landing_dir: Path, file: LandingFile) -> FileContent:
         # (bytes read as gzip are other lines than the same bytes read as text: a file is a
         # re-delivery of another only when both are read the same way)
         content_hash = "gzip:" + content_hash
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as error:
-            return FileContent(content_hash, None, f"unreadable gzip file: {error}")
+        data, error = gunzip(data)
+        if error is not None:
+            end = data.rfind(b"\n") + 1
+            cut_line = data[end:].decode(errors="replace")
+            return FileContent(content_hash, split_lines(data[:end]), error, cut_line)
     return FileContent(content_hash, split_lines(data))
+
+
+def gunzip(data: bytes) -> tuple[bytes, str | None]:
+    """Decompress gzip data of one or more members (zero bytes may pad between them), as
+    `gzip.decompress` does. Data that cannot be read to its end gives what could be trusted and
+    why the rest cannot: the members before the damage (each checked against its CRC), and
+    the text of a truncated last member up to where the file ends."""
+    members, first = [], True
+    while data:
+        reader = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip header and trailer
+        try:
+            text = reader.decompress(data)
+        except zlib.error as error:
+            where = "" if first else " after its last whole gzip member"
+            return b"".join(members), f"unreadable gzip file{where}: {error}"
+        members.append(text)
+        if not reader.eof:
+            return b"".join(members), "unreadable gzip file: it ends early (truncated)"
+        data, first = reader.unused_data.lstrip(b"\0"), False
+    return b"".join(members), None
 
 
 def split_lines(data: bytes) -> pa.Table:

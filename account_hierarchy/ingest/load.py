@@ -174,7 +174,7 @@ def read_in_batches(
         for file in remaining:
             content = read_landing_file(landing_dir, file)
             batch.append((file, content))
-            lines += content.lines.num_rows if content.lines is not None else 1
+            lines += content.lines.num_rows + (content.error is not None)
             if lines >= batch_lines:
                 break
         return batch
@@ -194,27 +194,34 @@ def _stage_batch(
 ) -> None:
     """Classify a batch of files' lines into `file_lines` (replacing the previous batch's) and
     give their orphan lines their hour; stage the index entries of the files in `to_index`
-    (new or changed files). An unreadable file gets one line: the reason it is unreadable."""
+    (new or changed files). The unreadable rest of a file gets one line after those read: the
+    reason it is unreadable, with the text cut off where reading stopped."""
     # Replaced rather than emptied: a temp table does not give back the space of deleted rows.
     con.execute("CREATE OR REPLACE TEMP TABLE file_lines AS FROM window_lines WITH NO DATA")
+    readable = [
+        FileLines(file.path, file.written_at, content.lines)
+        for file, content in batch
+        if content.lines.num_rows
+    ]
+    if readable:
+        classify_into(con, "file_lines", readable, partitions_start)
     for file, content in batch:
-        if content.lines is None:
+        if content.error is not None:
             file_hour = max(
                 file.written_at.replace(minute=0, second=0, microsecond=0), partitions_start
             )
             con.execute(
-                "INSERT INTO file_lines (source_file, source_line, reason, event_hour) "
-                "VALUES ($path, 0, $reason, $hour)",
-                {"path": file.path, "reason": content.error, "hour": file_hour},
+                "INSERT INTO file_lines (source_file, source_line, reason, file_hour, raw_line) "
+                "VALUES ($path, $line, $reason, $hour, $text)",
+                {
+                    "path": file.path,
+                    "line": content.lines.num_rows + 1,
+                    "reason": content.error,
+                    "hour": file_hour,
+                    "text": content.cut_line or None,
+                },
             )
-    readable = [
-        FileLines(file.path, file.written_at, content.lines)
-        for file, content in batch
-        if content.lines is not None
-    ]
-    if readable:
-        classify_into(con, "file_lines", readable, partitions_start)
-        anchor_orphans(con, "file_lines")
+    anchor_orphans(con, "file_lines")
     indexed = [(file, content) for file, content in batch if file.path in to_index]
     if indexed:
         con.register(
