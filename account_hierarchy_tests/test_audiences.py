@@ -1,5 +1,6 @@
 """Audience memberships match an independent evaluation, on the sample and on edge cases."""
 
+import itertools
 import json
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -368,6 +369,33 @@ def test_conditions_nested_as_deep_as_allowed_are_evaluated(tmp_path):
         load_catalog(tmp_path / "definitions")
 
 
+def test_an_audience_referred_to_many_times_is_one_query(tmp_path):
+    """A chain of audiences each referring three times to the one before compiles to a query
+    that grows by the same amount at each link (each audience is built once, not once per
+    reference: 3^n copies), and each has the first one's members."""
+    chain = [{"name": "a0", "entity": "account",
+              "where": {"custom_trait": "plan", "equals": "trial"}}]  # fmt: skip
+    for n in range(1, 7):
+        chain.append({"name": f"a{n}", "entity": "account",
+                      "where": {"or": [{"audience": f"a{n - 1}"}] * 3}})  # fmt: skip
+    write_lines(tmp_path / "landing" / "a.ndjson", EDGE_EVENTS)
+    catalog = catalog_of(tmp_path, {"audiences": chain})
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_first_day(con, tmp_path)
+        build_hour(con, catalog, EDGE_HOUR)
+        assert stored_members(con, "a6", EDGE_HOUR) == stored_members(con, "a0", EDGE_HOUR)
+        assert stored_members(con, "a0", EDGE_HOUR)
+        backend = ibis.duckdb.from_connection(con)
+        sizes = [
+            ibis.to_sql(Evaluator(backend, catalog, EDGE_HOUR).audience(f"a{n}").table).count(
+                "FROM"
+            )
+            for n in range(7)
+        ]
+    growth = {later - earlier for earlier, later in itertools.pairwise(sizes[1:])}
+    assert len(growth) == 1, sizes
+
+
 # Custom traits are read from each entity's traits as sent, whatever type their column has:
 # `band` is text in one account and a number in another (a JSON column), `renewal` looks like
 # a date (a TIMESTAMP column), `Plan Tier` is no identifier and `user_count` clashes with a
@@ -412,8 +440,8 @@ TYPED_EVENTS = [
             "a": {"b": "colon"},
             "score": "NaN",
             "flag": True,
-            "duration": " 7 ",
-            "codes": ["1", 2, "true"],
+            "duration": "\t7\n",
+            "codes": ["1", 2, "true", "x,2.5,y"],
             "seen_at": "2026-10-01T08:40+01:00",
         },
     },
@@ -494,7 +522,7 @@ TYPED_EXPECTED = {
     "dollar_key": {"ONE"},  # not TWO's k
     "both_cases": {"ONE"},
     "in_paris": {"ONE"},
-    "long_duration": {"TWO"},  # " 7 " is a number, "5d" is not
+    "long_duration": {"TWO"},  # "\t7\n" is a number, "5d" is not
     "big_number": set(),  # "1_000" is not a number
     "huge_score": set(),  # nor is "NaN"
     "flagged": {"TWO"},  # the boolean true; the string "TRUE" is text
@@ -502,7 +530,7 @@ TYPED_EXPECTED = {
     # A list's elements equal to the operand: numbers by value, text in decimal notation too.
     "code_1": {"ONE", "TWO"},
     "code_1_text": {"ONE", "TWO"},
-    "code_2_5": {"ONE"},
+    "code_2_5": {"ONE"},  # (not the text "x,2.5,y")
     "code_7": {"ONE"},
     "code_true": {"ONE", "TWO"},  # the boolean, and the text `true`
     "code_x": {"ONE"},

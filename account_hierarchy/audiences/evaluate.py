@@ -135,6 +135,7 @@ class Evaluator:
         self._tiles_usable: bool | None = None
         self._counter = 0
         self._tables: dict[str, ir.Table] = {}
+        self._audiences: dict[str, Evaluated] = {}
         self._used: set[str] = set()
         self._traits_tested: set[tuple[str, str]] = set()
 
@@ -175,9 +176,14 @@ class Evaluator:
     # --- audiences and conditions -----------------------------------------------------------
 
     def audience(self, name: str) -> Evaluated:
-        """The catalog's audience `name` for this hour."""
-        definition = self.catalog.audience(name)
-        return self.evaluate(definition.name, definition.entity, definition.where)
+        """The catalog's audience `name` for this hour, built once: every reference to it reads
+        the same table (one query, not a copy per reference, which would grow exponentially
+        along a chain of audiences each referring to the one before more than once)."""
+        if name not in self._audiences:
+            definition = self.catalog.audience(name)
+            evaluated = self.evaluate(definition.name, definition.entity, definition.where)
+            self._audiences[name] = evaluated
+        return self._audiences[name]
 
     def evaluate(
         self, name: str, entity: str, condition: Condition, per_account: bool = False
@@ -275,7 +281,7 @@ class Evaluator:
         """A table `part_entity`, `<leaf>_held` (and values) for a leaf needing other rows."""
         held, key = f"{leaf.id}_held", "part_entity"
         if isinstance(condition, AudienceReference):
-            other = self.audience(condition.audience).table
+            other = self.audience(condition.audience).table.view()
             return other.select(**{key: other.entity_id, held: other.member})
         if isinstance(condition, AccountAudienceReference | AnyAccount):
             accounts = (self.audience(condition.in_account_audience)
@@ -524,23 +530,31 @@ def _list_holds(values: ir.ArrayValue, element: Scalar) -> ir.BooleanValue:
     return values.map(lambda item: item.cast("string").isin(texts)).anys()
 
 
+# A JSON string in JSON text (the loop unrolled: Java's regular expressions recurse on each
+# repetition of a group, here only once per escape).
+JSON_STRING = r'"[^"\\]*(\\.[^"\\]*)*"'
+
+
 def _json_list_holds(json_text: ir.StringValue, element: Scalar) -> ir.BooleanValue:
     """Whether a JSON list (compact text, as the engines write it) has an element equal to
-    `element`: one of `_element_texts` as a JSON string, or the number or boolean itself."""
+    `element`: one of `_element_texts` as a JSON string, or the number or boolean itself,
+    looked for outside the list's strings (`"a,7,b"` holds no element 7)."""
     texts = _element_texts(element)
     strings = {json.dumps(text, ensure_ascii=False) for text in texts}
     # (DuckDB writes control characters' escapes in upper case)
     strings |= {re.sub(r"\\u00([0-9a-f]{2})", lambda m: "\\u00" + m[1].upper(), string)
                 for string in strings}  # fmt: skip
-    items = strings | _number_texts(element) | (texts & {"true", "false"})
+    bare = _number_texts(element) | (texts & {"true", "false"})
+    without_strings = json_text.re_replace(JSON_STRING, '""')
     held = ibis.literal(False)
-    for item in sorted(items):
-        held |= (
-            (json_text == f"[{item}]")
-            | json_text.startswith(f"[{item},")
-            | json_text.endswith(f",{item}]")
-            | json_text.contains(f",{item},")
-        )
+    for items, text in ((strings, json_text), (bare, without_strings)):
+        for item in sorted(items):
+            held |= (
+                (text == f"[{item}]")
+                | text.startswith(f"[{item},")
+                | text.endswith(f",{item}]")
+                | text.contains(f",{item},")
+            )
     return held
 
 
