@@ -536,11 +536,12 @@ def test_a_sql_trait_spark_cannot_run_fails_naming_the_trait(tmp_path: Path, spa
         build_traits_on_spark(spark, catalog, start, end, str(tmp_path / "lake"))
 
 
-def test_a_number_with_a_line_break_is_no_number_on_either_engine(tmp_path: Path, spark):
-    """A property or custom trait padded with a line break (`"\\t7\\n"`) is no decimal
-    notation on DuckDB; Spark (where Java's `$` matches before a final line break) must not
-    read it as one either."""
-    scores = {"u1": "\t7\n", "u2": " 7 ", "u3": "7\r"}
+def test_numbers_in_text_are_read_alike_on_both_engines(tmp_path: Path, spark):
+    """A property or custom trait padded with ASCII white space (`"\\t7\\n"`) reads as a
+    number on both engines, one followed by a Unicode line separator on neither (Java's `$`
+    matches before it); a list holds a number only outside its strings (`"a,7,b"`)."""
+    scores = {"u1": "\t7\n", "u2": " 7 ", "u3": "7\r", "u4": "7\u2028"}
+    tags = {"u1": ["a,7,b"], "u2": [7, "a"], "u3": ['x",7,"'], "u4": ["7.0"]}
     write_lines(tmp_path / "landing" / "a.ndjson", [
         {"type": "group", "userId": "u1", "groupId": "acc", "messageId": "g1",
          "timestamp": "2026-10-01T10:00:30Z"},
@@ -548,7 +549,7 @@ def test_a_number_with_a_line_break_is_no_number_on_either_engine(tmp_path: Path
            "timestamp": "2026-10-01T10:02:00Z", "properties": {"score": score}}
           for user, score in scores.items()),
         *({"type": "identify", "userId": user, "messageId": f"i{user}",
-           "timestamp": "2026-10-01T10:03:00Z", "traits": {"score": score}}
+           "timestamp": "2026-10-01T10:03:00Z", "traits": {"score": score, "tags": tags[user]}}
           for user, score in scores.items()),
     ])  # fmt: skip
     (tmp_path / "defs").mkdir()
@@ -558,7 +559,9 @@ def test_a_number_with_a_line_break_is_no_number_on_either_engine(tmp_path: Path
                     "property": "score"}],
         "audiences": [{"name": "promoters", "entity": "user", "where": {"or": [
             {"performed": "NPS", "where": [{"property": "score", "gte": 7}]},
-            {"custom_trait": "score", "equals": 7}]}}],
+            {"custom_trait": "score", "equals": 7}]}},
+            {"name": "tagged_7", "entity": "user",
+             "where": {"custom_trait": "tags", "contains": 7}}],
     }))  # fmt: skip
     catalog = load_catalog(tmp_path / "defs")
     start, end = datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11)
@@ -570,12 +573,16 @@ def test_a_number_with_a_line_break_is_no_number_on_either_engine(tmp_path: Path
         on_duckdb = con.sql(query).fetchall()
         on_spark = lake.read_with_duckdb(con, "user_traits", lake_dir).select(
             "user_id, nps_sum").order("1").fetchall()  # fmt: skip
-        assert on_duckdb == [("u1", 0.0), ("u2", 7.0), ("u3", 0.0)]
+        assert on_duckdb == [("u1", 7.0), ("u2", 7.0), ("u3", 7.0), ("u4", 0.0)]
         assert on_spark == on_duckdb
-        build_audience(con, catalog, "promoters", start, end)
-        _, members = build_audience_on_spark(spark, catalog, "promoters", start, end, lake_dir)
-        stored = con.sql("SELECT entity_id FROM audience_memberships").fetchall()
-        assert {entity_id for (entity_id,) in stored} == members == {"u2"}
+        expected = {"promoters": {"u1", "u2", "u3"}, "tagged_7": {"u2", "u4"}}  # (u4: as text)
+        for audience, members in expected.items():
+            build_audience(con, catalog, audience, start, end)
+            _, on_spark = build_audience_on_spark(spark, catalog, audience, start, end, lake_dir)
+            stored = con.execute(
+                "SELECT entity_id FROM audience_memberships WHERE audience = $a", {"a": audience}
+            ).fetchall()
+            assert {entity_id for (entity_id,) in stored} == on_spark == members, audience
 
 
 def test_spark_reads_the_moments_duckdb_reads(spark):

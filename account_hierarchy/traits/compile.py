@@ -91,13 +91,15 @@ def json_properties(events: ir.Table) -> ir.Table:
     return events.mutate(**as_json) if as_json else events
 
 
-# Text that reads as a number: decimal notation, an exponent, spaces around (as every engine
-# reads it; `5d`, `1_000`, `NaN` and `Infinity`, which some engines' casts accept, are text),
+# Text that reads as a number: decimal notation, an exponent, ASCII white space around (spaces,
+# tabs, line breaks, vertical tabs, form feeds: what DuckDB's cast, Java's and Python's `float`
+# all skip; `5d`, `1_000`, `NaN` and `Infinity`, which some engines' casts accept, are text),
 # for Python's `re.fullmatch`.
-NUMBER_TEXT = r"^[ \t]*[-+]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?[ \t]*$"
+_SPACES = r"[ \x09-\x0d]*"
+NUMBER_TEXT = rf"^{_SPACES}[-+]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][-+]?[0-9]+)?{_SPACES}$"
 # The same for SQL engines (RE2, Java): `\z` ends the text, where `$` would also match before
-# a final line break in Java's regular expressions (Spark's RLIKE), so that Spark read
-# `"7\n"` as a number and DuckDB not.
+# a final line terminator in Java's regular expressions (Spark's RLIKE), so that Spark read
+# `"7\u2028"` as a number and DuckDB not.
 NUMBER_TEXT_SQL = NUMBER_TEXT.removesuffix("$") + r"\z"
 
 
