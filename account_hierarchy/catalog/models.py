@@ -117,9 +117,14 @@ class Comparison(Strict):
     def _one_operator(self) -> "Comparison":
         given = [name for name in self.OPERATORS if self._operand(name) is not None]
         if len(given) != 1:
+            nulls = [name for name in self.OPERATORS
+                     if ("in_" if name == "in" else name) in self.model_fields_set]  # fmt: skip
+            null_test = "is_null" if "is_null" in self.OPERATORS else "exists"
+            hint = (f"; `{nulls[0]}: null` is no operand: test for null with `{null_test}`"
+                    if nulls and not given else "")  # fmt: skip
             raise ValueError(
                 f"give exactly one operator out of {', '.join(self.OPERATORS)} "
-                f"(got {given or 'none'})"
+                f"(got {given or 'none'}{hint})"
             )
         return self
 
