@@ -539,9 +539,10 @@ def test_a_sql_trait_spark_cannot_run_fails_naming_the_trait(tmp_path: Path, spa
 def test_numbers_in_text_are_read_alike_on_both_engines(tmp_path: Path, spark):
     """A property or custom trait padded with ASCII white space (`"\\t7\\n"`) reads as a
     number on both engines, one followed by a Unicode line separator on neither (Java's `$`
-    matches before it); a list holds a number only outside its strings (`"a,7,b"`)."""
+    matches before it); a list holds a number only outside its strings (`"a,7,b"`, one with
+    12,000 escaped quotes, which Java's regular expressions may not recurse through)."""
     scores = {"u1": "\t7\n", "u2": " 7 ", "u3": "7\r", "u4": "7\u2028"}
-    tags = {"u1": ["a,7,b"], "u2": [7, "a"], "u3": ['x",7,"'], "u4": ["7.0"]}
+    tags = {"u1": ["a,7,b"], "u2": [7, "a"], "u3": ['x",7,"' + '"' * 12_000], "u4": ["7.0"]}
     write_lines(tmp_path / "landing" / "a.ndjson", [
         {"type": "group", "userId": "u1", "groupId": "acc", "messageId": "g1",
          "timestamp": "2026-10-01T10:00:30Z"},
