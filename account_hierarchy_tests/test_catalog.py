@@ -222,9 +222,7 @@ def test_where_needs_exactly_one_operator_and_yaml_errors_have_lines(tmp_path):
     text = GOOD + "    where:\n      - {property: score, gt: 1, lt: 5}\n"
     assert "give exactly one operator" in problems_of(tmp_path, text)[0]
     text = GOOD + "    where:\n      - {property: score, in: null}\n"
-    assert (
-        "; `in: null` is no operand: test for null with `exists`)" in problems_of(tmp_path, text)[0]
-    )
+    assert "`in: null` is no operand: test for null with `exists`" in problems_of(tmp_path, text)[0]
     assert problems_of(tmp_path, "traits:\n  - name: [oops\n")[0].startswith(
         f"{tmp_path / 'a.yaml'}:3: not valid YAML"
     )
@@ -488,6 +486,8 @@ def test_audiences_load(tmp_path):
         ("{users: all, where: {trait: logins, gt: 0}}", "unknown user trait 'logins'"),
         ("{trait: logins}", "give exactly one operator"),
         ("{trait: logins, equals: null}", "`equals: null` is no operand: test for null with `is_"),
+        ("{trait: logins, equals: null, gt: 1}", "`equals: null` is no operand"),
+        ("{trait: logins, exists: null}", "`exists: null` is no operand: give true or false"),
         ("{custom_trait: x, contains: [1, 2]}", "where.contains: must be text, a number or true"),
         (
             "{custom_trait: a..b, exists: true}",

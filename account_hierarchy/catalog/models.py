@@ -115,16 +115,17 @@ class Comparison(Strict):
 
     @model_validator(mode="after")
     def _one_operator(self) -> "Comparison":
-        given = [name for name in self.OPERATORS if self._operand(name) is not None]
+        given = [name for name in self.OPERATORS
+                 if ("in_" if name == "in" else name) in self.model_fields_set]  # fmt: skip
+        if nulls := [name for name in given if self._operand(name) is None]:
+            test = "give true or false" if nulls[0] in ("exists", "is_null") else (
+                f"test for null with `{'is_null' if 'is_null' in self.OPERATORS else 'exists'}`"
+            )  # fmt: skip
+            raise ValueError(f"`{nulls[0]}: null` is no operand: {test}")
         if len(given) != 1:
-            nulls = [name for name in self.OPERATORS
-                     if ("in_" if name == "in" else name) in self.model_fields_set]  # fmt: skip
-            null_test = "is_null" if "is_null" in self.OPERATORS else "exists"
-            hint = (f"; `{nulls[0]}: null` is no operand: test for null with `{null_test}`"
-                    if nulls and not given else "")  # fmt: skip
             raise ValueError(
                 f"give exactly one operator out of {', '.join(self.OPERATORS)} "
-                f"(got {given or 'none'}{hint})"
+                f"(got {given or 'none'})"
             )
         return self
 
