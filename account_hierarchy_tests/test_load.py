@@ -172,7 +172,7 @@ def test_a_damaged_gzip_file_loads_the_lines_read_before_the_damage(con, landing
     the reason (in its neighbour's hour); of a file of several gzip members, those before a
     damaged one (whose CRC does not match) load."""
     line = {name: json.dumps(message(name, f"2026-10-01T10:0{n}:00Z")) for n, name in
-            enumerate(["m1", "m2", "m3", "m4", "m5"])}  # fmt: skip
+            enumerate(["m1", "m2", "m3", "m4", "m5", "m6", "m7"])}  # fmt: skip
     (landing / "cut.ndjson.gz").write_bytes(
         gzip_cut_after(f"{line['m1']}\n{line['m2'][:20]}".encode())
     )
@@ -180,26 +180,41 @@ def test_a_damaged_gzip_file_loads_the_lines_read_before_the_damage(con, landing
     damaged = bytearray(gzip.compress(f"{line['m5']}\n".encode()))
     damaged[-8] ^= 1  # (its CRC)
     (landing / "members.ndjson.gz").write_bytes(gzip.compress(f"{line['m4']}\n".encode()) + damaged)
+    # a whole member's last line needs no line break; a byte order mark is no text cut off
+    whole = gzip.compress(f"{line['m6']}\n{line['m7']}".encode())
+    (landing / "trailing.ndjson.gz").write_bytes(whole + b"\n")
+    (landing / "bom.ndjson.gz").write_bytes(gzip_cut_after(b"\xef\xbb\xbf{"))
+    written = H10.replace(minute=30, tzinfo=UTC).timestamp()  # (the hour of its only row)
+    os.utime(landing / "bom.ndjson.gz", (written, written))
     report = ingest(con, landing)
-    loaded = con.execute("SELECT source_file, source_line, message_id FROM raw_events ORDER BY 3")
+    loaded = con.execute(
+        "SELECT source_file, source_line, message_id FROM raw_events ORDER BY 3, 1"
+    )
     assert loaded.fetchall() == [
         ("cut.ndjson.gz", 1, "m1"),
         ("cut-at-end.ndjson.gz", 1, "m3"),
         ("members.ndjson.gz", 1, "m4"),
+        ("trailing.ndjson.gz", 1, "m6"),
+        ("trailing.ndjson.gz", 2, "m7"),
     ]
     quarantined = con.execute(
         "SELECT source_file, source_line, reason, raw_line, event_hour FROM quarantined_lines "
         "ORDER BY 1"
     ).fetchall()
     truncated = "unreadable gzip file: it ends early (truncated)"
-    assert quarantined[:2] == [
+    after_members = "unreadable gzip file after its last whole gzip member"
+    assert quarantined[0] == ("bom.ndjson.gz", 1, truncated, "{", H10)
+    assert quarantined[1:3] == [
         ("cut-at-end.ndjson.gz", 2, truncated, None, H10),
         ("cut.ndjson.gz", 2, truncated, line["m2"][:20], H10),
     ]
-    assert quarantined[2][:2] == ("members.ndjson.gz", 2)
-    assert quarantined[2][2].startswith("unreadable gzip file after its last whole gzip member")
-    assert "incorrect data check" in quarantined[2][2]
-    assert report.lines_read == 6 == report.loaded + report.quarantined + report.duplicates
+    assert quarantined[3][:2] == ("members.ndjson.gz", 2)
+    assert (
+        quarantined[3][2]
+        == f"{after_members}: Error -3 while decompressing data: incorrect data check"
+    )
+    assert quarantined[4] == ("trailing.ndjson.gz", 3, f"{after_members}: not gzip data", None, H10)
+    assert report.lines_read == 10 == report.loaded + report.quarantined + report.duplicates
 
 
 def test_batches_of_files_load_what_one_batch_loads(tmp_path, landing, monkeypatch):

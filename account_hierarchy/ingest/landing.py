@@ -23,6 +23,7 @@ from account_hierarchy.settings import is_hidden
 LANDING_SUFFIXES = (".ndjson", ".jsonl", ".json")
 BATCH_ROWS = 8192
 UTF8_BOM = b"\xef\xbb\xbf"
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -140,32 +141,36 @@ def read_landing_file(landing_dir: Path, file: LandingFile) -> FileContent:
         # (bytes read as gzip are other lines than the same bytes read as text: a file is a
         # re-delivery of another only when both are read the same way)
         content_hash = "gzip:" + content_hash
-        data, error = gunzip(data)
+        data, cut, error = gunzip(data)
         if error is not None:
-            end = data.rfind(b"\n") + 1
-            cut_line = data[end:].decode(errors="replace")
-            return FileContent(content_hash, split_lines(data[:end]), error, cut_line)
+            cut = cut.removeprefix(UTF8_BOM) if not data else cut
+            return FileContent(content_hash, split_lines(data), error, cut.decode(errors="replace"))
     return FileContent(content_hash, split_lines(data))
 
 
-def gunzip(data: bytes) -> tuple[bytes, str | None]:
+def gunzip(data: bytes) -> tuple[bytes, bytes, str | None]:
     """Decompress gzip data of one or more members (zero bytes may pad between them), as
-    `gzip.decompress` does. Data that cannot be read to its end gives what could be trusted and
-    why the rest cannot: the members before the damage (each checked against its CRC), and
-    the text of a truncated last member up to where the file ends."""
-    members, first = [], True
+    `gzip.decompress` does. Data that cannot be read to its end gives what could be trusted, the
+    line cut off, and why the rest cannot be read: the whole members before the damage (each
+    checked against its CRC), then of a truncated last member the text up to its last line
+    break; the text after it is the line cut off."""
+    members: list[bytes] = []
     while data:
+        after = " after its last whole gzip member" if members else ""
+        if not GZIP_MAGIC.startswith(data[:2]):
+            return b"".join(members), b"", f"unreadable gzip file{after}: not gzip data"
         reader = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip header and trailer
         try:
             text = reader.decompress(data)
         except zlib.error as error:
-            where = "" if first else " after its last whole gzip member"
-            return b"".join(members), f"unreadable gzip file{where}: {error}"
-        members.append(text)
+            return b"".join(members), b"", f"unreadable gzip file{after}: {error}"
         if not reader.eof:
-            return b"".join(members), "unreadable gzip file: it ends early (truncated)"
-        data, first = reader.unused_data.lstrip(b"\0"), False
-    return b"".join(members), None
+            text = b"".join([*members, text])
+            end = text.rfind(b"\n") + 1
+            return text[:end], text[end:], "unreadable gzip file: it ends early (truncated)"
+        members.append(text)
+        data = reader.unused_data.lstrip(b"\0")
+    return b"".join(members), b"", None
 
 
 def split_lines(data: bytes) -> pa.Table:
