@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 import duckdb
 import sqlglot
 import sqlglot.expressions as exp
+from sqlglot.dialects.duckdb import DuckDB
 from sqlglot.errors import ParseError, SqlglotError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 from sqlglot.optimizer.scope import traverse_scope
@@ -67,10 +68,28 @@ class SqlTraitError(ValueError):
     """A SQL trait is not a single read-only query with the expected columns."""
 
 
+class TraitDialect(DuckDB):
+    """DuckDB's dialect, reading a JSON key as DuckDB does: text that starts with neither `$`
+    (a path) nor `/` (a pointer) is one key, whatever it holds (`traits ->> 'utm.source'` reads
+    the key `utm.source`, which sqlglot would read as the path `$.utm.source`). A key with
+    quotes or backslashes is still read as a path (a parse error)."""
+
+    def to_json_path(self, path: exp.Expression | None) -> exp.Expression | None:
+        if (
+            isinstance(path, exp.Literal)
+            and path.is_string
+            and path.name
+            and not path.name.startswith(("$", "/"))
+            and not set(path.name) & set("'\"\\")
+        ):
+            return exp.JSONPath(expressions=[exp.JSONPathRoot(), exp.JSONPathKey(this=path.name)])
+        return super().to_json_path(path)
+
+
 def parse_trait_sql(sql: str, entity: str) -> tuple[exp.Expression, list[str]]:
     """Check a SQL trait and return its parsed query and its value column names."""
     try:
-        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+        statements = [s for s in sqlglot.parse(sql, read=TraitDialect) if s is not None]
     except ParseError as error:
         first = error.errors[0] if error.errors else {}
         where = f" at line {first['line']}, column {first['col']}" if "line" in first else ""
