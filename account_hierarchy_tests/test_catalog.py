@@ -309,6 +309,10 @@ def test_sql_trait_errors_suggest_the_closest_view(tmp_path):
         ("SELECT account_id, 'abc AS n FROM accounts", "does not parse"),
         ("SELECT account_id, 1 AS n FROM accounts /* note", "does not parse"),
         (
+            "SELECT account_id, traits ->> 'o''brien' AS n FROM accounts",
+            'the JSON key "o\'brien" holds quotes or backslashes, which SQL traits cannot read',
+        ),
+        (
             "SELECT account_id, " + "abs(" * 250 + "1" + ")" * 250 + " AS n FROM accounts",
             "nested too deeply",
         ),

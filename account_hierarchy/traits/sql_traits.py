@@ -72,18 +72,17 @@ class TraitDialect(DuckDB):
     """DuckDB's dialect, reading a JSON key as DuckDB does: text that starts with neither `$`
     (a path) nor `/` (a pointer) is one key, whatever it holds (`traits ->> 'utm.source'` reads
     the key `utm.source`, which sqlglot would read as the path `$.utm.source`). A key with
-    quotes or backslashes is still read as a path (a parse error)."""
+    quotes or backslashes is refused: no path renders it on every engine."""
 
     def to_json_path(self, path: exp.Expression | None) -> exp.Expression | None:
-        if (
-            isinstance(path, exp.Literal)
-            and path.is_string
-            and path.name
-            and not path.name.startswith(("$", "/"))
-            and not set(path.name) & set("'\"\\")
-        ):
-            return exp.JSONPath(expressions=[exp.JSONPathRoot(), exp.JSONPathKey(this=path.name)])
-        return super().to_json_path(path)
+        key = path.name if isinstance(path, exp.Literal) and path.is_string else ""
+        if not key or key.startswith(("$", "/")):
+            return super().to_json_path(path)
+        if set(key) & set("'\"\\"):
+            raise ParseError(
+                f"the JSON key {key!r} holds quotes or backslashes, which SQL traits cannot read"
+            )
+        return exp.JSONPath(expressions=[exp.JSONPathRoot(), exp.JSONPathKey(this=key)])
 
 
 def parse_trait_sql(sql: str, entity: str) -> tuple[exp.Expression, list[str]]:
