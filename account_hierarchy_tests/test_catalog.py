@@ -1,6 +1,7 @@
 """Definitions are validated at load time, each problem naming file, line and field."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -310,7 +311,7 @@ def test_sql_trait_errors_suggest_the_closest_view(tmp_path):
         ("SELECT account_id, 1 AS n FROM accounts /* note", "does not parse"),
         (
             "SELECT account_id, traits ->> 'o''brien' AS n FROM accounts",
-            'the JSON key "o\'brien" holds quotes or backslashes, which SQL traits cannot read',
+            'the JSON path "o\'brien" holds quotes or backslashes, which SQL traits cannot read',
         ),
         (
             "SELECT account_id, " + "abs(" * 250 + "1" + ")" * 250 + " AS n FROM accounts",
@@ -403,6 +404,39 @@ def test_spark_sql_keeps_json_as_text_and_converts_offsets_to_utc():
         "SELECT account_id, '[1]' AS j, CAST(TRY_CAST(x AS TIMESTAMP_LTZ) AS TIMESTAMP_NTZ) AS t "
         "FROM sql_trait_view_accounts AS accounts"
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "duckdb", "spark"),
+    [
+        ("'utm.source'", "'$.\"utm.source\"'", "'$[\\'utm.source\\']'"),
+        ("$$utm.source$$", "'$.\"utm.source\"'", "'$[\\'utm.source\\']'"),
+        ("('utm.source')", "'$.\"utm.source\"'", "'$[\\'utm.source\\']'"),
+        ("'$.utm.source'", "'$.utm.source'", "'$.utm.source'"),
+        ("'/utm/source'", "'/utm/source'", "Spark does not read '/utm/source' as DuckDB does"),
+        ("' plan'", "'$.\" plan\"'", "Spark reads the JSON key ' plan' otherwise"),
+        ("'*'", "'$.\"*\"'", "Spark reads the JSON key '*' otherwise"),
+    ],
+)
+def test_a_json_key_is_read_as_duckdb_reads_it_or_refused_on_spark(path, duckdb, spark):
+    """Text that starts with neither `$` nor `/` is one key; what Spark reads otherwise (a
+    pointer, a key with leading white space, `*`) fails there."""
+    query, _ = parse_trait_sql(
+        f"SELECT account_id, traits ->> {path} AS n FROM accounts", "account"
+    )
+    assert f"traits ->> {duckdb} AS n" in against_views(query)
+    if spark.startswith("'"):
+        assert f"GET_JSON_OBJECT(traits, {spark}) AS n" in against_views(query, "spark")
+    else:
+        with pytest.raises(SqlTraitError, match=re.escape(spark)):
+            against_views(query, "spark")
+
+
+@pytest.mark.parametrize("path", ["'$.\"o''b\"'", "'$[\\'a\\']'", "$$a'b$$", "'a\"b'"])
+def test_a_json_path_holding_quotes_is_refused(path):
+    """sqlglot would write it into the SQL run unescaped (its text would run as SQL)."""
+    with pytest.raises(SqlTraitError, match="holds quotes or backslashes"):
+        parse_trait_sql(f"SELECT account_id, traits ->> {path} AS n FROM accounts", "account")
 
 
 def test_validate_command_and_code_location_give_the_same_message(tmp_path, monkeypatch):

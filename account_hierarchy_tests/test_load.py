@@ -172,7 +172,7 @@ def test_a_damaged_gzip_file_loads_the_lines_read_before_the_damage(con, landing
     the reason (in its neighbour's hour); of a file of several gzip members, those before a
     damaged one (whose CRC does not match) load."""
     line = {name: json.dumps(message(name, f"2026-10-01T10:0{n}:00Z")) for n, name in
-            enumerate(["m1", "m2", "m3", "m4", "m5", "m6", "m7"])}  # fmt: skip
+            enumerate(["m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "m9"])}  # fmt: skip
     (landing / "cut.ndjson.gz").write_bytes(
         gzip_cut_after(f"{line['m1']}\n{line['m2'][:20]}".encode())
     )
@@ -183,6 +183,8 @@ def test_a_damaged_gzip_file_loads_the_lines_read_before_the_damage(con, landing
     # a whole member's last line needs no line break; a byte order mark is no text cut off
     whole = gzip.compress(f"{line['m6']}\n{line['m7']}".encode())
     (landing / "trailing.ndjson.gz").write_bytes(whole + b"\n")
+    also_whole = gzip.compress(f"{line['m8']}\n{line['m9']}".encode())
+    (landing / "trailing-magic.ndjson.gz").write_bytes(also_whole + b"\x1f")  # (a cut header)
     (landing / "bom.ndjson.gz").write_bytes(gzip_cut_after(b"\xef\xbb\xbf{"))
     written = H10.replace(minute=30, tzinfo=UTC).timestamp()  # (the hour of its only row)
     os.utime(landing / "bom.ndjson.gz", (written, written))
@@ -196,6 +198,8 @@ def test_a_damaged_gzip_file_loads_the_lines_read_before_the_damage(con, landing
         ("members.ndjson.gz", 1, "m4"),
         ("trailing.ndjson.gz", 1, "m6"),
         ("trailing.ndjson.gz", 2, "m7"),
+        ("trailing-magic.ndjson.gz", 1, "m8"),
+        ("trailing-magic.ndjson.gz", 2, "m9"),
     ]
     quarantined = con.execute(
         "SELECT source_file, source_line, reason, raw_line, event_hour FROM quarantined_lines "
@@ -213,8 +217,11 @@ def test_a_damaged_gzip_file_loads_the_lines_read_before_the_damage(con, landing
         quarantined[3][2]
         == f"{after_members}: Error -3 while decompressing data: incorrect data check"
     )
-    assert quarantined[4] == ("trailing.ndjson.gz", 3, f"{after_members}: not gzip data", None, H10)
-    assert report.lines_read == 10 == report.loaded + report.quarantined + report.duplicates
+    assert quarantined[4:] == [
+        ("trailing-magic.ndjson.gz", 3, f"{after_members}: it ends early (truncated)", None, H10),
+        ("trailing.ndjson.gz", 3, f"{after_members}: not gzip data", None, H10),
+    ]
+    assert report.lines_read == 13 == report.loaded + report.quarantined + report.duplicates
 
 
 def test_batches_of_files_load_what_one_batch_loads(tmp_path, landing, monkeypatch):

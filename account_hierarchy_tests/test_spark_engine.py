@@ -515,16 +515,22 @@ def test_a_warehouse_of_the_duckdb_engine_is_refused_before_spark_starts(tmp_pat
     assert not (tmp_path / "lake").exists()
 
 
-def test_a_sql_trait_spark_cannot_run_fails_naming_the_trait(tmp_path: Path, spark):
-    """DuckDB SQL with no Spark equivalent (an ordered aggregate) fails the trait stage naming
-    the trait's file and line, as a failing query does on DuckDB, not with Spark's bare error."""
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT user_id, list(type ORDER BY timestamp) AS calls FROM events GROUP BY user_id",
+        "SELECT user_id, traits ->> ' plan' AS calls FROM users",
+    ],
+)
+def test_a_sql_trait_spark_cannot_run_fails_naming_the_trait(tmp_path: Path, spark, sql):
+    """DuckDB SQL with no Spark equivalent (an ordered aggregate, a JSON key Spark reads
+    otherwise) fails the trait stage naming the trait's file and line, as a failing query does
+    on DuckDB, not with Spark's bare error."""
     write_lines(tmp_path / "landing" / "a.ndjson",
                 [group_call("g1", "2026-10-01T10:00:00Z", "A", "u1")])  # fmt: skip
     (tmp_path / "defs").mkdir()
     (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump({"traits": [
-        {"name": "calls", "entity": "user", "type": "sql",
-         "sql": "SELECT user_id, list(type ORDER BY timestamp) AS calls FROM events "
-                "GROUP BY user_id"}]}))  # fmt: skip
+        {"name": "calls", "entity": "user", "type": "sql", "sql": sql}]}))  # fmt: skip
     catalog = load_catalog(tmp_path / "defs")
     start, end = datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11)
     with connect(tmp_path / "wh.duckdb") as con:

@@ -165,9 +165,12 @@ def gunzip(data: bytes) -> tuple[bytes, bytes, str | None]:
         except zlib.error as error:
             return b"".join(members), b"", f"unreadable gzip file{after}: {error}"
         if not reader.eof:
+            truncated = f"unreadable gzip file{after}: it ends early (truncated)"
+            if not text:  # (cut before any of its text: the members before are whole)
+                return b"".join(members), b"", truncated
             text = b"".join([*members, text])
             end = text.rfind(b"\n") + 1
-            return text[:end], text[end:], "unreadable gzip file: it ends early (truncated)"
+            return text[:end], text[end:], truncated
         members.append(text)
         data = reader.unused_data.lstrip(b"\0")
     return b"".join(members), b"", None

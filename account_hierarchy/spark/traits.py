@@ -30,6 +30,7 @@ from account_hierarchy.traits.compute import (
 )
 from account_hierarchy.traits.schemas import validate_trait_rows
 from account_hierarchy.traits.sql_traits import (
+    SqlTraitError,
     against_views,
     parse_trait_sql,
     rows_table,
@@ -89,8 +90,9 @@ def _sql_trait(
         raw = backend.sql(against_views(query, "spark"), dialect="spark")
         found = [] if trait.many else repeated_id(raw, trait).execute()
         rows = sql_trait_rows(raw, trait, values)
-    except (AnalysisException, ParseException, IbisError) as error:
-        # (DuckDB SQL that Spark cannot run: a column no table has, a function Spark lacks)
+    except (AnalysisException, ParseException, IbisError, SqlTraitError) as error:
+        # (DuckDB SQL that Spark cannot run: a column no table has, a function Spark lacks, a
+        # JSON path Spark reads otherwise)
         first_line = str(error).strip().splitlines()[0]
         raise sql_trait_error(located, f"failed on Spark at {hour}: {first_line}") from None
     if len(found):

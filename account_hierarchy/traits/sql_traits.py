@@ -69,20 +69,28 @@ class SqlTraitError(ValueError):
 
 
 class TraitDialect(DuckDB):
-    """DuckDB's dialect, reading a JSON key as DuckDB does: text that starts with neither `$`
-    (a path) nor `/` (a pointer) is one key, whatever it holds (`traits ->> 'utm.source'` reads
-    the key `utm.source`, which sqlglot would read as the path `$.utm.source`). A key with
-    quotes or backslashes is refused: no path renders it on every engine."""
+    """DuckDB's dialect, reading a JSON path given as text as DuckDB does: text that starts with
+    neither `$` (a path) nor `/` (a pointer) is one key, whatever it holds (`traits ->>
+    'utm.source'` reads the key `utm.source`, which sqlglot would read as the path
+    `$.utm.source`). Text holding a single quote or a backslash is refused (sqlglot would write
+    it into the SQL run unescaped), and a key holding a double quote too."""
 
     def to_json_path(self, path: exp.Expression | None) -> exp.Expression | None:
-        key = path.name if isinstance(path, exp.Literal) and path.is_string else ""
-        if not key or key.startswith(("$", "/")):
+        if isinstance(path, exp.Paren):  # (`('utm.source')`)
+            path = path.unnest()
+        if isinstance(path, exp.RawString):  # (`$$utm.source$$`)
+            path = exp.Literal.string(path.name)
+        text = path.name if isinstance(path, exp.Literal) and path.is_string else None
+        if text is None or text.startswith("/"):  # (an index, a computed path, a pointer)
             return super().to_json_path(path)
-        if set(key) & set("'\"\\"):
+        refused = "'\\" if text.startswith("$") else "'\"\\"
+        if set(text) & set(refused):
             raise ParseError(
-                f"the JSON key {key!r} holds quotes or backslashes, which SQL traits cannot read"
+                f"the JSON path {text!r} holds quotes or backslashes, which SQL traits cannot read"
             )
-        return exp.JSONPath(expressions=[exp.JSONPathRoot(), exp.JSONPathKey(this=key)])
+        if not text or text.startswith("$"):
+            return super().to_json_path(path)
+        return exp.JSONPath(expressions=[exp.JSONPathRoot(), exp.JSONPathKey(this=text)])
 
 
 def parse_trait_sql(sql: str, entity: str) -> tuple[exp.Expression, list[str]]:
@@ -296,6 +304,16 @@ def _as_on_duckdb(node: exp.Expression) -> exp.Expression | None:
     / `max_by` would return it), `epoch`, `extract(epoch ...)` and `date_part('epoch', ...)`
     keep fractions of a second (Spark's `unix_timestamp` drops them; `_epoch_seconds`), and
     `extract` or `date_part` of another part is a BIGINT (an INT on Spark)."""
+    if isinstance(node, exp.JSONPathKey) and (node.this == "*" or node.this[:1].isspace()):
+        raise SqlTraitError(
+            f"Spark reads the JSON key {node.this!r} otherwise (as every key, or without its "
+            "leading white space)"
+        )
+    if isinstance(node, exp.JSONExtract | exp.JSONExtractScalar) and node.expression.is_string:
+        raise SqlTraitError(
+            f"Spark does not read {node.expression.name!r} as DuckDB does (a JSON pointer, or a "
+            "path sqlglot cannot parse): write a path (`$.key`)"
+        )
     if isinstance(node, exp.Cast) and node.to.is_type("json"):
         text = node.this.copy()  # (an operation in parentheses, as the cast held it)
         return text if isinstance(text, exp.Column | exp.Literal | exp.Func) else exp.paren(text)
