@@ -432,6 +432,42 @@ def test_a_json_key_is_read_as_duckdb_reads_it_or_refused_on_spark(path, duckdb,
             against_views(query, "spark")
 
 
+READ_FILE = "(SELECT content FROM read_text('/etc/hostname'))"
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        f'CAST(1 AS "varint) AS v, {READ_FILE} AS w FROM accounts --")',
+        f"INTERVAL '1' \"day AS v, {READ_FILE} AS w FROM accounts --\"",
+        "time_bucket(INTERVAL 1 'day, TIMESTAMP ''2020-01-01'') AS v, read_text(''/etc/x'') AS w "
+        "FROM accounts --', TIMESTAMP '2020-01-01')",
+        "date_diff('day, 1, 2) AS v, read_text(''/etc/x'') AS w FROM accounts --', "
+        "TIMESTAMP '2020-01-01', TIMESTAMP '2020-01-02')",
+        "extract('day FROM TIMESTAMP ''2020-01-01'') AS BIGINT) AS v, java_method(''a'') AS w "
+        "FROM accounts --' FROM TIMESTAMP '2020-01-01')",
+        "CAST(NULL AS MAP(VARCHAR, \"day) || read_text('/etc/x') || (1\"))",
+    ],
+)
+def test_text_sqlglot_writes_unquoted_must_be_one_word(expression):
+    """Units, unknown type names and `extract`'s part are written into the SQL run as they
+    are: text there other than one word would run unchecked (a file read)."""
+    with pytest.raises(SqlTraitError, match="is no single word, as a unit, a type's name"):
+        parse_trait_sql(f"SELECT account_id, {expression} AS n FROM accounts", "account")
+    sql = ("SELECT account_id, date_trunc('month', as_of) AS m, INTERVAL 3 DAY AS i, "
+           "extract('year' FROM as_of) AS y, CAST(1 AS varint) AS w "
+           "FROM accounts, snapshot")  # fmt: skip
+    assert parse_trait_sql(sql, "account")[1] == ["m", "i", "y", "w"]
+
+
+def test_sql_sqlglot_cannot_write_is_refused_naming_the_engine():
+    with pytest.raises(SqlTraitError, match="cannot be written as SQL for duckdb: Unsupported"):
+        parse_trait_sql("SELECT account_id, traits -> '$..a' AS n FROM accounts", "account")
+    query, _ = parse_trait_sql("SELECT account_id, MAP {$$k$$: 1} AS n FROM accounts", "account")
+    with pytest.raises(SqlTraitError, match="cannot be written as SQL for spark"):
+        against_views(query, "spark")
+
+
 @pytest.mark.parametrize("path", ["'$.\"o''b\"'", "'$[\\'a\\']'", "$$a'b$$", "'a\"b'"])
 def test_a_json_path_holding_quotes_is_refused(path):
     """sqlglot would write it into the SQL run unescaped (its text would run as SQL)."""

@@ -17,6 +17,7 @@ other table or a file (`read_csv`, `glob`, ...). The result must have the entity
 
 import difflib
 import functools
+import re
 from datetime import datetime, timedelta
 
 import duckdb
@@ -40,6 +41,7 @@ FORBIDDEN_FUNCTION_PREFIXES = ("read_", "parquet_", "sniff_", "glob", "getenv", 
 # them.
 RESERVED_COLUMNS = ("snapshot_hour", "account_id", "user_id", "entity_id", "entity_id_right")
 ID_COLUMNS = {"account": "account_id", "user": "user_id"}
+BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Functions whose value is not the snapshot's: the time of the run, random values, sequences,
 # the run's transaction or query, the DuckDB version, when DuckDB started (and `age` of one
 # time, measured to today). A trait calling them would not be
@@ -120,11 +122,34 @@ def parse_trait_sql(sql: str, entity: str) -> tuple[exp.Expression, list[str]]:
     # (DuckDB's names are not case-sensitive, quoted or not: `Active` and `active` are one CTE;
     # the query run keeps its case, which text such as a struct's keys `{'Key': 1}` keeps)
     _check_sources(normalize_identifiers(query.copy(), dialect="duckdb"))
+    _check_bare_words(query)
+    against_views(query)  # (what sqlglot cannot write is refused now, not when the trait runs)
     return query, _value_columns(query, entity)
 
 
 def _cte_names(query: exp.Expression) -> set[str]:
     return {cte.alias_or_name.lower() for cte in query.find_all(exp.CTE)}
+
+
+def _check_bare_words(query: exp.Expression) -> None:
+    """Refuse text sqlglot writes into the SQL run as it is, unquoted, unless it is one word:
+    units (`INTERVAL 1 "day"`, `date_diff('day', ...)`), type names it does not know
+    (`CAST(x AS "varint")`) and the part of `extract('day' FROM t)`. Other text there would run
+    as SQL that was never checked."""
+    for node in query.walk():
+        texts = [node.args.get("unit")]
+        if isinstance(node, exp.Var):
+            texts.append(node)
+        if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.USERDEFINED:
+            texts.append(exp.var(str(node.args.get("kind") or "")))
+        if isinstance(node, exp.Extract):
+            texts.append(node.this)
+        for text in texts:
+            if isinstance(text, exp.Var | exp.Literal) and not BARE_WORD.fullmatch(text.name):
+                raise SqlTraitError(
+                    f"{text.name!r} is no single word, as a unit, a type's name or a part of "
+                    "a date must be"
+                )
 
 
 def _check_sources(query: exp.Expression) -> None:
@@ -292,7 +317,10 @@ def against_views(query: exp.Expression, dialect: str = "duckdb") -> str:
 
     # (without comments: the generator writes a `--` comment as `/* ... */`, so a comment holding
     # `*/` would end early and the rest of it would run as SQL)
-    return query.transform(rename).sql(dialect, comments=False)
+    try:
+        return query.transform(rename).sql(dialect, comments=False)
+    except ValueError as error:  # (sqlglot has no way to write a node in `dialect`)
+        raise SqlTraitError(f"cannot be written as SQL for {dialect}: {error}") from None
 
 
 def _as_on_duckdb(node: exp.Expression) -> exp.Expression | None:
