@@ -181,8 +181,7 @@ class Evaluator:
         along a chain of audiences each referring to the one before more than once)."""
         if name not in self._audiences:
             definition = self.catalog.audience(name)
-            evaluated = self.evaluate(definition.name, definition.entity, definition.where)
-            self._audiences[name] = evaluated
+            self._audiences[name] = self.evaluate(name, definition.entity, definition.where)
         return self._audiences[name]
 
     def evaluate(

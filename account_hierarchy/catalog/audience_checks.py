@@ -21,7 +21,7 @@ from account_hierarchy.traits.sql_traits import unknown_name
 
 # How deep conditions may nest (`and`, `or`, `not`, `users`, `account`, and a reference to
 # another audience, whose conditions its query holds): each level nests the query deeper, and
-# an audience referring to audiences that refer to others grows fast.
+# the parsers that build it recurse through every level.
 MAX_DEPTH = 16
 ACCOUNT_ONLY = {Quantified: "a users quantifier"}
 USER_ONLY = {

@@ -137,18 +137,16 @@ def _check_bare_words(query: exp.Expression) -> None:
     (`CAST(x AS "varint")`) and the part of `extract('day' FROM t)`. Other text there would run
     as SQL that was never checked."""
     for node in query.walk():
-        texts = [node.args.get("unit")]
-        if isinstance(node, exp.Var):
-            texts.append(node)
+        written = [node.args.get("unit"), node if isinstance(node, exp.Var) else None,
+                   node.this if isinstance(node, exp.Extract) else None]  # fmt: skip
+        texts = [text.name for text in written if isinstance(text, exp.Var | exp.Literal)]
         if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.USERDEFINED:
-            texts.append(exp.var(str(node.args.get("kind") or "")))
-        if isinstance(node, exp.Extract):
-            texts.append(node.this)
+            texts.append(str(node.args.get("kind") or ""))
         for text in texts:
-            if isinstance(text, exp.Var | exp.Literal) and not BARE_WORD.fullmatch(text.name):
+            if not BARE_WORD.fullmatch(text):
                 raise SqlTraitError(
-                    f"{text.name!r} is no single word, as a unit, a type's name or a part of "
-                    "a date must be"
+                    f"{text!r} is no single word, as a unit, a type's name or a part of a date "
+                    "must be"
                 )
 
 
