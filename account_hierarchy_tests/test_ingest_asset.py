@@ -76,6 +76,26 @@ def test_materialize_one_partition_reports_counts_and_checks(tmp_path, landing):
     assert checks == {LINES_ACCOUNTED_FOR: True, MESSAGE_IDS_UNIQUE: True, MATCHES_SCHEMA: True}
 
 
+def test_the_metadata_reports_the_most_frequent_reasons_cut_short(tmp_path, landing):
+    """Reasons quote the lines' values: the metadata lists the 20 most frequent, each cut to
+    200 characters, and the lines of every other reason in one row."""
+    long_type = "x" * 5000
+    lines = [message(f"m{i}", type=f"kind{i:02}") for i in range(24)]
+    lines += [message("n1", type=long_type), message("n2", type=long_type)]
+    write_lines(landing / "a.ndjson", lines)
+    result = dg.materialize(
+        [raw_events], partition_key="2026-10-01-10:00", resources=resources(tmp_path, landing)
+    )
+    (materialization,) = result.asset_materializations_for_node("raw_events")
+    table = materialization.metadata["quarantine_reasons"].value.splitlines()
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
+    assert len(rows) == 20 + 1
+    assert rows[0] == [f'unknown type "{"x" * 186}…', "2"]
+    assert rows[1:3] == [['unknown type "kind00"', "1"], ['unknown type "kind01"', "1"]]
+    assert rows[-1] == ["(every other reason: see the quarantined_lines table)", "5"]
+    assert max(map(len, table)) < 220
+
+
 def test_failing_checks_say_why(tmp_path, landing):
     """A messageId stored twice (written behind the asset's back) fails the check, which
     names it; lines not accounted for are counted in the description."""

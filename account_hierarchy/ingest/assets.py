@@ -129,6 +129,10 @@ def lines_accounted_for(report: IngestReport, indexed: int, stored: int) -> dg.A
     )  # fmt: skip
 
 
+# The characters of a quarantine reason shown in the metadata.
+REASON_SHOWN_CHARS = 200
+
+
 def _metadata(report: IngestReport, start: datetime, end: datetime) -> dict:
     return {
         "dagster/row_count": report.loaded,
@@ -139,9 +143,18 @@ def _metadata(report: IngestReport, start: datetime, end: datetime) -> dict:
         "duplicates": report.duplicates,
         "files_read": report.files_read,
         "files_indexed": report.files_indexed,
-        "quarantine_reasons": dg.MetadataValue.md(
-            markdown_table(["reason", "lines"], list(report.quarantine_reasons.items()))
-            if report.quarantine_reasons
-            else "No line quarantined."
-        ),
+        "quarantine_reasons": dg.MetadataValue.md(_reasons_table(report)),
     }
+
+
+def _reasons_table(report: IngestReport) -> str:
+    """The run's most frequent quarantine reasons, each cut to `REASON_SHOWN_CHARS` (a reason
+    quotes the line's value, which may be long), then the lines quarantined for all others."""
+    if not report.quarantined:
+        return "No line quarantined."
+    rows = [[reason if len(reason) <= REASON_SHOWN_CHARS else reason[:REASON_SHOWN_CHARS] + "…",
+             count] for reason, count in report.quarantine_reasons.items()]  # fmt: skip
+    others = report.quarantined - sum(report.quarantine_reasons.values())
+    if others:
+        rows.append(["(every other reason: see the quarantined_lines table)", others])
+    return markdown_table(["reason", "lines"], rows)

@@ -83,7 +83,12 @@ class IngestReport:
     duplicates: int = 0
     files_read: int = 0
     files_indexed: int = 0
+    # (the most frequent reasons, at most REASONS_REPORTED: reasons quote the lines' values)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return (f"{self.lines_read} lines read from {self.files_read} files: {self.loaded} loaded, "
+                f"{self.quarantined} quarantined, {self.duplicates} duplicates")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -359,13 +364,17 @@ SORT_WINDOW_QUERIES = {
 # Kept as views by DuckDB: copying every event's columns costs more than reading them again.
 SORT_WINDOW_VIEWS = {"window_events"}
 
+# How many quarantine reasons a run reports, the most frequent first.
+REASONS_REPORTED = 20
+
 # What a run did, from the sorted window (the `IngestReport` counts, then its reasons).
 REPORT_QUERIES = (
     """
     SELECT (SELECT count(*) FROM window_lines), (SELECT count(*) FROM window_events),
            (SELECT count(*) FROM window_quarantine), (SELECT count(*) FROM window_duplicates)
     """,
-    "SELECT reason, count(*) FROM window_quarantine GROUP BY reason ORDER BY 2 DESC, 1",
+    "SELECT reason, count(*) FROM window_quarantine GROUP BY reason ORDER BY 2 DESC, 1 "
+    f"LIMIT {REASONS_REPORTED}",
 )
 
 # The window's lines by the file index (the hours of every file's lines) and as stored: loaded,
