@@ -36,9 +36,15 @@ def schema_check(problems: str | None, asset_key: str | None = None) -> dg.Asset
     )
 
 
+# The characters of a text cell a markdown table shows (the rest is cut, ending in `…`):
+# metadata shows values of the input (ids, reasons quoting a line's value), which may be long.
+CELL_CHARS = 200
+
+
 def markdown_table(headers: list[str], rows: list[list]) -> str:
     """Rows as a markdown table whose text cells cannot break it: a `|`, a backslash or a line
-    break in a value is escaped (`a|b` shows as `a|b`, in one cell)."""
+    break in a value is escaped (`a|b` shows as `a|b`, in one cell), and a text longer than
+    `CELL_CHARS` is cut short."""
     cells = [[_markdown_text(value) for value in row] for row in rows]
     return tabulate(cells, headers=headers, tablefmt="pipe", missingval="", disable_numparse=True)
 
@@ -46,6 +52,8 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
 def _markdown_text(value: object) -> object:
     if not isinstance(value, str):
         return value
+    if len(value) > CELL_CHARS:
+        value = value[:CELL_CHARS] + "…"
     return one_line(value.replace("\\", "\\\\").replace("|", "\\|"))
 
 

@@ -5,6 +5,7 @@ import json
 
 import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 
 from account_hierarchy.metadata import markdown_preview
@@ -60,6 +61,13 @@ def test_a_preview_shows_nulls_as_empty_cells_and_lists_as_json():
         '["a1","a2"]',
         "1.5",
     ]
+
+
+def test_a_preview_cuts_long_text_short():
+    frame = pd.DataFrame({"user_id": ["u" * 5000, "u1"], "n": [1, 2]})
+    lines = markdown_preview(frame).splitlines()
+    assert [cell.strip() for cell in lines[2].strip("|").split("|")] == ["u" * 200 + "…", "1"]
+    assert max(map(len, lines)) < 220
 
 
 def test_tables_keep_the_spaces_around_text(capsys):

@@ -129,10 +129,6 @@ def lines_accounted_for(report: IngestReport, indexed: int, stored: int) -> dg.A
     )  # fmt: skip
 
 
-# The characters of a quarantine reason shown in the metadata.
-REASON_SHOWN_CHARS = 200
-
-
 def _metadata(report: IngestReport, start: datetime, end: datetime) -> dict:
     return {
         "dagster/row_count": report.loaded,
@@ -148,12 +144,11 @@ def _metadata(report: IngestReport, start: datetime, end: datetime) -> dict:
 
 
 def _reasons_table(report: IngestReport) -> str:
-    """The run's most frequent quarantine reasons, each cut to `REASON_SHOWN_CHARS` (a reason
-    quotes the line's value, which may be long), then the lines quarantined for all others."""
+    """The run's most frequent quarantine reasons (a table's cells are cut short: a reason
+    quotes the line's value), then the lines quarantined for all others."""
     if not report.quarantined:
         return "No line quarantined."
-    rows = [[reason if len(reason) <= REASON_SHOWN_CHARS else reason[:REASON_SHOWN_CHARS] + "…",
-             count] for reason, count in report.quarantine_reasons.items()]  # fmt: skip
+    rows = [[reason, count] for reason, count in report.quarantine_reasons.items()]
     others = report.quarantined - sum(report.quarantine_reasons.values())
     if others:
         rows.append(["(every other reason: see the quarantined_lines table)", others])
