@@ -105,6 +105,12 @@ def test_tree_is_indented(warehouse):
         "SUB",
         "LEAF",
     ]
+    nodes = [json.loads(line) for line in run("tree", "--format", "jsonl").output.splitlines()]
+    assert {tuple(node) for node in nodes} == {tuple(nodes[0])}  # (the same keys, in order)
+    nowhere = next(node for node in nodes if node["account_id"] == "NOWHERE")
+    assert (nowhere["seen"], nowhere["parent_account_id"], nowhere["user_count"]) == (
+        False, None, None,
+    )  # fmt: skip
 
 
 def test_a_tree_line_keeps_a_name_with_a_line_break_on_it():

@@ -167,8 +167,8 @@ def tree_nodes(
     con: duckdb.DuckDBPyConnection, hour: datetime, root: str | None = None
 ) -> list[dict[str, Any]]:
     """The account tree as of `hour` in depth-first order, each node with its `level` below
-    the drawn root. Parents that never sent a group call appear as nodes with `seen: false`.
-    With `root`, only that account's subtree."""
+    the drawn root. Parents that never sent a group call appear as nodes with `seen: false`
+    (and every other field null). With `root`, only that account's subtree."""
     rows = _rows(
         con,
         "SELECT h.account_id, h.parent_account_id, h.ultimate_parent_id, h.depth, h.path, "
@@ -186,7 +186,7 @@ def tree_nodes(
     for row in rows:
         tree_parent = row["path"][-2] if len(row["path"]) > 1 else None
         if tree_parent is not None and tree_parent not in by_id:
-            by_id[tree_parent] = {"account_id": tree_parent, "seen": False}
+            by_id[tree_parent] = dict.fromkeys(row) | {"account_id": tree_parent, "seen": False}
             children.setdefault(None, []).append(tree_parent)
         children.setdefault(tree_parent, []).append(row["account_id"])
     if root is not None and root not in by_id:
