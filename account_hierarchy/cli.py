@@ -450,8 +450,10 @@ def sync_command(destination: str, dry_run: bool, output_format: str) -> None:
 
 
 def _message_line(message: dict) -> dict:
-    what = message.get("event") or ", ".join(
-        f"{k}={shown(v)}" for k, v in message.get("traits", {}).items()
-    )
+    """A message as a table row: its event, then its traits or properties."""
+    fields = message.get("traits") or message.get("properties") or {}
+    what = ", ".join(f"{key}={shown(value)}" for key, value in fields.items())
+    if message.get("event"):
+        what = f"{message['event']}: {what}" if what else message["event"]
     return {"type": message["type"], "entity": message.get("groupId") or message.get("userId"),
             "what": what, "messageId": message["messageId"]}  # fmt: skip

@@ -80,12 +80,25 @@ def table_cell(value: Any) -> Any:
     """A table cell: a list, mapping or boolean as its compact JSON (`true`, its items as
     `plain` makes them), not Python's repr; a time as itself (`2026-10-01 10:00:00`); any
     other value as `plain` makes it (NaN and infinities empty, as null; durations in
-    seconds), as jsonl shows it."""
+    seconds), as jsonl shows it. Control characters in text but the line feed, which would
+    move the columns after them, are written as escapes (`\\t`, `\\x1b`)."""
     if isinstance(value, Mapping | list | tuple | np.ndarray | bool | np.bool_):
         return compact_json(value)
     if isinstance(value, datetime | date | time) and value is not pd.NaT:
         return value
-    return plain(value)
+    value = plain(value)
+    if isinstance(value, str):
+        return CONTROL_CHARACTER.sub(_escape, value)
+    return value
+
+
+# Control characters but the line feed (a table's cell keeps its lines).
+CONTROL_CHARACTER = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+
+
+def _escape(match: re.Match) -> str:
+    character = match[0]
+    return {"\t": "\\t", "\r": "\\r"}.get(character, f"\\x{ord(character):02x}")
 
 
 def shown(value: Any) -> str:
@@ -118,7 +131,8 @@ def emit_record(record: Mapping[str, Any], output_format: str) -> None:
     for key, value in nested.items():
         click.echo(f"\n{key}:")
         if isinstance(value, Mapping):
-            rows = [{"name": name, "value": table_cell(item)} for name, item in value.items()]
+            rows = [{"name": table_cell(name), "value": table_cell(item)}
+                    for name, item in value.items()]  # fmt: skip
         elif value and not isinstance(value[0], Mapping):
             click.echo("  " + " > ".join(str(item) for item in value))
             continue

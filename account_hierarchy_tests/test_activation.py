@@ -1073,13 +1073,15 @@ def test_a_dry_run_table_shows_values_as_json(tmp_path):
                        "where": {"custom_trait": "plan", "equals": "free"}}],
         "destinations": [{"name": "box", "type": "jsonl", "folder": str(tmp_path / "out"),
                           "audiences": ["free_accounts"], "output_columns": ["plan", "seats"],
-                          "calls": ["group"]}],
+                          "calls": ["group", "track"]}],
     })  # fmt: skip
     environment = {"AH_WAREHOUSE": str(tmp_path / "wh.duckdb"),
                    "AH_DEFINITIONS_DIR": str(tmp_path / "defs")}  # fmt: skip
     shown = CliRunner().invoke(main, ["sync", "box", "--dry-run"], env=environment)
     assert shown.exit_code == 0, shown.output
     assert "free_accounts=true, plan=free" in shown.output, shown.output
+    # (a track call names its audience: a user's entries of two audiences differ)
+    assert "Audience Entered: audience_key=free_accounts, " in shown.output, shown.output
 
 
 def test_trait_values_are_sent_as_the_diffs_record_them(tmp_path):

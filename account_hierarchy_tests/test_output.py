@@ -70,6 +70,15 @@ def test_a_preview_cuts_long_text_short():
     assert max(map(len, lines)) < 220
 
 
+def test_tables_write_control_characters_as_escapes(capsys):
+    """A tab (or any control character but a line feed) would move the columns after it."""
+    emit([{"id": "a\tb", "n": 1}, {"id": "c\x1bd\re", "n": 2}], "table")
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split() for line in lines[2:]] == [["a\\tb", "1"], ["c\\x1bd\\re", "2"]]
+    emit_record({"account_id": "A", "traits": {"k\tey": "v\tw"}}, "table")
+    assert capsys.readouterr().out.splitlines()[-1].split() == ["k\\tey", "v\\tw"]
+
+
 def test_tables_keep_the_spaces_around_text(capsys):
     emit([{"code": "  007", "name": "x"}], "table")
     assert capsys.readouterr().out.splitlines()[2] == "  007   x"
