@@ -333,6 +333,13 @@ def test_sql_traits_must_be_one_read_only_query(sql, message):
          "event: `event` is blank"),
         ('traits:\n  - {name: x, entity: user, type: event_counter, event: "a\\0b"}\n',
          "a.yaml:2: 'a\\x00b' holds a NUL character"),
+        ('traits:\n  - {name: x, entity: user, type: event_counter, event: "a\\ud800"}\n',
+         "a.yaml:2: 'a\\ud800' holds a lone surrogate (\\ud800), which is no character"),
+        ("traits:\n  - name: x\n    entity: user\n    type: sql\n"
+         '    sql: "SELECT user_id, \'\\ud83d\\ude00\' AS x FROM users"\n',
+         "a.yaml:5: \"SELECT user_id, '\\ud83d\\ude00' AS x FROM users\" holds a lone surrogate "
+         "(\\ud83d), which is no character: write one beyond U+FFFF as itself or as "
+         "`\\U0001f600`"),
         ("traits: &t [*t]\n", "or one is inside its own anchor"),
         ("a: &a [x, x, x, x, x, x, x, x, x, x]\n"
          + "".join(f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
@@ -582,6 +589,7 @@ def test_audiences_load(tmp_path):
         ("{users: any, where: {performed: ' '}}", "`performed` is blank"),
         ("{not: " * 17 + "{trait: logins, gt: 0}" + "}" * 17, "conditions nest 17 levels deep"),
         ('{trait: logins, equals: "a\\0b"}', "holds a NUL character"),
+        ('{trait: logins, in: ["a", "\\udcff"]}', "holds a lone surrogate"),
     ],
 )
 def test_audience_problems_are_named(tmp_path, audience, message):

@@ -337,10 +337,14 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, float]) -> float:
     return sizes[id(node)]
 
 
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _node_problems(path: Path, tree: yaml.Node) -> list[str]:
-    """A key given twice in one mapping (YAML loaders keep the last value without a word), and
-    text holding a NUL character (which would cut a name or value short in SQL or a path). Each
-    node is read once, however many aliases (`*name`) point at it."""
+    """A key given twice in one mapping (YAML loaders keep the last value without a word),
+    text holding a NUL character (which would cut a name or value short in SQL or a path), and
+    text holding a lone surrogate (an escape `"\\ud800"`: no character, which no UTF-8 query
+    can carry). Each node is read once, however many aliases (`*name`) point at it."""
     problems, seen_nodes, pending = [], set(), [tree]
     while pending:
         node = pending.pop()
@@ -350,6 +354,12 @@ def _node_problems(path: Path, tree: yaml.Node) -> list[str]:
         line = node.start_mark.line + 1
         if isinstance(node, yaml.ScalarNode) and "\0" in node.value:
             problems.append(f"{path}:{line}: {node.value!r} holds a NUL character (\\0)")
+        elif isinstance(node, yaml.ScalarNode) and (surrogate := LONE_SURROGATE.search(node.value)):
+            problems.append(
+                f"{path}:{line}: {node.value!r} holds a lone surrogate "
+                f"(\\u{ord(surrogate[0]):04x}), which is no character: write one beyond U+FFFF "
+                "as itself or as `\\U0001f600`, not as two `\\u` escapes"
+            )
         elif isinstance(node, yaml.MappingNode):
             keys: dict[str, int] = {}
             for key, value in node.value:
