@@ -317,6 +317,14 @@ def test_sql_trait_errors_suggest_the_closest_view(tmp_path):
             "SELECT account_id, " + "abs(" * 250 + "1" + ")" * 250 + " AS n FROM accounts",
             "nested too deeply",
         ),
+        (
+            "SELECT account_id, " + " + ".join(["1"] * 1001) + " AS n FROM accounts",
+            "nested too deeply for DuckDB",
+        ),
+        (
+            "SELECT account_id, 'a\udcff' AS n FROM accounts",
+            r"character 22 is a lone surrogate \(\\udcff\), no character",
+        ),
     ],
 )
 def test_sql_traits_must_be_one_read_only_query(sql, message):

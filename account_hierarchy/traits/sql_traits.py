@@ -98,6 +98,13 @@ class TraitDialect(DuckDB):
 def parse_trait_sql(sql: str, entity: str) -> tuple[exp.Expression, list[str]]:
     """Check a SQL trait and return its parsed query and its value column names."""
     try:
+        sql.encode()
+    except UnicodeEncodeError as error:  # (no query can carry it)
+        surrogate = ord(sql[error.start])
+        raise SqlTraitError(
+            f"character {error.start + 1} is a lone surrogate (\\u{surrogate:04x}), no character"
+        ) from None
+    try:
         statements = [s for s in sqlglot.parse(sql, read=TraitDialect) if s is not None]
     except ParseError as error:
         first = error.errors[0] if error.errors else {}
@@ -123,8 +130,26 @@ def parse_trait_sql(sql: str, entity: str) -> tuple[exp.Expression, list[str]]:
     # the query run keeps its case, which text such as a struct's keys `{'Key': 1}` keeps)
     _check_sources(normalize_identifiers(query.copy(), dialect="duckdb"))
     _check_bare_words(query)
-    against_views(query)  # (what sqlglot cannot write is refused now, not when the trait runs)
+    # (what sqlglot cannot write, or DuckDB cannot parse, is refused now, not at every run)
+    _check_duckdb_parses(against_views(query))
     return query, _value_columns(query, entity)
+
+
+@functools.cache
+def _parser() -> duckdb.DuckDBPyConnection:
+    """An empty in-memory DuckDB, for its parser."""
+    return duckdb.connect()
+
+
+def _check_duckdb_parses(sql: str) -> None:
+    """Refuse a query DuckDB's parser refuses, such as expressions nested over its
+    `max_expression_depth` (1,000: `1 + 1 + ...` of 1,001 terms), which sqlglot parses."""
+    try:
+        _parser().cursor().extract_statements(sql)  # (a cursor per thread)
+    except duckdb.Error as error:
+        if "expression depth" in str(error):
+            raise SqlTraitError("nested too deeply for DuckDB: write it flatter") from None
+        raise SqlTraitError(f"DuckDB cannot parse it: {str(error).splitlines()[0]}") from None
 
 
 def _cte_names(query: exp.Expression) -> set[str]:
