@@ -348,6 +348,10 @@ def test_sql_traits_must_be_one_read_only_query(sql, message):
          "a.yaml:5: \"SELECT user_id, '\\ud83d\\ude00' AS x FROM users\" holds a lone surrogate "
          "(\\ud83d), which is no character: write one beyond U+FFFF as itself or as "
          "`\\U0001f600`"),
+        ("traits:\n  - {name: x, entity: user, type: event_counter, on: 1}\n",
+         "a.yaml:2: traits[0] (x): keys must be text; YAML reads the key True as a bool: quote it"),
+        ('traits:\n  - {name: "x\\ny", entity: user, type: event_counter}\n',
+         "a.yaml:2: traits[0] (x\\ny).name: name"),
         ("traits: &t [*t]\n", "or one is inside its own anchor"),
         ("a: &a [x, x, x, x, x, x, x, x, x, x]\n"
          + "".join(f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"

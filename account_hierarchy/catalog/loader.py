@@ -38,6 +38,7 @@ from account_hierarchy.catalog.models import (
     Trait,
     UniqueList,
 )
+from account_hierarchy.output import one_line
 from account_hierarchy.settings import is_hidden
 from account_hierarchy.traits.compile import allow_deep_queries
 from account_hierarchy.traits.sql_traits import (
@@ -276,6 +277,10 @@ def _describe(path: Path, tree: yaml.Node, document: dict, problem: dict) -> str
         message = f"missing; give one of {', '.join(sorted(_UNION_TAGS))}"
     elif problem["type"] == "extra_forbidden":
         message = f"unknown key {location[-1]!r}"
+    elif problem["type"] == "invalid_key":  # (YAML reads `on:` as true, `2026-10-01:` as a date)
+        key = problem["input"]
+        location.pop()
+        message = f"keys must be text; YAML reads the key {key} as a {type(key).__name__}: quote it"
     elif isinstance(error := problem.get("ctx", {}).get("error"), FieldProblem):
         location.append(error.field)
     line = _line(tree, tuple(location))
@@ -290,7 +295,8 @@ def _field_label(location: Sequence[str | int], name: object = None) -> str:
     label = ""
     for position, part in enumerate(location):
         if isinstance(part, int):
-            label += f"[{part}]" + (f" ({name})" if position == 1 and name is not None else "")
+            named = position == 1 and name is not None
+            label += f"[{part}]" + (f" ({one_line(str(name))})" if named else "")
         else:
             label += ("." if label else "") + str(part)
     return label
