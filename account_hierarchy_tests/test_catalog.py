@@ -352,6 +352,9 @@ def test_sql_traits_must_be_one_read_only_query(sql, message):
          "a.yaml:2: traits[0] (x): keys must be text; YAML reads the key True as a bool: quote it"),
         ('traits:\n  - {name: "x\\ny", entity: user, type: event_counter}\n',
          "a.yaml:2: traits[0] (x\\ny).name: name"),
+        ("traits:\n  - {name: x, entity: acount, type: event_countr}\n",
+         "a.yaml:2: traits[0] (x).entity: Input should be 'account' or 'user'"),
+        ("traits:\n  - {name: X, entity: user}\n", "a.yaml:2: traits[0] (X).name: name 'X' must"),
         ("traits: &t [*t]\n", "or one is inside its own anchor"),
         ("a: &a [x, x, x, x, x, x, x, x, x, x]\n"
          + "".join(f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"

@@ -36,6 +36,7 @@ from account_hierarchy.catalog.models import (
     FieldProblem,
     SqlTrait,
     Trait,
+    TraitCommon,
     UniqueList,
 )
 from account_hierarchy.output import one_line
@@ -251,7 +252,7 @@ def _load_file(path: Path, catalog: Catalog) -> list[str]:
                     catalog.invalid_names.add(entry["name"])
                 problems += [
                     _describe(path, tree, document, {**p, "loc": (section, index, *p["loc"])})
-                    for p in error.errors()
+                    for p in error.errors() + _common_trait_problems(section, entry, error)
                 ]
                 continue
             line = _line(tree, (section, index))
@@ -263,6 +264,21 @@ def _load_file(path: Path, catalog: Catalog) -> list[str]:
                 located = LocatedDestination(parsed, path, line, index, tree)
             getattr(catalog, section).append(located)
     return problems
+
+
+def _common_trait_problems(section: str, entry: object, error: ValidationError) -> list:
+    """For a trait of an unknown type, or none (the only problem pydantic reports then), the
+    problems of the fields every trait type has."""
+    unknown_type = ("union_tag_invalid", "union_tag_not_found")
+    if section != "traits" or error.errors()[0]["type"] not in unknown_type:
+        return []
+    common_fields = set(TraitCommon.model_fields)
+    try:
+        TraitCommon.model_validate({key: value for key, value in entry.items()
+                                    if key in common_fields})  # fmt: skip
+    except ValidationError as common:
+        return common.errors()
+    return []
 
 
 def _describe(path: Path, tree: yaml.Node, document: dict, problem: dict) -> str:

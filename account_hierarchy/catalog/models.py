@@ -153,12 +153,19 @@ class PropertyCondition(Comparison):
         return value
 
 
-class TraitBase(Strict):
-    """What every trait has: a name, an entity, and which events it looks at, when."""
+class TraitCommon(Strict):
+    """What every trait has, whatever its type: a name, an entity and a description."""
 
     name: str
     entity: Literal["account", "user"]
     description: str = ""
+
+    _name = field_validator("name")(check_name)
+
+
+class TraitBase(TraitCommon):
+    """What every computed trait has: which events it looks at, when."""
+
     event_type: Literal["track", "page", "screen", "identify", "group"] | None = None
     event: str | None = None
     where: list[PropertyCondition] = []
@@ -166,8 +173,6 @@ class TraitBase(Strict):
     attribution: Literal["all_users", "context"] = "all_users"
     context_fallback: Literal["all_accounts", "none"] = "all_accounts"
     include_child_accounts: bool = False
-
-    _name = field_validator("name")(check_name)
 
     @field_validator("window")
     @classmethod
@@ -265,18 +270,13 @@ class UniqueUsers(TraitBase):
         return self
 
 
-class SqlTrait(Strict):
+class SqlTrait(TraitCommon):
     """A SELECT over the snapshot's read-only views returning the entity id column
     (`account_id` or `user_id`) and one column per value; each value column is a trait."""
 
     type: Literal["sql"]
-    name: str
-    entity: Literal["account", "user"]
-    description: str = ""
     sql: str
     many: bool = False
-
-    _name = field_validator("name")(check_name)
 
 
 ComputedTrait = (
