@@ -123,10 +123,10 @@ def main() -> None:
 @click.option("--days", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option(
     "--start",
-    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]),
+    type=click.DateTime(formats=["%Y-%m-%d"]),  # (a day: the files cover its hours 0 to 5, ...)
     default=DEFAULT_START.strftime("%Y-%m-%d"),
     show_default=True,
-    help="First day, UTC.",
+    help="First day (from midnight UTC).",
 )
 @click.option(
     "--activity",

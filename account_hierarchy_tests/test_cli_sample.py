@@ -59,6 +59,13 @@ def test_sample_refuses_an_activity_that_is_no_finite_positive_number(tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_sample_starts_on_a_day_not_at_a_time(tmp_path):
+    args = ["sample", "--out", str(tmp_path / "out"), "--accounts", "1", "--users", "1"]
+    result = CliRunner().invoke(main, [*args, "--start", "2026-10-01T05:00"])
+    assert result.exit_code == 2 and "Invalid value for '--start'" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_sample_refuses_days_past_the_year_9999_before_writing(tmp_path):
     args = ["sample", "--out", str(tmp_path / "out"), "--accounts", "1", "--users", "1"]
     result = CliRunner().invoke(main, [*args, "--days", "2", "--start", "9999-12-31"])
