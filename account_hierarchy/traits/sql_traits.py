@@ -17,6 +17,7 @@ other table or a file (`read_csv`, `glob`, ...). The result must have the entity
 
 import difflib
 import functools
+import os
 import re
 from datetime import datetime, timedelta
 
@@ -136,8 +137,8 @@ def parse_trait_sql(sql: str, entity: str) -> tuple[exp.Expression, list[str]]:
 
 
 @functools.cache
-def _parser() -> duckdb.DuckDBPyConnection:
-    """An empty in-memory DuckDB, for its parser."""
+def _parser(_process: int) -> duckdb.DuckDBPyConnection:
+    """An empty in-memory DuckDB, for its parser: one per process (not one a fork inherits)."""
     return duckdb.connect()
 
 
@@ -145,7 +146,7 @@ def _check_duckdb_parses(sql: str) -> None:
     """Refuse a query DuckDB's parser refuses, such as expressions nested over its
     `max_expression_depth` (1,000: `1 + 1 + ...` of 1,001 terms), which sqlglot parses."""
     try:
-        _parser().cursor().extract_statements(sql)  # (a cursor per thread)
+        _parser(os.getpid()).cursor().extract_statements(sql)  # (a cursor per call)
     except duckdb.Error as error:
         if "expression depth" in str(error):
             raise SqlTraitError("nested too deeply for DuckDB: write it flatter") from None
