@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 from click.testing import CliRunner
 from werkzeug import Request, Response
 
+from account_hierarchy.activation import deliver
 from account_hierarchy.activation.deliver import SyncReport, batches_of, sync
 from account_hierarchy.activation.diffs import build_diffs
 from account_hierarchy.activation.plan import NothingToSyncError
@@ -1114,8 +1116,11 @@ class Applier:
         self.holds: dict[tuple[str, str], dict] = {}
         self.tracks: list[tuple[str, str]] = []
         self.lose = False
+        self.refuse: Callable[[list[dict]], bool] = lambda _batch: False
 
     def send(self, batch: list[dict]) -> Outcome:
+        if self.refuse(batch):
+            return Outcome(False, 400, "refused", 1)
         for sent in batch:
             if sent["messageId"] in self.seen:
                 continue
@@ -1130,10 +1135,15 @@ class Applier:
         return Outcome(True, 200, "", 1)
 
 
-def test_a_trait_and_an_audience_moved_to_user_level_end_with_the_users_values(tmp_path):
+@pytest.mark.parametrize("retractions_refused", [False, True])
+def test_a_trait_and_an_audience_moved_to_user_level_end_with_the_users_values(
+    tmp_path, monkeypatch, retractions_refused
+):
     """`logins` and `vip` turn from account into user definitions of the same names: the
     retractions of the account-level values go before the users' own values, which the
-    destination ends holding, for a user whose id is also the account's too."""
+    destination ends holding, for a user whose id is also the account's too. Retractions
+    refused (each change in a batch of its own) while the new values are taken go again, and
+    the values they overwrite go again after them."""
 
     def definitions_at(entity: str):
         where = {"custom_trait": "plan", "equals": "free"}
@@ -1158,12 +1168,22 @@ def test_a_trait_and_an_audience_moved_to_user_level_end_with_the_users_values(t
         group_call("g3", "2026-10-01T10:02:00Z", "A0", "A0"), *logins,
     ])  # fmt: skip
     applier = Applier()
+    if retractions_refused:
+        monkeypatch.setattr(deliver, "MAX_BATCH_BYTES", 1)  # (one item's messages a batch)
     with connect(tmp_path / "wh.duckdb") as con:
         ingest_window(con, tmp_path / "landing", H10, H11 + timedelta(hours=1), PARTITIONS_START)
         for hour, entity in ((H10, "account"), (H11, "user")):
             catalog, destination = definitions_at(entity)
             build_hour(con, catalog, hour)
-            sync(con, catalog, destination, applier)
+            if entity == "user" and retractions_refused:
+                applier.refuse = lambda batch: any(
+                    value in (None, False) for sent in batch if sent["type"] == "identify"
+                    for value in sent["traits"].values()
+                )  # fmt: skip
+            report = sync(con, catalog, destination, applier)
+        assert report.rejected == (12 if retractions_refused else 0)  # (3 users, 2 keys, 2 calls)
+        applier.refuse = lambda _batch: False
+        sync(con, catalog, destination, applier)
         assert sync(con, catalog, destination, applier).messages == 0
     assert applier.holds[("identify", "u1")] == {"vip": True, "logins": 2}
     assert applier.holds[("identify", "u2")] == {"vip": True, "logins": 1}

@@ -52,6 +52,10 @@ ACCOUNT_SENDER = "account_hierarchy"  # the anonymousId of group calls about who
 # Item kinds: audience, audience_user (a user of an account audience's member), trait and
 # trait_user (a user of an account with a synced account trait).
 TRAIT_KINDS = ("trait", "trait_user")
+# The kind of a user's key under which an audience or trait moved to the other entity writes the
+# same identify trait.
+MOVED_KIND = {"audience": "audience_user", "audience_user": "audience", "trait": "trait_user",
+              "trait_user": "trait"}  # fmt: skip
 
 
 @dataclass
@@ -224,6 +228,7 @@ def plan(
             _change(item, has, want, wanted, unsure)
             item.version = _next_version(key, held, in_flight)
         items.append(item)
+    items += _overwritten(items, desired, held, in_flight, wanted)
     outputs = _output_columns(con, catalog, destination, hour)
     for item in items:
         _prepare(destination, item, outputs, hour)
@@ -249,6 +254,41 @@ def plan(
         item.unconfirmed = [m for m in previous.values() if m["type"] not in item.holds_calls]
     # (an item owed only in calls none of whose messages are about it is no item)
     return [item for item in items if item.messages or item.is_change]
+
+
+def _overwritten(
+    items: list[Item],
+    desired: dict[tuple, str],
+    held: dict[tuple, Held],
+    in_flight: dict[tuple, InFlight],
+    wanted: set[str],
+) -> list[Item]:
+    """The users' values that a retraction owed (of an audience or trait since moved to the
+    other entity: the same identify trait under the other key) overwrites, when not owed
+    themselves: a retraction the destination refused, then sent again after the new value was
+    accepted, would otherwise leave it holding the retraction. Each goes again after it, in the
+    user's calls the retraction goes in (identify, track), as a change of its own (under ids
+    never used, which no receiver drops)."""
+    owed = {(item.kind, item.name, item.entity_type, item.entity_id) for item in items}
+    again = []
+    for item in items:
+        key = (item.kind, item.name, item.entity_type, item.entity_id)
+        if desired.get(key) is not None or item.entity_type != "user":
+            continue
+        overwritten = item.only_calls & wanted & {"identify", "track"}
+        if not overwritten:
+            continue
+        other = (MOVED_KIND[item.kind], item.name, "user", item.entity_id)
+        want = desired.get(other)
+        if want is None or other in owed:
+            continue
+        has = held.get(other, NOTHING)
+        value = Item(*other, "changed" if other[0] in TRAIT_KINDS else "entered", parse_json(want))
+        _change(value, has, want, wanted, _unsure_calls(has, None) | overwritten)
+        value.version = _next_version(other, held, in_flight)
+        again.append(value)
+        owed.add(other)
+    return again
 
 
 def _change(item: Item, has: Held, want: str | None, wanted: set[str], unsure: set[str]) -> None:
