@@ -193,3 +193,16 @@ def test_materialize_and_dry_run(tmp_path, monkeypatch):
     assert sorted(m["messageId"] for m in written) == sorted(m["messageId"] for m in planned)
     again = CliRunner().invoke(main, ["sync", "crm_outbox", "--format", "jsonl"])
     assert json.loads(again.output)["messages"] == 0
+
+
+def test_a_destination_refuses_a_range_that_is_no_run_of_hours(tmp_path):
+    """It delivers the newest snapshot whatever its hours, but a range ending before it starts
+    fails as every other asset's does, not as a success recorded for no hour."""
+    catalog = load_catalog(sample_definitions(tmp_path))
+    asset = build_destination_asset(catalog.destinations[0], catalog)
+    keys = {"dagster/asset_partition_range_start": "2026-10-01-12:00",
+            "dagster/asset_partition_range_end": "2026-10-01-10:00"}  # fmt: skip
+    result = dg.materialize([asset], tags=keys, raise_on_error=False, resources={
+        "warehouse": Warehouse(database=str(tmp_path / "wh.duckdb"))})  # fmt: skip
+    (failure,) = [event for event in result.all_events if event.is_step_failure]
+    assert "ends before it starts" in str(failure.step_failure_data.error)

@@ -114,6 +114,7 @@ def build_destination_asset(located: LocatedDestination, catalog: Catalog) -> dg
         metadata={"defined_in": f"{located.file}:{located.line}"},
     )
     def deliver(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
+        window_of(context)  # (it delivers the newest snapshot, whatever the hours; bad ones fail)
         waiting = {}
         with warehouse.get_connection() as con:
             try:
