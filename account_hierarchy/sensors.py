@@ -64,29 +64,33 @@ def changed_files(cursor: dict) -> tuple[list[list[str]], set[datetime], dict]:
         if path not in present:
             changes.append([path, "removed"])
             hours |= _earliest_hour(entry)
-    deadline, read = time.monotonic() + READ_BUDGET_SECONDS, set()
+    deadline, found_files = time.monotonic() + READ_BUDGET_SECONDS, []
     unread = [file for file in listed if file.path not in unchanged]
     with contextlib.closing(hours_of_files(landing, unread, partitions_start())) as batches:
         for batch in batches:
-            for file, found in batch:
-                read.add(file.path)
-                known = handled.get(file.path)
-                earliest = _hour_text(min(found.hours)) if found.hours else None
-                digest = found.digest
-                files[file.path] = [file.size, file.mtime_ns, found.content_hash, earliest, digest]
-                same_content = known is not None and known[2] == found.content_hash
-                # (a file only touched may still change: lines without a time of their own
-                # follow the mtime, and lines without `receivedAt` are checked against it)
-                if same_content and known[3:] == [earliest, digest]:
-                    continue
-                changes.append([file.path, found.content_hash])
-                if known:
-                    hours |= _earliest_hour(known)
-                if same_content or found.content_hash not in held_hashes:
-                    held_hashes.add(found.content_hash)
-                    hours |= found.hours
+            found_files += batch
             if time.monotonic() > deadline:
                 break
+    # (the content of files only touched is held too, whichever was read first)
+    held_hashes |= {found.content_hash for file, found in found_files
+                    if handled.get(file.path, [None] * 3)[2] == found.content_hash}  # fmt: skip
+    for file, found in found_files:
+        known = handled.get(file.path)
+        earliest = _hour_text(min(found.hours)) if found.hours else None
+        digest = found.digest
+        files[file.path] = [file.size, file.mtime_ns, found.content_hash, earliest, digest]
+        same_content = known is not None and known[2] == found.content_hash
+        # (a file only touched may still change: lines without a time of their own follow the
+        # mtime, and lines without `receivedAt` are checked against it)
+        if same_content and known[3:] == [earliest, digest]:
+            continue
+        changes.append([file.path, found.content_hash])
+        if known:
+            hours |= _earliest_hour(known)
+        if same_content or found.content_hash not in held_hashes:
+            held_hashes.add(found.content_hash)
+            hours |= found.hours
+    read = {file.path for file, _found in found_files}
     left = [file.path for file in unread if file.path not in read]
     files |= {path: handled[path] for path in left if path in handled}
     return changes, hours, files

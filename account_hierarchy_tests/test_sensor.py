@@ -70,6 +70,18 @@ def test_same_content_twice_is_not_handled_again_new_content_is(instance, landin
     assert span(rewritten) == ("2026-10-01-10:00", "2026-10-01-11:00")
 
 
+def test_a_copy_landing_while_its_original_is_touched_touches_no_hour(instance, landing_env):
+    """The copy is read before the original (`a` sorts after `0`): the original's content,
+    only touched, is still held."""
+    path = write_lines(landing_env / "a.ndjson", [message("m1", "2026-10-01T10:05:00Z")])
+    _, cursor = evaluate(instance)
+    (landing_env / "0_copy.ndjson").write_bytes(path.read_bytes())
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    requests, _ = evaluate(instance, cursor)
+    assert requests == []
+
+
 def span(request: dg.RunRequest) -> tuple[str, str]:
     return request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]
 
