@@ -68,6 +68,20 @@ def test_audience_metadata_has_size_and_changes(materialized):
     assert all(c.passed for c in result.get_asset_check_evaluations())
 
 
+def test_the_tiles_rebuilt_are_counted_by_the_op_that_rebuilt_them(materialized):
+    """Audiences with `performed` conditions may run before the traits stage and rebuild the
+    trait tiles: the run's ops together count every hour rebuilt, once."""
+    _, result = materialized
+    rebuilt = {event.asset_key.to_user_string():
+               event.event_specific_data.materialization.metadata.get("tile_hours_rebuilt")
+               for event in result.get_asset_materialization_events()}  # fmt: skip
+    counts = {key: count.value for key, count in rebuilt.items() if count is not None}
+    # (the traits op reports on both tables; a range's hours share their metadata)
+    assert counts["user_traits"] == counts["account_traits"]
+    by_audiences = sum(count for key, count in counts.items() if key.startswith("audiences/"))
+    assert by_audiences + counts["account_traits"] == 24, counts  # (the day's hours)
+
+
 def test_members_preview_explain_commands(materialized, monkeypatch):
     root, _ = materialized
     monkeypatch.setenv("AH_WAREHOUSE", str(root / "wh.duckdb"))

@@ -137,6 +137,7 @@ def build_audience_asset(located: LocatedAudience, catalog: Catalog) -> dg.Asset
                 "dagster/column_schema": schema,
                 "entered": report.entered,
                 "exited": report.exited,
+                "tile_hours_rebuilt": report.tile_hours_rebuilt,
                 "snapshot_hour": last.isoformat(),
                 "compiled_query": dg.MetadataValue.md(f"```sql\n{report.compiled}\n```"),
                 "preview": dg.MetadataValue.md(markdown_preview(preview)),

@@ -66,6 +66,9 @@ class AudienceReport:
     exited: int = 0
     compiled: str = ""
     """The membership query (with its reasons), and its parameters for the last hour."""
+    tile_hours_rebuilt: int = 0
+    """Hours whose trait tiles it rebuilt (for its `performed` conditions, when it ran before
+    the traits stage of its run)."""
 
 
 def reason_expression(evaluated: Evaluated) -> exp.Expression:
@@ -195,7 +198,7 @@ def build_audience(
     one_day = bool(hours) and hours[0].date() == hours[-1].date()
     by_day = day_partial_traits(catalog) if one_day and any(map(combines_by_day, counters)) else []
     if counters:
-        refresh_window_tiles(con, catalog, end)
+        report.tile_hours_rebuilt = refresh_window_tiles(con, catalog, end).hours_rebuilt
     if by_day:
         build_day_partials(con, by_day, day_of(hours[0]))
     try:
