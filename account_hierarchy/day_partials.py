@@ -10,6 +10,7 @@ versioned caches: if late events change an earlier day after the job ran, the ho
 notices and rebuilds them itself, so preparing them never changes a result.
 """
 
+import re
 from datetime import date, datetime
 
 import dagster as dg
@@ -19,6 +20,7 @@ from pydantic import Field, field_validator
 from account_hierarchy import settings
 from account_hierarchy.catalog.loader import Catalog
 from account_hierarchy.hierarchy.tiles import refresh_hierarchy_partials, refresh_hierarchy_tiles
+from account_hierarchy.partitions import partitions_start
 from account_hierarchy.resources import Warehouse
 from account_hierarchy.traits.compute import day_partial_traits, refresh_window_tiles
 from account_hierarchy.traits.tiles import build_day_partials
@@ -53,10 +55,14 @@ class DayConfig(dg.Config):
     @field_validator("day")
     @classmethod
     def _is_a_day(cls, value: str) -> str:
-        try:
-            date.fromisoformat(value)
+        try:  # (Python also reads `20261031` and `2026-W44-6` as dates)
+            day = date.fromisoformat(value) if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value) else None
         except ValueError as error:
             raise ValueError(f"day {value!r} is not a date as YYYY-MM-DD: {error}") from None
+        if day is None:
+            raise ValueError(f"day {value!r} is not a date as YYYY-MM-DD")
+        if day < (first := partitions_start().date()):
+            raise ValueError(f"day {value} is before the first partition's day, {first}")
         return value
 
 

@@ -71,10 +71,19 @@ def test_the_job_prepares_the_partials_the_days_first_run_reads(landing, tmp_pat
         assert_same(tiled, reference)
 
 
-def test_the_job_rejects_a_day_that_is_not_a_date(tmp_path):
+@pytest.mark.parametrize(
+    ("day", "message"),
+    [
+        ("2026-13-01", "day '2026-13-01' is not a date as YYYY-MM-DD"),
+        ("20261001", "day '20261001' is not a date as YYYY-MM-DD"),
+        ("2026-W40-4", "day '2026-W40-4' is not a date as YYYY-MM-DD"),
+        ("2023-12-31", "day 2023-12-31 is before the first partition's day, 2024-01-01"),
+    ],
+)
+def test_the_job_rejects_a_day_that_is_not_a_date(tmp_path, day, message):
     job = build_day_partials_job(load_catalog(SAMPLE_DEFINITIONS))
-    with pytest.raises(ValidationError, match="day '2026-13-01' is not a date as YYYY-MM-DD"):
-        run_job(job, tmp_path / "wh.duckdb", "2026-13-01")
+    with pytest.raises(ValidationError, match=message):
+        run_job(job, tmp_path / "wh.duckdb", day)
 
 
 def test_the_schedule_asks_for_the_new_day_half_an_hour_after_midnight():
