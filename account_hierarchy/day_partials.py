@@ -110,8 +110,11 @@ def day_partials_schedule(job: dg.JobDefinition) -> dg.ScheduleDefinition:
         description="Prepares the new day's partials half an hour after midnight, between the "
         "run of the hour ending the day and the day's first hourly run.",
     )
-    def daily_day_partials(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        day = context.scheduled_execution_time.date().isoformat()
+    def daily_day_partials(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        day = context.scheduled_execution_time.date()
+        if day < (first := partitions_start().date()):
+            return dg.SkipReason(f"{day} is before the first partition's day, {first}.")
+        day = day.isoformat()
         return dg.RunRequest(
             run_key=day, run_config={"ops": {OP_NAME: {"config": {"day": day}}}}, tags={"day": day}
         )

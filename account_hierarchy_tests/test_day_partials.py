@@ -7,6 +7,7 @@ import dagster as dg
 import pytest
 from pydantic import ValidationError
 
+from account_hierarchy import day_partials
 from account_hierarchy.catalog.loader import load_catalog
 from account_hierarchy.day_partials import (
     build_day_partials_job,
@@ -97,3 +98,14 @@ def test_the_schedule_asks_for_the_new_day_half_an_hour_after_midnight():
     assert request.run_key == "2026-10-03"
     config = {"ops": {"prepare_day_partials": {"config": {"day": "2026-10-03"}}}}
     assert request.run_config == config
+
+
+def test_the_schedule_skips_days_before_the_first_partition(monkeypatch):
+    monkeypatch.setattr(day_partials, "partitions_start", lambda: datetime(2030, 1, 1))
+    schedule = day_partials_schedule(build_day_partials_job(load_catalog(SAMPLE_DEFINITIONS)))
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2029, 6, 1, 0, 30, tzinfo=UTC)
+    )
+    tick = schedule.evaluate_tick(context)
+    assert not tick.run_requests
+    assert tick.skip_message == "2029-06-01 is before the first partition's day, 2030-01-01."

@@ -483,6 +483,18 @@ def test_a_sql_trait_may_give_ids_as_numbers(tmp_path, many):
     assert rows == [("42", ["yes"] if many else "yes"), ("ACME", None)]
 
 
+def test_a_sql_trait_nested_as_deep_as_loading_allows_runs(tmp_path):
+    """Loading refuses 898 terms; DuckDB runs 897, with the query around the trait's."""
+    sql = "SELECT account_id, " + " + ".join(["1"] * 897) + " AS n FROM accounts"
+    one_account_with(tmp_path, [{"name": "n", "entity": "account", "type": "sql", "sql": sql}])
+    hour = datetime(2026, 10, 1, 10)
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", hour, hour + timedelta(hours=1), PARTITIONS_START)
+        build_all(con, tmp_path / "landing", hour, hour + timedelta(hours=1),
+                  tmp_path / "definitions")  # fmt: skip
+        assert stored(con, "account", hour, "n") == {"A": 897}
+
+
 def test_a_many_sql_trait_of_only_nulls_has_no_value():
     """Like an entity without rows, not an empty list (the engines would differ)."""
     backend = ibis.duckdb.connect()

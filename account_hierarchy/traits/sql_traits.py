@@ -136,20 +136,29 @@ def parse_trait_sql(sql: str, entity: str) -> tuple[exp.Expression, list[str]]:
     return query, _value_columns(query, entity)
 
 
+# How deep a SQL trait's expressions may nest: DuckDB refuses 1,000 levels, counted with the
+# query around the trait's when it runs (its binder refuses `1 + 1 + ...` of 995 terms).
+MAX_EXPRESSION_DEPTH = 900
+
+
 @functools.cache
 def _parser(_process: int) -> duckdb.DuckDBPyConnection:
-    """An empty in-memory DuckDB, for its parser: one per process (not one a fork inherits)."""
-    return duckdb.connect()
+    """An empty in-memory DuckDB, for its parser (refusing expressions nested over
+    `MAX_EXPRESSION_DEPTH`): one per process (not one a fork inherits)."""
+    return duckdb.connect(config={"max_expression_depth": MAX_EXPRESSION_DEPTH})
 
 
 def _check_duckdb_parses(sql: str) -> None:
-    """Refuse a query DuckDB's parser refuses, such as expressions nested over its
-    `max_expression_depth` (1,000: `1 + 1 + ...` of 1,001 terms), which sqlglot parses."""
+    """Refuse a query DuckDB's parser refuses, such as expressions nested over
+    `MAX_EXPRESSION_DEPTH` (`1 + 1 + ...` of 898 terms), which sqlglot parses."""
     try:
         _parser(os.getpid()).cursor().extract_statements(sql)  # (a cursor per call)
     except duckdb.Error as error:
         if "expression depth" in str(error):
-            raise SqlTraitError("nested too deeply for DuckDB: write it flatter") from None
+            raise SqlTraitError(
+                f"nested too deeply for DuckDB (over {MAX_EXPRESSION_DEPTH} levels of "
+                "expressions): write it flatter"
+            ) from None
         raise SqlTraitError(f"DuckDB cannot parse it: {str(error).splitlines()[0]}") from None
 
 
