@@ -67,7 +67,7 @@ def emit(rows: Iterable[Mapping[str, Any]], output_format: str) -> None:
     if not rows:
         click.echo("(no rows)")
         return
-    table = [{key: table_cell(value) for key, value in row.items()} for row in rows]
+    table = [{escaped(key): table_cell(value) for key, value in row.items()} for row in rows]
     click.echo(_table(table))
 
 
@@ -81,24 +81,30 @@ def table_cell(value: Any) -> Any:
     `plain` makes them), not Python's repr; a time as itself (`2026-10-01 10:00:00`); any
     other value as `plain` makes it (NaN and infinities empty, as null; durations in
     seconds), as jsonl shows it. Control characters in text but the line feed, which would
-    move the columns after them, are written as escapes (`\\t`, `\\x1b`)."""
+    move the columns after them, are written as escapes (`escaped`)."""
     if isinstance(value, Mapping | list | tuple | np.ndarray | bool | np.bool_):
         return compact_json(value)
     if isinstance(value, datetime | date | time) and value is not pd.NaT:
         return value
     value = plain(value)
-    if isinstance(value, str):
-        return CONTROL_CHARACTER.sub(_escape, value)
-    return value
+    return escaped(value) if isinstance(value, str) else value
 
 
-# Control characters but the line feed (a table's cell keeps its lines).
-CONTROL_CHARACTER = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+# Control characters but the line feed (a table's cell keeps its lines), and the other
+# characters Python starts a new line at.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escaped(text: str) -> str:
+    """Text with its `CONTROL_CHARACTER`s written as escapes (`\\t`, `\\x1b`, `\\u2028`)."""
+    return CONTROL_CHARACTER.sub(_escape, text)
 
 
 def _escape(match: re.Match) -> str:
-    character = match[0]
-    return {"\t": "\\t", "\r": "\\r"}.get(character, f"\\x{ord(character):02x}")
+    code = ord(match[0])
+    return {"\t": "\\t", "\r": "\\r"}.get(
+        match[0], f"\\x{code:02x}" if code < 256 else f"\\u{code:04x}"
+    )
 
 
 def shown(value: Any) -> str:
@@ -131,7 +137,7 @@ def emit_record(record: Mapping[str, Any], output_format: str) -> None:
     for key, value in nested.items():
         click.echo(f"\n{key}:")
         if isinstance(value, Mapping):
-            rows = [{"name": table_cell(name), "value": table_cell(item)}
+            rows = [{"name": escaped(name), "value": table_cell(item)}
                     for name, item in value.items()]  # fmt: skip
         elif value and not isinstance(value[0], Mapping):
             click.echo("  " + " > ".join(str(item) for item in value))
@@ -146,7 +152,7 @@ def _flatten(row: Mapping[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in row.items():
         if isinstance(value, Mapping):
-            flat |= {f"{key}.{name}": table_cell(item) for name, item in value.items()}
+            flat |= {escaped(f"{key}.{name}"): table_cell(item) for name, item in value.items()}
         else:
-            flat[key] = table_cell(value)
+            flat[escaped(key)] = table_cell(value)
     return flat

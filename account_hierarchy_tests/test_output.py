@@ -72,11 +72,19 @@ def test_a_preview_cuts_long_text_short():
 
 def test_tables_write_control_characters_as_escapes(capsys):
     """A tab (or any control character but a line feed) would move the columns after it."""
-    emit([{"id": "a\tb", "n": 1}, {"id": "c\x1bd\re", "n": 2}], "table")
+    emit([{"id": "a\tb", "n\tm": 1}, {"id": "c\x1bd\re\x9bf\x85g\u2028h", "n\tm": 2}], "table")
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split() for line in lines[2:]] == [["a\\tb", "1"], ["c\\x1bd\\re", "2"]]
-    emit_record({"account_id": "A", "traits": {"k\tey": "v\tw"}}, "table")
-    assert capsys.readouterr().out.splitlines()[-1].split() == ["k\\tey", "v\\tw"]
+    assert [line.split() for line in lines] == [
+        ["id", "n\\tm"], ["-" * 26, "-" * 6], ["a\\tb", "1"],
+        ["c\\x1bd\\re\\x9bf\\x85g\\u2028h", "2"],
+    ]  # fmt: skip
+    emit_record({"account_id": "A", "traits": {"k\tey": "v\tw"},
+                 "users": [{"user_id": "u1", "traits": {"a\tb": "x"}}]}, "table")  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[5].split() == ["k\\tey", "v\\tw"]
+    assert [line.split() for line in lines[-3:]] == [
+        ["user_id", "traits.a\\tb"], ["-" * 9, "-" * 13], ["u1", "x"],
+    ]  # fmt: skip
 
 
 def test_tables_keep_the_spaces_around_text(capsys):
