@@ -349,7 +349,10 @@ def test_sql_traits_must_be_one_read_only_query(sql, message):
          "(\\ud83d), which is no character: write one beyond U+FFFF as itself or as "
          "`\\U0001f600`"),
         ("traits:\n  - {name: x, entity: user, type: event_counter, on: 1}\n",
-         "a.yaml:2: traits[0] (x): keys must be text; YAML reads the key True as a bool: quote it"),
+         "a.yaml:2: traits[0] (x): keys must be text; YAML reads the key true as a boolean: quote"),
+        ("traits:\n  - name: x\n    entity: user\n    type: event_counter\n    2026-10-01: 1\n",
+         'a.yaml:5: traits[0] (x): keys must be text; YAML reads the key "2026-10-01" as a date'),
+        ("null: 1\n", "a.yaml:1: unknown section None (YAML reads the key null as null)"),
         ('traits:\n  - {name: "x\\ny", entity: user, type: event_counter}\n',
          "a.yaml:2: traits[0] (x\\ny).name: name"),
         ("traits:\n  - {name: x, entity: acount, type: event_countr}\n",
@@ -935,7 +938,8 @@ def test_unreadable_files_mixed_keys_and_sections_of_another_type_are_problems(t
     problems = problems_of(tmp_path, "traits: {}\n2: 3\nfoo: 1\n")
     assert [problem.removeprefix(f"{tmp_path}/") for problem in problems] == [
         "a.yaml:1: traits must be a list",  # (in the order of the files and lines)
-        "a.yaml:2: unknown section 2; expected traits, audiences, destinations",
+        "a.yaml:2: unknown section 2 (YAML reads the key 2 as a number); expected traits, "
+        "audiences, destinations",
         "a.yaml:3: unknown section 'foo'; expected traits, audiences, destinations",
         "folder.yaml: cannot be read: Is a directory",
         "lock.yaml: cannot be read: No such file or directory",

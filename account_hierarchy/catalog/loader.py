@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -235,9 +236,10 @@ def _load_file(path: Path, catalog: Catalog) -> list[str]:
         ]
     problems = _node_problems(path, tree)
     for key in sorted(set(document) - set(SECTIONS), key=str):
-        problems.append(
-            f"{path}:{_line(tree, (key,))}: unknown section {key!r}; expected {', '.join(SECTIONS)}"
-        )
+        line = _line(tree, (key,)) if isinstance(key, str) else _key_line(tree, (), key) or 1
+        named = repr(key) if isinstance(key, str) else f"{key} ({_read_as(key)})"
+        problems.append(f"{path}:{line}: unknown section {named}; "
+                        f"expected {', '.join(SECTIONS)}")  # fmt: skip
     for section, adapter in SECTIONS.items():
         entries = document.get(section)
         entries = [] if entries is None else entries
@@ -294,15 +296,38 @@ def _describe(path: Path, tree: yaml.Node, document: dict, problem: dict) -> str
     elif problem["type"] == "extra_forbidden":
         message = f"unknown key {location[-1]!r}"
     elif problem["type"] == "invalid_key":  # (YAML reads `on:` as true, `2026-10-01:` as a date)
-        key = problem["input"]
-        location.pop()
-        message = f"keys must be text; YAML reads the key {key} as a {type(key).__name__}: quote it"
+        location.pop()  # (pydantic names the key by its repr, or `1` for true)
+        message = f"keys must be text; {_read_as(problem['input'])}: quote it"
     elif isinstance(error := problem.get("ctx", {}).get("error"), FieldProblem):
         location.append(error.field)
     line = _line(tree, tuple(location))
+    if problem["type"] == "invalid_key":
+        line = _key_line(tree, tuple(location), problem["input"]) or line
     entry = _get(document, location[:2])
     name = entry["name"] if isinstance(entry, dict) and "name" in entry else None
     return f"{path}:{line}: {_field_label(location, name)}: {message}"
+
+
+def _key_line(tree: yaml.Node, location: tuple, key: object) -> int | None:
+    """The line of the key YAML reads as `key` (no text) in the mapping at `location`."""
+    node = tree
+    for part in location:
+        node = _child(node, part)
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    for key_node, _value in node.value:
+        if isinstance(key_node, yaml.ScalarNode):
+            read = yaml.SafeLoader("").construct_object(key_node)
+            if type(read) is type(key) and read == key:
+                return key_node.start_mark.line + 1
+    return None
+
+
+def _read_as(key: object) -> str:
+    """How YAML read a key that is no text (`on:` as true, `2026-10-01:` as a date)."""
+    kind = {bool: "a boolean", type(None): "null", int: "a number", float: "a number",
+            date: "a date", datetime: "a time"}.get(type(key), type(key).__name__)  # fmt: skip
+    return f"YAML reads the key {json.dumps(key, default=str)} as {kind}"
 
 
 def _field_label(location: Sequence[str | int], name: object = None) -> str:
@@ -406,14 +431,18 @@ def _line(tree: yaml.Node | None, location: tuple) -> int:
         if node is None:
             break
         line = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            # (a key YAML reads as a number, `2:`, is named by the number)
-            node = next((value for key, value in node.value if key.value == str(part)), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            node = node.value[part] if part < len(node.value) else None
-        else:
-            node = None
+        node = _child(node, part)
     return node.start_mark.line + 1 if node is not None else line
+
+
+def _child(node: yaml.Node | None, part: str | int) -> yaml.Node | None:
+    """The node at `part` of a mapping or sequence node (None if there is none)."""
+    if isinstance(node, yaml.MappingNode):
+        # (a key YAML reads as a number, `2:`, is named by the number)
+        return next((value for key, value in node.value if key.value == str(part)), None)
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+        return node.value[part] if part < len(node.value) else None
+    return None
 
 
 def _check_catalog(catalog: Catalog) -> list[str]:
