@@ -114,9 +114,9 @@ def day_partials_schedule(job: dg.JobDefinition) -> dg.ScheduleDefinition:
         day = context.scheduled_execution_time.date()
         if day < (first := partitions_start().date()):
             return dg.SkipReason(f"{day} is before the first partition's day, {first}.")
-        day = day.isoformat()
+        key = day.isoformat()
         return dg.RunRequest(
-            run_key=day, run_config={"ops": {OP_NAME: {"config": {"day": day}}}}, tags={"day": day}
+            run_key=key, run_config={"ops": {OP_NAME: {"config": {"day": key}}}}, tags={"day": key}
         )
 
     return daily_day_partials
