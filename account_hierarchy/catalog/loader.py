@@ -384,7 +384,7 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, float]) -> float:
     return sizes[id(node)]
 
 
-LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def _node_problems(path: Path, tree: yaml.Node) -> list[str]:
