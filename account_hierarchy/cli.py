@@ -362,7 +362,8 @@ def preview(audience: str, as_of: datetime | None, output_format: str) -> None:
 @as_of_option
 @format_option
 def explain(audience: str, entity_id: str, as_of: datetime | None, output_format: str) -> None:
-    """Why an account (user) is or is not in an audience, condition by condition."""
+    """Why an account (user) is or is not in an audience, condition by condition (ids and
+    values with line breaks or control characters kept on their line, escaped)."""
     catalog = _load_catalog()
     _check_audience_defined(catalog, audience)
     with _reading() as con:
@@ -372,8 +373,9 @@ def explain(audience: str, entity_id: str, as_of: datetime | None, output_format
         emit([result], output_format)
         return
     verdict = "is a member" if result["member"] else "is not a member"
-    click.echo(f"{result['entity_type']} {entity_id} {verdict} of {audience} as of "
-               f"{hour:%Y-%m-%d %H:00} UTC\ncondition: {result['condition']}")  # fmt: skip
+    click.echo(f"{result['entity_type']} {one_line(entity_id)} {verdict} of {audience} as of "
+               f"{hour:%Y-%m-%d %H:00} UTC")  # fmt: skip
+    click.echo(f"condition: {one_line(result['condition'])}")
     _echo_conditions(result["conditions"], "  ")
     if result["stored_member"] is not None and result["stored_member"] != result["member"]:
         stored = "is" if result["stored_member"] else "is not"
@@ -389,14 +391,16 @@ def _echo_conditions(conditions: list[dict], indent: str) -> None:
         mark = "yes" if condition["held"] else "no "
         details = {k: v for k, v in condition.items() if k not in
                    ("condition", "held", "satisfying_users", "accounts_checked")}  # fmt: skip
-        text = ", ".join(f"{key}: {shown(value)}" for key, value in details.items())
-        click.echo(f"{indent}[{mark}] {condition['condition']}" + (f"  ({text})" if text else ""))
+        text = ", ".join(f"{key}: {one_line(shown(value))}" for key, value in details.items())
+        click.echo(f"{indent}[{mark}] {one_line(condition['condition'])}"
+                   + (f"  ({text})" if text else ""))  # fmt: skip
         if "satisfying_users" in condition:
             users = condition["satisfying_users"]
-            click.echo(f"{indent}      users satisfying it: {', '.join(users) or 'none'}")
+            shown_users = ", ".join(one_line(user) for user in users) or "none"
+            click.echo(f"{indent}      users satisfying it: {shown_users}")
         for account in condition.get("accounts_checked", []):
             verdict = "satisfies it" if account["held"] else "does not satisfy it"
-            click.echo(f"{indent}      account {account['account_id']} {verdict}:")
+            click.echo(f"{indent}      account {one_line(account['account_id'])} {verdict}:")
             _echo_conditions(account["conditions"], indent + "        ")
 
 

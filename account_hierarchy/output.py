@@ -115,8 +115,9 @@ def shown(value: Any) -> str:
 
 
 def one_line(text: str) -> str:
-    """Text on one line: each line break written `\\n` (a name in a tree, a markdown cell)."""
-    return re.sub(r"\r\n|\r|\n", r"\\n", text)
+    """Text on one line (a name in a tree, a `key: value` line, a markdown cell): its control
+    characters written as escapes (`escaped`), its line feeds as `\\n`."""
+    return escaped(text).replace("\n", "\\n")
 
 
 def compact_json(value: Any) -> str:
@@ -133,14 +134,14 @@ def emit_record(record: Mapping[str, Any], output_format: str) -> None:
     nested = {key: value for key, value in record.items() if isinstance(value, Mapping | list)}
     for key, value in record.items():
         if key not in nested:
-            click.echo(f"{key}: {shown(value)}")
+            click.echo(f"{key}: {one_line(shown(value))}")
     for key, value in nested.items():
         click.echo(f"\n{key}:")
         if isinstance(value, Mapping):
             rows = [{"name": escaped(name), "value": table_cell(item)}
                     for name, item in value.items()]  # fmt: skip
         elif value and not isinstance(value[0], Mapping):
-            click.echo("  " + " > ".join(str(item) for item in value))
+            click.echo("  " + " > ".join(one_line(shown(item)) for item in value))
             continue
         else:
             rows = [_flatten(row) for row in value]

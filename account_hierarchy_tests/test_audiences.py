@@ -26,7 +26,7 @@ from account_hierarchy.audiences.queries import (
 )
 from account_hierarchy.catalog.audience_models import CustomTraitTest, Performed, Quantified
 from account_hierarchy.catalog.loader import DefinitionError, load_catalog
-from account_hierarchy.cli import main
+from account_hierarchy.cli import _echo_conditions, main
 from account_hierarchy.hierarchy.queries import NotInSnapshotError
 from account_hierarchy.hierarchy.snapshots import build_snapshots
 from account_hierarchy.ingest.load import ingest_window
@@ -1004,6 +1004,19 @@ def test_explain_goes_inside_account_conditions(tmp_path, monkeypatch):
     assert shown.exit_code == 0, shown.output
     assert "account A2 does not satisfy it:" in shown.output
     assert "users satisfying it: u3" in shown.output
+
+
+def test_explain_keeps_ids_and_values_on_their_lines(capsys):
+    account = {"account_id": "A\n1", "held": False, "conditions": [
+        {"condition": "users: any", "held": False, "satisfying_users": ["u\n1", "u\t2"]}]}  # fmt: skip
+    _echo_conditions([{"condition": "account: ...", "held": False, "value": "x\ny",
+                       "accounts_checked": [account]}], "  ")  # fmt: skip
+    assert capsys.readouterr().out.splitlines() == [
+        "  [no ] account: ...  (value: x\\ny)",
+        "        account A\\n1 does not satisfy it:",
+        "          [no ] users: any",
+        "                users satisfying it: u\\n1, u\\t2",
+    ]
 
 
 def test_a_performed_condition_is_described_with_its_window_however_all_time_is_written():

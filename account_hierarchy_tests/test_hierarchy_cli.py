@@ -116,7 +116,7 @@ def test_tree_is_indented(warehouse):
 def test_a_tree_line_keeps_a_name_with_a_line_break_on_it():
     node = {"seen": True, "account_id": "A\n1", "name": 'Bond\r\n"James"', "user_count": 2,
             "in_cycle": True, "parent_account_id": "B"}  # fmt: skip
-    assert _tree_label(node) == 'A\\n1  Bond\\n"James"  (2 users)  [cycle: parent is B]'
+    assert _tree_label(node) == 'A\\n1  Bond\\r\\n"James"  (2 users)  [cycle: parent is B]'
 
 
 def test_unknown_entity_and_bad_hour_give_clear_errors(warehouse):

@@ -87,6 +87,17 @@ def test_tables_write_control_characters_as_escapes(capsys):
     ]  # fmt: skip
 
 
+def test_a_record_keeps_each_value_on_its_line(capsys):
+    """A `name: value` line (or the chain of parents) with a line break or a control
+    character in an id would print lines that look like fields of their own."""
+    emit_record({"account_id": "A\nname: forged", "note": "x\x1b[2Jy",
+                 "parent_chain": ["P\r\n1", "P2"]}, "table")  # fmt: skip
+    assert capsys.readouterr().out.splitlines() == [
+        "account_id: A\\nname: forged", "note: x\\x1b[2Jy", "", "parent_chain:",
+        "  P\\r\\n1 > P2",
+    ]  # fmt: skip
+
+
 def test_tables_keep_the_spaces_around_text(capsys):
     emit([{"code": "  007", "name": "x"}], "table")
     assert capsys.readouterr().out.splitlines()[2] == "  007   x"
