@@ -1007,8 +1007,8 @@ def test_explain_goes_inside_account_conditions(tmp_path, monkeypatch):
 
 
 def test_explain_keeps_ids_and_values_on_their_lines(capsys):
-    account = {"account_id": "A\n1", "held": False, "conditions": [
-        {"condition": "users: any", "held": False, "satisfying_users": ["u\n1", "u\t2"]}]}  # fmt: skip
+    users = {"condition": "users: any", "held": False, "satisfying_users": ["u\n1", "u\t2"]}
+    account = {"account_id": "A\n1", "held": False, "conditions": [users]}
     _echo_conditions([{"condition": "account: ...", "held": False, "value": "x\ny",
                        "accounts_checked": [account]}], "  ")  # fmt: skip
     assert capsys.readouterr().out.splitlines() == [

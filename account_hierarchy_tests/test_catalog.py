@@ -457,6 +457,32 @@ def test_a_json_key_is_read_as_duckdb_reads_it_or_refused_on_spark(path, duckdb,
             against_views(query, "spark")
 
 
+@pytest.mark.parametrize(
+    ("expression", "spark"),
+    [
+        ("coalesce(traits -> 'title', 'none')",
+         "COALESCE(GET_JSON_OBJECT(traits, '$.title'), 'none')"),
+        ("count(DISTINCT traits -> 'plan')", "COUNT(DISTINCT GET_JSON_OBJECT(traits, '$.plan'))"),
+        ("lower(traits -> 'a' ->> 'b')",
+         "LOWER(GET_JSON_OBJECT(GET_JSON_OBJECT(traits, '$.a'), '$.b'))"),
+        ("json_array_length(traits -> 'utm.tags')",
+         "JSON_ARRAY_LENGTH(GET_JSON_OBJECT(traits, '$[\\'utm.tags\\']'))"),
+        ("list_transform([1, 2], x -> x + 1)", "TRANSFORM(ARRAY(1, 2), x -> x + 1)"),
+        ("list_filter(['a'], x -> x = 'a')", "FILTER(ARRAY('a'), x -> x = 'a')"),
+    ],
+)  # fmt: skip
+def test_an_arrow_in_a_functions_arguments_reads_json_on_spark(expression, spark):
+    """sqlglot reads `traits -> 'title'` in a function's arguments as a lambda; DuckDB reads it
+    as JSON, but in a function that takes a lambda (`list_transform`)."""
+    query, _ = parse_trait_sql(f"SELECT user_id, {expression} AS n FROM users", "user")
+    assert against_views(query, "spark") == (
+        f"SELECT user_id, {spark} AS n FROM sql_trait_view_users AS users"
+    )
+    refused = "SELECT user_id, lower(traits -> ' plan') AS n FROM users"
+    with pytest.raises(SqlTraitError, match="Spark reads the JSON key ' plan' otherwise"):
+        against_views(parse_trait_sql(refused, "user")[0], "spark")
+
+
 READ_FILE = "(SELECT content FROM read_text('/etc/hostname'))"
 
 

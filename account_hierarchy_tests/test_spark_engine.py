@@ -594,27 +594,30 @@ def test_numbers_in_text_are_read_alike_on_both_engines(tmp_path: Path, spark):
 
 def test_a_sql_trait_reads_a_json_key_as_duckdb_does_on_both_engines(tmp_path: Path, spark):
     """`->> 'utm.source'` reads the key `utm.source` (text starting with neither `$` nor `/`
-    is one key on DuckDB), not the path `$.utm.source`; `'$.utm.source'` is that path."""
-    traits = {"utm.source": "flat", "utm": {"source": "nested"}, "a:b": 1, "é.x": 2, "[0]": 3}
+    is one key on DuckDB), not the path `$.utm.source`; `'$.utm.source'` is that path. `->`
+    in a function's arguments reads JSON too (sqlglot reads it as a lambda)."""
+    traits = {"utm.source": "flat", "utm": {"source": "nested"}, "a:b": 1, "é.x": 2, "[0]": 3,
+              "tags": ["x", "y"]}  # fmt: skip
     write_lines(tmp_path / "landing" / "a.ndjson", [
         {"type": "identify", "userId": "u1", "messageId": "i1",
          "timestamp": "2026-10-01T10:03:00Z", "traits": traits}])  # fmt: skip
     (tmp_path / "defs").mkdir()
     sql = ("SELECT user_id, traits ->> 'utm.source' AS flat, traits ->> '$.utm.source' AS nested, "
            "json_extract_string(traits, 'a:b') AS colon, traits ->> 'é.x' AS accented, "
-           "traits ->> '[0]' AS bracket FROM users")  # fmt: skip
+           "traits ->> '[0]' AS bracket, json_array_length(traits -> 'tags') AS tag_count, "
+           "coalesce(traits -> 'utm' ->> 'source', 'none') AS in_function FROM users")  # fmt: skip
     (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump(
         {"traits": [{"name": "flat", "entity": "user", "type": "sql", "sql": sql}]}))  # fmt: skip
     catalog = load_catalog(tmp_path / "defs")
     start, end = datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11)
     lake_dir = str(tmp_path / "lake")
-    columns = "user_id, flat, nested, colon, accented, bracket"
+    columns = "user_id, flat, nested, colon, accented, bracket, tag_count, in_function"
     with connect(tmp_path / "wh.duckdb") as con:
         ingest_window(con, tmp_path / "landing", start, end, PARTITIONS_START)
         traits_on_both_engines(con, spark, catalog, start, end, lake_dir)
         on_duckdb = con.sql(f"SELECT {columns} FROM user_traits").fetchall()
         on_spark = lake.read_with_duckdb(con, "user_traits", lake_dir).select(columns).fetchall()
-    assert on_duckdb == on_spark == [("u1", "flat", "nested", "1", "2", "3")]
+    assert on_duckdb == on_spark == [("u1", "flat", "nested", "1", "2", "3", 2, "nested")]
 
 
 def test_spark_reads_the_moments_duckdb_reads(spark):

@@ -364,7 +364,10 @@ def _as_on_duckdb(node: exp.Expression) -> exp.Expression | None:
     cast drops offsets), `arg_min` / `arg_max` skip rows whose value is null (Spark's `min_by`
     / `max_by` would return it), `epoch`, `extract(epoch ...)` and `date_part('epoch', ...)`
     keep fractions of a second (Spark's `unix_timestamp` drops them; `_epoch_seconds`), and
-    `extract` or `date_part` of another part is a BIGINT (an INT on Spark)."""
+    `extract` or `date_part` of another part is a BIGINT (an INT on Spark), and `->` in the
+    arguments of a function that takes no lambda reads JSON, as on DuckDB (`_json_arrow`)."""
+    if isinstance(node, exp.Lambda) and not _takes_lambdas(node.parent):
+        return _json_arrow(node)
     if isinstance(node, exp.JSONPathKey) and (node.this == "*" or node.this[:1].isspace()):
         raise SqlTraitError(
             f"Spark reads the JSON key {node.this!r} otherwise (as every key, or without its "
@@ -403,6 +406,52 @@ def _as_on_duckdb(node: exp.Expression) -> exp.Expression | None:
     if part is not None and not isinstance(node.parent, exp.Cast):
         return exp.cast(node.copy(), "BIGINT")
     return None
+
+
+def _takes_lambdas(function: exp.Expression | None) -> bool:
+    """Whether DuckDB reads `x -> ...` in this function's arguments as a lambda
+    (`list_transform(tags, x -> upper(x))`); in any other function's it reads JSON."""
+    if function is None:
+        return False
+    name = function.sql("duckdb", comments=False).split("(", 1)[0].strip().lower()
+    return name in _duckdb_lambda_functions()
+
+
+@functools.cache
+def _duckdb_lambda_functions() -> frozenset[str]:
+    """The names of the DuckDB functions that take a lambda."""
+    with duckdb.connect() as con:
+        rows = con.sql(
+            "SELECT DISTINCT function_name FROM duckdb_functions() "
+            "WHERE list_contains(parameter_types, 'LAMBDA')"
+        ).fetchall()
+    return frozenset(name.lower() for (name,) in rows)
+
+
+def _json_arrow(arrow: exp.Lambda) -> exp.Expression:
+    """`traits -> 'title'` in the arguments of a function that takes no lambda
+    (`coalesce(traits -> 'title', 'none')`), which sqlglot reads as a lambda, as the JSON
+    extraction DuckDB reads it as: the arrows after it in turn (`traits -> 'a' ->> 'b'` is
+    `(traits -> 'a') ->> 'b'`), and everything else up to them the path (`traits -> 'a' ||
+    'b'` reads the key `ab`)."""
+    params = arrow.expressions
+    if len(params) != 1 or not isinstance(params[0], exp.Identifier):
+        return arrow  # ((a, b) -> ...: a lambda, which the function cannot take)
+    body = arrow.this.copy()
+    innermost, parent = body, None
+    while isinstance(innermost, exp.JSONExtract | exp.JSONExtractScalar):
+        innermost, parent = innermost.this, innermost
+    try:
+        path = TraitDialect().to_json_path(innermost.copy())
+    except ParseError as error:
+        raise SqlTraitError(str(error)) from None
+    extract = exp.JSONExtract(this=exp.column(params[0].copy()), expression=path)
+    for part in (extract, *path.find_all(exp.JSONPathKey)):
+        _as_on_duckdb(part)  # (refusing what Spark reads otherwise, as for any other `->`)
+    if parent is None:
+        return extract
+    parent.set("this", extract)
+    return body
 
 
 def _epoch_seconds(moment: exp.Expression) -> exp.Expression:
