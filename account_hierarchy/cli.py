@@ -191,7 +191,8 @@ def show() -> None:
 @as_of_option
 @format_option
 def show_account(account_id: str, as_of: datetime | None, output_format: str) -> None:
-    """An account's traits, parent chain, children and users."""
+    """An account's traits, parent chain, children and users (or, for a parent that never sent
+    a group call, the accounts that name it)."""
     _show(account_profile, account_id, as_of, output_format)
 
 

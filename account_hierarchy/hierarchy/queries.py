@@ -97,7 +97,9 @@ def _traits(row: dict[str, Any]) -> dict[str, Any]:
 def account_profile(
     con: duckdb.DuckDBPyConnection, account_id: str, hour: datetime
 ) -> dict[str, Any]:
-    """An account as of `hour`: traits, parent chain (nearest first), children and users."""
+    """An account as of `hour`: traits, parent chain (nearest first), children and users
+    (`seen` true). An id that only other accounts name as their parent has `seen` false, its
+    children, and no traits, parent or users (null, or empty)."""
     params = {"hour": hour, "id": account_id}
     children = _rows(
         con,
@@ -110,11 +112,7 @@ def account_profile(
     except NotInSnapshotError:
         if not children:
             raise
-        named_by = ", ".join(child["account_id"] for child in children)
-        raise NotInSnapshotError(
-            f"account {account_id!r} has sent no group call by the snapshot of {hour}; it is "
-            f"named as the parent of {named_by}."
-        ) from None
+        return _parent_never_seen(account_id, hour, children)
     tree = _entity(con, "account_hierarchy", "account_id", account_id, hour)
     users = _rows(
         con,
@@ -127,6 +125,7 @@ def account_profile(
     return {
         "account_id": account_id,
         "snapshot_hour": hour,
+        "seen": True,
         "first_seen_at": account["first_seen_at"],
         "last_seen_at": account["last_seen_at"],
         "user_count": account["user_count"],
@@ -139,6 +138,28 @@ def account_profile(
         "parent_missing": tree["parent_missing"],
         "children": children,
         "users": [user | {"traits": _traits(user)} for user in users],
+    }
+
+
+def _parent_never_seen(account_id: str, hour: datetime, children: list[dict]) -> dict[str, Any]:
+    """The profile of an id only other accounts name as their parent: the keys of a seen
+    account's, with its children and nothing else (it is their ultimate parent)."""
+    return {
+        "account_id": account_id,
+        "snapshot_hour": hour,
+        "seen": False,
+        "first_seen_at": None,
+        "last_seen_at": None,
+        "user_count": None,
+        "traits": {},
+        "parent_account_id": None,
+        "parent_chain": [],
+        "ultimate_parent_id": None,
+        "depth": None,
+        "in_cycle": None,
+        "parent_missing": None,
+        "children": children,
+        "users": [],
     }
 
 
