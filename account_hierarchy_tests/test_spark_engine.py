@@ -620,6 +620,32 @@ def test_a_sql_trait_reads_a_json_key_as_duckdb_does_on_both_engines(tmp_path: P
     assert on_duckdb == on_spark == [("u1", "flat", "nested", "1", "2", "3", 2, "nested")]
 
 
+def test_definitions_cannot_read_settings_or_the_environment_on_spark(tmp_path: Path, spark):
+    """Spark replaces `${env:NAME}`, `${system:name}` and `${spark.key}` in SQL text, inside
+    string literals too, unless told not to: a SQL trait or an event name would read them."""
+    substituted = "${env:PATH}|${system:user.home}|${spark.sql.session.timeZone}"
+    write_lines(tmp_path / "landing" / "a.ndjson", [
+        group_call("g1", "2026-10-01T10:00:00Z", "A", "u1"),
+        {"type": "track", "userId": "u1", "event": "UTC", "messageId": "t1",
+         "timestamp": "2026-10-01T10:01:00Z"}])  # fmt: skip
+    (tmp_path / "defs").mkdir()
+    (tmp_path / "defs" / "d.yaml").write_text(yaml.safe_dump({"traits": [
+        {"name": "text", "entity": "user", "type": "sql",
+         "sql": f"SELECT user_id, '{substituted}' AS text FROM users"},
+        {"name": "utc_events", "entity": "user", "type": "event_counter",
+         "event": "${spark.sql.session.timeZone}"}]}))  # fmt: skip
+    catalog = load_catalog(tmp_path / "defs")
+    start, end = datetime(2026, 10, 1, 10), datetime(2026, 10, 1, 11)
+    lake_dir = str(tmp_path / "lake")
+    with connect(tmp_path / "wh.duckdb") as con:
+        ingest_window(con, tmp_path / "landing", start, end, PARTITIONS_START)
+        traits_on_both_engines(con, spark, catalog, start, end, lake_dir)
+        on_duckdb = con.sql("SELECT user_id, text, utc_events FROM user_traits").fetchall()
+        on_spark = lake.read_with_duckdb(con, "user_traits", lake_dir).select(
+            "user_id, text, utc_events").fetchall()  # fmt: skip
+    assert on_duckdb == on_spark == [("u1", substituted, 0)]
+
+
 def test_spark_reads_the_moments_duckdb_reads(spark):
     """Text times as the warehouse reads them (`moments.utc_sql`): slashes, white space repeated,
     the hour 24, offsets, lower-case `t` and `z`, times to the minute, leap seconds, and text

@@ -39,6 +39,10 @@ _COMMON_CONFIG = {
     # A SQL trait's expressions give NULL, as on DuckDB, where Spark 4's ANSI mode fails the
     # whole query (an index past a list's end, a text that is no number).
     "spark.sql.ansi.enabled": "false",
+    # SQL text is run as written: Spark would otherwise replace `${env:NAME}`, `${system:name}`
+    # and `${spark.key}` (even inside a string literal) with an environment variable, a Java
+    # property or a setting, which a definition could then read (and send to a destination).
+    "spark.sql.variable.substitute": "false",
 }
 # A local session is one process: a small shuffle keeps small hours fast.
 _LOCAL_CONFIG = {
