@@ -1152,6 +1152,13 @@ def test_a_sql_trait_matching_union_columns_by_name_is_refused():
                         "SELECT account_id, 2 AS y FROM accounts", "account")  # fmt: skip
 
 
+@pytest.mark.parametrize("parameter", ["$1", "?", "$name"])
+def test_a_sql_trait_with_a_parameter_is_refused_at_load(parameter):
+    """No value is given for it: the query would fail at every build."""
+    with pytest.raises(SqlTraitError, match=re.escape(f"holds the parameter {parameter}")):
+        parse_trait_sql(f"SELECT account_id, {parameter} AS x FROM accounts", "account")
+
+
 def test_a_sql_trait_reading_secrets_is_refused():
     with pytest.raises(SqlTraitError, match="cannot read files or settings"):
         parse_trait_sql("SELECT account_id, which_secret('s3://b', 's3') AS x FROM accounts",

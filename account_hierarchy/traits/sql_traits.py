@@ -79,8 +79,8 @@ class TraitDialect(DuckDB):
     it into the SQL run unescaped), and a key holding a double quote too."""
 
     def to_json_path(self, path: exp.Expression | None) -> exp.Expression | None:
-        if isinstance(path, exp.Paren):  # (`('utm.source')`)
-            path = path.unnest()
+        if isinstance(path, exp.Paren) and isinstance(path.unnest(), exp.Literal | exp.RawString):
+            path = path.unnest()  # (`('utm.source')`; a computed path keeps its parentheses)
         if isinstance(path, exp.RawString):  # (`$$utm.source$$`)
             path = exp.Literal.string(path.name)
         text = path.name if isinstance(path, exp.Literal) and path.is_string else None
@@ -122,6 +122,11 @@ def parse_trait_sql(sql: str, entity: str) -> tuple[exp.Expression, list[str]]:
     query = statements[0]
     if not isinstance(query, exp.Query) or any(query.find_all(*WRITE_NODES)):
         raise SqlTraitError("must be a read-only SELECT (no INSERT, UPDATE, CREATE, SET, ...)")
+    if placeholder := query.find(exp.Placeholder):
+        raise SqlTraitError(
+            f"holds the parameter {placeholder.sql('duckdb')}, which no value is given for: "
+            "write the value itself"
+        )
     if any(union.args.get("by_name") for union in query.find_all(exp.SetOperation)):
         raise SqlTraitError(
             "matches columns by name (UNION BY NAME): give every branch the same columns, in "
@@ -368,6 +373,11 @@ def _as_on_duckdb(node: exp.Expression) -> exp.Expression | None:
     arguments of a function that takes no lambda reads JSON, as on DuckDB (`_json_arrow`)."""
     if isinstance(node, exp.Lambda) and not _takes_lambdas(node.parent):
         return _json_arrow(node)
+    if isinstance(node, exp.JSONPathKey) and not isinstance(node.this, str):
+        raise SqlTraitError(
+            f"Spark does not read the JSON path part {node.this.sql()!r} as DuckDB does (a "
+            "wildcard, which gives a list of every value there)"
+        )
     if isinstance(node, exp.JSONPathKey) and (node.this == "*" or node.this[:1].isspace()):
         raise SqlTraitError(
             f"Spark reads the JSON key {node.this!r} otherwise (as every key, or without its "
