@@ -156,6 +156,17 @@ def test_a_folder_that_cannot_be_written_makes_the_destination_unavailable(tmp_p
         JsonlSender(tmp_path / "a_file" / "outbox").send([{"messageId": "m"}])
 
 
+@pytest.mark.parametrize("folder", ["landing", "landing/outbox", "landing/../landing/x"])
+def test_a_folder_inside_the_landing_folder_is_refused(tmp_path, monkeypatch, folder):
+    """Its batches (Segment calls) would be ingested as events at the next run."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AH_LANDING_DIR", str(tmp_path / "landing"))
+    destination = Destination(name="crm", type="jsonl", folder=folder, audiences=["a"])
+    with pytest.raises(DestinationUnavailableError, match="is inside the landing folder"):
+        sender_for(destination)
+    assert isinstance(sender_for(destination.model_copy(update={"folder": "out"})), JsonlSender)
+
+
 def test_a_write_that_fails_leaves_no_partial_file(tmp_path, monkeypatch):
     folder = tmp_path / "outbox"
     folder.mkdir()

@@ -26,6 +26,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from account_hierarchy import settings
 from account_hierarchy.catalog.destination_models import Destination, RetrySettings
 
 
@@ -274,9 +275,17 @@ class JsonlSender:
 
 
 def sender_for(destination: Destination) -> Sender:
-    """The sender of a destination (reading an HTTP write key from its environment variable)."""
+    """The sender of a destination (reading an HTTP write key from its environment variable);
+    a jsonl folder inside the landing folder is refused: its batches would land as events."""
     if destination.type == "jsonl":
-        return JsonlSender(Path(destination.folder))
+        folder, landing = Path(destination.folder), settings.landing_dir()
+        if folder.resolve().is_relative_to(landing.resolve()):
+            raise DestinationUnavailableError(
+                f"destination {destination.name}: its folder {folder} is inside the landing "
+                f"folder {landing} (AH_LANDING_DIR), where its batches would be ingested as "
+                "events: choose another folder"
+            )
+        return JsonlSender(folder)
     write_key = os.environ.get(destination.write_key_env or "")
     if not write_key:
         raise DestinationUnavailableError(
