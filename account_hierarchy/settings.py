@@ -32,6 +32,8 @@ DEFAULT_PARENT_TRAIT = "parent_account_id"
 DEFAULT_MEMORY_LIMIT = "4GB"
 ENGINES = ("duckdb", "spark")
 DEFAULT_LAKE_DIR = "data/lake"
+# Characters DuckDB's and Hadoop's file listings read as patterns.
+GLOB_CHARACTERS = "*?[]{}"
 DEFAULT_SPARK_MASTER = "local[*]"
 
 
@@ -115,6 +117,7 @@ def check_all() -> None:
     _memory_limit_usable(duckdb_config()["memory_limit"])
     engine()
     spark_master()
+    lake_dir()
 
 
 def _memory_limit_usable(limit: str) -> None:
@@ -134,6 +137,12 @@ def lake_dir() -> str:
     a local folder (made absolute, as the warehouse's views over it keep the path) or an
     object store URI such as `s3a://bucket/lake`."""
     lake = _location(LAKE_DIR_ENV, DEFAULT_LAKE_DIR)
+    if glob := set(lake) & set(GLOB_CHARACTERS):
+        raise SettingError(
+            f"{LAKE_DIR_ENV}={lake!r}: holds {''.join(sorted(glob))}, which reading the lake's "
+            "files back would take for a pattern: choose a path without "
+            f"{' '.join(GLOB_CHARACTERS)}"
+        )
     return lake if "://" in lake else str(Path(lake).absolute())
 
 

@@ -47,6 +47,8 @@ def test_a_malformed_memory_limit_names_the_setting(tmp_path, monkeypatch):
         ("AH_PARENT_TRAIT", 'a"b', "expected a trait name without quotes"),
         ("AH_SPARK_MASTER", "bogus", "expected a Spark master URL such as local[*], local[4], "
          "spark://host:7077, yarn or k8s://https://host:443"),
+        ("AH_LAKE_DIR", "/tmp/lake[1]", "holds [], which reading the lake's files back would "
+         "take for a pattern: choose a path without * ? [ ] { }"),
     ],
 )  # fmt: skip
 def test_a_setting_that_cannot_be_used_is_one_line_from_the_console_script(
