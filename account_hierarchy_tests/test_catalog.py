@@ -408,6 +408,18 @@ def test_a_sql_traits_column_problems_name_its_sql_line(tmp_path):
     ]
 
 
+def test_on_spark_sql_spark_reads_otherwise_is_refused_at_load(tmp_path, monkeypatch):
+    sql = "SELECT account_id, traits ->> ' plan' AS plan FROM accounts"
+    text = GOOD + f"  - name: plan\n    entity: account\n    type: sql\n    sql: {sql}\n"
+    (tmp_path / "a.yaml").write_text(text)
+    assert [t.trait.name for t in load_catalog(tmp_path).traits] == ["logins", "plan"]
+    monkeypatch.setenv("AH_ENGINE", "spark")
+    assert problems_of(tmp_path, text) == [
+        f"{tmp_path / 'a.yaml'}:11: trait plan.sql: Spark reads the JSON key ' plan' otherwise "
+        "(as every key, or without its leading white space)"
+    ]
+
+
 def test_ctes_in_scope_are_read_as_ctes():
     sql = ("WITH a AS (SELECT account_id FROM accounts), b AS (SELECT account_id FROM a) "
            "SELECT account_id, 1 AS n FROM b")  # fmt: skip

@@ -41,11 +41,12 @@ from account_hierarchy.catalog.models import (
     UniqueList,
 )
 from account_hierarchy.output import one_line
-from account_hierarchy.settings import is_hidden
+from account_hierarchy.settings import is_hidden, on_spark
 from account_hierarchy.traits.compile import allow_deep_queries
 from account_hierarchy.traits.sql_traits import (
     RESERVED_COLUMNS,
     SqlTraitError,
+    against_views,
     parse_trait_sql,
     unknown_name,
 )
@@ -462,7 +463,9 @@ def _check_catalog(catalog: Catalog) -> list[str]:
         seen_names.setdefault(trait.name, located)
         if isinstance(trait, SqlTrait):
             try:
-                parse_trait_sql(trait.sql, trait.entity)
+                query, _ = parse_trait_sql(trait.sql, trait.entity)
+                if on_spark():  # (what Spark reads otherwise fails now, not in the trait stage)
+                    against_views(query, "spark")
             except SqlTraitError as error:
                 invalid.append(f"{_trait_place(located, 'sql')}: {error}")
                 catalog.invalid_names |= {trait.name, *_result_names(trait.sql)}
