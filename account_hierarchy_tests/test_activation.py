@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
+import duckdb
 import pytest
 import requests
 import yaml
@@ -207,6 +208,38 @@ def test_diffs_record_entered_exited_and_changed(world):
         ("audience", "free_accounts", "GLOBEX", "entered", "false", "true"),
         ("trait", "logins", "u3", "changed", "0", "1"),
     ]
+
+
+class InsertFails:
+    """A warehouse connection on which inserting into `table` fails: a crash between the
+    delete of the hours rebuilt and the insert of their new rows."""
+
+    def __init__(self, con, table: str):
+        self.con, self.table = con, table
+
+    def execute(self, sql: str, *args):
+        if sql.startswith(f"INSERT INTO {self.table} "):
+            raise duckdb.IOException("the disk went away")
+        return self.con.execute(sql, *args)
+
+    def __getattr__(self, name: str):
+        return getattr(self.con, name)
+
+
+def test_a_rebuild_failing_midway_leaves_the_hours_stored_as_they_were(world):
+    con, build, _ = world
+    catalog, _ = build(H10)
+    catalog, _ = build(H11)
+    window = (H11, H11 + timedelta(hours=1))
+    build_diffs(con, catalog, *window)
+    tables = ("activation_diffs", "audience_memberships", "audience_hours")
+    before = {table: con.sql(f"FROM {table} ORDER BY ALL").fetchall() for table in tables}
+    assert all(before.values())
+    with pytest.raises(duckdb.IOException):
+        build_diffs(InsertFails(con, "activation_diffs"), catalog, *window)
+    with pytest.raises(duckdb.IOException):
+        build_audience(InsertFails(con, "audience_memberships"), catalog, "free_accounts", *window)
+    assert {table: con.sql(f"FROM {table} ORDER BY ALL").fetchall() for table in tables} == before
 
 
 def test_500s_then_429_then_success_delivers_each_message_once(world):

@@ -25,6 +25,7 @@ from account_hierarchy.json_text import fetch_rows
 from account_hierarchy.output import plain
 from account_hierarchy.partitions import hours_of
 from account_hierarchy.traits.compile import HOUR, compile_hourly, hourly_params, timestamp
+from account_hierarchy.warehouse import transaction
 
 DIFFS_DDL = """
 CREATE TABLE IF NOT EXISTS activation_diffs (
@@ -192,10 +193,11 @@ def build_diffs(
     )
     con.unregister("found_diffs")
     validate_diffs(con, "new_diffs")
-    con.execute(
-        "DELETE FROM activation_diffs WHERE snapshot_hour >= $start AND snapshot_hour < $end",
-        {"start": start, "end": end},
-    )
-    con.execute("INSERT INTO activation_diffs SELECT * FROM new_diffs ORDER BY ALL")
+    with transaction(con):  # (a crash between them would leave built hours without diffs)
+        con.execute(
+            "DELETE FROM activation_diffs WHERE snapshot_hour >= $start AND snapshot_hour < $end",
+            {"start": start, "end": end},
+        )
+        con.execute("INSERT INTO activation_diffs SELECT * FROM new_diffs ORDER BY ALL")
     counts = dict(con.execute("SELECT change, count(*) FROM new_diffs GROUP BY 1").fetchall())
     return {change: counts.get(change, 0) for change in ("entered", "exited", "changed")}

@@ -30,7 +30,7 @@ from account_hierarchy.traits.tiles import (
     performed_counters,
     tileable,
 )
-from account_hierarchy.warehouse import in_memory
+from account_hierarchy.warehouse import in_memory, transaction
 
 MEMBERSHIPS_DDL = """
 CREATE TABLE IF NOT EXISTS audience_memberships (
@@ -223,13 +223,14 @@ def build_audience(
                        for key, value in params(last).items())  # fmt: skip
     report.compiled = f"-- run for the last hour with {values}\n{rows_sql}"
     validate_memberships(con, "new_memberships")
-    con.execute(
-        "DELETE FROM audience_memberships WHERE audience = $name AND snapshot_hour >= $start "
-        "AND snapshot_hour < $end",
-        {"name": name, "start": start, "end": end},
-    )
-    con.execute("INSERT INTO audience_memberships SELECT * FROM new_memberships")
-    record_audience_hours(con, name, start, end, report.sizes)
+    with transaction(con):  # (a crash between them would leave built hours without members)
+        con.execute(
+            "DELETE FROM audience_memberships WHERE audience = $name AND snapshot_hour >= $start "
+            "AND snapshot_hour < $end",
+            {"name": name, "start": start, "end": end},
+        )
+        con.execute("INSERT INTO audience_memberships SELECT * FROM new_memberships")
+        record_audience_hours(con, name, start, end, report.sizes)
     now = {
         entity_id
         for (entity_id,) in con.execute(
