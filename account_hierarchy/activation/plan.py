@@ -237,9 +237,7 @@ def plan(
         previous = {}
         if key in in_flight:
             previous = _sent_messages(destination, item, outputs, in_flight[key])
-            if not item.is_change and not (
-                item.messages and all(_content(m) in previous for m in item.messages)
-            ):
+            if not item.is_change and not _resent(item, previous):
                 # (a held value whose unconfirmed messages were other: the calls they went in
                 # may hold anything, so it goes in them, as a change of its own: under the ids
                 # it first went with, a destination that took the other change would drop it)
@@ -247,6 +245,12 @@ def plan(
                 _change(item, has, desired.get(key), wanted, _unsure_calls(has, in_flight[key]))
                 item.version = _next_version(key, held, in_flight)
                 _prepare(destination, item, outputs, hour)
+            elif item.is_change and _resent(item, previous):
+                # (the change in flight, going again as it went: once accepted, it is the
+                # change it was, not one more, so later changes get the ids they would have;
+                # one sent before versions were kept is one more)
+                flown = in_flight[key].version
+                item.version = flown if flown > held.get(key, NOTHING).version else item.version
         unconfirmed = held.get(key, NOTHING).unconfirmed
         if unconfirmed:  # (sent in calls since off: the same content goes again as it went)
             previous = {_content(m): m for m in json.loads(unconfirmed)} | previous
@@ -254,6 +258,11 @@ def plan(
         item.unconfirmed = [m for m in previous.values() if m["type"] not in item.holds_calls]
     # (an item owed only in calls none of whose messages are about it is no item)
     return [item for item in items if item.messages or item.is_change]
+
+
+def _resent(item: Item, previous: dict[str, dict]) -> bool:
+    """Whether each of the item's messages went before, unconfirmed (`previous`, by content)."""
+    return bool(item.messages) and all(_content(m) in previous for m in item.messages)
 
 
 def _overwritten(
