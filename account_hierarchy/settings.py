@@ -111,13 +111,15 @@ def engine() -> str:
 
 def check_all() -> None:
     """Read every setting that has a form (raising `SettingError` for one that cannot be
-    used), so that it stops a command or the code location at once, whatever they read."""
+    used), so that it stops a command or the code location at once, whatever they read (the
+    lake's path only on the Spark engine, the one that uses it)."""
     partitions_start()
     parent_trait()
     _memory_limit_usable(duckdb_config()["memory_limit"])
     engine()
     spark_master()
-    lake_dir()
+    if on_spark():
+        lake_dir()
 
 
 def _memory_limit_usable(limit: str) -> None:
@@ -137,13 +139,14 @@ def lake_dir() -> str:
     a local folder (made absolute, as the warehouse's views over it keep the path) or an
     object store URI such as `s3a://bucket/lake`."""
     lake = _location(LAKE_DIR_ENV, DEFAULT_LAKE_DIR)
+    lake = lake if "://" in lake else str(Path(lake).absolute())
     if glob := set(lake) & set(GLOB_CHARACTERS):
         raise SettingError(
-            f"{LAKE_DIR_ENV}={lake!r}: holds {''.join(sorted(glob))}, which reading the lake's "
-            "files back would take for a pattern: choose a path without "
+            f"{LAKE_DIR_ENV}: the lake's path {lake!r} holds {''.join(sorted(glob))}, which "
+            "reading its files back would take for a pattern: choose a path without "
             f"{' '.join(GLOB_CHARACTERS)}"
         )
-    return lake if "://" in lake else str(Path(lake).absolute())
+    return lake
 
 
 # Spark's master URLs: local[N], local[*] or local[N,F] (F task failures allowed), a

@@ -498,6 +498,19 @@ def test_an_arrow_in_a_functions_arguments_reads_json_on_spark(expression, spark
         against_views(parse_trait_sql(refused, "user")[0], "spark")
 
 
+@pytest.mark.parametrize(
+    "expression",
+    ["lower(traits -> 'a' || 'x')", "coalesce(traits -> 'a' ->> 'b' = 'B', false)",
+     "coalesce(traits -> 1.5, 'x')", "lower(traits -> lower('A'))"],
+)  # fmt: skip
+def test_an_arrow_in_a_functions_arguments_spark_would_read_otherwise_is_refused(expression):
+    """DuckDB reads all that follows the arrow there as its path (`'a' || 'x'`, the key `ax`),
+    which Spark's `get_json_object` does not: only a key, then more arrows, is rewritten."""
+    query, _ = parse_trait_sql(f"SELECT user_id, {expression} AS n FROM users", "user")
+    with pytest.raises(SqlTraitError, match="in a function's arguments as DuckDB does"):
+        against_views(query, "spark")
+
+
 READ_FILE = "(SELECT content FROM read_text('/etc/hostname'))"
 
 

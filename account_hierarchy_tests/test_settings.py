@@ -47,8 +47,6 @@ def test_a_malformed_memory_limit_names_the_setting(tmp_path, monkeypatch):
         ("AH_PARENT_TRAIT", 'a"b', "expected a trait name without quotes"),
         ("AH_SPARK_MASTER", "bogus", "expected a Spark master URL such as local[*], local[4], "
          "spark://host:7077, yarn or k8s://https://host:443"),
-        ("AH_LAKE_DIR", "/tmp/lake[1]", "holds [], which reading the lake's files back would "
-         "take for a pattern: choose a path without * ? [ ] { }"),
     ],
 )  # fmt: skip
 def test_a_setting_that_cannot_be_used_is_one_line_from_the_console_script(
@@ -61,6 +59,23 @@ def test_a_setting_that_cannot_be_used_is_one_line_from_the_console_script(
                           env=environment, capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 1
     assert done.stderr == f"Error: {variable}={value!r}: {message}\n"
+
+
+def test_a_lake_path_holding_glob_characters_is_refused_on_spark(tmp_path, monkeypatch):
+    """Reading the lake's files back would take them for a pattern (and find no files)."""
+    folder = tmp_path / "proj[1]"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    monkeypatch.delenv("AH_LAKE_DIR", raising=False)
+    settings.check_all()  # (the DuckDB engine reads no lake)
+    monkeypatch.setenv("AH_ENGINE", "spark")
+    for lake in (None, "lake", "/data/lake*"):
+        if lake:
+            monkeypatch.setenv("AH_LAKE_DIR", lake)
+        with pytest.raises(settings.SettingError, match="would take for a pattern"):
+            settings.check_all()
+    monkeypatch.setenv("AH_LAKE_DIR", "s3a://bucket/lake")
+    settings.check_all()
 
 
 def test_an_empty_location_is_its_default_and_a_local_lake_is_absolute(monkeypatch):

@@ -245,12 +245,16 @@ def plan(
                 _change(item, has, desired.get(key), wanted, _unsure_calls(has, in_flight[key]))
                 item.version = _next_version(key, held, in_flight)
                 _prepare(destination, item, outputs, hour)
-            elif item.is_change and _resent(item, previous):
-                # (the change in flight, going again as it went: once accepted, it is the
-                # change it was, not one more, so later changes get the ids they would have;
-                # one sent before versions were kept is one more)
-                flown = in_flight[key].version
-                item.version = flown if flown > held.get(key, NOTHING).version else item.version
+            elif (
+                item.is_change
+                and any(_content(m) in previous for m in item.messages)
+                and in_flight[key].version > held.get(key, NOTHING).version
+            ):
+                # (the change in flight going again, as it went and in any call added since:
+                # once accepted, it is the change it was, not one more, so later changes get
+                # the ids they would have; one sent before versions were kept is one more.
+                # A message's id names its content: a new one cannot take a sent one's id)
+                item.version = in_flight[key].version
         unconfirmed = held.get(key, NOTHING).unconfirmed
         if unconfirmed:  # (sent in calls since off: the same content goes again as it went)
             previous = {_content(m): m for m in json.loads(unconfirmed)} | previous

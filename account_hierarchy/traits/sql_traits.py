@@ -340,7 +340,13 @@ def against_views(query: exp.Expression, dialect: str = "duckdb") -> str:
     if dialect != "duckdb":
         query = query.copy()
         for node in reversed(list(query.dfs())):  # (children first: they may be rewritten too)
-            if (rewritten := _as_on_duckdb(node)) is not None:
+            try:
+                rewritten = _as_on_duckdb(node)
+            except SqlTraitError:
+                raise
+            except (ValueError, ParseError) as error:  # (sqlglot reading a path it cannot)
+                raise SqlTraitError(f"cannot be written as SQL for {dialect}: {error}") from None
+            if rewritten is not None:
                 node.replace(rewritten)
 
     def rename(node: exp.Expression) -> exp.Expression:
@@ -420,8 +426,9 @@ def _as_on_duckdb(node: exp.Expression) -> exp.Expression | None:
 
 def _takes_lambdas(function: exp.Expression | None) -> bool:
     """Whether DuckDB reads `x -> ...` in this function's arguments as a lambda
-    (`list_transform(tags, x -> upper(x))`); in any other function's it reads JSON."""
-    if function is None:
+    (`list_transform(tags, x -> upper(x))`); in any other function's (or in `DISTINCT ...`) it
+    reads JSON."""
+    if not isinstance(function, exp.Func):
         return False
     name = function.sql("duckdb", comments=False).split("(", 1)[0].strip().lower()
     return name in _duckdb_lambda_functions()
@@ -441,9 +448,9 @@ def _duckdb_lambda_functions() -> frozenset[str]:
 def _json_arrow(arrow: exp.Lambda) -> exp.Expression:
     """`traits -> 'title'` in the arguments of a function that takes no lambda
     (`coalesce(traits -> 'title', 'none')`), which sqlglot reads as a lambda, as the JSON
-    extraction DuckDB reads it as: the arrows after it in turn (`traits -> 'a' ->> 'b'` is
-    `(traits -> 'a') ->> 'b'`), and everything else up to them the path (`traits -> 'a' ||
-    'b'` reads the key `ab`)."""
+    extraction DuckDB reads it as, with the arrows after it in turn (`traits -> 'a' ->> 'b'` is
+    `(traits -> 'a') ->> 'b'`). Anything else after the arrow (`traits -> 'a' || 'x'`, which
+    DuckDB reads as the key `ax`, or `= 'B'`) is refused: Spark would read it otherwise."""
     params = arrow.expressions
     if len(params) != 1 or not isinstance(params[0], exp.Identifier):
         return arrow  # ((a, b) -> ...: a lambda, which the function cannot take)
@@ -451,10 +458,14 @@ def _json_arrow(arrow: exp.Lambda) -> exp.Expression:
     innermost, parent = body, None
     while isinstance(innermost, exp.JSONExtract | exp.JSONExtractScalar):
         innermost, parent = innermost.this, innermost
-    try:
-        path = TraitDialect().to_json_path(innermost.copy())
-    except ParseError as error:
-        raise SqlTraitError(str(error)) from None
+    key = innermost.unnest() if isinstance(innermost, exp.Paren) else innermost
+    if not (key.is_string or isinstance(key, exp.RawString)):
+        raise SqlTraitError(
+            f"Spark cannot read `{arrow.sql('duckdb')}` in a function's arguments as DuckDB "
+            "does: put the JSON arrows in parentheses, `(traits -> 'a')`, or write "
+            "json_extract(traits, 'a')"
+        )
+    path = TraitDialect().to_json_path(innermost.copy())
     extract = exp.JSONExtract(this=exp.column(params[0].copy()), expression=path)
     for part in (extract, *path.find_all(exp.JSONPathKey)):
         _as_on_duckdb(part)  # (refusing what Spark reads otherwise, as for any other `->`)
