@@ -251,18 +251,22 @@ def _check_sources(query: exp.Expression) -> None:
                 "`(SELECT as_of FROM snapshot)`)"
             )
         if isinstance(function, exp.Anonymous) and name.lower() not in _duckdb_functions():
-            close = difflib.get_close_matches(name.lower(), _duckdb_functions(), n=1)
+            close = difflib.get_close_matches(name.lower(), list(_duckdb_functions()), n=1)
             hint = f"did you mean {close[0]}()?" if close else "DuckDB has no such function"
             raise SqlTraitError(f"calls {name}(): unknown function; {hint}")
 
 
 @functools.cache
-def _duckdb_functions() -> list[str]:
-    """The names of DuckDB's functions (a function sqlglot does not know is checked here, so
-    that a typo is a definition error, not a failed build)."""
+def _duckdb_functions() -> dict[str, bool]:
+    """DuckDB's functions by name (lower case, sorted), each with whether it takes a lambda
+    (a function sqlglot does not know is checked here, so that a typo is a definition error,
+    not a failed build)."""
     with duckdb.connect() as con:
-        rows = con.sql("SELECT DISTINCT function_name FROM duckdb_functions()").fetchall()
-    return sorted(name.lower() for (name,) in rows)
+        rows = con.sql(
+            "SELECT lower(function_name), bool_or(list_contains(parameter_types, 'LAMBDA')) "
+            "FROM duckdb_functions() GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    return dict(rows)
 
 
 def _value_columns(query: exp.Query, entity: str) -> list[str]:
@@ -431,18 +435,7 @@ def _takes_lambdas(function: exp.Expression | None) -> bool:
     if not isinstance(function, exp.Func):
         return False
     name = function.sql("duckdb", comments=False).split("(", 1)[0].strip().lower()
-    return name in _duckdb_lambda_functions()
-
-
-@functools.cache
-def _duckdb_lambda_functions() -> frozenset[str]:
-    """The names of the DuckDB functions that take a lambda."""
-    with duckdb.connect() as con:
-        rows = con.sql(
-            "SELECT DISTINCT function_name FROM duckdb_functions() "
-            "WHERE list_contains(parameter_types, 'LAMBDA')"
-        ).fetchall()
-    return frozenset(name.lower() for (name,) in rows)
+    return _duckdb_functions().get(name, False)
 
 
 def _json_arrow(arrow: exp.Lambda) -> exp.Expression:
@@ -458,7 +451,7 @@ def _json_arrow(arrow: exp.Lambda) -> exp.Expression:
     innermost, parent = body, None
     while isinstance(innermost, exp.JSONExtract | exp.JSONExtractScalar):
         innermost, parent = innermost.this, innermost
-    key = innermost.unnest() if isinstance(innermost, exp.Paren) else innermost
+    key = innermost.unnest()  # (`('a')`)
     if not (key.is_string or isinstance(key, exp.RawString)):
         raise SqlTraitError(
             f"Spark cannot read `{arrow.sql('duckdb')}` in a function's arguments as DuckDB "
